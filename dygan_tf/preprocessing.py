@@ -1,0 +1,180 @@
+"""Pure array functions shared by the shard builder and the whole-volume translator.
+
+NIfTI loading with validation, reorientation to canonical RAS and back, the brain
+mask, axial slice choice, slice resizing and the [-1, 1] normalisation of SPEC.md.
+Nothing here draws random numbers or imports TensorFlow.
+"""
+
+import gzip
+import zlib
+
+import nibabel as nib
+import numpy as np
+import scipy.ndimage
+
+from dygan_tf.cli import UserError
+
+MAX_VOLUME_BYTES = 1 << 30  # refuse volumes whose header claims more than 1 GiB
+MAX_DIM = 2048
+ROBUST_PERCENTILE = 99.5
+DEFAULT_SLICE_RANGE = (75, 86)  # axial indices 75..85 inclusive, in canonical RAS
+DEFAULT_SLICES_PER_VOLUME = 5
+DEFAULT_IMAGE_SIZE = 256
+_RAS = nib.orientations.axcodes2ornt("RAS")
+
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile,
+                nib.filebasedimages.ImageFileError)
+
+
+def load_nifti(path):
+    """Loads a 3-D NIfTI volume of any stored dtype.
+
+    Returns `(data, affine, header)` with `data` float32 in the file's own voxel
+    order. Raises UserError naming the file when it is unreadable or truncated, is
+    not 3-D, claims an absurd size in its header (checked before reading the data),
+    or holds NaN/inf or only zeros.
+    """
+    path = str(path)
+    try:
+        image = nib.load(path)  # reads the header only; the data stays on disk
+    except _READ_ERRORS as e:
+        raise UserError(f"{path}: unreadable NIfTI file ({_reason(e)})") from None
+    header = image.header
+    shape = tuple(int(d) for d in header.get_data_shape())
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    nbytes = int(np.prod(shape, dtype=np.float64)) * itemsize if shape else 0
+    if any(d > MAX_DIM for d in shape) or nbytes > MAX_VOLUME_BYTES:
+        raise UserError(
+            f"{path}: header claims shape {shape} x {itemsize} bytes = {nbytes} bytes; "
+            f"expected every dimension <= {MAX_DIM} and at most {MAX_VOLUME_BYTES} bytes"
+        )
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise UserError(f"{path}: found a {len(shape)}-D volume of shape {shape}; "
+                        "expected a 3-D volume")
+    try:
+        data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
+    except _READ_ERRORS as e:
+        raise UserError(f"{path}: truncated or unreadable data ({_reason(e)})") from None
+    if not np.isfinite(data).all():
+        raise UserError(f"{path}: volume holds NaN or infinite values; expected finite")
+    if not data.any():
+        raise UserError(f"{path}: volume is all zeros; expected an MR image")
+    return data, image.affine.copy(), header
+
+
+def _reason(error):
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def to_canonical(data, affine):
+    """Reorients a 3-D array to closest canonical (RAS+) voxel axes.
+
+    Same axis permutation and flips as `nib.as_closest_canonical` (no resampling).
+    Returns `(canonical_data, canonical_affine, ornt)`; `ornt` is the original
+    volume's orientation, which `from_canonical` needs to go back.
+    """
+    ornt = nib.orientations.io_orientation(affine)
+    to_ras = nib.orientations.ornt_transform(ornt, _RAS)
+    canonical = nib.orientations.apply_orientation(data, to_ras)
+    inv = nib.orientations.inv_ornt_aff(to_ras, data.shape)
+    return np.ascontiguousarray(canonical), affine @ inv, ornt
+
+
+def from_canonical(canonical_data, ornt):
+    """Inverse of `to_canonical`: a canonical array back to the original voxel axes."""
+    back = nib.orientations.ornt_transform(_RAS, np.asarray(ornt))
+    return np.ascontiguousarray(nib.orientations.apply_orientation(canonical_data, back))
+
+
+def brain_mask(volumes):
+    """Brain = non-zero voxels of the union of modalities (SPEC, ours). Returns bool."""
+    volumes = list(volumes)
+    mask = volumes[0] != 0
+    for v in volumes[1:]:
+        mask |= v != 0
+    return mask
+
+
+def parse_slice_range(text):
+    """'75:86' -> (75, 86): a Python-style half-open range of axial indices."""
+    try:
+        start, stop = (int(part) for part in str(text).split(":"))
+    except ValueError:
+        raise UserError(f"--source-slices: expected START:STOP like 75:86, "
+                        f"found {text!r}") from None
+    if start < 0 or stop <= start:
+        raise UserError(f"--source-slices: expected 0 <= START < STOP, found {text!r}")
+    return start, stop
+
+
+def select_slices(mask, slice_range=DEFAULT_SLICE_RANGE, count=DEFAULT_SLICES_PER_VOLUME):
+    """The `count` axial indices in [start, stop) with the largest brain area.
+
+    `mask` is a canonical (RAS) volume, so axial = the third axis. Ties go to the
+    lower index; the result is sorted. Raises ValueError if the range does not fit.
+    """
+    start, stop = slice_range
+    depth = mask.shape[2]
+    if stop > depth or stop - start < count:
+        raise ValueError(
+            f"Slice range {start}:{stop} must lie within 0:{depth} and hold at least "
+            f"{count} slices. Received: depth={depth}"
+        )
+    areas = mask[:, :, start:stop].sum(axis=(0, 1))
+    indices = np.arange(start, stop)
+    order = np.lexsort((indices, -areas))  # largest area first, then lower index
+    return sorted(int(i) for i in indices[order[:count]])
+
+
+def axial_slice(volume, index):
+    """Axial slice `index` of a canonical volume as an image: anterior at the top,
+    the patient's right on the image's left (radiological view)."""
+    return np.rot90(volume[:, :, index])
+
+
+def axial_plane(image):
+    """Inverse of `axial_slice`: an image back to a canonical [x, y] plane."""
+    return np.rot90(image, -1)
+
+
+def resize_slice(image, size, order=1):
+    """Resizes a 2-D slice to `size` (int or (h, w)); order 1 = bilinear, 0 = nearest.
+
+    Pixel-area aligned (scipy `grid_mode=True`, like half-pixel centres), edges
+    replicated; the one resize used for images (order 1) and label maps (order 0).
+    """
+    size = (size, size) if np.isscalar(size) else tuple(size)
+    image = np.asarray(image)
+    if image.shape == size:
+        return image.copy()
+    zoom = (size[0] / image.shape[0], size[1] / image.shape[1])
+    out = scipy.ndimage.zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
+    if out.shape != size:  # zoom rounds; never off by more than one pixel
+        out = out[:size[0], :size[1]]
+    return out
+
+
+def robust_max(volume, mask):
+    """The 99.5th percentile of brain voxels: the volume's normalisation constant."""
+    values = volume[mask]
+    if values.size == 0:
+        return 1.0
+    value = float(np.percentile(values, ROBUST_PERCENTILE))
+    return value if value > 0 else float(max(values.max(), 1.0))
+
+
+def normalize(volume, scale):
+    """x / scale * 2 - 1, clipped to [-1, 1]; background 0 maps to -1.
+
+    Returns float32; `scale` is `robust_max` of the volume and modality.
+    """
+    out = np.asarray(volume, dtype=np.float32) * np.float32(2.0 / scale) - np.float32(1.0)
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def denormalize(image, scale):
+    """Inverse of `normalize` (exact below the clip at robust max): (y + 1) / 2 * scale."""
+    return (np.asarray(image, dtype=np.float32) + np.float32(1.0)) * np.float32(scale / 2.0)
