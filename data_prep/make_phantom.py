@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage
 
+from data_prep.progress import Progress
 from dygan_tf.cli import ArgumentParser, UserError, atomic_path, run_main, write_text_atomic
 
 SHAPE = (240, 240, 155)
@@ -251,10 +252,8 @@ def split_grades(cases):
 
 def build_phantom(out, hgg, lgg, seed=0, workers=1, verbose=True):
     """Writes the phantom dataset; returns the list of (case_id, grade)."""
-    import keras  # the progress bar only
-
     jobs = [(i, "HGG" if i < hgg else "LGG") for i in range(hgg + lgg)]
-    bar = keras.utils.Progbar(len(jobs), unit_name="case", verbose=int(verbose))
+    bar = Progress(len(jobs), unit="case", enabled=verbose)
     if workers <= 1:
         for i, grade in jobs:
             write_case(out, seed, i, grade)
@@ -266,6 +265,7 @@ def build_phantom(out, hgg, lgg, seed=0, workers=1, verbose=True):
             for future in concurrent.futures.as_completed(futures):
                 future.result()
                 bar.add(1)
+    bar.close()
     header = ("Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,"
               "TCGA_TCIA_subject_ID,BraTS_2019_subject_ID\n")
     rows = "".join(f"{g},NA,NA,NA,{case_id(i)}\n" for i, g in jobs)

@@ -26,17 +26,16 @@ _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile,
                 nib.filebasedimages.ImageFileError)
 
 
-def load_nifti(path):
-    """Loads a 3-D NIfTI volume of any stored dtype.
+def read_header(path):
+    """Opens a NIfTI file's header only: `(image, shape)` for a 3-D volume.
 
-    Returns `(data, affine, header)` with `data` float32 in the file's own voxel
-    order. Raises UserError naming the file when it is unreadable or truncated, is
-    not 3-D, claims an absurd size in its header (checked before reading the data),
-    or holds NaN/inf or only zeros.
+    Raises UserError naming the file when it is unreadable, claims an absurd size
+    (more than 1 GiB or a dimension over 2048: refused before any data is read) or
+    is not 3-D. The returned nibabel image still has its data on disk.
     """
     path = str(path)
     try:
-        image = nib.load(path)  # reads the header only; the data stays on disk
+        image = nib.load(path)  # reads the header only
     except _READ_ERRORS as e:
         raise UserError(f"{path}: unreadable NIfTI file ({_reason(e)})") from None
     header = image.header
@@ -53,15 +52,27 @@ def load_nifti(path):
     if len(shape) != 3:
         raise UserError(f"{path}: found a {len(shape)}-D volume of shape {shape}; "
                         "expected a 3-D volume")
+    return image, shape
+
+
+def load_nifti(path, allow_zero=False):
+    """Loads a 3-D NIfTI volume of any stored dtype.
+
+    Returns `(data, affine, header)` with `data` float32 in the file's own voxel
+    order. Raises UserError naming the file when it is unreadable or truncated, is
+    not 3-D, claims an absurd size in its header (checked before reading the data),
+    or holds NaN/inf, or only zeros (unless `allow_zero`, e.g. for a label map).
+    """
+    image, shape = read_header(path)
     try:
         data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
     except _READ_ERRORS as e:
         raise UserError(f"{path}: truncated or unreadable data ({_reason(e)})") from None
     if not np.isfinite(data).all():
         raise UserError(f"{path}: volume holds NaN or infinite values; expected finite")
-    if not data.any():
+    if not allow_zero and not data.any():
         raise UserError(f"{path}: volume is all zeros; expected an MR image")
-    return data, image.affine.copy(), header
+    return data, image.affine.copy(), image.header
 
 
 def _reason(error):

@@ -1,0 +1,430 @@
+"""BraTS volumes -> sharded TFRecords of normalised axial slices, plus manifest.json.
+
+    python -m data_prep.build_tfrecords --brats-root DIR --out DIR2 [--image-size 256]
+        [--train-hgg 220 --train-lgg 60] [--source-slices 75:86] [--per-volume 5]
+        [--workers N] [--shards-per-split N | --slices-per-shard N]
+        [--compression gzip|none] [--skip-bad] [--seed 0]
+
+Worker processes load and preprocess cases (numpy/nibabel only); the parent
+serialises the slices and writes the shards into a hidden staging folder, moves
+them into place when every case has succeeded, and writes manifest.json last.
+"""
+
+import concurrent.futures
+import glob
+import hashlib
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from data_prep.progress import Progress
+from dygan_tf import preprocessing, records
+from dygan_tf.cli import ArgumentParser, UserError, run_main, write_json_atomic
+from dygan_tf.tasks import MODALITIES
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "dygan_tf.brats_slices"
+SPLITS = ("train", "test")
+GRADES = ("HGG", "LGG")
+TRAINING_FOLDER = "MICCAI_BraTS_2019_Data_Training"
+SHARD_PATTERN = re.compile(r"^(train|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
+STAGING_PREFIX = ".partial-build-"
+AFFINE_TOLERANCE = 1e-3  # mm; BraTS modalities are co-registered on one grid
+DEFAULT_SLICES_PER_SHARD = 128
+
+
+# ---------------------------------------------------------------- discovery and split
+def discover_cases(root):
+    """Case folders under `root`: [{'case_id', 'grade', 'folder'}], sorted by id.
+
+    `root` may hold MICCAI_BraTS_2019_Data_Training, be that folder (HGG/ and LGG/
+    inside), or be a flat folder of case folders (grade 'unknown').
+    """
+    if not os.path.isdir(root):
+        raise UserError(f"--brats-root {root}: not a folder")
+    if os.path.isdir(os.path.join(root, TRAINING_FOLDER)):
+        root = os.path.join(root, TRAINING_FOLDER)
+    graded = [g for g in GRADES if os.path.isdir(os.path.join(root, g))]
+    groups = [(g, os.path.join(root, g)) for g in graded] or [("unknown", root)]
+    cases = []
+    for grade, folder in groups:
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if not name.startswith(".") and os.path.isdir(path):
+                cases.append({"case_id": name, "grade": grade, "folder": path})
+    if not cases:
+        raise UserError(
+            f"--brats-root {root}: found no case folders; expected HGG/ and LGG/ "
+            "folders of BraTS cases or a folder of case folders"
+        )
+    ids = [c["case_id"] for c in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise UserError(f"--brats-root {root}: case ids found twice: {duplicates}")
+    return sorted(cases, key=lambda c: c["case_id"])
+
+
+def case_files(case):
+    """{modality or 'seg': path} for a case; UserError naming what is missing."""
+    folder, cid = case["folder"], case["case_id"]
+    files = {}
+    for key in MODALITIES + ("seg",):
+        found = [os.path.join(folder, f"{cid}_{key}{ext}") for ext in (".nii.gz", ".nii")]
+        found = [p for p in found if os.path.isfile(p)]
+        if found:
+            files[key] = found[0]
+        elif key != "seg":
+            present = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+            raise UserError(
+                f"case {cid}: missing {key} file: expected {folder}/{cid}_{key}.nii.gz "
+                f"(or .nii), found {present or 'no files'}"
+            )
+    return files
+
+
+def split_cases(cases, train_hgg, train_lgg, seed):
+    """{'train': [...], 'test': [...]}, each sorted by case id.
+
+    Per grade, the sorted ids are shuffled with `seed` and the first train_<grade>
+    go to training. A flat folder (grade 'unknown') trains on train_hgg + train_lgg.
+    """
+    wanted = {"HGG": train_hgg, "LGG": train_lgg, "unknown": train_hgg + train_lgg}
+    flag = {"HGG": "--train-hgg", "LGG": "--train-lgg",
+            "unknown": "--train-hgg + --train-lgg"}
+    rng = np.random.default_rng(seed)
+    split = {"train": [], "test": []}
+    for grade in ("HGG", "LGG", "unknown"):
+        group = sorted((c for c in cases if c["grade"] == grade), key=lambda c: c["case_id"])
+        if grade == "unknown" and not group:
+            continue
+        if len(group) < wanted[grade]:
+            raise UserError(
+                f"found {len(group)} {grade} cases, but {flag[grade]} asks for "
+                f"{wanted[grade]} training cases; pass a count <= {len(group)}"
+            )
+        order = rng.permutation(len(group))
+        split["train"] += [group[i] for i in order[:wanted[grade]]]
+        split["test"] += [group[i] for i in order[wanted[grade]:]]
+    return {name: sorted(group, key=lambda c: c["case_id"]) for name, group in split.items()}
+
+
+# ------------------------------------------------------------------- one case (worker)
+def check_case(case):
+    """Header-level checks of one case, no voxel data read: every modality present,
+    3-D, of sane size, and all files on one grid. Returns {modality or 'seg': path}."""
+    cid = case["case_id"]
+    files = case_files(case)
+    reference = None
+    for key, path in files.items():
+        try:
+            image, shape = preprocessing.read_header(path)
+        except UserError as e:
+            raise UserError(f"case {cid}: {e}") from None
+        if reference is None:
+            reference = (path, shape, image.affine)
+        elif shape != reference[1]:
+            raise UserError(
+                f"case {cid}: {path}: shape {shape} differs from {reference[1]} "
+                f"of {os.path.basename(reference[0])}; expected co-registered volumes"
+            )
+        elif not np.allclose(image.affine, reference[2], atol=AFFINE_TOLERANCE):
+            raise UserError(
+                f"case {cid}: {path}: affine {np.round(image.affine, 3).tolist()} "
+                f"differs from {np.round(reference[2], 3).tolist()} of "
+                f"{os.path.basename(reference[0])}; expected co-registered volumes"
+            )
+    return files
+
+
+def prepare_case(case, image_size, slice_range, per_volume):
+    """Loads, checks and preprocesses one case into its chosen slices.
+
+    Runs in a worker: numpy/nibabel only. Raises UserError naming the case and file.
+    """
+    cid = case["case_id"]
+    files = check_case(case)
+    volumes = {}
+    for key, path in files.items():
+        try:
+            data, affine, _ = preprocessing.load_nifti(path, allow_zero=(key == "seg"))
+        except UserError as e:
+            raise UserError(f"case {cid}: {e}") from None
+        volumes[key], _, _ = preprocessing.to_canonical(data, affine)
+    mask = preprocessing.brain_mask(volumes[m] for m in MODALITIES)
+    try:
+        indices = preprocessing.select_slices(mask, slice_range, per_volume)
+    except ValueError:
+        raise UserError(
+            f"case {cid}: {files[MODALITIES[0]]}: {mask.shape[2]} axial slices (canonical "
+            f"RAS); expected --source-slices {slice_range[0]}:{slice_range[1]} within "
+            f"them and at least --per-volume {per_volume}"
+        ) from None
+
+    def planes(volume, order, dtype):
+        return np.stack([
+            preprocessing.resize_slice(preprocessing.axial_slice(volume, i), image_size,
+                                       order).astype(dtype)
+            for i in indices
+        ])
+
+    scales, images = {}, {}
+    for m in MODALITIES:
+        scales[m] = preprocessing.robust_max(volumes[m], mask)
+        normalized = [preprocessing.normalize(preprocessing.axial_slice(volumes[m], i),
+                                              scales[m]) for i in indices]
+        images[m] = np.stack([preprocessing.resize_slice(s, image_size, 1)
+                              for s in normalized]).astype(np.float32)
+    seg = volumes.get("seg")
+    return {
+        "case_id": cid, "grade": case["grade"], "slices": indices,
+        "robust_max": scales, "images": images, "has_seg": seg is not None,
+        "seg": (planes(np.rint(seg), 0, np.uint8) if seg is not None
+                else np.zeros((len(indices), image_size, image_size), np.uint8)),
+        "brain_mask": planes(mask.astype(np.uint8), 0, np.uint8),
+        "volume_shape": list(mask.shape),
+    }
+
+
+def _prepare_job(job):
+    """Worker entry: ('ok', result) or ('bad', message) for a UserError."""
+    case, options = job
+    try:
+        return "ok", prepare_case(case, **options)
+    except UserError as e:
+        return "bad", str(e)
+
+
+# ---------------------------------------------------------------------------- shards
+def shard_plan(n_cases, per_volume, shards_per_split=None, slices_per_shard=None):
+    """Per shard, the [start, stop) range of case positions (contiguous, balanced)."""
+    if n_cases == 0:
+        return []
+    if shards_per_split is None:
+        per_shard = slices_per_shard or DEFAULT_SLICES_PER_SHARD
+        shards_per_split = math.ceil(n_cases * per_volume / per_shard)
+    n = max(1, min(shards_per_split, n_cases))
+    return [(s * n_cases // n, (s + 1) * n_cases // n) for s in range(n)]
+
+
+def shard_name(split, index, count, compression):
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compression == "gzip"
+                                                            else "")
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _case_examples(result):
+    for n, index in enumerate(result["slices"]):
+        yield records.serialize_example(
+            result["case_id"], result["grade"], index,
+            {m: result["images"][m][n] for m in MODALITIES},
+            seg=result["seg"][n], brain_mask=result["brain_mask"][n],
+        )
+
+
+def _import_tensorflow():
+    """Imports TensorFlow with its C++ start-up log lines (CUDA probing) swallowed:
+    they ignore TF_CPP_MIN_LOG_LEVEL and would break one-line error reports. If the
+    import fails, the captured lines are replayed."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            import tensorflow as tf
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return tf
+
+
+def _clean_stale(out):
+    """Removes staging folders that a killed build left behind."""
+    for path in glob.glob(os.path.join(out, STAGING_PREFIX + "*")):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def build(brats_root, out, image_size=preprocessing.DEFAULT_IMAGE_SIZE, train_hgg=220,
+          train_lgg=60, source_slices=preprocessing.DEFAULT_SLICE_RANGE,
+          per_volume=preprocessing.DEFAULT_SLICES_PER_VOLUME, workers=None,
+          shards_per_split=None, slices_per_shard=None, compression="gzip",
+          skip_bad=False, seed=0, verbose=True):
+    """Builds the shards and manifest.json in `out`; returns the manifest dict."""
+    workers = workers or os.cpu_count() or 1
+    cases = discover_cases(brats_root)
+    split = split_cases(cases, train_hgg, train_lgg, seed)
+    options = {"image_size": image_size, "slice_range": tuple(source_slices),
+               "per_volume": per_volume}
+    plans = {s: shard_plan(len(split[s]), per_volume, shards_per_split, slices_per_shard)
+             for s in SPLITS}
+    jobs = [(s, pos, c) for s in SPLITS for pos, c in enumerate(split[s])]
+
+    # Header problems (missing files, absurd sizes, mismatched grids) surface here,
+    # before any voxel is read; data problems surface in the workers.
+    header_problems = {}
+    for _, _, case in jobs:
+        try:
+            check_case(case)
+        except UserError as e:
+            if not skip_bad:
+                raise
+            header_problems[case["case_id"]] = str(e)
+
+    os.makedirs(out, exist_ok=True)
+    _clean_stale(out)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out)
+    bar = Progress(len(jobs), unit="case", enabled=verbose)
+    context = multiprocessing.get_context("spawn")  # workers never inherit TensorFlow
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        results = pool.map(_prepare_job, [(c, options) for _, _, c in jobs
+                                          if c["case_id"] not in header_problems])
+        tf = tf_options = None
+        kept = {s: [] for s in SPLITS}
+        shards = {s: [] for s in SPLITS}
+        skipped = []
+        writer, counts = None, None
+        for s, pos, case in jobs:
+            if case["case_id"] in header_problems:
+                status, result = "bad", header_problems[case["case_id"]]
+            else:
+                status, result = next(results)
+            if status == "bad" and not skip_bad:
+                raise UserError(result)
+            if tf is None:
+                # Imported once the first case is ready, while the workers go on; a
+                # build that fails on its first case never pays for it.
+                tf = _import_tensorflow()
+                tf_options = tf.io.TFRecordOptions(
+                    compression_type="GZIP" if compression == "gzip" else "")
+            shard = next(n for n, (a, b) in enumerate(plans[s]) if a <= pos < b)
+            if pos == plans[s][shard][0]:  # first case of a shard: open it
+                name = shard_name(s, shard, len(plans[s]), compression)
+                writer = tf.io.TFRecordWriter(os.path.join(staging, name), tf_options)
+                counts = {"file": name, "records": 0}
+            if status == "bad":
+                print(f"\nwarning: skipping {result}", file=sys.stderr)
+                skipped.append({"case_id": case["case_id"], "grade": case["grade"],
+                                "reason": result})
+            else:
+                for record in _case_examples(result):
+                    writer.write(record)
+                    counts["records"] += 1
+                kept[s].append({k: result[k] for k in (
+                    "case_id", "grade", "slices", "robust_max", "has_seg", "volume_shape")})
+            if pos == plans[s][shard][1] - 1:  # last case of a shard: close it
+                writer.close()
+                counts["sha256"] = sha256_file(os.path.join(staging, counts["file"]))
+                shards[s].append(counts)
+            bar.add(1)
+        rate = bar.close()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    pool.shutdown()
+
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "schema": records.schema_description(),
+        "source_root": os.path.abspath(brats_root),
+        "image_size": image_size,
+        "compression": compression,
+        "source_slices": list(source_slices),
+        "per_volume": per_volume,
+        "split": {"seed": seed, "train_hgg": train_hgg, "train_lgg": train_lgg,
+                  "rule": "per grade: sorted ids shuffled with seed, first train_<grade> "
+                          "train; grade 'unknown' trains train_hgg + train_lgg"},
+        "orientation": "canonical RAS; axial slice k = volume[:, :, k] rotated 90 "
+                       "degrees (anterior up, patient right on image left)",
+        "normalization": {"robust_max": f"{preprocessing.ROBUST_PERCENTILE} percentile "
+                                        "of brain voxels per volume and modality",
+                          "formula": "clip(x / robust_max * 2 - 1, -1, 1)"},
+        "splits": {s: {"cases": kept[s], "shards": shards[s],
+                       "records": sum(x["records"] for x in shards[s])} for s in SPLITS},
+        "skipped": skipped,
+    }
+    _publish(out, staging, shards)
+    write_json_atomic(os.path.join(out, MANIFEST), manifest)
+    if verbose:
+        print(f"Wrote {sum(m['records'] for m in manifest['splits'].values())} slices "
+              f"from {sum(len(k) for k in kept.values())} cases to {out} "
+              f"({rate:.2f} cases/s; {len(skipped)} skipped)")
+    return manifest
+
+
+def _publish(out, staging, shards):
+    """Moves new shards into `out`: the old manifest goes first, so at no moment does
+    a manifest list a shard that is not the one it describes."""
+    old = os.path.join(out, MANIFEST)
+    if os.path.exists(old):
+        os.remove(old)
+    new_names = {x["file"] for group in shards.values() for x in group}
+    for name in os.listdir(out):
+        if SHARD_PATTERN.match(name) and name not in new_names:
+            os.remove(os.path.join(out, name))
+    for name in sorted(new_names):
+        os.replace(os.path.join(staging, name), os.path.join(out, name))
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv=None):
+    # TensorFlow's C++ start-up chatter would break the one-line-error contract.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = ArgumentParser(prog="build_tfrecords", description=__doc__.splitlines()[0])
+    parser.add_argument("--brats-root", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
+    parser.add_argument("--train-hgg", type=int, default=220)
+    parser.add_argument("--train-lgg", type=int, default=60)
+    parser.add_argument("--source-slices", default="75:86",
+                        help="half-open range of canonical axial indices")
+    parser.add_argument("--per-volume", type=int,
+                        default=preprocessing.DEFAULT_SLICES_PER_VOLUME)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--shards-per-split", type=int)
+    group.add_argument("--slices-per-shard", type=int)
+    parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip unreadable or inconsistent cases (listed in manifest)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    args = parser.parse_args(argv)
+    for flag in ("image_size", "per_volume", "workers", "shards_per_split",
+                 "slices_per_shard"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    for flag in ("train_hgg", "train_lgg"):
+        if getattr(args, flag) < 0:
+            raise UserError(f"--{flag.replace('_', '-')}: expected >= 0, "
+                            f"found {getattr(args, flag)}")
+    build(args.brats_root, args.out, image_size=args.image_size, train_hgg=args.train_hgg,
+          train_lgg=args.train_lgg,
+          source_slices=preprocessing.parse_slice_range(args.source_slices),
+          per_volume=args.per_volume, workers=args.workers,
+          shards_per_split=args.shards_per_split, slices_per_shard=args.slices_per_shard,
+          compression=args.compression, skip_bad=args.skip_bad, seed=args.seed)
+
+
+if __name__ == "__main__":
+    run_main(main)

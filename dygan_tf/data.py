@@ -1,0 +1,140 @@
+"""tf.data input pipeline over the slice shards written by data_prep.build_tfrecords.
+
+Each stored slice becomes one row per target modality: the source image repeated,
+the target image and the task code from dygan_tf.tasks. Only shards listed in
+manifest.json are read, so a killed build can never feed half-written data.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from dygan_tf import records
+from dygan_tf.cli import UserError
+from dygan_tf.tasks import check_modality, task_code
+
+MANIFEST = "manifest.json"
+DEFAULT_SHUFFLE_BUFFER = 256
+READ_BUFFER_BYTES = 4 << 20
+META_KEYS = ("case_id", "grade", "slice_index", "seg", "brain_mask")
+
+
+def read_manifest(tfrecord_dir):
+    """The folder's manifest.json as a dict; UserError naming the file if it is missing,
+    not JSON, lacks a field or was written with another record schema."""
+    path = os.path.join(os.fspath(tfrecord_dir), MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; expected the manifest that "
+                        "data_prep.build_tfrecords writes last") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable manifest ({type(e).__name__}: {e})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
+    missing = [k for k in ("schema", "image_size", "compression", "splits")
+               if k not in manifest]
+    if missing:
+        raise UserError(f"{path}: missing fields {missing}")
+    if manifest["schema"] != records.schema_description():
+        raise UserError(f"{path}: record schema version "
+                        f"{manifest['schema'].get('version') if isinstance(manifest['schema'], dict) else '?'}"
+                        f" differs from this reader's (version {records.SCHEMA_VERSION}); "
+                        "rebuild the shards")
+    if not isinstance(manifest["image_size"], int) or manifest["image_size"] < 1:
+        raise UserError(f"{path}: image_size {manifest['image_size']!r}; expected a "
+                        "positive integer")
+    return manifest
+
+
+def shard_files(tfrecord_dir, split, manifest=None):
+    """Paths of the split's shards, in manifest order; UserError if one is missing."""
+    manifest = manifest or read_manifest(tfrecord_dir)
+    path = os.path.join(os.fspath(tfrecord_dir), MANIFEST)
+    if split not in manifest["splits"]:
+        raise UserError(f"{path}: no split {split!r}; found {sorted(manifest['splits'])}")
+    files = [os.path.join(os.fspath(tfrecord_dir), s["file"])
+             for s in manifest["splits"][split]["shards"]]
+    for f in files:
+        if not os.path.isfile(f):
+            raise UserError(f"{f}: listed in {path} but missing; rebuild the shards")
+    if not files:
+        raise UserError(f"{path}: split {split!r} has no shards (no cases)")
+    return files
+
+
+def make_dataset(tfrecord_dir, split, source="t2", targets=("flair", "t1", "t1ce"),
+                 batch_slices=1, shuffle=False, repeat=False, seed=None, num_workers=1,
+                 worker_index=0, return_meta=False, drop_remainder=False):
+    """A tf.data.Dataset of `(image, target, task)` batches (plus `meta` if asked).
+
+    A batch holds `batch_slices` slices x len(targets) rows, slice-major: image
+    [B, H, W, 1] float32 (the source slice, repeated), target [B, H, W, 1] float32,
+    task [B, 12] float32 (`tasks.task_code(source, target)`). `shuffle` is False, True
+    (buffer of 256 slices) or a buffer size; it also shuffles the shard order.
+    Several workers read disjoint files: worker i of n takes shards i::n. With
+    `return_meta`, a 4th element is a dict of per-row case_id, grade, slice_index,
+    seg and brain_mask ([B, H, W, 1] uint8), aligned with the rows.
+    """
+    check_modality(source, "source modality")
+    targets = tuple(targets)
+    codes = tf.constant([task_code(source, t) for t in targets])  # validates the tasks
+    if batch_slices < 1:
+        raise ValueError(f"batch_slices must be >= 1. Received: batch_slices={batch_slices}")
+    if not 0 <= worker_index < num_workers:
+        raise ValueError(f"worker_index must be in [0, num_workers). Received: "
+                         f"worker_index={worker_index}, num_workers={num_workers}")
+    manifest = read_manifest(tfrecord_dir)
+    files = shard_files(tfrecord_dir, split, manifest)[worker_index::num_workers]
+    if not files:
+        raise UserError(f"split {split!r} of {tfrecord_dir} has fewer shards than "
+                        f"num_workers={num_workers}; rebuild with more shards")
+    image_size = manifest["image_size"]
+    compression = "GZIP" if manifest["compression"] == "gzip" else ""
+    buffer = DEFAULT_SHUFFLE_BUFFER if shuffle is True else int(shuffle or 0)
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if buffer:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=compression,
+                                          buffer_size=READ_BUFFER_BYTES),
+        cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not buffer,
+    )
+    ds = ds.map(lambda x: records.parse_example(x, image_size),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not buffer)
+    if buffer:
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_slices, drop_remainder=drop_remainder)
+    n_targets = len(targets)
+
+    def expand(example):
+        b = tf.shape(example[source])[0]
+        rows = b * n_targets
+        image = tf.repeat(example[source], n_targets, axis=0)[..., None]
+        target = tf.reshape(tf.stack([example[t] for t in targets], axis=1),
+                            [rows, image_size, image_size])[..., None]
+        task = tf.tile(codes, [b, 1])
+        if not return_meta:
+            return image, target, task
+        meta = {k: tf.repeat(example[k], n_targets, axis=0) for k in META_KEYS}
+        meta["seg"] = meta["seg"][..., None]
+        meta["brain_mask"] = meta["brain_mask"][..., None]
+        meta["target"] = tf.tile(tf.constant(targets), [b])
+        return image, target, task, meta
+
+    ds = ds.map(expand, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_cases(tfrecord_dir, split):
+    """The manifest's case entries (case_id, grade, slices, robust_max, ...) of a split."""
+    manifest = read_manifest(tfrecord_dir)
+    if split not in manifest["splits"]:
+        raise UserError(f"{tfrecord_dir}: no split {split!r}")
+    return manifest["splits"][split]["cases"]
