@@ -1,0 +1,63 @@
+"""Builds networks, optimizers and the compiled DyGAN from a RunConfig.
+
+`fit`, the lambda search and the tests all build through these functions, so there is
+one copy of how a configuration becomes a model.
+"""
+
+import keras
+
+from dygan_tf.discriminator import build_discriminator
+from dygan_tf.generator import build_generator
+from dygan_tf.model import DyGAN
+
+
+def build_networks(model):
+    """(generator, discriminator) for a ModelConfig."""
+    generator = build_generator(
+        image_size=model.image_size,
+        base_filters=model.base_filters,
+        depth=model.depth,
+        num_experts=model.num_experts,
+        dyconv=model.dyconv,
+        label_mode=model.label_mode,
+        norm=model.norm,
+    )
+    discriminator = build_discriminator(
+        image_size=model.image_size,
+        kind=model.discriminator,
+        base_filters=model.d_base_filters,
+        num_experts=model.num_experts,
+        dyconv=model.d_dyconv,
+        norm=model.norm,
+    )
+    return generator, discriminator
+
+
+def learning_rate_schedule(train, steps_per_epoch):
+    """Adam's rate times lr_decay once per epoch (staircase), as in SPEC.md."""
+    return keras.optimizers.schedules.ExponentialDecay(
+        train.lr, decay_steps=max(1, int(steps_per_epoch)), decay_rate=train.lr_decay,
+        staircase=True,
+    )
+
+
+def make_optimizer(train, steps_per_epoch, name):
+    return keras.optimizers.Adam(
+        learning_rate=learning_rate_schedule(train, steps_per_epoch),
+        beta_1=train.beta_1, name=name,
+    )
+
+
+def build_dygan(config, steps_per_epoch=1, lambda_l1=None):
+    """A compiled DyGAN for `config`; `lambda_l1` overrides the config's (for the search)."""
+    generator, discriminator = build_networks(config.model)
+    gan = DyGAN(
+        generator, discriminator,
+        lambda_l1=config.train.lambda_l1 if lambda_l1 is None else lambda_l1,
+    )
+    gan.compile(
+        g_optimizer=make_optimizer(config.train, steps_per_epoch, "g_optimizer"),
+        d_optimizer=make_optimizer(config.train, steps_per_epoch, "d_optimizer"),
+        jit_compile=config.train.jit_compile,
+    )
+    return gan

@@ -1,0 +1,118 @@
+"""Run configuration: frozen dataclasses, the named presets, and JSON round trips.
+
+One `RunConfig` flows from the command line to the builders and is saved as
+`config.json` beside every run. Presets: `paper` (SPEC.md's numbers), `demo` (trains on
+a 2-core CPU in minutes), `tiny` (tests).
+"""
+
+import dataclasses
+import json
+
+from dygan_tf.tasks import check_modality, targets_for
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 256
+    base_filters: int = 64
+    depth: int = 4
+    num_experts: int = 3
+    dyconv: str = "up"  # none | down | up | both (the paper's Table 4)
+    label_mode: str = "kernel"  # kernel (DyGAN) | input (MGAN-style baseline)
+    norm: str = "instance"
+    discriminator: str = "multiscale"  # multiscale | patch
+    d_base_filters: int = 64
+    d_dyconv: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100
+    batch_slices: int = 1  # source slices per step; each expands into one row per target
+    lambda_l1: float = 100.0
+    lr: float = 2e-4
+    lr_decay: float = 0.98  # per epoch, both optimizers
+    beta_1: float = 0.5
+    source: str = "t2"
+    targets: tuple = ("flair", "t1", "t1ce")
+    seed: int = 0
+    jit_compile: bool = False
+    mixed_precision: str = "none"  # none | float16 | bfloat16
+
+    def __post_init__(self):
+        check_modality(self.source, "source modality")
+        object.__setattr__(self, "targets", tuple(self.targets))
+        allowed = targets_for(self.source)
+        if not self.targets or any(t not in allowed for t in self.targets):
+            raise ValueError(
+                f"targets must be a non-empty subset of {allowed} for source "
+                f"{self.source!r}. Received: targets={self.targets}"
+            )
+        if self.lambda_l1 < 0 or self.lr <= 0 or self.epochs < 1 or self.batch_slices < 1:
+            raise ValueError(
+                "lambda_l1 must be >= 0, lr > 0, epochs >= 1 and batch_slices >= 1. Received: "
+                f"lambda_l1={self.lambda_l1}, lr={self.lr}, epochs={self.epochs}, "
+                f"batch_slices={self.batch_slices}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    preset: str = "paper"
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(
+            preset=data["preset"],
+            model=ModelConfig(**data["model"]),
+            train=TrainConfig(**{**data["train"], "targets": tuple(data["train"]["targets"])}),
+        )
+
+    def override(self, **changes):
+        """A copy with fields changed by name; each name is a ModelConfig or TrainConfig field."""
+        model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        model_changes, train_changes = {}, {}
+        for name, value in changes.items():
+            if value is None:
+                continue
+            if name in model_fields:
+                model_changes[name] = value
+            elif name in train_fields:
+                train_changes[name] = value
+            else:
+                raise ValueError(f"Unknown config field {name!r}.")
+        return dataclasses.replace(
+            self,
+            model=dataclasses.replace(self.model, **model_changes),
+            train=dataclasses.replace(self.train, **train_changes),
+        )
+
+
+PRESETS = {
+    "paper": RunConfig(preset="paper"),
+    "demo": RunConfig(
+        preset="demo",
+        model=ModelConfig(image_size=128, base_filters=16, d_base_filters=16),
+        train=TrainConfig(epochs=12),
+    ),
+    "tiny": RunConfig(
+        preset="tiny",
+        model=ModelConfig(image_size=32, base_filters=4, depth=3, d_base_filters=4),
+        train=TrainConfig(epochs=2),
+    ),
+}
+
+
+def get_preset(name):
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}: expected one of {', '.join(PRESETS)}.")
+    return PRESETS[name]

@@ -1,0 +1,69 @@
+"""The DyGAN generator: a U-Net whose decoder convolutions are task-driven DyConv2D.
+
+`dyconv` places the dynamic convolutions as in the paper's Table 4 ("none" is the
+pix2pix U-Net); `label_mode="input"` is the MGAN/StarGAN-style baseline that feeds the
+task as 12 constant planes beside the image and uses static kernels.
+"""
+
+import keras
+from keras import layers
+
+from dygan_tf.blocks import conv, conv_block
+from dygan_tf.tasks import NUM_TASKS
+
+DYCONV_PLACEMENTS = ("none", "down", "up", "both")
+LABEL_MODES = ("kernel", "input")
+
+
+def build_generator(image_size=256, base_filters=64, depth=4, num_experts=3, dyconv="up",
+                    label_mode="kernel", norm="instance", name="generator"):
+    """U-Net `{"image": (H, W, 1), "task": (12,)}` -> `(H, W, 1)` in [-1, 1] (tanh)."""
+    if dyconv not in DYCONV_PLACEMENTS:
+        raise ValueError(f"`dyconv` must be one of {DYCONV_PLACEMENTS}. Received: dyconv={dyconv}")
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"`label_mode` must be one of {LABEL_MODES}. Received: label_mode={label_mode}")
+    if label_mode == "input" and dyconv != "none":
+        raise ValueError(
+            "label_mode='input' is the static-kernel MGAN baseline: it needs dyconv='none'. "
+            f"Received: dyconv={dyconv}"
+        )
+    if image_size % (2**depth):
+        raise ValueError(
+            f"`image_size` must be divisible by 2**depth={2**depth}. Received: image_size={image_size}"
+        )
+    if base_filters <= 0 or depth <= 0:
+        raise ValueError(
+            f"`base_filters` and `depth` must be positive. Received: base_filters={base_filters}, depth={depth}"
+        )
+    image = keras.Input((image_size, image_size, 1), name="image")
+    task = keras.Input((NUM_TASKS,), name="task")
+    dyn_down = dyconv in ("down", "both")
+    dyn_up = dyconv in ("up", "both")
+    block = dict(num_experts=num_experts, norm=norm, activation="relu")
+
+    x = image
+    if label_mode == "input":
+        planes = layers.Reshape((1, 1, NUM_TASKS))(task)
+        planes = layers.UpSampling2D(size=image_size, name="task_planes")(planes)
+        x = layers.Concatenate(name="image_and_task")([x, planes])
+
+    skips = []
+    for level in range(depth):
+        filters = base_filters * 2**level
+        for i in (1, 2):
+            x = conv_block(x, task, filters, 3, dynamic=dyn_down, name=f"down{level}_{i}", **block)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+    for i in (1, 2):
+        x = conv_block(x, task, base_filters * 2**depth, 3, dynamic=dyn_down,
+                       name=f"bottleneck_{i}", **block)
+    for level in reversed(range(depth)):
+        filters = base_filters * 2**level
+        x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)
+        x = layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
+        for i in (1, 2):
+            x = conv_block(x, task, filters, 3, dynamic=dyn_up, name=f"up{level}_{i}", **block)
+    x = conv(x, task, 1, 1, dynamic=dyn_up, num_experts=num_experts, name="output_conv")
+    # float32 output under mixed precision: losses and metrics need full precision.
+    output = layers.Activation("tanh", dtype="float32", name="output")(x)
+    return keras.Model({"image": image, "task": task}, output, name=name)

@@ -1,0 +1,167 @@
+"""DyConv2D: a CondConv layer whose expert mixing also sees the task label.
+
+Each example gets its own kernel `sum_k alpha_k W_k`, with
+`alpha = sigmoid(dense([GAP(x), task]))`. The per-example convolution is one grouped
+convolution over the whole batch (see grouped_conv.py), so a batch that mixes tasks
+costs about one static convolution and needs no Python loop.
+"""
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from dygan_tf.grouped_conv import per_example_conv2d
+from dygan_tf.tasks import NUM_TASKS
+
+
+@keras.saving.register_keras_serializable(package="dygan_tf")
+class DyConv2D(layers.Layer):
+    """Dynamic 2-D convolution conditioned on the input and a task code.
+
+    Args:
+        filters: number of output channels.
+        kernel_size: int or (kh, kw).
+        strides: 1 or 2 (an int or a pair of equal ints).
+        num_experts: K, the number of expert kernels mixed per example.
+        padding: "same" or "valid".
+        use_bias: whether each expert has a bias (mixed like the kernels).
+        kernel_initializer: initializer of the expert kernels (He by default).
+        routing_initializer: initializer of the routing dense layer's kernel.
+
+    Call: `layer(x, task)` with x `[B, H, W, C]` and task `[B, 12]`.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        num_experts=3,
+        padding="same",
+        use_bias=True,
+        kernel_initializer="he_normal",
+        bias_initializer="zeros",
+        routing_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(filters, int) or filters <= 0:
+            raise ValueError(f"`filters` must be a positive int. Received: filters={filters}")
+        self.filters = filters
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        if self.strides[0] != self.strides[1]:
+            raise ValueError(f"`strides` must be equal on both axes. Received: strides={strides}")
+        if not isinstance(num_experts, int) or num_experts <= 0:
+            raise ValueError(
+                f"`num_experts` must be a positive int. Received: num_experts={num_experts}"
+            )
+        self.num_experts = num_experts
+        padding = str(padding).lower()
+        if padding not in ("same", "valid"):
+            raise ValueError(f"`padding` must be 'same' or 'valid'. Received: padding={padding}")
+        self.padding = padding
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.routing_initializer = keras.initializers.get(routing_initializer)
+        self.routing = layers.Dense(
+            num_experts, kernel_initializer=self.routing_initializer, name="routing"
+        )
+
+    def build(self, x_shape, task_shape=None):
+        in_channels = x_shape[-1]
+        if in_channels is None:
+            raise ValueError(f"DyConv2D needs a known channel count. Received: x_shape={x_shape}")
+        self.in_channels = int(in_channels)
+        kh, kw = self.kernel_size
+        # He init per expert: fan_in of one expert is kh*kw*C, as for a static conv;
+        # Keras would count the expert axis as a receptive field, so init one at a time.
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.num_experts, kh, kw, self.in_channels, self.filters),
+            initializer=_PerExpert(self.kernel_initializer),
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.num_experts, self.filters),
+                initializer=self.bias_initializer,
+            )
+        else:
+            self.bias = None
+        self.routing.build((None, self.in_channels + NUM_TASKS))
+
+    def routing_weights(self, x, task):
+        """alpha = sigmoid(dense(concat(GAP(x), task))), shape [B, num_experts]."""
+        pooled = tf.reduce_mean(x, axis=(1, 2))
+        features = tf.concat([pooled, tf.cast(task, pooled.dtype)], axis=-1)
+        return tf.sigmoid(self.routing(features))
+
+    def call(self, x, task):
+        alpha = self.routing_weights(x, task)
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        # One kernel per example, [kh, kw, C, B, F]; mixing costs K x params, not a conv.
+        mixed = tf.einsum("bk,khwcf->hwcbf", alpha, kernel)
+        y = per_example_conv2d(x, mixed, self.strides[0], self.padding)
+        if self.use_bias:
+            bias = tf.matmul(alpha, tf.cast(self.bias, self.compute_dtype))
+            y = y + bias[:, None, None, :]
+        return tf.ensure_shape(y, self.compute_output_shape(x.shape))
+
+    def compute_output_shape(self, x_shape, task_shape=None):
+        batch, height, width = x_shape[0], x_shape[1], x_shape[2]
+        return (
+            batch,
+            _conv_length(height, self.kernel_size[0], self.strides[0], self.padding),
+            _conv_length(width, self.kernel_size[1], self.strides[1], self.padding),
+            self.filters,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "num_experts": self.num_experts,
+                "padding": self.padding,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "routing_initializer": keras.initializers.serialize(self.routing_initializer),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="dygan_tf")
+class _PerExpert(keras.initializers.Initializer):
+    """Applies a kernel initializer to each expert separately (fan-in of one expert)."""
+
+    def __init__(self, initializer):
+        self.initializer = keras.initializers.get(initializer)
+
+    def __call__(self, shape, dtype=None):
+        return tf.stack([self.initializer(shape[1:], dtype=dtype) for _ in range(shape[0])])
+
+    def get_config(self):
+        return {"initializer": keras.initializers.serialize(self.initializer)}
+
+
+def _pair(value, name):
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(value)
+    if len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value):
+        raise ValueError(f"`{name}` must be a positive int or a pair of them. Received: {name}={value}")
+    return value
+
+
+def _conv_length(length, kernel, stride, padding):
+    if length is None:
+        return None
+    if padding == "same":
+        return -(-length // stride)
+    return (length - kernel) // stride + 1

@@ -1,0 +1,147 @@
+"""DyGAN: the generator and discriminator trained together with LSGAN + lambda * L1.
+
+`train_step` follows SPEC.md's objective (fake target 0 for D; the paper's eq. 3 typo is
+not copied). Losses are averaged over the *global* batch, so under a tf.distribute
+strategy the summed replica gradients and the logged losses equal a one-device run.
+"""
+
+import keras
+import tensorflow as tf
+
+from dygan_tf import metrics as image_metrics
+
+
+@keras.saving.register_keras_serializable(package="dygan_tf")
+class DyGAN(keras.Model):
+    """Holds a generator G(image, task) and a discriminator D(image, target, task).
+
+    Data elements are `(image, target, task)`: source slices `[B,H,W,1]` in [-1, 1],
+    the real target slices, and the task codes `[B,12]`. `call` runs the generator.
+    """
+
+    def __init__(self, generator, discriminator, lambda_l1=100.0, **kwargs):
+        super().__init__(**kwargs)
+        if lambda_l1 < 0:
+            raise ValueError(f"`lambda_l1` must be >= 0. Received: lambda_l1={lambda_l1}")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.lambda_l1 = float(lambda_l1)
+        self.loss_trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss")
+        }
+        self.eval_trackers = {
+            name: keras.metrics.Mean(name=name) for name in ("l1", "psnr", "ssim")
+        }
+        # Both networks are functional and already built. Saying so keeps Keras from
+        # trying to build this model by calling it on `x` alone (which fails under
+        # MirroredStrategy, where fit() builds with the first element of the data).
+        self.built = True
+
+    def compile(self, g_optimizer, d_optimizer, **kwargs):
+        """Keras compile options (jit_compile, steps_per_execution) plus two optimizers."""
+        super().compile(optimizer=None, **kwargs)
+        if self.dtype_policy.name == "mixed_float16" or (
+            keras.config.dtype_policy().name == "mixed_float16"
+        ):
+            # float16 gradients underflow without loss scaling; each optimizer keeps
+            # its own dynamic scale.
+            g_optimizer = _loss_scaled(g_optimizer, "g_optimizer")
+            d_optimizer = _loss_scaled(d_optimizer, "d_optimizer")
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        # Creating the slots now, not inside the first traced step, spares tf.function
+        # a second trace of the whole train step.
+        g_optimizer.build(self.generator.trainable_variables)
+        d_optimizer.build(self.discriminator.trainable_variables)
+
+    @property
+    def metrics(self):
+        return list(self.loss_trackers.values()) + list(self.eval_trackers.values())
+
+    def call(self, inputs, training=False):
+        return self.generator(inputs, training=training)
+
+    def compute_losses(self, image, target, task, training=True):
+        """All loss terms for one (per-replica) batch, each a scalar mean over it."""
+        fake = self.generator({"image": image, "task": task}, training=training)
+        d_real = self.discriminator(
+            {"image": image, "target": target, "task": task}, training=training
+        )
+        d_fake = self.discriminator(
+            {"image": image, "target": fake, "task": task}, training=training
+        )
+        d_real = tf.cast(d_real, tf.float32)
+        d_fake = tf.cast(d_fake, tf.float32)
+        fake = tf.cast(fake, tf.float32)
+        target = tf.cast(target, tf.float32)
+        d_loss = 0.5 * tf.reduce_mean(tf.square(d_real - 1.0)) + 0.5 * tf.reduce_mean(
+            tf.square(d_fake)
+        )
+        g_gan_loss = 0.5 * tf.reduce_mean(tf.square(d_fake - 1.0))
+        g_l1_loss = tf.reduce_mean(tf.abs(target - fake))
+        g_loss = g_gan_loss + self.lambda_l1 * g_l1_loss
+        return {
+            "d_loss": d_loss,
+            "g_gan_loss": g_gan_loss,
+            "g_l1_loss": g_l1_loss,
+            "g_loss": g_loss,
+        }
+
+    def train_step(self, data):
+        image, target, task = data
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            losses = self.compute_losses(image, target, task, training=True)
+            # Replica gradients are summed: scale each replica's mean by 1/replicas so
+            # the sum is the gradient of the mean over the global batch.
+            g_objective = _scale(self.g_optimizer, losses["g_loss"] / replicas)
+            d_objective = _scale(self.d_optimizer, losses["d_loss"] / replicas)
+        g_vars = self.generator.trainable_variables
+        d_vars = self.discriminator.trainable_variables
+        g_grads = g_tape.gradient(g_objective, g_vars)
+        d_grads = d_tape.gradient(d_objective, d_vars)
+        self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
+        self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
+        for name, value in losses.items():
+            self.loss_trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+
+    def test_step(self, data):
+        image, target, task = data
+        fake = tf.cast(self.generator({"image": image, "task": task}, training=False), tf.float32)
+        target = tf.cast(target, tf.float32)
+        self.eval_trackers["l1"].update_state(tf.reduce_mean(tf.abs(target - fake)))
+        self.eval_trackers["psnr"].update_state(image_metrics.psnr(target, fake))
+        self.eval_trackers["ssim"].update_state(image_metrics.ssim(target, fake))
+        return {name: tracker.result() for name, tracker in self.eval_trackers.items()}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "generator": keras.saving.serialize_keras_object(self.generator),
+                "discriminator": keras.saving.serialize_keras_object(self.discriminator),
+                "lambda_l1": self.lambda_l1,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
+        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        return cls(**config)
+
+
+def _loss_scaled(optimizer, name):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer, name=name)
+
+
+def _scale(optimizer, loss):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.scale_loss(loss)
+    return loss
