@@ -1,0 +1,198 @@
+"""Preprocessing, the shard builder and the tf.data reader, on a small phantom."""
+
+import glob
+import hashlib
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_prep import build_tfrecords
+from dygan_tf import data, preprocessing, records, tasks
+from dygan_tf.cli import UserError
+from tests.data_fixtures import *  # noqa: F401,F403 (session fixtures)
+
+
+# ------------------------------------------------------------------ pure functions
+@pytest.mark.parametrize("affine", [
+    np.diag([-1.0, -1.0, 1.0, 1.0]),
+    np.array([[0, 0, 1.0, 3], [-1.0, 0, 0, 2], [0, 1.0, 0, 1], [0, 0, 0, 1]]),
+    np.diag([1.0, -2.0, -1.5, 1.0]),
+])
+def test_canonical_matches_nibabel_and_inverts(affine):
+    volume = np.random.default_rng(0).random((3, 5, 4)).astype(np.float32)
+    reference = nib.as_closest_canonical(nib.Nifti1Image(volume, affine))
+    canonical, canonical_affine, ornt = preprocessing.to_canonical(volume, affine)
+    np.testing.assert_array_equal(canonical, reference.get_fdata(dtype=np.float32))
+    np.testing.assert_allclose(canonical_affine, reference.affine)
+    np.testing.assert_array_equal(preprocessing.from_canonical(canonical, ornt), volume)
+
+
+def test_select_slices_largest_area_ties_to_lower_index():
+    mask = np.zeros((8, 8, 100), dtype=bool)
+    for k, n in {75: 2, 76: 3, 77: 3, 80: 5, 84: 4, 85: 4, 90: 8}.items():
+        mask[:n, :n, k] = True
+    assert preprocessing.select_slices(mask, (75, 86), 4) == [76, 80, 84, 85]
+    assert preprocessing.select_slices(mask, (75, 86), 3) == [80, 84, 85]
+    assert preprocessing.select_slices(mask, (76, 78), 1) == [76]
+    with pytest.raises(ValueError):
+        preprocessing.select_slices(mask, (95, 101), 2)
+
+
+def test_normalize_denormalize():
+    volume = np.array([0.0, 50.0, 100.0, 250.0], dtype=np.float32)
+    out = preprocessing.normalize(volume, 100.0)
+    np.testing.assert_allclose(out, [-1.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(preprocessing.denormalize(out[:3], 100.0), volume[:3])
+    mask = np.ones(1000, dtype=bool)
+    values = np.arange(1000, dtype=np.float32)
+    assert preprocessing.robust_max(values, mask) == pytest.approx(
+        np.percentile(values, 99.5))
+
+
+def test_resize_slice_shapes_and_nearest_labels():
+    image = np.random.default_rng(1).random((240, 240)).astype(np.float32)
+    assert preprocessing.resize_slice(image, 256).shape == (256, 256)
+    labels = np.zeros((240, 240), np.uint8)
+    labels[100:140, 90:150] = 4
+    resized = preprocessing.resize_slice(labels, 256, order=0)
+    assert resized.shape == (256, 256) and set(np.unique(resized)) == {0, 4}
+    plane = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(
+        preprocessing.axial_plane(preprocessing.axial_slice(plane[..., None], 0)), plane)
+
+
+def test_load_nifti_refuses_absurd_header_before_reading(tmp_path):
+    header = nib.Nifti1Header()
+    header.set_data_shape((4000, 4000, 4000))
+    header.set_data_dtype(np.int16)
+    path = tmp_path / "huge.nii"
+    with open(path, "wb") as f:  # a header and 16 bytes: reading data would fail
+        f.write(header.binaryblock + b"\0" * 4 + b"\0" * 16)
+    with pytest.raises(UserError, match="huge.nii: header claims shape"):
+        preprocessing.load_nifti(path)
+
+
+def test_flipped_affine_gives_same_slices(phantom_root, tmp_path):
+    folder, cid = case_folder(phantom_root)
+    flipped = tmp_path / cid
+    flipped.mkdir()
+    for key in ("t1", "t1ce", "t2", "flair", "seg"):
+        image = nib.load(os.path.join(folder, f"{cid}_{key}.nii.gz"))
+        volume = np.asanyarray(image.dataobj)
+        n0, n2 = volume.shape[0], volume.shape[2]
+        # Voxel i -> n-1-i along axes 0 and 2; the affine absorbs the flip, so the
+        # world (and canonical) image is unchanged.
+        flip = np.array([[-1, 0, 0, n0 - 1], [0, 1, 0, 0], [0, 0, -1, n2 - 1],
+                         [0, 0, 0, 1]], dtype=float)
+        nib.save(nib.Nifti1Image(volume[::-1, :, ::-1].copy(), image.affine @ flip),
+                 str(flipped / f"{cid}_{key}.nii"))
+    options = dict(image_size=IMAGE_SIZE, slice_range=(75, 86), per_volume=5)
+    a = build_tfrecords.prepare_case({"case_id": cid, "grade": "HGG", "folder": folder},
+                                     **options)
+    b = build_tfrecords.prepare_case({"case_id": cid, "grade": "HGG",
+                                      "folder": str(flipped)}, **options)
+    assert a["slices"] == b["slices"] and a["robust_max"] == b["robust_max"]
+    for m in tasks.MODALITIES:
+        np.testing.assert_array_equal(a["images"][m], b["images"][m])
+    np.testing.assert_array_equal(a["seg"], b["seg"])
+
+
+# ----------------------------------------------------------- schema and round trip
+def test_schema_is_shared_by_writer_and_reader(tfrecord_dir):
+    manifest = data.read_manifest(tfrecord_dir)
+    assert manifest["schema"] == records.schema_description()
+    assert build_tfrecords.records is records and data.records is records
+    images = {m: np.full((4, 4), i / 4, np.float32) for i, m in enumerate(tasks.MODALITIES)}
+    seg = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    serialized = records.serialize_example("c", "HGG", 7, images, seg=seg,
+                                           brain_mask=np.ones((4, 4), np.uint8))
+    parsed = records.parse_example(tf.constant(serialized), 4)
+    assert parsed["case_id"].numpy() == b"c" and int(parsed["slice_index"]) == 7
+    for m in tasks.MODALITIES:
+        np.testing.assert_array_equal(parsed[m].numpy(), images[m])
+    np.testing.assert_array_equal(parsed["seg"].numpy(), seg)
+
+
+def test_round_trip_shapes_ranges_counts_and_tasks(tfrecord_dir, phantom_root):
+    manifest = data.read_manifest(tfrecord_dir)
+    train, test = manifest["splits"]["train"], manifest["splits"]["test"]
+    assert [c["grade"] for c in train["cases"]].count("HGG") == TRAIN_HGG
+    assert [c["grade"] for c in train["cases"]].count("LGG") == TRAIN_LGG
+    assert len(test["cases"]) == PHANTOM_HGG + PHANTOM_LGG - TRAIN_HGG - TRAIN_LGG
+    assert train["records"] == 5 * len(train["cases"])
+    targets = ("flair", "t1", "t1ce")
+    codes = np.stack([tasks.task_code("t2", t) for t in targets])
+    ds = data.make_dataset(tfrecord_dir, "train", batch_slices=2, return_meta=True)
+    rows = 0
+    by_case = {}
+    for image, target, task, meta in ds:
+        b = image.shape[0]
+        assert image.shape == target.shape == (b, IMAGE_SIZE, IMAGE_SIZE, 1)
+        assert image.dtype == target.dtype == tf.float32 and task.shape == (b, 12)
+        assert -1.0 <= float(tf.reduce_min(image)) and float(tf.reduce_max(target)) <= 1.0
+        np.testing.assert_array_equal(task.numpy(), np.tile(codes, (b // 3, 1)))
+        assert meta["seg"].shape == (b, IMAGE_SIZE, IMAGE_SIZE, 1)
+        for r in range(0, b, 3):
+            key = (meta["case_id"][r].numpy().decode(), int(meta["slice_index"][r]))
+            by_case[key] = (image[r, ..., 0].numpy(),
+                            [target[r + t, ..., 0].numpy() for t in range(3)])
+        rows += b
+    assert rows == 3 * train["records"]
+    # Reference computation: the same case prepared directly, without TFRecords.
+    case = train["cases"][0]
+    folder, _ = case_folder(phantom_root, int(case["case_id"].split("_")[2]) - 1,
+                            case["grade"])
+    ref = build_tfrecords.prepare_case(
+        {"case_id": case["case_id"], "grade": case["grade"], "folder": folder},
+        image_size=IMAGE_SIZE, slice_range=(75, 86), per_volume=5)
+    assert ref["slices"] == case["slices"]
+    for n, k in enumerate(case["slices"]):
+        source, stored = by_case[(case["case_id"], k)]
+        np.testing.assert_array_equal(source, ref["images"]["t2"][n])
+        for t, name in enumerate(targets):
+            np.testing.assert_array_equal(stored[t], ref["images"][name][n])
+
+
+def test_worker_sharding_splits_files(tfrecord_dir):
+    def ids(ds):
+        return {(m["case_id"][0].numpy(), int(m["slice_index"][0])) for *_, m in ds}
+
+    whole = ids(data.make_dataset(tfrecord_dir, "train", return_meta=True))
+    parts = [ids(data.make_dataset(tfrecord_dir, "train", return_meta=True,
+                                   num_workers=2, worker_index=i)) for i in range(2)]
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+    assert parts[0] | parts[1] == whole
+    shuffled = data.make_dataset(tfrecord_dir, "train", shuffle=8, seed=1, repeat=True)
+    image, target, task = next(iter(shuffled))
+    assert image.shape == (3, IMAGE_SIZE, IMAGE_SIZE, 1)
+
+
+def test_reader_rejects_missing_or_malformed_manifest(tmp_path, tfrecord_dir):
+    with pytest.raises(UserError, match="manifest.json: not found"):
+        data.make_dataset(tmp_path, "train")
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(UserError, match="manifest.json: unreadable"):
+        data.read_manifest(tmp_path)
+    manifest = json.loads((tfrecord_dir / "manifest.json").read_text())
+    manifest["schema"]["version"] = 0
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="schema"):
+        data.read_manifest(tmp_path)
+
+
+def test_build_is_deterministic(tfrecord_dir, phantom_root, tmp_path):
+    again = build_tfrecords.build(str(phantom_root), str(tmp_path), **BUILD_ARGS)
+    first = data.read_manifest(tfrecord_dir)
+    for split in ("train", "test"):
+        assert again["splits"][split]["shards"] == first["splits"][split]["shards"]
+        for shard in first["splits"][split]["shards"]:
+            digest = hashlib.sha256((tmp_path / shard["file"]).read_bytes()).hexdigest()
+            assert digest == shard["sha256"]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["manifest.json"] + [s["file"] for sp in first["splits"].values()
+                             for s in sp["shards"]])
+    assert not glob.glob(str(tmp_path / ".partial-*"))
