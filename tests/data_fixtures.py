@@ -16,7 +16,7 @@ IMAGE_SIZE = 64
 TRAIN_HGG, TRAIN_LGG = 3, 1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-__all__ = ["phantom_root", "tfrecord_dir", "run_cli", "case_folder", "IMAGE_SIZE",
+__all__ = ["phantom_root", "tfrecord_dir", "run_cli", "case_folder", "REPO", "IMAGE_SIZE",
            "TRAIN_HGG", "TRAIN_LGG", "PHANTOM_HGG", "PHANTOM_LGG", "BUILD_ARGS"]
 
 BUILD_ARGS = dict(image_size=IMAGE_SIZE, train_hgg=TRAIN_HGG, train_lgg=TRAIN_LGG,
