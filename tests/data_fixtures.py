@@ -23,19 +23,28 @@ BUILD_ARGS = dict(image_size=IMAGE_SIZE, train_hgg=TRAIN_HGG, train_lgg=TRAIN_LG
                   shards_per_split=2, workers=2, verbose=False)
 
 
+# Each test module that star-imports these fixtures gets its own copies, which pytest
+# would set up once per module; this cache makes them once per session for real.
+_BUILT = {}
+
+
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantom")
-    make_phantom.build_phantom(str(root), PHANTOM_HGG, PHANTOM_LGG, seed=0, workers=2,
-                               verbose=False)
-    return root
+    if "phantom" not in _BUILT:
+        root = tmp_path_factory.mktemp("phantom")
+        make_phantom.build_phantom(str(root), PHANTOM_HGG, PHANTOM_LGG, seed=0,
+                                   workers=2, verbose=False)
+        _BUILT["phantom"] = root
+    return _BUILT["phantom"]
 
 
 @pytest.fixture(scope="session")
 def tfrecord_dir(phantom_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("records")
-    build_tfrecords.build(str(phantom_root), str(out), **BUILD_ARGS)
-    return out
+    if "records" not in _BUILT:
+        out = tmp_path_factory.mktemp("records")
+        build_tfrecords.build(str(phantom_root), str(out), **BUILD_ARGS)
+        _BUILT["records"] = out
+    return _BUILT["records"]
 
 
 def case_folder(root, index=0, grade="HGG"):

@@ -1,0 +1,102 @@
+"""Data pipeline throughput: building shards vs just loading the NIfTI files, and
+tf.data slices/s from make_dataset.
+
+    python -m benchmarks.data_bench --out FILE.json [--brats-root DIR | --cases 8]
+"""
+
+import concurrent.futures
+import multiprocessing
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from dygan_tf.cli import ArgumentParser, UserError, run_main, write_json_atomic
+
+
+def _load_case(files):
+    """The baseline: read every volume of a case with nibabel, nothing else."""
+    import nibabel as nib
+
+    return sum(float(nib.load(f).get_fdata(dtype=np.float32)[0, 0, 0]) for f in files)
+
+
+def load_only(brats_root, workers):
+    """Seconds to load every case's volumes with `workers` processes (spawned, as in
+    the builder)."""
+    from data_prep import build_tfrecords
+
+    cases = build_tfrecords.discover_cases(brats_root)
+    jobs = [list(build_tfrecords.case_files(c).values()) for c in cases]
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        list(pool.map(_load_case, jobs))
+    return len(cases), time.perf_counter() - start
+
+
+def run(brats_root=None, cases=8, image_size=256, workers=None, elements=300,
+        compression="gzip", work_dir=None):
+    """Runs both benchmarks; returns a dict of the measured numbers."""
+    from data_prep import build_tfrecords, make_phantom
+    from dygan_tf import data
+
+    workers = workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        if brats_root is None:
+            brats_root = os.path.join(tmp, "phantom")
+            hgg, lgg = make_phantom.split_grades(cases)
+            make_phantom.build_phantom(brats_root, hgg, lgg, seed=0, workers=workers,
+                                       verbose=False)
+        n_cases, load_seconds = load_only(brats_root, workers)
+        out = os.path.join(tmp, "records")
+        hgg = sum(1 for c in build_tfrecords.discover_cases(brats_root) if c["grade"] == "HGG")
+        start = time.perf_counter()
+        manifest = build_tfrecords.build(
+            brats_root, out, image_size=image_size, train_hgg=hgg, train_lgg=0,
+            workers=workers, compression=compression, verbose=False)
+        build_seconds = time.perf_counter() - start
+
+        ds = data.make_dataset(out, "train", repeat=True, shuffle=64, seed=0)
+        iterator = iter(ds)
+        next(iterator)  # graph building and the first file open are not throughput
+        start = time.perf_counter()
+        for _ in range(elements):
+            next(iterator)
+        read_seconds = time.perf_counter() - start
+    load_rate, build_rate = n_cases / load_seconds, n_cases / build_seconds
+    return {
+        "cases": n_cases, "workers": workers, "image_size": image_size,
+        "compression": compression,
+        "prep_vs_load": {"load_cases_per_s": load_rate, "build_cases_per_s": build_rate,
+                         "ratio": build_rate / load_rate, "target_ratio": 0.8},
+        "tfdata": {"elements": elements, "slices_per_s": elements / read_seconds,
+                   "rows_per_s": 3 * elements / read_seconds,
+                   "records": manifest["splits"]["train"]["records"]},
+    }
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="data_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="JSON file for the results")
+    parser.add_argument("--brats-root", help="BraTS root (default: a fresh phantom)")
+    parser.add_argument("--cases", type=int, default=8, help="phantom cases")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--elements", type=int, default=300)
+    parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
+    args = parser.parse_args(argv)
+    if args.cases < 2 or args.elements < 1:
+        raise UserError("data_bench: expected --cases >= 2 and --elements >= 1")
+    result = run(args.brats_root, args.cases, args.image_size, args.workers, args.elements,
+                 args.compression)
+    write_json_atomic(args.out, result)
+    p, t = result["prep_vs_load"], result["tfdata"]
+    print(f"build {p['build_cases_per_s']:.2f} cases/s vs load {p['load_cases_per_s']:.2f} "
+          f"cases/s (ratio {p['ratio']:.2f}); tf.data {t['slices_per_s']:.1f} slices/s")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run_main(main)
