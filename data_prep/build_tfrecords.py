@@ -149,14 +149,18 @@ def prepare_case(case, image_size, slice_range, per_volume):
     """
     cid = case["case_id"]
     files = check_case(case)
-    volumes = {}
+    raw, volumes = {}, {}
     for key, path in files.items():
         try:
-            data, affine, _ = preprocessing.load_nifti(path, allow_zero=(key == "seg"))
+            raw[key], affine, _ = preprocessing.load_nifti(path, allow_zero=(key == "seg"))
         except UserError as e:
             raise UserError(f"case {cid}: {e}") from None
-        volumes[key], _, _ = preprocessing.to_canonical(data, affine)
-    mask = preprocessing.brain_mask(volumes[m] for m in MODALITIES)
+        volumes[key], _, _ = preprocessing.to_canonical(raw[key], affine)
+    # The mask and the percentiles do not depend on orientation: compute them on the
+    # contiguous arrays as stored, and only slice the canonical views.
+    raw_mask = preprocessing.brain_mask(raw[m] for m in MODALITIES)
+    scales = {m: preprocessing.robust_max(raw[m], raw_mask) for m in MODALITIES}
+    mask, _, _ = preprocessing.to_canonical(raw_mask, affine)
     try:
         indices = preprocessing.select_slices(mask, slice_range, per_volume)
     except ValueError:
@@ -166,16 +170,16 @@ def prepare_case(case, image_size, slice_range, per_volume):
             f"them and at least --per-volume {per_volume}"
         ) from None
 
-    def planes(volume, order, dtype):
+    def planes(volume, order, dtype):  # label maps: nearest, rounded (float seg files)
         return np.stack([
-            preprocessing.resize_slice(preprocessing.axial_slice(volume, i), image_size,
-                                       order).astype(dtype)
+            np.rint(preprocessing.resize_slice(
+                preprocessing.axial_slice(volume, i).astype(np.float32), image_size, order)
+            ).astype(dtype)
             for i in indices
         ])
 
-    scales, images = {}, {}
+    images = {}
     for m in MODALITIES:
-        scales[m] = preprocessing.robust_max(volumes[m], mask)
         normalized = [preprocessing.normalize(preprocessing.axial_slice(volumes[m], i),
                                               scales[m]) for i in indices]
         images[m] = np.stack([preprocessing.resize_slice(s, image_size, 1)
@@ -184,9 +188,9 @@ def prepare_case(case, image_size, slice_range, per_volume):
     return {
         "case_id": cid, "grade": case["grade"], "slices": indices,
         "robust_max": scales, "images": images, "has_seg": seg is not None,
-        "seg": (planes(np.rint(seg), 0, np.uint8) if seg is not None
+        "seg": (planes(seg, 0, np.uint8) if seg is not None
                 else np.zeros((len(indices), image_size, image_size), np.uint8)),
-        "brain_mask": planes(mask.astype(np.uint8), 0, np.uint8),
+        "brain_mask": planes(mask, 0, np.uint8),
         "volume_shape": list(mask.shape),
     }
 

@@ -58,17 +58,18 @@ def read_header(path):
 def load_nifti(path, allow_zero=False):
     """Loads a 3-D NIfTI volume of any stored dtype.
 
-    Returns `(data, affine, header)` with `data` float32 in the file's own voxel
-    order. Raises UserError naming the file when it is unreadable or truncated, is
+    Returns `(data, affine, header)` with `data` in the file's own voxel order and
+    numeric type as nibabel gives it (stored dtype, or float if the header scales
+    it; no copy to float32, which would cost more than the read itself). Raises UserError naming the file when it is unreadable or truncated, is
     not 3-D, claims an absurd size in its header (checked before reading the data),
     or holds NaN/inf, or only zeros (unless `allow_zero`, e.g. for a label map).
     """
     image, shape = read_header(path)
     try:
-        data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
+        data = np.asanyarray(image.dataobj).reshape(shape)
     except _READ_ERRORS as e:
         raise UserError(f"{path}: truncated or unreadable data ({_reason(e)})") from None
-    if not np.isfinite(data).all():
+    if data.dtype.kind not in "iub" and not np.isfinite(data).all():
         raise UserError(f"{path}: volume holds NaN or infinite values; expected finite")
     if not allow_zero and not data.any():
         raise UserError(f"{path}: volume is all zeros; expected an MR image")
@@ -83,15 +84,15 @@ def _reason(error):
 def to_canonical(data, affine):
     """Reorients a 3-D array to closest canonical (RAS+) voxel axes.
 
-    Same axis permutation and flips as `nib.as_closest_canonical` (no resampling).
-    Returns `(canonical_data, canonical_affine, ornt)`; `ornt` is the original
+    Same axis permutation and flips as `nib.as_closest_canonical` (no resampling;
+    the result is a view of `data` where possible). Returns `(canonical_data, canonical_affine, ornt)`; `ornt` is the original
     volume's orientation, which `from_canonical` needs to go back.
     """
     ornt = nib.orientations.io_orientation(affine)
     to_ras = nib.orientations.ornt_transform(ornt, _RAS)
     canonical = nib.orientations.apply_orientation(data, to_ras)
     inv = nib.orientations.inv_ornt_aff(to_ras, data.shape)
-    return np.ascontiguousarray(canonical), affine @ inv, ornt
+    return canonical, affine @ inv, ornt
 
 
 def from_canonical(canonical_data, ornt):
@@ -173,7 +174,7 @@ def robust_max(volume, mask):
     values = volume[mask]
     if values.size == 0:
         return 1.0
-    value = float(np.percentile(values, ROBUST_PERCENTILE))
+    value = float(np.percentile(values, ROBUST_PERCENTILE, method="linear"))
     return value if value > 0 else float(max(values.max(), 1.0))
 
 
