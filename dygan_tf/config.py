@@ -106,7 +106,7 @@ PRESETS = {
     ),
     "tiny": RunConfig(
         preset="tiny",
-        model=ModelConfig(image_size=32, base_filters=4, depth=3, d_base_filters=4),
+        model=ModelConfig(image_size=64, base_filters=4, depth=3, d_base_filters=4),
         train=TrainConfig(epochs=2),
     ),
 }

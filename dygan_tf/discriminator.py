@@ -18,8 +18,9 @@ def build_discriminator(image_size=256, kind="multiscale", base_filters=64, num_
     """`{"image", "target": (H, W, 1), "task": (12,)}` -> patch scores `(H/8, W/8, 1)`."""
     if kind not in DISCRIMINATOR_KINDS:
         raise ValueError(f"`kind` must be one of {DISCRIMINATOR_KINDS}. Received: kind={kind}")
-    # multiscale: the trunk (1/8) must still halve twice for the third branch.
-    min_size = 32 if kind == "multiscale" else 8
+    # multiscale: the third branch works at 1/32 of the image, and instance norm over a
+    # 1x1 map would zero it, so it needs at least 2x2 there.
+    min_size = 64 if kind == "multiscale" else 8
     if image_size % min_size:
         raise ValueError(
             f"A {kind} discriminator needs `image_size` divisible by {min_size}. "

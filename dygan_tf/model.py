@@ -64,6 +64,7 @@ class DyGAN(keras.Model):
 
     def compute_losses(self, image, target, task, training=True):
         """All loss terms for one (per-replica) batch, each a scalar mean over it."""
+        image, target, task = (tf.convert_to_tensor(v) for v in (image, target, task))
         fake = self.generator({"image": image, "task": task}, training=training)
         d_real = self.discriminator(
             {"image": image, "target": target, "task": task}, training=training

@@ -73,6 +73,11 @@ def test_paper_multiscale_discriminator_layout():
     assert disc.output_shape == (None, 32, 32, 1)
 
 
+def test_multiscale_needs_room_for_its_coarsest_branch():
+    with pytest.raises(ValueError, match="image_size=32"):
+        build_discriminator(image_size=32, kind="multiscale", base_filters=4)
+
+
 def test_patch_discriminator_receptive_field_is_70():
     disc = build_discriminator(image_size=256, kind="patch", base_filters=4, dyconv=False)
     field, jump = 1, 1
@@ -89,8 +94,8 @@ def test_keras_file_round_trip(which, tmp_path):
         model = build_generator(image_size=32, base_filters=4, depth=3)
         inputs = {"image": _images(32), "task": TASKS}
     else:
-        model = build_discriminator(image_size=32, base_filters=4)
-        inputs = {"image": _images(32), "target": _images(32, 1), "task": TASKS}
+        model = build_discriminator(image_size=64, base_filters=4)
+        inputs = {"image": _images(64), "target": _images(64, 1), "task": TASKS}
     path = tmp_path / f"{which}.keras"
     model.save(path)
     loaded = keras.models.load_model(path)

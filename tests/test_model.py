@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from dygan_tf.builders import build_dygan, build_networks
+from dygan_tf.config import get_preset
+from dygan_tf.model import DyGAN
+from dygan_tf.tasks import task_code
+
+TINY = get_preset("tiny")
+SIZE = TINY.model.image_size
+
+
+def _batch(slices, seed=0):
+    """`slices` source slices, each expanded into the 3 T2 tasks (as the data pipeline does)."""
+    rng = np.random.RandomState(seed)
+    image = np.repeat(rng.uniform(-1, 1, (slices, SIZE, SIZE, 1)), 3, axis=0).astype("float32")
+    target = rng.uniform(-1, 1, (3 * slices, SIZE, SIZE, 1)).astype("float32")
+    task = np.tile(np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")]), (slices, 1))
+    return image, target, task
+
+
+def _fixed_discriminator():
+    """D(x, y, c) = 0.5 * avgpool8(y) + 0.25 * avgpool8(x): no weights, easy to reproduce."""
+    image = keras.Input((SIZE, SIZE, 1), name="image")
+    target = keras.Input((SIZE, SIZE, 1), name="target")
+    task = keras.Input((12,), name="task")
+    pooled_y = keras.layers.AveragePooling2D(8)(target)
+    pooled_x = keras.layers.AveragePooling2D(8)(image)
+    out = keras.layers.Add()([keras.layers.Rescaling(0.5)(pooled_y), keras.layers.Rescaling(0.25)(pooled_x)])
+    return keras.Model({"image": image, "target": target, "task": task}, out)
+
+
+def _pool8(a):
+    b, h, w, c = a.shape
+    return a.reshape(b, h // 8, 8, w // 8, 8, c).mean(axis=(2, 4))
+
+
+def test_loss_terms_equal_hand_computed_values():
+    keras.utils.set_random_seed(0)
+    generator, _ = build_networks(TINY.model)
+    gan = DyGAN(generator, _fixed_discriminator(), lambda_l1=7.0)
+    image, target, task = _batch(2)
+    losses = {k: float(v) for k, v in gan.compute_losses(image, target, task, training=False).items()}
+    fake = generator({"image": image, "task": task}).numpy()
+    d_real = 0.5 * _pool8(target) + 0.25 * _pool8(image)
+    d_fake = 0.5 * _pool8(fake) + 0.25 * _pool8(image)
+    d_loss = 0.5 * np.mean((d_real - 1) ** 2) + 0.5 * np.mean(d_fake**2)  # fake target 0
+    g_gan = 0.5 * np.mean((d_fake - 1) ** 2)
+    g_l1 = np.mean(np.abs(target - fake))
+    assert losses["d_loss"] == pytest.approx(d_loss, rel=1e-5)
+    assert losses["g_gan_loss"] == pytest.approx(g_gan, rel=1e-5)
+    assert losses["g_l1_loss"] == pytest.approx(g_l1, rel=1e-5)
+    assert losses["g_loss"] == pytest.approx(g_gan + 7.0 * g_l1, rel=1e-5)
+
+
+def test_fit_moves_weights_with_finite_losses():
+    keras.utils.set_random_seed(0)
+    gan = build_dygan(TINY, steps_per_epoch=2)
+    before_g = [w.numpy().copy() for w in gan.generator.trainable_weights]
+    before_d = [w.numpy().copy() for w in gan.discriminator.trainable_weights]
+    data = tf.data.Dataset.from_tensor_slices(_batch(2)).batch(3)
+    history = gan.fit(data, epochs=2, validation_data=data, verbose=0).history
+    for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss", "val_l1", "val_psnr", "val_ssim"):
+        assert len(history[name]) == 2 and np.isfinite(history[name]).all(), name
+    moved_g = [np.abs(w.numpy() - b).max() for w, b in zip(gan.generator.trainable_weights, before_g)]
+    moved_d = [np.abs(w.numpy() - b).max() for w, b in zip(gan.discriminator.trainable_weights, before_d)]
+    assert min(moved_g) > 0 and min(moved_d) > 0
+    # Every expert kernel and the routing of every DyConv learned something.
+    assert all(np.abs(w.numpy() - b).max() > 0 for w, b in zip(gan.generator.trainable_weights, before_g) if "routing" in w.path)
+    out = gan({"image": _batch(1)[0], "task": _batch(1)[2]})
+    assert out.shape == (3, SIZE, SIZE, 1)
+
+
+def _train_copy(weights, strategy, data, steps, optimizer):
+    with strategy.scope():
+        gan = build_dygan(TINY)
+        gan.set_weights(weights)
+        gan.compile(g_optimizer=optimizer(), d_optimizer=optimizer())
+    history = gan.fit(data, epochs=1, steps_per_epoch=steps, verbose=0).history
+    return gan, history
+
+
+def test_two_replicas_equal_one_device_on_the_same_global_batch():
+    # SGD moves weights in proportion to the gradient, so a replica-scaling error (2x)
+    # shows directly. (Adam's first steps are ~lr*sign(g): they hide scale errors and
+    # amplify float summation-order noise on near-zero gradients by lr/epsilon.)
+    make = lambda: keras.optimizers.SGD(1e-3)  # noqa: E731
+    keras.utils.set_random_seed(0)
+    weights = build_dygan(TINY).get_weights()
+    # Global batch 6 = 2 slices x 3 tasks: one slice per replica.
+    data = tf.data.Dataset.from_tensor_slices(_batch(6, seed=1)).batch(6)
+    one, one_history = _train_copy(weights, tf.distribute.OneDeviceStrategy("/cpu:0"), data, 2, make)
+    two, two_history = _train_copy(weights, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), data, 2, make)
+    assert two.distribute_strategy.num_replicas_in_sync == 2
+    for a, b in zip(one.get_weights(), two.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    for name, values in one_history.items():
+        np.testing.assert_allclose(values, two_history[name], rtol=1e-5, err_msg=name)
+    moved = max(np.abs(a - b).max() for a, b in zip(weights, one.get_weights()))
+    assert moved > 1e-5
