@@ -358,11 +358,8 @@ def build(brats_root, out, image_size=preprocessing.DEFAULT_IMAGE_SIZE, train_hg
         "split": {"seed": seed, "train_hgg": train_hgg, "train_lgg": train_lgg,
                   "rule": "per grade: sorted ids shuffled with seed, first train_<grade> "
                           "train; grade 'unknown' trains train_hgg + train_lgg"},
-        "orientation": "canonical RAS; axial slice k = volume[:, :, k] rotated 90 "
-                       "degrees (anterior up, patient right on image left)",
-        "normalization": {"robust_max": f"{preprocessing.ROBUST_PERCENTILE} percentile "
-                                        "of brain voxels per volume and modality",
-                          "formula": "clip(x / robust_max * 2 - 1, -1, 1)"},
+        "orientation": preprocessing.ORIENTATION,
+        "normalization": dict(preprocessing.NORMALIZATION),
         "splits": {s: {"cases": kept[s], "shards": shards[s],
                        "records": sum(x["records"] for x in shards[s])} for s in SPLITS},
         "skipped": skipped,

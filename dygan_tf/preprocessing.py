@@ -22,6 +22,14 @@ DEFAULT_SLICES_PER_VOLUME = 5
 DEFAULT_IMAGE_SIZE = 256
 _RAS = nib.orientations.axcodes2ornt("RAS")
 
+# How a volume becomes model input, in words: written into the shard manifest and into
+# every exported model's metadata.json, so both always describe these functions.
+ORIENTATION = ("canonical RAS; axial slice k = volume[:, :, k] rotated 90 degrees "
+               "(anterior up, patient right on image left)")
+NORMALIZATION = {"robust_max": f"{ROBUST_PERCENTILE} percentile of brain voxels per volume "
+                               "and modality",
+                 "formula": "clip(x / robust_max * 2 - 1, -1, 1)"}
+
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile,
                 nib.filebasedimages.ImageFileError)
 

@@ -1,0 +1,165 @@
+"""Exports a trained generator as a TF Serving SavedModel, with metadata.json beside it.
+
+    python -m dygan_tf.export --run RUN_DIR --out saved_models/<name>/<version>
+
+The SavedModel's `serving_default` signature takes `image` float32 (None, H, W, 1) in
+[-1, 1] and `task` float32 (None, 12) and returns `synthesized` (None, H, W, 1). It is a
+plain TensorFlow graph: serving it needs TensorFlow only, not this package.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from dygan_tf import preprocessing
+from dygan_tf.cli import ArgumentParser, UserError, run_main, write_json_atomic
+from dygan_tf.tasks import MODALITIES, NUM_TASKS, TASK_CODES
+
+SIGNATURE = "serving_default"
+INPUT_KEYS = ("image", "task")
+OUTPUT_KEY = "synthesized"
+METADATA = "metadata.json"
+RUN_CONFIG = "config.json"
+RUN_GENERATOR = "generator.keras"
+STAGING_PREFIX = ".partial-export-"  # not an integer: TF Serving never loads it
+
+
+def image_size(generator):
+    """The square image size a generator takes."""
+    return int(generator.input["image"].shape[1])
+
+
+def check_target(out_dir):
+    """Refuses a version folder that TF Serving would not load or that holds files."""
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    version = os.path.basename(out_dir)
+    if not version.isdigit():
+        raise UserError(
+            f"--out {out_dir}: the last folder must be an integer version "
+            f"(TF Serving layout saved_models/<name>/<version>), found {version!r}"
+        )
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise UserError(f"--out {out_dir}: already exists and is not an empty folder; "
+                        "choose a new version number")
+    return out_dir
+
+
+def build_metadata(config, source_run=None, generator=None):
+    """What a client needs to prepare inputs and read outputs, as a JSON-able dict."""
+    import keras
+    import tensorflow as tf
+
+    import dygan_tf
+
+    size = config.model.image_size if generator is None else image_size(generator)
+    return {
+        "format": "dygan_tf.generator_savedmodel",
+        "signature": SIGNATURE,
+        "inputs": {"image": {"dtype": "float32", "shape": [None, size, size, 1],
+                             "range": [-1.0, 1.0]},
+                   "task": {"dtype": "float32", "shape": [None, NUM_TASKS],
+                            "encoding": "one-hot, see tasks"}},
+        "outputs": {OUTPUT_KEY: {"dtype": "float32", "shape": [None, size, size, 1],
+                                 "range": [-1.0, 1.0]}},
+        "image_size": size,
+        "modalities": list(MODALITIES),
+        "tasks": {f"{s}->{t}": {"code": code, "index": code.index("1")}
+                  for (s, t), code in TASK_CODES.items()},
+        "trained_tasks": [f"{config.train.source}->{t}" for t in config.train.targets],
+        "orientation": preprocessing.ORIENTATION,
+        "normalization": dict(preprocessing.NORMALIZATION),
+        "denormalization": "(y + 1) / 2 * robust_max of the source volume",
+        "config": config.to_dict(),
+        "source_run": None if source_run is None else os.path.abspath(source_run),
+        "versions": {"dygan_tf": dygan_tf.__version__, "keras": keras.__version__,
+                     "tensorflow": tf.__version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def export_generator(generator, out_dir, metadata=None):
+    """Writes `generator` as a SavedModel to `out_dir` (an integer version folder).
+
+    The archive is written into a hidden staging folder beside `out_dir` and renamed
+    into place, so TF Serving (which polls the parent) never sees half an export.
+    Returns the absolute path of `out_dir`.
+    """
+    import keras
+    import tensorflow as tf
+
+    out_dir = check_target(out_dir)
+    image_shape = tuple(generator.input["image"].shape[1:])
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+
+    def serve(image, task):
+        return {OUTPUT_KEY: generator({"image": image, "task": task}, training=False)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(generator)
+    # Named TensorSpecs give the signature its input names; the batch stays dynamic.
+    archive.add_endpoint(SIGNATURE, serve, input_signature=[
+        tf.TensorSpec((None, *image_shape), tf.float32, name=INPUT_KEYS[0]),
+        tf.TensorSpec((None, NUM_TASKS), tf.float32, name=INPUT_KEYS[1]),
+    ])
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
+    try:
+        archive.write_out(os.path.join(staging, "model"), verbose=False)
+        if metadata is not None:
+            write_json_atomic(os.path.join(staging, "model", METADATA), metadata)
+        check_target(out_dir)  # still free after the (slow) write?
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)
+        os.rename(os.path.join(staging, "model"), out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def load_run(run_dir):
+    """(RunConfig, generator) from a training run folder; UserError if unusable."""
+    import keras
+
+    import dygan_tf.layers  # noqa: F401 (registers DyConv2D for deserialisation)
+    from dygan_tf.config import RunConfig
+
+    config_path = os.path.join(run_dir, RUN_CONFIG)
+    model_path = os.path.join(run_dir, RUN_GENERATOR)
+    for path in (config_path, model_path):
+        if not os.path.isfile(path):
+            raise UserError(f"--run {run_dir}: no {os.path.basename(path)}; expected a "
+                            f"training run folder holding {RUN_CONFIG} and {RUN_GENERATOR}")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = RunConfig.from_dict(json.load(f))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{config_path}: not a run config ({type(e).__name__}: {e})") from None
+    try:
+        generator = keras.saving.load_model(model_path, compile=False)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"{model_path}: cannot load the generator ({first})") from None
+    if not isinstance(generator.input, dict) or set(generator.input) != set(INPUT_KEYS):
+        raise UserError(f"{model_path}: expected a generator with inputs {INPUT_KEYS}")
+    return config, generator
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="dygan_tf.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="training run folder (config.json, "
+                        "generator.keras)")
+    parser.add_argument("--out", required=True,
+                        help="version folder, e.g. saved_models/dygan/1")
+    args = parser.parse_args(argv)
+    out_dir = check_target(args.out)  # before the slow model load
+    config, generator = load_run(args.run)
+    export_generator(generator, out_dir, build_metadata(config, args.run, generator))
+    print(f"exported {args.run} -> {out_dir} (signature {SIGNATURE}: image, task -> "
+          f"{OUTPUT_KEY}; image size {image_size(generator)})")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run_main(main)
