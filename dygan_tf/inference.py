@@ -48,8 +48,6 @@ def _savedmodel_dir(path):
 
 def load_synthesizer(path):
     """A Synthesizer from a SavedModel folder (or TF Serving base path) or a run folder."""
-    import tensorflow as tf
-
     if not os.path.isdir(path):
         raise UserError(f"--model {path}: not a folder; expected a SavedModel folder or a "
                         "training run folder")
@@ -58,6 +56,8 @@ def load_synthesizer(path):
         if not os.path.isfile(os.path.join(path, RUN_GENERATOR)):
             raise UserError(f"--model {path}: holds neither saved_model.pb nor "
                             f"{RUN_GENERATOR}; expected a SavedModel or a training run folder")
+        import tensorflow as tf
+
         config, generator = load_run(path)
         trained = [f"{config.train.source}->{t}" for t in config.train.targets]
         spec = (tf.TensorSpec((None, *generator.input["image"].shape[1:]), tf.float32),
@@ -66,6 +66,8 @@ def load_synthesizer(path):
                                                          training=False),
                            input_signature=spec)
         return Synthesizer(call, image_size(generator), "keras", path, trained)
+
+    import tensorflow as tf
 
     try:
         loaded = tf.saved_model.load(saved)

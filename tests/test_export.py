@@ -1,0 +1,173 @@
+"""Export: the SavedModel serves with TensorFlow alone and equals the Keras generator;
+the signature, metadata and TF Serving layout; refusals; the serving request builders."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dygan_tf import export, serving
+from dygan_tf.tasks import TASK_CODES, task_code
+from tests.data_fixtures import run_cli
+from tests.model_fixtures import *  # noqa: F401,F403 (session fixtures)
+
+pytestmark = pytest.mark.slow
+
+# Runs in a folder where `dygan_tf` is not importable: TensorFlow alone must serve it.
+_SERVE_ALONE = """
+import sys
+import numpy as np
+import tensorflow as tf
+try:
+    import dygan_tf
+except ImportError:
+    pass
+else:
+    sys.exit("dygan_tf is importable here")
+model = tf.saved_model.load(sys.argv[1])
+serve = model.signatures["serving_default"]
+x = np.load("inputs.npz")
+y = serve(image=tf.constant(x["image"]), task=tf.constant(x["task"]))["synthesized"]
+np.save("served.npy", y.numpy())
+"""
+
+
+def _inputs(size, batch=3):
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (batch, size, size, 1)).astype("float32")
+    task = np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")] * 2)[:batch]
+    return image, task
+
+
+def _sanitized_env():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def _one_error_line(result):
+    """Our one stderr line, ignoring TensorFlow's native start-up log lines."""
+    lines = [line for line in result.stderr.strip().splitlines()
+             if not line.startswith(("WARNING: All log messages before absl", "I0000",
+                                     "W0000", "E0000"))]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_export_cli_serves_without_the_package(run_dir, tiny_generator, tmp_path):
+    out = tmp_path / "saved_models" / "dygan" / "1"
+    result = run_cli("dygan_tf.export", "--run", run_dir, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out.parent)) == ["1"]  # no staging folder left behind
+    assert {"saved_model.pb", "variables", "metadata.json"} <= set(os.listdir(out))
+
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["image_size"] == 64 and metadata["signature"] == "serving_default"
+    assert metadata["modalities"] == ["flair", "t1", "t1ce", "t2"]
+    assert {k: v["code"] for k, v in metadata["tasks"].items()} == {
+        f"{s}->{t}": c for (s, t), c in TASK_CODES.items()}
+    assert metadata["trained_tasks"] == ["t2->flair", "t2->t1", "t2->t1ce"]
+    assert metadata["normalization"]["formula"] == "clip(x / robust_max * 2 - 1, -1, 1)"
+    assert metadata["source_run"] == os.path.abspath(run_dir)
+    assert set(metadata["versions"]) == {"dygan_tf", "keras", "tensorflow"}
+
+    image, task = _inputs(64)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    np.savez(work / "inputs.npz", image=image, task=task)
+    served = subprocess.run([sys.executable, "-c", _SERVE_ALONE, str(out)], cwd=work,
+                            env=_sanitized_env(), capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr
+    _, generator = tiny_generator
+    expected = generator({"image": image, "task": task}, training=False).numpy()
+    np.testing.assert_allclose(np.load(work / "served.npy"), expected, atol=1e-5)
+
+
+def test_saved_model_cli_shows_dynamic_batch(savedmodel_dir):
+    tool = shutil.which("saved_model_cli")
+    command = [tool] if tool else [sys.executable, "-m",
+                                   "tensorflow.python.tools.saved_model_cli"]
+    shown = subprocess.run([*command, "show", "--dir", savedmodel_dir, "--tag_set", "serve",
+                            "--signature_def", "serving_default"],
+                           capture_output=True, text=True, timeout=120, env=_sanitized_env())
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert "inputs['image']" in text and "shape: (-1, 64, 64, 1)" in text
+    assert "inputs['task']" in text and "shape: (-1, 12)" in text
+    assert "outputs['synthesized']" in text and "DT_FLOAT" in text
+    assert "tensorflow/serving/predict" in text
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda root: root / "dygan" / "v1", "must be an integer version"),
+    (lambda root: root / "dygan" / "latest", "must be an integer version"),
+    (lambda root: _non_empty(root / "dygan" / "2"), "already exists"),
+])
+def test_export_refuses_bad_target(run_dir, tmp_path, make, needle):
+    out = make(tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    line = _one_error_line(run_cli("dygan_tf.export", "--run", run_dir, "--out", out))
+    assert needle in line and str(out.name) in line
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def _non_empty(folder):
+    folder.mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"old")
+    return folder
+
+
+def test_export_generator_into_empty_version_folder(tiny_generator, tmp_path):
+    _, generator = tiny_generator
+    out = tmp_path / "dygan" / "3"
+    out.mkdir(parents=True)  # an empty folder is fine: replaced atomically
+    assert export.export_generator(generator, out) == str(out)
+    assert os.path.isfile(out / "saved_model.pb") and not os.path.exists(out / "metadata.json")
+    assert sorted(os.listdir(out.parent)) == ["3"]
+
+
+def test_predict_request_round_trips_the_arrays():
+    import tensorflow as tf
+
+    image, task = _inputs(16, batch=2)
+    request = serving.make_predict_request(image, task, model_name="dygan", version=1)
+    assert request.model_spec.name == "dygan" and request.model_spec.version.value == 1
+    assert request.model_spec.signature_name == "serving_default"
+    assert sorted(request.inputs) == ["image", "task"]
+    np.testing.assert_array_equal(tf.make_ndarray(request.inputs["image"]), image)
+    np.testing.assert_array_equal(tf.make_ndarray(request.inputs["task"]), task)
+    assert request.inputs["image"].tensor_shape.dim[0].size == 2
+    # The serialised request parses back to the same tensors (what goes on the wire).
+    parsed = type(request).FromString(request.SerializeToString())
+    np.testing.assert_array_equal(tf.make_ndarray(parsed.inputs["image"]), image)
+
+    from tensorflow_serving.apis import predict_pb2
+
+    response = predict_pb2.PredictResponse()
+    response.outputs["synthesized"].CopyFrom(tf.make_tensor_proto(image))
+    np.testing.assert_array_equal(serving.parse_predict_response(response), image)
+
+
+def test_rest_payload_both_formats():
+    image, task = _inputs(8, batch=2)
+    columnar = json.loads(json.dumps(serving.make_rest_payload(image, task)))
+    assert columnar["signature_name"] == "serving_default"
+    np.testing.assert_array_equal(np.asarray(columnar["inputs"]["image"], "float32"), image)
+    np.testing.assert_array_equal(np.asarray(columnar["inputs"]["task"], "float32"), task)
+    rows = json.loads(json.dumps(serving.make_rest_payload(image, task, row_format=True)))
+    assert len(rows["instances"]) == 2
+    np.testing.assert_array_equal(np.asarray(rows["instances"][1]["image"], "float32"),
+                                  image[1])
+    # TF Serving answers {"outputs": ...} to columnar and {"predictions": ...} to rows.
+    np.testing.assert_array_equal(
+        serving.parse_predict_response({"outputs": image.tolist()}), image)
+    np.testing.assert_array_equal(
+        serving.parse_predict_response({"predictions": image.tolist()}), image)
+    with pytest.raises(ValueError, match="task"):
+        serving.make_rest_payload(image, task[:1])
