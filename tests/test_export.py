@@ -171,3 +171,15 @@ def test_rest_payload_both_formats():
         serving.parse_predict_response({"predictions": image.tolist()}), image)
     with pytest.raises(ValueError, match="task"):
         serving.make_rest_payload(image, task[:1])
+
+
+def test_models_config_example_parses():
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "saved_models",
+                        "models.config")
+    with open(path) as f:
+        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert model.name == "dygan" and model.model_platform == "tensorflow"

@@ -1,0 +1,127 @@
+"""Inference speed: one 240x240x155 volume into three targets (slices/s), and the served
+SavedModel's latency against the in-process Keras generator at batch 3.
+
+    python -m benchmarks.inference_bench --out FILE.json [--run RUN_DIR] [--preset demo]
+
+Without --run the generator has the preset's size and random weights (speed does not
+depend on the weights).
+"""
+
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from dygan_tf.cli import ArgumentParser, UserError, run_main, write_json_atomic
+
+VOLUME_SHAPE = (240, 240, 155)
+
+
+def phantom_volume(shape=VOLUME_SHAPE, seed=0):
+    """An int16 head-like ellipsoid with texture and a zero background, BraTS-shaped."""
+    rng = np.random.default_rng(seed)
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    centre = [n / 2 for n in shape]
+    radii = (0.38 * shape[0], 0.45 * shape[1], 0.42 * shape[2])
+    r2 = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
+    texture = 600 + 200 * np.sin(grid[0] / 7.0) * np.cos(grid[1] / 9.0) + rng.normal(0, 25, shape)
+    return np.where(r2 < 1, texture, 0).astype(np.int16)
+
+
+def _median_seconds(call, repeats):
+    call()  # tracing and first-call allocation are not latency
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats=20,
+        work_dir=None):
+    """Runs both measurements; returns a dict of the numbers."""
+    import keras
+    import tensorflow as tf
+
+    from dygan_tf import export
+    from dygan_tf.builders import build_networks
+    from dygan_tf.config import get_preset
+    from dygan_tf.inference import load_synthesizer, synthesize_volume
+    from dygan_tf.tasks import task_code
+
+    if run_dir is None:
+        keras.utils.set_random_seed(0)
+        config = get_preset(preset)
+        generator, _ = build_networks(config.model)
+    else:
+        config, generator = export.load_run(run_dir)
+    size = export.image_size(generator)
+    targets = ("flair", "t1", "t1ce")
+    volume = phantom_volume(shape)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    result = {"preset": config.preset, "image_size": size, "volume_shape": list(shape),
+              "targets": list(targets), "batch_slices": batch_slices,
+              "threads": os.cpu_count()}
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        saved = export.export_generator(generator, os.path.join(tmp, "dygan", "1"))
+        served = load_synthesizer(os.path.dirname(saved))
+        brain = int(sum((volume[:, :, k] != 0).any() for k in range(shape[2])))
+        synthesize_volume(volume[:, :, :8], affine, "t2", targets, served, batch_slices)
+        start = time.perf_counter()
+        synthesize_volume(volume, affine, "t2", targets, served, batch_slices)
+        seconds = time.perf_counter() - start
+        result["volume"] = {"seconds": seconds, "slices": shape[2], "brain_slices": brain,
+                            "slices_per_s": shape[2] / seconds,
+                            "brain_slices_per_s": brain / seconds,
+                            "images_per_s": brain * len(targets) / seconds}
+
+        rng = np.random.default_rng(0)
+        image = tf.constant(rng.uniform(-1, 1, (3, size, size, 1)).astype("float32"))
+        task = tf.constant(np.stack([task_code("t2", t) for t in targets]))
+        signature = tf.saved_model.load(saved).signatures[export.SIGNATURE]
+        compiled = tf.function(lambda i, t: generator({"image": i, "task": t}, training=False))
+        latency = {
+            "savedmodel_signature_s": _median_seconds(lambda: signature(image=image, task=task),
+                                                      repeats),
+            "keras_eager_call_s": _median_seconds(
+                lambda: generator({"image": image, "task": task}, training=False), repeats),
+            "keras_tf_function_s": _median_seconds(lambda: compiled(image, task), repeats),
+        }
+        latency["ratio_savedmodel_vs_keras_eager"] = (
+            latency["savedmodel_signature_s"] / latency["keras_eager_call_s"])
+        latency["ratio_savedmodel_vs_keras_tf_function"] = (
+            latency["savedmodel_signature_s"] / latency["keras_tf_function_s"])
+        result["latency_batch3"] = {"repeats": repeats, **latency}
+    return result
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="inference_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="JSON file for the results")
+    parser.add_argument("--run", help="training run folder (default: random weights)")
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--batch", type=int, default=4, help="slices per model call")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1:
+        raise UserError("inference_bench: expected --batch >= 1 and --repeats >= 1")
+    try:
+        result = run(args.preset, args.run, batch_slices=args.batch, repeats=args.repeats)
+    except ValueError as e:
+        raise UserError(f"inference_bench: {e}") from None
+    write_json_atomic(args.out, result)
+    v, lat = result["volume"], result["latency_batch3"]
+    print(f"volume {tuple(result['volume_shape'])} -> 3 targets: {v['seconds']:.1f}s, "
+          f"{v['slices_per_s']:.1f} slices/s ({v['brain_slices_per_s']:.1f} brain slices/s); "
+          f"batch 3: SavedModel {lat['savedmodel_signature_s'] * 1e3:.1f} ms, Keras "
+          f"{lat['keras_eager_call_s'] * 1e3:.1f} ms eager / "
+          f"{lat['keras_tf_function_s'] * 1e3:.1f} ms tf.function "
+          f"(ratio {lat['ratio_savedmodel_vs_keras_eager']:.2f} / "
+          f"{lat['ratio_savedmodel_vs_keras_tf_function']:.2f})")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run_main(main)
