@@ -4,9 +4,10 @@ The batch is folded into the channel axis and convolved once as a grouped convol
 (one group per example). TensorFlow's CPU kernels run grouped convolutions forward but
 refuse their gradients ("Gradients for grouped convolutions are not supported on CPU"),
 so the gradient here is written with forward grouped convolutions only:
-- input gradient: the zero-dilated output gradient convolved with the flipped kernels;
-- kernel gradient: the padded input, examples as channels and input channels as batch,
-  convolved with the output gradient as a dilated "kernel".
+- input gradient: the output gradient convolved with the flipped kernels, one sub-pixel
+  phase per output channel block (no zeros inserted for stride 2);
+- kernel gradient: the padded input, examples as groups and input channels as batch,
+  convolved with the output gradient as the "kernel" (stride phases on the batch axis).
 Spatial sizes must be static (the batch may be unknown).
 """
 
@@ -56,15 +57,60 @@ def _unfold(y, batch):
     return tf.transpose(y, [2, 0, 1, 3])
 
 
-def _dilate(y, stride):
-    """Inserts stride-1 zeros between the pixels of y [N, H, W, C]."""
-    if stride == 1:
-        return y
-    shape = tf.shape(y)
-    y = y[:, :, None, :, None, :]
-    y = tf.pad(y, [[0, 0], [0, 0], [0, stride - 1], [0, 0], [0, stride - 1], [0, 0]])
-    y = tf.reshape(y, [shape[0], shape[1] * stride, shape[2] * stride, shape[3]])
-    return y[:, : (shape[1] - 1) * stride + 1, : (shape[2] - 1) * stride + 1, :]
+def _fit(x, axis_lengths):
+    """Crops or zero-pads axes 1 and 2 of x to the given lengths (padding at the end)."""
+    x = x[:, : axis_lengths[0], : axis_lengths[1], :]
+    pads = [[0, 0], [0, axis_lengths[0] - tf.shape(x)[1]], [0, axis_lengths[1] - tf.shape(x)[2]], [0, 0]]
+    return tf.pad(x, pads)
+
+
+def _input_grad(dy, kernels, batch, s, geometry, size):
+    """dx by sub-pixel phases: padded-input pixel s*m + a only meets kernel taps s*q + a.
+
+    Each phase a is a full correlation of dy with the flipped sub-kernel W[s*q + a]; all
+    s*s phases come out of one grouped convolution as extra output channels, so no
+    zeros are inserted into dy and no multiply is wasted.
+    """
+    (out_h, top, padded_h), (out_w, left, padded_w) = geometry
+    kh, kw, channels, _, filters = kernels.shape
+    qh, qw = -(-kh // s), -(-kw // s)
+    mh, mw = -(-padded_h // s), -(-padded_w // s)
+    sub = tf.pad(kernels, [[0, s * qh - kh], [0, s * qw - kw], [0, 0], [0, 0], [0, 0]])
+    sub = tf.reshape(sub, [qh, s, qw, s, channels, batch, filters])
+    sub = tf.reverse(sub, axis=[0, 2])
+    sub = tf.transpose(sub, [0, 2, 6, 5, 1, 3, 4])  # [qh, qw, F, B, s, s, C]
+    sub = tf.reshape(sub, [qh, qw, filters, batch * s * s * channels])
+    dy_padded = tf.pad(
+        _fold(dy), [[0, 0], [qh - 1, mh - out_h], [qw - 1, mw - out_w], [0, 0]]
+    )
+    phases = tf.nn.conv2d(dy_padded, sub, strides=1, padding="VALID")  # [1, mh, mw, B*s*s*C]
+    phases = tf.reshape(phases, [mh, mw, batch, s, s, channels])
+    dx = tf.transpose(phases, [2, 0, 3, 1, 4, 5])
+    dx = tf.reshape(dx, [batch, mh * s, mw * s, channels])
+    return dx[:, top : top + size[0], left : left + size[1], :]
+
+
+def _kernel_grad(x, dy, batch, s, geometry, kernel_shape):
+    """dW[s*q + a] = sum_o x_a[o + q] dy[o], with x_a the phase-a subsampled input.
+
+    Input channels become the batch and examples the groups, dy acts as the kernel; the
+    s*s phases of the input are stacked on the batch axis, so no dilation is needed.
+    """
+    (out_h, top, padded_h), (out_w, left, padded_w) = geometry
+    kh, kw, channels, filters = kernel_shape
+    qh, qw = -(-kh // s), -(-kw // s)
+    lh, lw = out_h + qh - 1, out_w + qw - 1
+    x_padded = tf.pad(x, [[0, 0], [top, 0], [left, 0], [0, 0]])
+    x_padded = _fit(x_padded, (s * lh, s * lw))
+    x_padded = tf.reshape(x_padded, [batch, lh, s, lw, s, channels])
+    x_phases = tf.transpose(x_padded, [2, 4, 5, 1, 3, 0])  # [s, s, C, lh, lw, B]
+    x_phases = tf.reshape(x_phases, [s * s * channels, lh, lw, batch])
+    dy_kernel = tf.reshape(_fold(dy), [out_h, out_w, 1, batch * filters])
+    dk = tf.nn.conv2d(x_phases, dy_kernel, strides=1, padding="VALID")  # [s*s*C, qh, qw, B*F]
+    dk = tf.reshape(dk, [s, s, channels, qh, qw, batch, filters])
+    dk = tf.transpose(dk, [3, 0, 4, 1, 2, 5, 6])  # [qh, s, qw, s, C, B, F]
+    dk = tf.reshape(dk, [qh * s, qw * s, channels, batch, filters])
+    return dk[:kh, :kw]
 
 
 def _conv(x, kernels, stride, padding, geometry):
@@ -80,32 +126,10 @@ def _conv(x, kernels, stride, padding, geometry):
         y = _unfold(y, batch)
 
         def grad(dy):
-            dy_folded = _fold(dy)
-            # Input gradient: full correlation of the dilated dy with flipped kernels.
-            used_h, used_w = (out_h - 1) * stride + kh, (out_w - 1) * stride + kw
-            dy_padded = tf.pad(
-                _dilate(dy_folded, stride),
-                [[0, 0], [kh - 1, kh - 1 + padded_h - used_h],
-                 [kw - 1, kw - 1 + padded_w - used_w], [0, 0]],
+            return (
+                _input_grad(dy, kernels, batch, stride, geometry, (height, width)),
+                _kernel_grad(x, dy, batch, stride, geometry, (kh, kw, channels, filters)),
             )
-            flipped = tf.reverse(kernels, axis=[0, 1])
-            flipped = tf.transpose(flipped, [0, 1, 4, 3, 2])
-            flipped = tf.reshape(flipped, [kh, kw, filters, batch * channels])
-            dx = tf.nn.conv2d(dy_padded, flipped, strides=1, padding="VALID")
-            dx = _unfold(dx[:, top : top + height, left : left + width, :], batch)
-
-            # Kernel gradient: input channels become the batch, examples the groups.
-            x_padded = tf.pad(
-                x, [[0, 0], [top, padded_h - height - top], [left, padded_w - width - left], [0, 0]]
-            )
-            x_padded = tf.transpose(x_padded, [3, 1, 2, 0])  # [C, Hp, Wp, B]
-            dy_kernel = tf.reshape(dy_folded, [out_h, out_w, 1, batch * filters])
-            dk = tf.nn.conv2d(
-                x_padded, dy_kernel, strides=1, padding="VALID", dilations=stride
-            )[:, :kh, :kw, :]
-            dk = tf.reshape(dk, [channels, kh, kw, batch, filters])
-            dk = tf.transpose(dk, [1, 2, 0, 3, 4])
-            return dx, dk
 
         return y, grad
 
