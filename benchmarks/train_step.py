@@ -36,7 +36,8 @@ def time_train_step(preset="paper", steps=5, warmup=2, mixed_precision="none", s
         task = np.stack([task_code(config.train.source, t) for t in targets])
         data = tf.data.Dataset.from_tensors((image, target, task)).repeat()
         iterator = iter(data)
-        train_function = gan.make_train_function()
+        gan.make_train_function()
+        train_function = gan.train_function
         t0 = time.perf_counter()
         for _ in range(warmup):
             logs = train_function(iterator)
