@@ -14,8 +14,6 @@
 Running the same command again after a kill resumes at the first unfinished epoch.
 """
 
-import dataclasses
-import json
 import math
 import os
 import time
@@ -184,7 +182,13 @@ def export_demo(run_dir, name="dygan_demo"):
 
 
 def main(argv=None):
+    from data_prep.build_tfrecords import _import_tensorflow
+
     args = parse_args(argv)
+    _import_tensorflow()  # its C++ start-up lines would break one-line errors
+    if args.data:
+        from dygan_tf.data import read_manifest
+        read_manifest(args.data)  # before any device start-up line reaches stderr
     config = resolve_config(args)
     if args.demo:
         return run_demo(args, config)

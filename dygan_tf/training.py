@@ -243,7 +243,8 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         gan.fit(train_ds, epochs=train_cfg.epochs, initial_epoch=start,
-                steps_per_epoch=steps, callbacks=[callback], verbose=verbose)
+                steps_per_epoch=steps, callbacks=[callback], verbose=verbose,
+                shuffle=False)  # the dataset shuffles itself
         writer.close()
         if callback.diverged is not None:
             batch, bad = callback.diverged

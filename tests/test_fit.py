@@ -1,0 +1,209 @@
+"""fit and evaluate end to end on the tiny phantom: every discriminator, DyConv placement
+and label mode, pix2pix3, TensorBoard contents, kill -9 and resume, reports, bad flags.
+
+Training runs are shared between assertions (module fixtures): each new configuration
+costs a tf.function trace of its train step.
+"""
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from dygan_tf import evaluate, fit
+from dygan_tf.config import RunConfig
+from tests.data_fixtures import *  # noqa: F401,F403
+from tests.data_fixtures import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+# name -> (extra flags, epochs)
+CONFIGS = {
+    "ms_up": (["--discriminator", "multiscale", "--dyconv", "up"], 2),
+    "patch_down": (["--discriminator", "patch", "--dyconv", "down"], 1),
+    "ms_both": (["--dyconv", "both"], 1),
+    "mgan": (["--label-mode", "input", "--discriminator", "patch"], 1),
+    "pix2pix3": (["--baseline", "pix2pix3"], 1),
+}
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def runs(tfrecord_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name, (flags, epochs) in CONFIGS.items():
+        out[name] = str(root / name)
+        fit.main(["--data", str(tfrecord_dir), "--out", out[name], "--preset", "tiny",
+                  "--epochs", str(epochs), "--steps-per-epoch", str(STEPS), *flags])
+    return out
+
+
+def _history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _config(run_dir):
+    with open(os.path.join(run_dir, "config.json")) as f:
+        return RunConfig.from_dict(json.load(f))
+
+
+@pytest.mark.parametrize("name", ["ms_up", "patch_down", "ms_both", "mgan"])
+def test_run_folder_holds_config_model_history_and_checkpoints(runs, name):
+    run_dir = runs[name]
+    config = _config(run_dir)
+    flags, epochs = CONFIGS[name]
+    assert config.preset == "tiny" and config.train.epochs == epochs
+    assert [int(r["epoch"]) for r in _history(run_dir)] == list(range(1, epochs + 1))
+    for row in _history(run_dir):
+        for t in ("flair", "t1", "t1ce"):
+            assert float(row[f"val_psnr_{t}"]) > 0
+    assert os.path.isfile(os.path.join(run_dir, "generator.keras"))
+    for kind in ("last", "best"):
+        assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", kind))
+    with open(os.path.join(run_dir, "run.json")) as f:
+        info = json.load(f)
+    assert info["validation_cases"]  # held out of the training split
+
+
+def test_configurations_are_applied(runs):
+    assert _config(runs["patch_down"]).model.discriminator == "patch"
+    assert _config(runs["patch_down"]).model.dyconv == "down"
+    assert _config(runs["ms_both"]).model.dyconv == "both"
+    mgan = _config(runs["mgan"]).model
+    assert (mgan.label_mode, mgan.dyconv) == ("input", "none")
+
+
+def test_pix2pix3_trains_one_static_model_per_target_with_the_same_total_steps(runs):
+    run_dir = runs["pix2pix3"]
+    with open(os.path.join(run_dir, fit.BASELINE_FILE)) as f:
+        members = json.load(f)["members"]
+    assert sorted(members) == ["flair", "t1", "t1ce"]
+    total_steps = 0
+    for target, folder in members.items():
+        config = _config(os.path.join(run_dir, folder))
+        assert config.train.targets == (target,)
+        assert (config.model.dyconv, config.model.discriminator) == ("none", "patch")
+        assert not config.model.d_dyconv and config.train.batch_slices == 3
+        reader = tf.train.load_checkpoint(
+            tf.train.latest_checkpoint(os.path.join(run_dir, folder, "checkpoints", "last")))
+        total_steps += int(reader.get_tensor(
+            "g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert total_steps == STEPS  # one DyGAN epoch of STEPS steps, split three ways
+
+
+def test_optimizer_state_is_checkpointed(runs):
+    reader = tf.train.load_checkpoint(
+        tf.train.latest_checkpoint(os.path.join(runs["ms_up"], "checkpoints", "last")))
+    names = reader.get_variable_to_shape_map()
+    assert int(reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 2 * STEPS
+    assert int(reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 2 * STEPS
+    assert int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")) == 2
+    assert sum("g_optimizer/_variables" in n for n in names) > 2  # Adam moments
+
+
+def test_tensorboard_has_losses_lr_psnr_per_target_and_image_grid(runs):
+    tags = {}
+    for path in glob.glob(os.path.join(runs["ms_up"], "logs", "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, set()).add(event.step)
+    for tag in ("loss/g_l1_loss", "loss/d_loss", "learning_rate", "val/psnr_flair",
+                "val/psnr_t1", "val/psnr_t1ce", "val/ssim_t1ce", "val/psnr_mean",
+                "val/source_real_generated"):
+        assert tags.get(tag) == {1, 2}, tag
+
+
+def test_evaluate_writes_report_table_and_figure(runs, tfrecord_dir, tmp_path):
+    out = str(tmp_path / "eval")
+    evaluate.main(["--run", runs["ms_up"], "--split", "test", "--out", out,
+                   "--compare", runs["pix2pix3"], runs["mgan"]])
+    with open(os.path.join(out, "report.json")) as f:
+        report = json.load(f)
+    assert report["split"] == "test" and report["slices"] == 10  # 2 test cases x 5
+    assert report["data"] == os.path.abspath(str(tfrecord_dir))
+    for scores in [report["per_target"], *report["baselines"].values(),
+                   *report["compare"].values()]:
+        assert sorted(scores) == ["flair", "t1", "t1ce"]
+        for values in scores.values():
+            assert sorted(values) == sorted(
+                ["psnr", "ssim", "psnr_brain", "ssim_brain", "ssim_tumor", "mae"])
+            assert values["psnr"] > 0 and -1 <= values["ssim"] <= 1
+    assert sorted(report["baselines"]) == ["copy_source", "intensity_lut"]
+    assert len(report["compare"]) == 3
+    lines = open(os.path.join(out, "report.md")).read().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| method | FLAIR | T1 | T1CE")
+    assert len(rows) == 1 + 3 + 2  # header, three runs, two baselines
+    assert any("3×pix2pix" in r for r in rows) and any("MGAN" in r for r in rows)
+    with open(os.path.join(out, "figure.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_with_other_flags_is_refused(runs, tfrecord_dir):
+    with pytest.raises(fit.UserError, match="another configuration"):
+        fit.main(["--data", str(tfrecord_dir), "--out", runs["ms_up"], "--preset", "tiny",
+                  "--lambda-l1", "3"])
+
+
+def test_kill_9_mid_run_then_resume_keeps_every_epoch_once(tfrecord_dir, tmp_path):
+    run_dir = str(tmp_path / "resume")
+    args = [sys.executable, "-m", "dygan_tf.fit", "--data", str(tfrecord_dir), "--out",
+            run_dir, "--preset", "tiny", "--epochs", "4", "--steps-per-epoch", "4"]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    log = open(tmp_path / "first_run.log", "w")
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    last = os.path.join(run_dir, "checkpoints", "last")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if tf.train.latest_checkpoint(last):  # an epoch is finished once it is saved
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, (tmp_path / "first_run.log").read_text()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(last))
+    done_before = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert 1 <= done_before < 4
+    assert [int(r["epoch"]) for r in _history(run_dir)][:done_before] == list(
+        range(1, done_before + 1))
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming at epoch {done_before + 1}" in result.stdout
+    assert [int(r["epoch"]) for r in _history(run_dir)] == [1, 2, 3, 4]
+    reader = tf.train.load_checkpoint(
+        tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "last")))
+    assert int(reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 16
+
+
+@pytest.mark.parametrize("module, args, expected", [
+    ("dygan_tf.fit", ["--data", "x", "--out", "y", "--dyconv", "sideways"], "--dyconv"),
+    ("dygan_tf.fit", ["--out", "y"], "--data"),
+    ("dygan_tf.fit", ["--data", "/nonexistent/records", "--out", "y"], "manifest"),
+    ("dygan_tf.fit", ["--data", "x", "--out", "y", "--image-size", "50"], "image_size"),
+    ("dygan_tf.evaluate", ["--run", "/nonexistent/run", "--out", "y"], "not a folder"),
+])
+def test_bad_input_is_one_line_exit_2(module, args, expected):
+    result = run_cli(module, *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_evaluate_refuses_a_run_without_a_model(tfrecord_dir, tmp_path):
+    run_dir = tmp_path / "empty_run"
+    run_dir.mkdir()
+    result = run_cli("dygan_tf.evaluate", "--run", run_dir, "--data", tfrecord_dir,
+                     "--out", tmp_path / "e")
+    assert result.returncode == 2 and "generator.keras" in result.stderr
+    assert "Traceback" not in result.stderr
