@@ -1,0 +1,229 @@
+"""Searches the L1 weight λ of DyGAN with KerasTuner (the paper's Table 3).
+
+    python -m tuning.search_lambda --data TFRECORD_DIR --out DIR
+        [--values 1,10,20,30,50,100,150,200,250,300] [--oracle grid|bayesian]
+        [--max-trials N (bayesian)] [--preset paper|demo|tiny] [--epochs N]
+      overrides as in dygan_tf.fit: --image-size --base-filters --experts --lr --source
+        --targets --discriminator --dyconv --label-mode --seed
+      testing: --steps-per-epoch N caps each epoch at N steps
+
+Each trial trains DyGAN on the training split minus a few held-out validation cases
+(recorded in DIR/search.json; the test split is never read) and scores the mean
+validation PSNR over the targets. DIR holds the KerasTuner project (trial_*/,
+oracle.json), TensorBoard logs (logs/<trial>/), results.json, results.md and
+lambda_plot.png. Running the same command again resumes: finished trials are reused,
+an interrupted one is trained again from its start.
+"""
+
+import contextlib
+import json
+import math
+import os
+import sys
+
+from dygan_tf.cli import (ArgumentParser, UserError, run_main, write_json_atomic,
+                          write_text_atomic)
+from dygan_tf.config import PRESETS, RunConfig
+
+PAPER_VALUES = "1,10,20,30,50,100,150,200,250,300"
+SEARCH_FILE = "search.json"
+CONFIG_FILE = "config.json"
+LOGS = "logs"
+PROG = "tuning.search_lambda"
+
+
+def parse_values(text):
+    """Sorted λ values from "1,10,100"; UserError on an empty list, a non-number, a
+    value <= 0 or not finite, or a duplicate."""
+    items = [s.strip() for s in text.split(",")]
+    if not any(items):
+        raise UserError(f"--values: expected comma-separated numbers > 0, found {text!r}")
+    values = []
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            raise UserError(f"--values: {item!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise UserError(f"--values: λ must be a finite number > 0, found {item!r}")
+        if value in values:
+            raise UserError(f"--values: {item!r} is given twice")
+        values.append(value)
+    return sorted(values)
+
+
+def parse_args(argv):
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="folder of TFRecord shards")
+    p.add_argument("--out", required=True, help="search folder (KerasTuner project)")
+    p.add_argument("--values", default=PAPER_VALUES, help="comma-separated λ values")
+    p.add_argument("--oracle", choices=("grid", "bayesian"), default="grid")
+    p.add_argument("--max-trials", type=int, help="trials of --oracle bayesian")
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--base-filters", type=int)
+    p.add_argument("--experts", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--source")
+    p.add_argument("--targets", help="comma-separated, e.g. flair,t1,t1ce")
+    p.add_argument("--discriminator", choices=("multiscale", "patch"))
+    p.add_argument("--dyconv", choices=("none", "down", "up", "both"))
+    p.add_argument("--label-mode", choices=("kernel", "input"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
+    args = p.parse_args(argv)
+    args.values = parse_values(args.values)
+    for flag in ("epochs", "image_size", "base_filters", "experts", "steps_per_epoch",
+                 "max_trials"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    if args.oracle == "grid" and args.max_trials is not None:
+        raise UserError("--max-trials: only with --oracle bayesian (grid tries every value)")
+    if args.oracle == "bayesian":
+        if args.max_trials is None:
+            raise UserError("--oracle bayesian: expected --max-trials N")
+        if args.max_trials > len(args.values):
+            raise UserError(f"--max-trials: {args.max_trials} exceeds the "
+                            f"{len(args.values)} --values")
+    if not os.path.isdir(args.data):
+        raise UserError(f"--data {args.data}: not a folder")
+    args.demo, args.lambda_l1 = False, None  # what dygan_tf.fit.resolve_config reads
+    return args
+
+
+def resolve_config(args):
+    from dygan_tf import fit
+
+    try:
+        return fit.resolve_config(args)
+    except UserError as e:
+        raise UserError(str(e).replace("dygan_tf.fit:", f"{PROG}:", 1)) from None
+
+
+@contextlib.contextmanager
+def atomic_tuner_writes():
+    """KerasTuner writes trial.json, oracle.json and tuner0.json in place; a kill in the
+    middle would leave a project it cannot reload. Route them through a rename."""
+    from keras_tuner.src import utils as kt_utils
+
+    original = kt_utils.save_json
+
+    def save_json(path, obj):
+        text = json.dumps(obj)
+        write_text_atomic(path, text)
+        return text  # as the original does
+
+    kt_utils.save_json = save_json
+    try:
+        yield
+    finally:
+        kt_utils.save_json = original
+
+
+def prepare_search_dir(config, data_dir, out, settings):
+    """Writes config.json and search.json for a new search, or checks them on a rerun.
+    Returns the validation case ids."""
+    from dygan_tf.training import choose_validation_cases
+
+    os.makedirs(out, exist_ok=True)
+    search_path = os.path.join(out, SEARCH_FILE)
+    config_path = os.path.join(out, CONFIG_FILE)
+    if os.path.exists(search_path):
+        try:
+            with open(search_path, encoding="utf-8") as f:
+                saved = json.load(f)
+            with open(config_path, encoding="utf-8") as f:
+                saved_config = RunConfig.from_dict(json.load(f))
+            validation = saved.pop("validation_cases")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{out}: unreadable search files ({type(e).__name__}: {e}); "
+                            "use a new --out") from None
+        if saved != settings or saved_config != config:
+            raise UserError(f"--out {out}: holds a search with other settings (see "
+                            f"{search_path}); use a new --out or the same flags")
+        return validation
+    validation = choose_validation_cases(data_dir, config.train.seed)
+    write_json_atomic(config_path, config.to_dict())
+    write_json_atomic(search_path, {**settings, "validation_cases": validation})
+    return validation
+
+
+def make_tuner(hypermodel, out, oracle, values, max_trials, seed):
+    import keras_tuner as kt
+
+    from tuning.hypermodel import objective
+
+    out = os.path.abspath(out)
+    common = dict(objective=objective(), seed=seed, directory=os.path.dirname(out),
+                  project_name=os.path.basename(out), overwrite=False)
+    if oracle == "grid":
+        return kt.GridSearch(hypermodel, max_trials=len(values), **common)
+    return kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
+
+
+def search(config, data_dir, out, values, oracle="grid", max_trials=None,
+           steps_per_epoch=None, verbose=None):
+    """Runs (or resumes) the search into `out`; returns the results dict."""
+    import keras
+
+    from tuning import report
+    from tuning.hypermodel import LambdaHyperModel
+
+    settings = {"data": os.path.abspath(data_dir), "values": list(values), "oracle": oracle,
+                "max_trials": len(values) if oracle == "grid" else max_trials,
+                "steps_per_epoch": steps_per_epoch}
+    validation = prepare_search_dir(config, data_dir, out, settings)
+    hypermodel = LambdaHyperModel(config, data_dir, values, validation, steps_per_epoch)
+    with atomic_tuner_writes():
+        tuner = make_tuner(hypermodel, out, oracle, values, settings["max_trials"],
+                           config.train.seed)
+        done = sum(str(t.status) == "COMPLETED" for t in tuner.oracle.trials.values())
+        if done:
+            print(f"resuming {out}: {done} of {settings['max_trials']} trials finished",
+                  flush=True)
+        print(f"λ search over {', '.join(f'{v:g}' for v in values)} ({oracle}): "
+              f"{hypermodel.steps_per_epoch} steps x {config.train.epochs} epoch(s) per "
+              f"trial; validation cases {validation}", flush=True)
+        if verbose is None:
+            verbose = 1 if sys.stdout.isatty() else 2
+        tensorboard = keras.callbacks.TensorBoard(os.path.join(out, LOGS), write_graph=False)
+        tuner.search(callbacks=[tensorboard], verbose=verbose)
+    results = report.write_results(out, tuner.oracle, {
+        "source": config.train.source, "targets": list(config.train.targets),
+        "preset": config.preset, "epochs": config.train.epochs,
+        "validation_cases": validation, **settings})
+    return results
+
+
+def main(argv=None):
+    from data_prep.build_tfrecords import _import_tensorflow
+
+    args = parse_args(argv)
+    _import_tensorflow()  # its C++ start-up lines would break one-line errors
+    from dygan_tf.data import read_manifest
+
+    size = read_manifest(args.data)["image_size"]
+    config = resolve_config(args)
+    if size != config.model.image_size:
+        raise UserError(f"--data {args.data}: shards are {size} px, the model expects "
+                        f"{config.model.image_size} px; pass --image-size {size}")
+    results = search(config, args.data, args.out, args.values, args.oracle,
+                     args.max_trials, args.steps_per_epoch)
+    from tuning import report
+
+    with open(os.path.join(args.out, report.RESULTS_MD), encoding="utf-8") as f:
+        print("\n" + f.read())
+    failed = [t for t in results["trials"] if t["per_target"] is None]
+    if failed:
+        print(f"{len(failed)} trial(s) did not finish: " + ", ".join(
+            f"λ={t['lambda']:g} ({t['status']})" for t in failed), flush=True)
+    print(f"wrote {args.out}/results.json, results.md, {report.PLOT}; "
+          f"tensorboard --logdir {args.out}/{LOGS}")
+    return 0 if results["best_lambda"] is not None else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run_main(main)
