@@ -122,6 +122,21 @@ def test_hypermodel_builds_through_the_fit_builder(tfrecord_dir, monkeypatch):
     assert training.build_dygan is original  # fit trains through the same builder
 
 
+@pytest.mark.parametrize("oracle, max_trials, kind, expected_trials", [
+    ("grid", None, kt.GridSearch, 3),
+    ("bayesian", 2, kt.BayesianOptimization, 2),
+])
+def test_oracle_choice(tfrecord_dir, tmp_path, oracle, max_trials, kind, expected_trials):
+    hypermodel = LambdaHyperModel(get_preset("tiny"), str(tfrecord_dir), [1.0, 10.0, 100.0],
+                                  ["x"], 1)
+    tuner = search_lambda.make_tuner(hypermodel, tmp_path / "s", oracle, [1.0, 10.0, 100.0],
+                                     max_trials, seed=0)
+    assert isinstance(tuner, kind) and tuner.oracle.max_trials == expected_trials
+    assert tuner.project_dir == str(tmp_path / "s")
+    assert tuner.oracle.get_space().get_config()["space"][0]["config"]["values"] == [
+        1.0, 10.0, 100.0]
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--values", "0,10"], "--values"),
     (["--values", "1,abc"], "'abc' is not a number"),

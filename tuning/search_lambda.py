@@ -23,7 +23,7 @@ import sys
 
 from dygan_tf.cli import (ArgumentParser, UserError, run_main, write_json_atomic,
                           write_text_atomic)
-from dygan_tf.config import PRESETS, RunConfig
+from dygan_tf.config import RunConfig
 
 PAPER_VALUES = "1,10,20,30,50,100,150,200,250,300"
 SEARCH_FILE = "search.json"
@@ -52,30 +52,28 @@ def parse_values(text):
     return sorted(values)
 
 
+# dygan_tf.fit flags that make no sense here: λ comes from --values, data from --data.
+NOT_FOR_SEARCH = ("--lambda-l1", "--baseline", "--demo", "--brats-root", "--data-out",
+                  "--train-hgg", "--train-lgg", "--cache")
+
+
 def parse_args(argv):
-    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    """The search's own flags; every other flag is a dygan_tf.fit override, parsed and
+    resolved into a RunConfig by dygan_tf.fit itself (one place for the overrides)."""
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--data", required=True, help="folder of TFRecord shards")
     p.add_argument("--out", required=True, help="search folder (KerasTuner project)")
     p.add_argument("--values", default=PAPER_VALUES, help="comma-separated λ values")
     p.add_argument("--oracle", choices=("grid", "bayesian"), default="grid")
     p.add_argument("--max-trials", type=int, help="trials of --oracle bayesian")
-    p.add_argument("--preset", choices=sorted(PRESETS))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--base-filters", type=int)
-    p.add_argument("--experts", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--source")
-    p.add_argument("--targets", help="comma-separated, e.g. flair,t1,t1ce")
-    p.add_argument("--discriminator", choices=("multiscale", "patch"))
-    p.add_argument("--dyconv", choices=("none", "down", "up", "both"))
-    p.add_argument("--label-mode", choices=("kernel", "input"))
-    p.add_argument("--seed", type=int)
     p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
-    args = p.parse_args(argv)
+    args, overrides = p.parse_known_args(argv)
+    for token in overrides:
+        if token.split("=", 1)[0] in NOT_FOR_SEARCH:
+            raise UserError(f"{PROG}: {token.split('=', 1)[0]} is not a search flag "
+                            "(λ comes from --values, the data from --data)")
     args.values = parse_values(args.values)
-    for flag in ("epochs", "image_size", "base_filters", "experts", "steps_per_epoch",
-                 "max_trials"):
+    for flag in ("steps_per_epoch", "max_trials"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
@@ -87,9 +85,14 @@ def parse_args(argv):
         if args.max_trials > len(args.values):
             raise UserError(f"--max-trials: {args.max_trials} exceeds the "
                             f"{len(args.values)} --values")
+    from dygan_tf import fit
+
+    try:
+        args.fit_args = fit.parse_args(["--data", args.data, "--out", args.out, *overrides])
+    except UserError as e:
+        raise UserError(str(e).replace("dygan_tf.fit:", f"{PROG}:", 1)) from None
     if not os.path.isdir(args.data):
         raise UserError(f"--data {args.data}: not a folder")
-    args.demo, args.lambda_l1 = False, None  # what dygan_tf.fit.resolve_config reads
     return args
 
 
@@ -97,7 +100,7 @@ def resolve_config(args):
     from dygan_tf import fit
 
     try:
-        return fit.resolve_config(args)
+        return fit.resolve_config(args.fit_args)
     except UserError as e:
         raise UserError(str(e).replace("dygan_tf.fit:", f"{PROG}:", 1)) from None
 
@@ -198,9 +201,9 @@ def search(config, data_dir, out, values, oracle="grid", max_trials=None,
 
 
 def main(argv=None):
+    args = parse_args(argv)
     from data_prep.build_tfrecords import _import_tensorflow
 
-    args = parse_args(argv)
     _import_tensorflow()  # its C++ start-up lines would break one-line errors
     from dygan_tf.data import read_manifest
 
