@@ -7,6 +7,7 @@ one copy of how a configuration becomes a model.
 import keras
 
 from dygan_tf.discriminator import build_discriminator
+from dygan_tf.distribute import dtype_policy, precision_policy
 from dygan_tf.generator import build_generator
 from dygan_tf.model import DyGAN
 
@@ -49,15 +50,20 @@ def make_optimizer(train, steps_per_epoch, name):
 
 
 def build_dygan(config, steps_per_epoch=1, lambda_l1=None):
-    """A compiled DyGAN for `config`; `lambda_l1` overrides the config's (for the search)."""
-    generator, discriminator = build_networks(config.model)
-    gan = DyGAN(
-        generator, discriminator,
-        lambda_l1=config.train.lambda_l1 if lambda_l1 is None else lambda_l1,
-    )
-    gan.compile(
-        g_optimizer=make_optimizer(config.train, steps_per_epoch, "g_optimizer"),
-        d_optimizer=make_optimizer(config.train, steps_per_epoch, "d_optimizer"),
-        jit_compile=config.train.jit_compile,
-    )
+    """A compiled DyGAN for `config`; `lambda_l1` overrides the config's (for the search).
+
+    Layers are built under the config's precision policy (mixed_float16 also wraps both
+    optimizers in loss scaling); outputs and losses stay float32.
+    """
+    with dtype_policy(precision_policy(config.train.mixed_precision)):
+        generator, discriminator = build_networks(config.model)
+        gan = DyGAN(
+            generator, discriminator,
+            lambda_l1=config.train.lambda_l1 if lambda_l1 is None else lambda_l1,
+        )
+        gan.compile(
+            g_optimizer=make_optimizer(config.train, steps_per_epoch, "g_optimizer"),
+            d_optimizer=make_optimizer(config.train, steps_per_epoch, "d_optimizer"),
+            jit_compile=config.train.jit_compile,
+        )
     return gan

@@ -8,9 +8,8 @@ import keras
 from keras import layers
 
 from dygan_tf.blocks import conv, conv_block
+from dygan_tf.config import DISCRIMINATOR_KINDS, min_image_size
 from dygan_tf.tasks import NUM_TASKS
-
-DISCRIMINATOR_KINDS = ("multiscale", "patch")
 
 
 def build_discriminator(image_size=256, kind="multiscale", base_filters=64, num_experts=3,
@@ -18,9 +17,7 @@ def build_discriminator(image_size=256, kind="multiscale", base_filters=64, num_
     """`{"image", "target": (H, W, 1), "task": (12,)}` -> patch scores `(H/8, W/8, 1)`."""
     if kind not in DISCRIMINATOR_KINDS:
         raise ValueError(f"`kind` must be one of {DISCRIMINATOR_KINDS}. Received: kind={kind}")
-    # multiscale: the third branch works at 1/32 of the image, and instance norm over a
-    # 1x1 map would zero it, so it needs at least 2x2 there.
-    min_size = 64 if kind == "multiscale" else 8
+    min_size = min_image_size(kind, depth=0)
     if image_size % min_size:
         raise ValueError(
             f"A {kind} discriminator needs `image_size` divisible by {min_size}. "

@@ -53,6 +53,14 @@ def parse_args(argv):
     p.add_argument("--seed", type=int)
     p.add_argument("--baseline", choices=("pix2pix3",))
     p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
+    p.add_argument("--strategy", default="auto",
+                   choices=("auto", "default", "mirrored", "multiworker"),
+                   help="auto: mirrored over all GPUs when there are several")
+    p.add_argument("--cpu-replicas", type=int, default=1,
+                   help="split the CPU into N logical devices (multi-replica without GPUs)")
+    p.add_argument("--mixed-precision", choices=("none", "float16", "bfloat16"))
+    p.add_argument("--jit-compile", action="store_true", default=None,
+                   help="compile the train step with XLA")
     p.add_argument("--cache", default=os.environ.get("DYGAN_CACHE", DEFAULT_CACHE),
                    help="where --demo keeps the phantom and its shards")
     args = p.parse_args(argv)
@@ -62,7 +70,10 @@ def parse_args(argv):
         raise UserError("dygan_tf.fit: expected --data DIR, --brats-root DIR or --demo")
     if not args.demo and not args.out:
         raise UserError("dygan_tf.fit: expected --out RUN_DIR")
-    for flag in ("epochs", "image_size", "base_filters", "experts", "steps_per_epoch"):
+    if args.strategy == "multiworker" and (args.demo or args.baseline):
+        raise UserError("--strategy multiworker: trains one DyGAN run; drop --demo/--baseline")
+    for flag in ("epochs", "image_size", "base_filters", "experts", "steps_per_epoch",
+                 "cpu_replicas"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
@@ -76,7 +87,8 @@ def resolve_config(args):
                    base_filters=args.base_filters, num_experts=args.experts,
                    lambda_l1=args.lambda_l1, lr=args.lr, source=args.source,
                    discriminator=args.discriminator, dyconv=args.dyconv,
-                   label_mode=args.label_mode, seed=args.seed)
+                   label_mode=args.label_mode, seed=args.seed,
+                   mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
     if args.base_filters is not None:
         changes["d_base_filters"] = args.base_filters
     if args.targets is not None:
@@ -87,9 +99,7 @@ def resolve_config(args):
     if args.label_mode == "input" and args.dyconv is None:
         changes["dyconv"] = "none"  # MGAN-style: static kernels, label at the input
     try:
-        config = config.override(**changes)
-        from dygan_tf.builders import build_networks
-        build_networks(config.model)  # shape/placement errors surface here, not mid-run
+        config = config.override(**changes)  # ModelConfig/TrainConfig validate themselves
     except ValueError as e:
         raise UserError(f"dygan_tf.fit: {e}") from None
     return config
@@ -103,7 +113,7 @@ def pix2pix_config(config, target):
                            batch_slices=config.train.batch_slices * len(config.train.targets))
 
 
-def train_pix2pix3(config, data_dir, run_dir, steps_per_epoch=None):
+def train_pix2pix3(config, data_dir, run_dir, steps_per_epoch=None, strategy=None):
     """Three pix2pix runs in run_dir/pix2pix_<target>; together as many train steps as
     one DyGAN run of `config` (each takes a third of them, with 3x the slices a step)."""
     from dygan_tf import training
@@ -117,7 +127,7 @@ def train_pix2pix3(config, data_dir, run_dir, steps_per_epoch=None):
         share = max(1, math.ceil(steps_per_epoch / len(members)))
     for target, folder in members.items():
         training.train(pix2pix_config(config, target), data_dir,
-                       os.path.join(run_dir, folder), steps_per_epoch=share)
+                       os.path.join(run_dir, folder), steps_per_epoch=share, strategy=strategy)
 
 
 def ensure_shards(brats_root, out, image_size, train_hgg, train_lgg):
@@ -185,11 +195,15 @@ def main(argv=None):
     from data_prep.build_tfrecords import _import_tensorflow
 
     args = parse_args(argv)
+    config = resolve_config(args)  # pure Python: flag errors come before TensorFlow
     _import_tensorflow()  # its C++ start-up lines would break one-line errors
     if args.data:
         from dygan_tf.data import read_manifest
         read_manifest(args.data)  # before any device start-up line reaches stderr
-    config = resolve_config(args)
+    from dygan_tf.distribute import make_strategy
+    # Before any TensorFlow op: the multi-worker strategy and the CPU split both
+    # configure devices, which is only possible before they start.
+    strategy = make_strategy(args.strategy, args.cpu_replicas)
     if args.demo:
         return run_demo(args, config)
     if args.brats_root:
@@ -204,9 +218,13 @@ def main(argv=None):
                         f"{config.model.image_size} px; pass --image-size {size} or rebuild")
     from dygan_tf import training
     if args.baseline == "pix2pix3":
-        train_pix2pix3(config, data_dir, args.out, args.steps_per_epoch)
+        train_pix2pix3(config, data_dir, args.out, args.steps_per_epoch, strategy)
+    elif args.strategy == "multiworker":
+        from dygan_tf.multiworker import train_multiworker
+        train_multiworker(config, data_dir, args.out, strategy, args.steps_per_epoch)
     else:
-        training.train(config, data_dir, args.out, steps_per_epoch=args.steps_per_epoch)
+        training.train(config, data_dir, args.out, steps_per_epoch=args.steps_per_epoch,
+                       strategy=strategy)
     print(f"done: {args.out}")
 
 

@@ -9,10 +9,8 @@ import keras
 from keras import layers
 
 from dygan_tf.blocks import conv, conv_block
+from dygan_tf.config import DYCONV_PLACEMENTS, LABEL_MODES
 from dygan_tf.tasks import NUM_TASKS
-
-DYCONV_PLACEMENTS = ("none", "down", "up", "both")
-LABEL_MODES = ("kernel", "input")
 
 
 def build_generator(image_size=256, base_filters=64, depth=4, num_experts=3, dyconv="up",

@@ -41,9 +41,7 @@ class DyGAN(keras.Model):
     def compile(self, g_optimizer, d_optimizer, **kwargs):
         """Keras compile options (jit_compile, steps_per_execution) plus two optimizers."""
         super().compile(optimizer=None, **kwargs)
-        if self.dtype_policy.name == "mixed_float16" or (
-            keras.config.dtype_policy().name == "mixed_float16"
-        ):
+        if "mixed_float16" in (self.dtype_policy.name, self.generator.dtype_policy.name):
             # float16 gradients underflow without loss scaling; each optimizer keeps
             # its own dynamic scale.
             g_optimizer = _loss_scaled(g_optimizer, "g_optimizer")

@@ -50,12 +50,13 @@ def choose_validation_cases(data_dir, seed):
 
 
 def case_dataset(data_dir, train, case_ids, keep, batch_slices=1, shuffle=False,
-                 repeat=False, seed=None, return_meta=False):
+                 repeat=False, seed=None, return_meta=False, num_workers=1, worker_index=0):
     """The training split restricted to (`keep=True`) or without (`keep=False`) the
     slices of `case_ids`, batched as make_dataset batches (slice-major rows)."""
     rows = len(train.targets)
     ds = make_dataset(data_dir, "train", train.source, train.targets, batch_slices=1,
-                      shuffle=shuffle, repeat=repeat, seed=seed, return_meta=True)
+                      shuffle=shuffle, repeat=repeat, seed=seed, return_meta=True,
+                      num_workers=num_workers, worker_index=worker_index)
     ids = tf.constant(sorted(case_ids) or [""])
 
     def wanted(image, target, task, meta):
@@ -195,51 +196,94 @@ class EpochEnd(keras.callbacks.Callback):
             + f" dB (mean {row['val_psnr_mean']:.2f}; best {self.best_psnr:.2f})", flush=True)
 
 
-def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbose=None):
-    """Trains (or resumes) `config` on `data_dir` into `run_dir`; returns the generator.
+class RunState:
+    """What a training loop needs: the model, its checkpoints, history and start epoch."""
 
-    `steps_per_epoch` defaults to one pass over the training slices; `strategy` is a
-    tf.distribute strategy whose scope builds the model (default: the current one).
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def open_run(config, data_dir, run_dir, strategy, steps_per_epoch=None, write_dir=None,
+             restore_from=None):
+    """Builds the model under `strategy` and restores the last checkpoint, if any.
+
+    Every replica step consumes batch_slices slices per replica, so one pass over the
+    training slices takes ceil(slices / (batch_slices * replicas)) steps. `write_dir`
+    (default `run_dir`) receives checkpoints; `restore_from` (default `write_dir`) is the
+    run folder whose last checkpoint is restored: multi-worker non-chiefs write to a
+    scratch folder but resume from the chief's checkpoints.
     """
     train_cfg = config.train
-    validation = prepare_run_dir(config, data_dir, run_dir)
+    write_dir = write_dir or run_dir
+    if write_dir == run_dir:
+        validation = prepare_run_dir(config, data_dir, run_dir)
+    else:  # deterministic from the seed: the same cases the chief records
+        validation = choose_validation_cases(data_dir, train_cfg.seed)
     n_train = count_slices(data_dir, validation, keep=False)
     if n_train == 0:
         raise UserError(f"{data_dir}: no training slices left after holding out "
                         f"{validation} for validation")
-    steps = steps_per_epoch or math.ceil(n_train / train_cfg.batch_slices)
+    global_slices = train_cfg.batch_slices * strategy.num_replicas_in_sync
+    steps = steps_per_epoch or math.ceil(n_train / global_slices)
     keras.utils.set_random_seed(train_cfg.seed)
-    with (strategy or tf.distribute.get_strategy()).scope():
+    with strategy.scope():
         gan = build_dygan(config, steps_per_epoch=steps)
     checkpoint = tf.train.Checkpoint(generator=gan.generator,
                                      discriminator=gan.discriminator,
                                      g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer,
                                      epoch=tf.Variable(0, dtype=tf.int64))
-    ckpt_dir = os.path.join(run_dir, CHECKPOINTS)
+    ckpt_dir = os.path.join(write_dir, CHECKPOINTS)
     last = tf.train.CheckpointManager(checkpoint, os.path.join(ckpt_dir, "last"), 1)
     best = tf.train.CheckpointManager(checkpoint, os.path.join(ckpt_dir, "best"), 1)
     history_path = os.path.join(run_dir, HISTORY)
     history = read_history(history_path)
-    if last.latest_checkpoint:
-        checkpoint.restore(last.latest_checkpoint).assert_existing_objects_matched()
+    latest = tf.train.latest_checkpoint(
+        os.path.join(restore_from or write_dir, CHECKPOINTS, "last"))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
         start = int(checkpoint.epoch.numpy())
         history = [r for r in history if int(r["epoch"]) <= start]
         print(f"resuming at epoch {start + 1} ({start} of {train_cfg.epochs} finished, "
-              f"from {last.latest_checkpoint})", flush=True)
+              f"from {latest})", flush=True)
     else:
         start, history = 0, []
+    return RunState(gan=gan, checkpoint=checkpoint, last=last, best=best, history=history,
+                    start=start, steps=steps, validation=validation, n_train=n_train,
+                    global_slices=global_slices)
+
+
+def diverged_error(callback, run):
+    batch, bad = callback.diverged
+    return TrainingDiverged(
+        f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at "
+        f"step {batch + 1} of epoch {int(run.checkpoint.epoch.numpy()) + 1}; the last "
+        f"good checkpoint is in {run.last.directory}; try a lower --lr")
+
+
+def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbose=None):
+    """Trains (or resumes) `config` on `data_dir` into `run_dir`; returns the generator.
+
+    `steps_per_epoch` defaults to one pass over the training slices; `strategy` is a
+    tf.distribute strategy whose scope builds the model (default: the current one);
+    each step takes batch_slices slices per replica (the global batch).
+    """
+    train_cfg = config.train
+    strategy = strategy or tf.distribute.get_strategy()
+    run = open_run(config, data_dir, run_dir, strategy, steps_per_epoch)
+    gan, start, steps = run.gan, run.start, run.steps
     if start < train_cfg.epochs:
-        train_ds = case_dataset(data_dir, train_cfg, validation, keep=False,
-                                batch_slices=train_cfg.batch_slices, shuffle=True,
+        train_ds = case_dataset(data_dir, train_cfg, run.validation, keep=False,
+                                batch_slices=run.global_slices, shuffle=True,
                                 repeat=True, seed=train_cfg.seed + start)
-        val_ds = case_dataset(data_dir, train_cfg, validation, keep=True,
+        val_ds = case_dataset(data_dir, train_cfg, run.validation, keep=True,
                               batch_slices=1, return_meta=True)
         writer = tf.summary.create_file_writer(os.path.join(run_dir, LOGS))
-        callback = EpochEnd(run_dir, val_ds, train_cfg.targets, checkpoint, last, best,
-                            history, writer)
-        print(f"training {run_dir}: {n_train} slices x {len(train_cfg.targets)} targets, "
-              f"{steps} steps per epoch, epochs {start + 1}..{train_cfg.epochs}; "
-              f"validation cases {validation}", flush=True)
+        callback = EpochEnd(run_dir, val_ds, train_cfg.targets, run.checkpoint, run.last,
+                            run.best, run.history, writer)
+        print(f"training {run_dir}: {run.n_train} slices x {len(train_cfg.targets)} targets, "
+              f"{steps} steps per epoch of {run.global_slices} slice(s) on "
+              f"{strategy.num_replicas_in_sync} replica(s), epochs {start + 1}..{train_cfg.epochs}; "
+              f"validation cases {run.validation}", flush=True)
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         gan.fit(train_ds, epochs=train_cfg.epochs, initial_epoch=start,
@@ -247,11 +291,11 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
                 shuffle=False)  # the dataset shuffles itself
         writer.close()
         if callback.diverged is not None:
-            batch, bad = callback.diverged
-            raise TrainingDiverged(
-                f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at "
-                f"step {batch + 1} of epoch {int(checkpoint.epoch.numpy()) + 1}; the last "
-                f"good checkpoint is in {last.directory}; try a lower --lr")
-    with atomic_path(os.path.join(run_dir, GENERATOR)) as tmp:
-        gan.generator.save(tmp)
+            raise diverged_error(callback, run)
+    save_generator(gan.generator, run_dir)
     return gan.generator
+
+
+def save_generator(generator, run_dir):
+    with atomic_path(os.path.join(run_dir, GENERATOR)) as tmp:
+        generator.save(tmp)
