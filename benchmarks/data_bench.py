@@ -26,21 +26,22 @@ def _load_case(files):
 def load_only(brats_root, workers):
     """Seconds to load every case's volumes with `workers` processes (spawned, as in
     the builder)."""
-    from data_prep import build_tfrecords
+    from data_prep.cases import case_files, discover_cases
 
-    cases = build_tfrecords.discover_cases(brats_root)
-    jobs = [list(build_tfrecords.case_files(c).values()) for c in cases]
+    found = discover_cases(brats_root)
+    jobs = [list(case_files(c).values()) for c in found]
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         list(pool.map(_load_case, jobs))
-    return len(cases), time.perf_counter() - start
+    return len(found), time.perf_counter() - start
 
 
 def run(brats_root=None, cases=8, image_size=256, workers=None, elements=300,
         compression="gzip", work_dir=None):
     """Runs both benchmarks; returns a dict of the measured numbers."""
     from data_prep import build_tfrecords, make_phantom
+    from data_prep.cases import discover_cases
     from dygan_tf import data
 
     workers = workers or os.cpu_count() or 1
@@ -52,7 +53,7 @@ def run(brats_root=None, cases=8, image_size=256, workers=None, elements=300,
                                        verbose=False)
         n_cases, load_seconds = load_only(brats_root, workers)
         out = os.path.join(tmp, "records")
-        hgg = sum(1 for c in build_tfrecords.discover_cases(brats_root) if c["grade"] == "HGG")
+        hgg = sum(1 for c in discover_cases(brats_root) if c["grade"] == "HGG")
         start = time.perf_counter()
         manifest = build_tfrecords.build(
             brats_root, out, image_size=image_size, train_hgg=hgg, train_lgg=0,

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage
 
+from data_prep.cases import TRAINING_FOLDER
 from data_prep.progress import Progress
 from dygan_tf.cli import ArgumentParser, UserError, atomic_path, run_main, write_text_atomic
 
@@ -27,7 +28,6 @@ SHAPE = (240, 240, 155)
 # (120 - i, 102 - j, k - 70); template voxels then land on whole grid voxels.
 AFFINE = np.array([[-1.0, 0, 0, 120], [0, -1.0, 0, 102], [0, 0, 1.0, -70], [0, 0, 0, 1]])
 BRATS19_HGG, BRATS19_LGG = 259, 76
-TRAINING_FOLDER = "MICCAI_BraTS_2019_Data_Training"
 GZIP_LEVEL = 1
 
 # Relative signal per tissue: (CSF, GM, WM, oedema, necrotic core, enhancing rim).

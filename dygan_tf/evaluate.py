@@ -170,8 +170,8 @@ def main(argv=None):
     p.add_argument("--compare", nargs="+", default=[], metavar="RUN")
     p.add_argument("--figure-cases", type=int, default=4)
     args = p.parse_args(argv)
-    from data_prep.build_tfrecords import _import_tensorflow
-    _import_tensorflow()  # its C++ start-up lines would break one-line errors
+    from dygan_tf.cli import import_tensorflow_quietly
+    import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
     runs = ([args.run] if args.run else []) + list(args.compare)
     if not runs and not args.model:
         raise UserError("dygan_tf.evaluate: expected --run RUN_DIR, --model DIR or --compare")

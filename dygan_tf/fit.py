@@ -192,11 +192,11 @@ def export_demo(run_dir, name="dygan_demo"):
 
 
 def main(argv=None):
-    from data_prep.build_tfrecords import _import_tensorflow
+    from dygan_tf.cli import import_tensorflow_quietly
 
     args = parse_args(argv)
     config = resolve_config(args)  # pure Python: flag errors come before TensorFlow
-    _import_tensorflow()  # its C++ start-up lines would break one-line errors
+    import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
     if args.data:
         from dygan_tf.data import read_manifest
         read_manifest(args.data)  # before any device start-up line reaches stderr

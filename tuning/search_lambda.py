@@ -202,9 +202,9 @@ def search(config, data_dir, out, values, oracle="grid", max_trials=None,
 
 def main(argv=None):
     args = parse_args(argv)
-    from data_prep.build_tfrecords import _import_tensorflow
+    from dygan_tf.cli import import_tensorflow_quietly
 
-    _import_tensorflow()  # its C++ start-up lines would break one-line errors
+    import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
     from dygan_tf.data import read_manifest
 
     size = read_manifest(args.data)["image_size"]
