@@ -4,6 +4,8 @@ Used by training (validation PSNR/SSIM every epoch) and by `python -m dygan_tf.e
 A predictor is any `predict(image, task, target_names) -> fake` on [B, H, W, 1] arrays.
 """
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -69,10 +71,20 @@ def target_names(meta):
     return [t.decode() if isinstance(t, bytes) else str(t) for t in meta["target"].numpy()]
 
 
+_PREDICT = weakref.WeakKeyDictionary()  # one traced inference function per generator
+
+
+def _predict_function(generator):
+    """The generator's traced inference call, made once: validation runs every epoch."""
+    if generator not in _PREDICT:
+        _PREDICT[generator] = tf.function(
+            lambda image, task: generator({"image": image, "task": task}, training=False))
+    return _PREDICT[generator]
+
+
 def score_generator(generator, dataset, targets, metrics=METRICS):
     """Mean scores per target of a Keras generator over a dataset that yields meta."""
-    predict = tf.function(lambda image, task: generator({"image": image, "task": task},
-                                                        training=False))
+    predict = _predict_function(generator)
     acc = Accumulator(targets)
     for image, target, task, meta in dataset:
         fake = predict(image, task)
