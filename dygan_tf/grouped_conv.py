@@ -1,7 +1,15 @@
 """Per-example 2-D convolution: every example in a batch has its own kernel.
 
-The batch is folded into the channel axis and convolved once as a grouped convolution
-(one group per example). TensorFlow's CPU kernels run grouped convolutions forward but
+Two ways, chosen by shape (`method="auto"`):
+- "patches" for small output maps: the k*k shifted views of the input are stacked on
+  the channel axis and multiplied by each example's kernel in one batched matmul. Where
+  a map has few pixels and many channels (the decoder's bottom, the discriminator's
+  heads) a GEMM of [H'W', k*k*C] x [k*k*C, F] runs far closer to peak than a convolution
+  kernel, whose backprop-filter pass is slowest exactly there; autodiff gives the
+  gradient (slices, pads and matmuls).
+- "grouped" for large maps, where the k*k-times larger patch tensor would cost memory
+  and bandwidth: the batch is folded into the channel axis and convolved once as a
+  grouped convolution (one group per example). TensorFlow's CPU kernels run grouped convolutions forward but
 refuse their gradients ("Gradients for grouped convolutions are not supported on CPU"),
 so the gradient here is written with forward grouped convolutions only:
 - input gradient: the output gradient convolved with the flipped kernels, one sub-pixel
@@ -13,8 +21,17 @@ Spatial sizes must be static (the batch may be unknown).
 
 import tensorflow as tf
 
+METHODS = ("auto", "grouped", "patches")
+# "auto" uses patches up to this many output pixels per example (see benchmarks/).
+PATCHES_MAX_PIXELS = 16 * 16
 
-def per_example_conv2d(x, kernels, stride, padding):
+
+def choose_method(out_height, out_width):
+    """The faster way for an output map of this size (measured on CPU, see module doc)."""
+    return "patches" if out_height * out_width <= PATCHES_MAX_PIXELS else "grouped"
+
+
+def per_example_conv2d(x, kernels, stride, padding, method="auto"):
     """Convolves x[b] with kernels[:, :, :, b, :].
 
     Args:
@@ -22,16 +39,38 @@ def per_example_conv2d(x, kernels, stride, padding):
         kernels: `[kh, kw, C, B, F]`.
         stride: int, the same on both axes.
         padding: "SAME" or "VALID" (TensorFlow semantics).
+        method: "auto", "grouped" or "patches" (the same result either way).
     Returns:
         `[B, H', W', F]`.
     """
     padding = padding.upper()
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
     height, width = x.shape[1], x.shape[2]
     if height is None or width is None:
         raise ValueError(f"per_example_conv2d needs static spatial sizes. Received: x.shape={x.shape}")
     kh, kw = kernels.shape[0], kernels.shape[1]
     geometry = (_geometry(height, kh, stride, padding), _geometry(width, kw, stride, padding))
+    if method == "auto":
+        method = choose_method(geometry[0][0], geometry[1][0])
+    if method == "patches":
+        return _patches_conv(x, kernels, stride, geometry)
     return _conv(x, kernels, stride, padding, geometry)
+
+
+def _patches_conv(x, kernels, stride, geometry):
+    """im2col with strided slices: taps ordered (i, j, c) to match the kernel's layout."""
+    (out_h, top, padded_h), (out_w, left, padded_w) = geometry
+    kh, kw, channels, _, filters = kernels.shape
+    height, width = x.shape[1], x.shape[2]
+    batch = tf.shape(x)[0]
+    x = tf.pad(x, [[0, 0], [top, padded_h - height - top], [left, padded_w - width - left], [0, 0]])
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    taps = [x[:, i : i + span_h : stride, j : j + span_w : stride, :]
+            for i in range(kh) for j in range(kw)]
+    patches = tf.reshape(tf.concat(taps, axis=-1), [batch, out_h * out_w, kh * kw * channels])
+    matrices = tf.reshape(tf.transpose(kernels, [3, 0, 1, 2, 4]), [batch, kh * kw * channels, filters])
+    return tf.reshape(tf.matmul(patches, matrices), [batch, out_h, out_w, filters])
 
 
 def _geometry(size, k, stride, padding):

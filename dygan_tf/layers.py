@@ -2,8 +2,9 @@
 
 Each example gets its own kernel `sum_k alpha_k W_k`, with
 `alpha = sigmoid(dense([GAP(x), task]))`. The per-example convolution is one grouped
-convolution over the whole batch (see grouped_conv.py), so a batch that mixes tasks
-costs about one static convolution and needs no Python loop.
+convolution over the whole batch on large maps and one batched matmul over patches on
+small ones (see grouped_conv.py), so a batch that mixes tasks costs about one static
+convolution and needs no Python loop.
 """
 
 import keras

@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 import keras
 
+from dygan_tf import grouped_conv
 from dygan_tf.grouped_conv import per_example_conv2d
 from dygan_tf.layers import DyConv2D
 from dygan_tf.tasks import task_code
@@ -33,8 +34,10 @@ def sigmoid(v):
     return 1 / (1 + np.exp(-v))
 
 
+@pytest.mark.parametrize("max_patch_pixels", [0, 10**6], ids=["grouped", "patches"])
 @pytest.mark.parametrize("kernel_size,strides,padding", [(3, 1, "same"), (3, 2, "same"), (4, 2, "same"), (4, 1, "valid")])
-def test_matches_explicit_per_example_reference(kernel_size, strides, padding):
+def test_matches_explicit_per_example_reference(kernel_size, strides, padding, max_patch_pixels, monkeypatch):
+    monkeypatch.setattr(grouped_conv, "PATCHES_MAX_PIXELS", max_patch_pixels)
     keras.utils.set_random_seed(1)
     layer = DyConv2D(6, kernel_size, strides=strides, padding=padding, num_experts=3,
                      bias_initializer="random_normal")
@@ -76,14 +79,15 @@ def test_examples_are_independent_and_task_matters():
     assert np.abs(out[1] - out[2]).max() > 1e-3
 
 
-@pytest.mark.parametrize("k,stride,padding,size", [(3, 1, "SAME", 8), (3, 2, "SAME", 9), (4, 2, "SAME", 8), (4, 1, "SAME", 8), (3, 2, "VALID", 9)])
-def test_custom_gradient_matches_autodiff_of_a_per_example_loop(k, stride, padding, size):
+@pytest.mark.parametrize("method", ["grouped", "patches"])
+@pytest.mark.parametrize("k,stride,padding,size", [(3, 1, "SAME", 8), (3, 2, "SAME", 9), (4, 2, "SAME", 8), (4, 1, "SAME", 8), (3, 2, "VALID", 9), (4, 2, "SAME", 2), (1, 1, "SAME", 5)])
+def test_gradient_matches_autodiff_of_a_per_example_loop(k, stride, padding, size, method):
     rng = np.random.RandomState(4)
     x = tf.constant(rng.randn(3, size, size, 4).astype("float32"))
     kernels = tf.constant(rng.randn(k, k, 4, 3, 5).astype("float32"))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, kernels])
-        y = per_example_conv2d(x, kernels, stride, padding)
+        y = per_example_conv2d(x, kernels, stride, padding, method)
         weights = tf.constant(rng.randn(*y.shape).astype("float32"))
         loss = tf.reduce_sum(y * weights)
         reference = tf.concat(
@@ -95,7 +99,16 @@ def test_custom_gradient_matches_autodiff_of_a_per_example_loop(k, stride, paddi
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_unknown_batch_under_xla_with_gradients():
+def test_auto_method_follows_the_output_map_size():
+    assert grouped_conv.choose_method(16, 16) == "patches"
+    assert grouped_conv.choose_method(32, 32) == "grouped"
+    with pytest.raises(ValueError, match="Received: method='im2row'"):
+        per_example_conv2d(tf.zeros((1, 4, 4, 1)), tf.zeros((3, 3, 1, 1, 1)), 1, "SAME", "im2row")
+
+
+@pytest.mark.parametrize("max_patch_pixels", [0, 10**6], ids=["grouped", "patches"])
+def test_unknown_batch_under_xla_with_gradients(max_patch_pixels, monkeypatch):
+    monkeypatch.setattr(grouped_conv, "PATCHES_MAX_PIXELS", max_patch_pixels)
     layer = DyConv2D(4, 3, strides=2)
     layer(np.zeros((1, 8, 8, 3), "float32"), np.zeros((1, 12), "float32"))
 
