@@ -1,7 +1,21 @@
-"""Times one DyGAN train step (the 3 tasks of one slice) and counts parameters.
+"""Times one DyGAN train step (the 3 tasks of one slice) and counts its FLOPs.
 
 `python -m benchmarks.train_step [--preset paper] [--steps 5] [--out F.json]`. The
 step runs through the model's own compiled train function, as `fit` does.
+
+FLOPs are counted from the layer shapes, not profiled. Per image, a network's forward
+cost F is 2 x the multiply-accumulates of its convolutions: H_out*W_out*kh*kw*Cin*Cout
+for every Conv2D and DyConv2D, plus for a DyConv2D its kernel mixing K*kh*kw*Cin*Cout,
+bias mixing K*Cout and routing dense (Cin+12)*K. A backward pass costs 2F (input
+gradient F + weight gradient F). `DyGAN.train_step` runs G once, D on the real pair and
+D once on the fake pair (shared by both losses); the D tape back-propagates through both
+D passes to D's weights, the G tape through D(fake) to its input only, then through G:
+
+    FLOPs/step = B * (3*F_G + 3*F_D [real] + 4*F_D [fake: fwd, dX+dW, dX]) = B*(3*F_G + 7*F_D)
+
+with B images per step. Left out: norms, activations, pooling, upsampling, losses and
+the optimizer updates (O(parameters)); the first layers' unneeded input gradients are
+counted (the usual 3x convention).
 """
 
 import json
@@ -11,9 +25,64 @@ import numpy as np
 
 from dygan_tf.cli import ArgumentParser, run_main, write_json_atomic
 
+STEP_FLOPS_FORMULA = "B * (3*F_G + 7*F_D)"
 
-def time_train_step(preset="paper", steps=5, warmup=2, mixed_precision="none", seed=0):
-    """Seconds per train step (median of `steps`), after `warmup` steps incl. tracing."""
+
+def forward_macs(model):
+    """Per-image multiply-accumulates of `model`'s convolutions: {"conv", "mixing"}."""
+    import keras
+
+    from dygan_tf.layers import DyConv2D
+    from dygan_tf.tasks import NUM_TASKS
+
+    conv = mixing = 0
+    for layer in _leaf_layers(model):
+        if isinstance(layer, DyConv2D):
+            experts, kh, kw, cin, cout = layer.kernel.shape
+            _, height, width, _ = layer.output.shape
+            conv += height * width * kh * kw * cin * cout
+            mixing += experts * kh * kw * cin * cout + (cin + NUM_TASKS) * experts
+            mixing += experts * cout if layer.use_bias else 0
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin_per_group, cout = layer.kernel.shape
+            _, height, width, _ = layer.output.shape
+            conv += height * width * kh * kw * cin_per_group * cout
+    return {"conv": int(conv), "mixing": int(mixing)}
+
+
+def _leaf_layers(model):
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def step_flops(generator, discriminator, images):
+    """FLOPs of one train step on `images` images (the formula in the module docstring)."""
+    g, d = forward_macs(generator), forward_macs(discriminator)
+    f_g, f_d = 2 * sum(g.values()), 2 * sum(d.values())
+    per_step = images * (3 * f_g + 7 * f_d)
+    mixing = images * (3 * 2 * g["mixing"] + 7 * 2 * d["mixing"])
+    return {
+        "formula": STEP_FLOPS_FORMULA,
+        "images": images,
+        "generator_forward_per_image": f_g,
+        "discriminator_forward_per_image": f_d,
+        "per_step": int(per_step),
+        "dyconv_mixing_share": mixing / per_step,
+    }
+
+
+def time_train_step(config="paper", steps=5, warmup=2, mixed_precision=None, seed=0):
+    """Seconds per train step (median of `steps`), after `warmup` steps incl. tracing.
+
+    `config` is a RunConfig or a preset name; `mixed_precision` (none|float16|bfloat16),
+    if given, replaces the config's. The networks are built under the config's
+    precision policy by `build_dygan`.
+    """
     import keras
     import tensorflow as tf
 
@@ -21,57 +90,70 @@ def time_train_step(preset="paper", steps=5, warmup=2, mixed_precision="none", s
     from dygan_tf.config import get_preset
     from dygan_tf.tasks import task_code
 
-    previous_policy = keras.config.dtype_policy()
-    if mixed_precision != "none":
-        keras.config.set_dtype_policy(f"mixed_{mixed_precision}")
-    try:
-        keras.utils.set_random_seed(seed)
-        config = get_preset(preset)
-        gan = build_dygan(config)
-        size = config.model.image_size
-        rng = np.random.RandomState(seed)
-        targets = config.train.targets
-        image = np.repeat(rng.uniform(-1, 1, (1, size, size, 1)), len(targets), 0).astype("float32")
-        target = rng.uniform(-1, 1, (len(targets), size, size, 1)).astype("float32")
-        task = np.stack([task_code(config.train.source, t) for t in targets])
-        data = tf.data.Dataset.from_tensors((image, target, task)).repeat()
-        iterator = iter(data)
-        gan.make_train_function()
-        train_function = gan.train_function
+    if isinstance(config, str):
+        config = get_preset(config)
+    if mixed_precision is not None:
+        # Through the config, not keras.config.set_dtype_policy: build_dygan builds under
+        # the config's policy and would quietly override a global one (float32 for "none").
+        config = config.override(mixed_precision=mixed_precision)
+    keras.utils.set_random_seed(seed)
+    gan = build_dygan(config)
+    size = config.model.image_size
+    rng = np.random.RandomState(seed)
+    targets = config.train.targets
+    image = np.repeat(rng.uniform(-1, 1, (1, size, size, 1)), len(targets), 0).astype("float32")
+    target = rng.uniform(-1, 1, (len(targets), size, size, 1)).astype("float32")
+    task = np.stack([task_code(config.train.source, t) for t in targets])
+    data = tf.data.Dataset.from_tensors((image, target, task)).repeat()
+    iterator = iter(data)
+    gan.make_train_function()
+    train_function = gan.train_function
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        logs = train_function(iterator)
+        float(logs["g_loss"])
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
         t0 = time.perf_counter()
-        for _ in range(warmup):
-            logs = train_function(iterator)
-        first = time.perf_counter() - t0
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            logs = train_function(iterator)
-            float(logs["g_loss"])  # wait for the step to finish
-            times.append(time.perf_counter() - t0)
-        return {
-            "preset": preset,
-            "mixed_precision": mixed_precision,
-            "images_per_step": len(targets),
-            "image_size": size,
-            "generator_params": int(gan.generator.count_params()),
-            "discriminator_params": int(gan.discriminator.count_params()),
-            "warmup_seconds_incl_tracing": round(first, 2),
-            "step_seconds_median": round(float(np.median(times)), 4),
-            "step_seconds_all": [round(t, 4) for t in times],
-            "losses_finite": bool(np.isfinite([float(v) for v in logs.values()]).all()),
-        }
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+        logs = train_function(iterator)
+        float(logs["g_loss"])  # wait for the step to finish
+        times.append(time.perf_counter() - t0)
+    median = float(np.median(times))
+    flops = step_flops(gan.generator, gan.discriminator, len(targets))
+    return {
+        "preset": config.preset,
+        "mixed_precision": config.train.mixed_precision,
+        "jit_compile": config.train.jit_compile,
+        "dyconv": config.model.dyconv,
+        "discriminator": config.model.discriminator,
+        "d_dyconv": config.model.d_dyconv,
+        "images_per_step": len(targets),
+        "image_size": size,
+        "generator_params": int(gan.generator.count_params()),
+        "discriminator_params": int(gan.discriminator.count_params()),
+        "warmup_seconds_incl_tracing": round(first, 2),
+        "step_seconds_median": round(median, 4),
+        "step_seconds_all": [round(t, 4) for t in times],
+        "losses_finite": bool(np.isfinite([float(v) for v in logs.values()]).all()),
+        "flops": flops,
+        "achieved_gflops_per_s": flops["per_step"] / median / 1e9,
+    }
 
 
 def main(argv=None):
     parser = ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__)
     parser.add_argument("--preset", default="paper", choices=("paper", "demo", "tiny"))
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--mixed-precision", default="none", choices=("none", "float16", "bfloat16"))
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    result = time_train_step(args.preset, args.steps, mixed_precision=args.mixed_precision)
+    if args.steps < 1 or args.warmup < 1:
+        parser.error(f"expected --steps >= 1 and --warmup >= 1. Received: --steps "
+                     f"{args.steps} --warmup {args.warmup}")
+    result = time_train_step(args.preset, args.steps, args.warmup,
+                             mixed_precision=args.mixed_precision)
     print(json.dumps(result, indent=2))
     if args.out:
         write_json_atomic(args.out, result)

@@ -1,0 +1,352 @@
+"""Runs every benchmark and writes one JSON with their figures against the targets.
+
+Sections: the machine, its matmul peak, DyConv vs Conv2D, the DyGAN train step against
+pix2pix (time and FLOP rate), the data pipeline, inference, and GPUs.
+
+    python -m benchmarks.run [--quick | --tiny] --out results.json [--brats-root DIR]
+
+Full mode uses the paper preset (a step takes ~50 s on 2 cores, so steps=2, warmup=1; the
+whole run takes tens of minutes); --quick the demo preset at 64 px (a few minutes); --tiny
+the test sizes (figures mean nothing). Each section records its wall seconds; one that
+raises is recorded as {"error": ...}, the rest still run and the exit code is 1.
+
+pix2pix is the same config with dyconv="none", the "patch" discriminator and
+d_dyconv=False. FLOPs per train step are counted from the conv shapes as
+B*(3*F_G + 7*F_D), F = 2 x the conv and DyConv-mixing MACs of one forward pass per image
+(derivation in benchmarks/train_step.py). Targets: DyConv/Conv2D time <= 1.15,
+DyGAN/pix2pix FLOP rate >= 0.9, tf.data/train-step slices/s >= 20, shard build/NIfTI
+load rate >= 0.8.
+"""
+
+import dataclasses
+import gc
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+
+from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main, write_json_atomic
+
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+# The DyConv and data targets live in dyconv_bench and data_bench; these two are new here.
+TARGETS = {"flop_rate_ratio": 0.9, "pipeline_ratio": 20.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Every knob that sets how long the run takes."""
+
+    profile: str
+    matmul_n: int
+    matmul_repeats: int
+    dyconv_quick: bool
+    dyconv_batches: tuple
+    dyconv_shapes: tuple = None  # None: dyconv_bench's paper shapes (halved if quick)
+    preset: str = "paper"
+    steps: int = 2
+    warmup: int = 1
+    data_cases: int = 8
+    data_image_size: int = 256
+    data_elements: int = 300
+    data_workers: int = None  # None: every core
+    brats_root: str = None  # None: a fresh phantom of data_cases cases
+    inference_preset: str = "demo"
+    inference_shape: tuple = (240, 240, 155)
+    inference_batch: int = 4
+    inference_repeats: int = 20
+
+
+PROFILES = {
+    "full": Sizes("full", 2048, 5, False, (3, 12)),
+    "quick": Sizes("quick", 1024, 3, True, (3,), preset="demo", steps=3, warmup=1,
+                   data_cases=2, data_image_size=64, data_elements=100,
+                   inference_shape=(240, 240, 24), inference_repeats=5),
+    "tiny": Sizes("tiny", 128, 2, True, (3,), dyconv_shapes=((16, 8),), preset="tiny",
+                  steps=1, warmup=1, data_cases=2, data_image_size=32, data_elements=5,
+                  data_workers=2, inference_preset="tiny", inference_shape=(48, 40, 12),
+                  inference_repeats=2),
+}
+
+
+def machine(sizes, results, work_dir):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    cpuinfo = {}  # the first processor's fields
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                cpuinfo.setdefault(key.strip(), value.strip())
+    model = cpuinfo.get("model name") or platform.processor() or platform.machine()
+    flags = set(cpuinfo.get("flags", "").split())
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "affinity_cores": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                           else None),
+        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
+        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+        # TF >= 2.9 turns oneDNN on by default on x86 Linux; only "0" turns it off.
+        "onednn": {"TF_ENABLE_ONEDNN_OPTS": onednn,
+                   "enabled": onednn not in ("0", "false", "False")
+                   and platform.machine() in ("x86_64", "AMD64")},
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+    }
+
+
+def matmul_peak(sizes, results, work_dir):
+    """Best-of-`repeats` seconds of one n x n matmul, as GFLOP/s (2 n^3 FLOPs)."""
+    import tensorflow as tf
+
+    n, flops = sizes.matmul_n, 2 * sizes.matmul_n**3
+    result = {"n": n, "repeats": sizes.matmul_repeats, "flops_per_matmul": flops}
+    product = tf.function(lambda a, b: tf.matmul(a, b))
+    for name, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
+        a = tf.cast(tf.random.stateless_normal((n, n), seed=(0, 1)), dtype)
+        b = tf.cast(tf.random.stateless_normal((n, n), seed=(0, 2)), dtype)
+        float(product(a, b)[0, 0])  # tracing is not throughput
+        times = []
+        for _ in range(sizes.matmul_repeats):
+            start = time.perf_counter()
+            float(product(a, b)[0, 0])
+            times.append(time.perf_counter() - start)
+        result[name] = {"best_seconds": min(times), "gflops_per_s": flops / min(times) / 1e9}
+    result["bfloat16_vs_float32"] = (result["bfloat16"]["gflops_per_s"]
+                                     / result["float32"]["gflops_per_s"])
+    return result
+
+
+def dyconv_vs_conv(sizes, results, work_dir, jit_compile=False):
+    from benchmarks import dyconv_bench
+
+    result = dyconv_bench.run(sizes.dyconv_quick, sizes.dyconv_batches, sizes.dyconv_shapes,
+                              jit_compile=jit_compile)
+    result["met"] = result["geometric_mean_ratio"] <= result["target"]
+    return result
+
+
+def _versus_pix2pix(config, sizes, peak_gflops):
+    """DyGAN and pix2pix train steps timed alike; pix2pix is the same U-Net with static
+    convolutions and the PatchGAN discriminator."""
+    from benchmarks.train_step import time_train_step
+
+    model = dataclasses.replace(config.model, dyconv="none", discriminator="patch", d_dyconv=False)
+    pix2pix = dataclasses.replace(config, model=model)
+    timed = {}
+    for name, run_config in (("dygan", config), ("pix2pix", pix2pix)):
+        timed[name] = time_train_step(run_config, sizes.steps, sizes.warmup)
+        gc.collect()  # free the last model (cycles) before building the next: ~2 GB at paper size
+        timed[name]["fraction_of_matmul_peak"] = (
+            timed[name]["achieved_gflops_per_s"] / peak_gflops if peak_gflops else None)
+    rate = timed["dygan"]["achieved_gflops_per_s"] / timed["pix2pix"]["achieved_gflops_per_s"]
+    return {**timed, "flop_rate_ratio": rate, "target": TARGETS["flop_rate_ratio"],
+            "met": rate >= TARGETS["flop_rate_ratio"],
+            "step_time_ratio": (timed["dygan"]["step_seconds_median"]
+                                / timed["pix2pix"]["step_seconds_median"])}
+
+
+def train_step_vs_pix2pix(sizes, results, work_dir):
+    from dygan_tf.config import get_preset
+
+    config = get_preset(sizes.preset)
+    peak = results.get("matmul_peak", {})
+    result = {"preset": sizes.preset, "steps": sizes.steps, "warmup": sizes.warmup,
+              "pix2pix": {"dyconv": "none", "discriminator": "patch", "d_dyconv": False}}
+    for key, precision, peak_dtype in (("float32", "none", "float32"),
+                                       ("mixed_bfloat16", "bfloat16", "bfloat16")):
+        peak_gflops = peak.get(peak_dtype, {}).get("gflops_per_s")
+        result[key] = _versus_pix2pix(config.override(mixed_precision=precision), sizes,
+                                      peak_gflops)
+        result[key]["matmul_peak_dtype"] = peak_dtype
+    return result
+
+
+def prep_vs_load(sizes, results, work_dir):
+    from benchmarks import data_bench
+    from data_prep import make_phantom
+
+    workers = sizes.data_workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        root, phantom_seconds = sizes.brats_root, None
+        if root is None:
+            root, start = os.path.join(tmp, "phantom"), time.perf_counter()
+            hgg, lgg = make_phantom.split_grades(sizes.data_cases)
+            make_phantom.build_phantom(root, hgg, lgg, seed=0, workers=workers, verbose=False)
+            phantom_seconds = time.perf_counter() - start
+        data = data_bench.run(root, cases=sizes.data_cases, image_size=sizes.data_image_size,
+                              workers=workers, elements=sizes.data_elements, work_dir=tmp)
+    ratio, target = data["prep_vs_load"]["ratio"], data["prep_vs_load"]["target_ratio"]
+    return {**data, "phantom_seconds": phantom_seconds, "ratio": ratio, "target": target,
+            "met": ratio >= target}
+
+
+def pipeline(sizes, results, work_dir):
+    """tf.data slices/s against the slices/s the fp32 DyGAN step consumes (1 per step)."""
+    data, train = results.get("prep_vs_load", {}), results.get("train_step_vs_pix2pix", {})
+    if "tfdata" not in data or "float32" not in train:
+        raise RuntimeError("needs the prep_vs_load and train_step_vs_pix2pix results, "
+                           "and one of them failed")
+    step = train["float32"]["dygan"]
+    tfdata, consumed = data["tfdata"]["slices_per_s"], 1.0 / step["step_seconds_median"]
+    ratio = tfdata / consumed
+    return {"tfdata_slices_per_s": tfdata, "train_step_slices_per_s": consumed, "ratio": ratio,
+            "target": TARGETS["pipeline_ratio"], "met": ratio >= TARGETS["pipeline_ratio"],
+            "data_image_size": data["image_size"], "train_image_size": step["image_size"]}
+
+
+def inference(sizes, results, work_dir):
+    from benchmarks import inference_bench
+
+    return inference_bench.run(sizes.inference_preset, None, tuple(sizes.inference_shape),
+                               sizes.inference_batch, sizes.inference_repeats, work_dir)
+
+
+def gpu(sizes, results, work_dir):
+    import tensorflow as tf
+
+    devices = [d.name for d in tf.config.list_physical_devices("GPU")]
+    if not devices:
+        return {"skipped": "no GPU"}
+    return {"devices": devices, **gpu_measurements(sizes, work_dir)}
+
+
+def gpu_measurements(sizes, work_dir=None):
+    """DyConv vs Conv2D and the train steps under mixed_float16 with XLA."""
+    from dygan_tf.config import get_preset
+    from dygan_tf.distribute import dtype_policy
+
+    with dtype_policy("mixed_float16"):
+        dyconv = dyconv_vs_conv(sizes, {}, work_dir, jit_compile=True)
+    config = get_preset(sizes.preset).override(mixed_precision="float16", jit_compile=True)
+    return {"dyconv_vs_conv": dyconv, "train_step_vs_pix2pix": _versus_pix2pix(config, sizes, None)}
+
+
+SECTIONS = (("machine", machine), ("matmul_peak", matmul_peak),
+            ("dyconv_vs_conv", dyconv_vs_conv), ("train_step_vs_pix2pix", train_step_vs_pix2pix),
+            ("prep_vs_load", prep_vs_load), ("pipeline", pipeline), ("inference", inference),
+            ("gpu", gpu))
+
+
+def run(sizes="quick", work_dir=None, sections=None, log=None):
+    """Runs `sections` ((name, function), ...; default all) at `sizes` (a Sizes or a profile
+    name); returns the results dict. A section that raises becomes {"error": ...}; progress
+    lines go to `log` (stderr)."""
+    sizes = PROFILES[sizes] if isinstance(sizes, str) else sizes
+    log = log or sys.stderr
+    results = {"profile": sizes.profile, "sizes": dataclasses.asdict(sizes)}
+    start_all = time.perf_counter()
+    for name, section in sections or SECTIONS:
+        print(f"[benchmarks.run] {name} ...", file=log, flush=True)
+        start = time.perf_counter()
+        try:
+            value = section(sizes, results, work_dir)
+        except Exception as e:  # noqa: BLE001 (recorded; the run continues and exits 1)
+            traceback.print_exc(file=log)
+            value = {"error": f"{type(e).__name__}: {e}"}
+        if "skipped" not in value:
+            value["seconds"] = time.perf_counter() - start
+        results[name] = value
+        print(f"[benchmarks.run] {name}: {'FAILED' if 'error' in value else 'done'} in "
+              f"{time.perf_counter() - start:.1f}s", file=log, flush=True)
+    results["total_seconds"] = time.perf_counter() - start_all
+    return results
+
+
+def failed_sections(results):
+    return [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+
+
+def _train_row(train, key, label):
+    t, peak = train[key], train[key]["dygan"]["fraction_of_matmul_peak"]
+    return (f"{label}: DyGAN {t['dygan']['achieved_gflops_per_s']:.3g} vs pix2pix "
+            f"{t['pix2pix']['achieved_gflops_per_s']:.3g} GFLOP/s = {t['flop_rate_ratio']:.2f}"
+            + (f" ({peak:.0%} of peak)" if peak else "")
+            + f"; step {t['dygan']['step_seconds_median']:.3g} vs "
+            f"{t['pix2pix']['step_seconds_median']:.3g} s",
+            f">= {t['target']}", t["met"])
+
+
+_ROWS = {
+    "machine": lambda m: [(f"{m['cpu_model']}, {m['cpu_count']} cores, "
+                           + " ".join(f for f, on in m["cpu_flags"].items() if on), "", None)],
+    "matmul_peak": lambda m: [(f"n={m['n']}: fp32 {m['float32']['gflops_per_s']:.1f}, bf16 "
+                               f"{m['bfloat16']['gflops_per_s']:.1f} GFLOP/s", "", None)],
+    "dyconv_vs_conv": lambda d: [(f"DyConv/Conv2D time {d['geometric_mean_ratio']:.3f} "
+                                  f"(geometric mean of {len(d['shapes'])} shapes)",
+                                  f"<= {d['target']}", d["met"])],
+    "train_step_vs_pix2pix": lambda t: [_train_row(t, "float32", "fp32"),
+                                        _train_row(t, "mixed_bfloat16", "bf16")],
+    "prep_vs_load": lambda p: [(f"shard build {p['prep_vs_load']['build_cases_per_s']:.2f} vs "
+                                f"NIfTI load {p['prep_vs_load']['load_cases_per_s']:.2f} "
+                                f"cases/s = {p['ratio']:.2f}",
+                                f">= {p['target']}", p["met"])],
+    "pipeline": lambda p: [(f"tf.data {p['tfdata_slices_per_s']:.1f} vs train "
+                            f"{p['train_step_slices_per_s']:.2f} slices/s = {p['ratio']:.1f}",
+                            f">= {p['target']:g}", p["met"])],
+    "inference": lambda i: [(f"volume {i['volume']['slices_per_s']:.1f} slices/s; batch-3 "
+                             "SavedModel call "
+                             f"{i['latency_batch3']['savedmodel_signature_s'] * 1e3:.1f} ms",
+                             "", None)],
+}
+
+
+def table(results):
+    """The human-readable summary: one line per figure."""
+    lines = [f"{'section':<22} {'figure':<84} {'target':<8} {'met':<4} seconds"]
+    for name, _ in SECTIONS:
+        value = results.get(name)
+        if value is None:
+            continue
+        if "error" in value:
+            rows = [(f"ERROR {value['error']}"[:84], "", None)]
+        elif "skipped" in value:
+            rows = [(f"skipped: {value['skipped']}", "", None)]
+        else:
+            try:
+                rows = _ROWS.get(name, lambda v: [("measured", "", None)])(value)
+            except (KeyError, TypeError) as e:  # the JSON is written already; say, don't die
+                rows = [(f"(no summary: missing {e})", "", None)]
+        for i, (figure, target, met) in enumerate(rows):
+            seconds = f"{value['seconds']:.1f}" if i == 0 and "seconds" in value else ""
+            met = "" if met is None else ("yes" if met else "NO")
+            lines.append(f"{name if i == 0 else '':<22} {figure:<84} {target:<8} {met:<4} "
+                         f"{seconds}".rstrip())
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="demo preset, small sizes (minutes)")
+    mode.add_argument("--tiny", action="store_true", help="smoke-test sizes; figures mean nothing")
+    parser.add_argument("--out", required=True, help="JSON file for the results")
+    parser.add_argument("--brats-root", help="BraTS root for the data sections, all its cases "
+                        "(default: a fresh phantom)")
+    parser.add_argument("--work-dir", help="folder for temporary files (default: the system's)")
+    args = parser.parse_args(argv)
+    for flag, path in (("--brats-root", args.brats_root), ("--work-dir", args.work_dir)):
+        if path is not None and not os.path.isdir(path):
+            parser.error(f"{flag}: no such folder: {path}")
+    import_tensorflow_quietly()
+    sizes = PROFILES["tiny" if args.tiny else "quick" if args.quick else "full"]
+    if args.brats_root:
+        sizes = dataclasses.replace(sizes, brats_root=args.brats_root)
+    results = run(sizes, args.work_dir)
+    write_json_atomic(args.out, results)
+    print(table(results))
+    failed = failed_sections(results)
+    print(f"wrote {args.out} in {results['total_seconds']:.0f}s"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run_main(main)

@@ -1,0 +1,134 @@
+"""Smoke tests of `python -m benchmarks.run`: every section at tiny sizes, the JSON schema,
+a failing section, bad flags, and the FLOP count against a hand computation."""
+
+import json
+import math
+
+import keras
+import pytest
+
+from benchmarks import run as bench_run
+from benchmarks.train_step import forward_macs, step_flops
+from dygan_tf.cli import run_main
+from dygan_tf.layers import DyConv2D
+
+SECTIONS = ("machine", "matmul_peak", "dyconv_vs_conv", "train_step_vs_pix2pix",
+            "prep_vs_load", "pipeline", "inference", "gpu")
+
+
+def _numbers(value, path=""):
+    """(path, number) for every int or float in a nested dict/list, booleans excluded."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, value
+
+
+def _positive(*values):
+    for value in values:
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, value
+
+
+@pytest.mark.slow
+def test_run_tiny_writes_every_section(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert bench_run.main(["--tiny", "--out", str(out), "--work-dir", str(tmp_path)]) == 0
+    results = json.loads(out.read_text())
+    assert results["profile"] == "tiny" and set(SECTIONS) <= set(results)
+    for path, number in _numbers(results):
+        assert math.isfinite(number) and number >= 0, path
+    for name in SECTIONS[:-1]:
+        assert "error" not in results[name], results[name]
+        _positive(results[name]["seconds"])
+    assert results["gpu"] == {"skipped": "no GPU"}
+
+    m = results["machine"]
+    assert m["cpu_model"] and m["cpu_count"] >= 1 and m["affinity_cores"] >= 1
+    assert set(m["cpu_flags"]) == set(bench_run.CPU_FLAGS) and m["gpus"] == []
+    assert m["tensorflow"] and m["keras"] and m["numpy"] and "enabled" in m["onednn"]
+
+    peak = results["matmul_peak"]
+    _positive(peak["float32"]["gflops_per_s"], peak["bfloat16"]["gflops_per_s"])
+
+    dy = results["dyconv_vs_conv"]
+    assert len(dy["shapes"]) == 1 and dy["target"] == 1.15 and isinstance(dy["met"], bool)
+    _positive(dy["geometric_mean_ratio"])
+
+    train = results["train_step_vs_pix2pix"]
+    for key in ("float32", "mixed_bfloat16"):
+        pair = train[key]
+        assert pair["target"] == 0.9 and isinstance(pair["met"], bool)
+        _positive(pair["flop_rate_ratio"], pair["step_time_ratio"])
+        for name in ("dygan", "pix2pix"):
+            step = pair[name]
+            assert step["preset"] == "tiny" and step["losses_finite"]
+            _positive(step["step_seconds_median"], step["flops"]["per_step"],
+                      step["achieved_gflops_per_s"], step["fraction_of_matmul_peak"])
+        assert pair["dygan"]["dyconv"] == "up" and pair["pix2pix"]["dyconv"] == "none"
+        assert pair["pix2pix"]["discriminator"] == "patch" and not pair["pix2pix"]["d_dyconv"]
+        assert pair["dygan"]["flops"]["dyconv_mixing_share"] > 0
+        assert pair["pix2pix"]["flops"]["dyconv_mixing_share"] == 0
+    assert train["float32"]["dygan"]["mixed_precision"] == "none"
+    assert train["mixed_bfloat16"]["dygan"]["mixed_precision"] == "bfloat16"
+
+    data = results["prep_vs_load"]
+    assert data["image_size"] == 32 and data["target"] == 0.8 and isinstance(data["met"], bool)
+    _positive(data["ratio"], data["tfdata"]["slices_per_s"], data["phantom_seconds"])
+
+    pipe = results["pipeline"]
+    assert pipe["target"] == 20 and isinstance(pipe["met"], bool)
+    _positive(pipe["tfdata_slices_per_s"], pipe["train_step_slices_per_s"], pipe["ratio"])
+
+    inf = results["inference"]
+    assert inf["volume_shape"] == [48, 40, 12]
+    _positive(inf["volume"]["slices_per_s"], inf["latency_batch3"]["savedmodel_signature_s"])
+
+    printed = capsys.readouterr().out
+    for name in SECTIONS:
+        assert name in printed
+    assert "skipped: no GPU" in printed
+
+
+def test_failing_section_is_recorded_and_exits_1(tmp_path, monkeypatch, capsys):
+    def broken(sizes, results, work_dir):
+        raise RuntimeError("deliberately broken")
+
+    monkeypatch.setattr(bench_run, "SECTIONS", (("machine", bench_run.machine),
+                                                ("inference", broken), ("gpu", bench_run.gpu)))
+    out = tmp_path / "results.json"
+    assert bench_run.main(["--tiny", "--out", str(out)]) == 1
+    results = json.loads(out.read_text())
+    assert results["inference"]["error"] == "RuntimeError: deliberately broken"
+    assert results["inference"]["seconds"] >= 0 and "cpu_model" in results["machine"]
+    assert results["gpu"] == {"skipped": "no GPU"}
+    assert "FAILED: inference" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--out"], ["--quick", "--tiny", "--out", "x.json"],
+                                  ["--nope", "--out", "x.json"]])
+def test_bad_flags_one_line_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(bench_run.main, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: python -m benchmarks.run") and "\n" not in err
+
+
+def test_flop_count_matches_hand_computation():
+    image = keras.Input((8, 8, 2))
+    task = keras.Input((12,))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(image)  # 4x4x4 out
+    y = DyConv2D(5, 3, num_experts=3, use_bias=True)(x, task)  # 4x4x5 out
+    model = keras.Model([image, task], y)
+    conv = 4 * 4 * 3 * 3 * 2 * 4 + 4 * 4 * 3 * 3 * 4 * 5
+    mixing = 3 * 3 * 3 * 4 * 5 + (4 + 12) * 3 + 3 * 5
+    assert forward_macs(model) == {"conv": conv, "mixing": mixing}
+    flops = step_flops(model, model, images=3)
+    forward = 2 * (conv + mixing)
+    assert flops["per_step"] == 3 * (3 * forward + 7 * forward)
+    assert flops["generator_forward_per_image"] == forward
+    assert flops["dyconv_mixing_share"] == pytest.approx(mixing / (conv + mixing))
