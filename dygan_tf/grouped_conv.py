@@ -108,24 +108,30 @@ def _input_grad(dy, kernels, batch, s, geometry, size):
 
     Each phase a is a full correlation of dy with the flipped sub-kernel W[s*q + a]; all
     s*s phases come out of one grouped convolution as extra output channels, so no
-    zeros are inserted into dy and no multiply is wasted.
+    zeros are inserted into dy and no multiply is wasted. Only the phase rows and
+    columns that land inside the unpadded input are computed (at 8x8 a 3x3 kernel's
+    padding ring would otherwise cost 56 % more).
     """
-    (out_h, top, padded_h), (out_w, left, padded_w) = geometry
     kh, kw, channels, _, filters = kernels.shape
     qh, qw = -(-kh // s), -(-kw // s)
-    mh, mw = -(-padded_h // s), -(-padded_w // s)
     sub = tf.pad(kernels, [[0, s * qh - kh], [0, s * qw - kw], [0, 0], [0, 0], [0, 0]])
     sub = tf.reshape(sub, [qh, s, qw, s, channels, batch, filters])
     sub = tf.reverse(sub, axis=[0, 2])
     sub = tf.transpose(sub, [0, 2, 6, 5, 1, 3, 4])  # [qh, qw, F, B, s, s, C]
     sub = tf.reshape(sub, [qh, qw, filters, batch * s * s * channels])
-    dy_padded = tf.pad(
-        _fold(dy), [[0, 0], [qh - 1, mh - out_h], [qw - 1, mw - out_w], [0, 0]]
-    )
-    phases = tf.nn.conv2d(dy_padded, sub, strides=1, padding="VALID")  # [1, mh, mw, B*s*s*C]
-    phases = tf.reshape(phases, [mh, mw, batch, s, s, channels])
+    # Phase row m covers padded-input rows s*m .. s*m + s - 1; keep those meeting the input.
+    (out_h, top, _), (out_w, left, _) = geometry
+    rows = (top // s, (top + size[0] - 1) // s + 1)
+    cols = (left // s, (left + size[1] - 1) // s + 1)
+    dy = _fold(dy)[:, : rows[1], : cols[1], :]  # dy rows past the last phase row meet nothing
+    dy_padded = tf.pad(dy, [[0, 0], [qh - 1 - rows[0], max(rows[1] - out_h, 0)],
+                            [qw - 1 - cols[0], max(cols[1] - out_w, 0)], [0, 0]])
+    phases = tf.nn.conv2d(dy_padded, sub, strides=1, padding="VALID")  # [1, m_h, m_w, B*s*s*C]
+    m_h, m_w = rows[1] - rows[0], cols[1] - cols[0]
+    phases = tf.reshape(phases, [m_h, m_w, batch, s, s, channels])
     dx = tf.transpose(phases, [2, 0, 3, 1, 4, 5])
-    dx = tf.reshape(dx, [batch, mh * s, mw * s, channels])
+    dx = tf.reshape(dx, [batch, m_h * s, m_w * s, channels])
+    top, left = top - s * rows[0], left - s * cols[0]
     return dx[:, top : top + size[0], left : left + size[1], :]
 
 

@@ -80,7 +80,7 @@ def test_examples_are_independent_and_task_matters():
 
 
 @pytest.mark.parametrize("method", ["grouped", "patches"])
-@pytest.mark.parametrize("k,stride,padding,size", [(3, 1, "SAME", 8), (3, 2, "SAME", 9), (4, 2, "SAME", 8), (4, 1, "SAME", 8), (3, 2, "VALID", 9), (4, 2, "SAME", 2), (1, 1, "SAME", 5)])
+@pytest.mark.parametrize("k,stride,padding,size", [(3, 1, "SAME", 8), (3, 2, "SAME", 9), (4, 2, "SAME", 8), (4, 1, "SAME", 8), (3, 2, "VALID", 9), (4, 2, "VALID", 11), (2, 2, "SAME", 7), (4, 2, "SAME", 2), (1, 1, "SAME", 5)])
 def test_gradient_matches_autodiff_of_a_per_example_loop(k, stride, padding, size, method):
     rng = np.random.RandomState(4)
     x = tf.constant(rng.randn(3, size, size, 4).astype("float32"))
