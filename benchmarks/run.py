@@ -29,6 +29,7 @@ import traceback
 
 from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main, write_json_atomic
 
+ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 # The DyConv and data targets live in dyconv_bench and data_bench; these two are new here.
 TARGETS = {"flop_rate_ratio": 0.9, "pipeline_ratio": 20.0}
@@ -93,10 +94,12 @@ def machine(sizes, results, work_dir):
         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-        # TF >= 2.9 turns oneDNN on by default on x86 Linux; only "0" turns it off.
+        # Unset, TF turns oneDNN on only on CPUs with AVX-512 VNNI/BF16, AVX-VNNI or AMX
+        # (it then logs "oneDNN custom operations are on"); the variable overrides that.
         "onednn": {"TF_ENABLE_ONEDNN_OPTS": onednn,
-                   "enabled": onednn not in ("0", "false", "False")
-                   and platform.machine() in ("x86_64", "AMD64")},
+                   "enabled": (onednn.lower() in ("1", "true") if onednn is not None
+                               else bool(flags & ONEDNN_DEFAULT_FLAGS)
+                               and platform.machine() in ("x86_64", "AMD64"))},
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
     }
 
