@@ -1,0 +1,18 @@
+"""Smoke test of the DyConv benchmark with its per-pass breakdown (tiny shapes)."""
+
+import numpy as np
+
+from benchmarks import dyconv_bench
+
+
+def test_dyconv_bench_rows_and_breakdown():
+    result = dyconv_bench.run(shapes=[(8, 4), (32, 2)], batches=(2,), with_breakdown=True)
+    assert [r["method"] for r in result["shapes"]] == ["patches", "grouped"]
+    assert all(r["ratio"] > 0 and np.isfinite(r["ratio"]) for r in result["shapes"])
+    passes = result["breakdown"][0]["ms"]
+    assert set(passes) == {
+        "static_forward", "static_input_grad", "static_kernel_grad", "mixing",
+        "grouped_forward", "grouped_input_grad", "grouped_kernel_grad",
+        "patches_forward", "patches_forward_backward",
+    }
+    assert all(v > 0 for v in passes.values())
