@@ -61,8 +61,8 @@ class Sizes:
 
 PROFILES = {
     "full": Sizes("full", 2048, 5, False, (3, 12)),
-    "quick": Sizes("quick", 1024, 3, True, (3,), preset="demo", steps=3, warmup=1,
-                   data_cases=2, data_image_size=64, data_elements=100,
+    "quick": Sizes("quick", 1024, 3, True, (3, 12), preset="demo", steps=3, warmup=1,
+                   data_cases=4, data_image_size=64, data_elements=100,
                    inference_shape=(240, 240, 24), inference_repeats=5),
     "tiny": Sizes("tiny", 128, 2, True, (3,), dyconv_shapes=((16, 8),), preset="tiny",
                   steps=1, warmup=1, data_cases=2, data_image_size=32, data_elements=5,
