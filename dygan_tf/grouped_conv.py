@@ -1,21 +1,21 @@
 """Per-example 2-D convolution: every example in a batch has its own kernel.
 
 Two ways, chosen by shape (`method="auto"`):
-- "patches" for small output maps: the k*k shifted views of the input are stacked on
-  the channel axis and multiplied by each example's kernel in one batched matmul. Where
-  a map has few pixels and many channels (the decoder's bottom, the discriminator's
-  heads) a GEMM of [H'W', k*k*C] x [k*k*C, F] runs far closer to peak than a convolution
-  kernel, whose backprop-filter pass is slowest exactly there; autodiff gives the
-  gradient (slices, pads and matmuls).
-- "grouped" for large maps, where the k*k-times larger patch tensor would cost memory
-  and bandwidth: the batch is folded into the channel axis and convolved once as a
-  grouped convolution (one group per example). TensorFlow's CPU kernels run grouped convolutions forward but
-refuse their gradients ("Gradients for grouped convolutions are not supported on CPU"),
-so the gradient here is written with forward grouped convolutions only:
-- input gradient: the output gradient convolved with the flipped kernels, one sub-pixel
-  phase per output channel block (no zeros inserted for stride 2);
-- kernel gradient: the padded input, examples as groups and input channels as batch,
-  convolved with the output gradient as the "kernel" (stride phases on the batch axis).
+- "patches" for tiny output maps (up to 8x8, the discriminator's heads): the k*k shifted
+  views of the input are stacked on the channel axis and multiplied by each example's
+  kernel in one batched matmul; autodiff gives the gradient (slices, pads, matmuls).
+  There TensorFlow's convolution kernels, the backprop ones above all, are slowest.
+  At 16x16x512 the patches path measured 2.5x a static conv against ~1.5-2x for the
+  grouped one (benchmarks/dyconv_bench.py --breakdown), so it stops at 8x8.
+- "grouped" for larger maps: the batch is folded into the channel axis and convolved
+  once as a grouped convolution (one group per example). TensorFlow's CPU kernels run
+  grouped convolutions forward but refuse their gradients ("Gradients for grouped
+  convolutions are not supported on CPU"), so the gradient here is written with forward
+  grouped convolutions only:
+  - input gradient: the output gradient convolved with the flipped kernels, one
+    sub-pixel phase per output channel block (no zeros inserted for stride 2);
+  - kernel gradient: the padded input, examples as groups and input channels as batch,
+    convolved with the output gradient as the "kernel" (stride phases on the batch axis).
 Spatial sizes must be static (the batch may be unknown).
 """
 
@@ -23,7 +23,7 @@ import tensorflow as tf
 
 METHODS = ("auto", "grouped", "patches")
 # "auto" uses patches up to this many output pixels per example (see benchmarks/).
-PATCHES_MAX_PIXELS = 16 * 16
+PATCHES_MAX_PIXELS = 8 * 8
 
 
 def choose_method(out_height, out_width):
