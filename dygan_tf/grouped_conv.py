@@ -5,8 +5,9 @@ Two ways, chosen by shape (`method="auto"`):
   views of the input are stacked on the channel axis and multiplied by each example's
   kernel in one batched matmul; autodiff gives the gradient (slices, pads, matmuls).
   There TensorFlow's convolution kernels, the backprop ones above all, are slowest.
-  At 16x16x512 the patches path measured 2.5x a static conv against ~1.5-2x for the
-  grouped one (benchmarks/dyconv_bench.py --breakdown), so it stops at 8x8.
+  At 16x16x512 both ways measured 2.4-3x a static conv (batch 3 and 12), and at larger
+  maps the patch tensor (k*k times the input) costs memory and bandwidth, so it stops
+  at 8x8 (benchmarks/dyconv_bench.py --breakdown).
 - "grouped" for larger maps: the batch is folded into the channel axis and convolved
   once as a grouped convolution (one group per example). TensorFlow's CPU kernels run
   grouped convolutions forward but refuse their gradients ("Gradients for grouped
