@@ -37,8 +37,15 @@ def load_only(brats_root, workers):
     return len(found), time.perf_counter() - start
 
 
-def run(brats_root=None, cases=8, image_size=256, workers=None, elements=300,
-        compression="gzip", work_dir=None):
+def run(
+    brats_root=None,
+    cases=8,
+    image_size=256,
+    workers=None,
+    elements=300,
+    compression="gzip",
+    work_dir=None,
+):
     """Runs both benchmarks; returns a dict of the measured numbers."""
     from data_prep import build_tfrecords, make_phantom
     from data_prep.cases import discover_cases
@@ -49,15 +56,21 @@ def run(brats_root=None, cases=8, image_size=256, workers=None, elements=300,
         if brats_root is None:
             brats_root = os.path.join(tmp, "phantom")
             hgg, lgg = make_phantom.split_grades(cases)
-            make_phantom.build_phantom(brats_root, hgg, lgg, seed=0, workers=workers,
-                                       verbose=False)
+            make_phantom.build_phantom(brats_root, hgg, lgg, seed=0, workers=workers, verbose=False)
         n_cases, load_seconds = load_only(brats_root, workers)
         out = os.path.join(tmp, "records")
         hgg = sum(1 for c in discover_cases(brats_root) if c["grade"] == "HGG")
         start = time.perf_counter()
         manifest = build_tfrecords.build(
-            brats_root, out, image_size=image_size, train_hgg=hgg, train_lgg=0,
-            workers=workers, compression=compression, verbose=False)
+            brats_root,
+            out,
+            image_size=image_size,
+            train_hgg=hgg,
+            train_lgg=0,
+            workers=workers,
+            compression=compression,
+            verbose=False,
+        )
         build_seconds = time.perf_counter() - start
 
         ds = data.make_dataset(out, "train", repeat=True, shuffle=64, seed=0)
@@ -69,13 +82,22 @@ def run(brats_root=None, cases=8, image_size=256, workers=None, elements=300,
         read_seconds = time.perf_counter() - start
     load_rate, build_rate = n_cases / load_seconds, n_cases / build_seconds
     return {
-        "cases": n_cases, "workers": workers, "image_size": image_size,
+        "cases": n_cases,
+        "workers": workers,
+        "image_size": image_size,
         "compression": compression,
-        "prep_vs_load": {"load_cases_per_s": load_rate, "build_cases_per_s": build_rate,
-                         "ratio": build_rate / load_rate, "target_ratio": 0.8},
-        "tfdata": {"elements": elements, "slices_per_s": elements / read_seconds,
-                   "rows_per_s": 3 * elements / read_seconds,
-                   "records": manifest["splits"]["train"]["records"]},
+        "prep_vs_load": {
+            "load_cases_per_s": load_rate,
+            "build_cases_per_s": build_rate,
+            "ratio": build_rate / load_rate,
+            "target_ratio": 0.8,
+        },
+        "tfdata": {
+            "elements": elements,
+            "slices_per_s": elements / read_seconds,
+            "rows_per_s": 3 * elements / read_seconds,
+            "records": manifest["splits"]["train"]["records"],
+        },
     }
 
 
@@ -91,12 +113,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.cases < 2 or args.elements < 1:
         raise UserError("data_bench: expected --cases >= 2 and --elements >= 1")
-    result = run(args.brats_root, args.cases, args.image_size, args.workers, args.elements,
-                 args.compression)
+    result = run(
+        args.brats_root, args.cases, args.image_size, args.workers, args.elements, args.compression
+    )
     write_json_atomic(args.out, result)
     p, t = result["prep_vs_load"], result["tfdata"]
-    print(f"build {p['build_cases_per_s']:.2f} cases/s vs load {p['load_cases_per_s']:.2f} "
-          f"cases/s (ratio {p['ratio']:.2f}); tf.data {t['slices_per_s']:.1f} slices/s")
+    print(
+        f"build {p['build_cases_per_s']:.2f} cases/s vs load {p['load_cases_per_s']:.2f} "
+        f"cases/s (ratio {p['ratio']:.2f}); tf.data {t['slices_per_s']:.1f} slices/s"
+    )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,15 @@ def compare(size, channels, batch, repeats=5, seed=0, jit_compile=False):
     dy, st = min(dy_times), min(static_times)
     from dygan_tf.grouped_conv import choose_method
 
-    return {"spatial": size, "channels": channels, "batch": batch,
-            "method": choose_method(size, size),
-            "dyconv_s": round(dy, 5), "conv2d_s": round(st, 5), "ratio": round(dy / st, 3)}
+    return {
+        "spatial": size,
+        "channels": channels,
+        "batch": batch,
+        "method": choose_method(size, size),
+        "dyconv_s": round(dy, 5),
+        "conv2d_s": round(st, 5),
+        "ratio": round(dy / st, 3),
+    }
 
 
 def breakdown(size, channels, batch, repeats=5, seed=0, kernel_size=3):
@@ -94,18 +100,36 @@ def breakdown(size, channels, batch, repeats=5, seed=0, kernel_size=3):
 
     passes = {
         "static_forward": (lambda x: tf.nn.conv2d(x, static_kernel, 1, "SAME"), (x,)),
-        "static_input_grad": (lambda dy: tf.raw_ops.Conv2DBackpropInput(
-            input_sizes=tf.shape(x), filter=static_kernel, out_backprop=dy,
-            strides=[1, 1, 1, 1], padding="SAME"), (dy,)),
-        "static_kernel_grad": (lambda x, dy: tf.raw_ops.Conv2DBackpropFilter(
-            input=x, filter_sizes=tf.shape(static_kernel), out_backprop=dy,
-            strides=[1, 1, 1, 1], padding="SAME"), (x, dy)),
+        "static_input_grad": (
+            lambda dy: tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x),
+                filter=static_kernel,
+                out_backprop=dy,
+                strides=[1, 1, 1, 1],
+                padding="SAME",
+            ),
+            (dy,),
+        ),
+        "static_kernel_grad": (
+            lambda x, dy: tf.raw_ops.Conv2DBackpropFilter(
+                input=x,
+                filter_sizes=tf.shape(static_kernel),
+                out_backprop=dy,
+                strides=[1, 1, 1, 1],
+                padding="SAME",
+            ),
+            (x, dy),
+        ),
         "mixing": (lambda a, e: tf.einsum("bk,khwcf->hwcbf", a, e), (alpha, experts)),
         "grouped_forward": (lambda x, w: gc._conv(x, w, 1, "SAME", geometry), (x, kernels)),
-        "grouped_input_grad": (lambda dy, w: gc._input_grad(
-            dy, w, batch, 1, geometry, (size, size)), (dy, kernels)),
-        "grouped_kernel_grad": (lambda x, dy: gc._kernel_grad(
-            x, dy, batch, 1, geometry, (k, k, channels, channels)), (x, dy)),
+        "grouped_input_grad": (
+            lambda dy, w: gc._input_grad(dy, w, batch, 1, geometry, (size, size)),
+            (dy, kernels),
+        ),
+        "grouped_kernel_grad": (
+            lambda x, dy: gc._kernel_grad(x, dy, batch, 1, geometry, (k, k, channels, channels)),
+            (x, dy),
+        ),
         "patches_forward": (lambda x, w: gc._patches_conv(x, w, 1, geometry), (x, kernels)),
         "patches_forward_backward": (patches_step, (x, kernels)),
     }
@@ -123,8 +147,12 @@ def breakdown(size, channels, batch, repeats=5, seed=0, kernel_size=3):
     for _ in range(repeats):
         for name in passes:
             times[name].append(once(name))
-    return {"spatial": size, "channels": channels, "batch": batch,
-            "ms": {name: round(1e3 * float(np.median(t)), 2) for name, t in times.items()}}
+    return {
+        "spatial": size,
+        "channels": channels,
+        "batch": batch,
+        "ms": {name: round(1e3 * float(np.median(t)), 2) for name, t in times.items()},
+    }
 
 
 def run(quick=False, batches=(3, 12), shapes=None, jit_compile=False, with_breakdown=False):
@@ -133,7 +161,9 @@ def run(quick=False, batches=(3, 12), shapes=None, jit_compile=False, with_break
         shapes = [(s // 2, c) for s, c in PAPER_SHAPES] if quick else list(PAPER_SHAPES)
     rows = [compare(s, c, b, jit_compile=jit_compile) for b in batches for s, c in shapes]
     ratios = [r["ratio"] for r in rows]
-    extra = {"breakdown": [breakdown(s, c, batches[0]) for s, c in shapes]} if with_breakdown else {}
+    extra = (
+        {"breakdown": [breakdown(s, c, batches[0]) for s, c in shapes]} if with_breakdown else {}
+    )
     return extra | {
         "shapes": rows,
         "geometric_mean_ratio": round(float(np.exp(np.mean(np.log(ratios)))), 3),

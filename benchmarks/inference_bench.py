@@ -39,8 +39,7 @@ def _median_seconds(call, repeats):
     return float(np.median(times))
 
 
-def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats=20,
-        work_dir=None):
+def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats=20, work_dir=None):
     """Runs both measurements; returns a dict of the numbers."""
     import keras
     import tensorflow as tf
@@ -61,9 +60,14 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
     targets = ("flair", "t1", "t1ce")
     volume = phantom_volume(shape)
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
-    result = {"preset": config.preset, "image_size": size, "volume_shape": list(shape),
-              "targets": list(targets), "batch_slices": batch_slices,
-              "threads": os.cpu_count()}
+    result = {
+        "preset": config.preset,
+        "image_size": size,
+        "volume_shape": list(shape),
+        "targets": list(targets),
+        "batch_slices": batch_slices,
+        "threads": os.cpu_count(),
+    }
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         saved = export.export_generator(generator, os.path.join(tmp, "dygan", "1"))
         served = load_synthesizer(os.path.dirname(saved))
@@ -72,10 +76,14 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
         start = time.perf_counter()
         synthesize_volume(volume, affine, "t2", targets, served, batch_slices)
         seconds = time.perf_counter() - start
-        result["volume"] = {"seconds": seconds, "slices": shape[2], "brain_slices": brain,
-                            "slices_per_s": shape[2] / seconds,
-                            "brain_slices_per_s": brain / seconds,
-                            "images_per_s": brain * len(targets) / seconds}
+        result["volume"] = {
+            "seconds": seconds,
+            "slices": shape[2],
+            "brain_slices": brain,
+            "slices_per_s": shape[2] / seconds,
+            "brain_slices_per_s": brain / seconds,
+            "images_per_s": brain * len(targets) / seconds,
+        }
 
         rng = np.random.default_rng(0)
         image = tf.constant(rng.uniform(-1, 1, (3, size, size, 1)).astype("float32"))
@@ -83,16 +91,20 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
         signature = tf.saved_model.load(saved).signatures[export.SIGNATURE]
         compiled = tf.function(lambda i, t: generator({"image": i, "task": t}, training=False))
         latency = {
-            "savedmodel_signature_s": _median_seconds(lambda: signature(image=image, task=task),
-                                                      repeats),
+            "savedmodel_signature_s": _median_seconds(
+                lambda: signature(image=image, task=task), repeats
+            ),
             "keras_eager_call_s": _median_seconds(
-                lambda: generator({"image": image, "task": task}, training=False), repeats),
+                lambda: generator({"image": image, "task": task}, training=False), repeats
+            ),
             "keras_tf_function_s": _median_seconds(lambda: compiled(image, task), repeats),
         }
         latency["ratio_savedmodel_vs_keras_eager"] = (
-            latency["savedmodel_signature_s"] / latency["keras_eager_call_s"])
+            latency["savedmodel_signature_s"] / latency["keras_eager_call_s"]
+        )
         latency["ratio_savedmodel_vs_keras_tf_function"] = (
-            latency["savedmodel_signature_s"] / latency["keras_tf_function_s"])
+            latency["savedmodel_signature_s"] / latency["keras_tf_function_s"]
+        )
         result["latency_batch3"] = {"repeats": repeats, **latency}
     return result
 
@@ -113,13 +125,15 @@ def main(argv=None):
         raise UserError(f"inference_bench: {e}") from None
     write_json_atomic(args.out, result)
     v, lat = result["volume"], result["latency_batch3"]
-    print(f"volume {tuple(result['volume_shape'])} -> 3 targets: {v['seconds']:.1f}s, "
-          f"{v['slices_per_s']:.1f} slices/s ({v['brain_slices_per_s']:.1f} brain slices/s); "
-          f"batch 3: SavedModel {lat['savedmodel_signature_s'] * 1e3:.1f} ms, Keras "
-          f"{lat['keras_eager_call_s'] * 1e3:.1f} ms eager / "
-          f"{lat['keras_tf_function_s'] * 1e3:.1f} ms tf.function "
-          f"(ratio {lat['ratio_savedmodel_vs_keras_eager']:.2f} / "
-          f"{lat['ratio_savedmodel_vs_keras_tf_function']:.2f})")
+    print(
+        f"volume {tuple(result['volume_shape'])} -> 3 targets: {v['seconds']:.1f}s, "
+        f"{v['slices_per_s']:.1f} slices/s ({v['brain_slices_per_s']:.1f} brain slices/s); "
+        f"batch 3: SavedModel {lat['savedmodel_signature_s'] * 1e3:.1f} ms, Keras "
+        f"{lat['keras_eager_call_s'] * 1e3:.1f} ms eager / "
+        f"{lat['keras_tf_function_s'] * 1e3:.1f} ms tf.function "
+        f"(ratio {lat['ratio_savedmodel_vs_keras_eager']:.2f} / "
+        f"{lat['ratio_savedmodel_vs_keras_tf_function']:.2f})"
+    )
 
 
 if __name__ == "__main__":

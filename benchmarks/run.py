@@ -61,13 +61,39 @@ class Sizes:
 
 PROFILES = {
     "full": Sizes("full", 2048, 5, False, (3, 12)),
-    "quick": Sizes("quick", 1024, 3, True, (3, 12), preset="demo", steps=3, warmup=1,
-                   data_cases=4, data_image_size=64, data_elements=100,
-                   inference_shape=(240, 240, 24), inference_repeats=5),
-    "tiny": Sizes("tiny", 128, 2, True, (3,), dyconv_shapes=((16, 8),), preset="tiny",
-                  steps=1, warmup=1, data_cases=2, data_image_size=32, data_elements=5,
-                  data_workers=2, inference_preset="tiny", inference_shape=(48, 40, 12),
-                  inference_repeats=2),
+    "quick": Sizes(
+        "quick",
+        1024,
+        3,
+        True,
+        (3, 12),
+        preset="demo",
+        steps=3,
+        warmup=1,
+        data_cases=4,
+        data_image_size=64,
+        data_elements=100,
+        inference_shape=(240, 240, 24),
+        inference_repeats=5,
+    ),
+    "tiny": Sizes(
+        "tiny",
+        128,
+        2,
+        True,
+        (3,),
+        dyconv_shapes=((16, 8),),
+        preset="tiny",
+        steps=1,
+        warmup=1,
+        data_cases=2,
+        data_image_size=32,
+        data_elements=5,
+        data_workers=2,
+        inference_preset="tiny",
+        inference_shape=(48, 40, 12),
+        inference_repeats=2,
+    ),
 }
 
 
@@ -88,18 +114,26 @@ def machine(sizes, results, work_dir):
     return {
         "cpu_model": model,
         "cpu_count": os.cpu_count(),
-        "affinity_cores": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                           else None),
+        "affinity_cores": (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        ),
         "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
-        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
         # Unset, TF turns oneDNN on only on CPUs with AVX-512 VNNI/BF16, AVX-VNNI or AMX
         # (it then logs "oneDNN custom operations are on"); the variable overrides that.
-        "onednn": {"TF_ENABLE_ONEDNN_OPTS": onednn,
-                   "enabled": (onednn.lower() in ("1", "true") if onednn is not None
-                               else bool(flags & ONEDNN_DEFAULT_FLAGS)
-                               and platform.machine() in ("x86_64", "AMD64"))},
+        "onednn": {
+            "TF_ENABLE_ONEDNN_OPTS": onednn,
+            "enabled": (
+                onednn.lower() in ("1", "true")
+                if onednn is not None
+                else bool(flags & ONEDNN_DEFAULT_FLAGS)
+                and platform.machine() in ("x86_64", "AMD64")
+            ),
+        },
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
     }
 
@@ -121,16 +155,18 @@ def matmul_peak(sizes, results, work_dir):
             float(product(a, b)[0, 0])
             times.append(time.perf_counter() - start)
         result[name] = {"best_seconds": min(times), "gflops_per_s": flops / min(times) / 1e9}
-    result["bfloat16_vs_float32"] = (result["bfloat16"]["gflops_per_s"]
-                                     / result["float32"]["gflops_per_s"])
+    result["bfloat16_vs_float32"] = (
+        result["bfloat16"]["gflops_per_s"] / result["float32"]["gflops_per_s"]
+    )
     return result
 
 
 def dyconv_vs_conv(sizes, results, work_dir, jit_compile=False):
     from benchmarks import dyconv_bench
 
-    result = dyconv_bench.run(sizes.dyconv_quick, sizes.dyconv_batches, sizes.dyconv_shapes,
-                              jit_compile=jit_compile)
+    result = dyconv_bench.run(
+        sizes.dyconv_quick, sizes.dyconv_batches, sizes.dyconv_shapes, jit_compile=jit_compile
+    )
     result["met"] = result["geometric_mean_ratio"] <= result["target"]
     return result
 
@@ -147,12 +183,18 @@ def _versus_pix2pix(config, sizes, peak_gflops):
         timed[name] = time_train_step(run_config, sizes.steps, sizes.warmup)
         gc.collect()  # free the last model (cycles) before building the next: ~2 GB at paper size
         timed[name]["fraction_of_matmul_peak"] = (
-            timed[name]["achieved_gflops_per_s"] / peak_gflops if peak_gflops else None)
+            timed[name]["achieved_gflops_per_s"] / peak_gflops if peak_gflops else None
+        )
     rate = timed["dygan"]["achieved_gflops_per_s"] / timed["pix2pix"]["achieved_gflops_per_s"]
-    return {**timed, "flop_rate_ratio": rate, "target": TARGETS["flop_rate_ratio"],
-            "met": rate >= TARGETS["flop_rate_ratio"],
-            "step_time_ratio": (timed["dygan"]["step_seconds_median"]
-                                / timed["pix2pix"]["step_seconds_median"])}
+    return {
+        **timed,
+        "flop_rate_ratio": rate,
+        "target": TARGETS["flop_rate_ratio"],
+        "met": rate >= TARGETS["flop_rate_ratio"],
+        "step_time_ratio": (
+            timed["dygan"]["step_seconds_median"] / timed["pix2pix"]["step_seconds_median"]
+        ),
+    }
 
 
 def train_step_vs_pix2pix(sizes, results, work_dir):
@@ -160,13 +202,20 @@ def train_step_vs_pix2pix(sizes, results, work_dir):
 
     config = get_preset(sizes.preset)
     peak = results.get("matmul_peak", {})
-    result = {"preset": sizes.preset, "steps": sizes.steps, "warmup": sizes.warmup,
-              "pix2pix": {"dyconv": "none", "discriminator": "patch", "d_dyconv": False}}
-    for key, precision, peak_dtype in (("float32", "none", "float32"),
-                                       ("mixed_bfloat16", "bfloat16", "bfloat16")):
+    result = {
+        "preset": sizes.preset,
+        "steps": sizes.steps,
+        "warmup": sizes.warmup,
+        "pix2pix": {"dyconv": "none", "discriminator": "patch", "d_dyconv": False},
+    }
+    for key, precision, peak_dtype in (
+        ("float32", "none", "float32"),
+        ("mixed_bfloat16", "bfloat16", "bfloat16"),
+    ):
         peak_gflops = peak.get(peak_dtype, {}).get("gflops_per_s")
-        result[key] = _versus_pix2pix(config.override(mixed_precision=precision), sizes,
-                                      peak_gflops)
+        result[key] = _versus_pix2pix(
+            config.override(mixed_precision=precision), sizes, peak_gflops
+        )
         result[key]["matmul_peak_dtype"] = peak_dtype
     return result
 
@@ -183,32 +232,56 @@ def prep_vs_load(sizes, results, work_dir):
             hgg, lgg = make_phantom.split_grades(sizes.data_cases)
             make_phantom.build_phantom(root, hgg, lgg, seed=0, workers=workers, verbose=False)
             phantom_seconds = time.perf_counter() - start
-        data = data_bench.run(root, cases=sizes.data_cases, image_size=sizes.data_image_size,
-                              workers=workers, elements=sizes.data_elements, work_dir=tmp)
+        data = data_bench.run(
+            root,
+            cases=sizes.data_cases,
+            image_size=sizes.data_image_size,
+            workers=workers,
+            elements=sizes.data_elements,
+            work_dir=tmp,
+        )
     ratio, target = data["prep_vs_load"]["ratio"], data["prep_vs_load"]["target_ratio"]
-    return {**data, "phantom_seconds": phantom_seconds, "ratio": ratio, "target": target,
-            "met": ratio >= target}
+    return {
+        **data,
+        "phantom_seconds": phantom_seconds,
+        "ratio": ratio,
+        "target": target,
+        "met": ratio >= target,
+    }
 
 
 def pipeline(sizes, results, work_dir):
     """tf.data slices/s against the slices/s the fp32 DyGAN step consumes (1 per step)."""
     data, train = results.get("prep_vs_load", {}), results.get("train_step_vs_pix2pix", {})
     if "tfdata" not in data or "float32" not in train:
-        raise RuntimeError("needs the prep_vs_load and train_step_vs_pix2pix results, "
-                           "and one of them failed")
+        raise RuntimeError(
+            "needs the prep_vs_load and train_step_vs_pix2pix results, and one of them failed"
+        )
     step = train["float32"]["dygan"]
     tfdata, consumed = data["tfdata"]["slices_per_s"], 1.0 / step["step_seconds_median"]
     ratio = tfdata / consumed
-    return {"tfdata_slices_per_s": tfdata, "train_step_slices_per_s": consumed, "ratio": ratio,
-            "target": TARGETS["pipeline_ratio"], "met": ratio >= TARGETS["pipeline_ratio"],
-            "data_image_size": data["image_size"], "train_image_size": step["image_size"]}
+    return {
+        "tfdata_slices_per_s": tfdata,
+        "train_step_slices_per_s": consumed,
+        "ratio": ratio,
+        "target": TARGETS["pipeline_ratio"],
+        "met": ratio >= TARGETS["pipeline_ratio"],
+        "data_image_size": data["image_size"],
+        "train_image_size": step["image_size"],
+    }
 
 
 def inference(sizes, results, work_dir):
     from benchmarks import inference_bench
 
-    return inference_bench.run(sizes.inference_preset, None, tuple(sizes.inference_shape),
-                               sizes.inference_batch, sizes.inference_repeats, work_dir)
+    return inference_bench.run(
+        sizes.inference_preset,
+        None,
+        tuple(sizes.inference_shape),
+        sizes.inference_batch,
+        sizes.inference_repeats,
+        work_dir,
+    )
 
 
 def gpu(sizes, results, work_dir):
@@ -231,10 +304,16 @@ def gpu_measurements(sizes, work_dir=None):
     return {"dyconv_vs_conv": dyconv, "train_step_vs_pix2pix": _versus_pix2pix(config, sizes, None)}
 
 
-SECTIONS = (("machine", machine), ("matmul_peak", matmul_peak),
-            ("dyconv_vs_conv", dyconv_vs_conv), ("train_step_vs_pix2pix", train_step_vs_pix2pix),
-            ("prep_vs_load", prep_vs_load), ("pipeline", pipeline), ("inference", inference),
-            ("gpu", gpu))
+SECTIONS = (
+    ("machine", machine),
+    ("matmul_peak", matmul_peak),
+    ("dyconv_vs_conv", dyconv_vs_conv),
+    ("train_step_vs_pix2pix", train_step_vs_pix2pix),
+    ("prep_vs_load", prep_vs_load),
+    ("pipeline", pipeline),
+    ("inference", inference),
+    ("gpu", gpu),
+)
 
 
 def run(sizes="quick", work_dir=None, sections=None, log=None):
@@ -256,8 +335,12 @@ def run(sizes="quick", work_dir=None, sections=None, log=None):
         if "skipped" not in value:
             value["seconds"] = time.perf_counter() - start
         results[name] = value
-        print(f"[benchmarks.run] {name}: {'FAILED' if 'error' in value else 'done'} in "
-              f"{time.perf_counter() - start:.1f}s", file=log, flush=True)
+        print(
+            f"[benchmarks.run] {name}: {'FAILED' if 'error' in value else 'done'} in "
+            f"{time.perf_counter() - start:.1f}s",
+            file=log,
+            flush=True,
+        )
     results["total_seconds"] = time.perf_counter() - start_all
     return results
 
@@ -268,35 +351,72 @@ def failed_sections(results):
 
 def _train_row(train, key, label):
     t, peak = train[key], train[key]["dygan"]["fraction_of_matmul_peak"]
-    return (f"{label}: DyGAN {t['dygan']['achieved_gflops_per_s']:.3g} vs pix2pix "
-            f"{t['pix2pix']['achieved_gflops_per_s']:.3g} GFLOP/s = {t['flop_rate_ratio']:.2f}"
-            + (f" ({peak:.0%} of peak)" if peak else "")
-            + f"; step {t['dygan']['step_seconds_median']:.3g} vs "
-            f"{t['pix2pix']['step_seconds_median']:.3g} s",
-            f">= {t['target']}", t["met"])
+    return (
+        f"{label}: DyGAN {t['dygan']['achieved_gflops_per_s']:.3g} vs pix2pix "
+        f"{t['pix2pix']['achieved_gflops_per_s']:.3g} GFLOP/s = {t['flop_rate_ratio']:.2f}"
+        + (f" ({peak:.0%} of peak)" if peak else "")
+        + f"; step {t['dygan']['step_seconds_median']:.3g} vs "
+        f"{t['pix2pix']['step_seconds_median']:.3g} s",
+        f">= {t['target']}",
+        t["met"],
+    )
 
 
 _ROWS = {
-    "machine": lambda m: [(f"{m['cpu_model']}, {m['cpu_count']} cores, "
-                           + " ".join(f for f, on in m["cpu_flags"].items() if on), "", None)],
-    "matmul_peak": lambda m: [(f"n={m['n']}: fp32 {m['float32']['gflops_per_s']:.1f}, bf16 "
-                               f"{m['bfloat16']['gflops_per_s']:.1f} GFLOP/s", "", None)],
-    "dyconv_vs_conv": lambda d: [(f"DyConv/Conv2D time {d['geometric_mean_ratio']:.3f} "
-                                  f"(geometric mean of {len(d['shapes'])} shapes)",
-                                  f"<= {d['target']}", d["met"])],
-    "train_step_vs_pix2pix": lambda t: [_train_row(t, "float32", "fp32"),
-                                        _train_row(t, "mixed_bfloat16", "bf16")],
-    "prep_vs_load": lambda p: [(f"shard build {p['prep_vs_load']['build_cases_per_s']:.2f} vs "
-                                f"NIfTI load {p['prep_vs_load']['load_cases_per_s']:.2f} "
-                                f"cases/s = {p['ratio']:.2f}",
-                                f">= {p['target']}", p["met"])],
-    "pipeline": lambda p: [(f"tf.data {p['tfdata_slices_per_s']:.1f} vs train "
-                            f"{p['train_step_slices_per_s']:.2f} slices/s = {p['ratio']:.1f}",
-                            f">= {p['target']:g}", p["met"])],
-    "inference": lambda i: [(f"volume {i['volume']['slices_per_s']:.1f} slices/s; batch-3 "
-                             "SavedModel call "
-                             f"{i['latency_batch3']['savedmodel_signature_s'] * 1e3:.1f} ms",
-                             "", None)],
+    "machine": lambda m: [
+        (
+            f"{m['cpu_model']}, {m['cpu_count']} cores, "
+            + " ".join(f for f, on in m["cpu_flags"].items() if on),
+            "",
+            None,
+        )
+    ],
+    "matmul_peak": lambda m: [
+        (
+            f"n={m['n']}: fp32 {m['float32']['gflops_per_s']:.1f}, bf16 "
+            f"{m['bfloat16']['gflops_per_s']:.1f} GFLOP/s",
+            "",
+            None,
+        )
+    ],
+    "dyconv_vs_conv": lambda d: [
+        (
+            f"DyConv/Conv2D time {d['geometric_mean_ratio']:.3f} "
+            f"(geometric mean of {len(d['shapes'])} shapes)",
+            f"<= {d['target']}",
+            d["met"],
+        )
+    ],
+    "train_step_vs_pix2pix": lambda t: [
+        _train_row(t, "float32", "fp32"),
+        _train_row(t, "mixed_bfloat16", "bf16"),
+    ],
+    "prep_vs_load": lambda p: [
+        (
+            f"shard build {p['prep_vs_load']['build_cases_per_s']:.2f} vs "
+            f"NIfTI load {p['prep_vs_load']['load_cases_per_s']:.2f} "
+            f"cases/s = {p['ratio']:.2f}",
+            f">= {p['target']}",
+            p["met"],
+        )
+    ],
+    "pipeline": lambda p: [
+        (
+            f"tf.data {p['tfdata_slices_per_s']:.1f} vs train "
+            f"{p['train_step_slices_per_s']:.2f} slices/s = {p['ratio']:.1f}",
+            f">= {p['target']:g}",
+            p["met"],
+        )
+    ],
+    "inference": lambda i: [
+        (
+            f"volume {i['volume']['slices_per_s']:.1f} slices/s; batch-3 "
+            "SavedModel call "
+            f"{i['latency_batch3']['savedmodel_signature_s'] * 1e3:.1f} ms",
+            "",
+            None,
+        )
+    ],
 }
 
 
@@ -319,8 +439,9 @@ def table(results):
         for i, (figure, target, met) in enumerate(rows):
             seconds = f"{value['seconds']:.1f}" if i == 0 and "seconds" in value else ""
             met = "" if met is None else ("yes" if met else "NO")
-            lines.append(f"{name if i == 0 else '':<22} {figure:<84} {target:<8} {met:<4} "
-                         f"{seconds}".rstrip())
+            lines.append(
+                f"{name if i == 0 else '':<22} {figure:<84} {target:<8} {met:<4} {seconds}".rstrip()
+            )
     return "\n".join(lines)
 
 
@@ -330,8 +451,10 @@ def main(argv=None):
     mode.add_argument("--quick", action="store_true", help="demo preset, small sizes (minutes)")
     mode.add_argument("--tiny", action="store_true", help="smoke-test sizes; figures mean nothing")
     parser.add_argument("--out", required=True, help="JSON file for the results")
-    parser.add_argument("--brats-root", help="BraTS root for the data sections, all its cases "
-                        "(default: a fresh phantom)")
+    parser.add_argument(
+        "--brats-root",
+        help="BraTS root for the data sections, all its cases (default: a fresh phantom)",
+    )
     parser.add_argument("--work-dir", help="folder for temporary files (default: the system's)")
     args = parser.parse_args(argv)
     for flag, path in (("--brats-root", args.brats_root), ("--work-dir", args.work_dir)):
@@ -345,8 +468,10 @@ def main(argv=None):
     write_json_atomic(args.out, results)
     print(table(results))
     failed = failed_sections(results)
-    print(f"wrote {args.out} in {results['total_seconds']:.0f}s"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"wrote {args.out} in {results['total_seconds']:.0f}s"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -146,14 +146,19 @@ def main(argv=None):
     parser.add_argument("--preset", default="paper", choices=("paper", "demo", "tiny"))
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--mixed-precision", default="none", choices=("none", "float16", "bfloat16"))
+    parser.add_argument(
+        "--mixed-precision", default="none", choices=("none", "float16", "bfloat16")
+    )
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1:
-        parser.error(f"expected --steps >= 1 and --warmup >= 1. Received: --steps "
-                     f"{args.steps} --warmup {args.warmup}")
-    result = time_train_step(args.preset, args.steps, args.warmup,
-                             mixed_precision=args.mixed_precision)
+        parser.error(
+            f"expected --steps >= 1 and --warmup >= 1. Received: --steps "
+            f"{args.steps} --warmup {args.warmup}"
+        )
+    result = time_train_step(
+        args.preset, args.steps, args.warmup, mixed_precision=args.mixed_precision
+    )
     print(json.dumps(result, indent=2))
     if args.out:
         write_json_atomic(args.out, result)

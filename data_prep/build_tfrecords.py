@@ -26,8 +26,13 @@ import numpy as np
 from data_prep.cases import check_case, discover_cases, split_cases
 from data_prep.progress import Progress
 from dygan_tf import preprocessing, records
-from dygan_tf.cli import (ArgumentParser, UserError, import_tensorflow_quietly, run_main,
-                          write_json_atomic)
+from dygan_tf.cli import (
+    ArgumentParser,
+    UserError,
+    import_tensorflow_quietly,
+    run_main,
+    write_json_atomic,
+)
 from dygan_tf.tasks import MODALITIES
 
 MANIFEST = "manifest.json"
@@ -68,25 +73,39 @@ def prepare_case(case, image_size, slice_range, per_volume):
         ) from None
 
     def planes(volume, order, dtype):  # label maps: nearest, rounded (float seg files)
-        return np.stack([
-            np.rint(preprocessing.resize_slice(
-                preprocessing.axial_slice(volume, i).astype(np.float32), image_size, order)
-            ).astype(dtype)
-            for i in indices
-        ])
+        return np.stack(
+            [
+                np.rint(
+                    preprocessing.resize_slice(
+                        preprocessing.axial_slice(volume, i).astype(np.float32), image_size, order
+                    )
+                ).astype(dtype)
+                for i in indices
+            ]
+        )
 
     images = {}
     for m in MODALITIES:
-        normalized = [preprocessing.normalize(preprocessing.axial_slice(volumes[m], i),
-                                              scales[m]) for i in indices]
-        images[m] = np.stack([preprocessing.resize_slice(s, image_size, 1)
-                              for s in normalized]).astype(np.float32)
+        normalized = [
+            preprocessing.normalize(preprocessing.axial_slice(volumes[m], i), scales[m])
+            for i in indices
+        ]
+        images[m] = np.stack(
+            [preprocessing.resize_slice(s, image_size, 1) for s in normalized]
+        ).astype(np.float32)
     seg = volumes.get("seg")
     return {
-        "case_id": cid, "grade": case["grade"], "slices": indices,
-        "robust_max": scales, "images": images, "has_seg": seg is not None,
-        "seg": (planes(seg, 0, np.uint8) if seg is not None
-                else np.zeros((len(indices), image_size, image_size), np.uint8)),
+        "case_id": cid,
+        "grade": case["grade"],
+        "slices": indices,
+        "robust_max": scales,
+        "images": images,
+        "has_seg": seg is not None,
+        "seg": (
+            planes(seg, 0, np.uint8)
+            if seg is not None
+            else np.zeros((len(indices), image_size, image_size), np.uint8)
+        ),
         "brain_mask": planes(mask, 0, np.uint8),
         "volume_shape": list(mask.shape),
     }
@@ -127,8 +146,7 @@ def shard_plan(n_cases, per_volume, shards_per_split=None, slices_per_shard=None
 
 
 def shard_name(split, index, count, compression):
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compression == "gzip"
-                                                            else "")
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compression == "gzip" else "")
 
 
 def sha256_file(path):
@@ -142,9 +160,12 @@ def sha256_file(path):
 def _case_examples(result):
     for n, index in enumerate(result["slices"]):
         yield records.serialize_example(
-            result["case_id"], result["grade"], index,
+            result["case_id"],
+            result["grade"],
+            index,
             {m: result["images"][m][n] for m in MODALITIES},
-            seg=result["seg"][n], brain_mask=result["brain_mask"][n],
+            seg=result["seg"][n],
+            brain_mask=result["brain_mask"][n],
         )
 
 
@@ -154,19 +175,34 @@ def _clean_stale(out):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def build(brats_root, out, image_size=preprocessing.DEFAULT_IMAGE_SIZE, train_hgg=220,
-          train_lgg=60, source_slices=preprocessing.DEFAULT_SLICE_RANGE,
-          per_volume=preprocessing.DEFAULT_SLICES_PER_VOLUME, workers=None,
-          shards_per_split=None, slices_per_shard=None, compression="gzip",
-          skip_bad=False, seed=0, verbose=True):
+def build(
+    brats_root,
+    out,
+    image_size=preprocessing.DEFAULT_IMAGE_SIZE,
+    train_hgg=220,
+    train_lgg=60,
+    source_slices=preprocessing.DEFAULT_SLICE_RANGE,
+    per_volume=preprocessing.DEFAULT_SLICES_PER_VOLUME,
+    workers=None,
+    shards_per_split=None,
+    slices_per_shard=None,
+    compression="gzip",
+    skip_bad=False,
+    seed=0,
+    verbose=True,
+):
     """Builds the shards and manifest.json in `out`; returns the manifest dict."""
     workers = workers or os.cpu_count() or 1
     cases = discover_cases(brats_root)
     split = split_cases(cases, train_hgg, train_lgg, seed)
-    options = {"image_size": image_size, "slice_range": tuple(source_slices),
-               "per_volume": per_volume}
-    plans = {s: shard_plan(len(split[s]), per_volume, shards_per_split, slices_per_shard)
-             for s in SPLITS}
+    options = {
+        "image_size": image_size,
+        "slice_range": tuple(source_slices),
+        "per_volume": per_volume,
+    }
+    plans = {
+        s: shard_plan(len(split[s]), per_volume, shards_per_split, slices_per_shard) for s in SPLITS
+    }
     jobs = [(s, pos, c) for s in SPLITS for pos, c in enumerate(split[s])]
 
     # Header problems (missing files, absurd sizes, mismatched grids) surface here,
@@ -186,8 +222,9 @@ def build(brats_root, out, image_size=preprocessing.DEFAULT_IMAGE_SIZE, train_hg
     bar = Progress(len(jobs), unit="case", enabled=verbose)
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_worker_context())
     try:
-        results = pool.map(_prepare_job, [(c, options) for _, _, c in jobs
-                                          if c["case_id"] not in header_problems])
+        results = pool.map(
+            _prepare_job, [(c, options) for _, _, c in jobs if c["case_id"] not in header_problems]
+        )
         tf = tf_options = None
         kept = {s: [] for s in SPLITS}
         shards = {s: [] for s in SPLITS}
@@ -205,7 +242,8 @@ def build(brats_root, out, image_size=preprocessing.DEFAULT_IMAGE_SIZE, train_hg
                 # build that fails on its first case never pays for it.
                 tf = import_tensorflow_quietly()
                 tf_options = tf.io.TFRecordOptions(
-                    compression_type="GZIP" if compression == "gzip" else "")
+                    compression_type="GZIP" if compression == "gzip" else ""
+                )
             shard = next(n for n, (a, b) in enumerate(plans[s]) if a <= pos < b)
             if pos == plans[s][shard][0]:  # first case of a shard: open it
                 name = shard_name(s, shard, len(plans[s]), compression)
@@ -213,14 +251,26 @@ def build(brats_root, out, image_size=preprocessing.DEFAULT_IMAGE_SIZE, train_hg
                 counts = {"file": name, "records": 0}
             if status == "bad":
                 print(f"\nwarning: skipping {result}", file=sys.stderr)
-                skipped.append({"case_id": case["case_id"], "grade": case["grade"],
-                                "reason": result})
+                skipped.append(
+                    {"case_id": case["case_id"], "grade": case["grade"], "reason": result}
+                )
             else:
                 for record in _case_examples(result):
                     writer.write(record)
                     counts["records"] += 1
-                kept[s].append({k: result[k] for k in (
-                    "case_id", "grade", "slices", "robust_max", "has_seg", "volume_shape")})
+                kept[s].append(
+                    {
+                        k: result[k]
+                        for k in (
+                            "case_id",
+                            "grade",
+                            "slices",
+                            "robust_max",
+                            "has_seg",
+                            "volume_shape",
+                        )
+                    }
+                )
             if pos == plans[s][shard][1] - 1:  # last case of a shard: close it
                 writer.close()
                 counts["sha256"] = sha256_file(os.path.join(staging, counts["file"]))
@@ -241,21 +291,33 @@ def build(brats_root, out, image_size=preprocessing.DEFAULT_IMAGE_SIZE, train_hg
         "compression": compression,
         "source_slices": list(source_slices),
         "per_volume": per_volume,
-        "split": {"seed": seed, "train_hgg": train_hgg, "train_lgg": train_lgg,
-                  "rule": "per grade: sorted ids shuffled with seed, first train_<grade> "
-                          "train; grade 'unknown' trains train_hgg + train_lgg"},
+        "split": {
+            "seed": seed,
+            "train_hgg": train_hgg,
+            "train_lgg": train_lgg,
+            "rule": "per grade: sorted ids shuffled with seed, first train_<grade> "
+            "train; grade 'unknown' trains train_hgg + train_lgg",
+        },
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
-        "splits": {s: {"cases": kept[s], "shards": shards[s],
-                       "records": sum(x["records"] for x in shards[s])} for s in SPLITS},
+        "splits": {
+            s: {
+                "cases": kept[s],
+                "shards": shards[s],
+                "records": sum(x["records"] for x in shards[s]),
+            }
+            for s in SPLITS
+        },
         "skipped": skipped,
     }
     _publish(out, staging, shards)
     write_json_atomic(os.path.join(out, MANIFEST), manifest)
     if verbose:
-        print(f"Wrote {sum(m['records'] for m in manifest['splits'].values())} slices "
-              f"from {sum(len(k) for k in kept.values())} cases to {out} "
-              f"({rate:.2f} cases/s; {len(skipped)} skipped)")
+        print(
+            f"Wrote {sum(m['records'] for m in manifest['splits'].values())} slices "
+            f"from {sum(len(k) for k in kept.values())} cases to {out} "
+            f"({rate:.2f} cases/s; {len(skipped)} skipped)"
+        )
     return manifest
 
 
@@ -283,34 +345,46 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
     parser.add_argument("--train-hgg", type=int, default=220)
     parser.add_argument("--train-lgg", type=int, default=60)
-    parser.add_argument("--source-slices", default="75:86",
-                        help="half-open range of canonical axial indices")
-    parser.add_argument("--per-volume", type=int,
-                        default=preprocessing.DEFAULT_SLICES_PER_VOLUME)
+    parser.add_argument(
+        "--source-slices", default="75:86", help="half-open range of canonical axial indices"
+    )
+    parser.add_argument("--per-volume", type=int, default=preprocessing.DEFAULT_SLICES_PER_VOLUME)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--shards-per-split", type=int)
     group.add_argument("--slices-per-shard", type=int)
     parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip unreadable or inconsistent cases (listed in manifest)")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable or inconsistent cases (listed in manifest)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     args = parser.parse_args(argv)
-    for flag in ("image_size", "per_volume", "workers", "shards_per_split",
-                 "slices_per_shard"):
+    for flag in ("image_size", "per_volume", "workers", "shards_per_split", "slices_per_shard"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
     for flag in ("train_hgg", "train_lgg"):
         if getattr(args, flag) < 0:
-            raise UserError(f"--{flag.replace('_', '-')}: expected >= 0, "
-                            f"found {getattr(args, flag)}")
-    build(args.brats_root, args.out, image_size=args.image_size, train_hgg=args.train_hgg,
-          train_lgg=args.train_lgg,
-          source_slices=preprocessing.parse_slice_range(args.source_slices),
-          per_volume=args.per_volume, workers=args.workers,
-          shards_per_split=args.shards_per_split, slices_per_shard=args.slices_per_shard,
-          compression=args.compression, skip_bad=args.skip_bad, seed=args.seed)
+            raise UserError(
+                f"--{flag.replace('_', '-')}: expected >= 0, found {getattr(args, flag)}"
+            )
+    build(
+        args.brats_root,
+        args.out,
+        image_size=args.image_size,
+        train_hgg=args.train_hgg,
+        train_lgg=args.train_lgg,
+        source_slices=preprocessing.parse_slice_range(args.source_slices),
+        per_volume=args.per_volume,
+        workers=args.workers,
+        shards_per_split=args.shards_per_split,
+        slices_per_shard=args.slices_per_shard,
+        compression=args.compression,
+        skip_bad=args.skip_bad,
+        seed=args.seed,
+    )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,7 @@ def split_cases(cases, train_hgg, train_lgg, seed):
     go to training. A flat folder (grade 'unknown') trains on train_hgg + train_lgg.
     """
     wanted = {"HGG": train_hgg, "LGG": train_lgg, "unknown": train_hgg + train_lgg}
-    flag = {"HGG": "--train-hgg", "LGG": "--train-lgg",
-            "unknown": "--train-hgg + --train-lgg"}
+    flag = {"HGG": "--train-hgg", "LGG": "--train-lgg", "unknown": "--train-hgg + --train-lgg"}
     rng = np.random.default_rng(seed)
     split = {"train": [], "test": []}
     for grade in ("HGG", "LGG", "unknown"):
@@ -85,8 +84,8 @@ def split_cases(cases, train_hgg, train_lgg, seed):
                 f"{wanted[grade]} training cases; pass a count <= {len(group)}"
             )
         order = rng.permutation(len(group))
-        split["train"] += [group[i] for i in order[:wanted[grade]]]
-        split["test"] += [group[i] for i in order[wanted[grade]:]]
+        split["train"] += [group[i] for i in order[: wanted[grade]]]
+        split["test"] += [group[i] for i in order[wanted[grade] :]]
     return {name: sorted(group, key=lambda c: c["case_id"]) for name, group in split.items()}
 
 
@@ -96,7 +95,7 @@ def check_case(case):
     cid = case["case_id"]
     files = case_files(case)
     reference = None
-    for key, path in files.items():
+    for path in files.values():
         try:
             image, shape = preprocessing.read_header(path)
         except UserError as e:

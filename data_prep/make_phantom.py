@@ -52,12 +52,15 @@ def _templates():
         return np.asarray(image.get_fdata(), dtype=np.float32)
 
     mask = get(datasets.load_mni152_brain_mask(resolution=1)) > 0
-    stacked = np.stack([
-        get(datasets.load_mni152_template(resolution=1)),
-        get(datasets.load_mni152_gm_template(resolution=1)),
-        get(datasets.load_mni152_wm_template(resolution=1)),
-        mask.astype(np.float32),
-    ], axis=-1)
+    stacked = np.stack(
+        [
+            get(datasets.load_mni152_template(resolution=1)),
+            get(datasets.load_mni152_gm_template(resolution=1)),
+            get(datasets.load_mni152_wm_template(resolution=1)),
+            mask.astype(np.float32),
+        ],
+        axis=-1,
+    )
     near = scipy.ndimage.binary_dilation(mask, iterations=2)
     return np.pad(stacked, [(1, 1)] * 3 + [(0, 0)]), np.pad(near, 1)
 
@@ -122,20 +125,24 @@ def _deformed_templates(rng):
     scale = rng.uniform(0.94, 1.06, size=3)
     shift = rng.uniform(-3, 3, size=3)
     cos, sin = np.cos(angle), np.sin(angle)
-    rot = (np.array([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]]) / scale[:, None]).astype(
-        np.float32)
+    rot = (np.array([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]]) / scale[:, None]).astype(np.float32)
     i, j, k = (g - c for g, c in zip(grid, centre))
     # Output voxel -> template voxel: the fixed flip/shift of AFFINE composed with a
     # small in-plane rotation, scaling, shift and a coarse elastic field (~2 mm).
     coords = np.empty((3,) + box, dtype=np.float32)
     for axis, (flip, offset) in enumerate(((-1, 218), (-1, 236), (1, 2))):
-        moved = (rot[axis, 0] * i[:, None, None] + rot[axis, 1] * j[None, :, None]
-                 + rot[axis, 2] * k[None, None, :] + (centre[axis] + shift[axis]))
+        moved = (
+            rot[axis, 0] * i[:, None, None]
+            + rot[axis, 1] * j[None, :, None]
+            + rot[axis, 2] * k[None, None, :]
+            + (centre[axis] + shift[axis])
+        )
         moved += 2.0 * _smooth_field(rng, (5, 5, 4), box)
         coords[axis] = flip * moved + offset
     # Interpolate only where the nearest template voxel is near the brain.
-    nearest = [np.clip(np.rint(c).astype(np.int32) + 1, 0, n - 1)
-               for c, n in zip(coords, near.shape)]
+    nearest = [
+        np.clip(np.rint(c).astype(np.int32) + 1, 0, n - 1) for c, n in zip(coords, near.shape)
+    ]
     candidates = np.nonzero(near[tuple(nearest)])
     sampled = _trilinear(padded, coords[(slice(None),) + candidates])
     inside = sampled[:, 3] > 0.5
@@ -164,12 +171,12 @@ def _tumour(rng, mask, grade):
     hi = np.minimum([ic + r[0] + 1, jc + r[1] + 1, kc + r[2] + 1], SHAPE)
     box = tuple(hi - lo)
     axes = [(np.arange(a, b) - c) / rad for a, b, c, rad in zip(lo, hi, (ic, jc, kc), radii)]
-    dist = np.sqrt(axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2
-                   + axes[2][None, None, :] ** 2)
+    dist = np.sqrt(
+        axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
+    )
     dist = dist * (1.0 + 0.15 * _smooth_field(rng, (4, 4, 4), box))  # irregular border
     core = rng.uniform(0.45, 0.65) if hgg else rng.uniform(0.3, 0.5)
-    rim = rng.uniform(0.12, 0.2) if hgg else (rng.uniform(0.05, 0.1) if rng.random() < 0.3
-                                              else 0.0)
+    rim = rng.uniform(0.12, 0.2) if hgg else (rng.uniform(0.05, 0.1) if rng.random() < 0.3 else 0.0)
     labels = np.zeros(box, dtype=np.uint8)
     labels[dist < 1.0] = 2
     labels[dist < core] = 4
@@ -266,8 +273,10 @@ def build_phantom(out, hgg, lgg, seed=0, workers=1, verbose=True):
                 future.result()
                 bar.add(1)
     bar.close()
-    header = ("Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,"
-              "TCGA_TCIA_subject_ID,BraTS_2019_subject_ID\n")
+    header = (
+        "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,"
+        "TCGA_TCIA_subject_ID,BraTS_2019_subject_ID\n"
+    )
     rows = "".join(f"{g},NA,NA,NA,{case_id(i)}\n" for i, g in jobs)
     write_text_atomic(os.path.join(out, TRAINING_FOLDER, "name_mapping.csv"), header + rows)
     return [(case_id(i), g) for i, g in jobs]
@@ -291,13 +300,16 @@ def main(argv=None):
     else:
         raise UserError("make_phantom: expected --cases N or both --hgg N and --lgg M")
     if hgg < 0 or lgg < 0 or hgg + lgg == 0:
-        raise UserError(f"make_phantom: expected non-negative counts with at least one "
-                        f"case, found --hgg {hgg} --lgg {lgg}")
+        raise UserError(
+            f"make_phantom: expected non-negative counts with at least one "
+            f"case, found --hgg {hgg} --lgg {lgg}"
+        )
     if args.workers < 1:
         raise UserError(f"--workers: expected at least 1, found {args.workers}")
     build_phantom(args.out, hgg, lgg, seed=args.seed, workers=args.workers)
-    print(f"Wrote {hgg} HGG + {lgg} LGG phantom cases under "
-          f"{os.path.join(args.out, TRAINING_FOLDER)}")
+    print(
+        f"Wrote {hgg} HGG + {lgg} LGG phantom cases under {os.path.join(args.out, TRAINING_FOLDER)}"
+    )
 
 
 if __name__ == "__main__":

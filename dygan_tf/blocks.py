@@ -16,27 +16,56 @@ def normalization(norm, name):
     raise ValueError(f"`norm` must be 'instance', 'batch' or 'none'. Received: norm={norm}")
 
 
-def conv(x, task, filters, kernel_size, strides=1, dynamic=False, num_experts=3,
-         use_bias=True, name=None):
+def conv(
+    x, task, filters, kernel_size, strides=1, dynamic=False, num_experts=3, use_bias=True, name=None
+):
     """A static Conv2D or a DyConv2D driven by `task`, He-initialised either way."""
     if dynamic:
         return DyConv2D(
-            filters, kernel_size, strides=strides, num_experts=num_experts,
-            use_bias=use_bias, name=name,
+            filters,
+            kernel_size,
+            strides=strides,
+            num_experts=num_experts,
+            use_bias=use_bias,
+            name=name,
         )(x, task)
     return layers.Conv2D(
-        filters, kernel_size, strides=strides, padding="same", use_bias=use_bias,
-        kernel_initializer="he_normal", name=name,
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=use_bias,
+        kernel_initializer="he_normal",
+        name=name,
     )(x)
 
 
-def conv_block(x, task, filters, kernel_size, strides=1, dynamic=False, num_experts=3,
-               norm="instance", activation="relu", name="block"):
+def conv_block(
+    x,
+    task,
+    filters,
+    kernel_size,
+    strides=1,
+    dynamic=False,
+    num_experts=3,
+    norm="instance",
+    activation="relu",
+    name="block",
+):
     """conv -> norm -> activation, named `{name}_conv`, `{name}_norm`, `{name}_act`."""
     norm_layer = normalization(norm, f"{name}_norm")
     # A bias before instance norm is subtracted right away: it would never learn.
-    x = conv(x, task, filters, kernel_size, strides, dynamic, num_experts,
-             use_bias=norm_layer is None, name=f"{name}_conv")
+    x = conv(
+        x,
+        task,
+        filters,
+        kernel_size,
+        strides,
+        dynamic,
+        num_experts,
+        use_bias=norm_layer is None,
+        name=f"{name}_conv",
+    )
     if norm_layer is not None:
         x = norm_layer(x)
     if activation == "leaky_relu":

@@ -37,7 +37,9 @@ def build_networks(model):
 def learning_rate_schedule(train, steps_per_epoch):
     """Adam's rate times lr_decay once per epoch (staircase), as in SPEC.md."""
     return keras.optimizers.schedules.ExponentialDecay(
-        train.lr, decay_steps=max(1, int(steps_per_epoch)), decay_rate=train.lr_decay,
+        train.lr,
+        decay_steps=max(1, int(steps_per_epoch)),
+        decay_rate=train.lr_decay,
         staircase=True,
     )
 
@@ -45,7 +47,8 @@ def learning_rate_schedule(train, steps_per_epoch):
 def make_optimizer(train, steps_per_epoch, name):
     return keras.optimizers.Adam(
         learning_rate=learning_rate_schedule(train, steps_per_epoch),
-        beta_1=train.beta_1, name=name,
+        beta_1=train.beta_1,
+        name=name,
     )
 
 
@@ -58,7 +61,8 @@ def build_dygan(config, steps_per_epoch=1, lambda_l1=None):
     with dtype_policy(precision_policy(config.train.mixed_precision)):
         generator, discriminator = build_networks(config.model)
         gan = DyGAN(
-            generator, discriminator,
+            generator,
+            discriminator,
             lambda_l1=config.train.lambda_l1 if lambda_l1 is None else lambda_l1,
         )
         gan.compile(

@@ -10,7 +10,6 @@ import json
 
 from dygan_tf.tasks import check_modality, targets_for
 
-
 DYCONV_PLACEMENTS = ("none", "down", "up", "both")  # the paper's Table 4
 LABEL_MODES = ("kernel", "input")
 DISCRIMINATOR_KINDS = ("multiscale", "patch")
@@ -38,21 +37,32 @@ class ModelConfig:
     d_dyconv: bool = True
 
     def __post_init__(self):
-        for name, allowed in (("dyconv", DYCONV_PLACEMENTS), ("label_mode", LABEL_MODES),
-                              ("discriminator", DISCRIMINATOR_KINDS), ("norm", NORMS)):
+        for name, allowed in (
+            ("dyconv", DYCONV_PLACEMENTS),
+            ("label_mode", LABEL_MODES),
+            ("discriminator", DISCRIMINATOR_KINDS),
+            ("norm", NORMS),
+        ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}. Received: "
-                                 f"{name}={getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {allowed}. Received: {name}={getattr(self, name)!r}"
+                )
         for name in ("image_size", "base_filters", "depth", "num_experts", "d_base_filters"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int. Received: {name}={getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be a positive int. Received: {name}={getattr(self, name)!r}"
+                )
         size = min_image_size(self.discriminator, self.depth)
         if self.image_size % size:
-            raise ValueError(f"image_size must be a multiple of {size} (depth {self.depth}, "
-                             f"{self.discriminator} discriminator). Received: image_size={self.image_size}")
+            raise ValueError(
+                f"image_size must be a multiple of {size} (depth {self.depth}, "
+                f"{self.discriminator} discriminator). Received: image_size={self.image_size}"
+            )
         if self.label_mode == "input" and self.dyconv != "none":
-            raise ValueError("label_mode='input' (MGAN baseline) uses static kernels: it needs "
-                             f"dyconv='none'. Received: dyconv={self.dyconv!r}")
+            raise ValueError(
+                "label_mode='input' (MGAN baseline) uses static kernels: it needs "
+                f"dyconv='none'. Received: dyconv={self.dyconv!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +89,10 @@ class TrainConfig:
                 f"{self.source!r}. Received: targets={self.targets}"
             )
         if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {PRECISIONS}. Received: "
-                             f"mixed_precision={self.mixed_precision!r}")
+            raise ValueError(
+                f"mixed_precision must be one of {PRECISIONS}. Received: "
+                f"mixed_precision={self.mixed_precision!r}"
+            )
         if self.lambda_l1 < 0 or self.lr <= 0 or self.epochs < 1 or self.batch_slices < 1:
             raise ValueError(
                 "lambda_l1 must be >= 0, lr > 0, epochs >= 1 and batch_slices >= 1. Received: "

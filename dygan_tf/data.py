@@ -28,24 +28,27 @@ def read_manifest(tfrecord_dir):
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
     except FileNotFoundError:
-        raise UserError(f"{path}: not found; expected the manifest that "
-                        "data_prep.build_tfrecords writes last") from None
+        raise UserError(
+            f"{path}: not found; expected the manifest that data_prep.build_tfrecords writes last"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable manifest ({type(e).__name__}: {e})") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
-    missing = [k for k in ("schema", "image_size", "compression", "splits")
-               if k not in manifest]
+    missing = [k for k in ("schema", "image_size", "compression", "splits") if k not in manifest]
     if missing:
         raise UserError(f"{path}: missing fields {missing}")
     if manifest["schema"] != records.schema_description():
-        raise UserError(f"{path}: record schema version "
-                        f"{manifest['schema'].get('version') if isinstance(manifest['schema'], dict) else '?'}"
-                        f" differs from this reader's (version {records.SCHEMA_VERSION}); "
-                        "rebuild the shards")
+        raise UserError(
+            f"{path}: record schema version "
+            f"{manifest['schema'].get('version') if isinstance(manifest['schema'], dict) else '?'}"
+            f" differs from this reader's (version {records.SCHEMA_VERSION}); "
+            "rebuild the shards"
+        )
     if not isinstance(manifest["image_size"], int) or manifest["image_size"] < 1:
-        raise UserError(f"{path}: image_size {manifest['image_size']!r}; expected a "
-                        "positive integer")
+        raise UserError(
+            f"{path}: image_size {manifest['image_size']!r}; expected a positive integer"
+        )
     return manifest
 
 
@@ -55,8 +58,10 @@ def shard_files(tfrecord_dir, split, manifest=None):
     path = os.path.join(os.fspath(tfrecord_dir), MANIFEST)
     if split not in manifest["splits"]:
         raise UserError(f"{path}: no split {split!r}; found {sorted(manifest['splits'])}")
-    files = [os.path.join(os.fspath(tfrecord_dir), s["file"])
-             for s in manifest["splits"][split]["shards"]]
+    files = [
+        os.path.join(os.fspath(tfrecord_dir), s["file"])
+        for s in manifest["splits"][split]["shards"]
+    ]
     for f in files:
         if not os.path.isfile(f):
             raise UserError(f"{f}: listed in {path} but missing; rebuild the shards")
@@ -65,9 +70,20 @@ def shard_files(tfrecord_dir, split, manifest=None):
     return files
 
 
-def make_dataset(tfrecord_dir, split, source="t2", targets=("flair", "t1", "t1ce"),
-                 batch_slices=1, shuffle=False, repeat=False, seed=None, num_workers=1,
-                 worker_index=0, return_meta=False, drop_remainder=False):
+def make_dataset(
+    tfrecord_dir,
+    split,
+    source="t2",
+    targets=("flair", "t1", "t1ce"),
+    batch_slices=1,
+    shuffle=False,
+    repeat=False,
+    seed=None,
+    num_workers=1,
+    worker_index=0,
+    return_meta=False,
+    drop_remainder=False,
+):
     """A tf.data.Dataset of `(image, target, task)` batches (plus `meta` if asked).
 
     A batch holds `batch_slices` slices x len(targets) rows, slice-major: image
@@ -84,13 +100,17 @@ def make_dataset(tfrecord_dir, split, source="t2", targets=("flair", "t1", "t1ce
     if batch_slices < 1:
         raise ValueError(f"batch_slices must be >= 1. Received: batch_slices={batch_slices}")
     if not 0 <= worker_index < num_workers:
-        raise ValueError(f"worker_index must be in [0, num_workers). Received: "
-                         f"worker_index={worker_index}, num_workers={num_workers}")
+        raise ValueError(
+            f"worker_index must be in [0, num_workers). Received: "
+            f"worker_index={worker_index}, num_workers={num_workers}"
+        )
     manifest = read_manifest(tfrecord_dir)
     files = shard_files(tfrecord_dir, split, manifest)[worker_index::num_workers]
     if not files:
-        raise UserError(f"split {split!r} of {tfrecord_dir} has fewer shards than "
-                        f"num_workers={num_workers}; rebuild with more shards")
+        raise UserError(
+            f"split {split!r} of {tfrecord_dir} has fewer shards than "
+            f"num_workers={num_workers}; rebuild with more shards"
+        )
     image_size = manifest["image_size"]
     compression = "GZIP" if manifest["compression"] == "gzip" else ""
     buffer = DEFAULT_SHUFFLE_BUFFER if shuffle is True else int(shuffle or 0)
@@ -99,13 +119,18 @@ def make_dataset(tfrecord_dir, split, source="t2", targets=("flair", "t1", "t1ce
     if buffer:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type=compression,
-                                          buffer_size=READ_BUFFER_BYTES),
-        cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE,
+        lambda f: tf.data.TFRecordDataset(
+            f, compression_type=compression, buffer_size=READ_BUFFER_BYTES
+        ),
+        cycle_length=min(len(files), 4),
+        num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=not buffer,
     )
-    ds = ds.map(lambda x: records.parse_example(x, image_size),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not buffer)
+    ds = ds.map(
+        lambda x: records.parse_example(x, image_size),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not buffer,
+    )
     if buffer:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -117,8 +142,9 @@ def make_dataset(tfrecord_dir, split, source="t2", targets=("flair", "t1", "t1ce
         b = tf.shape(example[source])[0]
         rows = b * n_targets
         image = tf.repeat(example[source], n_targets, axis=0)[..., None]
-        target = tf.reshape(tf.stack([example[t] for t in targets], axis=1),
-                            [rows, image_size, image_size])[..., None]
+        target = tf.reshape(
+            tf.stack([example[t] for t in targets], axis=1), [rows, image_size, image_size]
+        )[..., None]
         task = tf.tile(codes, [b, 1])
         if not return_meta:
             return image, target, task

@@ -12,8 +12,15 @@ from dygan_tf.config import DISCRIMINATOR_KINDS, min_image_size
 from dygan_tf.tasks import NUM_TASKS
 
 
-def build_discriminator(image_size=256, kind="multiscale", base_filters=64, num_experts=3,
-                        dyconv=True, norm="instance", name="discriminator"):
+def build_discriminator(
+    image_size=256,
+    kind="multiscale",
+    base_filters=64,
+    num_experts=3,
+    dyconv=True,
+    norm="instance",
+    name="discriminator",
+):
     """`{"image", "target": (H, W, 1), "task": (12,)}` -> patch scores `(H/8, W/8, 1)`."""
     if kind not in DISCRIMINATOR_KINDS:
         raise ValueError(f"`kind` must be one of {DISCRIMINATOR_KINDS}. Received: kind={kind}")

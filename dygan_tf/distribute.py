@@ -30,7 +30,9 @@ def configure_cpu_replicas(count):
             cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
         )
     except RuntimeError as e:
-        raise UserError(f"--cpu-replicas {count}: TensorFlow's devices already started ({e})") from None
+        raise UserError(
+            f"--cpu-replicas {count}: TensorFlow's devices already started ({e})"
+        ) from None
 
 
 def make_strategy(name="auto", cpu_replicas=1):
@@ -40,13 +42,17 @@ def make_strategy(name="auto", cpu_replicas=1):
     if name == "multiworker":
         config = os.environ.get("TF_CONFIG")
         if not config:
-            raise UserError("--strategy multiworker: TF_CONFIG is not set (see README, "
-                            "'Training on several machines')")
+            raise UserError(
+                "--strategy multiworker: TF_CONFIG is not set (see README, "
+                "'Training on several machines')"
+            )
         try:
             cluster = json.loads(config)["cluster"]
         except (ValueError, KeyError, TypeError):
-            raise UserError(f"--strategy multiworker: TF_CONFIG is not valid JSON with a "
-                            f"'cluster' key: {config[:80]!r}") from None
+            raise UserError(
+                f"--strategy multiworker: TF_CONFIG is not valid JSON with a "
+                f"'cluster' key: {config[:80]!r}"
+            ) from None
         if not isinstance(cluster, dict) or not cluster:
             raise UserError("--strategy multiworker: TF_CONFIG has an empty cluster")
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -68,8 +74,9 @@ def make_strategy(name="auto", cpu_replicas=1):
 def precision_policy(mixed_precision):
     """The Keras dtype policy name for `--mixed-precision none|float16|bfloat16`."""
     if mixed_precision not in PRECISIONS:
-        raise UserError(f"--mixed-precision: expected one of {', '.join(PRECISIONS)}, "
-                        f"found {mixed_precision!r}")
+        raise UserError(
+            f"--mixed-precision: expected one of {', '.join(PRECISIONS)}, found {mixed_precision!r}"
+        )
     return PRECISIONS[mixed_precision]
 
 

@@ -13,11 +13,19 @@ import os
 
 import numpy as np
 
-from dygan_tf.cli import ArgumentParser, UserError, atomic_path, run_main, write_json_atomic
-from dygan_tf.cli import write_text_atomic
+from dygan_tf.cli import (
+    ArgumentParser,
+    UserError,
+    atomic_path,
+    run_main,
+    write_json_atomic,
+    write_text_atomic,
+)
 
-BASELINE_NAMES = {"copy_source": "copy source (baseline)",
-                  "intensity_lut": "intensity LUT (baseline)"}
+BASELINE_NAMES = {
+    "copy_source": "copy source (baseline)",
+    "intensity_lut": "intensity LUT (baseline)",
+}
 
 
 def method_name(config, pix2pix3=False):
@@ -49,8 +57,10 @@ def load_run_predictor(run_dir):
         with open(baseline, encoding="utf-8") as f:
             spec = json.load(f)
         config = RunConfig.from_dict(spec["config"])
-        members = {t: export.load_run(os.path.join(run_dir, folder))[1]
-                   for t, folder in spec["members"].items()}
+        members = {
+            t: export.load_run(os.path.join(run_dir, folder))[1]
+            for t, folder in spec["members"].items()
+        }
         info_dir = os.path.join(run_dir, next(iter(spec["members"].values())))
         name = method_name(config, pix2pix3=True)
 
@@ -59,8 +69,9 @@ def load_run_predictor(run_dir):
             for t, generator in members.items():
                 rows = [i for i, n in enumerate(names) if n == t]
                 if rows:
-                    out[rows] = generator({"image": image.numpy()[rows],
-                                           "task": task.numpy()[rows]}).numpy()
+                    out[rows] = generator(
+                        {"image": image.numpy()[rows], "task": task.numpy()[rows]}
+                    ).numpy()
             return out
     else:
         config, generator = export.load_run(run_dir)
@@ -68,6 +79,7 @@ def load_run_predictor(run_dir):
 
         def predict(image, task, names):
             return generator({"image": image, "task": task}, training=False).numpy()
+
     data_dir = None
     info = os.path.join(info_dir, RUN_INFO)
     if os.path.exists(info):
@@ -86,6 +98,7 @@ def load_savedmodel_predictor(path):
     def predict(image, task, names):
         out = serve(image=tf.cast(image, tf.float32), task=tf.cast(task, tf.float32))
         return next(iter(out.values())).numpy()
+
     return f"SavedModel [{os.path.basename(os.path.normpath(path))}]", predict
 
 
@@ -94,16 +107,20 @@ def evaluate_split(predictors, data_dir, split, source, targets, figure_cases=4)
     from dygan_tf import evaluation
     from dygan_tf.data import make_dataset
 
-    lut = evaluation.fit_lut(make_dataset(data_dir, "train", source, targets, batch_slices=8,
-                                          return_meta=True), targets)
-    methods = {**{name: p for name, p in predictors},
-               "copy_source": lambda image, task, names: image.numpy(),
-               "intensity_lut": lambda image, task, names: lut(image.numpy(), names)}
+    lut = evaluation.fit_lut(
+        make_dataset(data_dir, "train", source, targets, batch_slices=8, return_meta=True), targets
+    )
+    methods = {
+        **{name: p for name, p in predictors},
+        "copy_source": lambda image, task, names: image.numpy(),
+        "intensity_lut": lambda image, task, names: lut(image.numpy(), names),
+    }
     acc = {name: evaluation.Accumulator(targets) for name in methods}
     figure, seen = [], set()
     primary = predictors[0][0]
-    for image, target, task, meta in make_dataset(data_dir, split, source, targets,
-                                                  batch_slices=1, return_meta=True):
+    for image, target, task, meta in make_dataset(
+        data_dir, split, source, targets, batch_slices=1, return_meta=True
+    ):
         names = evaluation.target_names(meta)
         for name, predict in methods.items():
             fake = predict(image, task, names)
@@ -113,20 +130,24 @@ def evaluate_split(predictors, data_dir, split, source, targets, figure_cases=4)
                 slice_index = int(meta["slice_index"].numpy()[0])
                 if case not in seen and len(figure) < figure_cases and slice_index >= 0:
                     seen.add(case)
-                    figure.append((case, slice_index, image.numpy()[0], names,
-                                   target.numpy(), fake))
+                    figure.append(
+                        (case, slice_index, image.numpy()[0], names, target.numpy(), fake)
+                    )
     results = {name: a.means() for name, a in acc.items()}
     return results, acc["copy_source"].count(), figure
 
 
 def table(results, model_names, targets):
     """Markdown in the layout of the paper's Table 2: PSNR (dB) / SSIM per target."""
-    lines = ["| method | " + " | ".join(t.upper() for t in targets) + " |",
-             "|---|" + "---|" * len(targets)]
+    lines = [
+        "| method | " + " | ".join(t.upper() for t in targets) + " |",
+        "|---|" + "---|" * len(targets),
+    ]
     for name in list(model_names) + list(BASELINE_NAMES):
         label = BASELINE_NAMES.get(name, name)
-        cells = [f"{results[name][t]['psnr']:.2f} / {results[name][t]['ssim']:.4f}"
-                 for t in targets]
+        cells = [
+            f"{results[name][t]['psnr']:.2f} / {results[name][t]['ssim']:.4f}" for t in targets
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -134,12 +155,14 @@ def table(results, model_names, targets):
 def save_figure(path, figure, targets, title):
     """Rows = test cases; columns = source, then real and synthesised per target."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cols = 1 + 2 * len(targets)
-    fig, axes = plt.subplots(len(figure), cols, figsize=(1.6 * cols, 1.7 * len(figure)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(figure), cols, figsize=(1.6 * cols, 1.7 * len(figure)), squeeze=False
+    )
     for r, (case, slice_index, source, names, real, fake) in enumerate(figure):
         panels = [(source, "source")]
         for t in targets:
@@ -171,6 +194,7 @@ def main(argv=None):
     p.add_argument("--figure-cases", type=int, default=4)
     args = p.parse_args(argv)
     from dygan_tf.cli import import_tensorflow_quietly
+
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
     runs = ([args.run] if args.run else []) + list(args.compare)
     if not runs and not args.model:
@@ -189,22 +213,32 @@ def main(argv=None):
         raise UserError("dygan_tf.evaluate: pass --data TFRECORD_DIR")
     from dygan_tf.data import read_manifest
     from dygan_tf.tasks import targets_for
+
     source = config.train.source if config else "t2"
     targets = config.train.targets if config else targets_for(source)
     size = read_manifest(data_dir)["image_size"]
-    results, slices, figure = evaluate_split(predictors, data_dir, args.split, source,
-                                             targets, args.figure_cases)
+    results, slices, figure = evaluate_split(
+        predictors, data_dir, args.split, source, targets, args.figure_cases
+    )
     names = [n for n, _ in predictors]
-    report = {"model": names[0], "split": args.split, "data": os.path.abspath(data_dir),
-              "image_size": size, "source": source, "slices": slices,
-              "per_target": results[names[0]],
-              "baselines": {b: results[b] for b in BASELINE_NAMES}}
+    report = {
+        "model": names[0],
+        "split": args.split,
+        "data": os.path.abspath(data_dir),
+        "image_size": size,
+        "source": source,
+        "slices": slices,
+        "per_target": results[names[0]],
+        "baselines": {b: results[b] for b in BASELINE_NAMES},
+    }
     if len(names) > 1:
         report["compare"] = {n: results[n] for n in names}
     os.makedirs(args.out, exist_ok=True)
     write_json_atomic(os.path.join(args.out, "report.json"), report)
-    md = (f"# {args.split} split of {data_dir}: {slices} slices, source {source.upper()}\n\n"
-          "PSNR (dB) / SSIM on images mapped to [0, 1]\n\n" + table(results, names, targets))
+    md = (
+        f"# {args.split} split of {data_dir}: {slices} slices, source {source.upper()}\n\n"
+        "PSNR (dB) / SSIM on images mapped to [0, 1]\n\n" + table(results, names, targets)
+    )
     write_text_atomic(os.path.join(args.out, "report.md"), md)
     save_figure(os.path.join(args.out, "figure.png"), figure, targets, names[0])
     print(md + f"\nwrote {args.out}/report.json, report.md, figure.png")

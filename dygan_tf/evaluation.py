@@ -78,7 +78,8 @@ def _predict_function(generator):
     """The generator's traced inference call, made once: validation runs every epoch."""
     if generator not in _PREDICT:
         _PREDICT[generator] = tf.function(
-            lambda image, task: generator({"image": image, "task": task}, training=False))
+            lambda image, task: generator({"image": image, "task": task}, training=False)
+        )
     return _PREDICT[generator]
 
 
@@ -118,8 +119,9 @@ class IntensityLUT:
         for name, counts in self.counts.items():
             seen = counts > 0
             means = self.sums[name][seen] / counts[seen]
-            self.tables[name] = (np.interp(centres, centres[seen], means) if seen.any()
-                                 else centres).astype(np.float32)
+            self.tables[name] = (
+                np.interp(centres, centres[seen], means) if seen.any() else centres
+            ).astype(np.float32)
         return self
 
     def __call__(self, image, names):

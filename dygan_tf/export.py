@@ -41,8 +41,10 @@ def check_target(out_dir):
             f"(TF Serving layout saved_models/<name>/<version>), found {version!r}"
         )
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise UserError(f"--out {out_dir}: already exists and is not an empty folder; "
-                        "choose a new version number")
+        raise UserError(
+            f"--out {out_dir}: already exists and is not an empty folder; "
+            "choose a new version number"
+        )
     return out_dir
 
 
@@ -57,24 +59,34 @@ def build_metadata(config, source_run=None, generator=None):
     return {
         "format": "dygan_tf.generator_savedmodel",
         "signature": SIGNATURE,
-        "inputs": {"image": {"dtype": "float32", "shape": [None, size, size, 1],
-                             "range": [-1.0, 1.0]},
-                   "task": {"dtype": "float32", "shape": [None, NUM_TASKS],
-                            "encoding": "one-hot, see tasks"}},
-        "outputs": {OUTPUT_KEY: {"dtype": "float32", "shape": [None, size, size, 1],
-                                 "range": [-1.0, 1.0]}},
+        "inputs": {
+            "image": {"dtype": "float32", "shape": [None, size, size, 1], "range": [-1.0, 1.0]},
+            "task": {
+                "dtype": "float32",
+                "shape": [None, NUM_TASKS],
+                "encoding": "one-hot, see tasks",
+            },
+        },
+        "outputs": {
+            OUTPUT_KEY: {"dtype": "float32", "shape": [None, size, size, 1], "range": [-1.0, 1.0]}
+        },
         "image_size": size,
         "modalities": list(MODALITIES),
-        "tasks": {f"{s}->{t}": {"code": code, "index": code.index("1")}
-                  for (s, t), code in TASK_CODES.items()},
+        "tasks": {
+            f"{s}->{t}": {"code": code, "index": code.index("1")}
+            for (s, t), code in TASK_CODES.items()
+        },
         "trained_tasks": [f"{config.train.source}->{t}" for t in config.train.targets],
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
         "denormalization": "(y + 1) / 2 * robust_max of the source volume",
         "config": config.to_dict(),
         "source_run": None if source_run is None else os.path.abspath(source_run),
-        "versions": {"dygan_tf": dygan_tf.__version__, "keras": keras.__version__,
-                     "tensorflow": tf.__version__},
+        "versions": {
+            "dygan_tf": dygan_tf.__version__,
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -100,10 +112,14 @@ def export_generator(generator, out_dir, metadata=None):
     archive = keras.export.ExportArchive()
     archive.track(generator)
     # Named TensorSpecs give the signature its input names; the batch stays dynamic.
-    archive.add_endpoint(SIGNATURE, serve, input_signature=[
-        tf.TensorSpec((None, *image_shape), tf.float32, name=INPUT_KEYS[0]),
-        tf.TensorSpec((None, NUM_TASKS), tf.float32, name=INPUT_KEYS[1]),
-    ])
+    archive.add_endpoint(
+        SIGNATURE,
+        serve,
+        input_signature=[
+            tf.TensorSpec((None, *image_shape), tf.float32, name=INPUT_KEYS[0]),
+            tf.TensorSpec((None, NUM_TASKS), tf.float32, name=INPUT_KEYS[1]),
+        ],
+    )
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
     try:
         archive.write_out(os.path.join(staging, "model"), verbose=False)
@@ -129,8 +145,10 @@ def load_run(run_dir):
     model_path = os.path.join(run_dir, RUN_GENERATOR)
     for path in (config_path, model_path):
         if not os.path.isfile(path):
-            raise UserError(f"--run {run_dir}: no {os.path.basename(path)}; expected a "
-                            f"training run folder holding {RUN_CONFIG} and {RUN_GENERATOR}")
+            raise UserError(
+                f"--run {run_dir}: no {os.path.basename(path)}; expected a "
+                f"training run folder holding {RUN_CONFIG} and {RUN_GENERATOR}"
+            )
     try:
         with open(config_path, encoding="utf-8") as f:
             config = RunConfig.from_dict(json.load(f))
@@ -148,16 +166,18 @@ def load_run(run_dir):
 
 def main(argv=None):
     parser = ArgumentParser(prog="dygan_tf.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="training run folder (config.json, "
-                        "generator.keras)")
-    parser.add_argument("--out", required=True,
-                        help="version folder, e.g. saved_models/dygan/1")
+    parser.add_argument(
+        "--run", required=True, help="training run folder (config.json, generator.keras)"
+    )
+    parser.add_argument("--out", required=True, help="version folder, e.g. saved_models/dygan/1")
     args = parser.parse_args(argv)
     out_dir = check_target(args.out)  # before the slow model load
     config, generator = load_run(args.run)
     export_generator(generator, out_dir, build_metadata(config, args.run, generator))
-    print(f"exported {args.run} -> {out_dir} (signature {SIGNATURE}: image, task -> "
-          f"{OUTPUT_KEY}; image size {image_size(generator)})")
+    print(
+        f"exported {args.run} -> {out_dir} (signature {SIGNATURE}: image, task -> "
+        f"{OUTPUT_KEY}; image size {image_size(generator)})"
+    )
 
 
 if __name__ == "__main__":

@@ -13,13 +13,23 @@ from dygan_tf.config import DYCONV_PLACEMENTS, LABEL_MODES
 from dygan_tf.tasks import NUM_TASKS
 
 
-def build_generator(image_size=256, base_filters=64, depth=4, num_experts=3, dyconv="up",
-                    label_mode="kernel", norm="instance", name="generator"):
+def build_generator(
+    image_size=256,
+    base_filters=64,
+    depth=4,
+    num_experts=3,
+    dyconv="up",
+    label_mode="kernel",
+    norm="instance",
+    name="generator",
+):
     """U-Net `{"image": (H, W, 1), "task": (12,)}` -> `(H, W, 1)` in [-1, 1] (tanh)."""
     if dyconv not in DYCONV_PLACEMENTS:
         raise ValueError(f"`dyconv` must be one of {DYCONV_PLACEMENTS}. Received: dyconv={dyconv}")
     if label_mode not in LABEL_MODES:
-        raise ValueError(f"`label_mode` must be one of {LABEL_MODES}. Received: label_mode={label_mode}")
+        raise ValueError(
+            f"`label_mode` must be one of {LABEL_MODES}. Received: label_mode={label_mode}"
+        )
     if label_mode == "input" and dyconv != "none":
         raise ValueError(
             "label_mode='input' is the static-kernel MGAN baseline: it needs dyconv='none'. "
@@ -27,11 +37,13 @@ def build_generator(image_size=256, base_filters=64, depth=4, num_experts=3, dyc
         )
     if image_size % (2**depth):
         raise ValueError(
-            f"`image_size` must be divisible by 2**depth={2**depth}. Received: image_size={image_size}"
+            f"`image_size` must be divisible by 2**depth={2**depth}. "
+            f"Received: image_size={image_size}"
         )
     if base_filters <= 0 or depth <= 0:
         raise ValueError(
-            f"`base_filters` and `depth` must be positive. Received: base_filters={base_filters}, depth={depth}"
+            "`base_filters` and `depth` must be positive. "
+            f"Received: base_filters={base_filters}, depth={depth}"
         )
     image = keras.Input((image_size, image_size, 1), name="image")
     task = keras.Input((NUM_TASKS,), name="task")
@@ -53,8 +65,9 @@ def build_generator(image_size=256, base_filters=64, depth=4, num_experts=3, dyc
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
     for i in (1, 2):
-        x = conv_block(x, task, base_filters * 2**depth, 3, dynamic=dyn_down,
-                       name=f"bottleneck_{i}", **block)
+        x = conv_block(
+            x, task, base_filters * 2**depth, 3, dynamic=dyn_down, name=f"bottleneck_{i}", **block
+        )
     for level in reversed(range(depth)):
         filters = base_filters * 2**level
         x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)

@@ -49,7 +49,9 @@ def per_example_conv2d(x, kernels, stride, padding, method="auto"):
         raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
     height, width = x.shape[1], x.shape[2]
     if height is None or width is None:
-        raise ValueError(f"per_example_conv2d needs static spatial sizes. Received: x.shape={x.shape}")
+        raise ValueError(
+            f"per_example_conv2d needs static spatial sizes. Received: x.shape={x.shape}"
+        )
     kh, kw = kernels.shape[0], kernels.shape[1]
     geometry = (_geometry(height, kh, stride, padding), _geometry(width, kw, stride, padding))
     if method == "auto":
@@ -67,10 +69,15 @@ def _patches_conv(x, kernels, stride, geometry):
     batch = tf.shape(x)[0]
     x = tf.pad(x, [[0, 0], [top, padded_h - height - top], [left, padded_w - width - left], [0, 0]])
     span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    taps = [x[:, i : i + span_h : stride, j : j + span_w : stride, :]
-            for i in range(kh) for j in range(kw)]
+    taps = [
+        x[:, i : i + span_h : stride, j : j + span_w : stride, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     patches = tf.reshape(tf.concat(taps, axis=-1), [batch, out_h * out_w, kh * kw * channels])
-    matrices = tf.reshape(tf.transpose(kernels, [3, 0, 1, 2, 4]), [batch, kh * kw * channels, filters])
+    matrices = tf.reshape(
+        tf.transpose(kernels, [3, 0, 1, 2, 4]), [batch, kh * kw * channels, filters]
+    )
     return tf.reshape(tf.matmul(patches, matrices), [batch, out_h, out_w, filters])
 
 
@@ -100,7 +107,12 @@ def _unfold(y, batch):
 def _fit(x, axis_lengths):
     """Crops or zero-pads axes 1 and 2 of x to the given lengths (padding at the end)."""
     x = x[:, : axis_lengths[0], : axis_lengths[1], :]
-    pads = [[0, 0], [0, axis_lengths[0] - tf.shape(x)[1]], [0, axis_lengths[1] - tf.shape(x)[2]], [0, 0]]
+    pads = [
+        [0, 0],
+        [0, axis_lengths[0] - tf.shape(x)[1]],
+        [0, axis_lengths[1] - tf.shape(x)[2]],
+        [0, 0],
+    ]
     return tf.pad(x, pads)
 
 
@@ -125,8 +137,15 @@ def _input_grad(dy, kernels, batch, s, geometry, size):
     rows = (top // s, (top + size[0] - 1) // s + 1)
     cols = (left // s, (left + size[1] - 1) // s + 1)
     dy = _fold(dy)[:, : rows[1], : cols[1], :]  # dy rows past the last phase row meet nothing
-    dy_padded = tf.pad(dy, [[0, 0], [qh - 1 - rows[0], max(rows[1] - out_h, 0)],
-                            [qw - 1 - cols[0], max(cols[1] - out_w, 0)], [0, 0]])
+    dy_padded = tf.pad(
+        dy,
+        [
+            [0, 0],
+            [qh - 1 - rows[0], max(rows[1] - out_h, 0)],
+            [qw - 1 - cols[0], max(cols[1] - out_w, 0)],
+            [0, 0],
+        ],
+    )
     phases = tf.nn.conv2d(dy_padded, sub, strides=1, padding="VALID")  # [1, m_h, m_w, B*s*s*C]
     m_h, m_w = rows[1] - rows[0], cols[1] - cols[0]
     phases = tf.reshape(phases, [m_h, m_w, batch, s, s, channels])

@@ -11,8 +11,15 @@ import numpy as np
 
 from dygan_tf import preprocessing
 from dygan_tf.cli import UserError
-from dygan_tf.export import (INPUT_KEYS, METADATA, OUTPUT_KEY, RUN_CONFIG, RUN_GENERATOR,
-                             SIGNATURE, image_size, load_run)
+from dygan_tf.export import (
+    INPUT_KEYS,
+    METADATA,
+    OUTPUT_KEY,
+    RUN_GENERATOR,
+    SIGNATURE,
+    image_size,
+    load_run,
+)
 from dygan_tf.tasks import task_code
 
 
@@ -41,30 +48,39 @@ def _savedmodel_dir(path):
     """`path` itself, or the highest integer version inside a TF Serving base path."""
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
-    versions = [int(v) for v in os.listdir(path)
-                if v.isdigit() and os.path.isfile(os.path.join(path, v, "saved_model.pb"))]
+    versions = [
+        int(v)
+        for v in os.listdir(path)
+        if v.isdigit() and os.path.isfile(os.path.join(path, v, "saved_model.pb"))
+    ]
     return os.path.join(path, str(max(versions))) if versions else None
 
 
 def load_synthesizer(path):
     """A Synthesizer from a SavedModel folder (or TF Serving base path) or a run folder."""
     if not os.path.isdir(path):
-        raise UserError(f"--model {path}: not a folder; expected a SavedModel folder or a "
-                        "training run folder")
+        raise UserError(
+            f"--model {path}: not a folder; expected a SavedModel folder or a training run folder"
+        )
     saved = _savedmodel_dir(path)
     if saved is None:
         if not os.path.isfile(os.path.join(path, RUN_GENERATOR)):
-            raise UserError(f"--model {path}: holds neither saved_model.pb nor "
-                            f"{RUN_GENERATOR}; expected a SavedModel or a training run folder")
+            raise UserError(
+                f"--model {path}: holds neither saved_model.pb nor "
+                f"{RUN_GENERATOR}; expected a SavedModel or a training run folder"
+            )
         import tensorflow as tf
 
         config, generator = load_run(path)
         trained = [f"{config.train.source}->{t}" for t in config.train.targets]
-        spec = (tf.TensorSpec((None, *generator.input["image"].shape[1:]), tf.float32),
-                tf.TensorSpec((None, generator.input["task"].shape[1]), tf.float32))
-        call = tf.function(lambda image, task: generator({"image": image, "task": task},
-                                                         training=False),
-                           input_signature=spec)
+        spec = (
+            tf.TensorSpec((None, *generator.input["image"].shape[1:]), tf.float32),
+            tf.TensorSpec((None, generator.input["task"].shape[1]), tf.float32),
+        )
+        call = tf.function(
+            lambda image, task: generator({"image": image, "task": task}, training=False),
+            input_signature=spec,
+        )
         return Synthesizer(call, image_size(generator), "keras", path, trained)
 
     import tensorflow as tf
@@ -72,8 +88,9 @@ def load_synthesizer(path):
     try:
         loaded = tf.saved_model.load(saved)
     except (OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"--model {saved}: cannot load the SavedModel "
-                        f"({type(e).__name__})") from None
+        raise UserError(
+            f"--model {saved}: cannot load the SavedModel ({type(e).__name__})"
+        ) from None
     signature = loaded.signatures.get(SIGNATURE)
     inputs = {} if signature is None else signature.structured_input_signature[1]
     outputs = {} if signature is None else signature.structured_outputs
@@ -98,8 +115,7 @@ def load_synthesizer(path):
     return Synthesizer(call, int(inputs["image"].shape[1]), "savedmodel", saved, trained)
 
 
-def synthesize_volume(data, affine, source, targets, synthesizer, batch_slices=4,
-                      progress=None):
+def synthesize_volume(data, affine, source, targets, synthesizer, batch_slices=4, progress=None):
     """Synthesises `targets` from one `source` volume in its own voxel order and shape.
 
     The volume is reoriented to canonical RAS, normalised as the shards are (robust max
@@ -122,7 +138,7 @@ def synthesize_volume(data, affine, source, targets, synthesizer, batch_slices=4
         progress(canonical.shape[2] - len(brain_slices))  # empty slices are done already
     size = synthesizer.image_size
     for start in range(0, len(brain_slices), batch_slices):
-        chunk = brain_slices[start:start + batch_slices]
+        chunk = brain_slices[start : start + batch_slices]
         planes = [preprocessing.axial_slice(normalized, k) for k in chunk]
         images = np.stack([preprocessing.resize_slice(p, size, 1) for p in planes])
         # Rows are slice-major: slice 0's targets, then slice 1's, ...

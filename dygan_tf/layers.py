@@ -156,7 +156,9 @@ def _pair(value, name):
         value = (value, value)
     value = tuple(value)
     if len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ValueError(f"`{name}` must be a positive int or a pair of them. Received: {name}={value}")
+        raise ValueError(
+            f"`{name}` must be a positive int or a pair of them. Received: {name}={value}"
+        )
     return value
 
 

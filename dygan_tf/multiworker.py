@@ -23,18 +23,31 @@ def is_chief(strategy):
     task_type, task_id = resolver.task_type, resolver.task_id
     if task_type is None or task_type == "chief":
         return True
-    return task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    return (
+        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    )
 
 
 def train_multiworker(config, data_dir, run_dir, strategy, steps_per_epoch=None):
     """Trains (or resumes) `config` on all workers of `strategy`; returns the generator."""
     train_cfg = config.train
     chief = is_chief(strategy)
-    scratch = None if chief else tempfile.mkdtemp(prefix=f"dygan-worker{strategy.cluster_resolver.task_id}-")
+    scratch = (
+        None
+        if chief
+        else tempfile.mkdtemp(prefix=f"dygan-worker{strategy.cluster_resolver.task_id}-")
+    )
     write_dir = run_dir if chief else scratch
     try:
-        run = training.open_run(config, data_dir, run_dir, strategy, steps_per_epoch,
-                                write_dir=write_dir, restore_from=run_dir)
+        run = training.open_run(
+            config,
+            data_dir,
+            run_dir,
+            strategy,
+            steps_per_epoch,
+            write_dir=write_dir,
+            restore_from=run_dir,
+        )
         gan = run.gan
         if run.start < train_cfg.epochs:
             _loop(config, data_dir, run_dir, write_dir, strategy, run)
@@ -53,39 +66,64 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
     def dataset_fn(context):
         # Shard files are split across workers; each replica gets batch_slices slices.
         return training.case_dataset(
-            data_dir, train_cfg, run.validation, keep=False,
-            batch_slices=train_cfg.batch_slices, shuffle=True, repeat=True,
-            seed=train_cfg.seed + run.start, num_workers=context.num_input_pipelines,
-            worker_index=context.input_pipeline_id)
+            data_dir,
+            train_cfg,
+            run.validation,
+            keep=False,
+            batch_slices=train_cfg.batch_slices,
+            shuffle=True,
+            repeat=True,
+            seed=train_cfg.seed + run.start,
+            num_workers=context.num_input_pipelines,
+            worker_index=context.input_pipeline_id,
+        )
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
     @tf.function
     def step(iterator):
         logs = strategy.run(gan.train_step, args=(next(iterator),))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in logs.items()}
+        return {
+            k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in logs.items()
+        }
 
-    val_ds = training.case_dataset(data_dir, train_cfg, run.validation, keep=True,
-                                   batch_slices=1, return_meta=True)
+    val_ds = training.case_dataset(
+        data_dir, train_cfg, run.validation, keep=True, batch_slices=1, return_meta=True
+    )
     writer = tf.summary.create_file_writer(os.path.join(write_dir, training.LOGS))
     # The chief's history lives in run_dir; a non-chief keeps a throwaway copy.
-    callback = training.EpochEnd(write_dir, val_ds, train_cfg.targets, run.checkpoint,
-                                 run.last, run.best, run.history, writer)
+    callback = training.EpochEnd(
+        write_dir,
+        val_ds,
+        train_cfg.targets,
+        run.checkpoint,
+        run.last,
+        run.best,
+        run.history,
+        writer,
+    )
     callback.set_model(gan)
-    print(f"worker {strategy.cluster_resolver.task_type}:{strategy.cluster_resolver.task_id} "
-          f"of {strategy.num_replicas_in_sync} replicas: {run.steps} steps per epoch, "
-          f"epochs {run.start + 1}..{train_cfg.epochs}", flush=True)
+    print(
+        f"worker {strategy.cluster_resolver.task_type}:{strategy.cluster_resolver.task_id} "
+        f"of {strategy.num_replicas_in_sync} replicas: {run.steps} steps per epoch, "
+        f"epochs {run.start + 1}..{train_cfg.epochs}",
+        flush=True,
+    )
     for epoch in range(run.start, train_cfg.epochs):
         for metric in gan.metrics:
             metric.reset_state()
-        for batch in range(run.steps):
+        for _ in range(run.steps):
             logs = step(iterator)
         logs = {k: float(v) for k, v in logs.items()}
-        print(f"epoch {epoch + 1}: " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()),
-              flush=True)
+        print(
+            f"epoch {epoch + 1}: " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()),
+            flush=True,
+        )
         if not all(np.isfinite(list(logs.values()))):
-            callback.diverged = (batch, {k: v for k, v in logs.items() if not np.isfinite(v)})
+            callback.diverged = (
+                run.steps - 1,
+                {k: v for k, v in logs.items() if not np.isfinite(v)},
+            )
             raise training.diverged_error(callback, run)
         callback.on_epoch_end(epoch, logs)
     writer.close()

@@ -24,14 +24,23 @@ _RAS = nib.orientations.axcodes2ornt("RAS")
 
 # How a volume becomes model input, in words: written into the shard manifest and into
 # every exported model's metadata.json, so both always describe these functions.
-ORIENTATION = ("canonical RAS; axial slice k = volume[:, :, k] rotated 90 degrees "
-               "(anterior up, patient right on image left)")
-NORMALIZATION = {"robust_max": f"{ROBUST_PERCENTILE} percentile of brain voxels per volume "
-                               "and modality",
-                 "formula": "clip(x / robust_max * 2 - 1, -1, 1)"}
+ORIENTATION = (
+    "canonical RAS; axial slice k = volume[:, :, k] rotated 90 degrees "
+    "(anterior up, patient right on image left)"
+)
+NORMALIZATION = {
+    "robust_max": f"{ROBUST_PERCENTILE} percentile of brain voxels per volume and modality",
+    "formula": "clip(x / robust_max * 2 - 1, -1, 1)",
+}
 
-_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile,
-                nib.filebasedimages.ImageFileError)
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    gzip.BadGzipFile,
+    nib.filebasedimages.ImageFileError,
+)
 
 
 def read_header(path):
@@ -58,8 +67,9 @@ def read_header(path):
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
-        raise UserError(f"{path}: found a {len(shape)}-D volume of shape {shape}; "
-                        "expected a 3-D volume")
+        raise UserError(
+            f"{path}: found a {len(shape)}-D volume of shape {shape}; expected a 3-D volume"
+        )
     return image, shape
 
 
@@ -97,9 +107,13 @@ def _read_voxels(image):
     """
     proxy = image.dataobj
     filename = str(image.get_filename() or "")
-    if not (isinstance(image, (nib.Nifti1Image, nib.Nifti2Image))
-            and isinstance(proxy, nib.arrayproxy.ArrayProxy) and filename.endswith(".gz")
-            and proxy.slope == 1 and proxy.inter == 0):
+    if not (
+        isinstance(image, (nib.Nifti1Image, nib.Nifti2Image))
+        and isinstance(proxy, nib.arrayproxy.ArrayProxy)
+        and filename.endswith(".gz")
+        and proxy.slope == 1
+        and proxy.inter == 0
+    ):
         return np.asanyarray(proxy)
     size = proxy.offset + int(np.prod(proxy.shape)) * proxy.dtype.itemsize
     with open(filename, "rb") as f:
@@ -109,8 +123,7 @@ def _read_voxels(image):
         data = gzip.decompress(payload)
     if len(data) < size:
         raise EOFError(f"expected {size} bytes of header and voxels, found {len(data)}")
-    return np.ndarray(proxy.shape, proxy.dtype, buffer=data, offset=proxy.offset,
-                      order=proxy.order)
+    return np.ndarray(proxy.shape, proxy.dtype, buffer=data, offset=proxy.offset, order=proxy.order)
 
 
 def _reason(error):
@@ -122,8 +135,9 @@ def to_canonical(data, affine):
     """Reorients a 3-D array to closest canonical (RAS+) voxel axes.
 
     Same axis permutation and flips as `nib.as_closest_canonical` (no resampling;
-    the result is a view of `data` where possible). Returns `(canonical_data, canonical_affine, ornt)`; `ornt` is the original
-    volume's orientation, which `from_canonical` needs to go back.
+    the result is a view of `data` where possible). Returns
+    `(canonical_data, canonical_affine, ornt)`; `ornt` is the original volume's
+    orientation, which `from_canonical` needs to go back.
     """
     ornt = nib.orientations.io_orientation(affine)
     to_ras = nib.orientations.ornt_transform(ornt, _RAS)
@@ -152,8 +166,9 @@ def parse_slice_range(text):
     try:
         start, stop = (int(part) for part in str(text).split(":"))
     except ValueError:
-        raise UserError(f"--source-slices: expected START:STOP like 75:86, "
-                        f"found {text!r}") from None
+        raise UserError(
+            f"--source-slices: expected START:STOP like 75:86, found {text!r}"
+        ) from None
     if start < 0 or stop <= start:
         raise UserError(f"--source-slices: expected 0 <= START < STOP, found {text!r}")
     return start, stop
@@ -202,7 +217,7 @@ def resize_slice(image, size, order=1):
     zoom = (size[0] / image.shape[0], size[1] / image.shape[1])
     out = scipy.ndimage.zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
     if out.shape != size:  # zoom rounds; never off by more than one pixel
-        out = out[:size[0], :size[1]]
+        out = out[: size[0], : size[1]]
     return out
 
 

@@ -36,16 +36,18 @@ def schema_description():
         "type": "bytes",
         "content": "uint8 row-major height x width, 1 inside the brain",
     }
-    return {"version": SCHEMA_VERSION, "record": "one tf.train.Example per axial slice",
-            "features": features}
+    return {
+        "version": SCHEMA_VERSION,
+        "record": "one tf.train.Example per axial slice",
+        "features": features,
+    }
 
 
 def _check_plane(name, array, dtype, shape):
     array = np.asarray(array)
     if array.ndim != 2 or (shape is not None and array.shape != shape):
         raise ValueError(
-            f"Feature {name!r} must be a 2-D array of shape {shape}. "
-            f"Received: shape={array.shape}"
+            f"Feature {name!r} must be a 2-D array of shape {shape}. Received: shape={array.shape}"
         )
     return np.ascontiguousarray(array, dtype=dtype).tobytes()
 
@@ -115,9 +117,7 @@ def parse_example(serialized, image_size):
     out = {key: parsed[key] for key in STRING_KEYS + ("slice_index",)}
     for key in MODALITIES:
         # decode_raw reads float32 little-endian, the byte order the writer used.
-        out[key] = tf.reshape(
-            tf.io.decode_raw(parsed[key], tf.float32, little_endian=True), shape
-        )
+        out[key] = tf.reshape(tf.io.decode_raw(parsed[key], tf.float32, little_endian=True), shape)
     for key in LABEL_KEYS:
         out[key] = tf.reshape(tf.io.decode_raw(parsed[key], tf.uint8), shape)
     return out

@@ -28,8 +28,7 @@ def _check_arrays(image, task):
     return image, task
 
 
-def make_predict_request(image, task, model_name="dygan", signature_name=SIGNATURE,
-                         version=None):
+def make_predict_request(image, task, model_name="dygan", signature_name=SIGNATURE, version=None):
     """A gRPC PredictRequest for `image` (B, H, W, 1) in [-1, 1] and `task` (B, 12)."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
@@ -55,8 +54,10 @@ def make_rest_payload(image, task, signature_name=SIGNATURE, row_format=False):
     if row_format:
         rows = [{"image": i.tolist(), "task": t.tolist()} for i, t in zip(image, task)]
         return {"signature_name": signature_name, "instances": rows}
-    return {"signature_name": signature_name,
-            "inputs": {"image": image.tolist(), "task": task.tolist()}}
+    return {
+        "signature_name": signature_name,
+        "inputs": {"image": image.tolist(), "task": task.tolist()},
+    }
 
 
 def parse_predict_response(response):
@@ -66,8 +67,7 @@ def parse_predict_response(response):
             outputs = response["outputs"]
             outputs = outputs[OUTPUT_KEY] if isinstance(outputs, dict) else outputs
         else:  # answer to a row request: one output per instance
-            outputs = [p[OUTPUT_KEY] if isinstance(p, dict) else p
-                       for p in response["predictions"]]
+            outputs = [p[OUTPUT_KEY] if isinstance(p, dict) else p for p in response["predictions"]]
         return np.asarray(outputs, dtype=np.float32)
     import tensorflow as tf
 

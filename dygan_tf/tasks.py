@@ -30,9 +30,7 @@ TASKS = tuple(TASK_CODES)
 def check_modality(name, what="modality"):
     """Returns `name` if it is one of MODALITIES, else raises ValueError."""
     if name not in MODALITIES:
-        raise ValueError(
-            f"Unknown {what} {name!r}: expected one of {', '.join(MODALITIES)}."
-        )
+        raise ValueError(f"Unknown {what} {name!r}: expected one of {', '.join(MODALITIES)}.")
     return name
 
 

@@ -42,21 +42,44 @@ def choose_validation_cases(data_dir, seed):
     kept for evaluate). Needs at least two training cases."""
     cases = sorted(c["case_id"] for c in split_cases(data_dir, "train"))
     if len(cases) < 2:
-        raise UserError(f"{data_dir}: the training split has {len(cases)} case(s); "
-                        "expected at least 2, one to hold out for validation")
+        raise UserError(
+            f"{data_dir}: the training split has {len(cases)} case(s); "
+            "expected at least 2, one to hold out for validation"
+        )
     count = max(1, round(len(cases) * VALIDATION_FRACTION))
     picked = np.random.default_rng(seed).choice(len(cases), count, replace=False)
     return sorted(cases[i] for i in picked)
 
 
-def case_dataset(data_dir, train, case_ids, keep, batch_slices=1, shuffle=False,
-                 repeat=False, seed=None, return_meta=False, num_workers=1, worker_index=0):
+def case_dataset(
+    data_dir,
+    train,
+    case_ids,
+    keep,
+    batch_slices=1,
+    shuffle=False,
+    repeat=False,
+    seed=None,
+    return_meta=False,
+    num_workers=1,
+    worker_index=0,
+):
     """The training split restricted to (`keep=True`) or without (`keep=False`) the
     slices of `case_ids`, batched as make_dataset batches (slice-major rows)."""
     rows = len(train.targets)
-    ds = make_dataset(data_dir, "train", train.source, train.targets, batch_slices=1,
-                      shuffle=shuffle, repeat=repeat, seed=seed, return_meta=True,
-                      num_workers=num_workers, worker_index=worker_index)
+    ds = make_dataset(
+        data_dir,
+        "train",
+        train.source,
+        train.targets,
+        batch_slices=1,
+        shuffle=shuffle,
+        repeat=repeat,
+        seed=seed,
+        return_meta=True,
+        num_workers=num_workers,
+        worker_index=worker_index,
+    )
     ids = tf.constant(sorted(case_ids) or [""])
 
     def wanted(image, target, task, meta):
@@ -116,11 +139,14 @@ def prepare_run_dir(config, data_dir, run_dir):
             with open(info_path, encoding="utf-8") as f:
                 info = json.load(f)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{run_dir}: unreadable run files ({type(e).__name__}: {e}); "
-                            "use a new --out") from None
+            raise UserError(
+                f"{run_dir}: unreadable run files ({type(e).__name__}: {e}); use a new --out"
+            ) from None
         if not _same_run(saved, config):
-            raise UserError(f"--out {run_dir}: holds a run with another configuration "
-                            f"(see {config_path}); use a new --out or the same flags")
+            raise UserError(
+                f"--out {run_dir}: holds a run with another configuration "
+                f"(see {config_path}); use a new --out or the same flags"
+            )
         validation = info["validation_cases"]
     else:
         validation = choose_validation_cases(data_dir, config.train.seed)
@@ -163,8 +189,9 @@ class EpochEnd(keras.callbacks.Callback):
         if self.diverged is not None:
             return
         gan = self.model
-        scores = evaluation.score_generator(gan.generator, self.val_ds, self.targets,
-                                            metrics=("psnr", "ssim"))
+        scores = evaluation.score_generator(
+            gan.generator, self.val_ds, self.targets, metrics=("psnr", "ssim")
+        )
         lr = float(keras.ops.convert_to_numpy(gan.g_optimizer.learning_rate))
         row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in LOSSES}, "lr": lr}
         for t in self.targets:
@@ -181,8 +208,11 @@ class EpochEnd(keras.callbacks.Callback):
             for k, v in row.items():
                 if k.startswith("val_"):
                     tf.summary.scalar(k.replace("val_", "val/", 1), v)
-            tf.summary.image("val/source_real_generated", _grid(image.numpy(),
-                             target.numpy(), fake), step=epoch + 1)
+            tf.summary.image(
+                "val/source_real_generated",
+                _grid(image.numpy(), target.numpy(), fake),
+                step=epoch + 1,
+            )
         self.writer.flush()
         self.checkpoint.epoch.assign(epoch + 1)
         if row["val_psnr_mean"] > self.best_psnr:
@@ -191,9 +221,12 @@ class EpochEnd(keras.callbacks.Callback):
         self.history.append(row)
         write_history(os.path.join(self.run_dir, HISTORY), self.history)
         self.last.save(checkpoint_number=epoch + 1)
-        print(f"epoch {epoch + 1}: val PSNR " + ", ".join(
-            f"{t} {scores[t]['psnr']:.2f}" for t in self.targets)
-            + f" dB (mean {row['val_psnr_mean']:.2f}; best {self.best_psnr:.2f})", flush=True)
+        print(
+            f"epoch {epoch + 1}: val PSNR "
+            + ", ".join(f"{t} {scores[t]['psnr']:.2f}" for t in self.targets)
+            + f" dB (mean {row['val_psnr_mean']:.2f}; best {self.best_psnr:.2f})",
+            flush=True,
+        )
 
 
 class RunState:
@@ -203,8 +236,9 @@ class RunState:
         self.__dict__.update(fields)
 
 
-def open_run(config, data_dir, run_dir, strategy, steps_per_epoch=None, write_dir=None,
-             restore_from=None):
+def open_run(
+    config, data_dir, run_dir, strategy, steps_per_epoch=None, write_dir=None, restore_from=None
+):
     """Builds the model under `strategy` and restores the last checkpoint, if any.
 
     Every replica step consumes batch_slices slices per replica, so one pass over the
@@ -221,35 +255,52 @@ def open_run(config, data_dir, run_dir, strategy, steps_per_epoch=None, write_di
         validation = choose_validation_cases(data_dir, train_cfg.seed)
     n_train = count_slices(data_dir, validation, keep=False)
     if n_train == 0:
-        raise UserError(f"{data_dir}: no training slices left after holding out "
-                        f"{validation} for validation")
+        raise UserError(
+            f"{data_dir}: no training slices left after holding out {validation} for validation"
+        )
     global_slices = train_cfg.batch_slices * strategy.num_replicas_in_sync
     steps = steps_per_epoch or math.ceil(n_train / global_slices)
     keras.utils.set_random_seed(train_cfg.seed)
     with strategy.scope():
         gan = build_dygan(config, steps_per_epoch=steps)
-    checkpoint = tf.train.Checkpoint(generator=gan.generator,
-                                     discriminator=gan.discriminator,
-                                     g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer,
-                                     epoch=tf.Variable(0, dtype=tf.int64))
+    checkpoint = tf.train.Checkpoint(
+        generator=gan.generator,
+        discriminator=gan.discriminator,
+        g_optimizer=gan.g_optimizer,
+        d_optimizer=gan.d_optimizer,
+        epoch=tf.Variable(0, dtype=tf.int64),
+    )
     ckpt_dir = os.path.join(write_dir, CHECKPOINTS)
     last = tf.train.CheckpointManager(checkpoint, os.path.join(ckpt_dir, "last"), 1)
     best = tf.train.CheckpointManager(checkpoint, os.path.join(ckpt_dir, "best"), 1)
     history_path = os.path.join(run_dir, HISTORY)
     history = read_history(history_path)
     latest = tf.train.latest_checkpoint(
-        os.path.join(restore_from or write_dir, CHECKPOINTS, "last"))
+        os.path.join(restore_from or write_dir, CHECKPOINTS, "last")
+    )
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
         start = int(checkpoint.epoch.numpy())
         history = [r for r in history if int(r["epoch"]) <= start]
-        print(f"resuming at epoch {start + 1} ({start} of {train_cfg.epochs} finished, "
-              f"from {latest})", flush=True)
+        print(
+            f"resuming at epoch {start + 1} ({start} of {train_cfg.epochs} finished, "
+            f"from {latest})",
+            flush=True,
+        )
     else:
         start, history = 0, []
-    return RunState(gan=gan, checkpoint=checkpoint, last=last, best=best, history=history,
-                    start=start, steps=steps, validation=validation, n_train=n_train,
-                    global_slices=global_slices)
+    return RunState(
+        gan=gan,
+        checkpoint=checkpoint,
+        last=last,
+        best=best,
+        history=history,
+        start=start,
+        steps=steps,
+        validation=validation,
+        n_train=n_train,
+        global_slices=global_slices,
+    )
 
 
 def diverged_error(callback, run):
@@ -257,7 +308,8 @@ def diverged_error(callback, run):
     return TrainingDiverged(
         f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at "
         f"step {batch + 1} of epoch {int(run.checkpoint.epoch.numpy()) + 1}; the last "
-        f"good checkpoint is in {run.last.directory}; try a lower --lr")
+        f"good checkpoint is in {run.last.directory}; try a lower --lr"
+    )
 
 
 def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbose=None):
@@ -272,23 +324,48 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
     run = open_run(config, data_dir, run_dir, strategy, steps_per_epoch)
     gan, start, steps = run.gan, run.start, run.steps
     if start < train_cfg.epochs:
-        train_ds = case_dataset(data_dir, train_cfg, run.validation, keep=False,
-                                batch_slices=run.global_slices, shuffle=True,
-                                repeat=True, seed=train_cfg.seed + start)
-        val_ds = case_dataset(data_dir, train_cfg, run.validation, keep=True,
-                              batch_slices=1, return_meta=True)
+        train_ds = case_dataset(
+            data_dir,
+            train_cfg,
+            run.validation,
+            keep=False,
+            batch_slices=run.global_slices,
+            shuffle=True,
+            repeat=True,
+            seed=train_cfg.seed + start,
+        )
+        val_ds = case_dataset(
+            data_dir, train_cfg, run.validation, keep=True, batch_slices=1, return_meta=True
+        )
         writer = tf.summary.create_file_writer(os.path.join(run_dir, LOGS))
-        callback = EpochEnd(run_dir, val_ds, train_cfg.targets, run.checkpoint, run.last,
-                            run.best, run.history, writer)
-        print(f"training {run_dir}: {run.n_train} slices x {len(train_cfg.targets)} targets, "
-              f"{steps} steps per epoch of {run.global_slices} slice(s) on "
-              f"{strategy.num_replicas_in_sync} replica(s), epochs {start + 1}..{train_cfg.epochs}; "
-              f"validation cases {run.validation}", flush=True)
+        callback = EpochEnd(
+            run_dir,
+            val_ds,
+            train_cfg.targets,
+            run.checkpoint,
+            run.last,
+            run.best,
+            run.history,
+            writer,
+        )
+        print(
+            f"training {run_dir}: {run.n_train} slices x {len(train_cfg.targets)} targets, "
+            f"{steps} steps per epoch of {run.global_slices} slice(s) on "
+            f"{strategy.num_replicas_in_sync} replica(s), epochs {start + 1}..{train_cfg.epochs}; "
+            f"validation cases {run.validation}",
+            flush=True,
+        )
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
-        gan.fit(train_ds, epochs=train_cfg.epochs, initial_epoch=start,
-                steps_per_epoch=steps, callbacks=[callback], verbose=verbose,
-                shuffle=False)  # the dataset shuffles itself
+        gan.fit(
+            train_ds,
+            epochs=train_cfg.epochs,
+            initial_epoch=start,
+            steps_per_epoch=steps,
+            callbacks=[callback],
+            verbose=verbose,
+            shuffle=False,
+        )  # the dataset shuffles itself
         writer.close()
         if callback.diverged is not None:
             raise diverged_error(callback, run)

@@ -40,8 +40,10 @@ def plan_file(path, source, targets):
     match = re.fullmatch(r"(.+)_(" + "|".join(MODALITIES) + ")", stem)
     if source is None:
         if match is None:
-            raise UserError(f"--input {path}: cannot tell its modality from the name; "
-                            f"give --source (one of {', '.join(MODALITIES)})")
+            raise UserError(
+                f"--input {path}: cannot tell its modality from the name; "
+                f"give --source (one of {', '.join(MODALITIES)})"
+            )
         source = match.group(2)
     case = match.group(1) if match and match.group(2) == source else stem
     targets = list(targets or targets_for(source))
@@ -71,8 +73,7 @@ def plan_folder(folder, source, targets):
         )
     if source is None or source not in found:
         if source is not None:
-            print(f"note: {cid}_{source} is not in {folder}; using another source",
-                  file=sys.stderr)
+            print(f"note: {cid}_{source} is not in {folder}; using another source", file=sys.stderr)
         source = next(m for m in SOURCE_PREFERENCE if m in found)
     missing = [m for m in targets_for(source) if m not in found]
     if targets:
@@ -101,12 +102,15 @@ def check_outputs(out_paths, inputs, overwrite):
     for path in out_paths:
         for source_path in inputs:
             if _same_file(path, source_path) or os.path.abspath(path) == os.path.abspath(
-                    source_path):
-                raise UserError(f"--out-dir: output {path} is an input file; choose "
-                                "another --out-dir")
+                source_path
+            ):
+                raise UserError(
+                    f"--out-dir: output {path} is an input file; choose another --out-dir"
+                )
         if os.path.exists(path) and not overwrite:
-            raise UserError(f"--out-dir: {path} already exists; pass --overwrite or "
-                            "choose another --out-dir")
+            raise UserError(
+                f"--out-dir: {path} already exists; pass --overwrite or choose another --out-dir"
+            )
 
 
 def write_like(path, volume, header):
@@ -115,8 +119,7 @@ def write_like(path, volume, header):
 
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     header = header.copy()
-    image = image_class(volume.astype(np.float32).reshape(header.get_data_shape()),
-                        None, header)
+    image = image_class(volume.astype(np.float32).reshape(header.get_data_shape()), None, header)
     image.set_data_dtype(np.float32)
     image.header.set_slope_inter(1.0, 0.0)
     image.header["cal_min"], image.header["cal_max"] = 0.0, 0.0
@@ -125,8 +128,17 @@ def write_like(path, volume, header):
         nib.save(image, tmp)
 
 
-def translate(model, input_path, out_dir, source=None, targets=None, batch_slices=4,
-              overwrite=False, verbose=True, synthesizer=None):
+def translate(
+    model,
+    input_path,
+    out_dir,
+    source=None,
+    targets=None,
+    batch_slices=4,
+    overwrite=False,
+    verbose=True,
+    synthesizer=None,
+):
     """Runs one translation; returns {target: written path}. See the module docstring."""
     from dygan_tf.inference import load_synthesizer, synthesize_volume
 
@@ -142,8 +154,9 @@ def translate(model, input_path, out_dir, source=None, targets=None, batch_slice
     elif os.path.isfile(input_path):
         case, source, targets, inputs = plan_file(input_path, source, targets)
         if source in targets:
-            raise UserError(f"--targets: {source} is the source; DyGAN translates into a "
-                            "different modality")
+            raise UserError(
+                f"--targets: {source} is the source; DyGAN translates into a different modality"
+            )
     else:
         raise UserError(f"--input {input_path}: no such file or folder")
     if not targets:
@@ -155,53 +168,91 @@ def translate(model, input_path, out_dir, source=None, targets=None, batch_slice
     data, affine, header = preprocessing.load_nifti(inputs[source])
     if synthesizer is None:
         synthesizer = load_synthesizer(model)
-    untrained = [t for t in targets if synthesizer.trained_tasks is not None
-                 and f"{source}->{t}" not in synthesizer.trained_tasks]
+    untrained = [
+        t
+        for t in targets
+        if synthesizer.trained_tasks is not None
+        and f"{source}->{t}" not in synthesizer.trained_tasks
+    ]
     if untrained:
-        print(f"warning: the model was not trained for {source} -> {', '.join(untrained)} "
-              f"(trained: {', '.join(synthesizer.trained_tasks)})", file=sys.stderr)
+        print(
+            f"warning: the model was not trained for {source} -> {', '.join(untrained)} "
+            f"(trained: {', '.join(synthesizer.trained_tasks)})",
+            file=sys.stderr,
+        )
 
     depth = preprocessing.to_canonical(data, affine)[0].shape[2]
     bar = None
     if verbose:
         import keras
 
-        print(f"{case}: {source} -> {', '.join(targets)} ({depth} axial slices, "
-              f"{synthesizer.kind} model {synthesizer.path})")
+        print(
+            f"{case}: {source} -> {', '.join(targets)} ({depth} axial slices, "
+            f"{synthesizer.kind} model {synthesizer.path})"
+        )
         bar = keras.utils.Progbar(depth, unit_name="slice")
     start = time.perf_counter()
     volumes, _ = synthesize_volume(
-        data, affine, source, targets, synthesizer, batch_slices,
-        progress=None if bar is None else (lambda n: bar.add(n)))
+        data,
+        affine,
+        source,
+        targets,
+        synthesizer,
+        batch_slices,
+        progress=None if bar is None else (lambda n: bar.add(n)),
+    )
     seconds = time.perf_counter() - start
     os.makedirs(out_dir, exist_ok=True)
     for target, path in out_paths.items():
         write_like(path, volumes[target], header)
     if verbose:
-        print(f"{case}: {depth} slices x {len(targets)} targets in {seconds:.1f}s "
-              f"({depth / seconds:.1f} slices/s); wrote {', '.join(out_paths.values())}")
+        print(
+            f"{case}: {depth} slices x {len(targets)} targets in {seconds:.1f}s "
+            f"({depth / seconds:.1f} slices/s); wrote {', '.join(out_paths.values())}"
+        )
     return out_paths
 
 
 def main(argv=None):
     parser = ArgumentParser(prog="dygan_tf.translate", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True,
-                        help="SavedModel folder (or TF Serving base path) or training run folder")
-    parser.add_argument("--input", required=True,
-                        help="a NIfTI volume or a BraTS case folder")
-    parser.add_argument("--source", help="modality of --input (default for a file: from "
-                        "its name; for a folder: t2, t1, flair, t1ce, first present)")
-    parser.add_argument("--targets", help="comma-separated target modalities (default: the "
-                        "other three; in a folder: the missing ones)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="SavedModel folder (or TF Serving base path) or training run folder",
+    )
+    parser.add_argument("--input", required=True, help="a NIfTI volume or a BraTS case folder")
+    parser.add_argument(
+        "--source",
+        help="modality of --input (default for a file: from "
+        "its name; for a folder: t2, t1, flair, t1ce, first present)",
+    )
+    parser.add_argument(
+        "--targets",
+        help="comma-separated target modalities (default: the "
+        "other three; in a folder: the missing ones)",
+    )
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--batch", type=int, default=4,
-                        help="axial slices per model call (each expands into one row per target)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing outputs (never an input file)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=4,
+        help="axial slices per model call (each expands into one row per target)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (never an input file)"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    translate(args.model, args.input, args.out_dir, args.source, parse_targets(args.targets),
-              args.batch, args.overwrite, verbose=not args.quiet)
+    translate(
+        args.model,
+        args.input,
+        args.out_dir,
+        args.source,
+        parse_targets(args.targets),
+        args.batch,
+        args.overwrite,
+        verbose=not args.quiet,
+    )
 
 
 if __name__ == "__main__":

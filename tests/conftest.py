@@ -1,4 +1,5 @@
-"""Test setup: quiet TensorFlow, and two logical CPU devices for MirroredStrategy tests.
+"""Test setup: quiet TensorFlow, two logical CPU devices for MirroredStrategy tests, and
+the session fixtures (a small phantom, its shards, a tiny run folder and its export).
 
 The CPU must be split before TensorFlow initialises its devices, so it happens here,
 at collection time, before any test module builds a tensor.
@@ -9,9 +10,70 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from tests import helpers  # noqa: E402
 
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory):
+    """A BraTS-layout phantom of PHANTOM_HGG + PHANTOM_LGG cases."""
+    from data_prep import make_phantom
+
+    root = tmp_path_factory.mktemp("phantom")
+    make_phantom.build_phantom(
+        str(root), helpers.PHANTOM_HGG, helpers.PHANTOM_LGG, seed=0, workers=2, verbose=False
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tfrecord_dir(phantom_root, tmp_path_factory):
+    """The phantom's TFRecord shards (64 px, 2 shards per split)."""
+    from data_prep import build_tfrecords
+
+    out = tmp_path_factory.mktemp("records")
+    build_tfrecords.build(str(phantom_root), str(out), **helpers.BUILD_ARGS)
+    return out
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A folder as `fit` leaves it: config.json and generator.keras (tiny, random weights)."""
+    import keras
+
+    from dygan_tf.builders import build_networks
+    from dygan_tf.config import get_preset
+
+    keras.utils.set_random_seed(0)
+    config = get_preset("tiny")
+    generator, _ = build_networks(config.model)
+    folder = tmp_path_factory.mktemp("run")
+    generator.save(folder / "generator.keras")
+    (folder / "config.json").write_text(config.to_json())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(run_dir):
+    """(RunConfig, generator) loaded from `run_dir`."""
+    from dygan_tf.export import load_run
+
+    return load_run(str(run_dir))
+
+
+@pytest.fixture(scope="session")
+def savedmodel_dir(tiny_generator, run_dir, tmp_path_factory):
+    """`saved_models/dygan/1` exported in-process from `run_dir`."""
+    from dygan_tf.export import build_metadata, export_generator
+
+    config, generator = tiny_generator
+    out = os.path.join(tmp_path_factory.mktemp("saved_models"), "dygan", "1")
+    export_generator(generator, out, build_metadata(config, str(run_dir), generator))
+    return out

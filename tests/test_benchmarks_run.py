@@ -12,8 +12,16 @@ from benchmarks.train_step import forward_macs, step_flops
 from dygan_tf.cli import run_main
 from dygan_tf.layers import DyConv2D
 
-SECTIONS = ("machine", "matmul_peak", "dyconv_vs_conv", "train_step_vs_pix2pix",
-            "prep_vs_load", "pipeline", "inference", "gpu")
+SECTIONS = (
+    "machine",
+    "matmul_peak",
+    "dyconv_vs_conv",
+    "train_step_vs_pix2pix",
+    "prep_vs_load",
+    "pipeline",
+    "inference",
+    "gpu",
+)
 
 
 def _numbers(value, path=""):
@@ -66,8 +74,12 @@ def test_run_tiny_writes_every_section(tmp_path, capsys):
         for name in ("dygan", "pix2pix"):
             step = pair[name]
             assert step["preset"] == "tiny" and step["losses_finite"]
-            _positive(step["step_seconds_median"], step["flops"]["per_step"],
-                      step["achieved_gflops_per_s"], step["fraction_of_matmul_peak"])
+            _positive(
+                step["step_seconds_median"],
+                step["flops"]["per_step"],
+                step["achieved_gflops_per_s"],
+                step["fraction_of_matmul_peak"],
+            )
         assert pair["dygan"]["dyconv"] == "up" and pair["pix2pix"]["dyconv"] == "none"
         assert pair["pix2pix"]["discriminator"] == "patch" and not pair["pix2pix"]["d_dyconv"]
         assert pair["dygan"]["flops"]["dyconv_mixing_share"] > 0
@@ -97,8 +109,11 @@ def test_failing_section_is_recorded_and_exits_1(tmp_path, monkeypatch, capsys):
     def broken(sizes, results, work_dir):
         raise RuntimeError("deliberately broken")
 
-    monkeypatch.setattr(bench_run, "SECTIONS", (("machine", bench_run.machine),
-                                                ("inference", broken), ("gpu", bench_run.gpu)))
+    monkeypatch.setattr(
+        bench_run,
+        "SECTIONS",
+        (("machine", bench_run.machine), ("inference", broken), ("gpu", bench_run.gpu)),
+    )
     out = tmp_path / "results.json"
     assert bench_run.main(["--tiny", "--out", str(out)]) == 1
     results = json.loads(out.read_text())
@@ -108,8 +123,9 @@ def test_failing_section_is_recorded_and_exits_1(tmp_path, monkeypatch, capsys):
     assert "FAILED: inference" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["--out"], ["--quick", "--tiny", "--out", "x.json"],
-                                  ["--nope", "--out", "x.json"]])
+@pytest.mark.parametrize(
+    "argv", [["--out"], ["--quick", "--tiny", "--out", "x.json"], ["--nope", "--out", "x.json"]]
+)
 def test_bad_flags_one_line_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_main(bench_run.main, argv)

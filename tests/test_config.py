@@ -14,9 +14,22 @@ def test_presets_round_trip_through_json(name):
 def test_paper_preset_is_specs_numbers():
     paper = get_preset("paper")
     assert (paper.model.image_size, paper.model.base_filters, paper.model.depth) == (256, 64, 4)
-    assert (paper.model.num_experts, paper.model.dyconv, paper.model.discriminator) == (3, "up", "multiscale")
-    assert (paper.train.epochs, paper.train.lambda_l1, paper.train.lr, paper.train.lr_decay) == (100, 100.0, 2e-4, 0.98)
-    assert (paper.train.batch_slices, paper.train.source, paper.train.targets) == (1, "t2", ("flair", "t1", "t1ce"))
+    assert (paper.model.num_experts, paper.model.dyconv, paper.model.discriminator) == (
+        3,
+        "up",
+        "multiscale",
+    )
+    assert (paper.train.epochs, paper.train.lambda_l1, paper.train.lr, paper.train.lr_decay) == (
+        100,
+        100.0,
+        2e-4,
+        0.98,
+    )
+    assert (paper.train.batch_slices, paper.train.source, paper.train.targets) == (
+        1,
+        "t2",
+        ("flair", "t1", "t1ce"),
+    )
 
 
 def test_override_and_validation():

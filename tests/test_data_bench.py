@@ -1,7 +1,7 @@
 """Smoke test of the data benchmark on the session phantom (tiny settings)."""
 
 from benchmarks import data_bench
-from tests.data_fixtures import *  # noqa: F401,F403 (session fixtures)
+from tests.helpers import PHANTOM_HGG, PHANTOM_LGG
 
 
 def test_data_bench_smoke(phantom_root):

@@ -16,7 +16,7 @@ import pytest
 from data_prep import build_tfrecords
 from dygan_tf import data
 from dygan_tf.cli import UserError
-from tests.data_fixtures import *  # noqa: F401,F403 (session fixtures)
+from tests.helpers import BUILD_ARGS, REPO, case_folder, run_cli
 
 BUILD = "data_prep.build_tfrecords"
 KEYS = ("t1", "t1ce", "t2", "flair", "seg")
@@ -36,8 +36,7 @@ def _replace(case, cid, key, volume, affine=None, header_of="t1"):
     reference = nib.load(str(case / f"{cid}_{header_of}.nii.gz"))
     path = case / f"{cid}_{key}.nii.gz"
     os.remove(path)
-    nib.save(nib.Nifti1Image(volume, reference.affine if affine is None else affine),
-             str(path))
+    nib.save(nib.Nifti1Image(volume, reference.affine if affine is None else affine), str(path))
     return path
 
 
@@ -48,13 +47,28 @@ def _assert_user_error(result, out, *needles):
     for needle in needles:
         assert needle in lines[0], lines[0]
     leftovers = [n for n in os.listdir(out)] if os.path.isdir(out) else []
-    assert not [n for n in leftovers if "tfrecord" in n or n == "manifest.json"
-                or n.startswith(".partial")], leftovers
+    assert not [
+        n for n in leftovers if "tfrecord" in n or n == "manifest.json" or n.startswith(".partial")
+    ], leftovers
 
 
 def _build(root, out, *extra):
-    return run_cli(BUILD, "--brats-root", root, "--out", out, "--image-size", 32,
-                   "--train-hgg", 1, "--train-lgg", 0, "--workers", 1, *extra)
+    return run_cli(
+        BUILD,
+        "--brats-root",
+        root,
+        "--out",
+        out,
+        "--image-size",
+        32,
+        "--train-hgg",
+        1,
+        "--train-lgg",
+        0,
+        "--workers",
+        1,
+        *extra,
+    )
 
 
 def _missing(case, cid):
@@ -103,11 +117,19 @@ def _absurd(case, cid):
     return path.name
 
 
-@pytest.mark.parametrize("mutate, what", [
-    (_missing, "missing t1ce"), (_truncated, "truncated"), (_shape, "shape"),
-    (_affine, "affine"), (_four_d, "4-D"), (_all_zero, "all zeros"), (_nan, "NaN"),
-    (_absurd, "header claims"),
-])
+@pytest.mark.parametrize(
+    "mutate, what",
+    [
+        (_missing, "missing t1ce"),
+        (_truncated, "truncated"),
+        (_shape, "shape"),
+        (_affine, "affine"),
+        (_four_d, "4-D"),
+        (_all_zero, "all zeros"),
+        (_nan, "NaN"),
+        (_absurd, "header claims"),
+    ],
+)
 def test_bad_case_is_one_line_exit_2_and_no_shard(phantom_root, tmp_path, mutate, what):
     root, case, cid = _one_case_root(phantom_root, tmp_path)
     name = mutate(case, cid)
@@ -131,14 +153,17 @@ def test_skip_bad_lists_the_case_in_the_manifest(phantom_root, tmp_path):
     assert manifest["splits"]["train"]["records"] == 5
 
 
-@pytest.mark.parametrize("setup, args, needles", [
-    ("missing", [], ["--brats-root", "not a folder"]),
-    ("empty", [], ["--brats-root", "no case folders"]),
-    ("one", ["--train-hgg", 2], ["found 1 HGG cases", "--train-hgg"]),
-    ("one", ["--compression", "zip"], ["--compression"]),
-    ("one", ["--source-slices", "80:70"], ["--source-slices"]),
-    ("one", ["--source-slices", "150:160"], ["--source-slices 150:160", "_flair"]),
-])
+@pytest.mark.parametrize(
+    "setup, args, needles",
+    [
+        ("missing", [], ["--brats-root", "not a folder"]),
+        ("empty", [], ["--brats-root", "no case folders"]),
+        ("one", ["--train-hgg", 2], ["found 1 HGG cases", "--train-hgg"]),
+        ("one", ["--compression", "zip"], ["--compression"]),
+        ("one", ["--source-slices", "80:70"], ["--source-slices"]),
+        ("one", ["--source-slices", "150:160"], ["--source-slices 150:160", "_flair"]),
+    ],
+)
 def test_bad_root_or_flags(phantom_root, tmp_path, setup, args, needles):
     if setup == "one":
         root, _, _ = _one_case_root(phantom_root, tmp_path)
@@ -151,8 +176,12 @@ def test_bad_root_or_flags(phantom_root, tmp_path, setup, args, needles):
 
 
 def test_phantom_bad_flags(tmp_path):
-    for args, needle in [(["--cases", 1], "--cases"), (["--cases", 3, "--hgg", 1], "either"),
-                         (["--hgg", 2], "--lgg"), (["--cases", "x"], "--cases")]:
+    for args, needle in [
+        (["--cases", 1], "--cases"),
+        (["--cases", 3, "--hgg", 1], "either"),
+        (["--hgg", 2], "--lgg"),
+        (["--cases", "x"], "--cases"),
+    ]:
         result = run_cli("data_prep.make_phantom", "--out", tmp_path, *args)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
         assert needle in result.stderr and "Traceback" not in result.stderr
@@ -162,11 +191,31 @@ def test_phantom_bad_flags(tmp_path):
 def test_kill_9_leaves_no_finished_looking_shard(phantom_root, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=REPO)
-    command = [sys.executable, "-m", BUILD, "--brats-root", phantom_root, "--out", out,
-               "--image-size", 64, "--train-hgg", 3, "--train-lgg", 1, "--workers", 2]
-    process = subprocess.Popen([str(c) for c in command], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        BUILD,
+        "--brats-root",
+        phantom_root,
+        "--out",
+        out,
+        "--image-size",
+        64,
+        "--train-hgg",
+        3,
+        "--train-lgg",
+        1,
+        "--workers",
+        2,
+    ]
+    process = subprocess.Popen(
+        [str(c) for c in command],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     # Kill once the build has started writing into its staging folder.
     while time.time() < deadline and not glob.glob(str(out / ".partial-build-*/*")):

@@ -14,15 +14,26 @@ import tensorflow as tf
 from data_prep import build_tfrecords
 from dygan_tf import data, preprocessing, records, tasks
 from dygan_tf.cli import UserError
-from tests.data_fixtures import *  # noqa: F401,F403 (session fixtures)
+from tests.helpers import (
+    BUILD_ARGS,
+    IMAGE_SIZE,
+    PHANTOM_HGG,
+    PHANTOM_LGG,
+    TRAIN_HGG,
+    TRAIN_LGG,
+    case_folder,
+)
 
 
 # ------------------------------------------------------------------ pure functions
-@pytest.mark.parametrize("affine", [
-    np.diag([-1.0, -1.0, 1.0, 1.0]),
-    np.array([[0, 0, 1.0, 3], [-1.0, 0, 0, 2], [0, 1.0, 0, 1], [0, 0, 0, 1]]),
-    np.diag([1.0, -2.0, -1.5, 1.0]),
-])
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.diag([-1.0, -1.0, 1.0, 1.0]),
+        np.array([[0, 0, 1.0, 3], [-1.0, 0, 0, 2], [0, 1.0, 0, 1], [0, 0, 0, 1]]),
+        np.diag([1.0, -2.0, -1.5, 1.0]),
+    ],
+)
 def test_canonical_matches_nibabel_and_inverts(affine):
     volume = np.random.default_rng(0).random((3, 5, 4)).astype(np.float32)
     reference = nib.as_closest_canonical(nib.Nifti1Image(volume, affine))
@@ -50,17 +61,20 @@ def test_normalize_denormalize():
     np.testing.assert_allclose(preprocessing.denormalize(out[:3], 100.0), volume[:3])
     mask = np.ones(1000, dtype=bool)
     values = np.arange(1000, dtype=np.float32)
-    assert preprocessing.robust_max(values, mask) == pytest.approx(
-        np.percentile(values, 99.5))
+    assert preprocessing.robust_max(values, mask) == pytest.approx(np.percentile(values, 99.5))
 
 
 def _percentile_cases():
     rng = np.random.default_rng(0)
-    cases = [np.full(n, 7, dtype) for dtype in (np.int16, np.uint8, np.float32)
-             for n in (1, 2, 5, 1000)]  # constant data
+    cases = [
+        np.full(n, 7, dtype) for dtype in (np.int16, np.uint8, np.float32) for n in (1, 2, 5, 1000)
+    ]  # constant data
     cases += [np.array([v], np.int16) for v in (-32768, 0, 32767)]  # one voxel
-    cases += [np.array([-32768, 32767], np.int16),  # b - a overflows int16, as in numpy
-              np.array([0, 65535], np.uint16), np.array([3, 1, 2], np.int8)]
+    cases += [
+        np.array([-32768, 32767], np.int16),  # b - a overflows int16, as in numpy
+        np.array([0, 65535], np.uint16),
+        np.array([3, 1, 2], np.int8),
+    ]
     for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32):
         info = np.iinfo(dtype)
         for n in (3, 200, 201, 4099):
@@ -68,7 +82,7 @@ def _percentile_cases():
             cases.append(rng.integers(max(info.min, -3), 40, n, dtype))  # few levels
     cases.append(rng.integers(0, 1200, 1_500_000).astype(np.int16))  # a brain's worth
     cases.append(rng.integers(-100, 3000, 10_001).astype(">i2"))  # big-endian NIfTI
-    cases.append(rng.integers(-2**31, 2**31, 50, np.int64))  # wide: partitioned
+    cases.append(rng.integers(-(2**31), 2**31, 50, np.int64))  # wide: partitioned
     for scale in (1e-3, 1.0, 1e30):
         cases.append((rng.standard_normal(1001) * scale).astype(np.float32))
     cases.append(rng.standard_normal(999))
@@ -83,7 +97,12 @@ def test_exact_percentile_equals_numpy_bit_for_bit(q):
         expected = float(np.percentile(values, q, method="linear"))
         got = preprocessing.exact_percentile(values, q)
         assert got == expected or (np.isnan(got) and np.isnan(expected)), (
-            values.dtype, values.size, q, got, expected)
+            values.dtype,
+            values.size,
+            q,
+            got,
+            expected,
+        )
 
 
 def test_exact_percentile_refuses_what_numpy_would_not_compute():
@@ -98,8 +117,11 @@ def test_robust_max_equals_percentile_of_brain_voxels(order):
     rng = np.random.default_rng(2)
     volume = np.asarray(rng.integers(0, 900, (24, 20, 16)).astype(np.int16), order=order)
     mask = np.asarray(rng.random(volume.shape) < 0.3, order=order)
-    for v, m in ((volume, mask), (volume[::-1, :, ::-1], mask[::-1, :, ::-1]),
-                 (volume, mask.copy(order="C"))):
+    for v, m in (
+        (volume, mask),
+        (volume[::-1, :, ::-1], mask[::-1, :, ::-1]),
+        (volume, mask.copy(order="C")),
+    ):
         assert preprocessing.robust_max(v, m) == float(np.percentile(v[m], 99.5))
     one = np.zeros_like(mask)
     one[3, 4, 5] = True  # a mask of one voxel
@@ -107,8 +129,7 @@ def test_robust_max_equals_percentile_of_brain_voxels(order):
     assert preprocessing.robust_max(volume, np.zeros_like(mask)) == 1.0
 
 
-@pytest.mark.parametrize("kind", ["int16", "big_endian", "float32", "scaled",
-                                  "two_members", "nii"])
+@pytest.mark.parametrize("kind", ["int16", "big_endian", "float32", "scaled", "two_members", "nii"])
 def test_load_nifti_gives_nibabel_array(tmp_path, kind):
     rng = np.random.default_rng(3)
     volume = rng.integers(-5, 900, (12, 10, 8)).astype(np.int16)
@@ -151,7 +172,8 @@ def test_resize_slice_shapes_and_nearest_labels():
     assert resized.shape == (256, 256) and set(np.unique(resized)) == {0, 4}
     plane = np.arange(12.0).reshape(3, 4)
     np.testing.assert_array_equal(
-        preprocessing.axial_plane(preprocessing.axial_slice(plane[..., None], 0)), plane)
+        preprocessing.axial_plane(preprocessing.axial_slice(plane[..., None], 0)), plane
+    )
 
 
 def test_load_nifti_refuses_absurd_header_before_reading(tmp_path):
@@ -175,15 +197,18 @@ def test_flipped_affine_gives_same_slices(phantom_root, tmp_path):
         n0, n2 = volume.shape[0], volume.shape[2]
         # Voxel i -> n-1-i along axes 0 and 2; the affine absorbs the flip, so the
         # world (and canonical) image is unchanged.
-        flip = np.array([[-1, 0, 0, n0 - 1], [0, 1, 0, 0], [0, 0, -1, n2 - 1],
-                         [0, 0, 0, 1]], dtype=float)
-        nib.save(nib.Nifti1Image(volume[::-1, :, ::-1].copy(), image.affine @ flip),
-                 str(flipped / f"{cid}_{key}.nii"))
+        flip = np.array(
+            [[-1, 0, 0, n0 - 1], [0, 1, 0, 0], [0, 0, -1, n2 - 1], [0, 0, 0, 1]], dtype=float
+        )
+        nib.save(
+            nib.Nifti1Image(volume[::-1, :, ::-1].copy(), image.affine @ flip),
+            str(flipped / f"{cid}_{key}.nii"),
+        )
     options = dict(image_size=IMAGE_SIZE, slice_range=(75, 86), per_volume=5)
-    a = build_tfrecords.prepare_case({"case_id": cid, "grade": "HGG", "folder": folder},
-                                     **options)
-    b = build_tfrecords.prepare_case({"case_id": cid, "grade": "HGG",
-                                      "folder": str(flipped)}, **options)
+    a = build_tfrecords.prepare_case({"case_id": cid, "grade": "HGG", "folder": folder}, **options)
+    b = build_tfrecords.prepare_case(
+        {"case_id": cid, "grade": "HGG", "folder": str(flipped)}, **options
+    )
     assert a["slices"] == b["slices"] and a["robust_max"] == b["robust_max"]
     for m in tasks.MODALITIES:
         np.testing.assert_array_equal(a["images"][m], b["images"][m])
@@ -197,8 +222,9 @@ def test_schema_is_shared_by_writer_and_reader(tfrecord_dir):
     assert build_tfrecords.records is records and data.records is records
     images = {m: np.full((4, 4), i / 4, np.float32) for i, m in enumerate(tasks.MODALITIES)}
     seg = np.arange(16, dtype=np.uint8).reshape(4, 4)
-    serialized = records.serialize_example("c", "HGG", 7, images, seg=seg,
-                                           brain_mask=np.ones((4, 4), np.uint8))
+    serialized = records.serialize_example(
+        "c", "HGG", 7, images, seg=seg, brain_mask=np.ones((4, 4), np.uint8)
+    )
     parsed = records.parse_example(tf.constant(serialized), 4)
     assert parsed["case_id"].numpy() == b"c" and int(parsed["slice_index"]) == 7
     for m in tasks.MODALITIES:
@@ -227,17 +253,21 @@ def test_round_trip_shapes_ranges_counts_and_tasks(tfrecord_dir, phantom_root):
         assert meta["seg"].shape == (b, IMAGE_SIZE, IMAGE_SIZE, 1)
         for r in range(0, b, 3):
             key = (meta["case_id"][r].numpy().decode(), int(meta["slice_index"][r]))
-            by_case[key] = (image[r, ..., 0].numpy(),
-                            [target[r + t, ..., 0].numpy() for t in range(3)])
+            by_case[key] = (
+                image[r, ..., 0].numpy(),
+                [target[r + t, ..., 0].numpy() for t in range(3)],
+            )
         rows += b
     assert rows == 3 * train["records"]
     # Reference computation: the same case prepared directly, without TFRecords.
     case = train["cases"][0]
-    folder, _ = case_folder(phantom_root, int(case["case_id"].split("_")[2]) - 1,
-                            case["grade"])
+    folder, _ = case_folder(phantom_root, int(case["case_id"].split("_")[2]) - 1, case["grade"])
     ref = build_tfrecords.prepare_case(
         {"case_id": case["case_id"], "grade": case["grade"], "folder": folder},
-        image_size=IMAGE_SIZE, slice_range=(75, 86), per_volume=5)
+        image_size=IMAGE_SIZE,
+        slice_range=(75, 86),
+        per_volume=5,
+    )
     assert ref["slices"] == case["slices"]
     for n, k in enumerate(case["slices"]):
         source, stored = by_case[(case["case_id"], k)]
@@ -251,8 +281,14 @@ def test_worker_sharding_splits_files(tfrecord_dir):
         return {(m["case_id"][0].numpy(), int(m["slice_index"][0])) for *_, m in ds}
 
     whole = ids(data.make_dataset(tfrecord_dir, "train", return_meta=True))
-    parts = [ids(data.make_dataset(tfrecord_dir, "train", return_meta=True,
-                                   num_workers=2, worker_index=i)) for i in range(2)]
+    parts = [
+        ids(
+            data.make_dataset(
+                tfrecord_dir, "train", return_meta=True, num_workers=2, worker_index=i
+            )
+        )
+        for i in range(2)
+    ]
     assert parts[0] and parts[1] and not parts[0] & parts[1]
     assert parts[0] | parts[1] == whole
     shuffled = data.make_dataset(tfrecord_dir, "train", shuffle=8, seed=1, repeat=True)
@@ -282,6 +318,6 @@ def test_build_is_deterministic(tfrecord_dir, phantom_root, tmp_path):
             digest = hashlib.sha256((tmp_path / shard["file"]).read_bytes()).hexdigest()
             assert digest == shard["sha256"]
     assert sorted(os.listdir(tmp_path)) == sorted(
-        ["manifest.json"] + [s["file"] for sp in first["splits"].values()
-                             for s in sp["shards"]])
+        ["manifest.json"] + [s["file"] for sp in first["splits"].values() for s in sp["shards"]]
+    )
     assert not glob.glob(str(tmp_path / ".partial-*"))

@@ -18,11 +18,10 @@ import tensorflow as tf
 
 from dygan_tf.builders import build_dygan
 from dygan_tf.config import get_preset
-from tests.data_fixtures import *  # noqa: F401,F403
-from tests.data_fixtures import REPO, run_cli
-from tests.test_model import _batch
+from tests.helpers import REPO, run_cli, t2_task_batch
 
 TINY = get_preset("tiny")
+SIZE = TINY.model.image_size
 LOSS_LINE = "d_loss:"
 
 
@@ -40,14 +39,40 @@ def _start_workers(ports, data, out, epochs, log_dir, tag):
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
     for index in range(len(ports)):
-        env = dict(os.environ, PYTHONPATH=REPO,
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        env = dict(
+            os.environ,
+            PYTHONPATH=REPO,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
         log = open(os.path.join(log_dir, f"{tag}-worker{index}.log"), "w")
-        procs.append((subprocess.Popen(
-            [sys.executable, "-m", "dygan_tf.fit", "--data", str(data), "--out", str(out),
-             "--preset", "tiny", "--epochs", str(epochs), "--steps-per-epoch", "2",
-             "--strategy", "multiworker"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "dygan_tf.fit",
+                        "--data",
+                        str(data),
+                        "--out",
+                        str(out),
+                        "--preset",
+                        "tiny",
+                        "--epochs",
+                        str(epochs),
+                        "--steps-per-epoch",
+                        "2",
+                        "--strategy",
+                        "multiworker",
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
     return procs
 
 
@@ -72,9 +97,23 @@ def _history_epochs(run):
 @pytest.mark.slow
 def test_fit_mirrored_on_two_cpu_replicas(tfrecord_dir, tmp_path):
     out = tmp_path / "run"
-    result = run_cli("dygan_tf.fit", "--data", tfrecord_dir, "--out", out, "--preset", "tiny",
-                     "--epochs", "1", "--steps-per-epoch", "2", "--strategy", "mirrored",
-                     "--cpu-replicas", "2")
+    result = run_cli(
+        "dygan_tf.fit",
+        "--data",
+        tfrecord_dir,
+        "--out",
+        out,
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--strategy",
+        "mirrored",
+        "--cpu-replicas",
+        "2",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "on 2 replica(s)" in result.stdout and "of 2 slice(s)" in result.stdout
     assert _history_epochs(out) == [1]
@@ -90,14 +129,18 @@ def test_two_workers_on_localhost_train_identically_and_resume_after_a_kill(tfre
     assert len(chief) == 2 and chief == other  # the same all-reduced losses on both
     assert _history_epochs(out) == [1, 2]
     model = keras.models.load_model(out / "generator.keras")
-    assert np.isfinite(model({"image": _batch(1)[0], "task": _batch(1)[2]}).numpy()).all()
+    assert np.isfinite(
+        model({"image": t2_task_batch(1, SIZE)[0], "task": t2_task_batch(1, SIZE)[2]}).numpy()
+    ).all()
     assert not [p for p in os.listdir(out) if p.startswith("dygan-worker")]
 
     # Kill a worker mid-run (after epoch 3's checkpoint), then restart both: they resume.
     procs = _start_workers(_free_ports(2), tfrecord_dir, out, 6, tmp_path, "killed")
     checkpoint_index = out / "checkpoints" / "last" / "checkpoint"
     deadline = time.time() + 300
-    while time.time() < deadline and "ckpt-3" not in (checkpoint_index.read_text() if checkpoint_index.exists() else ""):
+    while time.time() < deadline and "ckpt-3" not in (
+        checkpoint_index.read_text() if checkpoint_index.exists() else ""
+    ):
         time.sleep(0.5)
     assert "ckpt-3" in checkpoint_index.read_text()
     procs[1][0].send_signal(signal.SIGKILL)
@@ -108,7 +151,9 @@ def test_two_workers_on_localhost_train_identically_and_resume_after_a_kill(tfre
     procs = _start_workers(_free_ports(2), tfrecord_dir, out, 6, tmp_path, "resumed")
     assert _finish(procs) == [0, 0], open(tmp_path / "resumed-worker0.log").read()[-3000:]
     for i in (0, 1):
-        assert f"resuming at epoch {finished + 1}" in open(tmp_path / f"resumed-worker{i}.log").read()
+        assert (
+            f"resuming at epoch {finished + 1}" in open(tmp_path / f"resumed-worker{i}.log").read()
+        )
     assert _history_epochs(out) == [1, 2, 3, 4, 5, 6]
 
 
@@ -121,10 +166,10 @@ def test_mixed_precision_trains_with_float32_outputs(precision):
     if precision == "float16":
         assert isinstance(gan.g_optimizer, keras.optimizers.LossScaleOptimizer)
         assert isinstance(gan.d_optimizer, keras.optimizers.LossScaleOptimizer)
-    data = tf.data.Dataset.from_tensor_slices(_batch(2)).batch(3)
+    data = tf.data.Dataset.from_tensor_slices(t2_task_batch(2, SIZE)).batch(3)
     history = gan.fit(data, epochs=1, verbose=0).history
     assert all(np.isfinite(v).all() for v in history.values())
-    out = gan({"image": _batch(1)[0], "task": _batch(1)[2]})
+    out = gan({"image": t2_task_batch(1, SIZE)[0], "task": t2_task_batch(1, SIZE)[2]})
     assert out.dtype == tf.float32 and np.isfinite(out.numpy()).all()
 
 
@@ -132,7 +177,7 @@ def test_jit_compile_train_step_runs():
     keras.utils.set_random_seed(0)
     gan = build_dygan(TINY.override(jit_compile=True, dyconv="up"))
     assert gan.jit_compile
-    data = tf.data.Dataset.from_tensor_slices(_batch(1)).batch(3)
+    data = tf.data.Dataset.from_tensor_slices(t2_task_batch(1, SIZE)).batch(3)
     history = gan.fit(data, epochs=1, verbose=0).history
     assert all(np.isfinite(v).all() for v in history.values())
 
@@ -140,12 +185,37 @@ def test_jit_compile_train_step_runs():
 def test_bad_distribution_flags_are_one_line(tfrecord_dir, tmp_path):
     env_free = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     result = subprocess.run(
-        [sys.executable, "-m", "dygan_tf.fit", "--data", str(tfrecord_dir), "--out", str(tmp_path / "r"),
-         "--preset", "tiny", "--strategy", "multiworker"],
-        cwd=REPO, env=dict(env_free, PYTHONPATH=REPO), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "dygan_tf.fit",
+            "--data",
+            str(tfrecord_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--preset",
+            "tiny",
+            "--strategy",
+            "multiworker",
+        ],
+        cwd=REPO,
+        env=dict(env_free, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "TF_CONFIG" in errors[0] and "Traceback" not in result.stderr
-    result = run_cli("dygan_tf.fit", "--data", tfrecord_dir, "--out", tmp_path / "r",
-                     "--preset", "tiny", "--mixed-precision", "float8")
+    result = run_cli(
+        "dygan_tf.fit",
+        "--data",
+        tfrecord_dir,
+        "--out",
+        tmp_path / "r",
+        "--preset",
+        "tiny",
+        "--mixed-precision",
+        "float8",
+    )
     assert result.returncode == 2 and "--mixed-precision" in result.stderr

@@ -11,8 +11,14 @@ def test_dyconv_bench_rows_and_breakdown():
     assert all(r["ratio"] > 0 and np.isfinite(r["ratio"]) for r in result["shapes"])
     passes = result["breakdown"][0]["ms"]
     assert set(passes) == {
-        "static_forward", "static_input_grad", "static_kernel_grad", "mixing",
-        "grouped_forward", "grouped_input_grad", "grouped_kernel_grad",
-        "patches_forward", "patches_forward_backward",
+        "static_forward",
+        "static_input_grad",
+        "static_kernel_grad",
+        "mixing",
+        "grouped_forward",
+        "grouped_input_grad",
+        "grouped_kernel_grad",
+        "patches_forward",
+        "patches_forward_backward",
     }
     assert all(v > 0 for v in passes.values())

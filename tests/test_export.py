@@ -12,8 +12,7 @@ import pytest
 
 from dygan_tf import export, serving
 from dygan_tf.tasks import TASK_CODES, task_code
-from tests.data_fixtures import run_cli
-from tests.model_fixtures import *  # noqa: F401,F403 (session fixtures)
+from tests.helpers import one_error_line, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -49,17 +48,6 @@ def _sanitized_env():
     return env
 
 
-def _one_error_line(result):
-    """Our one stderr line, ignoring TensorFlow's native start-up log lines."""
-    lines = [line for line in result.stderr.strip().splitlines()
-             if not line.startswith(("WARNING: All log messages before absl", "I0000",
-                                     "W0000", "E0000"))]
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
 def test_export_cli_serves_without_the_package(run_dir, tiny_generator, tmp_path):
     out = tmp_path / "saved_models" / "dygan" / "1"
     result = run_cli("dygan_tf.export", "--run", run_dir, "--out", out)
@@ -71,7 +59,8 @@ def test_export_cli_serves_without_the_package(run_dir, tiny_generator, tmp_path
     assert metadata["image_size"] == 64 and metadata["signature"] == "serving_default"
     assert metadata["modalities"] == ["flair", "t1", "t1ce", "t2"]
     assert {k: v["code"] for k, v in metadata["tasks"].items()} == {
-        f"{s}->{t}": c for (s, t), c in TASK_CODES.items()}
+        f"{s}->{t}": c for (s, t), c in TASK_CODES.items()
+    }
     assert metadata["trained_tasks"] == ["t2->flair", "t2->t1", "t2->t1ce"]
     assert metadata["normalization"]["formula"] == "clip(x / robust_max * 2 - 1, -1, 1)"
     assert metadata["source_run"] == os.path.abspath(run_dir)
@@ -81,8 +70,14 @@ def test_export_cli_serves_without_the_package(run_dir, tiny_generator, tmp_path
     work = tmp_path / "elsewhere"
     work.mkdir()
     np.savez(work / "inputs.npz", image=image, task=task)
-    served = subprocess.run([sys.executable, "-c", _SERVE_ALONE, str(out)], cwd=work,
-                            env=_sanitized_env(), capture_output=True, text=True, timeout=120)
+    served = subprocess.run(
+        [sys.executable, "-c", _SERVE_ALONE, str(out)],
+        cwd=work,
+        env=_sanitized_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert served.returncode == 0, served.stderr
     _, generator = tiny_generator
     expected = generator({"image": image, "task": task}, training=False).numpy()
@@ -91,11 +86,23 @@ def test_export_cli_serves_without_the_package(run_dir, tiny_generator, tmp_path
 
 def test_saved_model_cli_shows_dynamic_batch(savedmodel_dir):
     tool = shutil.which("saved_model_cli")
-    command = [tool] if tool else [sys.executable, "-m",
-                                   "tensorflow.python.tools.saved_model_cli"]
-    shown = subprocess.run([*command, "show", "--dir", savedmodel_dir, "--tag_set", "serve",
-                            "--signature_def", "serving_default"],
-                           capture_output=True, text=True, timeout=120, env=_sanitized_env())
+    command = [tool] if tool else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    shown = subprocess.run(
+        [
+            *command,
+            "show",
+            "--dir",
+            savedmodel_dir,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_sanitized_env(),
+    )
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
     assert "inputs['image']" in text and "shape: (-1, 64, 64, 1)" in text
@@ -104,15 +111,18 @@ def test_saved_model_cli_shows_dynamic_batch(savedmodel_dir):
     assert "tensorflow/serving/predict" in text
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda root: root / "dygan" / "v1", "must be an integer version"),
-    (lambda root: root / "dygan" / "latest", "must be an integer version"),
-    (lambda root: _non_empty(root / "dygan" / "2"), "already exists"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda root: root / "dygan" / "v1", "must be an integer version"),
+        (lambda root: root / "dygan" / "latest", "must be an integer version"),
+        (lambda root: _non_empty(root / "dygan" / "2"), "already exists"),
+    ],
+)
 def test_export_refuses_bad_target(run_dir, tmp_path, make, needle):
     out = make(tmp_path)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    line = _one_error_line(run_cli("dygan_tf.export", "--run", run_dir, "--out", out))
+    line = one_error_line(run_cli("dygan_tf.export", "--run", run_dir, "--out", out))
     assert needle in line and str(out.name) in line
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
@@ -162,13 +172,14 @@ def test_rest_payload_both_formats():
     np.testing.assert_array_equal(np.asarray(columnar["inputs"]["task"], "float32"), task)
     rows = json.loads(json.dumps(serving.make_rest_payload(image, task, row_format=True)))
     assert len(rows["instances"]) == 2
-    np.testing.assert_array_equal(np.asarray(rows["instances"][1]["image"], "float32"),
-                                  image[1])
+    np.testing.assert_array_equal(np.asarray(rows["instances"][1]["image"], "float32"), image[1])
     # TF Serving answers {"outputs": ...} to columnar and {"predictions": ...} to rows.
     np.testing.assert_array_equal(
-        serving.parse_predict_response({"outputs": image.tolist()}), image)
+        serving.parse_predict_response({"outputs": image.tolist()}), image
+    )
     np.testing.assert_array_equal(
-        serving.parse_predict_response({"predictions": image.tolist()}), image)
+        serving.parse_predict_response({"predictions": image.tolist()}), image
+    )
     with pytest.raises(ValueError, match="task"):
         serving.make_rest_payload(image, task[:1])
 
@@ -177,8 +188,7 @@ def test_models_config_example_parses():
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "saved_models",
-                        "models.config")
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "saved_models", "models.config")
     with open(path) as f:
         config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
     (model,) = config.model_config_list.config

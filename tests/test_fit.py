@@ -19,8 +19,7 @@ import tensorflow as tf
 
 from dygan_tf import evaluate, fit
 from dygan_tf.config import RunConfig
-from tests.data_fixtures import *  # noqa: F401,F403
-from tests.data_fixtures import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +40,21 @@ def runs(tfrecord_dir, tmp_path_factory):
     out = {}
     for name, (flags, epochs) in CONFIGS.items():
         out[name] = str(root / name)
-        fit.main(["--data", str(tfrecord_dir), "--out", out[name], "--preset", "tiny",
-                  "--epochs", str(epochs), "--steps-per-epoch", str(STEPS), *flags])
+        fit.main(
+            [
+                "--data",
+                str(tfrecord_dir),
+                "--out",
+                out[name],
+                "--preset",
+                "tiny",
+                "--epochs",
+                str(epochs),
+                "--steps-per-epoch",
+                str(STEPS),
+                *flags,
+            ]
+        )
     return out
 
 
@@ -94,15 +106,16 @@ def test_pix2pix3_trains_one_static_model_per_target_with_the_same_total_steps(r
         assert (config.model.dyconv, config.model.discriminator) == ("none", "patch")
         assert not config.model.d_dyconv and config.train.batch_slices == 3
         reader = tf.train.load_checkpoint(
-            tf.train.latest_checkpoint(os.path.join(run_dir, folder, "checkpoints", "last")))
-        total_steps += int(reader.get_tensor(
-            "g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+            tf.train.latest_checkpoint(os.path.join(run_dir, folder, "checkpoints", "last"))
+        )
+        total_steps += int(reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
     assert total_steps == STEPS  # one DyGAN epoch of STEPS steps, split three ways
 
 
 def test_optimizer_state_is_checkpointed(runs):
     reader = tf.train.load_checkpoint(
-        tf.train.latest_checkpoint(os.path.join(runs["ms_up"], "checkpoints", "last")))
+        tf.train.latest_checkpoint(os.path.join(runs["ms_up"], "checkpoints", "last"))
+    )
     names = reader.get_variable_to_shape_map()
     assert int(reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 2 * STEPS
     assert int(reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 2 * STEPS
@@ -116,26 +129,49 @@ def test_tensorboard_has_losses_lr_psnr_per_target_and_image_grid(runs):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 tags.setdefault(value.tag, set()).add(event.step)
-    for tag in ("loss/g_l1_loss", "loss/d_loss", "learning_rate", "val/psnr_flair",
-                "val/psnr_t1", "val/psnr_t1ce", "val/ssim_t1ce", "val/psnr_mean",
-                "val/source_real_generated"):
+    for tag in (
+        "loss/g_l1_loss",
+        "loss/d_loss",
+        "learning_rate",
+        "val/psnr_flair",
+        "val/psnr_t1",
+        "val/psnr_t1ce",
+        "val/ssim_t1ce",
+        "val/psnr_mean",
+        "val/source_real_generated",
+    ):
         assert tags.get(tag) == {1, 2}, tag
 
 
 def test_evaluate_writes_report_table_and_figure(runs, tfrecord_dir, tmp_path):
     out = str(tmp_path / "eval")
-    evaluate.main(["--run", runs["ms_up"], "--split", "test", "--out", out,
-                   "--compare", runs["pix2pix3"], runs["mgan"]])
+    evaluate.main(
+        [
+            "--run",
+            runs["ms_up"],
+            "--split",
+            "test",
+            "--out",
+            out,
+            "--compare",
+            runs["pix2pix3"],
+            runs["mgan"],
+        ]
+    )
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)
     assert report["split"] == "test" and report["slices"] == 10  # 2 test cases x 5
     assert report["data"] == os.path.abspath(str(tfrecord_dir))
-    for scores in [report["per_target"], *report["baselines"].values(),
-                   *report["compare"].values()]:
+    for scores in [
+        report["per_target"],
+        *report["baselines"].values(),
+        *report["compare"].values(),
+    ]:
         assert sorted(scores) == ["flair", "t1", "t1ce"]
         for values in scores.values():
             assert sorted(values) == sorted(
-                ["psnr", "ssim", "psnr_brain", "ssim_brain", "ssim_tumor", "mae"])
+                ["psnr", "ssim", "psnr_brain", "ssim_brain", "ssim_tumor", "mae"]
+            )
             assert values["psnr"] > 0 and -1 <= values["ssim"] <= 1
     assert sorted(report["baselines"]) == ["copy_source", "intensity_lut"]
     assert len(report["compare"]) == 3
@@ -150,14 +186,37 @@ def test_evaluate_writes_report_table_and_figure(runs, tfrecord_dir, tmp_path):
 
 def test_rerun_with_other_flags_is_refused(runs, tfrecord_dir):
     with pytest.raises(fit.UserError, match="another configuration"):
-        fit.main(["--data", str(tfrecord_dir), "--out", runs["ms_up"], "--preset", "tiny",
-                  "--lambda-l1", "3"])
+        fit.main(
+            [
+                "--data",
+                str(tfrecord_dir),
+                "--out",
+                runs["ms_up"],
+                "--preset",
+                "tiny",
+                "--lambda-l1",
+                "3",
+            ]
+        )
 
 
 def test_kill_9_mid_run_then_resume_keeps_every_epoch_once(tfrecord_dir, tmp_path):
     run_dir = str(tmp_path / "resume")
-    args = [sys.executable, "-m", "dygan_tf.fit", "--data", str(tfrecord_dir), "--out",
-            run_dir, "--preset", "tiny", "--epochs", "4", "--steps-per-epoch", "4"]
+    args = [
+        sys.executable,
+        "-m",
+        "dygan_tf.fit",
+        "--data",
+        str(tfrecord_dir),
+        "--out",
+        run_dir,
+        "--preset",
+        "tiny",
+        "--epochs",
+        "4",
+        "--steps-per-epoch",
+        "4",
+    ]
     env = dict(os.environ, PYTHONPATH=REPO)
     log = open(tmp_path / "first_run.log", "w")
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -174,24 +233,28 @@ def test_kill_9_mid_run_then_resume_keeps_every_epoch_once(tfrecord_dir, tmp_pat
     done_before = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
     assert 1 <= done_before < 4
     assert [int(r["epoch"]) for r in _history(run_dir)][:done_before] == list(
-        range(1, done_before + 1))
-    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+        range(1, done_before + 1)
+    )
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resuming at epoch {done_before + 1}" in result.stdout
     assert [int(r["epoch"]) for r in _history(run_dir)] == [1, 2, 3, 4]
     reader = tf.train.load_checkpoint(
-        tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "last")))
+        tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "last"))
+    )
     assert int(reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 16
 
 
-@pytest.mark.parametrize("module, args, expected", [
-    ("dygan_tf.fit", ["--data", "x", "--out", "y", "--dyconv", "sideways"], "--dyconv"),
-    ("dygan_tf.fit", ["--out", "y"], "--data"),
-    ("dygan_tf.fit", ["--data", "/nonexistent/records", "--out", "y"], "manifest"),
-    ("dygan_tf.fit", ["--data", "x", "--out", "y", "--image-size", "50"], "image_size"),
-    ("dygan_tf.evaluate", ["--run", "/nonexistent/run", "--out", "y"], "not a folder"),
-])
+@pytest.mark.parametrize(
+    "module, args, expected",
+    [
+        ("dygan_tf.fit", ["--data", "x", "--out", "y", "--dyconv", "sideways"], "--dyconv"),
+        ("dygan_tf.fit", ["--out", "y"], "--data"),
+        ("dygan_tf.fit", ["--data", "/nonexistent/records", "--out", "y"], "manifest"),
+        ("dygan_tf.fit", ["--data", "x", "--out", "y", "--image-size", "50"], "image_size"),
+        ("dygan_tf.evaluate", ["--run", "/nonexistent/run", "--out", "y"], "not a folder"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(module, args, expected):
     result = run_cli(module, *args)
     assert result.returncode == 2
@@ -203,7 +266,8 @@ def test_bad_input_is_one_line_exit_2(module, args, expected):
 def test_evaluate_refuses_a_run_without_a_model(tfrecord_dir, tmp_path):
     run_dir = tmp_path / "empty_run"
     run_dir.mkdir()
-    result = run_cli("dygan_tf.evaluate", "--run", run_dir, "--data", tfrecord_dir,
-                     "--out", tmp_path / "e")
+    result = run_cli(
+        "dygan_tf.evaluate", "--run", run_dir, "--data", tfrecord_dir, "--out", tmp_path / "e"
+    )
     assert result.returncode == 2 and "generator.keras" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,7 +1,7 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from dygan_tf import grouped_conv
 from dygan_tf.grouped_conv import per_example_conv2d
@@ -35,12 +35,22 @@ def sigmoid(v):
 
 
 @pytest.mark.parametrize("max_patch_pixels", [0, 10**6], ids=["grouped", "patches"])
-@pytest.mark.parametrize("kernel_size,strides,padding", [(3, 1, "same"), (3, 2, "same"), (4, 2, "same"), (4, 1, "valid")])
-def test_matches_explicit_per_example_reference(kernel_size, strides, padding, max_patch_pixels, monkeypatch):
+@pytest.mark.parametrize(
+    "kernel_size,strides,padding", [(3, 1, "same"), (3, 2, "same"), (4, 2, "same"), (4, 1, "valid")]
+)
+def test_matches_explicit_per_example_reference(
+    kernel_size, strides, padding, max_patch_pixels, monkeypatch
+):
     monkeypatch.setattr(grouped_conv, "PATCHES_MAX_PIXELS", max_patch_pixels)
     keras.utils.set_random_seed(1)
-    layer = DyConv2D(6, kernel_size, strides=strides, padding=padding, num_experts=3,
-                     bias_initializer="random_normal")
+    layer = DyConv2D(
+        6,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        num_experts=3,
+        bias_initializer="random_normal",
+    )
     x = np.random.RandomState(0).randn(3, 9, 9, 4).astype("float32")
     y = layer(x, T2_TASKS).numpy()
     kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
@@ -80,7 +90,20 @@ def test_examples_are_independent_and_task_matters():
 
 
 @pytest.mark.parametrize("method", ["grouped", "patches"])
-@pytest.mark.parametrize("k,stride,padding,size", [(3, 1, "SAME", 8), (3, 2, "SAME", 9), (4, 2, "SAME", 8), (4, 1, "SAME", 8), (3, 2, "VALID", 9), (4, 2, "VALID", 11), (2, 2, "SAME", 7), (4, 2, "SAME", 2), (1, 1, "SAME", 5)])
+@pytest.mark.parametrize(
+    "k,stride,padding,size",
+    [
+        (3, 1, "SAME", 8),
+        (3, 2, "SAME", 9),
+        (4, 2, "SAME", 8),
+        (4, 1, "SAME", 8),
+        (3, 2, "VALID", 9),
+        (4, 2, "VALID", 11),
+        (2, 2, "SAME", 7),
+        (4, 2, "SAME", 2),
+        (1, 1, "SAME", 5),
+    ],
+)
 def test_gradient_matches_autodiff_of_a_per_example_loop(k, stride, padding, size, method):
     rng = np.random.RandomState(4)
     x = tf.constant(rng.randn(3, size, size, 4).astype("float32"))
@@ -95,7 +118,9 @@ def test_gradient_matches_autodiff_of_a_per_example_loop(k, stride, padding, siz
         )
         reference_loss = tf.reduce_sum(reference * weights)
     np.testing.assert_allclose(y.numpy(), reference.numpy(), rtol=1e-5, atol=1e-5)
-    for got, want in zip(tape.gradient(loss, [x, kernels]), tape.gradient(reference_loss, [x, kernels])):
+    for got, want in zip(
+        tape.gradient(loss, [x, kernels]), tape.gradient(reference_loss, [x, kernels])
+    ):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
@@ -112,7 +137,10 @@ def test_unknown_batch_under_xla_with_gradients(max_patch_pixels, monkeypatch):
     layer = DyConv2D(4, 3, strides=2)
     layer(np.zeros((1, 8, 8, 3), "float32"), np.zeros((1, 12), "float32"))
 
-    @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None, 8, 8, 3]), tf.TensorSpec([None, 12])])
+    @tf.function(
+        jit_compile=True,
+        input_signature=[tf.TensorSpec([None, 8, 8, 3]), tf.TensorSpec([None, 12])],
+    )
     def step(x, task):
         with tf.GradientTape() as tape:
             y = layer(x, task)
@@ -136,10 +164,14 @@ def test_config_and_keras_file_round_trip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     x = np.random.RandomState(6).randn(3, 8, 8, 3).astype("float32")
-    np.testing.assert_allclose(loaded([x, T2_TASKS]).numpy(), model([x, T2_TASKS]).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded([x, T2_TASKS]).numpy(), model([x, T2_TASKS]).numpy(), rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize("kwargs", [dict(filters=0), dict(strides=(1, 2)), dict(num_experts=0), dict(padding="full")])
+@pytest.mark.parametrize(
+    "kwargs", [dict(filters=0), dict(strides=(1, 2)), dict(num_experts=0), dict(padding="full")]
+)
 def test_bad_arguments_name_what_was_received(kwargs):
     args = dict(filters=4, kernel_size=3) | kwargs
     with pytest.raises(ValueError, match="Received"):

@@ -46,7 +46,10 @@ def test_psnr_equals_formula_and_tf_image():
 
 def test_ssim_equals_numpy_reference_and_tf_image():
     a, b = _pair(1)
-    reference = [numpy_ssim_map(a[i, ..., 0].astype("float64"), b[i, ..., 0].astype("float64")).mean() for i in range(2)]
+    reference = [
+        numpy_ssim_map(a[i, ..., 0].astype("float64"), b[i, ..., 0].astype("float64")).mean()
+        for i in range(2)
+    ]
     np.testing.assert_allclose(metrics.ssim(a, b).numpy(), reference, rtol=1e-4)
     np.testing.assert_allclose(
         metrics.ssim(a, b).numpy(), tf.image.ssim((a + 1) / 2, (b + 1) / 2, 1.0).numpy(), rtol=1e-4
@@ -61,7 +64,9 @@ def test_masked_metrics_average_inside_the_mask_only():
     inside = (((a + 1) / 2 - (b + 1) / 2) ** 2)[0][mask[0] > 0].mean()
     assert metrics.psnr(a, b, mask).numpy()[0] == pytest.approx(10 * np.log10(1 / inside), rel=1e-5)
     ssim_map = numpy_ssim_map(a[0, ..., 0].astype("float64"), b[0, ..., 0].astype("float64"))
-    assert metrics.ssim(a, b, mask).numpy()[0] == pytest.approx(ssim_map[mask[0, 5:-5, 5:-5, 0] > 0].mean(), rel=1e-4)
+    assert metrics.ssim(a, b, mask).numpy()[0] == pytest.approx(
+        ssim_map[mask[0, 5:-5, 5:-5, 0] > 0].mean(), rel=1e-4
+    )
     mae_inside = np.abs((a - b) / 2)[0][mask[0] > 0].mean()
     assert metrics.mae(a, b, mask).numpy()[0] == pytest.approx(mae_inside, rel=1e-5)
     # An empty mask gives NaN, never a made-up number.

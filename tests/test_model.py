@@ -1,24 +1,15 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from dygan_tf.builders import build_dygan, build_networks
 from dygan_tf.config import get_preset
 from dygan_tf.model import DyGAN
-from dygan_tf.tasks import task_code
+from tests.helpers import t2_task_batch
 
 TINY = get_preset("tiny")
 SIZE = TINY.model.image_size
-
-
-def _batch(slices, seed=0):
-    """`slices` source slices, each expanded into the 3 T2 tasks (as the data pipeline does)."""
-    rng = np.random.RandomState(seed)
-    image = np.repeat(rng.uniform(-1, 1, (slices, SIZE, SIZE, 1)), 3, axis=0).astype("float32")
-    target = rng.uniform(-1, 1, (3 * slices, SIZE, SIZE, 1)).astype("float32")
-    task = np.tile(np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")]), (slices, 1))
-    return image, target, task
 
 
 def _fixed_discriminator():
@@ -28,7 +19,9 @@ def _fixed_discriminator():
     task = keras.Input((12,), name="task")
     pooled_y = keras.layers.AveragePooling2D(8)(target)
     pooled_x = keras.layers.AveragePooling2D(8)(image)
-    out = keras.layers.Add()([keras.layers.Rescaling(0.5)(pooled_y), keras.layers.Rescaling(0.25)(pooled_x)])
+    out = keras.layers.Add()(
+        [keras.layers.Rescaling(0.5)(pooled_y), keras.layers.Rescaling(0.25)(pooled_x)]
+    )
     return keras.Model({"image": image, "target": target, "task": task}, out)
 
 
@@ -41,8 +34,10 @@ def test_loss_terms_equal_hand_computed_values():
     keras.utils.set_random_seed(0)
     generator, _ = build_networks(TINY.model)
     gan = DyGAN(generator, _fixed_discriminator(), lambda_l1=7.0)
-    image, target, task = _batch(2)
-    losses = {k: float(v) for k, v in gan.compute_losses(image, target, task, training=False).items()}
+    image, target, task = t2_task_batch(2, SIZE)
+    losses = {
+        k: float(v) for k, v in gan.compute_losses(image, target, task, training=False).items()
+    }
     fake = generator({"image": image, "task": task}).numpy()
     d_real = 0.5 * _pool8(target) + 0.25 * _pool8(image)
     d_fake = 0.5 * _pool8(fake) + 0.25 * _pool8(image)
@@ -60,16 +55,24 @@ def test_fit_moves_weights_with_finite_losses():
     gan = build_dygan(TINY, steps_per_epoch=2)
     before_g = [w.numpy().copy() for w in gan.generator.trainable_weights]
     before_d = [w.numpy().copy() for w in gan.discriminator.trainable_weights]
-    data = tf.data.Dataset.from_tensor_slices(_batch(2)).batch(3)
+    data = tf.data.Dataset.from_tensor_slices(t2_task_batch(2, SIZE)).batch(3)
     history = gan.fit(data, epochs=2, validation_data=data, verbose=0).history
     for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss", "val_l1", "val_psnr", "val_ssim"):
         assert len(history[name]) == 2 and np.isfinite(history[name]).all(), name
-    moved_g = [np.abs(w.numpy() - b).max() for w, b in zip(gan.generator.trainable_weights, before_g)]
-    moved_d = [np.abs(w.numpy() - b).max() for w, b in zip(gan.discriminator.trainable_weights, before_d)]
+    moved_g = [
+        np.abs(w.numpy() - b).max() for w, b in zip(gan.generator.trainable_weights, before_g)
+    ]
+    moved_d = [
+        np.abs(w.numpy() - b).max() for w, b in zip(gan.discriminator.trainable_weights, before_d)
+    ]
     assert min(moved_g) > 0 and min(moved_d) > 0
     # Every expert kernel and the routing of every DyConv learned something.
-    assert all(np.abs(w.numpy() - b).max() > 0 for w, b in zip(gan.generator.trainable_weights, before_g) if "routing" in w.path)
-    out = gan({"image": _batch(1)[0], "task": _batch(1)[2]})
+    assert all(
+        np.abs(w.numpy() - b).max() > 0
+        for w, b in zip(gan.generator.trainable_weights, before_g)
+        if "routing" in w.path
+    )
+    out = gan({"image": t2_task_batch(1, SIZE)[0], "task": t2_task_batch(1, SIZE)[2]})
     assert out.shape == (3, SIZE, SIZE, 1)
 
 
@@ -90,9 +93,13 @@ def test_two_replicas_equal_one_device_on_the_same_global_batch():
     keras.utils.set_random_seed(0)
     weights = build_dygan(TINY).get_weights()
     # Global batch 6 = 2 slices x 3 tasks: one slice per replica.
-    data = tf.data.Dataset.from_tensor_slices(_batch(6, seed=1)).batch(6)
-    one, one_history = _train_copy(weights, tf.distribute.OneDeviceStrategy("/cpu:0"), data, 2, make)
-    two, two_history = _train_copy(weights, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), data, 2, make)
+    data = tf.data.Dataset.from_tensor_slices(t2_task_batch(6, SIZE, seed=1)).batch(6)
+    one, one_history = _train_copy(
+        weights, tf.distribute.OneDeviceStrategy("/cpu:0"), data, 2, make
+    )
+    two, two_history = _train_copy(
+        weights, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), data, 2, make
+    )
     assert two.distribute_strategy.num_replicas_in_sync == 2
     for a, b in zip(one.get_weights(), two.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)

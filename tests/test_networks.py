@@ -1,6 +1,6 @@
+import keras
 import numpy as np
 import pytest
-import keras
 
 from dygan_tf.discriminator import build_discriminator
 from dygan_tf.generator import build_generator
@@ -27,8 +27,12 @@ def test_generator_placements(dyconv):
     names = _dyconv_names(gen)
     has_down = any(n.startswith(("down", "bottleneck")) for n in names)
     has_up = any(n.startswith(("up", "output")) for n in names)
-    assert (has_down, has_up) == {"none": (False, False), "down": (True, False),
-                                  "up": (False, True), "both": (True, True)}[dyconv]
+    assert (has_down, has_up) == {
+        "none": (False, False),
+        "down": (True, False),
+        "up": (False, True),
+        "both": (True, True),
+    }[dyconv]
     # Only a dynamic generator sees the task.
     same = gen({"image": np.repeat(_images(32)[:1], 3, 0), "task": TASKS}).numpy()
     assert (np.abs(same[0] - same[1]).max() > 0) == (dyconv != "none")
@@ -104,7 +108,9 @@ def test_keras_file_round_trip(which, tmp_path):
     assert clone.count_params() == model.count_params()
 
 
-@pytest.mark.parametrize("kwargs", [dict(image_size=36), dict(dyconv="sideways"), dict(label_mode="map")])
+@pytest.mark.parametrize(
+    "kwargs", [dict(image_size=36), dict(dyconv="sideways"), dict(label_mode="map")]
+)
 def test_bad_generator_arguments(kwargs):
     with pytest.raises(ValueError, match="Received"):
         build_generator(**(dict(image_size=32, base_filters=4, depth=3) | kwargs))

@@ -6,13 +6,15 @@ import nibabel as nib
 import numpy as np
 
 from data_prep import make_phantom
-from tests.data_fixtures import *  # noqa: F401,F403 (session fixtures)
+from tests.helpers import PHANTOM_HGG, PHANTOM_LGG, case_folder
 
 
 def _volumes(root, index, grade):
     folder, cid = case_folder(root, index, grade)
-    return {k: np.asanyarray(nib.load(os.path.join(folder, f"{cid}_{k}.nii.gz")).dataobj)
-            for k in ("t1", "t1ce", "t2", "flair", "seg")}
+    return {
+        k: np.asanyarray(nib.load(os.path.join(folder, f"{cid}_{k}.nii.gz")).dataobj)
+        for k in ("t1", "t1ce", "t2", "flair", "seg")
+    }
 
 
 def test_layout_and_headers(phantom_root):
@@ -68,6 +70,8 @@ def test_serial_case_is_byte_identical_to_parallel(phantom_root, tmp_path):
     again, _ = case_folder(tmp_path)
     for key in ("t1", "t1ce", "t2", "flair", "seg"):
         name = f"{cid}_{key}.nii.gz"
-        with open(os.path.join(folder, name), "rb") as a, \
-                open(os.path.join(again, name), "rb") as b:
+        with (
+            open(os.path.join(folder, name), "rb") as a,
+            open(os.path.join(again, name), "rb") as b,
+        ):
             assert a.read() == b.read(), name

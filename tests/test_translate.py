@@ -11,9 +11,7 @@ import pytest
 from dygan_tf import preprocessing
 from dygan_tf.inference import load_synthesizer
 from dygan_tf.translate import translate
-from tests.data_fixtures import *  # noqa: F401,F403 (session fixtures)
-from tests.model_fixtures import *  # noqa: F401,F403
-from tests.test_export import _one_error_line
+from tests.helpers import case_folder, one_error_line, run_cli
 
 pytestmark = pytest.mark.slow
 TARGETS = ("flair", "t1", "t1ce")
@@ -35,8 +33,17 @@ def test_translate_cli_keeps_shape_affine_and_header(savedmodel_dir, phantom_roo
     source = os.path.join(folder, f"{cid}_t2.nii.gz")
     out = tmp_path / "out"
     # The TF Serving base path (holding version 1) is accepted; --source comes from the name.
-    result = run_cli("dygan_tf.translate", "--model", os.path.dirname(savedmodel_dir),
-                     "--input", source, "--out-dir", out, "--batch", 8)
+    result = run_cli(
+        "dygan_tf.translate",
+        "--model",
+        os.path.dirname(savedmodel_dir),
+        "--input",
+        source,
+        "--out-dir",
+        out,
+        "--batch",
+        8,
+    )
     assert result.returncode == 0, result.stderr
     assert "slices/s" in result.stdout
     assert sorted(os.listdir(out)) == [f"{cid}_{t}_synth.nii.gz" for t in TARGETS]
@@ -48,16 +55,28 @@ def test_translate_cli_keeps_shape_affine_and_header(savedmodel_dir, phantom_roo
         assert data.shape == original.shape and data.dtype == np.float32
         assert written.get_data_dtype() == np.float32
         np.testing.assert_array_equal(written.affine, original.affine)
-        for key in ("pixdim", "qform_code", "sform_code", "srow_x", "srow_y", "srow_z",
-                    "quatern_b", "quatern_c", "quatern_d", "xyzt_units", "dim"):
+        for key in (
+            "pixdim",
+            "qform_code",
+            "sform_code",
+            "srow_x",
+            "srow_y",
+            "srow_z",
+            "quatern_b",
+            "quatern_c",
+            "quatern_d",
+            "xyzt_units",
+            "dim",
+        ):
             np.testing.assert_array_equal(written.header[key], original.header[key], key)
         assert np.isnan(written.header["scl_slope"]) or written.header["scl_slope"] == 1
         assert np.isfinite(data).all() and data.std() > 0 and data.min() >= 0
         assert not data[t2 == 0].any() and data[t2 != 0].std() > 0
 
 
-def test_flipped_affine_translates_to_the_same_physical_images(run_dir, phantom_root,
-                                                               savedmodel_dir, tmp_path):
+def test_flipped_affine_translates_to_the_same_physical_images(
+    run_dir, phantom_root, savedmodel_dir, tmp_path
+):
     folder, cid = case_folder(phantom_root, 1)
     data, affine, _ = preprocessing.load_nifti(os.path.join(folder, f"{cid}_t2.nii.gz"))
     # 16 axial slices around the middle keep it quick; the affine moves with the crop.
@@ -68,8 +87,9 @@ def test_flipped_affine_translates_to_the_same_physical_images(run_dir, phantom_
     flip = np.diag([-1.0, 1.0, -1.0, 1.0])
     flip[0, 3], flip[2, 3] = data.shape[0] - 1, data.shape[2] - 1
     flipped = nib.Nifti1Image(np.ascontiguousarray(data[::-1, :, ::-1]), affine @ flip)
-    np.testing.assert_allclose(flipped.affine @ [10, 20, 30, 1],
-                               affine @ [data.shape[0] - 11, 20, data.shape[2] - 31, 1])
+    np.testing.assert_allclose(
+        flipped.affine @ [10, 20, 30, 1], affine @ [data.shape[0] - 11, 20, data.shape[2] - 31, 1]
+    )
     plain = nib.Nifti1Image(data, affine)
     for name, image in (("plain", plain), ("flipped", flipped)):
         (tmp_path / name).mkdir()
@@ -77,8 +97,13 @@ def test_flipped_affine_translates_to_the_same_physical_images(run_dir, phantom_
     synth = _synthesizer(run_dir)
     outputs = {}
     for name in ("plain", "flipped"):
-        paths = translate(str(run_dir), str(tmp_path / name / f"{cid}_t2.nii.gz"),
-                          str(tmp_path / f"{name}_out"), verbose=False, synthesizer=synth)
+        paths = translate(
+            str(run_dir),
+            str(tmp_path / name / f"{cid}_t2.nii.gz"),
+            str(tmp_path / f"{name}_out"),
+            verbose=False,
+            synthesizer=synth,
+        )
         outputs[name] = {t: nib.load(p) for t, p in paths.items()}
     for target in TARGETS:
         a, b = outputs["plain"][target], outputs["flipped"][target]
@@ -90,13 +115,17 @@ def test_flipped_affine_translates_to_the_same_physical_images(run_dir, phantom_
         assert np.abs(ca).max() > 0
 
     # The served SavedModel and the run's Keras generator give the same volume.
-    served = translate(savedmodel_dir, str(tmp_path / "plain" / f"{cid}_t2.nii.gz"),
-                       str(tmp_path / "served_out"), targets=["t1"], verbose=False,
-                       synthesizer=_synthesizer(savedmodel_dir))
+    served = translate(
+        savedmodel_dir,
+        str(tmp_path / "plain" / f"{cid}_t2.nii.gz"),
+        str(tmp_path / "served_out"),
+        targets=["t1"],
+        verbose=False,
+        synthesizer=_synthesizer(savedmodel_dir),
+    )
     keras_t1 = outputs["plain"]["t1"].get_fdata()
     scale = preprocessing.robust_max(data, data != 0)
-    np.testing.assert_allclose(nib.load(served["t1"]).get_fdata(), keras_t1,
-                               atol=1e-4 * scale)
+    np.testing.assert_allclose(nib.load(served["t1"]).get_fdata(), keras_t1, atol=1e-4 * scale)
 
 
 def _case_with(phantom_root, tmp_path, modalities, index=2):
@@ -108,22 +137,33 @@ def _case_with(phantom_root, tmp_path, modalities, index=2):
     return copy, cid
 
 
-@pytest.mark.parametrize("present, source, chosen, expected", [
-    (("t1", "flair"), None, "t1", ("t1ce", "t2")),   # no t2: next in t2, t1, flair, t1ce
-    (("t1", "flair", "t2"), None, "t2", ("t1ce",)),
-    (("t1", "flair", "t2"), "flair", "flair", ("t1ce",)),
-    (("t1ce",), "t2", "t1ce", ("flair", "t1", "t2")),  # --source absent: falls back
-    (("t1", "flair", "t2", "t1ce"), None, None, ()),
-])
-def test_case_folder_fills_exactly_the_missing(savedmodel_dir, phantom_root, tmp_path,
-                                                present, source, chosen, expected, capsys):
+@pytest.mark.parametrize(
+    "present, source, chosen, expected",
+    [
+        (("t1", "flair"), None, "t1", ("t1ce", "t2")),  # no t2: next in t2, t1, flair, t1ce
+        (("t1", "flair", "t2"), None, "t2", ("t1ce",)),
+        (("t1", "flair", "t2"), "flair", "flair", ("t1ce",)),
+        (("t1ce",), "t2", "t1ce", ("flair", "t1", "t2")),  # --source absent: falls back
+        (("t1", "flair", "t2", "t1ce"), None, None, ()),
+    ],
+)
+def test_case_folder_fills_exactly_the_missing(
+    savedmodel_dir, phantom_root, tmp_path, present, source, chosen, expected, capsys
+):
     copy, cid = _case_with(phantom_root, tmp_path, present)
     before = sorted(os.listdir(copy))
-    written = translate(savedmodel_dir, str(copy), str(copy), source=source, verbose=False,
-                        synthesizer=_synthesizer(savedmodel_dir))
+    written = translate(
+        savedmodel_dir,
+        str(copy),
+        str(copy),
+        source=source,
+        verbose=False,
+        synthesizer=_synthesizer(savedmodel_dir),
+    )
     assert sorted(written) == sorted(expected)
-    assert sorted(os.listdir(copy)) == sorted(before + [f"{cid}_{t}_synth.nii.gz"
-                                                        for t in expected])
+    assert sorted(os.listdir(copy)) == sorted(
+        before + [f"{cid}_{t}_synth.nii.gz" for t in expected]
+    )
     if chosen not in (None, "t2"):  # the model was trained on t2 only
         assert f"not trained for {chosen}" in capsys.readouterr().err
 
@@ -149,8 +189,9 @@ def _no_signature_model(tmp_path):
 
     module = tf.Module()
     module.scale = tf.Variable(2.0)
-    module.other = tf.function(lambda x: {"y": x * module.scale},
-                               input_signature=[tf.TensorSpec((None,), tf.float32)])
+    module.other = tf.function(
+        lambda x: {"y": x * module.scale}, input_signature=[tf.TensorSpec((None,), tf.float32)]
+    )
     path = tmp_path / "other_model"
     tf.saved_model.save(module, str(path), signatures={"other": module.other})
     return path
@@ -166,22 +207,32 @@ def _clash(phantom_root, tmp_path, symlink):
     return copy
 
 
-@pytest.mark.parametrize("setup, extra, needle", [
-    (lambda r, t: ("model", _write_text(t / "junk_t2.nii.gz")), [], "unreadable NIfTI"),
-    (lambda r, t: ("model", _four_d(t)), [], "4-D volume"),
-    (lambda r, t: ("model", case_folder(r)[0]), ["--source", "pd"], "Unknown source"),
-    (lambda r, t: ("model", case_folder(r)[0]), ["--targets", "t1,dwi"], "Unknown target"),
-    (lambda r, t: ("model", _write_text(t / "scan.nii.gz")), [], "give --source"),
-    (lambda r, t: ("model", (t / "empty_case").mkdir() or t / "empty_case"), [],
-     "no usable modality"),
-    (lambda r, t: ("no_signature", _t2_file(r)), [], "no 'serving_default'"),
-    (lambda r, t: ("empty_model", _t2_file(r)), [], "neither saved_model.pb"),
-    (lambda r, t: ("model", _clash(r, t, symlink=False)), ["--overwrite-off"],
-     "already exists"),
-    (lambda r, t: ("model", _clash(r, t, symlink=True)), ["--overwrite"], "is an input file"),
-])
-def test_bad_input_is_one_line_exit_2_nothing_written(savedmodel_dir, phantom_root, tmp_path,
-                                                      setup, extra, needle):
+@pytest.mark.parametrize(
+    "setup, extra, needle",
+    [
+        (lambda r, t: ("model", _write_text(t / "junk_t2.nii.gz")), [], "unreadable NIfTI"),
+        (lambda r, t: ("model", _four_d(t)), [], "4-D volume"),
+        (lambda r, t: ("model", case_folder(r)[0]), ["--source", "pd"], "Unknown source"),
+        (lambda r, t: ("model", case_folder(r)[0]), ["--targets", "t1,dwi"], "Unknown target"),
+        (lambda r, t: ("model", _write_text(t / "scan.nii.gz")), [], "give --source"),
+        (
+            lambda r, t: ("model", (t / "empty_case").mkdir() or t / "empty_case"),
+            [],
+            "no usable modality",
+        ),
+        (lambda r, t: ("no_signature", _t2_file(r)), [], "no 'serving_default'"),
+        (lambda r, t: ("empty_model", _t2_file(r)), [], "neither saved_model.pb"),
+        (
+            lambda r, t: ("model", _clash(r, t, symlink=False)),
+            ["--overwrite-off"],
+            "already exists",
+        ),
+        (lambda r, t: ("model", _clash(r, t, symlink=True)), ["--overwrite"], "is an input file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    savedmodel_dir, phantom_root, tmp_path, setup, extra, needle
+):
     model_kind, input_path = setup(phantom_root, tmp_path)
     model = {"model": savedmodel_dir, "no_signature": None, "empty_model": None}[model_kind]
     if model_kind == "no_signature":
@@ -193,7 +244,10 @@ def test_bad_input_is_one_line_exit_2_nothing_written(savedmodel_dir, phantom_ro
     clash = "_clash" in setup.__code__.co_names
     out = input_path if clash else tmp_path / "out"
     before = _tree(tmp_path)
-    line = _one_error_line(run_cli("dygan_tf.translate", "--model", model, "--input",
-                                   input_path, "--out-dir", out, *extra))
+    line = one_error_line(
+        run_cli(
+            "dygan_tf.translate", "--model", model, "--input", input_path, "--out-dir", out, *extra
+        )
+    )
     assert needle in line, line
     assert _tree(tmp_path) == before

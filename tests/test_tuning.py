@@ -14,8 +14,7 @@ import tensorflow as tf
 
 from dygan_tf import builders, training
 from dygan_tf.config import get_preset
-from tests.data_fixtures import *  # noqa: F401,F403
-from tests.data_fixtures import run_cli
+from tests.helpers import run_cli
 from tuning import report, search_lambda
 from tuning.hypermodel import LambdaHyperModel
 
@@ -26,8 +25,20 @@ TARGETS = ["flair", "t1", "t1ce"]
 
 
 def _argv(data, out):
-    return ["--data", str(data), "--out", str(out), "--values", VALUES, "--preset", "tiny",
-            "--epochs", "1", "--steps-per-epoch", "2"]
+    return [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--values",
+        VALUES,
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +72,11 @@ def test_results_json_md_and_plot(search_dir):
         assert all(p > 0 for p in psnr)
         assert all(-1 <= trial["per_target"][t]["ssim"] <= 1 for t in TARGETS)
         assert trial["mean_psnr"] == pytest.approx(sum(psnr) / 3)
-    rows = [line for line in open(os.path.join(search_dir, report.RESULTS_MD))
-            if line.startswith("| ") and "---" not in line]
+    rows = [
+        line
+        for line in open(os.path.join(search_dir, report.RESULTS_MD))
+        if line.startswith("| ") and "---" not in line
+    ]
     assert rows[0].startswith("| λ | FLAIR | T1 | T1CE | mean PSNR")
     assert sum("(best)" in r for r in rows[1:3]) == 1  # ours; the paper's table follows
     with open(os.path.join(search_dir, report.PLOT), "rb") as f:
@@ -122,29 +136,40 @@ def test_hypermodel_builds_through_the_fit_builder(tfrecord_dir, monkeypatch):
     assert training.build_dygan is original  # fit trains through the same builder
 
 
-@pytest.mark.parametrize("oracle, max_trials, kind, expected_trials", [
-    ("grid", None, kt.GridSearch, 3),
-    ("bayesian", 2, kt.BayesianOptimization, 2),
-])
+@pytest.mark.parametrize(
+    "oracle, max_trials, kind, expected_trials",
+    [
+        ("grid", None, kt.GridSearch, 3),
+        ("bayesian", 2, kt.BayesianOptimization, 2),
+    ],
+)
 def test_oracle_choice(tfrecord_dir, tmp_path, oracle, max_trials, kind, expected_trials):
-    hypermodel = LambdaHyperModel(get_preset("tiny"), str(tfrecord_dir), [1.0, 10.0, 100.0],
-                                  ["x"], 1)
-    tuner = search_lambda.make_tuner(hypermodel, tmp_path / "s", oracle, [1.0, 10.0, 100.0],
-                                     max_trials, seed=0)
+    hypermodel = LambdaHyperModel(
+        get_preset("tiny"), str(tfrecord_dir), [1.0, 10.0, 100.0], ["x"], 1
+    )
+    tuner = search_lambda.make_tuner(
+        hypermodel, tmp_path / "s", oracle, [1.0, 10.0, 100.0], max_trials, seed=0
+    )
     assert isinstance(tuner, kind) and tuner.oracle.max_trials == expected_trials
     assert tuner.project_dir == str(tmp_path / "s")
     assert tuner.oracle.get_space().get_config()["space"][0]["config"]["values"] == [
-        1.0, 10.0, 100.0]
+        1.0,
+        10.0,
+        100.0,
+    ]
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--values", "0,10"], "--values"),
-    (["--values", "1,abc"], "'abc' is not a number"),
-    (["--values", ""], "--values"),
-    (["--values", "10,1,10"], "given twice"),
-    (["--oracle", "bayesian"], "--max-trials"),
-    (["--data", "/nonexistent/records"], "not a folder"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--values", "0,10"], "--values"),
+        (["--values", "1,abc"], "'abc' is not a number"),
+        (["--values", ""], "--values"),
+        (["--values", "10,1,10"], "given twice"),
+        (["--oracle", "bayesian"], "--max-trials"),
+        (["--data", "/nonexistent/records"], "not a folder"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tfrecord_dir, tmp_path, args, expected):
     argv = ["--data", str(tfrecord_dir), "--out", str(tmp_path / "s"), *args]
     result = run_cli("tuning.search_lambda", *argv)

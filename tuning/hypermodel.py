@@ -42,8 +42,9 @@ class ValidationScores(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.diverged is not None:
             return
-        scores = evaluation.score_generator(self.model.generator, self.val_ds, self.targets,
-                                            metrics=("psnr", "ssim"))
+        scores = evaluation.score_generator(
+            self.model.generator, self.val_ds, self.targets, metrics=("psnr", "ssim")
+        )
         row = {}
         for t in self.targets:
             row[f"val_psnr_{t}"] = scores[t]["psnr"]
@@ -62,8 +63,7 @@ class LambdaHyperModel(kt.HyperModel):
     test split is never read. `steps_per_epoch` defaults to one pass over the rest.
     """
 
-    def __init__(self, config, data_dir, values, validation_cases, steps_per_epoch=None,
-                 **kwargs):
+    def __init__(self, config, data_dir, values, validation_cases, steps_per_epoch=None, **kwargs):
         super().__init__(name="dygan_lambda", **kwargs)
         if not values:
             raise ValueError(f"values must be non-empty. Received: values={values}")
@@ -73,10 +73,11 @@ class LambdaHyperModel(kt.HyperModel):
         self.validation_cases = sorted(validation_cases)
         n_train = training.count_slices(data_dir, self.validation_cases, keep=False)
         if n_train == 0:
-            raise UserError(f"{data_dir}: no training slices left after holding "
-                                     f"out {self.validation_cases} for validation")
-        self.steps_per_epoch = steps_per_epoch or math.ceil(
-            n_train / config.train.batch_slices)
+            raise UserError(
+                f"{data_dir}: no training slices left after holding "
+                f"out {self.validation_cases} for validation"
+            )
+        self.steps_per_epoch = steps_per_epoch or math.ceil(n_train / config.train.batch_slices)
 
     def build(self, hp):
         lambda_l1 = hp.Choice(HP_NAME, self.values)
@@ -86,18 +87,33 @@ class LambdaHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, callbacks=None, verbose=2, **kwargs):
         train = self.config.train
-        train_ds = training.case_dataset(self.data_dir, train, self.validation_cases,
-                                         keep=False, batch_slices=train.batch_slices,
-                                         shuffle=True, repeat=True, seed=train.seed)
-        val_ds = training.case_dataset(self.data_dir, train, self.validation_cases,
-                                       keep=True, batch_slices=1, return_meta=True)
+        train_ds = training.case_dataset(
+            self.data_dir,
+            train,
+            self.validation_cases,
+            keep=False,
+            batch_slices=train.batch_slices,
+            shuffle=True,
+            repeat=True,
+            seed=train.seed,
+        )
+        val_ds = training.case_dataset(
+            self.data_dir, train, self.validation_cases, keep=True, batch_slices=1, return_meta=True
+        )
         scores = ValidationScores(val_ds, train.targets)
         # First in the list: the tuner's callbacks (TensorBoard, best-epoch weights)
         # then read the validation scores from the same `logs`.
-        model.fit(train_ds, epochs=train.epochs, steps_per_epoch=self.steps_per_epoch,
-                  callbacks=[scores, *(callbacks or [])], verbose=verbose, shuffle=False)
+        model.fit(
+            train_ds,
+            epochs=train.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            callbacks=[scores, *(callbacks or [])],
+            verbose=verbose,
+            shuffle=False,
+        )
         if scores.diverged is not None or scores.last is None:
             bad = ", ".join(f"{k}={v}" for k, v in (scores.diverged or {}).items())
             raise kt.errors.FailedTrialError(
-                f"λ={hp.get(HP_NAME):g}: training diverged ({bad or 'no finished epoch'})")
+                f"λ={hp.get(HP_NAME):g}: training diverged ({bad or 'no finished epoch'})"
+            )
         return dict(scores.last)

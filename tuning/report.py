@@ -12,9 +12,13 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PLOT = "lambda_plot.png"
 # The paper's Table 3 (T2 source, BraTS19 test split): PSNR (dB) FLAIR / T1 / T1CE.
-PAPER_TABLE3 = {1: (21.17, 21.91, 23.47), 10: (22.71, 22.53, 23.98),
-                50: (22.43, 22.44, 24.60), 100: (22.95, 22.83, 24.70),
-                300: (22.72, 22.74, 24.69)}
+PAPER_TABLE3 = {
+    1: (21.17, 21.91, 23.47),
+    10: (22.71, 22.53, 23.98),
+    50: (22.43, 22.44, 24.60),
+    100: (22.95, 22.83, 24.70),
+    300: (22.72, 22.74, 24.69),
+}
 PAPER_TARGETS = ("flair", "t1", "t1ce")
 
 
@@ -31,13 +35,16 @@ def collect(oracle, targets):
     for trial in oracle.trials.values():
         if HP_NAME not in trial.hyperparameters.values:
             continue
-        entry = {"trial_id": trial.trial_id,
-                 "lambda": float(trial.hyperparameters.get(HP_NAME)),
-                 "status": str(trial.status)}
+        entry = {
+            "trial_id": trial.trial_id,
+            "lambda": float(trial.hyperparameters.get(HP_NAME)),
+            "status": str(trial.status),
+        }
         if entry["status"] == "COMPLETED" and _last(trial, OBJECTIVE) is not None:
-            entry["per_target"] = {t: {"psnr": _last(trial, f"val_psnr_{t}"),
-                                       "ssim": _last(trial, f"val_ssim_{t}")}
-                                   for t in targets}
+            entry["per_target"] = {
+                t: {"psnr": _last(trial, f"val_psnr_{t}"), "ssim": _last(trial, f"val_ssim_{t}")}
+                for t in targets
+            }
             entry["mean_psnr"] = _last(trial, OBJECTIVE)
             entry["mean_ssim"] = _last(trial, "val_ssim_mean")
         else:
@@ -55,16 +62,20 @@ def best_lambda(trials):
 
 def table(trials, targets, best):
     """Markdown rows = λ, columns = PSNR (dB) / SSIM per target and the mean PSNR."""
-    lines = ["| λ | " + " | ".join(t.upper() for t in targets) + " | mean PSNR |",
-             "|---|" + "---|" * (len(targets) + 1)]
+    lines = [
+        "| λ | " + " | ".join(t.upper() for t in targets) + " | mean PSNR |",
+        "|---|" + "---|" * (len(targets) + 1),
+    ]
     for t in trials:
         mark = t["lambda"] == best
         label = f"**{t['lambda']:g}** (best)" if mark else f"{t['lambda']:g}"
         if t["per_target"] is None:
             cells = [t["status"].lower()] * len(targets) + ["–"]
         else:
-            cells = [f"{t['per_target'][x]['psnr']:.2f} / {t['per_target'][x]['ssim']:.4f}"
-                     for x in targets] + [f"{t['mean_psnr']:.2f}"]
+            cells = [
+                f"{t['per_target'][x]['psnr']:.2f} / {t['per_target'][x]['ssim']:.4f}"
+                for x in targets
+            ] + [f"{t['mean_psnr']:.2f}"]
             if mark:
                 cells = [f"**{c}**" for c in cells]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -72,13 +83,14 @@ def table(trials, targets, best):
 
 
 def paper_table():
-    lines = ["| λ | " + " | ".join(t.upper() for t in PAPER_TARGETS) + " |",
-             "|---|" + "---|" * len(PAPER_TARGETS)]
+    lines = [
+        "| λ | " + " | ".join(t.upper() for t in PAPER_TARGETS) + " |",
+        "|---|" + "---|" * len(PAPER_TARGETS),
+    ]
     for lam, row in PAPER_TABLE3.items():
         cells = [f"{v:.2f}" for v in row]
         if lam == 100:
-            lines.append(f"| **{lam}** (best) | " + " | ".join(f"**{c}**" for c in cells)
-                         + " |")
+            lines.append(f"| **{lam}** (best) | " + " | ".join(f"**{c}**" for c in cells) + " |")
         else:
             lines.append(f"| {lam} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -87,24 +99,28 @@ def paper_table():
 def markdown(results):
     src, targets = results["source"], results["targets"]
     cases = results["validation_cases"]
-    text = (f"# λ search: {src.upper()} → {', '.join(t.upper() for t in targets)}\n\n"
-            f"Validation PSNR (dB) / SSIM on images mapped to [0, 1], after "
-            f"{results['epochs']} epoch(s) of preset `{results['preset']}`, on "
-            f"{len(cases)} case(s) held out of the training split ({', '.join(cases)}). "
-            f"Objective: mean PSNR over the targets (maximised); oracle "
-            f"`{results['oracle']}`.\n\n" + table(results["trials"], targets,
-                                                  results["best_lambda"]))
+    text = (
+        f"# λ search: {src.upper()} → {', '.join(t.upper() for t in targets)}\n\n"
+        f"Validation PSNR (dB) / SSIM on images mapped to [0, 1], after "
+        f"{results['epochs']} epoch(s) of preset `{results['preset']}`, on "
+        f"{len(cases)} case(s) held out of the training split ({', '.join(cases)}). "
+        f"Objective: mean PSNR over the targets (maximised); oracle "
+        f"`{results['oracle']}`.\n\n" + table(results["trials"], targets, results["best_lambda"])
+    )
     best = results["best_lambda"]
     text += f"\nBest λ: {best:g}\n" if best is not None else "\nNo trial finished.\n"
     if src == "t2":
-        text += ("\nThe paper's Table 3 (BraTS19 test split, PSNR dB), for comparison:\n\n"
-                 + paper_table())
+        text += (
+            "\nThe paper's Table 3 (BraTS19 test split, PSNR dB), for comparison:\n\n"
+            + paper_table()
+        )
     return text
 
 
 def save_plot(path, results):
     """PSNR and SSIM against λ (log axis), one line per target; best λ marked."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -113,13 +129,18 @@ def save_plot(path, results):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
         for target in results["targets"]:
-            ax.plot(lams, [t["per_target"][target][metric] for t in done], "o-",
-                    label=target.upper())
+            ax.plot(
+                lams, [t["per_target"][target][metric] for t in done], "o-", label=target.upper()
+            )
         if metric == "psnr":
             ax.plot(lams, [t["mean_psnr"] for t in done], "k--", label="mean")
         if results["best_lambda"] is not None:
-            ax.axvline(results["best_lambda"], color="grey", linestyle=":",
-                       label=f"best λ = {results['best_lambda']:g}")
+            ax.axvline(
+                results["best_lambda"],
+                color="grey",
+                linestyle=":",
+                label=f"best λ = {results['best_lambda']:g}",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("λ (L1 weight)")
         ax.set_ylabel(label)
@@ -135,8 +156,12 @@ def save_plot(path, results):
 def write_results(out, oracle, settings):
     """Writes results.json, results.md and the plot into `out`; returns the results."""
     trials = collect(oracle, settings["targets"])
-    results = {"best_lambda": best_lambda(trials), **settings, "objective": OBJECTIVE,
-               "trials": trials}
+    results = {
+        "best_lambda": best_lambda(trials),
+        **settings,
+        "objective": OBJECTIVE,
+        "trials": trials,
+    }
     write_json_atomic(os.path.join(out, RESULTS_JSON), results)
     write_text_atomic(os.path.join(out, RESULTS_MD), markdown(results))
     save_plot(os.path.join(out, PLOT), results)

@@ -21,8 +21,7 @@ import math
 import os
 import sys
 
-from dygan_tf.cli import (ArgumentParser, UserError, run_main, write_json_atomic,
-                          write_text_atomic)
+from dygan_tf.cli import ArgumentParser, UserError, run_main, write_json_atomic, write_text_atomic
 from dygan_tf.config import RunConfig
 
 PAPER_VALUES = "1,10,20,30,50,100,150,200,250,300"
@@ -53,8 +52,16 @@ def parse_values(text):
 
 
 # dygan_tf.fit flags that make no sense here: λ comes from --values, data from --data.
-NOT_FOR_SEARCH = ("--lambda-l1", "--baseline", "--demo", "--brats-root", "--data-out",
-                  "--train-hgg", "--train-lgg", "--cache")
+NOT_FOR_SEARCH = (
+    "--lambda-l1",
+    "--baseline",
+    "--demo",
+    "--brats-root",
+    "--data-out",
+    "--train-hgg",
+    "--train-lgg",
+    "--cache",
+)
 
 
 def parse_args(argv):
@@ -70,8 +77,10 @@ def parse_args(argv):
     args, overrides = p.parse_known_args(argv)
     for token in overrides:
         if token.split("=", 1)[0] in NOT_FOR_SEARCH:
-            raise UserError(f"{PROG}: {token.split('=', 1)[0]} is not a search flag "
-                            "(λ comes from --values, the data from --data)")
+            raise UserError(
+                f"{PROG}: {token.split('=', 1)[0]} is not a search flag "
+                "(λ comes from --values, the data from --data)"
+            )
     args.values = parse_values(args.values)
     for flag in ("steps_per_epoch", "max_trials"):
         value = getattr(args, flag)
@@ -83,8 +92,9 @@ def parse_args(argv):
         if args.max_trials is None:
             raise UserError("--oracle bayesian: expected --max-trials N")
         if args.max_trials > len(args.values):
-            raise UserError(f"--max-trials: {args.max_trials} exceeds the "
-                            f"{len(args.values)} --values")
+            raise UserError(
+                f"--max-trials: {args.max_trials} exceeds the {len(args.values)} --values"
+            )
     from dygan_tf import fit
 
     try:
@@ -141,11 +151,14 @@ def prepare_search_dir(config, data_dir, out, settings):
                 saved_config = RunConfig.from_dict(json.load(f))
             validation = saved.pop("validation_cases")
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{out}: unreadable search files ({type(e).__name__}: {e}); "
-                            "use a new --out") from None
+            raise UserError(
+                f"{out}: unreadable search files ({type(e).__name__}: {e}); use a new --out"
+            ) from None
         if saved != settings or saved_config != config:
-            raise UserError(f"--out {out}: holds a search with other settings (see "
-                            f"{search_path}); use a new --out or the same flags")
+            raise UserError(
+                f"--out {out}: holds a search with other settings (see "
+                f"{search_path}); use a new --out or the same flags"
+            )
         return validation
     validation = choose_validation_cases(data_dir, config.train.seed)
     write_json_atomic(config_path, config.to_dict())
@@ -159,44 +172,72 @@ def make_tuner(hypermodel, out, oracle, values, max_trials, seed):
     from tuning.hypermodel import objective
 
     out = os.path.abspath(out)
-    common = dict(objective=objective(), seed=seed, directory=os.path.dirname(out),
-                  project_name=os.path.basename(out), overwrite=False)
+    common = dict(
+        objective=objective(),
+        seed=seed,
+        directory=os.path.dirname(out),
+        project_name=os.path.basename(out),
+        overwrite=False,
+    )
     if oracle == "grid":
         return kt.GridSearch(hypermodel, max_trials=len(values), **common)
     return kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
 
 
-def search(config, data_dir, out, values, oracle="grid", max_trials=None,
-           steps_per_epoch=None, verbose=None):
+def search(
+    config,
+    data_dir,
+    out,
+    values,
+    oracle="grid",
+    max_trials=None,
+    steps_per_epoch=None,
+    verbose=None,
+):
     """Runs (or resumes) the search into `out`; returns the results dict."""
     import keras
 
     from tuning import report
     from tuning.hypermodel import LambdaHyperModel
 
-    settings = {"data": os.path.abspath(data_dir), "values": list(values), "oracle": oracle,
-                "max_trials": len(values) if oracle == "grid" else max_trials,
-                "steps_per_epoch": steps_per_epoch}
+    settings = {
+        "data": os.path.abspath(data_dir),
+        "values": list(values),
+        "oracle": oracle,
+        "max_trials": len(values) if oracle == "grid" else max_trials,
+        "steps_per_epoch": steps_per_epoch,
+    }
     validation = prepare_search_dir(config, data_dir, out, settings)
     hypermodel = LambdaHyperModel(config, data_dir, values, validation, steps_per_epoch)
     with atomic_tuner_writes():
-        tuner = make_tuner(hypermodel, out, oracle, values, settings["max_trials"],
-                           config.train.seed)
+        tuner = make_tuner(
+            hypermodel, out, oracle, values, settings["max_trials"], config.train.seed
+        )
         done = sum(str(t.status) == "COMPLETED" for t in tuner.oracle.trials.values())
         if done:
-            print(f"resuming {out}: {done} of {settings['max_trials']} trials finished",
-                  flush=True)
-        print(f"λ search over {', '.join(f'{v:g}' for v in values)} ({oracle}): "
-              f"{hypermodel.steps_per_epoch} steps x {config.train.epochs} epoch(s) per "
-              f"trial; validation cases {validation}", flush=True)
+            print(f"resuming {out}: {done} of {settings['max_trials']} trials finished", flush=True)
+        print(
+            f"λ search over {', '.join(f'{v:g}' for v in values)} ({oracle}): "
+            f"{hypermodel.steps_per_epoch} steps x {config.train.epochs} epoch(s) per "
+            f"trial; validation cases {validation}",
+            flush=True,
+        )
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         tensorboard = keras.callbacks.TensorBoard(os.path.join(out, LOGS), write_graph=False)
         tuner.search(callbacks=[tensorboard], verbose=verbose)
-    results = report.write_results(out, tuner.oracle, {
-        "source": config.train.source, "targets": list(config.train.targets),
-        "preset": config.preset, "epochs": config.train.epochs,
-        "validation_cases": validation, **settings})
+    results = report.write_results(
+        out,
+        tuner.oracle,
+        {
+            "source": config.train.source,
+            "targets": list(config.train.targets),
+            "preset": config.preset,
+            "epochs": config.train.epochs,
+            "validation_cases": validation,
+            **settings,
+        },
+    )
     return results
 
 
@@ -210,20 +251,28 @@ def main(argv=None):
     size = read_manifest(args.data)["image_size"]
     config = resolve_config(args)
     if size != config.model.image_size:
-        raise UserError(f"--data {args.data}: shards are {size} px, the model expects "
-                        f"{config.model.image_size} px; pass --image-size {size}")
-    results = search(config, args.data, args.out, args.values, args.oracle,
-                     args.max_trials, args.steps_per_epoch)
+        raise UserError(
+            f"--data {args.data}: shards are {size} px, the model expects "
+            f"{config.model.image_size} px; pass --image-size {size}"
+        )
+    results = search(
+        config, args.data, args.out, args.values, args.oracle, args.max_trials, args.steps_per_epoch
+    )
     from tuning import report
 
     with open(os.path.join(args.out, report.RESULTS_MD), encoding="utf-8") as f:
         print("\n" + f.read())
     failed = [t for t in results["trials"] if t["per_target"] is None]
     if failed:
-        print(f"{len(failed)} trial(s) did not finish: " + ", ".join(
-            f"λ={t['lambda']:g} ({t['status']})" for t in failed), flush=True)
-    print(f"wrote {args.out}/results.json, results.md, {report.PLOT}; "
-          f"tensorboard --logdir {args.out}/{LOGS}")
+        print(
+            f"{len(failed)} trial(s) did not finish: "
+            + ", ".join(f"λ={t['lambda']:g} ({t['status']})" for t in failed),
+            flush=True,
+        )
+    print(
+        f"wrote {args.out}/results.json, results.md, {report.PLOT}; "
+        f"tensorboard --logdir {args.out}/{LOGS}"
+    )
     return 0 if results["best_lambda"] is not None else 1
 
 
