@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from dygan_tf.cli import ArgumentParser, run_main, write_json_atomic
+from dygan_tf.atomic import write_json_atomic
+from dygan_tf.cli import ArgumentParser, run_main
 
 PAPER_SHAPES = ((256, 64), (128, 128), (64, 256), (32, 512))  # (spatial, channels)
 

@@ -13,7 +13,9 @@ import time
 
 import numpy as np
 
-from dygan_tf.cli import ArgumentParser, UserError, run_main, write_json_atomic
+from dygan_tf.atomic import write_json_atomic
+from dygan_tf.cli import ArgumentParser, run_main
+from dygan_tf.errors import UserError
 
 VOLUME_SHAPE = (240, 240, 155)
 

@@ -27,7 +27,8 @@ import tempfile
 import time
 import traceback
 
-from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main, write_json_atomic
+from dygan_tf.atomic import write_json_atomic
+from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
 
 ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")

@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from dygan_tf.cli import ArgumentParser, run_main, write_json_atomic
+from dygan_tf.atomic import write_json_atomic
+from dygan_tf.cli import ArgumentParser, run_main
 
 STEP_FLOPS_FORMULA = "B * (3*F_G + 7*F_D)"
 

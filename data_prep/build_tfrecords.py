@@ -26,13 +26,9 @@ import numpy as np
 from data_prep.cases import check_case, discover_cases, split_cases
 from data_prep.progress import Progress
 from dygan_tf import preprocessing, records
-from dygan_tf.cli import (
-    ArgumentParser,
-    UserError,
-    import_tensorflow_quietly,
-    run_main,
-    write_json_atomic,
-)
+from dygan_tf.atomic import write_json_atomic
+from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
+from dygan_tf.errors import UserError
 from dygan_tf.tasks import MODALITIES
 
 MANIFEST = "manifest.json"

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from dygan_tf import preprocessing
-from dygan_tf.cli import UserError
+from dygan_tf.errors import UserError
 from dygan_tf.tasks import MODALITIES
 
 GRADES = ("HGG", "LGG")

@@ -1,19 +1,14 @@
-"""What every command shares: user errors as one line and exit code 2, atomic writes.
-
-A `UserError` is something the user can fix (a path, a file, a flag); `run_main`
-prints it as a single line and exits 2. Anything else is a bug and still raises.
+"""What every command shares: argument parsing whose errors are one line, `run_main`
+(a `UserError` becomes one `error:` line and exit code 2; anything else is a bug and
+still raises) and a quiet TensorFlow import.
 """
 
 import argparse
-import contextlib
-import json
 import os
 import sys
 import tempfile
 
-
-class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2."""
+from dygan_tf.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -34,38 +29,6 @@ def run_main(main, argv=None):
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path`; renames it onto `path` only on success."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # The temporary name starts with ".partial-" (no glob for finished files matches
-    # it) and ends with the real name, so extension-sensitive writers still work.
-    fd, tmp = tempfile.mkstemp(
-        prefix=".partial-", suffix=f"-{os.path.basename(path)}", dir=directory
-    )
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text_atomic(path, text):
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def write_json_atomic(path, obj):
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def import_tensorflow_quietly():

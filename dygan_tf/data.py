@@ -11,7 +11,7 @@ import os
 import tensorflow as tf
 
 from dygan_tf import records
-from dygan_tf.cli import UserError
+from dygan_tf.errors import UserError
 from dygan_tf.tasks import check_modality, task_code
 
 MANIFEST = "manifest.json"

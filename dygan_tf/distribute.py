@@ -11,7 +11,7 @@ import os
 import keras
 import tensorflow as tf
 
-from dygan_tf.cli import UserError
+from dygan_tf.errors import UserError
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}

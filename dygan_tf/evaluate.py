@@ -13,14 +13,9 @@ import os
 
 import numpy as np
 
-from dygan_tf.cli import (
-    ArgumentParser,
-    UserError,
-    atomic_path,
-    run_main,
-    write_json_atomic,
-    write_text_atomic,
-)
+from dygan_tf.atomic import atomic_path, write_json_atomic, write_text_atomic
+from dygan_tf.cli import ArgumentParser, run_main
+from dygan_tf.errors import UserError
 
 BASELINE_NAMES = {
     "copy_source": "copy source (baseline)",

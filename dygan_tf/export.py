@@ -14,7 +14,9 @@ import tempfile
 import time
 
 from dygan_tf import preprocessing
-from dygan_tf.cli import ArgumentParser, UserError, run_main, write_json_atomic
+from dygan_tf.atomic import write_json_atomic
+from dygan_tf.cli import ArgumentParser, run_main
+from dygan_tf.errors import UserError
 from dygan_tf.tasks import MODALITIES, NUM_TASKS, TASK_CODES
 
 SIGNATURE = "serving_default"

@@ -18,8 +18,10 @@ import math
 import os
 import time
 
-from dygan_tf.cli import ArgumentParser, UserError, run_main, write_json_atomic
+from dygan_tf.atomic import write_json_atomic
+from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.config import PRESETS, get_preset
+from dygan_tf.errors import UserError
 
 BASELINE_FILE = "pix2pix3.json"
 DEMO_CASES = dict(hgg=21, lgg=6)  # phantom cases of the demo: 20 train + 7 test

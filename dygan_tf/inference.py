@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from dygan_tf import preprocessing
-from dygan_tf.cli import UserError
+from dygan_tf.errors import UserError
 from dygan_tf.export import (
     INPUT_KEYS,
     METADATA,

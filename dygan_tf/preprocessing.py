@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage
 
-from dygan_tf.cli import UserError
+from dygan_tf.errors import UserError
 
 MAX_VOLUME_BYTES = 1 << 30  # refuse volumes whose header claims more than 1 GiB
 MAX_DIM = 2048

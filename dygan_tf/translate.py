@@ -17,7 +17,9 @@ import time
 import numpy as np
 
 from dygan_tf import preprocessing
-from dygan_tf.cli import ArgumentParser, UserError, atomic_path, run_main
+from dygan_tf.atomic import atomic_path
+from dygan_tf.cli import ArgumentParser, run_main
+from dygan_tf.errors import UserError
 from dygan_tf.tasks import MODALITIES, check_modality, targets_for
 
 # Case-folder mode picks its source in this order when --source is absent or missing:

@@ -15,7 +15,7 @@ import pytest
 
 from data_prep import build_tfrecords
 from dygan_tf import data
-from dygan_tf.cli import UserError
+from dygan_tf.errors import UserError
 from tests.helpers import BUILD_ARGS, REPO, case_folder, run_cli
 
 BUILD = "data_prep.build_tfrecords"

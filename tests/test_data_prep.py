@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from data_prep import build_tfrecords
 from dygan_tf import data, preprocessing, records, tasks
-from dygan_tf.cli import UserError
+from dygan_tf.errors import UserError
 from tests.helpers import (
     BUILD_ARGS,
     IMAGE_SIZE,

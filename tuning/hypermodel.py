@@ -12,7 +12,7 @@ import keras_tuner as kt
 import numpy as np
 
 from dygan_tf import builders, evaluation, training
-from dygan_tf.cli import UserError
+from dygan_tf.errors import UserError
 
 OBJECTIVE = "val_psnr_mean"
 HP_NAME = "lambda_l1"

@@ -5,7 +5,7 @@ of the paper's Table 3: rows = λ, columns = target PSNR / SSIM) and lambda_plot
 import math
 import os
 
-from dygan_tf.cli import atomic_path, write_json_atomic, write_text_atomic
+from dygan_tf.atomic import atomic_path, write_json_atomic, write_text_atomic
 from tuning.hypermodel import HP_NAME, OBJECTIVE
 
 RESULTS_JSON = "results.json"

@@ -21,8 +21,10 @@ import math
 import os
 import sys
 
-from dygan_tf.cli import ArgumentParser, UserError, run_main, write_json_atomic, write_text_atomic
+from dygan_tf.atomic import write_json_atomic, write_text_atomic
+from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.config import RunConfig
+from dygan_tf.errors import UserError
 
 PAPER_VALUES = "1,10,20,30,50,100,150,200,250,300"
 SEARCH_FILE = "search.json"
