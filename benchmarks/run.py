@@ -176,9 +176,9 @@ def _versus_pix2pix(config, sizes, peak_gflops):
     """DyGAN and pix2pix train steps timed alike; pix2pix is the same U-Net with static
     convolutions and the PatchGAN discriminator."""
     from benchmarks.train_step import time_train_step
+    from dygan_tf.config import as_pix2pix
 
-    model = dataclasses.replace(config.model, dyconv="none", discriminator="patch", d_dyconv=False)
-    pix2pix = dataclasses.replace(config, model=model)
+    pix2pix = as_pix2pix(config)
     timed = {}
     for name, run_config in (("dygan", config), ("pix2pix", pix2pix)):
         timed[name] = time_train_step(run_config, sizes.steps, sizes.warmup)
@@ -199,7 +199,7 @@ def _versus_pix2pix(config, sizes, peak_gflops):
 
 
 def train_step_vs_pix2pix(sizes, results, work_dir):
-    from dygan_tf.config import get_preset
+    from dygan_tf.config import PIX2PIX_MODEL, get_preset
 
     config = get_preset(sizes.preset)
     peak = results.get("matmul_peak", {})
@@ -207,7 +207,7 @@ def train_step_vs_pix2pix(sizes, results, work_dir):
         "preset": sizes.preset,
         "steps": sizes.steps,
         "warmup": sizes.warmup,
-        "pix2pix": {"dyconv": "none", "discriminator": "patch", "d_dyconv": False},
+        "pix2pix": PIX2PIX_MODEL,
     }
     for key, precision, peak_dtype in (
         ("float32", "none", "float32"),

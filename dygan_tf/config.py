@@ -142,6 +142,25 @@ class RunConfig:
         )
 
 
+# pix2pix, the paper's baseline: the same U-Net with static convolutions and the 70x70
+# PatchGAN discriminator. Its label is ignored (no DyConv reads it).
+PIX2PIX_MODEL = dict(dyconv="none", label_mode="kernel", discriminator="patch", d_dyconv=False)
+
+
+def as_pix2pix(config):
+    """`config` with the pix2pix networks (same sizes, data and training settings)."""
+    return config.override(**PIX2PIX_MODEL)
+
+
+def pix2pix_member_config(config, target):
+    """One member of `--baseline pix2pix3`: pix2pix for `target` alone, with batches of
+    as many slices as DyGAN has targets, so per epoch it sees every slice once in 1/T
+    of the steps."""
+    return as_pix2pix(config).override(
+        targets=(target,), batch_slices=config.train.batch_slices * len(config.train.targets)
+    )
+
+
 PRESETS = {
     "paper": RunConfig(preset="paper"),
     # Sized for the one-command demo on 2 CPU cores (<= 15 min end to end). 64 px is the

@@ -20,7 +20,7 @@ import time
 
 from dygan_tf.atomic import write_json_atomic
 from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.config import PRESETS, get_preset
+from dygan_tf.config import PRESETS, get_preset, pix2pix_member_config
 from dygan_tf.errors import UserError
 
 BASELINE_FILE = "pix2pix3.json"
@@ -137,19 +137,6 @@ def resolve_config(args):
     return config
 
 
-def pix2pix_config(config, target):
-    """pix2pix for one target: static U-Net, static PatchGAN, batches of as many slices
-    as DyGAN has targets, so per epoch it sees every slice once in 1/T of the steps."""
-    return config.override(
-        dyconv="none",
-        label_mode="kernel",
-        discriminator="patch",
-        d_dyconv=False,
-        targets=(target,),
-        batch_slices=config.train.batch_slices * len(config.train.targets),
-    )
-
-
 def train_pix2pix3(config, data_dir, run_dir, steps_per_epoch=None, strategy=None):
     """Three pix2pix runs in run_dir/pix2pix_<target>; together as many train steps as
     one DyGAN run of `config` (each takes a third of them, with 3x the slices a step)."""
@@ -166,7 +153,7 @@ def train_pix2pix3(config, data_dir, run_dir, steps_per_epoch=None, strategy=Non
         share = max(1, math.ceil(steps_per_epoch / len(members)))
     for target, folder in members.items():
         training.train(
-            pix2pix_config(config, target),
+            pix2pix_member_config(config, target),
             data_dir,
             os.path.join(run_dir, folder),
             steps_per_epoch=share,
