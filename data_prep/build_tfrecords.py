@@ -25,14 +25,13 @@ import numpy as np
 
 from data_prep.cases import check_case, discover_cases, split_cases
 from data_prep.progress import Progress
+from dygan_tf import manifest as manifest_lib
 from dygan_tf import preprocessing, records
 from dygan_tf.atomic import write_json_atomic
 from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
 from dygan_tf.errors import UserError
 from dygan_tf.tasks import MODALITIES
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "dygan_tf.brats_slices"
 SPLITS = ("train", "test")
 SHARD_PATTERN = re.compile(r"^(train|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
 STAGING_PREFIX = ".partial-build-"
@@ -280,7 +279,7 @@ def build(
     pool.shutdown()
 
     manifest = {
-        "format": MANIFEST_FORMAT,
+        "format": manifest_lib.FORMAT,
         "schema": records.schema_description(),
         "source_root": os.path.abspath(brats_root),
         "image_size": image_size,
@@ -307,7 +306,7 @@ def build(
         "skipped": skipped,
     }
     _publish(out, staging, shards)
-    write_json_atomic(os.path.join(out, MANIFEST), manifest)
+    write_json_atomic(manifest_lib.manifest_path(out), manifest)
     if verbose:
         print(
             f"Wrote {sum(m['records'] for m in manifest['splits'].values())} slices "
@@ -320,7 +319,7 @@ def build(
 def _publish(out, staging, shards):
     """Moves new shards into `out`: the old manifest goes first, so at no moment does
     a manifest list a shard that is not the one it describes."""
-    old = os.path.join(out, MANIFEST)
+    old = manifest_lib.manifest_path(out)
     if os.path.exists(old):
         os.remove(old)
     new_names = {x["file"] for group in shards.values() for x in group}

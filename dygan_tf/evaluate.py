@@ -206,7 +206,7 @@ def main(argv=None):
         data_dir = data_dir or run_data
     if data_dir is None:
         raise UserError("dygan_tf.evaluate: pass --data TFRECORD_DIR")
-    from dygan_tf.data import read_manifest
+    from dygan_tf.manifest import read_manifest
     from dygan_tf.tasks import targets_for
 
     source = config.train.source if config else "t2"

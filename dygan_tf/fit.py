@@ -164,9 +164,9 @@ def train_pix2pix3(config, data_dir, run_dir, steps_per_epoch=None, strategy=Non
 def ensure_shards(brats_root, out, image_size, train_hgg, train_lgg):
     """Builds shards once; a folder with a finished manifest of this size is reused."""
     from data_prep import build_tfrecords
-    from dygan_tf.data import read_manifest
+    from dygan_tf.manifest import has_manifest, read_manifest
 
-    if os.path.exists(os.path.join(out, "manifest.json")):
+    if has_manifest(out):
         if read_manifest(out)["image_size"] == image_size:
             print(f"using the shards in {out}")
             return out
@@ -234,7 +234,7 @@ def main(argv=None):
     config = resolve_config(args)  # pure Python: flag errors come before TensorFlow
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
     if args.data:
-        from dygan_tf.data import read_manifest
+        from dygan_tf.manifest import read_manifest
 
         read_manifest(args.data)  # before any device start-up line reaches stderr
     from dygan_tf.distribute import make_strategy
@@ -254,7 +254,7 @@ def main(argv=None):
         )
     else:
         data_dir = args.data
-    from dygan_tf.data import read_manifest
+    from dygan_tf.manifest import read_manifest
 
     size = read_manifest(data_dir)["image_size"]
     if size != config.model.image_size:

@@ -21,8 +21,9 @@ from dygan_tf import evaluation
 from dygan_tf.atomic import atomic_path, write_json_atomic, write_text_atomic
 from dygan_tf.builders import build_dygan
 from dygan_tf.config import RunConfig
-from dygan_tf.data import make_dataset, split_cases
+from dygan_tf.data import make_dataset
 from dygan_tf.errors import UserError
+from dygan_tf.manifest import split_cases
 
 CONFIG = "config.json"
 RUN_INFO = "run.json"

@@ -16,6 +16,7 @@ import pytest
 from data_prep import build_tfrecords
 from dygan_tf import data
 from dygan_tf.errors import UserError
+from dygan_tf.manifest import read_manifest
 from tests.helpers import BUILD_ARGS, REPO, case_folder, run_cli
 
 BUILD = "data_prep.build_tfrecords"
@@ -147,7 +148,7 @@ def test_skip_bad_lists_the_case_in_the_manifest(phantom_root, tmp_path):
     result = _build(root, out, "--skip-bad", "--train-hgg", 2)
     assert result.returncode == 0, result.stderr
     assert f"skipping case {cid}" in result.stderr
-    manifest = data.read_manifest(out)
+    manifest = read_manifest(out)
     assert [s["case_id"] for s in manifest["skipped"]] == [cid]
     assert [c["case_id"] for c in manifest["splits"]["train"]["cases"]] == [good]
     assert manifest["splits"]["train"]["records"] == 5
@@ -228,4 +229,4 @@ def test_kill_9_leaves_no_finished_looking_shard(phantom_root, tmp_path):
         data.make_dataset(out, "train")
     build_tfrecords.build(str(phantom_root), str(out), **BUILD_ARGS)  # cleans up
     assert not glob.glob(str(out / ".partial-*"))
-    assert data.read_manifest(out)["splits"]["train"]["records"] == 20
+    assert read_manifest(out)["splits"]["train"]["records"] == 20

@@ -14,6 +14,7 @@ import tensorflow as tf
 from data_prep import build_tfrecords
 from dygan_tf import data, preprocessing, records, tasks
 from dygan_tf.errors import UserError
+from dygan_tf.manifest import read_manifest
 from tests.helpers import (
     BUILD_ARGS,
     IMAGE_SIZE,
@@ -217,7 +218,7 @@ def test_flipped_affine_gives_same_slices(phantom_root, tmp_path):
 
 # ----------------------------------------------------------- schema and round trip
 def test_schema_is_shared_by_writer_and_reader(tfrecord_dir):
-    manifest = data.read_manifest(tfrecord_dir)
+    manifest = read_manifest(tfrecord_dir)
     assert manifest["schema"] == records.schema_description()
     assert build_tfrecords.records is records and data.records is records
     images = {m: np.full((4, 4), i / 4, np.float32) for i, m in enumerate(tasks.MODALITIES)}
@@ -233,7 +234,7 @@ def test_schema_is_shared_by_writer_and_reader(tfrecord_dir):
 
 
 def test_round_trip_shapes_ranges_counts_and_tasks(tfrecord_dir, phantom_root):
-    manifest = data.read_manifest(tfrecord_dir)
+    manifest = read_manifest(tfrecord_dir)
     train, test = manifest["splits"]["train"], manifest["splits"]["test"]
     assert [c["grade"] for c in train["cases"]].count("HGG") == TRAIN_HGG
     assert [c["grade"] for c in train["cases"]].count("LGG") == TRAIN_LGG
@@ -301,17 +302,17 @@ def test_reader_rejects_missing_or_malformed_manifest(tmp_path, tfrecord_dir):
         data.make_dataset(tmp_path, "train")
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(UserError, match="manifest.json: unreadable"):
-        data.read_manifest(tmp_path)
+        read_manifest(tmp_path)
     manifest = json.loads((tfrecord_dir / "manifest.json").read_text())
     manifest["schema"]["version"] = 0
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="schema"):
-        data.read_manifest(tmp_path)
+        read_manifest(tmp_path)
 
 
 def test_build_is_deterministic(tfrecord_dir, phantom_root, tmp_path):
     again = build_tfrecords.build(str(phantom_root), str(tmp_path), **BUILD_ARGS)
-    first = data.read_manifest(tfrecord_dir)
+    first = read_manifest(tfrecord_dir)
     for split in ("train", "test"):
         assert again["splits"][split]["shards"] == first["splits"][split]["shards"]
         for shard in first["splits"][split]["shards"]:

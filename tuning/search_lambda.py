@@ -248,7 +248,7 @@ def main(argv=None):
     from dygan_tf.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-    from dygan_tf.data import read_manifest
+    from dygan_tf.manifest import read_manifest
 
     size = read_manifest(args.data)["image_size"]
     config = resolve_config(args)
