@@ -1,0 +1,118 @@
+"""The run-folder lock: one live writer, refusals that name the holder, stale takeover.
+
+The holder and the contender are real processes (`python -m dygan_tf.lock FOLDER`).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dygan_tf import lock
+from tests.helpers import REPO, one_error_line, run_cli
+
+
+def _start_holder(folder):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dygan_tf.lock", str(folder), "60"],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_process_refused_then_takes_over_after_kill(tmp_path):
+    folder = tmp_path / "run"
+    holder = _start_holder(folder)
+    try:
+        line = one_error_line(run_cli("dygan_tf.lock", folder, "0", timeout=60))
+        assert str(folder) in line and f"pid {holder.pid}" in line, line
+        assert json.loads((folder / lock.LOCK_FILE).read_text())["pid"] == holder.pid
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # The holder died without releasing: the next process takes over with a note.
+    result = run_cli("dygan_tf.lock", folder, "0", timeout=60)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(notes) == 1 and notes[0].startswith("note: "), result.stderr
+    assert f"pid {holder.pid} is gone" in notes[0] and str(folder) in notes[0]
+    assert not (folder / lock.LOCK_FILE).exists()  # released at exit
+
+
+def test_clean_exit_releases(tmp_path):
+    folder = tmp_path / "run"
+    with lock.hold(folder) as held:
+        assert held.held()
+        with pytest.raises(lock.FolderInUse, match=f"pid {os.getpid()}"):
+            lock.RunFolderLock(folder).acquire()  # same host, live pid: refused
+    assert not (folder / lock.LOCK_FILE).exists()
+    with lock.hold(folder):  # and free again
+        pass
+
+
+def _foreign_lock(folder, age_s):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / lock.LOCK_FILE
+    info = {"pid": 1, "host": "other-" + socket.gethostname(), "token": "x", "started": 0}
+    path.write_text(json.dumps(info))
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path
+
+
+def test_other_hosts_lock_is_stale_only_after_the_timeout(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DYGAN_LOCK_STALE_S", "120")
+    path = _foreign_lock(tmp_path / "run", age_s=30)
+    with pytest.raises(lock.FolderInUse, match="on other-"):
+        lock.RunFolderLock(tmp_path / "run").acquire()
+    assert json.loads(path.read_text())["host"].startswith("other-")  # untouched
+
+    _foreign_lock(tmp_path / "run", age_s=300)
+    with lock.hold(tmp_path / "run") as held:
+        assert held.held()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not touched for 300 s (> 120 s)" in err[0], err
+
+
+def test_release_never_removes_another_process_lock(tmp_path):
+    folder = tmp_path / "run"
+    mine = lock.RunFolderLock(folder).acquire()
+    # Someone removed our lock by hand and another process took the folder.
+    os.remove(mine.path)
+    other = lock.RunFolderLock(folder).acquire()
+    mine.release()
+    assert other.held()
+    other.release()
+    assert not os.path.exists(other.path)
+
+
+def test_heartbeat_touches_the_lock(tmp_path):
+    held = lock.RunFolderLock(tmp_path / "run", heartbeat_s=0.05).acquire()
+    try:
+        then = time.time() - 1000
+        os.utime(held.path, (then, then))
+        time.sleep(0.3)
+        assert time.time() - os.stat(held.path).st_mtime < 100
+    finally:
+        held.release()
+
+
+def test_unreadable_lock_taken_over_after_grace(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = folder / lock.LOCK_FILE
+    path.write_text("{half")
+    then = time.time() - 60
+    os.utime(path, (then, then))
+    with lock.hold(folder):
+        pass
+    assert "unreadable lock file" in capsys.readouterr().err
