@@ -6,6 +6,8 @@ reader and command imports its codes from here.
 
 import numpy as np
 
+from dygan_tf.errors import UserError
+
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 NUM_TASKS = 12
 
@@ -28,9 +30,10 @@ TASKS = tuple(TASK_CODES)
 
 
 def check_modality(name, what="modality"):
-    """Returns `name` if it is one of MODALITIES, else raises ValueError."""
+    """Returns `name` if it is one of MODALITIES, else raises UserError (a ValueError):
+    a modality name comes from the user (a flag, a file name, a config)."""
     if name not in MODALITIES:
-        raise ValueError(f"Unknown {what} {name!r}: expected one of {', '.join(MODALITIES)}.")
+        raise UserError(f"Unknown {what} {name!r}: expected one of {', '.join(MODALITIES)}.")
     return name
 
 
@@ -38,7 +41,7 @@ def _check_task(source, target):
     check_modality(source, "source modality")
     check_modality(target, "target modality")
     if source == target:
-        raise ValueError(
+        raise UserError(
             f"Source and target are the same modality ({source!r}): DyGAN translates "
             "one modality into a different one."
         )
@@ -68,4 +71,4 @@ def task_from_index(index):
     for task, code in TASK_CODES.items():
         if code.index("1") == index:
             return task
-    raise ValueError(f"Unknown task index {index!r}: expected 0..{NUM_TASKS - 1}.")
+    raise UserError(f"Unknown task index {index!r}: expected 0..{NUM_TASKS - 1}.")
