@@ -46,7 +46,7 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
     import keras
     import tensorflow as tf
 
-    from dygan_tf import export
+    from dygan_tf import export, run_folder
     from dygan_tf.builders import build_networks
     from dygan_tf.config import get_preset
     from dygan_tf.inference import load_synthesizer, synthesize_volume
@@ -57,7 +57,7 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
         config = get_preset(preset)
         generator, _ = build_networks(config.model)
     else:
-        config, generator = export.load_run(run_dir)
+        config, generator = run_folder.load_run(run_dir)
     size = export.image_size(generator)
     targets = ("flair", "t1", "t1ce")
     volume = phantom_volume(shape)

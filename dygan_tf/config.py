@@ -14,7 +14,25 @@ DYCONV_PLACEMENTS = ("none", "down", "up", "both")  # the paper's Table 4
 LABEL_MODES = ("kernel", "input")
 DISCRIMINATOR_KINDS = ("multiscale", "patch")
 NORMS = ("instance", "batch", "none")
-PRECISIONS = ("none", "float16", "bfloat16")
+# --mixed-precision value -> Keras dtype policy.
+PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+PRECISIONS = tuple(PRECISION_POLICIES)
+# --strategy: auto mirrors over all GPUs when there are several (see dygan_tf.distribute).
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+BASELINES = ("pix2pix3",)  # --baseline: three pix2pix models, one per target
+
+
+def check_label_mode(label_mode, dyconv):
+    """The MGAN-style baseline (label planes at the input) has static kernels only."""
+    if label_mode not in LABEL_MODES:
+        raise ValueError(
+            f"label_mode must be one of {LABEL_MODES}. Received: label_mode={label_mode!r}"
+        )
+    if label_mode == "input" and dyconv != "none":
+        raise ValueError(
+            "label_mode='input' (MGAN baseline) uses static kernels: it needs "
+            f"dyconv='none'. Received: dyconv={dyconv!r}"
+        )
 
 
 def min_image_size(discriminator, depth):
@@ -58,11 +76,7 @@ class ModelConfig:
                 f"image_size must be a multiple of {size} (depth {self.depth}, "
                 f"{self.discriminator} discriminator). Received: image_size={self.image_size}"
             )
-        if self.label_mode == "input" and self.dyconv != "none":
-            raise ValueError(
-                "label_mode='input' (MGAN baseline) uses static kernels: it needs "
-                f"dyconv='none'. Received: dyconv={self.dyconv!r}"
-            )
+        check_label_mode(self.label_mode, self.dyconv)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,10 +11,8 @@ import os
 import keras
 import tensorflow as tf
 
+from dygan_tf.config import PRECISION_POLICIES, STRATEGIES
 from dygan_tf.errors import UserError
-
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-PRECISIONS = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
 def configure_cpu_replicas(count):
@@ -31,30 +29,31 @@ def configure_cpu_replicas(count):
         )
     except RuntimeError as e:
         raise UserError(
-            f"--cpu-replicas {count}: TensorFlow's devices already started ({e})"
+            f"cannot split the CPU into {count} devices: TensorFlow's devices already started ({e})"
         ) from None
 
 
 def make_strategy(name="auto", cpu_replicas=1):
-    """The tf.distribute strategy for `--strategy NAME`."""
+    """The tf.distribute strategy `name` (one of `config.STRATEGIES`); UserError messages
+    start with the name (the command puts its flag in front)."""
     if name not in STRATEGIES:
-        raise UserError(f"--strategy: expected one of {', '.join(STRATEGIES)}, found {name!r}")
+        raise UserError(f"{name!r}: expected one of {', '.join(STRATEGIES)}")
     if name == "multiworker":
         config = os.environ.get("TF_CONFIG")
         if not config:
             raise UserError(
-                "--strategy multiworker: TF_CONFIG is not set (see README, "
+                "multiworker: TF_CONFIG is not set (see README, "
                 "'Training on several machines')"
             )
         try:
             cluster = json.loads(config)["cluster"]
         except (ValueError, KeyError, TypeError):
             raise UserError(
-                f"--strategy multiworker: TF_CONFIG is not valid JSON with a "
+                f"multiworker: TF_CONFIG is not valid JSON with a "
                 f"'cluster' key: {config[:80]!r}"
             ) from None
         if not isinstance(cluster, dict) or not cluster:
-            raise UserError("--strategy multiworker: TF_CONFIG has an empty cluster")
+            raise UserError("multiworker: TF_CONFIG has an empty cluster")
         return tf.distribute.MultiWorkerMirroredStrategy()
     configure_cpu_replicas(cpu_replicas)
     gpus = tf.config.list_logical_devices("GPU")
@@ -64,7 +63,7 @@ def make_strategy(name="auto", cpu_replicas=1):
     if gpus:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     if len(cpus) < 2:
-        raise UserError("--strategy mirrored: one device only; add GPUs or --cpu-replicas 2")
+        raise UserError(f"{name}: one device only; add GPUs or split the CPU (cpu_replicas=2)")
     # Cross-device ops on CPU: the default NCCL all-reduce needs GPUs.
     return tf.distribute.MirroredStrategy(
         cpus, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=cpus[0])
@@ -72,12 +71,12 @@ def make_strategy(name="auto", cpu_replicas=1):
 
 
 def precision_policy(mixed_precision):
-    """The Keras dtype policy name for `--mixed-precision none|float16|bfloat16`."""
-    if mixed_precision not in PRECISIONS:
+    """The Keras dtype policy name for a precision in `config.PRECISIONS`."""
+    if mixed_precision not in PRECISION_POLICIES:
         raise UserError(
-            f"--mixed-precision: expected one of {', '.join(PRECISIONS)}, found {mixed_precision!r}"
+            f"{mixed_precision!r}: expected one of {', '.join(PRECISION_POLICIES)}"
         )
-    return PRECISIONS[mixed_precision]
+    return PRECISION_POLICIES[mixed_precision]
 
 
 class dtype_policy:

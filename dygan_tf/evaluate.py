@@ -8,177 +8,16 @@ Baselines scored beside every model: copy_source (the source slice itself) and
 intensity_lut (per target, source intensity -> mean target intensity on the training split).
 """
 
-import json
 import os
 
-import numpy as np
-
-from dygan_tf.atomic import atomic_path, write_json_atomic, write_text_atomic
 from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.errors import UserError
+from dygan_tf.errors import UserError, for_flag
 
-BASELINE_NAMES = {
-    "copy_source": "copy source (baseline)",
-    "intensity_lut": "intensity LUT (baseline)",
-}
-
-
-def method_name(config, pix2pix3=False):
-    """The paper's Table 2 name of a run's method."""
-    m = config.model
-    if pix2pix3:
-        return "3×pix2pix"
-    if m.label_mode == "input":
-        return "MGAN-style (label at input)"
-    if m.dyconv == "none":
-        return f"pix2pix generator ({m.discriminator} D)"
-    d = "multi-scale D" if m.discriminator == "multiscale" else "PatchGAN D"
-    prefix = "Ms_DyGAN" if m.discriminator == "multiscale" else "DyGAN"
-    extra = "" if m.dyconv == "up" else f", DyConv {m.dyconv}"
-    return f"{prefix} ({d}{extra})"
-
-
-def load_run_predictor(run_dir):
-    """(name, config, predict, data_dir) of a run folder (one model or pix2pix3)."""
-    from dygan_tf import export
-    from dygan_tf.config import RunConfig
-    from dygan_tf.fit import BASELINE_FILE
-    from dygan_tf.training import RUN_INFO
-
-    if not os.path.isdir(run_dir):
-        raise UserError(f"--run {run_dir}: not a folder")
-    baseline = os.path.join(run_dir, BASELINE_FILE)
-    if os.path.exists(baseline):
-        with open(baseline, encoding="utf-8") as f:
-            spec = json.load(f)
-        config = RunConfig.from_dict(spec["config"])
-        members = {
-            t: export.load_run(os.path.join(run_dir, folder))[1]
-            for t, folder in spec["members"].items()
-        }
-        info_dir = os.path.join(run_dir, next(iter(spec["members"].values())))
-        name = method_name(config, pix2pix3=True)
-
-        def predict(image, task, names):
-            out = np.zeros(np.shape(image), np.float32)
-            for t, generator in members.items():
-                rows = [i for i, n in enumerate(names) if n == t]
-                if rows:
-                    out[rows] = generator(
-                        {"image": image.numpy()[rows], "task": task.numpy()[rows]}
-                    ).numpy()
-            return out
-    else:
-        config, generator = export.load_run(run_dir)
-        info_dir, name = run_dir, method_name(config)
-
-        def predict(image, task, names):
-            return generator({"image": image, "task": task}, training=False).numpy()
-
-    data_dir = None
-    info = os.path.join(info_dir, RUN_INFO)
-    if os.path.exists(info):
-        with open(info, encoding="utf-8") as f:
-            data_dir = json.load(f).get("data")
-    return f"{name} [{os.path.basename(os.path.normpath(run_dir))}]", config, predict, data_dir
-
-
-def load_savedmodel_predictor(path):
-    import tensorflow as tf
-
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise UserError(f"--model {path}: no saved_model.pb; expected an exported SavedModel")
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-
-    def predict(image, task, names):
-        out = serve(image=tf.cast(image, tf.float32), task=tf.cast(task, tf.float32))
-        return next(iter(out.values())).numpy()
-
-    return f"SavedModel [{os.path.basename(os.path.normpath(path))}]", predict
-
-
-def evaluate_split(predictors, data_dir, split, source, targets, figure_cases=4):
-    """Scores every predictor and both baselines; returns (results, slices, figure rows)."""
-    from dygan_tf import evaluation
-    from dygan_tf.data import make_dataset
-
-    lut = evaluation.fit_lut(
-        make_dataset(data_dir, "train", source, targets, batch_slices=8, return_meta=True), targets
-    )
-    methods = {
-        **{name: p for name, p in predictors},
-        "copy_source": lambda image, task, names: image.numpy(),
-        "intensity_lut": lambda image, task, names: lut(image.numpy(), names),
-    }
-    acc = {name: evaluation.Accumulator(targets) for name in methods}
-    figure, seen = [], set()
-    primary = predictors[0][0]
-    for image, target, task, meta in make_dataset(
-        data_dir, split, source, targets, batch_slices=1, return_meta=True
-    ):
-        names = evaluation.target_names(meta)
-        for name, predict in methods.items():
-            fake = predict(image, task, names)
-            acc[name].add(names, evaluation.row_scores(target, fake, meta))
-            if name == primary:
-                case = meta["case_id"].numpy()[0].decode()
-                slice_index = int(meta["slice_index"].numpy()[0])
-                if case not in seen and len(figure) < figure_cases and slice_index >= 0:
-                    seen.add(case)
-                    figure.append(
-                        (case, slice_index, image.numpy()[0], names, target.numpy(), fake)
-                    )
-    results = {name: a.means() for name, a in acc.items()}
-    return results, acc["copy_source"].count(), figure
-
-
-def table(results, model_names, targets):
-    """Markdown in the layout of the paper's Table 2: PSNR (dB) / SSIM per target."""
-    lines = [
-        "| method | " + " | ".join(t.upper() for t in targets) + " |",
-        "|---|" + "---|" * len(targets),
-    ]
-    for name in list(model_names) + list(BASELINE_NAMES):
-        label = BASELINE_NAMES.get(name, name)
-        cells = [
-            f"{results[name][t]['psnr']:.2f} / {results[name][t]['ssim']:.4f}" for t in targets
-        ]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def save_figure(path, figure, targets, title):
-    """Rows = test cases; columns = source, then real and synthesised per target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = 1 + 2 * len(targets)
-    fig, axes = plt.subplots(
-        len(figure), cols, figsize=(1.6 * cols, 1.7 * len(figure)), squeeze=False
-    )
-    for r, (case, slice_index, source, names, real, fake) in enumerate(figure):
-        panels = [(source, "source")]
-        for t in targets:
-            i = names.index(t)
-            panels += [(real[i], f"real {t}"), (fake[i], f"synth. {t}")]
-        for c, (img, label) in enumerate(panels):
-            ax = axes[r, c]
-            ax.imshow(np.asarray(img)[..., 0], cmap="gray", vmin=-1, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(label, fontsize=8)
-        axes[r, 0].set_ylabel(f"{case}\nslice {slice_index}", fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+PROG = "dygan_tf.evaluate"
 
 
 def main(argv=None):
-    p = ArgumentParser(prog="dygan_tf.evaluate", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     which = p.add_mutually_exclusive_group()
     which.add_argument("--run", help="training run folder")
     which.add_argument("--model", help="exported SavedModel folder")
@@ -188,55 +27,35 @@ def main(argv=None):
     p.add_argument("--compare", nargs="+", default=[], metavar="RUN")
     p.add_argument("--figure-cases", type=int, default=4)
     args = p.parse_args(argv)
+    runs = ([args.run] if args.run else []) + list(args.compare)
+    if not runs and not args.model:
+        raise UserError(f"{PROG}: expected --run RUN_DIR, --model DIR or --compare")
+    if args.model and not args.data:
+        raise UserError(f"{PROG}: --model needs --data TFRECORD_DIR")
+    if args.figure_cases < 0:
+        raise UserError(f"--figure-cases: expected >= 0, found {args.figure_cases}")
     from dygan_tf.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-    runs = ([args.run] if args.run else []) + list(args.compare)
-    if not runs and not args.model:
-        raise UserError("dygan_tf.evaluate: expected --run RUN_DIR, --model DIR or --compare")
-    predictors, config, data_dir = [], None, args.data
-    if args.model:
-        if not args.data:
-            raise UserError("dygan_tf.evaluate: --model needs --data TFRECORD_DIR")
-        predictors.append(load_savedmodel_predictor(args.model))
-    for run in runs:
-        name, run_config, predict, run_data = load_run_predictor(run)
-        predictors.append((name, predict))
-        config = config or run_config
-        data_dir = data_dir or run_data
-    if data_dir is None:
-        raise UserError("dygan_tf.evaluate: pass --data TFRECORD_DIR")
+    from dygan_tf import report
     from dygan_tf.manifest import read_manifest
-    from dygan_tf.tasks import targets_for
 
-    source = config.train.source if config else "t2"
-    targets = config.train.targets if config else targets_for(source)
-    size = read_manifest(data_dir)["image_size"]
-    results, slices, figure = evaluate_split(
-        predictors, data_dir, args.split, source, targets, args.figure_cases
+    if args.data:
+        with for_flag("--data"):
+            read_manifest(args.data)
+    if args.model:
+        with for_flag("--model"):
+            report.check_savedmodel(args.model)
+    flags = (["--run"] if args.run else []) + ["--compare"] * len(args.compare)
+    report.evaluate_report(
+        runs,
+        args.out,
+        data_dir=args.data,
+        split=args.split,
+        model=args.model,
+        figure_cases=args.figure_cases,
+        run_flags=flags,
     )
-    names = [n for n, _ in predictors]
-    report = {
-        "model": names[0],
-        "split": args.split,
-        "data": os.path.abspath(data_dir),
-        "image_size": size,
-        "source": source,
-        "slices": slices,
-        "per_target": results[names[0]],
-        "baselines": {b: results[b] for b in BASELINE_NAMES},
-    }
-    if len(names) > 1:
-        report["compare"] = {n: results[n] for n in names}
-    os.makedirs(args.out, exist_ok=True)
-    write_json_atomic(os.path.join(args.out, "report.json"), report)
-    md = (
-        f"# {args.split} split of {data_dir}: {slices} slices, source {source.upper()}\n\n"
-        "PSNR (dB) / SSIM on images mapped to [0, 1]\n\n" + table(results, names, targets)
-    )
-    write_text_atomic(os.path.join(args.out, "report.md"), md)
-    save_figure(os.path.join(args.out, "figure.png"), figure, targets, names[0])
-    print(md + f"\nwrote {args.out}/report.json, report.md, figure.png")
 
 
 if __name__ == "__main__":

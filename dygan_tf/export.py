@@ -7,24 +7,21 @@ The SavedModel's `serving_default` signature takes `image` float32 (None, H, W, 
 plain TensorFlow graph: serving it needs TensorFlow only, not this package.
 """
 
-import json
 import os
 import shutil
 import tempfile
 import time
 
-from dygan_tf import preprocessing
+from dygan_tf import preprocessing, run_folder
 from dygan_tf.atomic import write_json_atomic
 from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.errors import UserError
+from dygan_tf.errors import UserError, for_flag
 from dygan_tf.tasks import MODALITIES, NUM_TASKS, TASK_CODES
 
 SIGNATURE = "serving_default"
 INPUT_KEYS = ("image", "task")
 OUTPUT_KEY = "synthesized"
 METADATA = "metadata.json"
-RUN_CONFIG = "config.json"
-RUN_GENERATOR = "generator.keras"
 STAGING_PREFIX = ".partial-export-"  # not an integer: TF Serving never loads it
 
 
@@ -39,13 +36,12 @@ def check_target(out_dir):
     version = os.path.basename(out_dir)
     if not version.isdigit():
         raise UserError(
-            f"--out {out_dir}: the last folder must be an integer version "
+            f"{out_dir}: the last folder must be an integer version "
             f"(TF Serving layout saved_models/<name>/<version>), found {version!r}"
         )
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise UserError(
-            f"--out {out_dir}: already exists and is not an empty folder; "
-            "choose a new version number"
+            f"{out_dir}: already exists and is not an empty folder; choose a new version number"
         )
     return out_dir
 
@@ -136,36 +132,6 @@ def export_generator(generator, out_dir, metadata=None):
     return out_dir
 
 
-def load_run(run_dir):
-    """(RunConfig, generator) from a training run folder; UserError if unusable."""
-    import keras
-
-    import dygan_tf.layers  # noqa: F401 (registers DyConv2D for deserialisation)
-    from dygan_tf.config import RunConfig
-
-    config_path = os.path.join(run_dir, RUN_CONFIG)
-    model_path = os.path.join(run_dir, RUN_GENERATOR)
-    for path in (config_path, model_path):
-        if not os.path.isfile(path):
-            raise UserError(
-                f"--run {run_dir}: no {os.path.basename(path)}; expected a "
-                f"training run folder holding {RUN_CONFIG} and {RUN_GENERATOR}"
-            )
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = RunConfig.from_dict(json.load(f))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{config_path}: not a run config ({type(e).__name__}: {e})") from None
-    try:
-        generator = keras.saving.load_model(model_path, compile=False)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(f"{model_path}: cannot load the generator ({first})") from None
-    if not isinstance(generator.input, dict) or set(generator.input) != set(INPUT_KEYS):
-        raise UserError(f"{model_path}: expected a generator with inputs {INPUT_KEYS}")
-    return config, generator
-
-
 def main(argv=None):
     parser = ArgumentParser(prog="dygan_tf.export", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -173,8 +139,10 @@ def main(argv=None):
     )
     parser.add_argument("--out", required=True, help="version folder, e.g. saved_models/dygan/1")
     args = parser.parse_args(argv)
-    out_dir = check_target(args.out)  # before the slow model load
-    config, generator = load_run(args.run)
+    with for_flag("--out"):
+        out_dir = check_target(args.out)  # before the slow model load
+    with for_flag("--run"):
+        config, generator = run_folder.load_run(args.run)
     export_generator(generator, out_dir, build_metadata(config, args.run, generator))
     print(
         f"exported {args.run} -> {out_dir} (signature {SIGNATURE}: image, task -> "

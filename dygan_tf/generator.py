@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 from dygan_tf.blocks import conv, conv_block
-from dygan_tf.config import DYCONV_PLACEMENTS, LABEL_MODES
+from dygan_tf.config import DYCONV_PLACEMENTS, check_label_mode
 from dygan_tf.tasks import NUM_TASKS
 
 
@@ -26,15 +26,7 @@ def build_generator(
     """U-Net `{"image": (H, W, 1), "task": (12,)}` -> `(H, W, 1)` in [-1, 1] (tanh)."""
     if dyconv not in DYCONV_PLACEMENTS:
         raise ValueError(f"`dyconv` must be one of {DYCONV_PLACEMENTS}. Received: dyconv={dyconv}")
-    if label_mode not in LABEL_MODES:
-        raise ValueError(
-            f"`label_mode` must be one of {LABEL_MODES}. Received: label_mode={label_mode}"
-        )
-    if label_mode == "input" and dyconv != "none":
-        raise ValueError(
-            "label_mode='input' is the static-kernel MGAN baseline: it needs dyconv='none'. "
-            f"Received: dyconv={dyconv}"
-        )
+    check_label_mode(label_mode, dyconv)
     if image_size % (2**depth):
         raise ValueError(
             f"`image_size` must be divisible by 2**depth={2**depth}. "

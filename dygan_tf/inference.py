@@ -15,11 +15,11 @@ from dygan_tf.export import (
     INPUT_KEYS,
     METADATA,
     OUTPUT_KEY,
-    RUN_GENERATOR,
     SIGNATURE,
     image_size,
-    load_run,
 )
+from dygan_tf.run_folder import GENERATOR as RUN_GENERATOR
+from dygan_tf.run_folder import load_run
 from dygan_tf.tasks import task_code
 
 

@@ -8,14 +8,14 @@ to a scratch folder that is deleted at the end. A restarted worker resumes from 
 chief's last checkpoint, so the run folder must be on storage all workers can read.
 """
 
-import os
 import shutil
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from dygan_tf import training
+from dygan_tf import run_folder, training
 
 
 def is_chief(strategy):
@@ -52,7 +52,7 @@ def train_multiworker(config, data_dir, run_dir, strategy, steps_per_epoch=None)
         if run.start < train_cfg.epochs:
             _loop(config, data_dir, run_dir, write_dir, strategy, run)
         if chief:
-            training.save_generator(gan.generator, run_dir)
+            run_folder.save_generator(gan.generator, run_dir)
         return gan.generator
     finally:
         if scratch:
@@ -87,22 +87,13 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
             k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in logs.items()
         }
 
-    val_ds = training.case_dataset(
-        data_dir, train_cfg, run.validation, keep=True, batch_slices=1, return_meta=True
-    )
-    writer = tf.summary.create_file_writer(os.path.join(write_dir, training.LOGS))
-    # The chief's history lives in run_dir; a non-chief keeps a throwaway copy.
-    callback = training.EpochEnd(
-        write_dir,
-        val_ds,
-        train_cfg.targets,
-        run.checkpoint,
-        run.last,
-        run.best,
-        run.history,
-        writer,
-    )
-    callback.set_model(gan)
+    val_ds = training.validation_dataset(data_dir, train_cfg, run.validation)
+    writer = tf.summary.create_file_writer(run_folder.path(write_dir, run_folder.LOGS))
+    # The same per-epoch callbacks as fit; the chief's history lives in run_dir, a
+    # non-chief keeps a throwaway copy in its scratch folder.
+    callbacks = training.epoch_callbacks(run, write_dir, val_ds, train_cfg.targets, writer)
+    stop = callbacks[0]
+    epoch_end = keras.callbacks.CallbackList(callbacks, model=gan)
     print(
         f"worker {strategy.cluster_resolver.task_type}:{strategy.cluster_resolver.task_id} "
         f"of {strategy.num_replicas_in_sync} replicas: {run.steps} steps per epoch, "
@@ -120,10 +111,7 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
             flush=True,
         )
         if not all(np.isfinite(list(logs.values()))):
-            callback.diverged = (
-                run.steps - 1,
-                {k: v for k, v in logs.items() if not np.isfinite(v)},
-            )
-            raise training.diverged_error(callback, run)
-        callback.on_epoch_end(epoch, logs)
+            stop.diverged = (run.steps - 1, {k: v for k, v in logs.items() if not np.isfinite(v)})
+            raise training.diverged_error(stop, run)
+        epoch_end.on_epoch_end(epoch, logs)
     writer.close()

@@ -1,38 +1,27 @@
 """Trains one DyGAN run into a run folder, resumable after a kill at any moment.
 
-`train(config, data_dir, run_dir)` is what `python -m dygan_tf.fit` calls (and what a
-KerasTuner HyperModel can call). The run folder holds config.json, run.json (data and
-validation cases), history.csv, checkpoints/{last,best}, logs/ (TensorBoard) and, at
-the end, generator.keras.
+`train(config, data_dir, run_dir)` is what `python -m dygan_tf.fit` calls; the run
+folder's layout lives in `dygan_tf.run_folder`, the per-epoch work (validation,
+history and TensorBoard, checkpoints) in `dygan_tf.callbacks`. `open_run` and
+`case_dataset` are shared with the multi-worker loop and the λ search.
 """
 
-import csv
-import io
-import json
+import dataclasses
 import math
-import os
 import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from dygan_tf import evaluation
-from dygan_tf.atomic import atomic_path, write_json_atomic, write_text_atomic
+from dygan_tf import callbacks as run_callbacks
+from dygan_tf import run_folder
 from dygan_tf.builders import build_dygan
-from dygan_tf.config import RunConfig
 from dygan_tf.data import make_dataset
 from dygan_tf.errors import UserError
 from dygan_tf.manifest import split_cases
 
-CONFIG = "config.json"
-RUN_INFO = "run.json"
-HISTORY = "history.csv"
-GENERATOR = "generator.keras"
-CHECKPOINTS = "checkpoints"
-LOGS = "logs"
 VALIDATION_FRACTION = 0.1  # of the training split's cases, at least one
-LOSSES = ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss")
 
 
 class TrainingDiverged(UserError):
@@ -101,141 +90,20 @@ def count_slices(data_dir, case_ids, keep):
     return sum(len(c["slices"]) for c in cases if (c["case_id"] in case_ids) == keep)
 
 
-def read_history(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def write_history(path, rows):
-    if not rows:
-        return
-    fields = list(rows[0])
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, out.getvalue())
-
-
-def _same_run(saved, config):
-    """Whether a run folder's config is `config` up to the number of epochs."""
-    a, b = saved.to_dict(), config.to_dict()
-    a["train"].pop("epochs"), b["train"].pop("epochs")
-    return a == b
-
-
-def prepare_run_dir(config, data_dir, run_dir):
-    """Writes config.json and run.json for a new run, or checks them on a resume.
-    Returns the validation case ids."""
-    os.makedirs(run_dir, exist_ok=True)
-    config_path = os.path.join(run_dir, CONFIG)
-    info_path = os.path.join(run_dir, RUN_INFO)
-    if os.path.exists(config_path) and os.path.exists(info_path):
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                saved = RunConfig.from_dict(json.load(f))
-            with open(info_path, encoding="utf-8") as f:
-                info = json.load(f)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(
-                f"{run_dir}: unreadable run files ({type(e).__name__}: {e}); use a new --out"
-            ) from None
-        if not _same_run(saved, config):
-            raise UserError(
-                f"--out {run_dir}: holds a run with another configuration "
-                f"(see {config_path}); use a new --out or the same flags"
-            )
-        validation = info["validation_cases"]
-    else:
-        validation = choose_validation_cases(data_dir, config.train.seed)
-        info = {"data": os.path.abspath(data_dir), "validation_cases": validation}
-        write_json_atomic(info_path, info)
-    write_json_atomic(config_path, config.to_dict())  # epochs may have grown
-    return validation
-
-
-def _grid(image, target, fake):
-    """source | real | generated, one row per target, as a [1, H*T, 3W, 1] image in [0, 1]."""
-    rows = [np.concatenate([image[i], target[i], fake[i]], axis=1) for i in range(len(image))]
-    return ((np.concatenate(rows, axis=0)[None] + 1.0) / 2.0).clip(0, 1)
-
-
-class EpochEnd(keras.callbacks.Callback):
-    """Per epoch: validation, TensorBoard, history.csv, best and last checkpoints.
-
-    The history row is written before the `last` checkpoint; a resume drops rows past
-    the restored epoch, so a kill between the two never duplicates nor loses a row.
-    """
-
-    def __init__(self, run_dir, val_ds, targets, checkpoint, last, best, history, writer):
-        super().__init__()
-        self.run_dir, self.val_ds, self.targets = run_dir, val_ds, targets
-        self.checkpoint, self.last, self.best = checkpoint, last, best
-        self.history, self.writer = history, writer
-        scores = [float(r["val_psnr_mean"]) for r in history if r.get("val_psnr_mean")]
-        self.best_psnr = max(scores) if scores else -math.inf
-        self.diverged = None
-        self.grid_batch = next(iter(val_ds))
-
-    def on_train_batch_end(self, batch, logs=None):
-        bad = {k: float(v) for k, v in (logs or {}).items() if not np.isfinite(float(v))}
-        if bad and self.diverged is None:
-            self.diverged = (batch, bad)
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.diverged is not None:
-            return
-        gan = self.model
-        scores = evaluation.score_generator(
-            gan.generator, self.val_ds, self.targets, metrics=("psnr", "ssim")
-        )
-        lr = float(keras.ops.convert_to_numpy(gan.g_optimizer.learning_rate))
-        row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in LOSSES}, "lr": lr}
-        for t in self.targets:
-            row[f"val_psnr_{t}"] = scores[t]["psnr"]
-            row[f"val_ssim_{t}"] = scores[t]["ssim"]
-        row["val_psnr_mean"] = float(np.mean([scores[t]["psnr"] for t in self.targets]))
-        row["val_ssim_mean"] = float(np.mean([scores[t]["ssim"] for t in self.targets]))
-        image, target, task, _ = self.grid_batch
-        fake = gan.generator({"image": image, "task": task}, training=False).numpy()
-        with self.writer.as_default(step=epoch + 1):
-            for k in LOSSES:
-                tf.summary.scalar(f"loss/{k}", row[k])
-            tf.summary.scalar("learning_rate", lr)
-            for k, v in row.items():
-                if k.startswith("val_"):
-                    tf.summary.scalar(k.replace("val_", "val/", 1), v)
-            tf.summary.image(
-                "val/source_real_generated",
-                _grid(image.numpy(), target.numpy(), fake),
-                step=epoch + 1,
-            )
-        self.writer.flush()
-        self.checkpoint.epoch.assign(epoch + 1)
-        if row["val_psnr_mean"] > self.best_psnr:
-            self.best_psnr = row["val_psnr_mean"]
-            self.best.save(checkpoint_number=epoch + 1)
-        self.history.append(row)
-        write_history(os.path.join(self.run_dir, HISTORY), self.history)
-        self.last.save(checkpoint_number=epoch + 1)
-        print(
-            f"epoch {epoch + 1}: val PSNR "
-            + ", ".join(f"{t} {scores[t]['psnr']:.2f}" for t in self.targets)
-            + f" dB (mean {row['val_psnr_mean']:.2f}; best {self.best_psnr:.2f})",
-            flush=True,
-        )
-
-
+@dataclasses.dataclass
 class RunState:
     """What a training loop needs: the model, its checkpoints, history and start epoch."""
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+    gan: keras.Model
+    checkpoint: tf.train.Checkpoint
+    last: tf.train.CheckpointManager
+    best: tf.train.CheckpointManager
+    history: list
+    start: int  # epochs already finished
+    steps: int  # per epoch
+    validation: list  # held-out case ids
+    n_train: int  # training slices
+    global_slices: int  # slices per step over all replicas
 
 
 def open_run(
@@ -252,7 +120,9 @@ def open_run(
     train_cfg = config.train
     write_dir = write_dir or run_dir
     if write_dir == run_dir:
-        validation = prepare_run_dir(config, data_dir, run_dir)
+        validation = run_folder.prepare(
+            run_dir, config, data_dir, lambda: choose_validation_cases(data_dir, train_cfg.seed)
+        )
     else:  # deterministic from the seed: the same cases the chief records
         validation = choose_validation_cases(data_dir, train_cfg.seed)
     n_train = count_slices(data_dir, validation, keep=False)
@@ -272,14 +142,12 @@ def open_run(
         d_optimizer=gan.d_optimizer,
         epoch=tf.Variable(0, dtype=tf.int64),
     )
-    ckpt_dir = os.path.join(write_dir, CHECKPOINTS)
-    last = tf.train.CheckpointManager(checkpoint, os.path.join(ckpt_dir, "last"), 1)
-    best = tf.train.CheckpointManager(checkpoint, os.path.join(ckpt_dir, "best"), 1)
-    history_path = os.path.join(run_dir, HISTORY)
-    history = read_history(history_path)
-    latest = tf.train.latest_checkpoint(
-        os.path.join(restore_from or write_dir, CHECKPOINTS, "last")
+    last = tf.train.CheckpointManager(checkpoint, run_folder.checkpoint_dir(write_dir), 1)
+    best = tf.train.CheckpointManager(
+        checkpoint, run_folder.checkpoint_dir(write_dir, run_folder.BEST), 1
     )
+    history = run_folder.read_history(run_dir)
+    latest = tf.train.latest_checkpoint(run_folder.checkpoint_dir(restore_from or write_dir))
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
         start = int(checkpoint.epoch.numpy())
@@ -305,21 +173,51 @@ def open_run(
     )
 
 
-def diverged_error(callback, run):
-    batch, bad = callback.diverged
+def diverged_error(stop, run):
+    """The TrainingDiverged error for a `StopOnDivergence` that fired."""
+    batch, bad = stop.diverged
     return TrainingDiverged(
         f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at "
         f"step {batch + 1} of epoch {int(run.checkpoint.epoch.numpy()) + 1}; the last "
-        f"good checkpoint is in {run.last.directory}; try a lower --lr"
+        f"good checkpoint is in {run.last.directory}; try a lower learning rate"
     )
+
+
+def epoch_callbacks(run, run_dir, val_ds, targets, writer, verbose=True):
+    """[stop on divergence, validation scores, history + TensorBoard, checkpoints]:
+    the per-epoch work of a run, in the order it must happen."""
+    scores = [float(r["val_psnr_mean"]) for r in run.history if r.get("val_psnr_mean")]
+    return [
+        run_callbacks.StopOnDivergence(),
+        run_callbacks.ValidationScores(val_ds, targets),
+        run_callbacks.HistoryWriter(run_dir, run.history, writer, next(iter(val_ds))),
+        run_callbacks.EpochCheckpoints(
+            run.checkpoint, run.last, run.best, max(scores, default=-math.inf), verbose
+        ),
+    ]
+
+
+def validation_dataset(data_dir, train_cfg, validation):
+    """The held-out cases' slices, one slice (all its targets) per batch, with meta."""
+    return case_dataset(data_dir, train_cfg, validation, keep=True, return_meta=True)
 
 
 def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbose=None):
     """Trains (or resumes) `config` on `data_dir` into `run_dir`; returns the generator.
 
-    `steps_per_epoch` defaults to one pass over the training slices; `strategy` is a
-    tf.distribute strategy whose scope builds the model (default: the current one);
-    each step takes batch_slices slices per replica (the global batch).
+    Args:
+        config: a `RunConfig` (see `dygan_tf.config`).
+        data_dir: a shard folder written by `data_prep.build_tfrecords`.
+        run_dir: the run folder (see `dygan_tf.run_folder`); a folder holding a run of
+            the same config resumes at its first unfinished epoch.
+        steps_per_epoch: default one pass over the training slices.
+        strategy: a tf.distribute strategy whose scope builds the model (default: the
+            current one); each step takes `batch_slices` slices per replica.
+        verbose: Keras `fit` verbosity (default: a bar on a terminal, a line per epoch
+            otherwise).
+
+    Returns:
+        The trained generator (also saved as `run_dir/generator.keras`).
     """
     train_cfg = config.train
     strategy = strategy or tf.distribute.get_strategy()
@@ -336,25 +234,14 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
             repeat=True,
             seed=train_cfg.seed + start,
         )
-        val_ds = case_dataset(
-            data_dir, train_cfg, run.validation, keep=True, batch_slices=1, return_meta=True
-        )
-        writer = tf.summary.create_file_writer(os.path.join(run_dir, LOGS))
-        callback = EpochEnd(
-            run_dir,
-            val_ds,
-            train_cfg.targets,
-            run.checkpoint,
-            run.last,
-            run.best,
-            run.history,
-            writer,
-        )
+        val_ds = validation_dataset(data_dir, train_cfg, run.validation)
+        writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))
+        callbacks = epoch_callbacks(run, run_dir, val_ds, train_cfg.targets, writer)
         print(
             f"training {run_dir}: {run.n_train} slices x {len(train_cfg.targets)} targets, "
             f"{steps} steps per epoch of {run.global_slices} slice(s) on "
-            f"{strategy.num_replicas_in_sync} replica(s), epochs {start + 1}..{train_cfg.epochs}; "
-            f"validation cases {run.validation}",
+            f"{strategy.num_replicas_in_sync} replica(s), epochs "
+            f"{start + 1}..{train_cfg.epochs}; validation cases {run.validation}",
             flush=True,
         )
         if verbose is None:
@@ -364,17 +251,12 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
             epochs=train_cfg.epochs,
             initial_epoch=start,
             steps_per_epoch=steps,
-            callbacks=[callback],
+            callbacks=callbacks,
             verbose=verbose,
-            shuffle=False,
-        )  # the dataset shuffles itself
+            shuffle=False,  # the dataset shuffles itself
+        )
         writer.close()
-        if callback.diverged is not None:
-            raise diverged_error(callback, run)
-    save_generator(gan.generator, run_dir)
+        if callbacks[0].diverged is not None:
+            raise diverged_error(callbacks[0], run)
+    run_folder.save_generator(gan.generator, run_dir)
     return gan.generator
-
-
-def save_generator(generator, run_dir):
-    with atomic_path(os.path.join(run_dir, GENERATOR)) as tmp:
-        generator.save(tmp)

@@ -17,7 +17,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from dygan_tf import evaluate, fit
+from dygan_tf import evaluate, fit, run_folder
 from dygan_tf.config import RunConfig
 from tests.helpers import REPO, run_cli
 
@@ -96,7 +96,7 @@ def test_configurations_are_applied(runs):
 
 def test_pix2pix3_trains_one_static_model_per_target_with_the_same_total_steps(runs):
     run_dir = runs["pix2pix3"]
-    with open(os.path.join(run_dir, fit.BASELINE_FILE)) as f:
+    with open(os.path.join(run_dir, run_folder.BASELINE)) as f:
         members = json.load(f)["members"]
     assert sorted(members) == ["flair", "t1", "t1ce"]
     total_steps = 0

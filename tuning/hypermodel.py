@@ -9,51 +9,16 @@ import math
 
 import keras
 import keras_tuner as kt
-import numpy as np
 
-from dygan_tf import builders, evaluation, training
+from dygan_tf import builders, training
+from dygan_tf.callbacks import OBJECTIVE, StopOnDivergence, ValidationScores
 from dygan_tf.errors import UserError
 
-OBJECTIVE = "val_psnr_mean"
 HP_NAME = "lambda_l1"
 
 
 def objective():
     return kt.Objective(OBJECTIVE, direction="max")
-
-
-class ValidationScores(keras.callbacks.Callback):
-    """Per epoch: PSNR/SSIM per target on the validation cases, written into `logs`
-    (so TensorBoard and KerasTuner's best-epoch checkpoint see them); stops training
-    at the first non-finite loss."""
-
-    def __init__(self, val_ds, targets):
-        super().__init__()
-        self.val_ds, self.targets = val_ds, tuple(targets)
-        self.last = None
-        self.diverged = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        bad = {k: float(v) for k, v in (logs or {}).items() if not np.isfinite(float(v))}
-        if bad and self.diverged is None:
-            self.diverged = bad
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.diverged is not None:
-            return
-        scores = evaluation.score_generator(
-            self.model.generator, self.val_ds, self.targets, metrics=("psnr", "ssim")
-        )
-        row = {}
-        for t in self.targets:
-            row[f"val_psnr_{t}"] = scores[t]["psnr"]
-            row[f"val_ssim_{t}"] = scores[t]["ssim"]
-        row[OBJECTIVE] = float(np.mean([scores[t]["psnr"] for t in self.targets]))
-        row["val_ssim_mean"] = float(np.mean([scores[t]["ssim"] for t in self.targets]))
-        if logs is not None:
-            logs.update(row)
-        self.last = row
 
 
 class LambdaHyperModel(kt.HyperModel):
@@ -97,9 +62,8 @@ class LambdaHyperModel(kt.HyperModel):
             repeat=True,
             seed=train.seed,
         )
-        val_ds = training.case_dataset(
-            self.data_dir, train, self.validation_cases, keep=True, batch_slices=1, return_meta=True
-        )
+        val_ds = training.validation_dataset(self.data_dir, train, self.validation_cases)
+        stop = StopOnDivergence()
         scores = ValidationScores(val_ds, train.targets)
         # First in the list: the tuner's callbacks (TensorBoard, best-epoch weights)
         # then read the validation scores from the same `logs`.
@@ -107,12 +71,12 @@ class LambdaHyperModel(kt.HyperModel):
             train_ds,
             epochs=train.epochs,
             steps_per_epoch=self.steps_per_epoch,
-            callbacks=[scores, *(callbacks or [])],
+            callbacks=[stop, scores, *(callbacks or [])],
             verbose=verbose,
             shuffle=False,
         )
-        if scores.diverged is not None or scores.last is None:
-            bad = ", ".join(f"{k}={v}" for k, v in (scores.diverged or {}).items())
+        if stop.diverged is not None or scores.last is None:
+            bad = ", ".join(f"{k}={v}" for k, v in (stop.diverged or (0, {}))[1].items())
             raise kt.errors.FailedTrialError(
                 f"λ={hp.get(HP_NAME):g}: training diverged ({bad or 'no finished epoch'})"
             )

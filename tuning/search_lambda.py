@@ -21,15 +21,14 @@ import math
 import os
 import sys
 
+from dygan_tf import run_folder
 from dygan_tf.atomic import write_json_atomic, write_text_atomic
 from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.config import RunConfig
-from dygan_tf.errors import UserError
+from dygan_tf.errors import UserError, for_flag
+from dygan_tf.run_flags import add_config_flags, config_from_flags
 
 PAPER_VALUES = "1,10,20,30,50,100,150,200,250,300"
 SEARCH_FILE = "search.json"
-CONFIG_FILE = "config.json"
-LOGS = "logs"
 PROG = "tuning.search_lambda"
 
 
@@ -53,22 +52,9 @@ def parse_values(text):
     return sorted(values)
 
 
-# dygan_tf.fit flags that make no sense here: λ comes from --values, data from --data.
-NOT_FOR_SEARCH = (
-    "--lambda-l1",
-    "--baseline",
-    "--demo",
-    "--brats-root",
-    "--data-out",
-    "--train-hgg",
-    "--train-lgg",
-    "--cache",
-)
-
-
 def parse_args(argv):
-    """The search's own flags; every other flag is a dygan_tf.fit override, parsed and
-    resolved into a RunConfig by dygan_tf.fit itself (one place for the overrides)."""
+    """The search's own flags plus the configuration flags it shares with dygan_tf.fit
+    (`dygan_tf.run_flags`; λ comes from --values, so there is no --lambda-l1)."""
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--data", required=True, help="folder of TFRecord shards")
     p.add_argument("--out", required=True, help="search folder (KerasTuner project)")
@@ -76,13 +62,8 @@ def parse_args(argv):
     p.add_argument("--oracle", choices=("grid", "bayesian"), default="grid")
     p.add_argument("--max-trials", type=int, help="trials of --oracle bayesian")
     p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
-    args, overrides = p.parse_known_args(argv)
-    for token in overrides:
-        if token.split("=", 1)[0] in NOT_FOR_SEARCH:
-            raise UserError(
-                f"{PROG}: {token.split('=', 1)[0]} is not a search flag "
-                "(λ comes from --values, the data from --data)"
-            )
+    add_config_flags(p, exclude=("--lambda-l1",))
+    args = p.parse_args(argv)
     args.values = parse_values(args.values)
     for flag in ("steps_per_epoch", "max_trials"):
         value = getattr(args, flag)
@@ -97,24 +78,11 @@ def parse_args(argv):
             raise UserError(
                 f"--max-trials: {args.max_trials} exceeds the {len(args.values)} --values"
             )
-    from dygan_tf import fit
-
-    try:
-        args.fit_args = fit.parse_args(["--data", args.data, "--out", args.out, *overrides])
-    except UserError as e:
-        raise UserError(str(e).replace("dygan_tf.fit:", f"{PROG}:", 1)) from None
+    with for_flag(f"{PROG}:"):
+        args.config = config_from_flags(args, "paper")
     if not os.path.isdir(args.data):
         raise UserError(f"--data {args.data}: not a folder")
     return args
-
-
-def resolve_config(args):
-    from dygan_tf import fit
-
-    try:
-        return fit.resolve_config(args.fit_args)
-    except UserError as e:
-        raise UserError(str(e).replace("dygan_tf.fit:", f"{PROG}:", 1)) from None
 
 
 @contextlib.contextmanager
@@ -144,26 +112,24 @@ def prepare_search_dir(config, data_dir, out, settings):
 
     os.makedirs(out, exist_ok=True)
     search_path = os.path.join(out, SEARCH_FILE)
-    config_path = os.path.join(out, CONFIG_FILE)
     if os.path.exists(search_path):
+        saved_config = run_folder.read_config(out)  # the search folder keeps one too
         try:
             with open(search_path, encoding="utf-8") as f:
                 saved = json.load(f)
-            with open(config_path, encoding="utf-8") as f:
-                saved_config = RunConfig.from_dict(json.load(f))
             validation = saved.pop("validation_cases")
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise UserError(
-                f"{out}: unreadable search files ({type(e).__name__}: {e}); use a new --out"
+                f"{out}: unreadable search files ({type(e).__name__}: {e}); use a new folder"
             ) from None
         if saved != settings or saved_config != config:
             raise UserError(
-                f"--out {out}: holds a search with other settings (see "
-                f"{search_path}); use a new --out or the same flags"
+                f"{out}: holds a search with other settings (see "
+                f"{search_path}); use a new folder or the same flags"
             )
         return validation
     validation = choose_validation_cases(data_dir, config.train.seed)
-    write_json_atomic(config_path, config.to_dict())
+    run_folder.write_config(out, config)
     write_json_atomic(search_path, {**settings, "validation_cases": validation})
     return validation
 
@@ -226,7 +192,9 @@ def search(
         )
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
-        tensorboard = keras.callbacks.TensorBoard(os.path.join(out, LOGS), write_graph=False)
+        tensorboard = keras.callbacks.TensorBoard(
+            run_folder.path(out, run_folder.LOGS), write_graph=False
+        )
         tuner.search(callbacks=[tensorboard], verbose=verbose)
     results = report.write_results(
         out,
@@ -248,18 +216,23 @@ def main(argv=None):
     from dygan_tf.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
+    from dygan_tf.fit_lib import check_image_size
     from dygan_tf.manifest import read_manifest
 
-    size = read_manifest(args.data)["image_size"]
-    config = resolve_config(args)
-    if size != config.model.image_size:
-        raise UserError(
-            f"--data {args.data}: shards are {size} px, the model expects "
-            f"{config.model.image_size} px; pass --image-size {size}"
+    config = args.config
+    with for_flag("--data"):
+        read_manifest(args.data)
+        check_image_size(args.data, config)
+    with for_flag("--out"):
+        results = search(
+            config,
+            args.data,
+            args.out,
+            args.values,
+            args.oracle,
+            args.max_trials,
+            args.steps_per_epoch,
         )
-    results = search(
-        config, args.data, args.out, args.values, args.oracle, args.max_trials, args.steps_per_epoch
-    )
     from tuning import report
 
     with open(os.path.join(args.out, report.RESULTS_MD), encoding="utf-8") as f:
@@ -273,7 +246,7 @@ def main(argv=None):
         )
     print(
         f"wrote {args.out}/results.json, results.md, {report.PLOT}; "
-        f"tensorboard --logdir {args.out}/{LOGS}"
+        f"tensorboard --logdir {run_folder.path(args.out, run_folder.LOGS)}"
     )
     return 0 if results["best_lambda"] is not None else 1
 

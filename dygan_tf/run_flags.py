@@ -1,0 +1,78 @@
+"""The configuration flags that `fit` and the λ search share: a preset plus overrides.
+
+    add_config_flags(parser)                  # --preset --epochs ... --jit-compile
+    config = config_from_flags(args, "paper") # the preset with every given flag applied
+
+Each flag maps onto one `RunConfig` field; the choices come from `dygan_tf.config`, so
+the two commands cannot drift apart.
+"""
+
+from dygan_tf import config as config_lib
+from dygan_tf.errors import UserError
+from dygan_tf.tasks import targets_for
+
+# flag -> (RunConfig field, type, choices, help). `--base-filters` sets the generator's
+# and the discriminator's base width alike.
+CONFIG_FLAGS = {
+    "--epochs": ("epochs", int, None, None),
+    "--image-size": ("image_size", int, None, None),
+    "--base-filters": ("base_filters", int, None, "base filters of G and D"),
+    "--experts": ("num_experts", int, None, "DyConv experts K"),
+    "--lambda-l1": ("lambda_l1", float, None, "L1 weight λ"),
+    "--lr": ("lr", float, None, None),
+    "--source": ("source", str, None, "source modality (targets: the other three)"),
+    "--targets": ("targets", str, None, "comma-separated, e.g. flair,t1,t1ce"),
+    "--discriminator": ("discriminator", str, config_lib.DISCRIMINATOR_KINDS, None),
+    "--dyconv": ("dyconv", str, config_lib.DYCONV_PLACEMENTS, "DyConv placement (Table 4)"),
+    "--label-mode": ("label_mode", str, config_lib.LABEL_MODES, None),
+    "--seed": ("seed", int, None, None),
+    "--mixed-precision": ("mixed_precision", str, config_lib.PRECISIONS, None),
+}
+POSITIVE = ("--epochs", "--image-size", "--base-filters", "--experts")
+
+
+def _dest(flag):
+    return flag[2:].replace("-", "_")
+
+
+def add_config_flags(parser, exclude=()):
+    """Adds --preset, every override in CONFIG_FLAGS but `exclude`, and --jit-compile."""
+    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS))
+    for flag, (_, kind, choices, help_text) in CONFIG_FLAGS.items():
+        if flag not in exclude:
+            parser.add_argument(flag, type=kind, choices=choices, help=help_text)
+    parser.add_argument(
+        "--jit-compile", action="store_true", default=None, help="compile the train step with XLA"
+    )
+
+
+def config_from_flags(args, default_preset):
+    """The preset (`args.preset` or `default_preset`) with every given flag applied.
+
+    Raises a `UserError` naming the flag for a value out of range or a combination the
+    config refuses (e.g. `--label-mode input` with DyConvs).
+    """
+    for flag in POSITIVE:
+        value = getattr(args, _dest(flag), None)
+        if value is not None and value < 1:
+            raise UserError(f"{flag}: expected >= 1, found {value}")
+    get = lambda flag: getattr(args, _dest(flag), None)  # noqa: E731
+    changes = {
+        field: get(flag)
+        for flag, (field, *_) in CONFIG_FLAGS.items()
+        if flag not in ("--targets",) and hasattr(args, _dest(flag))
+    }
+    changes["jit_compile"] = getattr(args, "jit_compile", None)
+    if get("--base-filters") is not None:
+        changes["d_base_filters"] = get("--base-filters")
+    try:
+        if get("--targets") is not None:
+            changes["targets"] = tuple(t.strip() for t in get("--targets").split(",") if t.strip())
+        elif get("--source") is not None:
+            changes["targets"] = targets_for(get("--source"))
+        if get("--label-mode") == "input" and get("--dyconv") is None:
+            changes["dyconv"] = "none"  # MGAN-style: static kernels, label at the input
+        # ModelConfig and TrainConfig validate themselves.
+        return config_lib.get_preset(args.preset or default_preset).override(**changes)
+    except ValueError as e:
+        raise UserError(str(e)) from None

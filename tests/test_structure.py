@@ -1,0 +1,153 @@
+"""How the package is put together: no import cycles, every module imports on its own,
+one home for each file name, and `import dygan_tf` registers the Keras objects."""
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+PACKAGES = ("dygan_tf", "data_prep", "tuning", "benchmarks")
+
+
+def _modules():
+    """{module name: path} of every module of the project's packages."""
+    found = {}
+    for package in PACKAGES:
+        for name in sorted(os.listdir(os.path.join(REPO, package))):
+            if name.endswith(".py"):
+                module = package if name == "__init__.py" else f"{package}.{name[:-3]}"
+                found[module] = os.path.join(REPO, package, name)
+    return found
+
+
+def _imports(path, known):
+    """Project modules that the file at `path` imports, anywhere in it (lazy imports in
+    functions count too: a cycle through them is still two modules needing each other)."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        out.update(n for n in names if n in known)
+    return out
+
+
+def _cycle(graph):
+    """One import cycle as a list of modules, or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    # `import dygan_tf` (the package) only registers Keras objects and sets the version;
+    # modules that import it for that are not part of a cycle.
+    graph = {m: _imports(p, modules) - {"dygan_tf", m} for m, p in modules.items()}
+    graph["dygan_tf"] = _imports(modules["dygan_tf"], modules) - {"dygan_tf"}
+    assert "dygan_tf.fit" not in graph["dygan_tf.evaluate"]
+    assert "dygan_tf.evaluate" not in graph["dygan_tf.fit"]
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+_IMPORT_EACH_ALONE = """
+import importlib, sys
+failed = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m.split(".")[0] in {packages!r}]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        failed.append(f"{{name}}: {{type(e).__name__}}: {{e}}")
+print("\\n".join(failed))
+sys.exit(1 if failed else 0)
+"""
+
+
+@pytest.mark.slow
+def test_every_module_imports_on_its_own():
+    """Each module imported first, with no other project module loaded before it."""
+    code = _IMPORT_EACH_ALONE.format(packages=set(PACKAGES))
+    result = subprocess.run(
+        [sys.executable, "-c", code, *_modules()],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+
+def test_run_folder_and_manifest_names_live_in_one_module():
+    names = ('"config.json"', '"generator.keras"', '"history.csv"', '"run.json"', '"pix2pix3.json"')
+    owners = {"dygan_tf.run_folder": names, "dygan_tf.manifest": ('"manifest.json"',)}
+    for module, path in _modules().items():
+        text = open(path, encoding="utf-8").read()
+        for owner, spelled in owners.items():
+            if module != owner:
+                hits = [n for n in spelled if n in text]
+                assert not hits, f"{path} spells {hits}; use {owner}"
+
+
+_LOAD_WITH_THE_PACKAGE = """
+import sys
+import numpy as np
+import dygan_tf
+import keras
+generator = keras.saving.load_model(sys.argv[1])  # safe mode (the default)
+image = np.zeros((2,) + tuple(generator.input["image"].shape[1:]), "float32")
+task = np.zeros((2, 12), "float32")
+task[:, 9] = 1
+out = generator({"image": image, "task": task})
+assert out.shape == image.shape and np.isfinite(np.asarray(out)).all()
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_import_dygan_tf_registers_its_keras_objects(run_dir, tmp_path):
+    """What README shows: `import dygan_tf` then `keras.saving.load_model` of a
+    generator.keras, from a folder outside the repo."""
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITH_THE_PACKAGE, str(run_dir / "generator.keras")],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
