@@ -4,6 +4,7 @@
         [--train-hgg 220 --train-lgg 60] [--source-slices 75:86] [--per-volume 5]
         [--workers N] [--shards-per-split N | --slices-per-shard N]
         [--compression gzip|none] [--skip-bad] [--seed 0]
+    python -m data_prep.build_tfrecords --verify DIR   # every shard vs manifest.json
 
 Worker processes load and preprocess cases (numpy/nibabel/scipy only); the parent
 serialises the slices and writes the shards into a hidden staging folder, moves
@@ -12,7 +13,6 @@ them into place when every case has succeeded, and writes manifest.json last.
 
 import concurrent.futures
 import glob
-import hashlib
 import math
 import multiprocessing
 import os
@@ -29,7 +29,8 @@ from dygan_tf import manifest as manifest_lib
 from dygan_tf import preprocessing, records
 from dygan_tf.atomic import write_json_atomic
 from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
-from dygan_tf.errors import UserError
+from dygan_tf.errors import UserError, for_flag
+from dygan_tf.shard_check import sha256_file, verify_or_raise
 from dygan_tf.tasks import MODALITIES
 
 SPLITS = ("train", "test")
@@ -57,7 +58,9 @@ def prepare_case(case, image_size, slice_range, per_volume):
     # contiguous arrays as stored, and only slice the canonical views.
     raw_mask = preprocessing.brain_mask(raw[m] for m in MODALITIES)
     scales = {m: preprocessing.robust_max(raw[m], raw_mask) for m in MODALITIES}
-    mask, _, _ = preprocessing.to_canonical(raw_mask, affine)
+    mask, canonical_affine, _ = preprocessing.to_canonical(raw_mask, affine)
+    # 1 mm voxels (check_case refuses others), so this only pads non-square slices.
+    grid = preprocessing.axial_grid(canonical_affine, mask.shape)
     try:
         indices = preprocessing.select_slices(mask, slice_range, per_volume)
     except ValueError:
@@ -71,8 +74,11 @@ def prepare_case(case, image_size, slice_range, per_volume):
         return np.stack(
             [
                 np.rint(
-                    preprocessing.resize_slice(
-                        preprocessing.axial_slice(volume, i).astype(np.float32), image_size, order
+                    grid.to_model(
+                        preprocessing.axial_slice(volume, i).astype(np.float32),
+                        image_size,
+                        order,
+                        fill=0.0,
                     )
                 ).astype(dtype)
                 for i in indices
@@ -85,9 +91,9 @@ def prepare_case(case, image_size, slice_range, per_volume):
             preprocessing.normalize(preprocessing.axial_slice(volumes[m], i), scales[m])
             for i in indices
         ]
-        images[m] = np.stack(
-            [preprocessing.resize_slice(s, image_size, 1) for s in normalized]
-        ).astype(np.float32)
+        images[m] = np.stack([grid.to_model(s, image_size, 1) for s in normalized]).astype(
+            np.float32
+        )
     seg = volumes.get("seg")
     return {
         "case_id": cid,
@@ -142,14 +148,6 @@ def shard_plan(n_cases, per_volume, shards_per_split=None, slices_per_shard=None
 
 def shard_name(split, index, count, compression):
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compression == "gzip" else "")
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _case_examples(result):
@@ -211,20 +209,24 @@ def build(
                 raise
             header_problems[case["case_id"]] = str(e)
 
-    os.makedirs(out, exist_ok=True)
-    _clean_stale(out)
-    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        _clean_stale(out)
+        staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out)
+    except OSError as e:
+        raise UserError(f"{out}: cannot create the shard folder ({e.strerror})") from None
     bar = Progress(len(jobs), unit="case", enabled=verbose)
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_worker_context())
+    tf = None
     try:
         results = pool.map(
             _prepare_job, [(c, options) for _, _, c in jobs if c["case_id"] not in header_problems]
         )
-        tf = tf_options = None
+        tf_options = None
         kept = {s: [] for s in SPLITS}
         shards = {s: [] for s in SPLITS}
         skipped = []
-        writer, counts = None, None
+        writer, counts, name = None, None, None
         for s, pos, case in jobs:
             if case["case_id"] in header_problems:
                 status, result = "bad", header_problems[case["case_id"]]
@@ -272,9 +274,11 @@ def build(
                 shards[s].append(counts)
             bar.add(1)
         rate = bar.close()
-    except BaseException:
+    except BaseException as e:
         pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
+        if _is_write_error(e, tf):
+            raise _write_error(os.path.join(out, name or ""), e, out) from None
         raise
     pool.shutdown()
 
@@ -295,6 +299,7 @@ def build(
         },
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
+        "in_plane": dict(preprocessing.IN_PLANE),
         "splits": {
             s: {
                 "cases": kept[s],
@@ -305,8 +310,14 @@ def build(
         },
         "skipped": skipped,
     }
+    # The manifest is written into the staging folder too: a full disk here leaves the
+    # previous build (shards and manifest) as it was.
+    try:
+        write_json_atomic(manifest_lib.manifest_path(staging), manifest)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _write_error(manifest_lib.manifest_path(out), e, out) from None
     _publish(out, staging, shards)
-    write_json_atomic(manifest_lib.manifest_path(out), manifest)
     if verbose:
         print(
             f"Wrote {sum(m['records'] for m in manifest['splits'].values())} slices "
@@ -316,9 +327,20 @@ def build(
     return manifest
 
 
+def _is_write_error(error, tf):
+    return isinstance(error, OSError) or (tf is not None and isinstance(error, tf.errors.OpError))
+
+
+def _write_error(path, error, out):
+    reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+    reason = str(reason).strip().splitlines()[-1].split("; ")[-1] if reason else type(error)
+    return UserError(f"{path}: cannot write ({reason}); {out} holds what it held before this build")
+
+
 def _publish(out, staging, shards):
-    """Moves new shards into `out`: the old manifest goes first, so at no moment does
-    a manifest list a shard that is not the one it describes."""
+    """Moves new shards and then the manifest (both finished in `staging`) into `out`:
+    the old manifest goes first, so at no moment does a manifest list a shard that is
+    not the one it describes."""
     old = manifest_lib.manifest_path(out)
     if os.path.exists(old):
         os.remove(old)
@@ -328,6 +350,7 @@ def _publish(out, staging, shards):
             os.remove(os.path.join(out, name))
     for name in sorted(new_names):
         os.replace(os.path.join(staging, name), os.path.join(out, name))
+    os.replace(manifest_lib.manifest_path(staging), old)
     shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -335,8 +358,14 @@ def main(argv=None):
     # TensorFlow's C++ start-up chatter would break the one-line-error contract.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = ArgumentParser(prog="build_tfrecords", description=__doc__.splitlines()[0])
-    parser.add_argument("--brats-root", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--brats-root")
+    parser.add_argument("--out")
+    parser.add_argument(
+        "--verify",
+        metavar="DIR",
+        help="check every shard of DIR (sha256, record count) against its manifest; "
+        "names each bad one (exit 2)",
+    )
     parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
     parser.add_argument("--train-hgg", type=int, default=220)
     parser.add_argument("--train-lgg", type=int, default=60)
@@ -356,6 +385,19 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     args = parser.parse_args(argv)
+    if args.verify is not None:
+        if args.brats_root or args.out:
+            raise UserError("build_tfrecords: --verify DIR checks shards; drop --brats-root/--out")
+        import_tensorflow_quietly()
+        with for_flag("--verify"):
+            verify_or_raise(args.verify)
+        print(f"{args.verify}: every shard matches its manifest")
+        return
+    missing = [f for f, v in (("--brats-root", args.brats_root), ("--out", args.out)) if not v]
+    if missing:
+        raise UserError(
+            f"build_tfrecords: the following arguments are required: {', '.join(missing)}"
+        )
     for flag in ("image_size", "per_volume", "workers", "shards_per_split", "slices_per_shard"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -365,13 +407,17 @@ def main(argv=None):
             raise UserError(
                 f"--{flag.replace('_', '-')}: expected >= 0, found {getattr(args, flag)}"
             )
+    with for_flag("--source-slices"):
+        source_slices = preprocessing.parse_slice_range(args.source_slices)
+    with for_flag("--brats-root"):
+        discover_cases(args.brats_root)  # the same listing build() makes, flag named
     build(
         args.brats_root,
         args.out,
         image_size=args.image_size,
         train_hgg=args.train_hgg,
         train_lgg=args.train_lgg,
-        source_slices=preprocessing.parse_slice_range(args.source_slices),
+        source_slices=source_slices,
         per_volume=args.per_volume,
         workers=args.workers,
         shards_per_split=args.shards_per_split,

@@ -23,7 +23,7 @@ def discover_cases(root):
     inside), or be a flat folder of case folders (grade 'unknown').
     """
     if not os.path.isdir(root):
-        raise UserError(f"--brats-root {root}: not a folder")
+        raise UserError(f"{root}: not a folder")
     if os.path.isdir(os.path.join(root, TRAINING_FOLDER)):
         root = os.path.join(root, TRAINING_FOLDER)
     graded = [g for g in GRADES if os.path.isdir(os.path.join(root, g))]
@@ -36,13 +36,13 @@ def discover_cases(root):
                 cases.append({"case_id": name, "grade": grade, "folder": path})
     if not cases:
         raise UserError(
-            f"--brats-root {root}: found no case folders; expected HGG/ and LGG/ "
+            f"{root}: found no case folders; expected HGG/ and LGG/ "
             "folders of BraTS cases or a folder of case folders"
         )
     ids = [c["case_id"] for c in cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
-        raise UserError(f"--brats-root {root}: case ids found twice: {duplicates}")
+        raise UserError(f"{root}: case ids found twice: {duplicates}")
     return sorted(cases, key=lambda c: c["case_id"])
 
 
@@ -91,7 +91,7 @@ def split_cases(cases, train_hgg, train_lgg, seed):
 
 def check_case(case):
     """Header-level checks of one case, no voxel data read: every modality present,
-    3-D, of sane size, and all files on one grid. Returns {modality or 'seg': path}."""
+    3-D, of sane size, 1 mm voxels, and all files on one grid. Returns {modality or 'seg': path}."""
     cid = case["case_id"]
     files = case_files(case)
     reference = None
@@ -100,6 +100,13 @@ def check_case(case):
             image, shape = preprocessing.read_header(path)
         except UserError as e:
             raise UserError(f"case {cid}: {e}") from None
+        sizes = preprocessing.voxel_sizes(image.affine)
+        if not preprocessing.is_training_spacing(sizes):
+            raise UserError(
+                f"case {cid}: {path}: voxel size {' x '.join(f'{v:g}' for v in sizes)} mm; "
+                f"expected {preprocessing.TRAINING_SPACING_MM:g} mm isotropic like BraTS "
+                "(resample the case first)"
+            )
         if reference is None:
             reference = (path, shape, image.affine)
         elif shape != reference[1]:

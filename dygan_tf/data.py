@@ -2,7 +2,9 @@
 
 Each stored slice becomes one row per target modality: the source image repeated,
 the target image and the task code from dygan_tf.tasks. Only shards listed in
-manifest.json are read, so a killed build can never feed half-written data.
+manifest.json are read, so a killed build can never feed half-written data, and only
+after their sha256 matches the manifest's, so a corrupted shard is named instead of
+failing deep inside tf.data.
 """
 
 import tensorflow as tf
@@ -10,6 +12,7 @@ import tensorflow as tf
 from dygan_tf import records
 from dygan_tf.errors import UserError
 from dygan_tf.manifest import read_manifest, shard_files
+from dygan_tf.shard_check import check_shards
 from dygan_tf.tasks import check_modality, task_code
 
 DEFAULT_SHUFFLE_BUFFER = 256
@@ -53,6 +56,7 @@ def make_dataset(
         )
     manifest = read_manifest(tfrecord_dir)
     files = shard_files(tfrecord_dir, split, manifest)[worker_index::num_workers]
+    check_shards(tfrecord_dir, split, manifest)  # once per file and process (cached)
     if not files:
         raise UserError(
             f"split {split!r} of {tfrecord_dir} has fewer shards than "

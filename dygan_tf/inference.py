@@ -57,16 +57,18 @@ def _savedmodel_dir(path):
 
 
 def load_synthesizer(path):
-    """A Synthesizer from a SavedModel folder (or TF Serving base path) or a run folder."""
+    """A Synthesizer from a SavedModel folder (or TF Serving base path) or a run folder.
+
+    UserError naming the folder if it is neither, or its signature is not the export's."""
     if not os.path.isdir(path):
         raise UserError(
-            f"--model {path}: not a folder; expected a SavedModel folder or a training run folder"
+            f"{path}: not a folder; expected a SavedModel folder or a training run folder"
         )
     saved = _savedmodel_dir(path)
     if saved is None:
         if not os.path.isfile(os.path.join(path, RUN_GENERATOR)):
             raise UserError(
-                f"--model {path}: holds neither saved_model.pb nor "
+                f"{path}: holds neither saved_model.pb nor "
                 f"{RUN_GENERATOR}; expected a SavedModel or a training run folder"
             )
         import tensorflow as tf
@@ -88,15 +90,13 @@ def load_synthesizer(path):
     try:
         loaded = tf.saved_model.load(saved)
     except (OSError, ValueError, RuntimeError) as e:
-        raise UserError(
-            f"--model {saved}: cannot load the SavedModel ({type(e).__name__})"
-        ) from None
+        raise UserError(f"{saved}: cannot load the SavedModel ({type(e).__name__})") from None
     signature = loaded.signatures.get(SIGNATURE)
     inputs = {} if signature is None else signature.structured_input_signature[1]
     outputs = {} if signature is None else signature.structured_outputs
     if set(inputs) != set(INPUT_KEYS) or OUTPUT_KEY not in outputs:
         raise UserError(
-            f"--model {saved}: no {SIGNATURE!r} signature taking {INPUT_KEYS} and returning "
+            f"{saved}: no {SIGNATURE!r} signature taking {INPUT_KEYS} and returning "
             f"{OUTPUT_KEY!r}; found signatures {sorted(loaded.signatures)}; export with "
             "python -m dygan_tf.export"
         )
@@ -120,15 +120,17 @@ def synthesize_volume(data, affine, source, targets, synthesizer, batch_slices=4
 
     The volume is reoriented to canonical RAS, normalised as the shards are (robust max
     of the source's non-zero voxels), cut into axial slices exactly as the shards are,
-    resized to the model's size and back, denormalised with the source's robust max,
-    and set to 0 where the source is 0 (background). Slices with no brain are not run
-    through the model. `batch_slices` slices share one model call (x len(targets)
-    rows). `progress(n)` is called after each batch with the slices done.
+    brought onto the model's grid and back (`preprocessing.SliceGrid`: resampled to the
+    training's 1 mm in-plane spacing, padded to a square, resized), denormalised with
+    the source's robust max, and set to 0 where the source is 0 (background). Slices
+    with no brain are not run through the model. `batch_slices` slices share one model
+    call (x len(targets) rows). `progress(n)` is called after each batch with the slices done.
     Returns `({target: float32 volume}, robust_max)`.
     """
     targets = list(targets)
     codes = np.stack([task_code(source, t) for t in targets])
-    canonical, _, ornt = preprocessing.to_canonical(data, affine)
+    canonical, canonical_affine, ornt = preprocessing.to_canonical(data, affine)
+    grid = preprocessing.axial_grid(canonical_affine, canonical.shape)
     mask = canonical != 0
     scale = preprocessing.robust_max(canonical, mask)
     normalized = preprocessing.normalize(canonical, scale)
@@ -140,13 +142,13 @@ def synthesize_volume(data, affine, source, targets, synthesizer, batch_slices=4
     for start in range(0, len(brain_slices), batch_slices):
         chunk = brain_slices[start : start + batch_slices]
         planes = [preprocessing.axial_slice(normalized, k) for k in chunk]
-        images = np.stack([preprocessing.resize_slice(p, size, 1) for p in planes])
+        images = np.stack([grid.to_model(p, size, 1) for p in planes])
         # Rows are slice-major: slice 0's targets, then slice 1's, ...
         rows = np.repeat(images[:, :, :, None], len(targets), axis=0)
         fake = synthesizer(rows, np.tile(codes, (len(chunk), 1)))[..., 0]
-        for i, (k, plane) in enumerate(zip(chunk, planes)):
+        for i, k in enumerate(chunk):
             for j, target in enumerate(targets):
-                image = preprocessing.resize_slice(fake[i * len(targets) + j], plane.shape, 1)
+                image = grid.from_model(fake[i * len(targets) + j], 1)
                 out[target][:, :, k] = preprocessing.axial_plane(image)
         if progress is not None:
             progress(len(chunk))

@@ -33,6 +33,19 @@ NORMALIZATION = {
     "formula": "clip(x / robust_max * 2 - 1, -1, 1)",
 }
 
+# The training data's voxel size (BraTS: co-registered, skull-stripped, 1 mm isotropic).
+# The shard builder refuses any other voxel size: its slice range is in 1 mm slices, and
+# resampling training data would add a blur the model then learns. `translate` resamples
+# each axial slice to this in-plane spacing and back instead, because the network sees
+# only in-plane structure; slices of any thickness are translated one by one.
+TRAINING_SPACING_MM = 1.0
+SPACING_TOLERANCE_MM = 0.01
+IN_PLANE = {
+    "spacing_mm": TRAINING_SPACING_MM,
+    "rule": "each axial slice resampled to 1 mm in-plane (the shard builder refuses other "
+    "voxel sizes), padded to a square with background, then resized to image_size",
+}
+
 _READ_ERRORS = (
     OSError,
     EOFError,
@@ -69,6 +82,12 @@ def read_header(path):
     if len(shape) != 3:
         raise UserError(
             f"{path}: found a {len(shape)}-D volume of shape {shape}; expected a 3-D volume"
+        )
+    affine = image.affine
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise UserError(
+            f"{path}: voxel-to-world affine {np.round(affine, 3).tolist()} is "
+            "singular or not finite; expected a valid qform or sform"
         )
     return image, shape
 
@@ -166,11 +185,9 @@ def parse_slice_range(text):
     try:
         start, stop = (int(part) for part in str(text).split(":"))
     except ValueError:
-        raise UserError(
-            f"--source-slices: expected START:STOP like 75:86, found {text!r}"
-        ) from None
+        raise UserError(f"{text!r}: expected START:STOP like 75:86") from None
     if start < 0 or stop <= start:
-        raise UserError(f"--source-slices: expected 0 <= START < STOP, found {text!r}")
+        raise UserError(f"{text!r}: expected 0 <= START < STOP")
     return start, stop
 
 
@@ -219,6 +236,60 @@ def resize_slice(image, size, order=1):
     if out.shape != size:  # zoom rounds; never off by more than one pixel
         out = out[: size[0], : size[1]]
     return out
+
+
+def voxel_sizes(affine):
+    """Voxel size in mm along each voxel axis (oblique affines included)."""
+    return tuple(float(v) for v in nib.affines.voxel_sizes(np.asarray(affine, dtype=float)))
+
+
+def is_training_spacing(sizes):
+    return all(abs(v - TRAINING_SPACING_MM) <= SPACING_TOLERANCE_MM for v in sizes)
+
+
+class SliceGrid:
+    """How one axial slice of `shape` (rows, cols) with `spacing` (mm per row, per col)
+    maps onto the model's square grid: resampled to the training spacing (a no-op at
+    1 mm), padded to a square of `side` pixels with background, resized to the model.
+    The aspect ratio is kept, so a non-square slice is never squeezed."""
+
+    def __init__(self, shape, spacing=(TRAINING_SPACING_MM, TRAINING_SPACING_MM)):
+        self.shape = tuple(int(n) for n in shape)
+        if is_training_spacing(spacing):
+            self.resampled = self.shape
+        else:
+            self.resampled = tuple(
+                max(1, int(round(n * s / TRAINING_SPACING_MM))) for n, s in zip(shape, spacing)
+            )
+        self.side = max(self.resampled)
+        self.offset = tuple((self.side - n) // 2 for n in self.resampled)
+
+    def to_model(self, image, size, order=1, fill=-1.0):
+        """A slice of `shape` -> the model's (size, size) input."""
+        if self.resampled != self.shape:
+            image = resize_slice(image, self.resampled, order)
+        if self.resampled != (self.side, self.side):
+            square = np.full((self.side, self.side), fill, dtype=np.asarray(image).dtype)
+            (r, c), (h, w) = self.offset, self.resampled
+            square[r : r + h, c : c + w] = image
+            image = square
+        return resize_slice(image, size, order)
+
+    def from_model(self, image, order=1):
+        """Inverse of `to_model`: a (size, size) output -> a slice of `shape`."""
+        image = resize_slice(image, self.side, order)
+        (r, c), (h, w) = self.offset, self.resampled
+        image = image[r : r + h, c : c + w]
+        if self.resampled != self.shape:
+            image = resize_slice(image, self.shape, order)
+        return image
+
+
+def axial_grid(canonical_affine, canonical_shape):
+    """The SliceGrid of the axial slices (`axial_slice` images) of a canonical volume:
+    rows run along canonical y, columns along x."""
+    sx, sy, _ = voxel_sizes(canonical_affine)
+    return SliceGrid((canonical_shape[1], canonical_shape[0]), (sy, sx))
 
 
 def robust_max(volume, mask):

@@ -9,6 +9,7 @@ Writes DIR/<case>_<target>_synth.nii.gz with the input's shape, affine and heade
 modality it holds into the ones it lacks.
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -19,7 +20,7 @@ import numpy as np
 from dygan_tf import preprocessing
 from dygan_tf.atomic import atomic_path
 from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.errors import UserError
+from dygan_tf.errors import UserError, for_flag
 from dygan_tf.tasks import MODALITIES, check_modality, targets_for
 
 # Case-folder mode picks its source in this order when --source is absent or missing:
@@ -116,7 +117,7 @@ def check_outputs(out_paths, inputs, overwrite):
 
 
 def write_like(path, volume, header):
-    """Writes `volume` atomically as NIfTI with `header`'s geometry, float32, no scaling."""
+    """Writes `volume` as NIfTI at `path` with `header`'s geometry, float32, no scaling."""
     import nibabel as nib
 
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
@@ -126,8 +127,22 @@ def write_like(path, volume, header):
     image.header.set_slope_inter(1.0, 0.0)
     image.header["cal_min"], image.header["cal_max"] = 0.0, 0.0
     # qform and sform (codes included) come from the header, as in the input.
-    with atomic_path(path) as tmp:
-        nib.save(image, tmp)
+    nib.save(image, path)
+
+
+def write_outputs(volumes, out_paths, header):
+    """Writes every target's volume, all or none: each goes to a temporary name first
+    and all are renamed only when every write has succeeded, so a full disk leaves no
+    output behind (and a rerun is not refused for outputs that already exist)."""
+    with contextlib.ExitStack() as stack:
+        for target, path in out_paths.items():
+            try:
+                tmp = stack.enter_context(atomic_path(path))
+                write_like(tmp, volumes[target], header)
+            except OSError as e:
+                raise UserError(
+                    f"{path}: cannot write ({e.strerror or e}); nothing was written"
+                ) from None
 
 
 def translate(
@@ -169,7 +184,8 @@ def translate(
     check_outputs(out_paths.values(), inputs.values(), overwrite)
     data, affine, header = preprocessing.load_nifti(inputs[source])
     if synthesizer is None:
-        synthesizer = load_synthesizer(model)
+        with for_flag("--model"):
+            synthesizer = load_synthesizer(model)
     untrained = [
         t
         for t in targets
@@ -204,9 +220,11 @@ def translate(
         progress=None if bar is None else (lambda n: bar.add(n)),
     )
     seconds = time.perf_counter() - start
-    os.makedirs(out_dir, exist_ok=True)
-    for target, path in out_paths.items():
-        write_like(path, volumes[target], header)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out-dir {out_dir}: cannot create it ({e.strerror})") from None
+    write_outputs(volumes, out_paths, header)
     if verbose:
         print(
             f"{case}: {depth} slices x {len(targets)} targets in {seconds:.1f}s "

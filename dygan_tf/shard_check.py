@@ -1,0 +1,105 @@
+"""Whether the shards on disk are the ones manifest.json describes (sha256, record count).
+
+A flipped byte on network storage otherwise surfaces deep inside tf.data as
+`DataLossError: corrupted record at N`, which names no file. `check_shards` (run by
+`dygan_tf.data.make_dataset` before reading) names the bad shard instead, and
+`python -m data_prep.build_tfrecords --verify DIR` checks every shard of a folder.
+"""
+
+import hashlib
+import os
+
+from dygan_tf.errors import UserError
+from dygan_tf.manifest import MANIFEST, read_manifest
+
+# (path, size, mtime_ns) -> sha256: a process checks each unchanged file once.
+_DIGESTS = {}
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cached_sha256(path):
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def count_records(path, compression):
+    """Records in one TFRecord file; raises tf.errors.DataLossError if it is corrupt."""
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(path, compression_type="GZIP" if compression == "gzip" else "")
+    return int(ds.reduce(0, lambda n, _: n + 1))
+
+
+def shard_problem(tfrecord_dir, entry, compression=None):
+    """What is wrong with one manifest shard entry ({file, records, sha256}), or None.
+
+    With `compression` given, a shard whose sha256 matches also has its records counted.
+    """
+    path = os.path.join(os.fspath(tfrecord_dir), entry["file"])
+    try:
+        digest = _cached_sha256(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    if entry.get("sha256") and digest != entry["sha256"]:
+        return f"sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}..."
+    if compression is not None:
+        import tensorflow as tf
+
+        try:
+            found = count_records(path, compression)
+        except tf.errors.OpError as e:
+            return f"unreadable records ({type(e).__name__})"
+        if found != entry.get("records"):
+            return f"{found} records; the manifest lists {entry.get('records')}"
+    return None
+
+
+def check_shards(tfrecord_dir, split, manifest=None):
+    """UserError naming the first shard of `split` that is not as the build wrote it."""
+    manifest = manifest or read_manifest(tfrecord_dir)
+    for entry in manifest["splits"].get(split, {}).get("shards", []):
+        problem = shard_problem(tfrecord_dir, entry)
+        if problem:
+            path = os.path.join(os.fspath(tfrecord_dir), entry["file"])
+            raise UserError(
+                f"{path}: corrupted or changed since the build ({problem}); restore it or "
+                f"rebuild the shards (python -m data_prep.build_tfrecords --verify "
+                f"{tfrecord_dir} checks them all)"
+            )
+
+
+def verify(tfrecord_dir, report=print):
+    """Checks every shard of the folder (sha256 and record count against its manifest);
+    reports one line per shard; returns {file: problem} of the bad ones."""
+    manifest = read_manifest(tfrecord_dir)
+    bad = {}
+    for split, part in manifest["splits"].items():
+        for entry in part.get("shards", []):
+            problem = shard_problem(tfrecord_dir, entry, manifest["compression"])
+            report(f"{entry['file']}: {problem or 'ok'} ({split})")
+            if problem:
+                bad[entry["file"]] = problem
+    return bad
+
+
+def verify_or_raise(tfrecord_dir, report=print):
+    """`verify`, then one UserError line naming every bad shard (if any)."""
+    bad = verify(tfrecord_dir, report)
+    if bad:
+        listed = "; ".join(f"{name}: {why}" for name, why in sorted(bad.items()))
+        raise UserError(
+            f"{tfrecord_dir}: {len(bad)} shard(s) differ from {MANIFEST}: {listed}; "
+            "restore them or rebuild"
+        )
