@@ -1,0 +1,287 @@
+"""Whole-volume evaluation: PSNR/SSIM against an independent numpy reference, name
+matching, the split filter, the files written, and bad input refused with one line."""
+
+import csv
+import json
+import os
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from dygan_tf import records
+from dygan_tf.cli import run_main
+from dygan_tf.errors import UserError
+from dygan_tf.evaluate_volumes import evaluate_volumes, main, match_prediction
+from tests.helpers import one_error_line, run_cli
+
+SHAPE = (12, 12, 6)
+AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
+CASES = ("Case_1", "Case_10", "Case_2")  # Case_1 is a prefix of Case_10
+MODULE = "dygan_tf.evaluate_volumes"
+
+
+def _save(path, data, affine=AFFINE):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def _truth(root, seed=0):
+    """Three cases of 12x12x6 int16 volumes: brain = a block, tumour = a smaller one
+    (Case_2 has no seg file). Returns {case: {modality or 'seg': array}}."""
+    rng = np.random.default_rng(seed)
+    volumes = {}
+    for index, cid in enumerate(CASES):
+        case = {}
+        for modality in ("flair", "t1", "t1ce", "t2"):
+            data = np.zeros(SHAPE, np.int16)
+            data[2:10, 2:11, 1:5] = rng.integers(100, 1000, (8, 9, 4))
+            case[modality] = data
+        case["t2"][3, 1, 2] = 500  # a voxel only one sequence holds: brain is the union
+        seg = np.zeros(SHAPE, np.uint8)
+        seg[4:7, 4:8, 2:4] = 2
+        seg[5, 5, 2] = 4
+        if index < 2:
+            case["seg"] = seg
+        folder = os.path.join(root, "HGG", cid)
+        for key, data in case.items():
+            _save(os.path.join(folder, f"{cid}_{key}.nii.gz"), data)
+        volumes[cid] = case
+    return volumes
+
+
+def _predictions(pred, truth, seed=1):
+    """Ours, another tool's names in a subfolder, and decoys. Returns {(case, mod): array}."""
+    rng = np.random.default_rng(seed)
+    noisy = (truth["Case_1"]["flair"] * 0.8 + rng.normal(0, 60, SHAPE)).astype(np.float32)
+    other = truth["Case_10"]["t2"].astype(np.float32)  # the copy-source baseline
+    t1 = truth["Case_2"]["t1"]
+    affine_image = (2.0 * t1 + 10.0 * (t1 > 0)).astype(np.float32)
+    _save(os.path.join(pred, "Case_1_flair_synth.nii.gz"), noisy)
+    _save(os.path.join(pred, "tool", "Case_10", "Case_10-t1c.nii.gz"), other)
+    _save(os.path.join(pred, "Case_2_t1.nii"), affine_image)
+    _save(os.path.join(pred, "Case_2_seg.nii.gz"), truth["Case_1"]["seg"])  # no modality
+    _save(os.path.join(pred, "atlas_flair.nii.gz"), noisy)  # no case id
+    return {
+        ("Case_1", "flair"): noisy,
+        ("Case_10", "t1ce"): other,
+        ("Case_2", "t1"): affine_image,
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate_volumes")
+    truth = _truth(root / "brats")
+    preds = _predictions(root / "pred", truth)
+    return root, truth, preds
+
+
+# An independent reference: np.percentile, np.pad and a direct 11x11x11 window sum.
+def _unit(volume, brain):
+    low, high = np.percentile(volume[brain].astype(np.float64), [0.5, 99.5])
+    return np.clip((volume - low) / (high - low), 0.0, 1.0)
+
+
+def _window_mean(volume):
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    g /= g.sum()
+    kernel = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    padded = np.pad(volume, 5, mode="reflect")
+    out = np.zeros(volume.shape)
+    h, w, d = volume.shape
+    for i, j, k in np.ndindex(11, 11, 11):
+        out += kernel[i, j, k] * padded[i : i + h, j : j + w, k : k + d]
+    return out
+
+
+def _reference(truth, pred, region):
+    if not region.any():
+        return None, None
+    mse = np.mean((truth[region] - pred[region]) ** 2)
+    psnr = min(10 * np.log10(1 / mse), 100.0) if mse > 0 else 100.0
+    x, y = truth * region, pred * region
+    mx, my = _window_mean(x), _window_mean(y)
+    vx, vy = _window_mean(x * x) - mx**2, _window_mean(y * y) - my**2
+    cov = _window_mean(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    ssim = (2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return psnr, ssim[region].mean()
+
+
+def _expected(truth, preds):
+    rows = {}
+    for (cid, target), pred in preds.items():
+        case = truth[cid]
+        brain = np.zeros(SHAPE, bool)
+        for m in ("flair", "t1", "t1ce", "t2"):
+            brain |= case[m] != 0
+        tumour = (case["seg"] > 0) & brain if "seg" in case else np.zeros(SHAPE, bool)
+        t, p = _unit(case[target], brain), _unit(pred, brain)
+        for name, region in (("brain", brain), ("tumour", tumour), ("outside", brain & ~tumour)):
+            psnr, ssim = _reference(t, p, region)
+            rows[(cid, target, f"psnr_{name}")] = psnr
+            rows[(cid, target, f"ssim_{name}")] = ssim
+    return rows
+
+
+def test_matches_numpy_reference_and_writes_csv_md_json(data, tmp_path):
+    root, truth, preds = data
+    out = tmp_path / "eval"
+    summary = evaluate_volumes(root / "pred", root / "brats", out, verbose=False)
+    expected = _expected(truth, preds)
+    assert sorted(os.listdir(out)) == ["per_case.csv", "summary.json", "summary.md"]
+    with open(out / "per_case.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["case_id"], r["target"]) for r in rows] == sorted(preds)
+    for row in rows:
+        assert row["prediction"].endswith(".nii.gz") or row["prediction"].endswith("_t1.nii")
+        for key in ("psnr_brain", "psnr_tumour", "psnr_outside", "ssim_brain", "ssim_tumour"):
+            want = expected[(row["case_id"], row["target"], key)]
+            if want is None:
+                assert row[key] == ""  # Case_2 has no seg: no tumour
+            else:
+                assert float(row[key]) == pytest.approx(want, abs=2e-4), key
+    # A linear map of the truth is the truth after percentile scaling: the cap, SSIM 1.
+    case2 = next(r for r in rows if r["case_id"] == "Case_2")
+    assert float(case2["psnr_brain"]) == pytest.approx(100.0, abs=1e-3)
+    assert float(case2["ssim_brain"]) == pytest.approx(1.0, abs=1e-6)
+    assert case2["tumour_voxels"] == "0" and case2["ssim_outside"] == case2["ssim_brain"]
+    assert rows[0]["brain_voxels"] == str(8 * 9 * 4 + 1)
+
+    with open(out / "summary.json") as f:
+        written = json.load(f)
+    assert written == summary
+    assert written["cases"] == 3 and len(written["volumes"]) == 3
+    assert set(written["targets"]) == {"flair", "t1", "t1ce"}
+    flair = written["targets"]["flair"]
+    want = expected[("Case_1", "flair", "ssim_brain")]
+    assert flair["volumes"] == 1 and flair["ssim_brain"]["n"] == 1
+    assert flair["ssim_brain"]["mean"] == pytest.approx(want, abs=1e-6)
+    assert flair["ssim_brain"]["std"] == 0.0
+    assert written["targets"]["t1"]["psnr_tumour"] == {"mean": None, "std": None, "n": 0}
+    markdown = (out / "summary.md").read_text()
+    assert "| flair | 1 | " in markdown and f"{want:.4f} ± 0.0000" in markdown
+    assert "| t1 | 1 | 100.00 ± 0.00 | n/a |" in markdown
+
+
+def test_prediction_names():
+    ids = ["Case_1", "Case_10", "BraTS-GLI-00000-000"]
+    assert match_prediction("Case_1_flair_synth.nii.gz", ids) == ("Case_1", "flair")
+    assert match_prediction("Case_10_t1ce_synth.nii.gz", ids) == ("Case_10", "t1ce")
+    assert match_prediction("Case_1_t1.nii", ids) == ("Case_1", "t1")  # not t1ce
+    assert match_prediction("pred-Case_10.T1CE.nii.gz", ids) == ("Case_10", "t1ce")
+    assert match_prediction("BraTS-GLI-00000-000-t2f.nii.gz", ids) == (
+        "BraTS-GLI-00000-000",
+        "flair",
+    )
+    assert match_prediction("BraTS-GLI-00000-000-t1n.nii.gz", ids) == ("BraTS-GLI-00000-000", "t1")
+    for name in ("Case_1_seg.nii.gz", "Case_100_flair.nii.gz", "Case_1_flair.png", "t2.nii"):
+        assert match_prediction(name, ids) is None, name
+    with pytest.raises(UserError, match="Case_1_t2_to_flair.nii.gz: names several"):
+        match_prediction("Case_1_t2_to_flair.nii.gz", ids)
+
+
+def _manifest(folder, splits):
+    os.makedirs(folder, exist_ok=True)
+    manifest = {
+        "schema": records.schema_description(),
+        "image_size": 64,
+        "compression": "gzip",
+        "splits": {
+            name: {"cases": [{"case_id": c} for c in ids], "shards": []}
+            for name, ids in splits.items()
+        },
+    }
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return os.path.join(folder, "manifest.json")
+
+
+def test_cli_split_filter(data, tmp_path):
+    root, _, _ = data
+    path = _manifest(tmp_path / "shards", {"train": ["Case_1"], "test": ["Case_10", "Case_2"]})
+    out = tmp_path / "eval"
+    result = run_cli(MODULE, "--pred", root / "pred", "--truth", root / "brats",
+                     "--split-from", path, "--out", out)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "1 predictions outside the split ignored" in result.stdout
+    assert "2 volumes of 2 cases" in result.stdout.splitlines()[-1]
+    with open(out / "per_case.csv", newline="") as f:
+        assert [r["case_id"] for r in csv.DictReader(f)] == ["Case_10", "Case_2"]
+    with open(out / "summary.json") as f:
+        assert json.load(f)["split"]["name"] == "test"
+
+
+def _bad_inputs(root, tmp):
+    """(extra CLI args, text the error must hold) for each bad input."""
+    pred, truth = root / "pred", root / "brats"
+    empty = tmp / "empty"
+    empty.mkdir()
+    broken = tmp / "broken"
+    broken.mkdir()
+    (broken / "Case_1_flair_synth.nii.gz").write_bytes(b"not a nifti file")
+    small = tmp / "small"
+    _save(small / "Case_1_flair_synth.nii.gz", np.ones((12, 12, 5), np.float32))
+    moved = tmp / "moved"
+    _save(moved / "Case_1_flair_synth.nii.gz", np.ones(SHAPE, np.float32), np.eye(4))
+    twice = tmp / "twice"
+    for name in ("Case_1_flair_synth.nii.gz", "Case_1-FLAIR.nii"):
+        _save(twice / name, np.ones(SHAPE, np.float32))
+    manifest = _manifest(tmp / "shards", {"test": ["Case_1"]})
+    (tmp / "list").mkdir()
+    (tmp / "list" / "manifest.json").write_text("[1, 2]")
+    return {
+        "no pred": (["--pred", tmp / "nope", "--truth", truth], "nope: not a folder"),
+        "no truth": (["--pred", pred, "--truth", tmp / "nope"], "nope: not a folder"),
+        "no cases": (["--pred", pred, "--truth", empty], "found no case folders"),
+        "no predictions": (["--pred", empty, "--truth", truth], "empty: no predictions found"),
+        "unreadable": (["--pred", broken, "--truth", truth], "unreadable NIfTI"),
+        "shape": (["--pred", small, "--truth", truth], "Case_1_flair.nii.gz"),
+        "affine": (["--pred", moved, "--truth", truth], "Case_1_flair.nii.gz"),
+        "twice": (["--pred", twice, "--truth", truth], "both predictions of Case_1 flair"),
+        "split alone": (["--pred", pred, "--truth", truth, "--split", "test"], "--split-from"),
+        "unknown split": (
+            ["--pred", pred, "--truth", truth, "--split-from", manifest, "--split", "val"],
+            "no split 'val'",
+        ),
+        "not a manifest": (
+            ["--pred", pred, "--truth", truth, "--split-from", tmp / "list"],
+            "expected a JSON object",
+        ),
+        "no manifest": (
+            ["--pred", pred, "--truth", truth, "--split-from", empty],
+            "manifest.json: not found",
+        ),
+    }
+
+
+def _run_in_process(capsys, args):
+    """`python -m dygan_tf.evaluate_volumes args` in this process (each fresh process
+    pays TensorFlow's start-up, which `import dygan_tf` triggers), as a CompletedProcess."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main, [str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, exit_info.value.code, captured.out, captured.err)
+
+
+# A fresh process for one of them: the real command line, end to end.
+IN_SUBPROCESS = ("shape",)
+
+
+def test_bad_inputs_one_line_exit_2_nothing_written(data, tmp_path, capsys):
+    root, _, _ = data
+    for name, (args, text) in _bad_inputs(root, tmp_path).items():
+        out = tmp_path / f"out_{name.replace(' ', '_')}"
+        args = [*args, "--out", out]
+        if name in IN_SUBPROCESS:
+            result = run_cli(MODULE, *args)
+        else:
+            result = _run_in_process(capsys, args)
+        line = one_error_line(result)
+        assert text in line, (name, line)
+        if name in ("shape", "affine"):
+            assert "Case_1_flair_synth.nii.gz" in line, line  # both files named
+        assert not out.exists(), name
