@@ -13,7 +13,6 @@ import io
 import math
 import os
 import re
-import sys
 import time
 
 import numpy as np
@@ -23,6 +22,7 @@ from dygan_tf import preprocessing
 from dygan_tf.atomic import write_json_atomic, write_text_atomic
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.errors import UserError
+from dygan_tf.progress import Progress
 from dygan_tf.tasks import MODALITIES
 
 PERCENTILES = (0.5, 99.5)  # BraSyn: each volume clipped to its own percentiles
@@ -394,11 +394,12 @@ def evaluate_volumes(pred_dir, truth_root, out_dir, split_from=None, split="test
             f"evaluating {len(found)} volumes of {len(by_case)} cases ({unmatched} other "
             f"NIfTI files, {outside_split} predictions outside the split ignored)"
         )
-    progress = _progress(len(by_case), verbose)
+    progress = Progress(len(by_case), unit="case", enabled=verbose)
     rows = []
     for cid, predictions in by_case.items():
         rows += [{"case_id": cid, **row} for row in evaluate_case(files[cid], predictions)]
-        progress(cid)
+        progress.add(1)
+    progress.close()
     summary = {
         "pred": os.path.abspath(pred_dir),
         "truth": os.path.abspath(truth_root),
@@ -427,34 +428,6 @@ def evaluate_volumes(pred_dir, truth_root, out_dir, split_from=None, split="test
             f"{figures}; wrote {', '.join(paths)}"
         )
     return _json_safe(summary)
-
-
-def _progress(total, verbose):
-    """A callable to call after each case: a bar on a terminal, else a line every
-    tenth of the cases (logs of batch jobs stay short)."""
-    if not verbose:
-        return lambda cid: None
-    if sys.stdout.isatty():
-        from data_prep.progress import Progress
-
-        bar = Progress(total, unit="case")
-
-        def tick(cid):
-            bar.add(1)
-            if bar.done == total:
-                bar.close()
-
-        return tick
-    every = max(1, total // 10)
-    state = {"done": 0, "start": time.perf_counter()}
-
-    def line(cid):
-        state["done"] += 1
-        if state["done"] % every == 0 or state["done"] == total:
-            elapsed = time.perf_counter() - state["start"]
-            print(f"{state['done']}/{total} cases ({cid}) {elapsed:.1f}s", flush=True)
-
-    return line
 
 
 def main(argv=None):
