@@ -24,12 +24,12 @@ import tempfile
 import numpy as np
 
 from data_prep.cases import check_case, discover_cases, split_cases
-from data_prep.progress import Progress
 from dygan_tf import manifest as manifest_lib
 from dygan_tf import preprocessing, records
 from dygan_tf.atomic import write_json_atomic
 from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
 from dygan_tf.errors import UserError, for_flag
+from dygan_tf.progress import Progress
 from dygan_tf.shard_check import sha256_file, verify_or_raise
 from dygan_tf.tasks import MODALITIES
 

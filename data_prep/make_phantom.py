@@ -19,10 +19,10 @@ import numpy as np
 import scipy.ndimage
 
 from data_prep.cases import TRAINING_FOLDER
-from data_prep.progress import Progress
 from dygan_tf.atomic import atomic_path, write_text_atomic
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.errors import UserError
+from dygan_tf.progress import Progress
 
 SHAPE = (240, 240, 155)
 # BraTS files store voxel axes as diag(-1, -1, 1) (LPS-style). We keep that diagonal and

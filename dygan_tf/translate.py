@@ -21,6 +21,7 @@ from dygan_tf import preprocessing
 from dygan_tf.atomic import atomic_path
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.errors import UserError, for_flag
+from dygan_tf.progress import Progress
 from dygan_tf.tasks import MODALITIES, check_modality, targets_for
 
 # Case-folder mode picks its source in this order when --source is absent or missing:
@@ -202,13 +203,11 @@ def translate(
     depth = preprocessing.to_canonical(data, affine)[0].shape[2]
     bar = None
     if verbose:
-        import keras
-
         print(
             f"{case}: {source} -> {', '.join(targets)} ({depth} axial slices, "
             f"{synthesizer.kind} model {synthesizer.path})"
         )
-        bar = keras.utils.Progbar(depth, unit_name="slice")
+        bar = Progress(depth, unit="slice")
     start = time.perf_counter()
     volumes, _ = synthesize_volume(
         data,
