@@ -77,13 +77,9 @@ def step_flops(generator, discriminator, images):
     }
 
 
-def time_train_step(config="paper", steps=5, warmup=2, mixed_precision=None, seed=0):
-    """Seconds per train step (median of `steps`), after `warmup` steps incl. tracing.
-
-    `config` is a RunConfig or a preset name; `mixed_precision` (none|float16|bfloat16),
-    if given, replaces the config's. The networks are built under the config's
-    precision policy by `build_dygan`.
-    """
+def prepare_step(config="paper", mixed_precision=None, seed=0):
+    """(gan, train_function, iterator, config): a built DyGAN and the compiled train
+    function `fit` would run, fed the 3 tasks of one random slice forever."""
     import keras
     import tensorflow as tf
 
@@ -105,10 +101,24 @@ def time_train_step(config="paper", steps=5, warmup=2, mixed_precision=None, see
     image = np.repeat(rng.uniform(-1, 1, (1, size, size, 1)), len(targets), 0).astype("float32")
     target = rng.uniform(-1, 1, (len(targets), size, size, 1)).astype("float32")
     task = np.stack([task_code(config.train.source, t) for t in targets])
+    # The batch size is left unknown, as make_dataset leaves it: the step traced here is
+    # the one fit traces.
     data = tf.data.Dataset.from_tensors((image, target, task)).repeat()
-    iterator = iter(data)
+    data = data.unbatch().batch(len(targets))
     gan.make_train_function()
-    train_function = gan.train_function
+    return gan, gan.train_function, iter(data), config
+
+
+def time_train_step(config="paper", steps=5, warmup=2, mixed_precision=None, seed=0):
+    """Seconds per train step (median of `steps`), after `warmup` steps incl. tracing.
+
+    `config` is a RunConfig or a preset name; `mixed_precision` (none|float16|bfloat16),
+    if given, replaces the config's. The networks are built under the config's
+    precision policy by `build_dygan`.
+    """
+    gan, train_function, iterator, config = prepare_step(config, mixed_precision, seed)
+    targets = config.train.targets
+    size = config.model.image_size
     t0 = time.perf_counter()
     for _ in range(warmup):
         logs = train_function(iterator)

@@ -183,6 +183,10 @@ def _conv(x, kernels, stride, padding, geometry):
     kh, kw, channels, _, filters = kernels.shape
     height, width = x.shape[1], x.shape[2]
 
+    # The gradient is traced outside the layer's name scope; re-entering it (absolute
+    # scopes end in "/") lets a profile attribute each pass to its layer.
+    scope = tf.get_current_name_scope()
+
     @tf.custom_gradient
     def conv(x, kernels):
         batch = tf.shape(x)[0]
@@ -191,10 +195,11 @@ def _conv(x, kernels, stride, padding, geometry):
         y = _unfold(y, batch)
 
         def grad(dy):
-            return (
-                _input_grad(dy, kernels, batch, stride, geometry, (height, width)),
-                _kernel_grad(x, dy, batch, stride, geometry, (kh, kw, channels, filters)),
-            )
+            with tf.name_scope(f"{scope}/input_grad/" if scope else "input_grad"):
+                dx = _input_grad(dy, kernels, batch, stride, geometry, (height, width))
+            with tf.name_scope(f"{scope}/kernel_grad/" if scope else "kernel_grad"):
+                dk = _kernel_grad(x, dy, batch, stride, geometry, (kh, kw, channels, filters))
+            return dx, dk
 
         return y, grad
 

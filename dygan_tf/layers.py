@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from dygan_tf.grouped_conv import per_example_conv2d
+from dygan_tf.dyconv_methods import METHODS, choose_method, dynamic_conv2d
 from dygan_tf.tasks import NUM_TASKS
 
 
@@ -43,6 +43,7 @@ class DyConv2D(layers.Layer):
         kernel_initializer="he_normal",
         bias_initializer="zeros",
         routing_initializer="glorot_uniform",
+        conv_method="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -66,6 +67,12 @@ class DyConv2D(layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.routing_initializer = keras.initializers.get(routing_initializer)
+        if conv_method != "auto" and conv_method not in METHODS:
+            raise ValueError(
+                f"`conv_method` must be 'auto' or one of {METHODS}. "
+                f"Received: conv_method={conv_method!r}"
+            )
+        self.conv_method = conv_method
         self.routing = layers.Dense(
             num_experts, kernel_initializer=self.routing_initializer, name="routing"
         )
@@ -99,12 +106,23 @@ class DyConv2D(layers.Layer):
         features = tf.concat([pooled, tf.cast(task, pooled.dtype)], axis=-1)
         return tf.sigmoid(self.routing(features))
 
+    def conv_method_for(self, x_shape):
+        """The method this layer runs on inputs of `x_shape` (see dyconv_methods)."""
+        if self.conv_method != "auto":
+            return self.conv_method
+        _, out_h, out_w, _ = self.compute_output_shape(x_shape)
+        return choose_method(
+            out_h * out_w, self.in_channels, self.filters, self.kernel_size[0], self.strides[0]
+        )
+
     def call(self, x, task):
-        alpha = self.routing_weights(x, task)
-        kernel = tf.cast(self.kernel, self.compute_dtype)
-        # One kernel per example, [kh, kw, C, B, F]; mixing costs K x params, not a conv.
-        mixed = tf.einsum("bk,khwcf->hwcbf", alpha, kernel)
-        y = per_example_conv2d(x, mixed, self.strides[0], self.padding)
+        # The name scopes let benchmarks.profile_step split the layer's time.
+        with tf.name_scope("mixing"):
+            alpha = self.routing_weights(x, task)
+            kernel = tf.cast(self.kernel, self.compute_dtype)
+        y = dynamic_conv2d(
+            x, alpha, kernel, self.strides[0], self.padding, self.conv_method_for(x.shape)
+        )
         if self.use_bias:
             bias = tf.matmul(alpha, tf.cast(self.bias, self.compute_dtype))
             y = y + bias[:, None, None, :]
@@ -132,6 +150,7 @@ class DyConv2D(layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "routing_initializer": keras.initializers.serialize(self.routing_initializer),
+                "conv_method": self.conv_method,
             }
         )
         return config

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from dygan_tf import grouped_conv
+from dygan_tf.dyconv_methods import METHODS
 from dygan_tf.grouped_conv import per_example_conv2d
 from dygan_tf.layers import DyConv2D
 from dygan_tf.tasks import task_code
@@ -34,14 +35,11 @@ def sigmoid(v):
     return 1 / (1 + np.exp(-v))
 
 
-@pytest.mark.parametrize("max_patch_pixels", [0, 10**6], ids=["grouped", "patches"])
+@pytest.mark.parametrize("conv_method", ("auto",) + METHODS)
 @pytest.mark.parametrize(
     "kernel_size,strides,padding", [(3, 1, "same"), (3, 2, "same"), (4, 2, "same"), (4, 1, "valid")]
 )
-def test_matches_explicit_per_example_reference(
-    kernel_size, strides, padding, max_patch_pixels, monkeypatch
-):
-    monkeypatch.setattr(grouped_conv, "PATCHES_MAX_PIXELS", max_patch_pixels)
+def test_matches_explicit_per_example_reference(kernel_size, strides, padding, conv_method):
     keras.utils.set_random_seed(1)
     layer = DyConv2D(
         6,
@@ -50,6 +48,7 @@ def test_matches_explicit_per_example_reference(
         padding=padding,
         num_experts=3,
         bias_initializer="random_normal",
+        conv_method=conv_method,
     )
     x = np.random.RandomState(0).randn(3, 9, 9, 4).astype("float32")
     y = layer(x, T2_TASKS).numpy()
@@ -131,10 +130,9 @@ def test_auto_method_follows_the_output_map_size():
         per_example_conv2d(tf.zeros((1, 4, 4, 1)), tf.zeros((3, 3, 1, 1, 1)), 1, "SAME", "im2row")
 
 
-@pytest.mark.parametrize("max_patch_pixels", [0, 10**6], ids=["grouped", "patches"])
-def test_unknown_batch_under_xla_with_gradients(max_patch_pixels, monkeypatch):
-    monkeypatch.setattr(grouped_conv, "PATCHES_MAX_PIXELS", max_patch_pixels)
-    layer = DyConv2D(4, 3, strides=2)
+@pytest.mark.parametrize("conv_method", ("auto",) + METHODS)
+def test_unknown_batch_under_xla_with_gradients(conv_method):
+    layer = DyConv2D(4, 3, strides=2, conv_method=conv_method)
     layer(np.zeros((1, 8, 8, 3), "float32"), np.zeros((1, 12), "float32"))
 
     @tf.function(

@@ -107,3 +107,25 @@ def test_two_replicas_equal_one_device_on_the_same_global_batch():
         np.testing.assert_allclose(values, two_history[name], rtol=1e-5, err_msg=name)
     moved = max(np.abs(a - b).max() for a, b in zip(weights, one.get_weights()))
     assert moved > 1e-5
+
+
+def test_one_stacked_discriminator_call_equals_two_calls(monkeypatch):
+    keras.utils.set_random_seed(3)
+    generator, discriminator = build_networks(TINY.model)  # multi-scale DyConv D
+    gan = DyGAN(generator, discriminator, lambda_l1=5.0)
+    image, target, task = t2_task_batch(1, SIZE, seed=2)
+
+    def losses_and_grads(stacked):
+        monkeypatch.setattr(DyGAN, "stack_discriminator_calls", stacked)
+        with tf.GradientTape(persistent=True) as tape:
+            losses = gan.compute_losses(image, target, task, training=True)
+        grads = tape.gradient(losses["g_loss"], generator.trainable_variables)
+        grads += tape.gradient(losses["d_loss"], discriminator.trainable_variables)
+        return {k: float(v) for k, v in losses.items()}, [g.numpy() for g in grads]
+
+    stacked_losses, stacked_grads = losses_and_grads(True)
+    losses, grads = losses_and_grads(False)
+    for name, value in losses.items():
+        assert stacked_losses[name] == pytest.approx(value, rel=1e-5), name
+    for got, want in zip(stacked_grads, grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

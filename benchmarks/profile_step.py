@@ -1,0 +1,258 @@
+"""Where a DyGAN train step's time goes: a TensorBoard profile and a table from it.
+
+    python -m benchmarks.profile_step --preset demo|paper [--steps 3] [--out DIR]
+
+Runs the model's own compiled train function (as `fit` does) for `--warmup` steps, then
+traces `--steps` steps with `tf.profiler`. `DIR/logs` opens in TensorBoard's Profile
+tab; `DIR/profile.json` and `DIR/profile.md` hold the table: every executed op's time,
+read back from the trace, summed per step and split for the generator (G) and the
+discriminator (D) into
+
+    dyconv_forward      a DyConv2D's per-example convolution
+    dyconv_input_grad   its gradient with respect to the layer's input
+    dyconv_kernel_grad  its gradient with respect to the per-example kernels
+    kernel_mixing       routing, mixing K experts into per-example kernels, bias; both ways
+    instance_norm       GroupNormalization(groups=-1), both ways
+    static_conv         keras Conv2D, both ways
+    other               activations, pooling, resizing, concatenation, casts
+
+plus `step/optimizer` (both Adam updates) and `step/other` (losses, metrics). Op times
+are summed over TensorFlow's threads, so their total can exceed the wall time when two
+ops run at once; the wall time per step (without the profiler) is given beside them.
+"""
+
+import collections
+import glob
+import json
+import os
+import re
+import time
+
+import numpy as np
+
+from dygan_tf.atomic import write_json_atomic
+from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
+from dygan_tf.errors import UserError
+
+CATEGORIES = (
+    "dyconv_forward",
+    "dyconv_input_grad",
+    "dyconv_kernel_grad",
+    "kernel_mixing",
+    "instance_norm",
+    "static_conv",
+    "other",
+)
+_NETWORK = re.compile(r"^(generator|discriminator)(_\d+)?$")
+_BACKPROP_TYPES = {"input": ("BackpropInput",), "kernel": ("BackpropFilter",)}
+
+
+def layer_kinds(model):
+    """{layer name: "dyconv" | "norm" | "conv"} for the layers the table splits out."""
+    import keras
+
+    from dygan_tf.layers import DyConv2D
+
+    kinds = {}
+    for layer in model.layers:
+        if isinstance(layer, DyConv2D):
+            kinds[layer.name] = "dyconv"
+        elif isinstance(layer, keras.layers.GroupNormalization):
+            kinds[layer.name] = "norm"
+        elif isinstance(layer, keras.layers.Conv2D):
+            kinds[layer.name] = "conv"
+    return kinds
+
+
+def classify(op_name, op_type, kinds):
+    """(group, category) of one executed op; `kinds` maps "G"/"D" to layer_kinds()."""
+    parts = op_name.split("/")
+    grad = "gradient_tape" in parts
+    found = [(i, m) for i, m in enumerate(map(_NETWORK.match, parts)) if m]
+    if not found:
+        return ("step", "optimizer" if "optimizer" in op_name else "other")
+    i, match = found[0]
+    network = "G" if match.group(1) == "generator" else "D"
+    layer = parts[i + 1] if i + 1 < len(parts) else ""
+    kind = kinds[network].get(layer) or kinds[network].get(re.sub(r"_\d+$", "", layer))
+    inner = parts[i + 2 :]
+    if kind == "norm":
+        return network, "instance_norm"
+    if kind == "conv":
+        return network, "static_conv"
+    if kind != "dyconv":
+        return network, "other"
+    if "input_grad" in inner or any(t in op_type for t in _BACKPROP_TYPES["input"]):
+        return network, "dyconv_input_grad"
+    if "kernel_grad" in inner or any(t in op_type for t in _BACKPROP_TYPES["kernel"]):
+        return network, "dyconv_kernel_grad"
+    if "conv" in inner and "expert_mix" not in inner:
+        # Autodiff of a method's own ops (patches, stacked): the input side.
+        return network, "dyconv_input_grad" if grad else "dyconv_forward"
+    return network, "kernel_mixing"
+
+
+def read_op_times(log_dir):
+    """{(op name, op type): picoseconds} summed over every op event in the traces."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    files = glob.glob(os.path.join(log_dir, "**", "*.xplane.pb"), recursive=True)
+    if not files:
+        raise RuntimeError(f"no *.xplane.pb under {log_dir}: the profiler wrote no trace")
+    totals = collections.Counter()
+    for path in files:
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+        for plane in space.planes:
+            metadata = plane.event_metadata
+            for line in plane.lines:
+                for event in line.events:
+                    name = metadata[event.metadata_id].name
+                    # Op kernels are traced as "op_name:OpType"; runtime events use "::".
+                    if "::" in name or ":" not in name or " " in name:
+                        continue
+                    op_name, op_type = name.rsplit(":", 1)
+                    totals[(op_name, op_type)] += event.duration_ps
+    return totals
+
+
+def summarize(totals, kinds, steps):
+    """The table: ms per step per (group, category), shares, and the top ops."""
+    ms = collections.defaultdict(float)
+    per_op = collections.Counter()
+    for (op_name, op_type), ps in totals.items():
+        group, category = classify(op_name, op_type, kinds)
+        ms[(group, category)] += ps / 1e9 / steps
+        per_op[f"{op_name}:{op_type}"] += ps / 1e9 / steps
+    total = sum(ms.values())
+    table = {}
+    for group in ("G", "D"):
+        rows = {c: round(ms.get((group, c), 0.0), 3) for c in CATEGORIES}
+        table[group] = rows | {"total": round(sum(rows.values()), 3)}
+    table["step"] = {c: round(ms.get(("step", c), 0.0), 3) for c in ("optimizer", "other")}
+    return {
+        "op_ms_per_step": table,
+        "op_ms_per_step_total": round(total, 3),
+        "shares": {f"{g}/{c}": round(v / total, 4) for (g, c), v in sorted(ms.items()) if total},
+        "top_ops_ms_per_step": {k: round(v, 3) for k, v in per_op.most_common(25)},
+    }
+
+
+def markdown(result):
+    table, wall = result["op_ms_per_step"], result["wall_ms_per_step"]
+    lines = [
+        f"Profile of the `{result['preset']}` train step ({result['mixed_precision']}, "
+        f"jit_compile={result['jit_compile']}), {result['steps']} traced steps; "
+        f"wall {wall:.1f} ms/step without the profiler; op times summed over threads "
+        f"{result['op_ms_per_step_total']:.1f} ms/step.",
+        f"Machine: {result['machine']}.",
+        "",
+        "| ms per step | " + " | ".join(CATEGORIES) + " | total |",
+        "|---|" + "---|" * (len(CATEGORIES) + 1),
+    ]
+    for group in ("G", "D"):
+        row = table[group]
+        lines.append(
+            f"| {group} | "
+            + " | ".join(f"{row[c]:.1f}" for c in CATEGORIES)
+            + f" | {row['total']:.1f} |"
+        )
+    step = table["step"]
+    lines.append(
+        f"\nOptimizers {step['optimizer']:.1f} ms, rest of the step {step['other']:.1f} ms."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def machine_line():
+    import platform
+
+    flags = set()
+    model = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default")
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (
+        f"{model}, {os.cpu_count()} cores, {' '.join(shown)}; "
+        f"TF_ENABLE_ONEDNN_OPTS={onednn}; load average {load} at the end"
+    )
+
+
+def profile(preset="demo", steps=3, warmup=2, out_dir="profiles", mixed_precision=None):
+    """Traces `steps` train steps of `preset` into `out_dir`; returns the table dict."""
+    import tensorflow as tf
+
+    from benchmarks.train_step import prepare_step
+
+    gan, train_function, iterator, config = prepare_step(preset, mixed_precision)
+    for _ in range(warmup):
+        float(train_function(iterator)["g_loss"])
+    walls = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        float(train_function(iterator)["g_loss"])
+        walls.append(time.perf_counter() - t0)
+    log_dir = os.path.join(out_dir, "logs")
+    tf.profiler.experimental.start(log_dir)
+    try:
+        for step in range(steps):
+            with tf.profiler.experimental.Trace("train", step_num=step, _r=1):
+                float(train_function(iterator)["g_loss"])
+    finally:
+        tf.profiler.experimental.stop()
+    kinds = {"G": layer_kinds(gan.generator), "D": layer_kinds(gan.discriminator)}
+    result = {
+        "preset": config.preset,
+        "mixed_precision": config.train.mixed_precision,
+        "jit_compile": config.train.jit_compile,
+        "steps": steps,
+        "machine": machine_line(),
+        "wall_ms_per_step": round(1e3 * float(np.median(walls)), 2),
+        "log_dir": log_dir,
+    } | summarize(read_op_times(log_dir), kinds, steps)
+    write_json_atomic(os.path.join(out_dir, "profile.json"), result)
+    with open(os.path.join(out_dir, "profile.md.tmp"), "w", encoding="utf-8") as f:
+        f.write(markdown(result))
+    os.replace(os.path.join(out_dir, "profile.md.tmp"), os.path.join(out_dir, "profile.md"))
+    return result
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__)
+    parser.add_argument("--preset", default="demo", choices=("paper", "demo", "tiny"))
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--mixed-precision", default=None, choices=("none", "float16", "bfloat16"))
+    parser.add_argument("--out", default=None, help="folder (default: profiles/<preset>)")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 1:
+        parser.error(
+            f"expected --steps >= 1 and --warmup >= 1. Received: --steps {args.steps} "
+            f"--warmup {args.warmup}"
+        )
+    out = args.out or os.path.join("profiles", args.preset)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out: {out} exists and is not a folder")
+    os.makedirs(out, exist_ok=True)
+    import_tensorflow_quietly()
+    result = profile(args.preset, args.steps, args.warmup, out, args.mixed_precision)
+    print(markdown(result))
+    print(json.dumps(result["top_ops_ms_per_step"], indent=1))
+    print(
+        f"wrote {out}/profile.json, {out}/profile.md; TensorBoard: tensorboard --logdir {out}/logs"
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run_main(main)
