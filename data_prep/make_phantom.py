@@ -308,6 +308,8 @@ def main(argv=None):
         )
     if args.workers < 1:
         raise UserError(f"--workers: expected at least 1, found {args.workers}")
+    if args.seed < 0:  # numpy's generators take non-negative seeds only
+        raise UserError(f"--seed: expected >= 0, found {args.seed}")
     build_phantom(args.out, hgg, lgg, seed=args.seed, workers=args.workers)
     print(
         f"Wrote {hgg} HGG + {lgg} LGG phantom cases under {os.path.join(args.out, TRAINING_FOLDER)}"
