@@ -5,24 +5,54 @@ Importing the package registers its Keras objects (`DyConv2D` and the other laye
 
     import dygan_tf, keras
     generator = keras.saving.load_model("runs/demo/generator.keras")
+
+The registration happens as soon as Keras is imported (at once if it already is), so
+the commands still parse their flags and report bad ones before TensorFlow starts.
 """
 
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 # The project is TensorFlow-only (tf.data, tf.distribute, SavedModel export).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
 
 def _register_keras_objects():
-    # TensorFlow's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL; importing it quietly
-    # keeps every command's error output to its one line.
-    from dygan_tf.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
     from dygan_tf import layers, model  # noqa: F401 (their decorators register them)
 
 
-_register_keras_objects()
+class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
+    """Finds `keras` with the normal finders and registers our objects right after its
+    module has run (TensorFlow may look `keras` up more than once before loading it);
+    then steps out of the way."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)  # the normal finders, without this one
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        run_module = spec.loader.exec_module
+
+        def run_and_register(module):
+            run_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            _register_keras_objects()
+
+        spec.loader.exec_module = run_and_register
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_keras_objects()
+elif not any(isinstance(f, _RegisterWhenKerasLoads) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenKerasLoads())

@@ -28,7 +28,7 @@ def check_image_size(data_dir, config):
     if size != config.model.image_size:
         raise UserError(
             f"{data_dir}: shards are {size} px, the model expects "
-            f"{config.model.image_size} px; pass --image-size {size} or rebuild"
+            f"{config.model.image_size} px; train at image size {size} or rebuild the shards"
         )
 
 

@@ -126,7 +126,7 @@ def test_run_folder_and_manifest_names_live_in_one_module():
 _LOAD_WITH_THE_PACKAGE = """
 import sys
 import numpy as np
-import dygan_tf
+{imports}
 import keras
 generator = keras.saving.load_model(sys.argv[1])  # safe mode (the default)
 image = np.zeros((2,) + tuple(generator.input["image"].shape[1:]), "float32")
@@ -139,11 +139,20 @@ print("ok")
 
 
 @pytest.mark.slow
-def test_import_dygan_tf_registers_its_keras_objects(run_dir, tmp_path):
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import dygan_tf",  # README's order: registered when Keras loads
+        "import dygan_tf\nimport tensorflow",  # TensorFlow loads Keras on its own
+        "import keras\nimport dygan_tf",  # Keras already loaded: registered at once
+    ],
+)
+def test_import_dygan_tf_registers_its_keras_objects(run_dir, tmp_path, imports):
     """What README shows: `import dygan_tf` then `keras.saving.load_model` of a
-    generator.keras, from a folder outside the repo."""
+    generator.keras, from a folder outside the repo, whatever was imported first."""
+    code = _LOAD_WITH_THE_PACKAGE.format(imports=imports)
     result = subprocess.run(
-        [sys.executable, "-c", _LOAD_WITH_THE_PACKAGE, str(run_dir / "generator.keras")],
+        [sys.executable, "-c", code, str(run_dir / "generator.keras")],
         cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=REPO),
         capture_output=True,

@@ -12,7 +12,7 @@ import keras_tuner as kt
 import pytest
 import tensorflow as tf
 
-from dygan_tf import builders, training
+from dygan_tf import builders, run_folder, training
 from dygan_tf.config import get_preset
 from tests.helpers import run_cli
 from tuning import report, search_lambda
@@ -85,7 +85,7 @@ def test_results_json_md_and_plot(search_dir):
 
 
 def test_tensorboard_logs_per_trial(search_dir):
-    trials = sorted(os.listdir(os.path.join(search_dir, search_lambda.LOGS)))
+    trials = sorted(os.listdir(os.path.join(search_dir, run_folder.LOGS)))
     assert len(trials) == 2
     for trial in trials:
         tags = set()
