@@ -81,6 +81,23 @@ def resolve_config(args):
         return config_from_flags(args, "demo" if args.demo else "paper")
 
 
+def _writer_lock(run_dir, strategy, multiworker):
+    """One writer per run folder (`dygan_tf.lock`): a second fit on a folder that a live
+    process trains into is refused. Multi-worker runs share the folder by design and
+    only the chief writes it, so only the chief holds the lock."""
+    import contextlib
+
+    from dygan_tf import lock
+
+    if multiworker:
+        from dygan_tf.multiworker import is_chief
+
+        if not is_chief(strategy):
+            return contextlib.nullcontext()
+    with for_flag("--out"):
+        return lock.hold(run_dir).acquire()
+
+
 def main(argv=None):
     from dygan_tf.cli import import_tensorflow_quietly
 
@@ -112,15 +129,16 @@ def main(argv=None):
         )
     with for_flag("--data"):
         fit_lib.check_image_size(data_dir, config)
-    fit_lib.fit(
-        config,
-        data_dir,
-        args.out,
-        strategy,
-        args.steps_per_epoch,
-        baseline=args.baseline,
-        multiworker=args.strategy == "multiworker",
-    )
+    with _writer_lock(args.out, strategy, args.strategy == "multiworker"):
+        fit_lib.fit(
+            config,
+            data_dir,
+            args.out,
+            strategy,
+            args.steps_per_epoch,
+            baseline=args.baseline,
+            multiworker=args.strategy == "multiworker",
+        )
     print(f"done: {args.out}")
 
 

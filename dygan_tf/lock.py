@@ -213,7 +213,7 @@ class RunFolderLock:
         self.info = None
 
     def __enter__(self):
-        return self.acquire()
+        return self if self.info is not None else self.acquire()  # acquired already: keep
 
     def __exit__(self, *exc):
         self.release()

@@ -116,3 +116,25 @@ def test_unreadable_lock_taken_over_after_grace(tmp_path, capsys):
     with lock.hold(folder):
         pass
     assert "unreadable lock file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "module, extra",
+    [
+        ("dygan_tf.fit", ["--preset", "tiny", "--epochs", "1", "--steps-per-epoch", "1"]),
+        ("tuning.search_lambda", ["--preset", "tiny", "--values", "1", "--epochs", "1"]),
+    ],
+)
+def test_fit_and_lambda_search_refuse_a_live_folder(tfrecord_dir, tmp_path, module, extra):
+    folder = tmp_path / "run"
+    holder = _start_holder(folder)
+    try:
+        before = sorted(os.listdir(folder))
+        line = one_error_line(
+            run_cli(module, "--data", tfrecord_dir, "--out", folder, *extra, timeout=300)
+        )
+        assert str(folder) in line and f"pid {holder.pid}" in line, line
+        assert sorted(os.listdir(folder)) == before  # nothing written next to the holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

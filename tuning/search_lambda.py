@@ -223,7 +223,11 @@ def main(argv=None):
     with for_flag("--data"):
         read_manifest(args.data)
         check_image_size(args.data, config)
+    from dygan_tf import lock
+
     with for_flag("--out"):
+        held = lock.hold(args.out).acquire()  # one search (or fit) per folder at a time
+    with held, for_flag("--out"):
         results = search(
             config,
             args.data,
