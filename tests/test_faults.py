@@ -185,3 +185,38 @@ def test_full_disk_while_translating_writes_nothing(run_dir, phantom_root, tmp_p
         a, b = nib.load(path), nib.load(reference[target])
         np.testing.assert_array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
         assert a.header.binaryblock == b.header.binaryblock
+
+
+# ----------------------------------------------------------- untrusted model files
+def test_keras_file_with_code_is_refused_in_safe_mode(run_dir, tmp_path, monkeypatch):
+    """A generator.keras holding a Lambda layer (arbitrary Python) is never run."""
+    import keras
+
+    from dygan_tf.inference import load_synthesizer
+
+    marker = tmp_path / "code_ran"
+    image = keras.Input((64, 64, 1), name="image")
+    task = keras.Input((12,), name="task")
+    monkeypatch.setenv("DYGAN_TEST_MARKER", str(marker))  # no closure: the code is all
+    out = keras.layers.Lambda(
+        lambda x: (open(__import__("os").environ["DYGAN_TEST_MARKER"], "w").close(), x)[1]
+    )(image)
+    model = keras.Model({"image": image, "task": task}, out)
+    folder = tmp_path / "hostile_run"
+    folder.mkdir()
+    shutil.copy(run_dir / "config.json", folder / "config.json")
+    model.save(folder / "generator.keras")
+    marker.unlink()  # building the model above ran the lambda once
+    with pytest.raises(UserError, match=r"generator.keras: cannot load the generator \(.*Lambda"):
+        load_synthesizer(str(folder))
+    assert not marker.exists()
+    # Through the command: one line, exit 2, nothing written.
+    source = tmp_path / "scan_t2.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 2), np.float32), np.eye(4)), source)
+    line = one_error_line(
+        run_cli(
+            "dygan_tf.translate", "--model", folder, "--input", source, "--out-dir", tmp_path / "o"
+        )
+    )
+    assert line.startswith(f"error: --model {folder}") and "Lambda" in line, line
+    assert not marker.exists() and not (tmp_path / "o").exists()
