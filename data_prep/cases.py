@@ -74,10 +74,11 @@ def split_cases(cases, train_hgg, train_lgg, seed):
     flag = {"HGG": "--train-hgg", "LGG": "--train-lgg", "unknown": "--train-hgg + --train-lgg"}
     rng = np.random.default_rng(seed)
     split = {"train": [], "test": []}
+    flat = any(c["grade"] == "unknown" for c in cases)  # no HGG/LGG folders at all
     for grade in ("HGG", "LGG", "unknown"):
-        group = sorted((c for c in cases if c["grade"] == grade), key=lambda c: c["case_id"])
-        if grade == "unknown" and not group:
+        if (grade == "unknown") != flat:
             continue
+        group = sorted((c for c in cases if c["grade"] == grade), key=lambda c: c["case_id"])
         if len(group) < wanted[grade]:
             raise UserError(
                 f"found {len(group)} {grade} cases, but {flag[grade]} asks for "
