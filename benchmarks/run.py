@@ -4,6 +4,7 @@ Sections: the machine, its matmul peak, DyConv vs Conv2D, the DyGAN train step a
 pix2pix (time and FLOP rate), the data pipeline, inference, and GPUs.
 
     python -m benchmarks.run [--quick | --tiny] --out results.json [--brats-root DIR]
+    python -m benchmarks.run --gpu [--tiny] --out gpu.json   # benchmarks/gpu_bench.py
 
 Full mode uses the paper preset (a step takes ~50 s on 2 cores, so steps=2, warmup=1; the
 whole run takes tens of minutes); --quick the demo preset at 64 px (a few minutes); --tiny
@@ -29,6 +30,7 @@ import traceback
 
 from dygan_tf.atomic import write_json_atomic
 from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
+from dygan_tf.errors import UserError
 
 ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -77,6 +79,8 @@ PROFILES = {
         inference_shape=(240, 240, 24),
         inference_repeats=5,
     ),
+    # --gpu: the paper's sizes in one short lease (benchmarks/gpu_bench.py).
+    "gpu": Sizes("gpu", 8192, 5, False, (3, 12), preset="paper", steps=3, warmup=1),
     "tiny": Sizes(
         "tiny",
         128,
@@ -446,11 +450,50 @@ def table(results):
     return "\n".join(lines)
 
 
+def run_gpu(out, tiny=False, budget_s=420.0):
+    """`--gpu`: the machine and benchmarks.gpu_bench in one JSON; 1 if a section failed."""
+    import tensorflow as tf
+
+    from benchmarks import gpu_bench
+
+    if not tiny and not tf.config.list_physical_devices("GPU"):
+        raise UserError("--gpu: TensorFlow sees no GPU here (use --gpu --tiny to smoke-test)")
+    sizes = PROFILES["tiny" if tiny else "gpu"]
+    results = {"profile": f"gpu-{sizes.profile}", "sizes": dataclasses.asdict(sizes)}
+    results["machine"] = machine(sizes, results, None)
+    results["gpu"] = gpu_bench.run(sizes, budget_s, log=sys.stderr)
+    write_json_atomic(out, results)
+    failed = [k for k, v in results["gpu"].items() if isinstance(v, dict) and "error" in v]
+    for key in ("float32", "mixed_float16", "mixed_float16_xla"):
+        step = results["gpu"].get(f"train_step_{key}", {})
+        if "dygan" in step:
+            print(
+                f"{key}: DyGAN {step['dygan']['step_seconds_median']:.3g} s vs pix2pix "
+                f"{step['pix2pix']['step_seconds_median']:.3g} s per step; FLOP-rate ratio "
+                f"{step['flop_rate_ratio']:.2f}; {step['dygan']['source_slices_per_s']:.2f} "
+                f"source slices/s"
+            )
+    print(
+        f"wrote {out} in {results['gpu']['total_seconds']:.0f}s"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
+    return 1 if failed else 0
+
+
 def main(argv=None):
     parser = ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="demo preset, small sizes (minutes)")
     mode.add_argument("--tiny", action="store_true", help="smoke-test sizes; figures mean nothing")
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="only the GPU benchmark, at the paper's sizes (< 8 min on one H100); "
+        "with --tiny at the test sizes on any device",
+    )
+    parser.add_argument(
+        "--budget-s", type=float, default=420.0, help="--gpu: seconds after which sections skip"
+    )
     parser.add_argument("--out", required=True, help="JSON file for the results")
     parser.add_argument(
         "--brats-root",
@@ -461,7 +504,11 @@ def main(argv=None):
     for flag, path in (("--brats-root", args.brats_root), ("--work-dir", args.work_dir)):
         if path is not None and not os.path.isdir(path):
             parser.error(f"{flag}: no such folder: {path}")
+    if args.gpu and args.quick:
+        parser.error("--gpu runs the paper's sizes (or the test sizes with --tiny), not --quick")
     import_tensorflow_quietly()
+    if args.gpu:
+        return run_gpu(args.out, tiny=args.tiny, budget_s=args.budget_s)
     sizes = PROFILES["tiny" if args.tiny else "quick" if args.quick else "full"]
     if args.brats_root:
         sizes = dataclasses.replace(sizes, brats_root=args.brats_root)

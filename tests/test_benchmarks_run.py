@@ -6,6 +6,7 @@ import math
 
 import keras
 import pytest
+import tensorflow as tf
 
 from benchmarks import run as bench_run
 from benchmarks.train_step import forward_macs, step_flops
@@ -148,3 +149,45 @@ def test_flop_count_matches_hand_computation():
     assert flops["per_step"] == 3 * (3 * forward + 7 * forward)
     assert flops["generator_forward_per_image"] == forward
     assert flops["dyconv_mixing_share"] == pytest.approx(mixing / (conv + mixing))
+
+
+@pytest.mark.slow
+def test_gpu_mode_runs_end_to_end_at_tiny_size_on_the_cpu(tmp_path, capsys):
+    out = tmp_path / "gpu.json"
+    # A generous budget: at tiny size on a busy CPU the three traced steps (one under
+    # XLA, whose CPU compile is slow) are what this checks, not the speed.
+    assert bench_run.main(["--gpu", "--tiny", "--budget-s", "3600", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["profile"] == "gpu-tiny" and "cpu_model" in results["machine"]
+    gpu = results["gpu"]
+    assert isinstance(gpu["tensor_float_32"], bool) and gpu["brats_epoch_slices"] == 1400
+    _positive(gpu["matmul_peak"]["float32"]["gflops_per_s"])
+    _positive(gpu["matmul_peak"]["float16"]["gflops_per_s"])
+    for key, precision, jit in (
+        ("float32", "none", False),
+        ("mixed_float16", "float16", False),
+        ("mixed_float16_xla", "float16", True),
+    ):
+        pair = gpu[f"train_step_{key}"]
+        assert "error" not in pair, pair
+        assert pair["mixed_precision"] == precision and pair["jit_compile"] is jit
+        for name in ("dygan", "pix2pix"):
+            step = pair[name]
+            assert step["losses_finite"] and step["mixed_precision"] == precision
+            assert step["jit_compile"] is jit and step["peak_memory_bytes"] is None  # no GPU
+            _positive(step["step_seconds_median"], step["source_slices_per_s"])
+            _positive(step["brats_epoch_minutes"], step["fraction_of_matmul_peak"])
+        _positive(pair["flop_rate_ratio"], pair["step_time_ratio"])
+    dyconv = gpu["dyconv_vs_conv_float16"]
+    assert "error" not in dyconv and len(dyconv["shapes"]) == 1
+    _positive(dyconv["geometric_mean_ratio"])
+    assert "mixed_float16_xla: DyGAN" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="a GPU is present")
+def test_gpu_mode_without_a_gpu_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(bench_run.main, ["--gpu", "--out", "x.json"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--gpu: TensorFlow sees no GPU" in err and "\n" not in err
