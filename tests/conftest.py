@@ -63,7 +63,7 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_generator(run_dir):
     """(RunConfig, generator) loaded from `run_dir`."""
-    from dygan_tf.export import load_run
+    from dygan_tf.run_folder import load_run
 
     return load_run(str(run_dir))
 
