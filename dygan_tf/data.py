@@ -36,13 +36,36 @@ def make_dataset(
 ):
     """A tf.data.Dataset of `(image, target, task)` batches (plus `meta` if asked).
 
-    A batch holds `batch_slices` slices x len(targets) rows, slice-major: image
-    [B, H, W, 1] float32 (the source slice, repeated), target [B, H, W, 1] float32,
-    task [B, 12] float32 (`tasks.task_code(source, target)`). `shuffle` is False, True
-    (buffer of 256 slices) or a buffer size; it also shuffles the shard order.
-    Several workers read disjoint files: worker i of n takes shards i::n. With
-    `return_meta`, a 4th element is a dict of per-row case_id, grade, slice_index,
-    seg and brain_mask ([B, H, W, 1] uint8), aligned with the rows.
+    Each stored slice becomes one row per target: the source slice repeated, the
+    target slice and the task code. Only shards listed in the folder's manifest are
+    read, each checked against the manifest's sha256 first.
+
+    Args:
+        tfrecord_dir: a shard folder written by `data_prep.build_tfrecords`.
+        split: a split of its manifest, "train" or "test".
+        source: the source modality.
+        targets: the target modalities (each a row of every slice).
+        batch_slices: slices per batch (a batch has `batch_slices * len(targets)` rows).
+        shuffle: False, True (a buffer of 256 slices) or a buffer size; it also
+            shuffles the shard order.
+        repeat: repeat forever.
+        seed: the shuffle seed.
+        num_workers, worker_index: worker i of n reads shards i::n (multi-worker).
+        return_meta: add a 4th element, a dict of per-row `case_id`, `grade`,
+            `slice_index`, `seg` and `brain_mask` ((B, H, W, 1) uint8) and `target`.
+        drop_remainder: drop a last smaller batch.
+
+    Returns:
+        A dataset of batches, rows slice-major: `image` (B, H, W, 1) float32 in
+        [-1, 1], `target` (B, H, W, 1) float32, `task` (B, 12) float32
+        (`tasks.task_code(source, target)`).
+
+    Example:
+
+    >>> ds = make_dataset("data/brats19", "train", batch_slices=2)  # doctest: +SKIP
+    >>> image, target, task = next(iter(ds))  # doctest: +SKIP
+    >>> image.shape, task.shape  # doctest: +SKIP
+    (TensorShape([6, 256, 256, 1]), TensorShape([6, 12]))
     """
     check_modality(source, "source modality")
     targets = tuple(targets)

@@ -21,7 +21,32 @@ def build_discriminator(
     norm="instance",
     name="discriminator",
 ):
-    """`{"image", "target": (H, W, 1), "task": (12,)}` -> patch scores `(H/8, W/8, 1)`."""
+    """The conditional discriminator scored by LSGAN.
+
+    Args:
+        image_size: side of the square inputs.
+        kind: "multiscale" (the paper's: pix2pix trunk plus heads at several scales)
+            or "patch" (pix2pix's 70x70 PatchGAN).
+        base_filters: channels of the first layer.
+        num_experts: experts K of every DyConv2D.
+        dyconv: whether the convolutions are DyConv2D driven by the task code.
+        norm: "instance", "batch" or "none".
+        name: the model's name.
+
+    Input shape:
+        `{"image": (batch, H, W, 1), "target": (batch, H, W, 1), "task": (batch, 12)}`:
+        the source, a real or synthesised target, the task code.
+
+    Output shape:
+        `(batch, H/8, W/8, 1)`: one real/fake score per patch.
+
+    Example:
+
+    >>> d = build_discriminator(image_size=64, base_filters=4)
+    >>> x = np.zeros((2, 64, 64, 1))
+    >>> d({"image": x, "target": x, "task": np.eye(12)[:2]}).shape
+    (2, 8, 8, 1)
+    """
     if kind not in DISCRIMINATOR_KINDS:
         raise ValueError(f"`kind` must be one of {DISCRIMINATOR_KINDS}. Received: kind={kind}")
     min_size = min_image_size(kind, depth=0)

@@ -23,7 +23,33 @@ def build_generator(
     norm="instance",
     name="generator",
 ):
-    """U-Net `{"image": (H, W, 1), "task": (12,)}` -> `(H, W, 1)` in [-1, 1] (tanh)."""
+    """The DyGAN generator: a U-Net steered by the task code.
+
+    Args:
+        image_size: side of the square input (a multiple of `2**depth`).
+        base_filters: channels of the first level (doubled at each level below).
+        depth: down-sampling steps (the paper's 4; 16x16 bottleneck at 256 px).
+        num_experts: experts K of every DyConv2D.
+        dyconv: where the convolutions are DyConv2D: "none" (pix2pix), "down", "up"
+            (the paper's) or "both".
+        label_mode: "kernel" (the task code drives the DyConv routing) or "input"
+            (12 constant planes beside the image; static kernels, MGAN-style).
+        norm: "instance", "batch" or "none".
+        name: the model's name.
+
+    Input shape:
+        `{"image": (batch, image_size, image_size, 1), "task": (batch, 12)}`: the
+        source slice in [-1, 1] and the one-hot task code (`dygan_tf.tasks`).
+
+    Output shape:
+        `(batch, image_size, image_size, 1)`: the synthesised target in [-1, 1] (tanh).
+
+    Example:
+
+    >>> g = build_generator(image_size=64, base_filters=4, depth=3)
+    >>> g({"image": np.zeros((2, 64, 64, 1)), "task": np.eye(12)[:2]}).shape
+    (2, 64, 64, 1)
+    """
     if dyconv not in DYCONV_PLACEMENTS:
         raise ValueError(f"`dyconv` must be one of {DYCONV_PLACEMENTS}. Received: dyconv={dyconv}")
     check_label_mode(label_mode, dyconv)
