@@ -1,10 +1,13 @@
 """Test setup: quiet TensorFlow, two logical CPU devices for MirroredStrategy tests, and
-the session fixtures (a small phantom, its shards, a tiny run folder and its export).
+the session fixtures (a small phantom, its shards, a tiny run folder and its export, and
+the small trained `fit` runs that the fit, evaluate and distribute tests share).
 
 The CPU must be split before TensorFlow initialises its devices, so it happens here,
 at collection time, before any test module builds a tensor.
 """
 
+import contextlib
+import io
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -41,6 +44,25 @@ def tfrecord_dir(phantom_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("records")
     build_tfrecords.build(str(phantom_root), str(out), **helpers.BUILD_ARGS)
     return out
+
+
+@pytest.fixture(scope="session")
+def fit_runs(tfrecord_dir, tmp_path_factory):
+    """helpers.FIT_RUNS trained once each through `fit.main`: name -> FitRun."""
+    from dygan_tf import fit
+
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for name, (flags, epochs) in helpers.FIT_RUNS.items():
+        out = str(root / name)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            fit.main(
+                ["--data", str(tfrecord_dir), "--out", out, "--preset", "tiny"]
+                + ["--epochs", str(epochs), "--steps-per-epoch", str(helpers.FIT_STEPS), *flags]
+            )
+        runs[name] = helpers.FitRun(out, printed.getvalue())
+    return runs
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,12 @@
 """Plain helpers shared by the tests (no fixtures here: those live in conftest.py)."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import tempfile
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +28,31 @@ BUILD_ARGS = dict(
     verbose=False,
 )
 
+# The small `fit` runs shared by the fit, evaluate and distribute tests (conftest.py
+# trains each once, in-process): name -> (extra flags, epochs), FIT_STEPS steps an epoch.
+# Each configuration costs a tf.function trace of its train step, so one run carries
+# several checks (patch_down also trains mirrored on the two logical CPUs).
+FIT_RUNS = {
+    "ms_up": (["--discriminator", "multiscale", "--dyconv", "up"], 2),
+    "patch_down": (
+        ["--discriminator", "patch", "--dyconv", "down"]
+        + ["--strategy", "mirrored", "--cpu-replicas", "2"],
+        1,
+    ),
+    "ms_both": (["--dyconv", "both"], 1),
+    "mgan": (["--label-mode", "input", "--discriminator", "patch"], 1),
+    "pix2pix3": (["--baseline", "pix2pix3"], 1),
+}
+FIT_STEPS = 3
+
+
+class FitRun(NamedTuple):
+    """A shared `fit` run: its folder and what the command printed."""
+
+    path: str
+    stdout: str
+
+
 # TensorFlow's native start-up log lines, which bypass Python's stderr handling.
 _NATIVE_LOG_PREFIXES = ("WARNING: All log messages before absl", "I0000", "W0000", "E0000")
 
@@ -44,6 +73,46 @@ def run_cli(module, *args, timeout=300, cwd=REPO):
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def run_in_process(main, *args):
+    """Runs a command's `main(argv)` as `python -m` does (through `cli.run_main`), in this
+    process; returns a CompletedProcess like `run_cli`'s.
+
+    Saves the ~10 s a fresh interpreter spends importing TensorFlow. Both Python's
+    streams and file descriptors 1 and 2 are captured, so native lines written while the
+    command runs count too. An exception other than the command's one-line `UserError`
+    propagates (a traceback, so a failed test). Each command keeps at least one test
+    that runs it in a fresh process, where its import-time output is checked as well.
+    """
+    from dygan_tf.cli import run_main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as fd_out, tempfile.TemporaryFile() as fd_err:
+        os.dup2(fd_out.fileno(), 1)
+        os.dup2(fd_err.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    run_main(main, argv)
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        fd_out.seek(0)
+        fd_err.seek(0)
+        native_out = fd_out.read().decode("utf-8", "replace")
+        native_err = fd_err.read().decode("utf-8", "replace")
+    return subprocess.CompletedProcess(
+        ["<in-process>", *argv], code, out.getvalue() + native_out, err.getvalue() + native_err
     )
 
 

@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dygan_tf import fit
 from dygan_tf.builders import build_dygan
 from dygan_tf.config import get_preset
-from tests.helpers import REPO, run_cli, t2_task_batch
+from tests.helpers import FIT_RUNS, REPO, run_in_process, t2_task_batch
 
 TINY = get_preset("tiny")
 SIZE = TINY.model.image_size
 LOSS_LINE = "d_loss:"
+EPOCHS = 3  # of the two-worker run: killed after epoch 1, then resumed
 
 
 def _free_ports(n):
@@ -95,66 +97,59 @@ def _history_epochs(run):
 
 
 @pytest.mark.slow
-def test_fit_mirrored_on_two_cpu_replicas(tfrecord_dir, tmp_path):
-    out = tmp_path / "run"
-    result = run_cli(
-        "dygan_tf.fit",
-        "--data",
-        tfrecord_dir,
-        "--out",
-        out,
-        "--preset",
-        "tiny",
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "2",
-        "--strategy",
-        "mirrored",
-        "--cpu-replicas",
-        "2",
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "on 2 replica(s)" in result.stdout and "of 2 slice(s)" in result.stdout
-    assert _history_epochs(out) == [1]
-    assert keras.models.load_model(out / "generator.keras").output_shape == (None, 64, 64, 1)
+def test_fit_mirrored_on_two_cpu_replicas(fit_runs):
+    # One of the shared fit runs (conftest.FIT_RUNS) trains with --strategy mirrored
+    # --cpu-replicas 2, on the two logical CPUs conftest made.
+    run = fit_runs["patch_down"]
+    assert "--strategy" in FIT_RUNS["patch_down"][0]
+    assert "on 2 replica(s)" in run.stdout and "of 2 slice(s)" in run.stdout
+    assert _history_epochs(run.path) == [1]
+    model = keras.models.load_model(os.path.join(run.path, "generator.keras"))
+    assert model.output_shape == (None, 64, 64, 1)
 
 
 @pytest.mark.slow
 def test_two_workers_on_localhost_train_identically_and_resume_after_a_kill(tfrecord_dir, tmp_path):
+    # Kill both workers once epoch 1 is checkpointed, then restart them: they resume and
+    # finish; every epoch's all-reduced losses are the same on both workers.
     out = tmp_path / "run"
-    procs = _start_workers(_free_ports(2), tfrecord_dir, out, 2, tmp_path, "first")
-    assert _finish(procs) == [0, 0], open(tmp_path / "first-worker0.log").read()[-3000:]
-    chief, other = (_loss_lines(tmp_path / f"first-worker{i}.log") for i in (0, 1))
-    assert len(chief) == 2 and chief == other  # the same all-reduced losses on both
-    assert _history_epochs(out) == [1, 2]
-    model = keras.models.load_model(out / "generator.keras")
-    assert np.isfinite(
-        model({"image": t2_task_batch(1, SIZE)[0], "task": t2_task_batch(1, SIZE)[2]}).numpy()
-    ).all()
-    assert not [p for p in os.listdir(out) if p.startswith("dygan-worker")]
-
-    # Kill a worker mid-run (after epoch 3's checkpoint), then restart both: they resume.
-    procs = _start_workers(_free_ports(2), tfrecord_dir, out, 6, tmp_path, "killed")
+    procs = _start_workers(_free_ports(2), tfrecord_dir, out, EPOCHS, tmp_path, "killed")
     checkpoint_index = out / "checkpoints" / "last" / "checkpoint"
     deadline = time.time() + 300
-    while time.time() < deadline and "ckpt-3" not in (
+    while time.time() < deadline and "ckpt-1" not in (
         checkpoint_index.read_text() if checkpoint_index.exists() else ""
     ):
-        time.sleep(0.5)
-    assert "ckpt-3" in checkpoint_index.read_text()
+        if any(proc.poll() is not None for proc, _ in procs):
+            break
+        time.sleep(0.1)
+    log = (tmp_path / "killed-worker0.log").read_text()[-3000:]
+    assert checkpoint_index.exists() and "ckpt-1" in checkpoint_index.read_text(), log
     procs[1][0].send_signal(signal.SIGKILL)
     procs[0][0].send_signal(signal.SIGKILL)  # the chief alone would wait for its peer
     _finish(procs)
     finished = int(checkpoint_index.read_text().split("ckpt-")[1].split('"')[0])
-    assert 3 <= finished < 6
-    procs = _start_workers(_free_ports(2), tfrecord_dir, out, 6, tmp_path, "resumed")
+    assert 1 <= finished < EPOCHS
+    assert _history_epochs(out)[:finished] == list(range(1, finished + 1))
+    chief, other = (_loss_lines(tmp_path / f"killed-worker{i}.log") for i in (0, 1))
+    assert len(chief) >= finished and chief[:finished] == other[:finished]
+
+    procs = _start_workers(_free_ports(2), tfrecord_dir, out, EPOCHS, tmp_path, "resumed")
     assert _finish(procs) == [0, 0], open(tmp_path / "resumed-worker0.log").read()[-3000:]
     for i in (0, 1):
         assert (
             f"resuming at epoch {finished + 1}" in open(tmp_path / f"resumed-worker{i}.log").read()
         )
-    assert _history_epochs(out) == [1, 2, 3, 4, 5, 6]
+    chief, other = (_loss_lines(tmp_path / f"resumed-worker{i}.log") for i in (0, 1))
+    assert len(chief) == EPOCHS - finished and chief == other  # the same all-reduced losses
+    assert [int(line.split(":")[0].split()[1]) for line in chief] == list(
+        range(finished + 1, EPOCHS + 1)
+    )
+    assert _history_epochs(out) == list(range(1, EPOCHS + 1))
+    model = keras.models.load_model(out / "generator.keras")
+    assert np.isfinite(
+        model({"image": t2_task_batch(1, SIZE)[0], "task": t2_task_batch(1, SIZE)[2]}).numpy()
+    ).all()
+    assert not [p for p in os.listdir(out) if p.startswith("dygan-worker")]
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
@@ -207,8 +202,8 @@ def test_bad_distribution_flags_are_one_line(tfrecord_dir, tmp_path):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "TF_CONFIG" in errors[0] and "Traceback" not in result.stderr
-    result = run_cli(
-        "dygan_tf.fit",
+    result = run_in_process(  # the same command, without another TensorFlow start-up
+        fit.main,
         "--data",
         tfrecord_dir,
         "--out",

@@ -1,8 +1,8 @@
 """fit and evaluate end to end on the tiny phantom: every discriminator, DyConv placement
 and label mode, pix2pix3, TensorBoard contents, kill -9 and resume, reports, bad flags.
 
-Training runs are shared between assertions (module fixtures): each new configuration
-costs a tf.function trace of its train step.
+Training runs are shared between assertions (conftest.fit_runs, also used by
+test_distribute.py): each new configuration costs a tf.function trace of its train step.
 """
 
 import csv
@@ -19,43 +19,18 @@ import tensorflow as tf
 
 from dygan_tf import evaluate, fit, run_folder
 from dygan_tf.config import RunConfig
-from tests.helpers import REPO, run_cli
+from tests.helpers import FIT_RUNS, FIT_STEPS, REPO, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow
 
-# name -> (extra flags, epochs)
-CONFIGS = {
-    "ms_up": (["--discriminator", "multiscale", "--dyconv", "up"], 2),
-    "patch_down": (["--discriminator", "patch", "--dyconv", "down"], 1),
-    "ms_both": (["--dyconv", "both"], 1),
-    "mgan": (["--label-mode", "input", "--discriminator", "patch"], 1),
-    "pix2pix3": (["--baseline", "pix2pix3"], 1),
-}
-STEPS = 3
+CONFIGS = FIT_RUNS
+STEPS = FIT_STEPS
 
 
 @pytest.fixture(scope="module")
-def runs(tfrecord_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    out = {}
-    for name, (flags, epochs) in CONFIGS.items():
-        out[name] = str(root / name)
-        fit.main(
-            [
-                "--data",
-                str(tfrecord_dir),
-                "--out",
-                out[name],
-                "--preset",
-                "tiny",
-                "--epochs",
-                str(epochs),
-                "--steps-per-epoch",
-                str(STEPS),
-                *flags,
-            ]
-        )
-    return out
+def runs(fit_runs):
+    """name -> run folder of the shared fit runs (conftest.fit_runs)."""
+    return {name: run.path for name, run in fit_runs.items()}
 
 
 def _history(run_dir):
@@ -202,10 +177,7 @@ def test_rerun_with_other_flags_is_refused(runs, tfrecord_dir):
 
 def test_kill_9_mid_run_then_resume_keeps_every_epoch_once(tfrecord_dir, tmp_path):
     run_dir = str(tmp_path / "resume")
-    args = [
-        sys.executable,
-        "-m",
-        "dygan_tf.fit",
+    flags = [
         "--data",
         str(tfrecord_dir),
         "--out",
@@ -213,10 +185,11 @@ def test_kill_9_mid_run_then_resume_keeps_every_epoch_once(tfrecord_dir, tmp_pat
         "--preset",
         "tiny",
         "--epochs",
-        "4",
+        "3",
         "--steps-per-epoch",
-        "4",
+        "2",
     ]
+    args = [sys.executable, "-m", "dygan_tf.fit", *flags]
     env = dict(os.environ, PYTHONPATH=REPO)
     log = open(tmp_path / "first_run.log", "w")
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -231,32 +204,39 @@ def test_kill_9_mid_run_then_resume_keeps_every_epoch_once(tfrecord_dir, tmp_pat
     proc.wait()
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(last))
     done_before = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
-    assert 1 <= done_before < 4
+    assert 1 <= done_before < 3
     assert [int(r["epoch"]) for r in _history(run_dir)][:done_before] == list(
         range(1, done_before + 1)
     )
-    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # The restart reads only what the killed process left on disk, so it runs in this
+    # process (helpers.run_in_process), saving a TensorFlow start-up.
+    result = run_in_process(fit.main, *flags)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resuming at epoch {done_before + 1}" in result.stdout
-    assert [int(r["epoch"]) for r in _history(run_dir)] == [1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in _history(run_dir)] == [1, 2, 3]
     reader = tf.train.load_checkpoint(
         tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "last"))
     )
-    assert int(reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 16
+    assert int(reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 6
 
 
+# One case per command runs in a fresh interpreter (its import-time output counts too);
+# the others run the same `main` in this process (helpers.run_in_process).
 @pytest.mark.parametrize(
-    "module, args, expected",
+    "module, args, expected, fresh",
     [
-        ("dygan_tf.fit", ["--data", "x", "--out", "y", "--dyconv", "sideways"], "--dyconv"),
-        ("dygan_tf.fit", ["--out", "y"], "--data"),
-        ("dygan_tf.fit", ["--data", "/nonexistent/records", "--out", "y"], "manifest"),
-        ("dygan_tf.fit", ["--data", "x", "--out", "y", "--image-size", "50"], "image_size"),
-        ("dygan_tf.evaluate", ["--run", "/nonexistent/run", "--out", "y"], "not a folder"),
+        (fit, ["--data", "x", "--out", "y", "--dyconv", "sideways"], "--dyconv", False),
+        (fit, ["--out", "y"], "--data", False),
+        (fit, ["--data", "/nonexistent/records", "--out", "y"], "manifest", True),
+        (fit, ["--data", "x", "--out", "y", "--image-size", "50"], "image_size", False),
+        (evaluate, ["--run", "/nonexistent/run", "--out", "y"], "not a folder", True),
     ],
 )
-def test_bad_input_is_one_line_exit_2(module, args, expected):
-    result = run_cli(module, *args)
+def test_bad_input_is_one_line_exit_2(module, args, expected, fresh):
+    if fresh:
+        result = run_cli(module.__name__, *args)
+    else:
+        result = run_in_process(module.main, *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
@@ -266,8 +246,8 @@ def test_bad_input_is_one_line_exit_2(module, args, expected):
 def test_evaluate_refuses_a_run_without_a_model(tfrecord_dir, tmp_path):
     run_dir = tmp_path / "empty_run"
     run_dir.mkdir()
-    result = run_cli(
-        "dygan_tf.evaluate", "--run", run_dir, "--data", tfrecord_dir, "--out", tmp_path / "e"
+    result = run_in_process(
+        evaluate.main, "--run", run_dir, "--data", tfrecord_dir, "--out", tmp_path / "e"
     )
     assert result.returncode == 2 and "generator.keras" in result.stderr
     assert "Traceback" not in result.stderr
