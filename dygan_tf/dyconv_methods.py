@@ -30,9 +30,44 @@ from dygan_tf import grouped_conv
 METHODS = ("grouped", "patches", "loop", "stacked_inputs", "stacked_outputs")
 MIXED_KERNEL_METHODS = ("grouped", "patches", "loop")
 
-# (out_h * out_w, in channels, filters, kernel size, stride) -> fastest method, from
-# benchmarks/results/dyconv_dispatch_cpu.json (regenerate with benchmarks.dyconv_dispatch).
-CPU_TABLE = {}
+# (out_h * out_w, in channels, filters, kernel size, stride) -> fastest method, measured
+# on a 2-core AVX-512 EPYC with oneDNN on: benchmarks/results/dyconv_dispatch_cpu.json
+# (regenerate with `python -m benchmarks.dyconv_dispatch --print-table`). Demo shapes
+# first, then the paper's; generator rows at batch 3, discriminator rows at batch 6.
+CPU_TABLE = {
+    (256, 192, 64, 3, 1): "loop",
+    (256, 64, 64, 3, 1): "loop",
+    (1024, 96, 32, 3, 1): "loop",
+    (1024, 32, 32, 3, 1): "grouped",
+    (4096, 48, 16, 3, 1): "loop",
+    (4096, 16, 16, 3, 1): "loop",
+    (4096, 16, 1, 1, 1): "grouped",
+    (1024, 2, 16, 4, 2): "grouped",
+    (256, 16, 32, 4, 2): "grouped",
+    (64, 32, 64, 4, 2): "stacked_inputs",
+    (16, 64, 128, 4, 2): "stacked_inputs",
+    (4, 128, 128, 4, 2): "stacked_outputs",
+    (16, 128, 256, 4, 1): "patches",
+    (4, 128, 256, 4, 1): "stacked_inputs",
+    (64, 64, 128, 4, 1): "grouped",
+    (1024, 1536, 512, 3, 1): "loop",
+    (1024, 512, 512, 3, 1): "loop",
+    (4096, 768, 256, 3, 1): "loop",
+    (4096, 256, 256, 3, 1): "loop",
+    (16384, 384, 128, 3, 1): "loop",
+    (16384, 128, 128, 3, 1): "loop",
+    (65536, 192, 64, 3, 1): "loop",
+    (65536, 64, 64, 3, 1): "loop",
+    (65536, 64, 1, 1, 1): "patches",
+    (16384, 2, 64, 4, 2): "loop",
+    (4096, 64, 128, 4, 2): "loop",
+    (1024, 128, 256, 4, 2): "loop",
+    (256, 256, 512, 4, 2): "loop",
+    (64, 512, 512, 4, 2): "patches",
+    (256, 512, 1024, 4, 1): "patches",
+    (64, 512, 1024, 4, 1): "patches",
+    (1024, 256, 512, 4, 1): "loop",
+}
 
 
 def choose_method(out_pixels, channels, filters, kernel_size, stride, table=None):

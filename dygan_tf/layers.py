@@ -1,10 +1,10 @@
 """DyConv2D: a CondConv layer whose expert mixing also sees the task label.
 
 Each example gets its own kernel `sum_k alpha_k W_k`, with
-`alpha = sigmoid(dense([GAP(x), task]))`. The per-example convolution is one grouped
-convolution over the whole batch on large maps and one batched matmul over patches on
-small ones (see grouped_conv.py), so a batch that mixes tasks costs about one static
-convolution and needs no Python loop.
+`alpha = sigmoid(dense([GAP(x), task]))`. The per-example convolution runs by the method
+measured fastest for the layer's shape (dyconv_methods.py: a grouped convolution, a
+batched matmul over patches, dense per-example convolutions, or the K experts stacked
+into one dense convolution), so a batch that mixes tasks needs no eager batch loop.
 """
 
 import keras
@@ -17,19 +17,43 @@ from dygan_tf.tasks import NUM_TASKS
 
 @keras.saving.register_keras_serializable(package="dygan_tf")
 class DyConv2D(layers.Layer):
-    """Dynamic 2-D convolution conditioned on the input and a task code.
+    """Dynamic 2-D convolution (CondConv) conditioned on the input and a task code.
+
+    Each example b is convolved with its own kernel `sum_k alpha[b, k] W_k`, where
+    `alpha = sigmoid(dense([GAP(x), task]))`; biases are mixed the same way. How the
+    per-example convolution is computed (one of `dyconv_methods.METHODS`) changes only
+    the speed: "auto" picks per layer shape from a table measured on the machine.
 
     Args:
-        filters: number of output channels.
+        filters: number of output channels F.
         kernel_size: int or (kh, kw).
         strides: 1 or 2 (an int or a pair of equal ints).
         num_experts: K, the number of expert kernels mixed per example.
         padding: "same" or "valid".
         use_bias: whether each expert has a bias (mixed like the kernels).
-        kernel_initializer: initializer of the expert kernels (He by default).
+        kernel_initializer: initializer of the expert kernels (He by default, applied to
+            each expert with its own fan-in).
+        bias_initializer: initializer of the expert biases.
         routing_initializer: initializer of the routing dense layer's kernel.
+        conv_method: "auto" or one of `dygan_tf.dyconv_methods.METHODS`.
 
-    Call: `layer(x, task)` with x `[B, H, W, C]` and task `[B, 12]`.
+    Call arguments:
+        x: `[B, H, W, C]`; H, W and C must be known, B may be unknown.
+        task: `[B, 12]` task codes (`dygan_tf.tasks.task_code`).
+
+    Output shape: `[B, H', W', F]`, with H' = ceil(H / stride) for "same" padding.
+
+    Weights: `kernel` `[K, kh, kw, C, F]`, `bias` `[K, F]`, and the routing layer's
+    `[C + 12, K]` kernel and `[K]` bias.
+
+    Example:
+
+    ```python
+    layer = DyConv2D(64, 3, num_experts=3)
+    x = np.random.rand(3, 32, 32, 16).astype("float32")
+    task = np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")])
+    y = layer(x, task)  # (3, 32, 32, 64): one kernel per example
+    ```
     """
 
     def __init__(
