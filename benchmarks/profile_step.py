@@ -142,7 +142,8 @@ def summarize(totals, kinds, steps):
 def markdown(result):
     table, wall = result["op_ms_per_step"], result["wall_ms_per_step"]
     lines = [
-        f"Profile of the `{result['preset']}` train step ({result['mixed_precision']}, "
+        f"Profile of the `{result['preset']}` {result.get('model', 'dygan')} train step "
+        f"({result['mixed_precision']}, "
         f"jit_compile={result['jit_compile']}), {result['steps']} traced steps; "
         f"wall {wall:.1f} ms/step without the profiler; op times summed over threads "
         f"{result['op_ms_per_step_total']:.1f} ms/step.",
@@ -188,13 +189,18 @@ def machine_line():
     )
 
 
-def profile(preset="demo", steps=3, warmup=2, out_dir="profiles", mixed_precision=None):
-    """Traces `steps` train steps of `preset` into `out_dir`; returns the table dict."""
+def profile(
+    preset="demo", steps=3, warmup=2, out_dir="profiles", mixed_precision=None, pix2pix=False
+):
+    """Traces `steps` train steps of `preset` (or its pix2pix twin) into `out_dir`;
+    returns the table dict."""
     import tensorflow as tf
 
     from benchmarks.train_step import prepare_step
+    from dygan_tf.config import as_pix2pix, get_preset
 
-    gan, train_function, iterator, config = prepare_step(preset, mixed_precision)
+    config = as_pix2pix(get_preset(preset)) if pix2pix else preset
+    gan, train_function, iterator, config = prepare_step(config, mixed_precision)
     for _ in range(warmup):
         float(train_function(iterator)["g_loss"])
     walls = []
@@ -213,6 +219,7 @@ def profile(preset="demo", steps=3, warmup=2, out_dir="profiles", mixed_precisio
     kinds = {"G": layer_kinds(gan.generator), "D": layer_kinds(gan.discriminator)}
     result = {
         "preset": config.preset,
+        "model": "pix2pix" if pix2pix else "dygan",
         "mixed_precision": config.train.mixed_precision,
         "jit_compile": config.train.jit_compile,
         "steps": steps,
@@ -233,6 +240,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--mixed-precision", default=None, choices=("none", "float16", "bfloat16"))
+    parser.add_argument(
+        "--pix2pix", action="store_true", help="profile the preset's pix2pix twin instead"
+    )
     parser.add_argument("--out", default=None, help="folder (default: profiles/<preset>)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1:
@@ -245,7 +255,7 @@ def main(argv=None):
         raise UserError(f"--out: {out} exists and is not a folder")
     os.makedirs(out, exist_ok=True)
     import_tensorflow_quietly()
-    result = profile(args.preset, args.steps, args.warmup, out, args.mixed_precision)
+    result = profile(args.preset, args.steps, args.warmup, out, args.mixed_precision, args.pix2pix)
     print(markdown(result))
     print(json.dumps(result["top_ops_ms_per_step"], indent=1))
     print(
