@@ -10,6 +10,7 @@ modality it holds into the ones it lacks.
 """
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -45,7 +46,7 @@ def plan_file(path, source, targets):
     if source is None:
         if match is None:
             raise UserError(
-                f"--input {path}: cannot tell its modality from the name; "
+                f"{path}: cannot tell its modality from the name; "
                 f"give --source (one of {', '.join(MODALITIES)})"
             )
         source = match.group(2)
@@ -72,7 +73,7 @@ def plan_folder(folder, source, targets):
     cid, found = case_modalities(folder)
     if not found:
         raise UserError(
-            f"--input {folder}: no usable modality; expected files named "
+            f"{folder}: no usable modality; expected files named "
             f"{cid}_<modality>.nii.gz with modality one of {', '.join(MODALITIES)}"
         )
     if source is None or source not in found:
@@ -85,16 +86,44 @@ def plan_folder(folder, source, targets):
     return cid, source, missing, found
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one translation reads and writes."""
+
+    case: str
+    source: str
+    targets: list  # the modalities to synthesise (empty: nothing is missing)
+    inputs: dict  # {modality: path} of the files present
+
+    def out_paths(self, out_dir):
+        return {t: os.path.join(out_dir, f"{self.case}_{t}{OUTPUT_SUFFIX}") for t in self.targets}
+
+
+def plan_input(input_path, source=None, targets=None):
+    """The `Plan` for a NIfTI file or a BraTS case folder (see `translate`)."""
+    if source is not None:
+        check_modality(source, "source modality")
+    if os.path.isdir(input_path):
+        return Plan(*plan_folder(input_path, source, targets))
+    if os.path.isfile(input_path):
+        plan = Plan(*plan_file(input_path, source, targets))
+        if plan.source in plan.targets:
+            raise UserError(
+                f"{input_path}: {plan.source} is the source; DyGAN translates into a "
+                "different modality"
+            )
+        return plan
+    raise UserError(f"{input_path}: no such file or folder")
+
+
 def parse_targets(text):
+    """["flair", "t1"] from "flair,t1"; None for None."""
     if text is None:
         return None
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
-        raise UserError("--targets: expected a comma-separated list like flair,t1,t1ce")
-    try:
-        return [check_modality(t, "target modality") for t in names]
-    except ValueError as e:
-        raise UserError(f"--targets: {e}") from None
+        raise UserError(f"{text!r}: expected a comma-separated list like flair,t1,t1ce")
+    return [check_modality(t, "target modality") for t in names]
 
 
 def _same_file(a, b):
@@ -108,13 +137,9 @@ def check_outputs(out_paths, inputs, overwrite):
             if _same_file(path, source_path) or os.path.abspath(path) == os.path.abspath(
                 source_path
             ):
-                raise UserError(
-                    f"--out-dir: output {path} is an input file; choose another --out-dir"
-                )
+                raise UserError(f"{path}: this output is an input file; choose another folder")
         if os.path.exists(path) and not overwrite:
-            raise UserError(
-                f"--out-dir: {path} already exists; pass --overwrite or choose another --out-dir"
-            )
+            raise UserError(f"{path}: already exists; allow overwriting or choose another folder")
 
 
 def write_like(path, volume, header):
@@ -157,36 +182,59 @@ def translate(
     verbose=True,
     synthesizer=None,
 ):
-    """Runs one translation; returns {target: written path}. See the module docstring."""
-    from dygan_tf.inference import load_synthesizer, synthesize_volume
+    """Fills in missing sequences: translates a NIfTI volume or a BraTS case folder.
 
-    if source is not None:
-        try:
-            check_modality(source, "source modality")
-        except ValueError as e:
-            raise UserError(f"--source: {e}") from None
+    Args:
+        model: a SavedModel folder (or TF Serving base path) or a training run folder.
+        input_path: a NIfTI file (modality from its name `<case>_<modality>.nii.gz`
+            unless `source` is given) or a BraTS case folder (only the missing
+            modalities are written; the source is `source` if present, else the
+            first present of t2, t1, flair, t1ce).
+        out_dir: folder for `<case>_<target>_synth.nii.gz`.
+        source: the source modality, or None (see `input_path`).
+        targets: target modalities, or None (all others / the missing ones).
+        batch_slices: axial slices per model call (>= 1).
+        overwrite: replace existing outputs (an input file never).
+        verbose: print progress and a summary line.
+        synthesizer: an already loaded `inference.Synthesizer` (then `model` is unused).
+
+    Returns:
+        `{target: written path}`; each volume has the input's shape, affine and header.
+
+    Example:
+
+    >>> translate("saved_models/dygan", "BraTS19_X/", "BraTS19_X/")  # doctest: +SKIP
+    {'t1ce': 'BraTS19_X/BraTS19_X_t1ce_synth.nii.gz'}
+    """
+    from dygan_tf.inference import load_synthesizer
+
+    plan = plan_input(input_path, source, targets)
+    check_outputs(plan.out_paths(out_dir).values(), plan.inputs.values(), overwrite)
+    return run_plan(
+        plan,
+        out_dir,
+        (lambda: synthesizer) if synthesizer is not None else (lambda: load_synthesizer(model)),
+        batch_slices,
+        verbose,
+    )
+
+
+def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
+    """Synthesises `plan.targets` and writes them into `out_dir` (all or none); returns
+    {target: written path}. `load_model()` returns the `inference.Synthesizer`; it is
+    called once the source volume has been read (a bad input is reported first)."""
+    from dygan_tf.inference import synthesize_volume
+
     if batch_slices < 1:
-        raise UserError(f"--batch: expected a positive number of slices, found {batch_slices}")
-    if os.path.isdir(input_path):
-        case, source, targets, inputs = plan_folder(input_path, source, targets)
-    elif os.path.isfile(input_path):
-        case, source, targets, inputs = plan_file(input_path, source, targets)
-        if source in targets:
-            raise UserError(
-                f"--targets: {source} is the source; DyGAN translates into a different modality"
-            )
-    else:
-        raise UserError(f"--input {input_path}: no such file or folder")
+        raise ValueError(f"batch_slices must be >= 1. Received: batch_slices={batch_slices}")
+    case, source, targets, inputs = plan.case, plan.source, plan.targets, plan.inputs
     if not targets:
         if verbose:
             print(f"{case}: nothing to synthesise (present: {', '.join(sorted(inputs))})")
         return {}
-    out_paths = {t: os.path.join(out_dir, f"{case}_{t}{OUTPUT_SUFFIX}") for t in targets}
-    check_outputs(out_paths.values(), inputs.values(), overwrite)
+    out_paths = plan.out_paths(out_dir)
     data, affine, header = preprocessing.load_nifti(inputs[source])
-    if synthesizer is None:
-        with for_flag("--model"):
-            synthesizer = load_synthesizer(model)
+    synthesizer = load_model()
     untrained = [
         t
         for t in targets
@@ -222,7 +270,7 @@ def translate(
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
-        raise UserError(f"--out-dir {out_dir}: cannot create it ({e.strerror})") from None
+        raise UserError(f"{out_dir}: cannot create it ({e.strerror})") from None
     write_outputs(volumes, out_paths, header)
     if verbose:
         print(
@@ -262,16 +310,25 @@ def main(argv=None):
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    translate(
-        args.model,
-        args.input,
-        args.out_dir,
-        args.source,
-        parse_targets(args.targets),
-        args.batch,
-        args.overwrite,
-        verbose=not args.quiet,
-    )
+    if args.source is not None:
+        with for_flag("--source"):
+            check_modality(args.source, "source modality")
+    if args.batch < 1:
+        raise UserError(f"--batch: expected a positive number of slices, found {args.batch}")
+    with for_flag("--targets"):
+        targets = parse_targets(args.targets)
+    from dygan_tf.inference import load_synthesizer
+
+    with for_flag("--input"):
+        plan = plan_input(args.input, args.source, targets)
+    with for_flag("--out-dir"):
+        check_outputs(plan.out_paths(args.out_dir).values(), plan.inputs.values(), args.overwrite)
+
+    def load_model():
+        with for_flag("--model"):
+            return load_synthesizer(args.model)
+
+    run_plan(plan, args.out_dir, load_model, args.batch, verbose=not args.quiet)
 
 
 if __name__ == "__main__":

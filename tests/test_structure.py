@@ -150,7 +150,7 @@ print("ok")
 def test_import_dygan_tf_registers_its_keras_objects(run_dir, tmp_path, imports):
     """What README shows: `import dygan_tf` then `keras.saving.load_model` of a
     generator.keras, from a folder outside the repo, whatever was imported first."""
-    code = _LOAD_WITH_THE_PACKAGE.format(imports=imports)
+    code = _LOAD_WITH_THE_PACKAGE.replace("{imports}", imports)
     result = subprocess.run(
         [sys.executable, "-c", code, str(run_dir / "generator.keras")],
         cwd=tmp_path,
