@@ -133,7 +133,8 @@ class EpochCheckpoints(keras.callbacks.Callback):
 
     Runs after `HistoryWriter`: a kill between the history row and the `last`
     checkpoint leaves a row past the restored epoch, which a resume drops, so no row
-    is ever lost or duplicated.
+    is ever lost or duplicated. A failed write (full disk) stops training with one
+    `WriteError` line naming the checkpoint; the previous ones stay restorable.
 
     Args:
         checkpoint: a `tf.train.Checkpoint` with an `epoch` variable.
@@ -154,8 +155,8 @@ class EpochCheckpoints(keras.callbacks.Callback):
         score = logs.get(OBJECTIVE)
         if score is not None and score > self.best_score:
             self.best_score = float(score)
-            self.best.save(checkpoint_number=epoch + 1)
-        self.last.save(checkpoint_number=epoch + 1)
+            run_folder.save_checkpoint(self.best, epoch + 1)
+        run_folder.save_checkpoint(self.last, epoch + 1)
         if self.verbose and score is not None:
             targets = [k[len("val_psnr_") :] for k in logs if k.startswith("val_psnr_")]
             targets = [t for t in targets if t != "mean"]

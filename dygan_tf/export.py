@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from dygan_tf import preprocessing, run_folder
-from dygan_tf.atomic import write_json_atomic
+from dygan_tf.atomic import write_error, write_json_atomic
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.errors import UserError, for_flag
 from dygan_tf.tasks import MODALITIES, NUM_TASKS, TASK_CODES
@@ -77,6 +77,7 @@ def build_metadata(config, source_run=None, generator=None):
         "trained_tasks": [f"{config.train.source}->{t}" for t in config.train.targets],
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
+        "in_plane": dict(preprocessing.IN_PLANE),
         "denormalization": "(y + 1) / 2 * robust_max of the source volume",
         "config": config.to_dict(),
         "source_run": None if source_run is None else os.path.abspath(source_run),
@@ -93,7 +94,9 @@ def export_generator(generator, out_dir, metadata=None):
     """Writes `generator` as a SavedModel to `out_dir` (an integer version folder).
 
     The archive is written into a hidden staging folder beside `out_dir` and renamed
-    into place, so TF Serving (which polls the parent) never sees half an export.
+    into place, so TF Serving (which polls the parent) never sees half an export; a
+    failed write (full disk) is one `WriteError` line naming `out_dir`, and leaves the
+    parent as it was.
     Returns the absolute path of `out_dir`.
     """
     import keras
@@ -118,17 +121,24 @@ def export_generator(generator, out_dir, metadata=None):
             tf.TensorSpec((None, NUM_TASKS), tf.float32, name=INPUT_KEYS[1]),
         ],
     )
-    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
+    staging = None
     try:
-        archive.write_out(os.path.join(staging, "model"), verbose=False)
-        if metadata is not None:
-            write_json_atomic(os.path.join(staging, "model", METADATA), metadata)
+        try:
+            staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
+            archive.write_out(os.path.join(staging, "model"), verbose=False)
+            if metadata is not None:
+                write_json_atomic(os.path.join(staging, "model", METADATA), metadata)
+        except (tf.errors.OpError, OSError) as e:  # a full disk: nothing is published
+            raise write_error(
+                out_dir, e, f"nothing was exported; {parent} holds what it held before"
+            ) from None
         check_target(out_dir)  # still free after the (slow) write?
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)
         os.rename(os.path.join(staging, "model"), out_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 

@@ -90,7 +90,19 @@ def load_savedmodel_predictor(path):
 
 
 def evaluate_split(predictors, data_dir, split, source, targets, figure_cases=4):
-    """Scores every predictor and both baselines; returns (results, slices, figure rows)."""
+    """Scores every predictor and both baselines; returns (results, slices, figure rows).
+    A shard that goes bad while it is read is named in one UserError line."""
+    import tensorflow as tf
+
+    from dygan_tf import shard_check
+
+    try:
+        return _evaluate_split(predictors, data_dir, split, source, targets, figure_cases)
+    except tf.errors.DataLossError as e:  # after make_dataset's up-front check passed
+        raise shard_check.data_loss_error(data_dir, ["train", split], e) from None
+
+
+def _evaluate_split(predictors, data_dir, split, source, targets, figure_cases):
     from dygan_tf import evaluation
     from dygan_tf.data import make_dataset
 

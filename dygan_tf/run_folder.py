@@ -6,7 +6,8 @@ and the λ search read back:
     config.json       the resolved RunConfig (written at the start, checked on resume)
     run.json          the data folder and the held-out validation cases
     history.csv       one row per finished epoch (losses, validation PSNR/SSIM)
-    checkpoints/last  the newest epoch's checkpoint; checkpoints/best: the best one
+    checkpoints/last  the two newest epochs' checkpoints (a resume falls back to the older
+                      one if the newest is unreadable); checkpoints/best: the best one
     logs/             TensorBoard
     generator.keras   the trained generator (written at the end)
     pix2pix3.json     only for `--baseline pix2pix3`: the three member run folders
@@ -18,8 +19,11 @@ import csv
 import io
 import json
 import os
+import re
+import shutil
+import sys
 
-from dygan_tf.atomic import atomic_path, write_json_atomic, write_text_atomic
+from dygan_tf.atomic import atomic_path, write_error, write_json_atomic, write_text_atomic
 from dygan_tf.config import RunConfig
 from dygan_tf.errors import UserError
 
@@ -31,6 +35,9 @@ CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 BASELINE = "pix2pix3.json"
 LAST, BEST = "last", "best"
+CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's default: ckpt-<epoch>.index, .data-*
+CHECKPOINT_INDEX = "checkpoint"  # the manager's list of its checkpoints, newest last
+KEEP_LAST = 2  # the newest checkpoint in checkpoints/last and one to fall back on
 GENERATOR_INPUTS = ("image", "task")
 
 
@@ -143,9 +150,135 @@ def prepare(run_dir, config, data_dir, choose_validation):
 
 
 def save_generator(generator, run_dir):
-    """Writes generator.keras atomically."""
+    """Writes generator.keras atomically (a failed write: one `WriteError` line, the
+    previous file kept)."""
     with atomic_path(path(run_dir, GENERATOR)) as tmp:
         generator.save(tmp)
+
+
+def save_checkpoint(manager, number):
+    """`manager.save(checkpoint_number=number)`; a failed write (full disk) becomes one
+    `WriteError` line naming the checkpoint. TensorFlow writes the tensors under a
+    temporary name and updates the `checkpoint` index file only after them, so the
+    manager's previous checkpoints stay the restorable ones."""
+    import tensorflow as tf
+
+    prefix = os.path.join(manager.directory, f"{CHECKPOINT_NAME}-{number}")
+    try:
+        return manager.save(checkpoint_number=number)
+    except (tf.errors.OpError, OSError) as e:
+        leftovers = [prefix + "_temp", prefix + ".index"]
+        if os.path.isdir(manager.directory):
+            leftovers += [
+                os.path.join(manager.directory, n)
+                for n in os.listdir(manager.directory)
+                if n.startswith(os.path.basename(prefix) + ".data-")
+            ]
+        for leftover in leftovers:  # no half-written checkpoint for a resume to try
+            if os.path.isdir(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif os.path.exists(leftover):
+                os.remove(leftover)
+        raise write_error(
+            prefix,
+            e,
+            f"{manager.directory} keeps its previous checkpoint; free some space and run "
+            "the same command again to resume",
+        ) from None
+
+
+def checkpoints_in(directory):
+    """{epoch number: checkpoint prefix} of the checkpoint files in `directory`, read
+    from the file names (the `checkpoint` index file may be the broken part)."""
+    found = {}
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            m = re.fullmatch(rf"{CHECKPOINT_NAME}-(\d+)\.(index|data-\d+-of-\d+)", name)
+            if m:
+                found[int(m.group(1))] = os.path.join(directory, f"{CHECKPOINT_NAME}-{m.group(1)}")
+    return found
+
+
+def checkpoint_problem(prefix):
+    """Why the checkpoint at `prefix` cannot be restored, or None. Every tensor is read,
+    so a checksum mismatch or a truncation is found before anything is restored."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError, RuntimeError) as e:
+        text = (getattr(e, "message", None) or str(e)).strip()
+        text = re.sub(r"^\{\{[^}]*\}\}\s*", "", text.splitlines()[0] if text else "")
+        text = text.replace(prefix, os.path.basename(prefix))
+        return f"{type(e).__name__}: {text[:120]}" if text else type(e).__name__
+    return None
+
+
+def _repair_index(directory, kept):
+    """Makes the `checkpoint` index file name the last of `kept` (prefixes, oldest
+    first) as the newest, unless it already does: the manager starts from this list."""
+    file = os.path.join(directory, CHECKPOINT_INDEX)
+    names = [os.path.basename(p) for p in kept]
+    try:
+        with open(file, encoding="utf-8") as f:
+            if f'model_checkpoint_path: "{names[-1]}"' in f.read().splitlines():
+                return
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_text_atomic(  # a text proto, relative names, as TensorFlow writes it
+        file,
+        f'model_checkpoint_path: "{names[-1]}"\n'
+        + "".join(f'all_model_checkpoint_paths: "{n}"\n' for n in names),
+    )
+
+
+def restore_last(checkpoint, run_dir, history, repair=True):
+    """Restores the newest readable checkpoint of `run_dir`/checkpoints/last into
+    `checkpoint`; returns its prefix, or None for a fresh start.
+
+    A newer unreadable checkpoint is passed over with one `note:` line on stderr (the
+    caller drops the history rows past the restored epoch). With nothing restorable a
+    run starts over only if history.csv records at most epoch 1 (a kill before its first
+    checkpoint was complete); otherwise one UserError names the folder: a run never
+    silently restarts on top of its history. `repair` rewrites the `checkpoint` index
+    file to name the restored checkpoint (the run's writer only).
+    """
+    directory = checkpoint_dir(run_dir)
+    found = checkpoints_in(directory)
+    bad = []
+    for number in sorted(found, reverse=True):
+        problem = checkpoint_problem(found[number])
+        if problem is None:
+            checkpoint.restore(found[number]).assert_existing_objects_matched()
+            if bad:
+                print(
+                    f"note: {directory}: passing over unreadable "
+                    + "; ".join(f"{os.path.basename(p)} ({why})" for p, why in bad)
+                    + f"; resuming from {os.path.basename(found[number])}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if repair:
+                _repair_index(directory, [found[n] for n in sorted(found) if n <= number])
+            return found[number]
+        bad.append((found[number], problem))
+    finished = max((int(r["epoch"]) for r in history), default=0)
+    if finished > 1 or (bad and finished == 0):
+        why = "; ".join(f"{os.path.basename(p)}: {w}" for p, w in bad) or "none found"
+        raise UserError(
+            f"{directory}: no restorable checkpoint ({why}), but {path(run_dir, HISTORY)} "
+            f"records {finished} finished epoch(s); restore the checkpoint files, or train "
+            "into a new run folder"
+        )
+    if bad or finished:
+        print(
+            f"note: {run_dir}: epoch 1 has no restorable checkpoint; starting over",
+            file=sys.stderr,
+            flush=True,
+        )
+    return None
 
 
 def load_generator(file):

@@ -3,7 +3,9 @@
 A flipped byte on network storage otherwise surfaces deep inside tf.data as
 `DataLossError: corrupted record at N`, which names no file. `check_shards` (run by
 `dygan_tf.data.make_dataset` before reading) names the bad shard instead, and
-`python -m data_prep.build_tfrecords --verify DIR` checks every shard of a folder.
+`python -m data_prep.build_tfrecords --verify DIR` checks every shard of a folder. A
+shard that goes bad after that check (during a run) is named by `data_loss_error`,
+which training and evaluation raise in place of TensorFlow's DataLossError.
 """
 
 import hashlib
@@ -40,14 +42,16 @@ def count_records(path, compression):
     return int(ds.reduce(0, lambda n, _: n + 1))
 
 
-def shard_problem(tfrecord_dir, entry, compression=None):
+def shard_problem(tfrecord_dir, entry, compression=None, cached=True):
     """What is wrong with one manifest shard entry ({file, records, sha256}), or None.
 
     With `compression` given, a shard whose sha256 matches also has its records counted.
+    `cached=False` hashes the file again even if its size and mtime are unchanged (bit
+    rot on storage changes neither).
     """
     path = os.path.join(os.fspath(tfrecord_dir), entry["file"])
     try:
-        digest = _cached_sha256(path)
+        digest = _cached_sha256(path) if cached else sha256_file(path)
     except FileNotFoundError:
         return "missing"
     except OSError as e:
@@ -103,3 +107,29 @@ def verify_or_raise(tfrecord_dir, report=print):
             f"{tfrecord_dir}: {len(bad)} shard(s) differ from {MANIFEST}: {listed}; "
             "restore them or rebuild"
         )
+
+
+def data_loss_error(tfrecord_dir, splits, error):
+    """The one-line UserError for a `tf.errors.DataLossError` met while reading `splits`
+    of `tfrecord_dir`: it names the shards that fail verification now (hashed afresh,
+    records counted), or the folder if every shard checks out."""
+    manifest = read_manifest(tfrecord_dir)
+    bad = []
+    for split in dict.fromkeys(splits):
+        for entry in manifest["splits"].get(split, {}).get("shards", []):
+            problem = shard_problem(tfrecord_dir, entry, manifest["compression"], cached=False)
+            if problem:
+                bad.append(f"{os.path.join(os.fspath(tfrecord_dir), entry['file'])}: {problem}")
+    hint = f"python -m data_prep.build_tfrecords --verify {tfrecord_dir} checks every shard"
+    if bad:
+        return UserError(
+            f"{'; '.join(bad)}: corrupted while being read; restore the shard(s) or rebuild "
+            f"them ({hint})"
+        )
+    reason = (getattr(error, "message", None) or str(error)).strip().splitlines()
+    reason = reason[0].split("}} ")[-1] if reason else type(error).__name__
+    return UserError(
+        f"{tfrecord_dir}: a shard could not be read ({reason}), yet every shard of "
+        f"{', '.join(dict.fromkeys(splits))} now matches {MANIFEST}; check the storage "
+        f"({hint})"
+    )

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from dygan_tf import callbacks as run_callbacks
-from dygan_tf import run_folder
+from dygan_tf import run_folder, shard_check
 from dygan_tf.builders import build_dygan
 from dygan_tf.data import make_dataset
 from dygan_tf.errors import UserError
@@ -142,14 +142,20 @@ def open_run(
         d_optimizer=gan.d_optimizer,
         epoch=tf.Variable(0, dtype=tf.int64),
     )
-    last = tf.train.CheckpointManager(checkpoint, run_folder.checkpoint_dir(write_dir), 1)
+    history = run_folder.read_history(run_dir)
+    # Restored before the managers exist: they read the `checkpoint` index file, which a
+    # fall-back past an unreadable newest checkpoint rewrites.
+    restore_from = restore_from or write_dir
+    latest = run_folder.restore_last(
+        checkpoint, restore_from, history, repair=restore_from == write_dir
+    )
+    last = tf.train.CheckpointManager(
+        checkpoint, run_folder.checkpoint_dir(write_dir), run_folder.KEEP_LAST
+    )
     best = tf.train.CheckpointManager(
         checkpoint, run_folder.checkpoint_dir(write_dir, run_folder.BEST), 1
     )
-    history = run_folder.read_history(run_dir)
-    latest = tf.train.latest_checkpoint(run_folder.checkpoint_dir(restore_from or write_dir))
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
         start = int(checkpoint.epoch.numpy())
         history = [r for r in history if int(r["epoch"]) <= start]
         print(
@@ -222,41 +228,49 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
     train_cfg = config.train
     strategy = strategy or tf.distribute.get_strategy()
     run = open_run(config, data_dir, run_dir, strategy, steps_per_epoch)
-    gan, start, steps = run.gan, run.start, run.steps
-    if start < train_cfg.epochs:
-        train_ds = case_dataset(
-            data_dir,
-            train_cfg,
-            run.validation,
-            keep=False,
-            batch_slices=run.global_slices,
-            shuffle=True,
-            repeat=True,
-            seed=train_cfg.seed + start,
-        )
-        val_ds = validation_dataset(data_dir, train_cfg, run.validation)
-        writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))
-        callbacks = epoch_callbacks(run, run_dir, val_ds, train_cfg.targets, writer)
-        print(
-            f"training {run_dir}: {run.n_train} slices x {len(train_cfg.targets)} targets, "
-            f"{steps} steps per epoch of {run.global_slices} slice(s) on "
-            f"{strategy.num_replicas_in_sync} replica(s), epochs "
-            f"{start + 1}..{train_cfg.epochs}; validation cases {run.validation}",
-            flush=True,
-        )
-        if verbose is None:
-            verbose = 1 if sys.stdout.isatty() else 2
-        gan.fit(
-            train_ds,
-            epochs=train_cfg.epochs,
-            initial_epoch=start,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the dataset shuffles itself
-        )
-        writer.close()
-        if callbacks[0].diverged is not None:
-            raise diverged_error(callbacks[0], run)
-    run_folder.save_generator(gan.generator, run_dir)
-    return gan.generator
+    if run.start < train_cfg.epochs:
+        try:
+            _fit_epochs(config, data_dir, run_dir, strategy, run, verbose)
+        except tf.errors.DataLossError as e:  # a shard went bad after make_dataset's check
+            raise shard_check.data_loss_error(data_dir, ["train"], e) from None
+    run_folder.save_generator(run.gan.generator, run_dir)
+    return run.gan.generator
+
+
+def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
+    """Keras `fit` over the unfinished epochs of `run`, with the per-epoch callbacks."""
+    train_cfg = config.train
+    train_ds = case_dataset(
+        data_dir,
+        train_cfg,
+        run.validation,
+        keep=False,
+        batch_slices=run.global_slices,
+        shuffle=True,
+        repeat=True,
+        seed=train_cfg.seed + run.start,
+    )
+    val_ds = validation_dataset(data_dir, train_cfg, run.validation)
+    writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))
+    callbacks = epoch_callbacks(run, run_dir, val_ds, train_cfg.targets, writer)
+    print(
+        f"training {run_dir}: {run.n_train} slices x {len(train_cfg.targets)} targets, "
+        f"{run.steps} steps per epoch of {run.global_slices} slice(s) on "
+        f"{strategy.num_replicas_in_sync} replica(s), epochs "
+        f"{run.start + 1}..{train_cfg.epochs}; validation cases {run.validation}",
+        flush=True,
+    )
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    run.gan.fit(
+        train_ds,
+        epochs=train_cfg.epochs,
+        initial_epoch=run.start,
+        steps_per_epoch=run.steps,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the dataset shuffles itself
+    )
+    writer.close()
+    if callbacks[0].diverged is not None:
+        raise diverged_error(callbacks[0], run)
