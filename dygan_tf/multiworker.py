@@ -65,15 +65,12 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
 
     def dataset_fn(context):
         # Shard files are split across workers; each replica gets batch_slices slices.
-        return training.case_dataset(
+        return training.training_dataset(
             data_dir,
             train_cfg,
             run.validation,
-            keep=False,
-            batch_slices=train_cfg.batch_slices,
-            shuffle=True,
-            repeat=True,
-            seed=train_cfg.seed + run.start,
+            train_cfg.batch_slices,
+            train_cfg.seed + run.start,
             num_workers=context.num_input_pipelines,
             worker_index=context.input_pipeline_id,
         )

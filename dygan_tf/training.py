@@ -203,6 +203,25 @@ def epoch_callbacks(run, run_dir, val_ds, targets, writer, verbose=True):
     ]
 
 
+def training_dataset(
+    data_dir, train_cfg, validation, batch_slices, seed, num_workers=1, worker_index=0
+):
+    """The training split without the held-out cases: shuffled, repeated, batches of
+    `batch_slices` slices (all their targets), without meta."""
+    return case_dataset(
+        data_dir,
+        train_cfg,
+        validation,
+        keep=False,
+        batch_slices=batch_slices,
+        shuffle=True,
+        repeat=True,
+        seed=seed,
+        num_workers=num_workers,
+        worker_index=worker_index,
+    )
+
+
 def validation_dataset(data_dir, train_cfg, validation):
     """The held-out cases' slices, one slice (all its targets) per batch, with meta."""
     return case_dataset(data_dir, train_cfg, validation, keep=True, return_meta=True)
@@ -240,15 +259,8 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
 def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
     """Keras `fit` over the unfinished epochs of `run`, with the per-epoch callbacks."""
     train_cfg = config.train
-    train_ds = case_dataset(
-        data_dir,
-        train_cfg,
-        run.validation,
-        keep=False,
-        batch_slices=run.global_slices,
-        shuffle=True,
-        repeat=True,
-        seed=train_cfg.seed + run.start,
+    train_ds = training_dataset(
+        data_dir, train_cfg, run.validation, run.global_slices, train_cfg.seed + run.start
     )
     val_ds = validation_dataset(data_dir, train_cfg, run.validation)
     writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))

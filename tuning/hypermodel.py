@@ -52,15 +52,8 @@ class LambdaHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, callbacks=None, verbose=2, **kwargs):
         train = self.config.train
-        train_ds = training.case_dataset(
-            self.data_dir,
-            train,
-            self.validation_cases,
-            keep=False,
-            batch_slices=train.batch_slices,
-            shuffle=True,
-            repeat=True,
-            seed=train.seed,
+        train_ds = training.training_dataset(
+            self.data_dir, train, self.validation_cases, train.batch_slices, train.seed
         )
         val_ds = training.validation_dataset(self.data_dir, train, self.validation_cases)
         stop = StopOnDivergence()
