@@ -64,13 +64,11 @@ def compare(size, channels, batch, repeats=5, seed=0, jit_compile=False):
         dy_times.append(_median_seconds(dy_step, x, task, repeats))
         static_times.append(_median_seconds(static_step, x, task, repeats))
     dy, st = min(dy_times), min(static_times)
-    from dygan_tf.grouped_conv import choose_method
-
     return {
         "spatial": size,
         "channels": channels,
         "batch": batch,
-        "method": choose_method(size, size),
+        "method": dyconv.conv_method_for(x.shape),
         "dyconv_s": round(dy, 5),
         "conv2d_s": round(st, 5),
         "ratio": round(dy / st, 3),

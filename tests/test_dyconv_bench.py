@@ -3,11 +3,14 @@
 import numpy as np
 
 from benchmarks import dyconv_bench
+from dygan_tf.dyconv_methods import choose_method
 
 
 def test_dyconv_bench_rows_and_breakdown():
     result = dyconv_bench.run(shapes=[(8, 4), (32, 2)], batches=(2,), with_breakdown=True)
-    assert [r["method"] for r in result["shapes"]] == ["patches", "grouped"]
+    # The method DyConv2D picks at each shape (dyconv_methods.CPU_TABLE, nearest shape).
+    expected = [choose_method(8 * 8, 4, 4, 3, 1), choose_method(32 * 32, 2, 2, 3, 1)]
+    assert [r["method"] for r in result["shapes"]] == expected
     assert all(r["ratio"] > 0 and np.isfinite(r["ratio"]) for r in result["shapes"])
     passes = result["breakdown"][0]["ms"]
     assert set(passes) == {
