@@ -13,9 +13,11 @@ D passes to D's weights, the G tape through D(fake) to its input only, then thro
 
     FLOPs/step = B * (3*F_G + 3*F_D [real] + 4*F_D [fake: fwd, dX+dW, dX]) = B*(3*F_G + 7*F_D)
 
-with B images per step. Left out: norms, activations, pooling, upsampling, losses and
-the optimizer updates (O(parameters)); the first layers' unneeded input gradients are
-counted (the usual 3x convention).
+with B images per step. (The step scores real and fake pairs in one D call, so G's tape
+also back-propagates through D's real half, ~B*F_D more executed work that this count,
+the model's arithmetic, leaves out for DyGAN and pix2pix alike.) Left out: norms,
+activations, pooling, upsampling, losses and the optimizer updates (O(parameters)); the
+first layers' unneeded input gradients are counted (the usual 3x convention).
 """
 
 import json
