@@ -13,11 +13,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data_prep import build_tfrecords
+from data_prep import build_tfrecords, make_phantom
 from dygan_tf import data
 from dygan_tf.errors import UserError
 from dygan_tf.manifest import read_manifest
-from tests.helpers import BUILD_ARGS, REPO, case_folder, run_cli
+from tests.helpers import BUILD_ARGS, REPO, case_folder, run_cli, run_in_process
 
 BUILD = "data_prep.build_tfrecords"
 KEYS = ("t1", "t1ce", "t2", "flair", "seg")
@@ -53,9 +53,9 @@ def _assert_user_error(result, out, *needles):
     ], leftovers
 
 
-def _build(root, out, *extra):
-    return run_cli(
-        BUILD,
+def _build(root, out, *extra, fresh=False):
+    """The build command on `root`; in this process unless `fresh` (see run_in_process)."""
+    args = [
         "--brats-root",
         root,
         "--out",
@@ -69,7 +69,8 @@ def _build(root, out, *extra):
         "--workers",
         1,
         *extra,
-    )
+    ]
+    return run_cli(BUILD, *args) if fresh else run_in_process(build_tfrecords.main, *args)
 
 
 def _missing(case, cid):
@@ -135,7 +136,7 @@ def test_bad_case_is_one_line_exit_2_and_no_shard(phantom_root, tmp_path, mutate
     root, case, cid = _one_case_root(phantom_root, tmp_path)
     name = mutate(case, cid)
     out = tmp_path / "out"
-    result = _build(root, out)
+    result = _build(root, out, fresh=mutate is _missing)  # one case in a fresh interpreter
     _assert_user_error(result, out, name, what, cid)
 
 
@@ -148,6 +149,9 @@ def test_skip_bad_lists_the_case_in_the_manifest(phantom_root, tmp_path):
     result = _build(root, out, "--skip-bad", "--train-hgg", 2)
     assert result.returncode == 0, result.stderr
     assert f"skipping case {cid}" in result.stderr
+    # Not a terminal: plain progress lines, no terminal control codes.
+    assert not any(c in result.stdout for c in ("\x1b", "\r", "\b")), repr(result.stdout)
+    assert "2/2 cases (100%)" in result.stdout
     manifest = read_manifest(out)
     assert [s["case_id"] for s in manifest["skipped"]] == [cid]
     assert [c["case_id"] for c in manifest["splits"]["train"]["cases"]] == [good]
@@ -177,13 +181,17 @@ def test_bad_root_or_flags(phantom_root, tmp_path, setup, args, needles):
 
 
 def test_phantom_bad_flags(tmp_path):
-    for args, needle in [
-        (["--cases", 1], "--cases"),
-        (["--cases", 3, "--hgg", 1], "either"),
-        (["--hgg", 2], "--lgg"),
-        (["--cases", "x"], "--cases"),
+    for fresh, args, needle in [
+        (True, ["--cases", 1], "--cases"),  # in a fresh interpreter; the rest in this one
+        (False, ["--cases", 3, "--hgg", 1], "either"),
+        (False, ["--hgg", 2], "--lgg"),
+        (False, ["--cases", "x"], "--cases"),
     ]:
-        result = run_cli("data_prep.make_phantom", "--out", tmp_path, *args)
+        argv = ["--out", tmp_path, *args]
+        if fresh:
+            result = run_cli("data_prep.make_phantom", *argv)
+        else:
+            result = run_in_process(make_phantom.main, *argv)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
         assert needle in result.stderr and "Traceback" not in result.stderr
     assert not os.listdir(tmp_path)

@@ -12,7 +12,7 @@ import pytest
 
 from dygan_tf import export, serving
 from dygan_tf.tasks import TASK_CODES, task_code
-from tests.helpers import one_error_line, run_cli
+from tests.helpers import one_error_line, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,9 @@ def _sanitized_env():
 
 def test_export_cli_serves_without_the_package(run_dir, tiny_generator, tmp_path):
     out = tmp_path / "saved_models" / "dygan" / "1"
-    result = run_cli("dygan_tf.export", "--run", run_dir, "--out", out)
+    # The command in this process (its fresh-process run: test_export_refuses_bad_target);
+    # serving below is what needs a fresh interpreter.
+    result = run_in_process(export.main, "--run", run_dir, "--out", out)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out.parent)) == ["1"]  # no staging folder left behind
     assert {"saved_model.pb", "variables", "metadata.json"} <= set(os.listdir(out))
@@ -111,18 +113,22 @@ def test_saved_model_cli_shows_dynamic_batch(savedmodel_dir):
     assert "tensorflow/serving/predict" in text
 
 
+# The first case runs in a fresh interpreter (its import-time output counts too); the
+# others run the same `main` in this process (helpers.run_in_process).
 @pytest.mark.parametrize(
-    "make, needle",
+    "make, needle, fresh",
     [
-        (lambda root: root / "dygan" / "v1", "must be an integer version"),
-        (lambda root: root / "dygan" / "latest", "must be an integer version"),
-        (lambda root: _non_empty(root / "dygan" / "2"), "already exists"),
+        (lambda root: root / "dygan" / "v1", "must be an integer version", True),
+        (lambda root: root / "dygan" / "latest", "must be an integer version", False),
+        (lambda root: _non_empty(root / "dygan" / "2"), "already exists", False),
     ],
 )
-def test_export_refuses_bad_target(run_dir, tmp_path, make, needle):
+def test_export_refuses_bad_target(run_dir, tmp_path, make, needle, fresh):
     out = make(tmp_path)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    line = one_error_line(run_cli("dygan_tf.export", "--run", run_dir, "--out", out))
+    argv = ["--run", run_dir, "--out", out]
+    result = run_cli("dygan_tf.export", *argv) if fresh else run_in_process(export.main, *argv)
+    line = one_error_line(result)
     assert needle in line and str(out.name) in line
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 

@@ -2,6 +2,7 @@
 bad input refused with one line and nothing written."""
 
 import os
+import re
 import shutil
 
 import nibabel as nib
@@ -10,8 +11,9 @@ import pytest
 
 from dygan_tf import preprocessing
 from dygan_tf.inference import load_synthesizer
+from dygan_tf.translate import main as translate_main
 from dygan_tf.translate import translate
-from tests.helpers import case_folder, one_error_line, run_cli
+from tests.helpers import case_folder, one_error_line, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow
 TARGETS = ("flair", "t1", "t1ce")
@@ -46,6 +48,11 @@ def test_translate_cli_keeps_shape_affine_and_header(savedmodel_dir, phantom_roo
     )
     assert result.returncode == 0, result.stderr
     assert "slices/s" in result.stdout
+    # Output to a pipe: plain progress lines up to 100%, no terminal control codes.
+    assert not any(c in result.stdout for c in ("\x1b", "\r", "\b")), repr(result.stdout)
+    progress = re.findall(r"^(\d+)/(\d+) slices \((\d+)%\)", result.stdout, re.M)
+    assert 2 <= len(progress) <= 10 and progress[-1][0] == progress[-1][1]
+    assert progress[-1][2] == "100"
     assert sorted(os.listdir(out)) == [f"{cid}_{t}_synth.nii.gz" for t in TARGETS]
     original = nib.load(source)
     t2 = np.asanyarray(original.dataobj)
@@ -207,31 +214,45 @@ def _clash(phantom_root, tmp_path, symlink):
     return copy
 
 
+# The first case runs in a fresh interpreter (its import-time output counts too); the
+# others run the same `main` in this process (helpers.run_in_process).
 @pytest.mark.parametrize(
-    "setup, extra, needle",
+    "setup, extra, needle, fresh",
     [
-        (lambda r, t: ("model", _write_text(t / "junk_t2.nii.gz")), [], "unreadable NIfTI"),
-        (lambda r, t: ("model", _four_d(t)), [], "4-D volume"),
-        (lambda r, t: ("model", case_folder(r)[0]), ["--source", "pd"], "Unknown source"),
-        (lambda r, t: ("model", case_folder(r)[0]), ["--targets", "t1,dwi"], "Unknown target"),
-        (lambda r, t: ("model", _write_text(t / "scan.nii.gz")), [], "give --source"),
+        (lambda r, t: ("model", _write_text(t / "junk_t2.nii.gz")), [], "unreadable NIfTI", True),
+        (lambda r, t: ("model", _four_d(t)), [], "4-D volume", False),
+        (lambda r, t: ("model", case_folder(r)[0]), ["--source", "pd"], "Unknown source", False),
+        (
+            lambda r, t: ("model", case_folder(r)[0]),
+            ["--targets", "t1,dwi"],
+            "Unknown target",
+            False,
+        ),
+        (lambda r, t: ("model", _write_text(t / "scan.nii.gz")), [], "give --source", False),
         (
             lambda r, t: ("model", (t / "empty_case").mkdir() or t / "empty_case"),
             [],
             "no usable modality",
+            False,
         ),
-        (lambda r, t: ("no_signature", _t2_file(r)), [], "no 'serving_default'"),
-        (lambda r, t: ("empty_model", _t2_file(r)), [], "neither saved_model.pb"),
+        (lambda r, t: ("no_signature", _t2_file(r)), [], "no 'serving_default'", False),
+        (lambda r, t: ("empty_model", _t2_file(r)), [], "neither saved_model.pb", False),
         (
             lambda r, t: ("model", _clash(r, t, symlink=False)),
             ["--overwrite-off"],
             "already exists",
+            False,
         ),
-        (lambda r, t: ("model", _clash(r, t, symlink=True)), ["--overwrite"], "is an input file"),
+        (
+            lambda r, t: ("model", _clash(r, t, symlink=True)),
+            ["--overwrite"],
+            "is an input file",
+            False,
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(
-    savedmodel_dir, phantom_root, tmp_path, setup, extra, needle
+    savedmodel_dir, phantom_root, tmp_path, setup, extra, needle, fresh
 ):
     model_kind, input_path = setup(phantom_root, tmp_path)
     model = {"model": savedmodel_dir, "no_signature": None, "empty_model": None}[model_kind]
@@ -244,10 +265,11 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     clash = "_clash" in setup.__code__.co_names
     out = input_path if clash else tmp_path / "out"
     before = _tree(tmp_path)
-    line = one_error_line(
-        run_cli(
-            "dygan_tf.translate", "--model", model, "--input", input_path, "--out-dir", out, *extra
-        )
-    )
+    argv = ["--model", model, "--input", input_path, "--out-dir", out, *extra]
+    if fresh:
+        result = run_cli("dygan_tf.translate", *argv)
+    else:
+        result = run_in_process(translate_main, *argv)
+    line = one_error_line(result)
     assert needle in line, line
     assert _tree(tmp_path) == before

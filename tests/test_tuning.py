@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from dygan_tf import builders, run_folder, training
 from dygan_tf.config import get_preset
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_in_process
 from tuning import report, search_lambda
 from tuning.hypermodel import LambdaHyperModel
 
@@ -159,20 +159,25 @@ def test_oracle_choice(tfrecord_dir, tmp_path, oracle, max_trials, kind, expecte
     ]
 
 
+# The first case runs in a fresh interpreter (its import-time output counts too); the
+# others run the same `main` in this process (helpers.run_in_process).
 @pytest.mark.parametrize(
-    "args, expected",
+    "args, expected, fresh",
     [
-        (["--values", "0,10"], "--values"),
-        (["--values", "1,abc"], "'abc' is not a number"),
-        (["--values", ""], "--values"),
-        (["--values", "10,1,10"], "given twice"),
-        (["--oracle", "bayesian"], "--max-trials"),
-        (["--data", "/nonexistent/records"], "not a folder"),
+        (["--values", "0,10"], "--values", True),
+        (["--values", "1,abc"], "'abc' is not a number", False),
+        (["--values", ""], "--values", False),
+        (["--values", "10,1,10"], "given twice", False),
+        (["--oracle", "bayesian"], "--max-trials", False),
+        (["--data", "/nonexistent/records"], "not a folder", False),
     ],
 )
-def test_bad_input_is_one_line_exit_2(tfrecord_dir, tmp_path, args, expected):
+def test_bad_input_is_one_line_exit_2(tfrecord_dir, tmp_path, args, expected, fresh):
     argv = ["--data", str(tfrecord_dir), "--out", str(tmp_path / "s"), *args]
-    result = run_cli("tuning.search_lambda", *argv)
+    if fresh:
+        result = run_cli("tuning.search_lambda", *argv)
+    else:
+        result = run_in_process(search_lambda.main, *argv)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
