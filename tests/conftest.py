@@ -91,11 +91,18 @@ def tiny_generator(run_dir):
 
 
 @pytest.fixture(scope="session")
-def savedmodel_dir(tiny_generator, run_dir, tmp_path_factory):
-    """`saved_models/dygan/1` exported in-process from `run_dir`."""
-    from dygan_tf.export import build_metadata, export_generator
+def export_command(run_dir, tmp_path_factory):
+    """(out, CompletedProcess): `dygan_tf.export --run run_dir --out .../dygan/1`, run
+    in-process; test_export.py checks what it left, the translate tests serve it."""
+    from dygan_tf import export
 
-    config, generator = tiny_generator
-    out = os.path.join(tmp_path_factory.mktemp("saved_models"), "dygan", "1")
-    export_generator(generator, out, build_metadata(config, str(run_dir), generator))
-    return out
+    out = tmp_path_factory.mktemp("saved_models") / "dygan" / "1"
+    return out, helpers.run_in_process(export.main, "--run", run_dir, "--out", out)
+
+
+@pytest.fixture(scope="session")
+def savedmodel_dir(export_command):
+    """`saved_models/dygan/1` exported from `run_dir` by the export command."""
+    out, result = export_command
+    assert result.returncode == 0, result.stderr
+    return str(out)

@@ -48,11 +48,10 @@ def _sanitized_env():
     return env
 
 
-def test_export_cli_serves_without_the_package(run_dir, tiny_generator, tmp_path):
-    out = tmp_path / "saved_models" / "dygan" / "1"
-    # The command in this process (its fresh-process run: test_export_refuses_bad_target);
-    # serving below is what needs a fresh interpreter.
-    result = run_in_process(export.main, "--run", run_dir, "--out", out)
+def test_export_cli_serves_without_the_package(export_command, run_dir, tiny_generator, tmp_path):
+    # The command ran in this process (conftest.export_command; its fresh-process run is
+    # in test_export_refuses_bad_target); serving below is what needs a fresh interpreter.
+    out, result = export_command
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out.parent)) == ["1"]  # no staging folder left behind
     assert {"saved_model.pb", "variables", "metadata.json"} <= set(os.listdir(out))
