@@ -7,6 +7,7 @@ after their sha256 matches the manifest's, so a corrupted shard is named instead
 failing deep inside tf.data.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from dygan_tf import records
@@ -69,7 +70,7 @@ def make_dataset(
     """
     check_modality(source, "source modality")
     targets = tuple(targets)
-    codes = tf.constant([task_code(source, t) for t in targets])  # validates the tasks
+    codes = tf.constant(np.stack([task_code(source, t) for t in targets]))  # validates them
     if batch_slices < 1:
         raise ValueError(f"batch_slices must be >= 1. Received: batch_slices={batch_slices}")
     if not 0 <= worker_index < num_workers:
@@ -98,12 +99,12 @@ def make_dataset(
         ),
         cycle_length=min(len(files), 4),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not buffer,
+        deterministic=True,  # a seeded run reads the same order every time
     )
     ds = ds.map(
         lambda x: records.parse_example(x, image_size),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not buffer,
+        deterministic=True,  # a seeded run reads the same order every time
     )
     if buffer:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)

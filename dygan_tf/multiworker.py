@@ -70,7 +70,8 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
             train_cfg,
             run.validation,
             train_cfg.batch_slices,
-            train_cfg.seed + run.start,
+            run.steps,
+            run.start,
             num_workers=context.num_input_pipelines,
             worker_index=context.input_pipeline_id,
         )

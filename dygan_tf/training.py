@@ -7,6 +7,7 @@ history and TensorBoard, checkpoints) in `dygan_tf.callbacks`. `open_run` and
 """
 
 import dataclasses
+import functools
 import math
 import sys
 
@@ -22,6 +23,7 @@ from dygan_tf.errors import UserError
 from dygan_tf.manifest import split_cases
 
 VALIDATION_FRACTION = 0.1  # of the training split's cases, at least one
+_EPOCH_SEEDS = 1_000_003  # epoch e of seed s shuffles with s * _EPOCH_SEEDS + e
 
 
 class TrainingDiverged(UserError):
@@ -204,22 +206,38 @@ def epoch_callbacks(run, run_dir, val_ds, targets, writer, verbose=True):
 
 
 def training_dataset(
-    data_dir, train_cfg, validation, batch_slices, seed, num_workers=1, worker_index=0
+    data_dir,
+    train_cfg,
+    validation,
+    batch_slices,
+    steps_per_epoch,
+    start_epoch=0,
+    num_workers=1,
+    worker_index=0,
 ):
-    """The training split without the held-out cases: shuffled, repeated, batches of
-    `batch_slices` slices (all their targets), without meta."""
-    return case_dataset(
-        data_dir,
-        train_cfg,
-        validation,
-        keep=False,
-        batch_slices=batch_slices,
-        shuffle=True,
-        repeat=True,
-        seed=seed,
-        num_workers=num_workers,
-        worker_index=worker_index,
-    )
+    """The training split without the held-out cases, as `steps_per_epoch` batches of
+    `batch_slices` slices (all their targets) for each epoch from `start_epoch` up to
+    `train_cfg.epochs`.
+
+    Epoch e's batches depend only on the seed and e (its own shuffle of the shards and
+    slices), so a run resumed at epoch e sees exactly what an uninterrupted run would.
+    """
+    epochs = [
+        case_dataset(
+            data_dir,
+            train_cfg,
+            validation,
+            keep=False,
+            batch_slices=batch_slices,
+            shuffle=True,
+            repeat=True,
+            seed=train_cfg.seed * _EPOCH_SEEDS + e,
+            num_workers=num_workers,
+            worker_index=worker_index,
+        ).take(steps_per_epoch)
+        for e in range(start_epoch, max(train_cfg.epochs, start_epoch + 1))
+    ]
+    return functools.reduce(lambda a, b: a.concatenate(b), epochs).prefetch(tf.data.AUTOTUNE)
 
 
 def validation_dataset(data_dir, train_cfg, validation):
@@ -260,7 +278,7 @@ def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
     """Keras `fit` over the unfinished epochs of `run`, with the per-epoch callbacks."""
     train_cfg = config.train
     train_ds = training_dataset(
-        data_dir, train_cfg, run.validation, run.global_slices, train_cfg.seed + run.start
+        data_dir, train_cfg, run.validation, run.global_slices, run.steps, run.start
     )
     val_ds = validation_dataset(data_dir, train_cfg, run.validation)
     writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))

@@ -177,6 +177,24 @@ def test_full_disk_while_saving_a_checkpoint_is_one_line_and_resumes(faulted_run
     assert sorted(run_folder.checkpoints_in(_last(run))) == [2, 3]
 
 
+def test_resumed_run_equals_an_undisturbed_one(faulted_run, tfrecord_dir, tmp_path):
+    """The run that lost a checkpoint to a full disk and resumed ends with the same
+    numbers as one that never stopped: every epoch's batches depend only on the seed
+    and the epoch, not on where the process started."""
+    undisturbed = tmp_path / "undisturbed"
+    done = run_command(fit.main, *_flags(tfrecord_dir, undisturbed))
+    assert done.returncode == 0, done.stderr
+    losses = ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss", "val_psnr_mean")
+    resumed = run_folder.read_history(faulted_run["run"])
+    assert [[r[k] for k in losses] for r in resumed] == [
+        [r[k] for k in losses] for r in run_folder.read_history(undisturbed)
+    ]
+    a = run_folder.load_generator(str(faulted_run["run"] / "generator.keras"))
+    b = run_folder.load_generator(str(undisturbed / "generator.keras"))
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_full_disk_while_saving_generator_keras_keeps_the_old_one(
     faulted_run, tfrecord_dir, tmp_path
 ):

@@ -53,7 +53,7 @@ class LambdaHyperModel(kt.HyperModel):
     def fit(self, hp, model, *args, callbacks=None, verbose=2, **kwargs):
         train = self.config.train
         train_ds = training.training_dataset(
-            self.data_dir, train, self.validation_cases, train.batch_slices, train.seed
+            self.data_dir, train, self.validation_cases, train.batch_slices, self.steps_per_epoch
         )
         val_ds = training.validation_dataset(self.data_dir, train, self.validation_cases)
         stop = StopOnDivergence()
