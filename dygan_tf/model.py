@@ -5,10 +5,19 @@ not copied). Losses are averaged over the *global* batch, so under a tf.distribu
 strategy the summed replica gradients and the logged losses equal a one-device run.
 """
 
+import copy
+
 import keras
 import tensorflow as tf
 
 from dygan_tf import metrics as image_metrics
+
+
+def _all_layers(model):
+    """The layers of `model`, and of the models nested in it."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
 
 
 @keras.saving.register_keras_serializable(package="dygan_tf")
@@ -48,7 +57,8 @@ class DyGAN(keras.Model):
     """
 
     # One discriminator call on real and fake pairs stacked along the batch, instead of
-    # two (the same numbers; benchmarks.profile_step measures both ways).
+    # two (the same numbers; benchmarks.profile_step measures both ways). Not for a D
+    # with batch norm, whose statistics would then mix real and fake pairs.
     stack_discriminator_calls = True
 
     def __init__(self, generator, discriminator, lambda_l1=100.0, **kwargs):
@@ -58,6 +68,10 @@ class DyGAN(keras.Model):
         self.generator = generator
         self.discriminator = discriminator
         self.lambda_l1 = float(lambda_l1)
+        self._discriminator_mixes_examples = any(
+            isinstance(layer, keras.layers.BatchNormalization)
+            for layer in _all_layers(discriminator)
+        )
         self.loss_trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss")
@@ -96,7 +110,7 @@ class DyGAN(keras.Model):
         """All loss terms for one (per-replica) batch, each a scalar mean over it."""
         image, target, task = (tf.convert_to_tensor(v) for v in (image, target, task))
         fake = self.generator({"image": image, "task": task}, training=training)
-        if self.stack_discriminator_calls:
+        if self.stack_discriminator_calls and not self._discriminator_mixes_examples:
             # One D call on [real; fake]: instance norm and DyConv routing see one example
             # at a time, so this equals two calls (tested) and halves D's op launches.
             pairs = {
@@ -170,7 +184,8 @@ class DyGAN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Keras's deserializer pops keys from the nested configs: work on a copy.
+        config = copy.deepcopy(config)
         config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
         config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
         return cls(**config)
