@@ -23,7 +23,7 @@ import tempfile
 
 import numpy as np
 
-from data_prep.cases import check_case, discover_cases, split_cases
+from data_prep.cases import TRAIN_HGG, TRAIN_LGG, check_case, discover_cases, split_cases
 from dygan_tf import manifest as manifest_lib
 from dygan_tf import preprocessing, records
 from dygan_tf.atomic import write_json_atomic
@@ -172,8 +172,8 @@ def build(
     brats_root,
     out,
     image_size=preprocessing.DEFAULT_IMAGE_SIZE,
-    train_hgg=220,
-    train_lgg=60,
+    train_hgg=TRAIN_HGG,
+    train_lgg=TRAIN_LGG,
     source_slices=preprocessing.DEFAULT_SLICE_RANGE,
     per_volume=preprocessing.DEFAULT_SLICES_PER_VOLUME,
     workers=None,
@@ -367,8 +367,8 @@ def main(argv=None):
         "names each bad one (exit 2)",
     )
     parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
-    parser.add_argument("--train-hgg", type=int, default=220)
-    parser.add_argument("--train-lgg", type=int, default=60)
+    parser.add_argument("--train-hgg", type=int, default=TRAIN_HGG)
+    parser.add_argument("--train-lgg", type=int, default=TRAIN_LGG)
     parser.add_argument(
         "--source-slices", default="75:86", help="half-open range of canonical axial indices"
     )

@@ -14,6 +14,8 @@ from dygan_tf.tasks import MODALITIES
 GRADES = ("HGG", "LGG")
 TRAINING_FOLDER = "MICCAI_BraTS_2019_Data_Training"
 AFFINE_TOLERANCE = 1e-3  # mm; BraTS modalities are co-registered on one grid
+# The paper's split of BraTS 2019's 259 HGG + 76 LGG cases: training cases per grade.
+TRAIN_HGG, TRAIN_LGG = 220, 60
 
 
 def discover_cases(root):

@@ -32,8 +32,8 @@ def main(argv=None):
         raise UserError(f"{PROG}: expected --run RUN_DIR, --model DIR or --compare")
     if args.model and not args.data:
         raise UserError(f"{PROG}: --model needs --data TFRECORD_DIR")
-    if args.figure_cases < 0:
-        raise UserError(f"--figure-cases: expected >= 0, found {args.figure_cases}")
+    if args.figure_cases < 1:
+        raise UserError(f"--figure-cases: expected >= 1, found {args.figure_cases}")
     from dygan_tf.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors

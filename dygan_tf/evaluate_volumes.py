@@ -362,10 +362,7 @@ def evaluate_volumes(pred_dir, truth_root, out_dir, split_from=None, split="test
     start = time.perf_counter()
     if not os.path.isdir(truth_root):
         raise UserError(f"{truth_root}: not a folder; expected the BraTS root of real volumes")
-    try:
-        cases = {c["case_id"]: c for c in discover_cases(truth_root)}
-    except UserError as e:  # its message names the shard builder's flag
-        raise UserError(str(e).replace("--brats-root ", "", 1)) from None
+    cases = {c["case_id"]: c for c in discover_cases(truth_root)}
     wanted = set(cases) if split_from is None else _split_case_ids(split_from, split)
     real_files = [
         os.path.join(c["folder"], n) for c in cases.values() for n in os.listdir(c["folder"])

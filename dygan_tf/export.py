@@ -133,9 +133,14 @@ def export_generator(generator, out_dir, metadata=None):
                 out_dir, e, f"nothing was exported; {parent} holds what it held before"
             ) from None
         check_target(out_dir)  # still free after the (slow) write?
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)
-        os.rename(os.path.join(staging, "model"), out_dir)
+        try:
+            if os.path.isdir(out_dir):
+                os.rmdir(out_dir)
+            os.rename(os.path.join(staging, "model"), out_dir)
+        except OSError as e:
+            raise UserError(
+                f"{out_dir}: cannot publish the export ({e.strerror or e}); nothing was exported"
+            ) from None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -16,6 +16,7 @@ Running the same command again after a kill resumes at the first unfinished epoc
 
 import os
 
+from data_prep.cases import TRAIN_HGG, TRAIN_LGG
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.config import BASELINES, STRATEGIES
 from dygan_tf.errors import UserError, for_flag
@@ -31,8 +32,8 @@ def parse_args(argv):
     data.add_argument("--data", help="folder of TFRecord shards with manifest.json")
     data.add_argument("--brats-root", help="BraTS folder; shards are built first")
     p.add_argument("--data-out", help="where --brats-root shards go (default RUN_DIR/data)")
-    p.add_argument("--train-hgg", type=int, default=220)
-    p.add_argument("--train-lgg", type=int, default=60)
+    p.add_argument("--train-hgg", type=int, default=TRAIN_HGG)
+    p.add_argument("--train-lgg", type=int, default=TRAIN_LGG)
     p.add_argument(
         "--demo",
         action="store_true",
@@ -66,12 +67,21 @@ def parse_args(argv):
         raise UserError(f"{PROG}: expected --data DIR, --brats-root DIR or --demo")
     if not args.demo and not args.out:
         raise UserError(f"{PROG}: expected --out RUN_DIR")
-    if args.strategy == "multiworker" and (args.demo or args.baseline):
-        raise UserError("--strategy multiworker: trains one DyGAN run; drop --demo/--baseline")
+    if args.strategy == "multiworker" and (args.demo or args.baseline or args.brats_root):
+        raise UserError(
+            "--strategy multiworker: trains one DyGAN run from built shards; "
+            "drop --demo/--baseline/--brats-root (build with data_prep.build_tfrecords)"
+        )
+    if args.demo and (args.strategy not in ("auto", "default") or args.cpu_replicas != 1):
+        raise UserError("--demo: trains on one device; drop --strategy/--cpu-replicas")
     for flag in ("steps_per_epoch", "cpu_replicas"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    for flag in ("train_hgg", "train_lgg"):
+        value = getattr(args, flag)
+        if value < 0:
+            raise UserError(f"--{flag.replace('_', '-')}: expected >= 0, found {value}")
     return args
 
 
@@ -116,20 +126,23 @@ def main(argv=None):
     with for_flag("--strategy"):
         strategy = make_strategy(args.strategy, args.cpu_replicas)
     if args.demo:
-        fit_lib.run_demo(config, args.out or DEMO_RUN, args.cache, args.steps_per_epoch)
+        with _writer_lock(args.out or DEMO_RUN, strategy, multiworker=False):
+            fit_lib.run_demo(config, args.out or DEMO_RUN, args.cache, args.steps_per_epoch)
         return
-    data_dir = args.data
-    if args.brats_root:
-        data_dir = fit_lib.ensure_shards(
-            args.brats_root,
-            args.data_out or os.path.join(args.out, "data"),
-            config.model.image_size,
-            args.train_hgg,
-            args.train_lgg,
-        )
-    with for_flag("--data"):
-        fit_lib.check_image_size(data_dir, config)
+    # The lock comes first: shards built from --brats-root go into the run folder.
     with _writer_lock(args.out, strategy, args.strategy == "multiworker"):
+        data_dir = args.data
+        if args.brats_root:
+            with for_flag("--brats-root"):
+                data_dir = fit_lib.ensure_shards(
+                    args.brats_root,
+                    args.data_out or os.path.join(args.out, "data"),
+                    config.model.image_size,
+                    args.train_hgg,
+                    args.train_lgg,
+                )
+        with for_flag("--data"):
+            fit_lib.check_image_size(data_dir, config)
         fit_lib.fit(
             config,
             data_dir,

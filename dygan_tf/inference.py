@@ -105,8 +105,11 @@ def load_synthesizer(path):
     if os.path.isfile(metadata_path):
         import json
 
-        with open(metadata_path, encoding="utf-8") as f:
-            trained = json.load(f).get("trained_tasks")
+        try:
+            with open(metadata_path, encoding="utf-8") as f:
+                trained = json.load(f).get("trained_tasks")
+        except (OSError, ValueError, AttributeError) as e:
+            raise UserError(f"{metadata_path}: unreadable ({type(e).__name__}: {e})") from None
 
     def call(image, task):
         return signature(image=image, task=task)[OUTPUT_KEY]

@@ -115,7 +115,10 @@ class RunFolderLock:
 
     def acquire(self):
         """Takes the lock (taking over a stale one); FolderInUse if a live process has it."""
-        os.makedirs(self.folder, exist_ok=True)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{self.folder}: cannot create it ({e.strerror or e})") from None
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

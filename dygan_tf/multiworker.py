@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dygan_tf import run_folder, training
+from dygan_tf import run_folder, shard_check, training
 
 
 def is_chief(strategy):
@@ -50,7 +50,10 @@ def train_multiworker(config, data_dir, run_dir, strategy, steps_per_epoch=None)
         )
         gan = run.gan
         if run.start < train_cfg.epochs:
-            _loop(config, data_dir, run_dir, write_dir, strategy, run)
+            try:
+                _loop(config, data_dir, run_dir, write_dir, strategy, run)
+            except tf.errors.DataLossError as e:  # a shard went bad after the up-front check
+                raise shard_check.data_loss_error(data_dir, ["train"], e) from None
         if chief:
             run_folder.save_generator(gan.generator, run_dir)
         return gan.generator
@@ -98,18 +101,21 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
         f"epochs {run.start + 1}..{train_cfg.epochs}",
         flush=True,
     )
-    for epoch in range(run.start, train_cfg.epochs):
-        for metric in gan.metrics:
-            metric.reset_state()
-        for _ in range(run.steps):
-            logs = step(iterator)
-        logs = {k: float(v) for k, v in logs.items()}
-        print(
-            f"epoch {epoch + 1}: " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()),
-            flush=True,
-        )
-        if not all(np.isfinite(list(logs.values()))):
-            stop.diverged = (run.steps - 1, {k: v for k, v in logs.items() if not np.isfinite(v)})
-            raise training.diverged_error(stop, run)
-        epoch_end.on_epoch_end(epoch, logs)
-    writer.close()
+    try:
+        for epoch in range(run.start, train_cfg.epochs):
+            for metric in gan.metrics:
+                metric.reset_state()
+            for _ in range(run.steps):
+                logs = step(iterator)
+            logs = {k: float(v) for k, v in logs.items()}
+            print(
+                f"epoch {epoch + 1}: " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()),
+                flush=True,
+            )
+            if not all(np.isfinite(list(logs.values()))):
+                # The loop sees the epoch's mean losses only, not the first bad step.
+                stop.diverged = (None, {k: v for k, v in logs.items() if not np.isfinite(v)})
+                raise training.diverged_error(stop, run)
+            epoch_end.on_epoch_end(epoch, logs)
+    finally:
+        writer.close()

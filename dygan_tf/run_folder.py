@@ -11,6 +11,7 @@ and the λ search read back:
     logs/             TensorBoard
     generator.keras   the trained generator (written at the end)
     pix2pix3.json     only for `--baseline pix2pix3`: the three member run folders
+    lock.json         while a process trains into it (`dygan_tf.lock` owns that file)
 
 Library errors name the folder or file and what was expected; commands add the flag.
 """
@@ -164,15 +165,22 @@ def save_checkpoint(manager, number):
     import tensorflow as tf
 
     prefix = os.path.join(manager.directory, f"{CHECKPOINT_NAME}-{number}")
+    # A resume that redoes epoch N may save over a good ckpt-N (in best/): on failure
+    # only what this save created goes, never a checkpoint that was there before.
+    before = set(os.listdir(manager.directory)) if os.path.isdir(manager.directory) else set()
     try:
         return manager.save(checkpoint_number=number)
     except (tf.errors.OpError, OSError) as e:
-        leftovers = [prefix + "_temp", prefix + ".index"]
+        leftovers = [prefix + "_temp"]
         if os.path.isdir(manager.directory):
             leftovers += [
                 os.path.join(manager.directory, n)
                 for n in os.listdir(manager.directory)
-                if n.startswith(os.path.basename(prefix) + ".data-")
+                if n not in before
+                and (
+                    n == os.path.basename(prefix) + ".index"
+                    or n.startswith(os.path.basename(prefix) + ".data-")
+                )
             ]
         for leftover in leftovers:  # no half-written checkpoint for a resume to try
             if os.path.isdir(leftover):
@@ -240,9 +248,10 @@ def restore_last(checkpoint, run_dir, history, repair=True):
 
     A newer unreadable checkpoint is passed over with one `note:` line on stderr (the
     caller drops the history rows past the restored epoch). With nothing restorable a
-    run starts over only if history.csv records at most epoch 1 (a kill before its first
-    checkpoint was complete); otherwise one UserError names the folder: a run never
-    silently restarts on top of its history. `repair` rewrites the `checkpoint` index
+    run starts over (with a note) only if history.csv records at most epoch 1 (a kill
+    before its first checkpoint was complete) or nothing at all with no checkpoint
+    files either; otherwise one UserError names the folder: a run never silently
+    restarts on top of its history. `repair` rewrites the `checkpoint` index
     file to name the restored checkpoint (the run's writer only).
     """
     directory = checkpoint_dir(run_dir)
@@ -267,10 +276,14 @@ def restore_last(checkpoint, run_dir, history, repair=True):
     finished = max((int(r["epoch"]) for r in history), default=0)
     if finished > 1 or (bad and finished == 0):
         why = "; ".join(f"{os.path.basename(p)}: {w}" for p, w in bad) or "none found"
+        recorded = (
+            f"{path(run_dir, HISTORY)} records {finished} finished epoch(s)"
+            if finished
+            else "its checkpoint files are all unreadable"
+        )
         raise UserError(
-            f"{directory}: no restorable checkpoint ({why}), but {path(run_dir, HISTORY)} "
-            f"records {finished} finished epoch(s); restore the checkpoint files, or train "
-            "into a new run folder"
+            f"{directory}: no restorable checkpoint ({why}), but {recorded}; restore the "
+            "checkpoint files, or train into a new run folder"
         )
     if bad or finished:
         print(
@@ -296,10 +309,6 @@ def load_generator(file):
     if not isinstance(inputs, dict) or set(inputs) != set(GENERATOR_INPUTS):
         raise UserError(f"{file}: expected a generator with inputs {GENERATOR_INPUTS}")
     return generator
-
-
-def is_run_folder(run_dir):
-    return os.path.isfile(path(run_dir, CONFIG)) and os.path.isfile(path(run_dir, GENERATOR))
 
 
 def load_run(run_dir):

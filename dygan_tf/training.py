@@ -182,12 +182,14 @@ def open_run(
 
 
 def diverged_error(stop, run):
-    """The TrainingDiverged error for a `StopOnDivergence` that fired."""
+    """The TrainingDiverged error for a `StopOnDivergence` that fired (its batch index
+    is None when only the epoch's mean losses were seen)."""
     batch, bad = stop.diverged
+    where = "during" if batch is None else f"at step {batch + 1} of"
     return TrainingDiverged(
-        f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at "
-        f"step {batch + 1} of epoch {int(run.checkpoint.epoch.numpy()) + 1}; the last "
-        f"good checkpoint is in {run.last.directory}; try a lower learning rate"
+        f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} {where} "
+        f"epoch {int(run.checkpoint.epoch.numpy()) + 1}; the last good checkpoint is in "
+        f"{run.last.directory}; try a lower learning rate"
     )
 
 
@@ -292,15 +294,17 @@ def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
     )
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    run.gan.fit(
-        train_ds,
-        epochs=train_cfg.epochs,
-        initial_epoch=run.start,
-        steps_per_epoch=run.steps,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the dataset shuffles itself
-    )
-    writer.close()
+    try:
+        run.gan.fit(
+            train_ds,
+            epochs=train_cfg.epochs,
+            initial_epoch=run.start,
+            steps_per_epoch=run.steps,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the dataset shuffles itself
+        )
+    finally:
+        writer.close()
     if callbacks[0].diverged is not None:
         raise diverged_error(callbacks[0], run)

@@ -41,9 +41,12 @@ def _start_workers(ports, data, out, epochs, log_dir, tag):
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
     for index in range(len(ports)):
+        scratch = os.path.join(log_dir, f"tmp-{tag}")  # a non-chief's scratch folder goes here
+        os.makedirs(scratch, exist_ok=True)
         env = dict(
             os.environ,
             PYTHONPATH=REPO,
+            TMPDIR=scratch,
             TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
         )
         log = open(os.path.join(log_dir, f"{tag}-worker{index}.log"), "w")
@@ -150,6 +153,10 @@ def test_two_workers_on_localhost_train_identically_and_resume_after_a_kill(tfre
         model({"image": t2_task_batch(1, SIZE)[0], "task": t2_task_batch(1, SIZE)[2]}).numpy()
     ).all()
     assert not [p for p in os.listdir(out) if p.startswith("dygan-worker")]
+    # A non-chief's scratch folder lives under its TMPDIR: the killed one's is still
+    # there, the resumed one's is gone at the end.
+    assert [p for p in os.listdir(tmp_path / "tmp-killed") if p.startswith("dygan-worker")]
+    assert not [p for p in os.listdir(tmp_path / "tmp-resumed") if p.startswith("dygan-worker")]
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])

@@ -9,10 +9,9 @@ case in a fresh process as a user meets it, the others in this process with the 
 limit lowered for the duration of one call (a TensorFlow start-up is 10+ s).
 
 What is compared after a resume: the history rows and checkpoint files written before
-the fault (byte for byte), each epoch once, the optimizer's step count. Not the losses
-of the epochs trained after the resume: two processes resuming from the same
-checkpoint already differ there, since the training pipeline reads shards in parallel
-without a fixed order (`dygan_tf.data`, deterministic only without shuffling).
+the fault (byte for byte), each epoch once, the optimizer's step count, and the whole
+run against one that never stopped (every epoch's batches depend only on the seed and
+the epoch, so the losses and final weights are equal bit for bit).
 """
 
 import contextlib

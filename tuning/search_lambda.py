@@ -227,7 +227,7 @@ def main(argv=None):
 
     with for_flag("--out"):
         held = lock.hold(args.out).acquire()  # one search (or fit) per folder at a time
-    with held, for_flag("--out"):
+    with held:  # errors below name their paths (the search folder, the shards)
         results = search(
             config,
             args.data,
