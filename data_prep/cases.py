@@ -53,7 +53,9 @@ def case_files(case):
     folder, cid = case["folder"], case["case_id"]
     files = {}
     for key in MODALITIES + ("seg",):
-        found = [os.path.join(folder, f"{cid}_{key}{ext}") for ext in (".nii.gz", ".nii")]
+        found = [
+            os.path.join(folder, f"{cid}_{key}{ext}") for ext in preprocessing.NIFTI_EXTENSIONS
+        ]
         found = [p for p in found if os.path.isfile(p)]
         if found:
             files[key] = found[0]

@@ -37,7 +37,6 @@ COLUMNS = ("case_id", "target", "prediction", "brain_voxels", "tumour_voxels") +
     f"{metric}_{region}" for metric in ("psnr", "ssim") for region in REGIONS
 )
 CSV_NAME, MARKDOWN_NAME, JSON_NAME = "per_case.csv", "summary.md", "summary.json"
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 # Name tokens that mean a modality: ours, and the BraTS 2023 / BraSyn spellings.
 MODALITY_TOKENS = {m: m for m in MODALITIES} | {
     "t1n": "t1",
@@ -58,13 +57,6 @@ METHOD = {
 }
 
 
-def _strip_extension(name):
-    for ext in NIFTI_EXTENSIONS:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return None
-
-
 def match_prediction(name, case_ids):
     """`(case_id, modality)` a prediction's file name stands for, or None.
 
@@ -75,7 +67,7 @@ def match_prediction(name, case_ids):
     are compared, so `t1` never matches inside `t1ce`. Raises UserError for a name with
     several modality tokens.
     """
-    stem = _strip_extension(name)
+    stem = preprocessing.nifti_stem(name)
     if stem is None:
         return None
     best = None
@@ -115,7 +107,7 @@ def find_predictions(pred_dir, case_ids, exclude=()):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(names):
             path = os.path.join(folder, name)
-            if name.startswith(".") or _strip_extension(name) is None:
+            if name.startswith(".") or preprocessing.nifti_stem(name) is None:
                 continue
             if os.path.realpath(path) in exclude:
                 continue

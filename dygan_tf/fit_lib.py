@@ -18,6 +18,7 @@ DEMO_CASES = dict(hgg=21, lgg=6)  # phantom cases of the demo: 20 train + 7 test
 DEMO_TRAIN = dict(train_hgg=16, train_lgg=4)
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "dygan_tf")
 DEMO_RUN = os.path.join("runs", "demo")
+DEMO_REPORT = "eval"  # the demo's test-split report: a folder inside its run folder
 
 
 def check_image_size(data_dir, config):
@@ -126,14 +127,16 @@ def run_demo(config, run_dir=DEMO_RUN, cache=DEFAULT_CACHE, steps_per_epoch=None
     start = time.perf_counter()
     data_dir = demo_data(cache, config.model.image_size)
     training.train(config, data_dir, run_dir, steps_per_epoch=steps_per_epoch)
-    report_dir = os.path.join(run_dir, "eval")
+    report_dir = os.path.join(run_dir, DEMO_REPORT)
     report.evaluate_report([run_dir], report_dir, data_dir=data_dir, split="test")
     export_dir = export_demo(run_dir)
     print(
         f"\ndemo finished in {time.perf_counter() - start:.0f} s\n"
-        f"  data:        {data_dir}\n  run:         {run_dir} (history.csv, checkpoints/, "
-        f"generator.keras)\n  tensorboard: tensorboard --logdir {run_dir}/logs\n"
-        f"  evaluation:  {report_dir}/report.md, report.json, figure.png\n"
+        f"  data:        {data_dir}\n  run:         {run_dir} ({run_folder.HISTORY}, "
+        f"{run_folder.CHECKPOINTS}/, {run_folder.GENERATOR})\n"
+        f"  tensorboard: tensorboard --logdir {run_folder.path(run_dir, run_folder.LOGS)}\n"
+        f"  evaluation:  {os.path.join(report_dir, report.REPORT_MD)}, {report.REPORT_JSON}, "
+        f"{report.FIGURE}\n"
         f"  export:      {export_dir}"
     )
     return export_dir

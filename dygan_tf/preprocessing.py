@@ -14,6 +14,7 @@ import scipy.ndimage
 
 from dygan_tf.errors import UserError
 
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 MAX_VOLUME_BYTES = 1 << 30  # refuse volumes whose header claims more than 1 GiB
 MAX_DIM = 2048
 ROBUST_PERCENTILE = 99.5
@@ -54,6 +55,14 @@ _READ_ERRORS = (
     gzip.BadGzipFile,
     nib.filebasedimages.ImageFileError,
 )
+
+
+def nifti_stem(name):
+    """`name` without its NIfTI extension (".nii.gz" or ".nii"), or None if it has none."""
+    for ext in NIFTI_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return None
 
 
 def read_header(path):

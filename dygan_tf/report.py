@@ -16,6 +16,7 @@ from dygan_tf import run_folder
 from dygan_tf.atomic import atomic_path, write_json_atomic, write_text_atomic
 from dygan_tf.errors import UserError, for_flag
 
+REPORT_JSON, REPORT_MD, FIGURE = "report.json", "report.md", "figure.png"
 BASELINE_NAMES = {
     "copy_source": "copy source (baseline)",
     "intensity_lut": "intensity LUT (baseline)",
@@ -242,12 +243,12 @@ def evaluate_report(
     if len(names) > 1:
         report["compare"] = {n: results[n] for n in names}
     os.makedirs(out, exist_ok=True)
-    write_json_atomic(os.path.join(out, "report.json"), report)
+    write_json_atomic(os.path.join(out, REPORT_JSON), report)
     md = (
         f"# {split} split of {data_dir}: {slices} slices, source {source.upper()}\n\n"
         "PSNR (dB) / SSIM on images mapped to [0, 1]\n\n" + table(results, names, targets)
     )
-    write_text_atomic(os.path.join(out, "report.md"), md)
-    save_figure(os.path.join(out, "figure.png"), figure, targets, names[0])
-    print(md + f"\nwrote {out}/report.json, report.md, figure.png")
+    write_text_atomic(os.path.join(out, REPORT_MD), md)
+    save_figure(os.path.join(out, FIGURE), figure, targets, names[0])
+    print(md + f"\nwrote {os.path.join(out, REPORT_JSON)}, {REPORT_MD}, {FIGURE}")
     return report

@@ -28,20 +28,13 @@ from dygan_tf.tasks import MODALITIES, check_modality, targets_for
 # Case-folder mode picks its source in this order when --source is absent or missing:
 # T2 first because it is the paper's (and the default training run's) source.
 SOURCE_PREFERENCE = ("t2", "t1", "flair", "t1ce")
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 OUTPUT_SUFFIX = "_synth.nii.gz"
-
-
-def _strip_extension(name):
-    for ext in NIFTI_EXTENSIONS:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
 
 
 def plan_file(path, source, targets):
     """(case, source, targets, {modality: path}) for one NIfTI file."""
-    stem = _strip_extension(os.path.basename(path))
+    name = os.path.basename(path)
+    stem = preprocessing.nifti_stem(name) or name
     match = re.fullmatch(r"(.+)_(" + "|".join(MODALITIES) + ")", stem)
     if source is None:
         if match is None:
@@ -60,7 +53,7 @@ def case_modalities(folder):
     cid = os.path.basename(os.path.normpath(folder))
     found = {}
     for modality in MODALITIES:
-        for ext in NIFTI_EXTENSIONS:
+        for ext in preprocessing.NIFTI_EXTENSIONS:
             path = os.path.join(folder, f"{cid}_{modality}{ext}")
             if os.path.isfile(path):
                 found[modality] = path
