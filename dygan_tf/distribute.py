@@ -42,15 +42,13 @@ def make_strategy(name="auto", cpu_replicas=1):
         config = os.environ.get("TF_CONFIG")
         if not config:
             raise UserError(
-                "multiworker: TF_CONFIG is not set (see README, "
-                "'Training on several machines')"
+                "multiworker: TF_CONFIG is not set (see README, 'Training on several machines')"
             )
         try:
             cluster = json.loads(config)["cluster"]
         except (ValueError, KeyError, TypeError):
             raise UserError(
-                f"multiworker: TF_CONFIG is not valid JSON with a "
-                f"'cluster' key: {config[:80]!r}"
+                f"multiworker: TF_CONFIG is not valid JSON with a 'cluster' key: {config[:80]!r}"
             ) from None
         if not isinstance(cluster, dict) or not cluster:
             raise UserError("multiworker: TF_CONFIG has an empty cluster")
@@ -73,9 +71,7 @@ def make_strategy(name="auto", cpu_replicas=1):
 def precision_policy(mixed_precision):
     """The Keras dtype policy name for a precision in `config.PRECISIONS`."""
     if mixed_precision not in PRECISION_POLICIES:
-        raise UserError(
-            f"{mixed_precision!r}: expected one of {', '.join(PRECISION_POLICIES)}"
-        )
+        raise UserError(f"{mixed_precision!r}: expected one of {', '.join(PRECISION_POLICIES)}")
     return PRECISION_POLICIES[mixed_precision]
 
 

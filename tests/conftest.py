@@ -23,19 +23,6 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 
-# The suite runs on two pytest-xdist workers (pytest.ini: `-n 2 --dist loadgroup`): much
-# of a test's time is single-threaded Python (tracing a train step), so two processes
-# keep both cores busy. Each module stays on one worker, so its module fixtures are
-# built once; the modules sharing the trained `fit_runs` share a worker too.
-_SHARED_WORKER = {"tests.test_fit": "fit_runs", "tests.test_distribute": "fit_runs"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(_SHARED_WORKER.get(module, module)))
-
 
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory):
