@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 from typing import NamedTuple
 
 import numpy as np
@@ -138,3 +139,26 @@ def t2_task_batch(slices, size, seed=0):
     target = rng.uniform(-1, 1, (3 * slices, size, size, 1)).astype("float32")
     task = np.tile(np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")]), (slices, 1))
     return image, target, task
+
+
+def run_limited(module, argv, max_bytes, timeout=300):
+    """Runs `module.main(argv)` through run_main in a child whose files may not grow
+    past `max_bytes` (RLIMIT_FSIZE) with SIGXFSZ ignored: writes fail with EFBIG, as on
+    a full disk."""
+    code = textwrap.dedent(
+        f"""
+        import importlib, resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({max_bytes}, {max_bytes}))
+        from dygan_tf.cli import run_main
+        run_main(importlib.import_module({module!r}).main, {[str(a) for a in argv]!r})
+        """
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -6,9 +6,6 @@ and a rerun after the limit is lifted ends with the same bytes as an undisturbed
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import nibabel as nib
 import numpy as np
@@ -17,7 +14,7 @@ import pytest
 from dygan_tf import shard_check
 from dygan_tf.errors import UserError
 from dygan_tf.manifest import read_manifest
-from tests.helpers import BUILD_ARGS, REPO, case_folder, one_error_line, run_cli
+from tests.helpers import BUILD_ARGS, case_folder, one_error_line, run_cli, run_limited
 
 
 def _digests(folder):
@@ -26,29 +23,6 @@ def _digests(folder):
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-def run_limited(module, argv, max_bytes, timeout=300):
-    """Runs `module.main(argv)` through run_main in a child whose files may not grow
-    past `max_bytes` (RLIMIT_FSIZE) with SIGXFSZ ignored: writes fail with EFBIG, as on
-    a full disk."""
-    code = textwrap.dedent(
-        f"""
-        import importlib, resource, signal, sys
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, ({max_bytes}, {max_bytes}))
-        from dygan_tf.cli import run_main
-        run_main(importlib.import_module({module!r}).main, {[str(a) for a in argv]!r})
-        """
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _build_argv(root, out):

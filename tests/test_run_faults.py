@@ -23,8 +23,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -34,7 +32,7 @@ from dygan_tf import fit, run_folder
 from dygan_tf.atomic import PARTIAL_PREFIX
 from dygan_tf.errors import UserError
 from dygan_tf.manifest import read_manifest
-from tests.helpers import REPO, one_error_line
+from tests.helpers import one_error_line, run_limited
 
 EPOCHS, STEPS = 3, 2
 
@@ -89,28 +87,6 @@ def run_command(main, *args, max_bytes=None):
         except SystemExit as e:
             code = e.code
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
-
-
-def run_limited(module, argv, max_bytes, timeout=300):
-    """`python -m module argv` in a fresh process whose files may not grow past
-    `max_bytes` (SIGXFSZ ignored)."""
-    code = textwrap.dedent(
-        f"""
-        import importlib, resource, signal
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, ({max_bytes}, {max_bytes}))
-        from dygan_tf.cli import run_main
-        run_main(importlib.import_module({module!r}).main, {[str(a) for a in argv]!r})
-        """
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _epochs(run):
