@@ -6,6 +6,7 @@ one copy of how a configuration becomes a model.
 
 import keras
 
+from dygan_tf.conditions import condition_size, image_channels
 from dygan_tf.discriminator import build_discriminator
 from dygan_tf.distribute import dtype_policy, precision_policy
 from dygan_tf.generator import build_generator
@@ -22,6 +23,8 @@ def build_networks(model):
         dyconv=model.dyconv,
         label_mode=model.label_mode,
         norm=model.norm,
+        image_channels=image_channels(model.inputs),
+        condition_size=condition_size(model.inputs),
     )
     discriminator = build_discriminator(
         image_size=model.image_size,
@@ -30,6 +33,8 @@ def build_networks(model):
         num_experts=model.num_experts,
         dyconv=model.d_dyconv,
         norm=model.norm,
+        image_channels=image_channels(model.inputs),
+        condition_size=condition_size(model.inputs),
     )
     return generator, discriminator
 

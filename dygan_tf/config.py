@@ -8,7 +8,8 @@ a 2-core CPU in minutes), `tiny` (tests).
 import dataclasses
 import json
 
-from dygan_tf.tasks import check_modality, targets_for
+from dygan_tf.conditions import INPUTS, SOURCE_ANY
+from dygan_tf.tasks import MODALITIES, check_modality, targets_for
 
 DYCONV_PLACEMENTS = ("none", "down", "up", "both")  # the paper's Table 4
 LABEL_MODES = ("kernel", "input")
@@ -53,9 +54,11 @@ class ModelConfig:
     discriminator: str = "multiscale"  # multiscale | patch
     d_base_filters: int = 64
     d_dyconv: bool = True
+    inputs: str = "single"  # single (the paper's 12-bit tasks) | multi (see conditions)
 
     def __post_init__(self):
         for name, allowed in (
+            ("inputs", INPUTS),
             ("dyconv", DYCONV_PLACEMENTS),
             ("label_mode", LABEL_MODES),
             ("discriminator", DISCRIMINATOR_KINDS),
@@ -94,9 +97,12 @@ class TrainConfig:
     mixed_precision: str = "none"  # none | float16 | bfloat16
 
     def __post_init__(self):
-        check_modality(self.source, "source modality")
         object.__setattr__(self, "targets", tuple(self.targets))
-        allowed = targets_for(self.source)
+        if self.source == SOURCE_ANY:  # every modality in turn, or several (multi)
+            allowed = MODALITIES
+        else:
+            check_modality(self.source, "source modality")
+            allowed = targets_for(self.source)
         if not self.targets or any(t not in allowed for t in self.targets):
             raise ValueError(
                 f"targets must be a non-empty subset of {allowed} for source "
@@ -120,6 +126,13 @@ class RunConfig:
     preset: str = "paper"
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        if self.model.inputs == "multi" and self.train.source != SOURCE_ANY:
+            raise ValueError(
+                "inputs='multi' takes every available modality: it needs "
+                f"source={SOURCE_ANY!r}. Received: source={self.train.source!r}"
+            )
 
     def to_dict(self):
         return dataclasses.asdict(self)

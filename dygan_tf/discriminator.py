@@ -19,6 +19,8 @@ def build_discriminator(
     num_experts=3,
     dyconv=True,
     norm="instance",
+    image_channels=1,
+    condition_size=NUM_TASKS,
     name="discriminator",
 ):
     """The conditional discriminator scored by LSGAN.
@@ -31,11 +33,14 @@ def build_discriminator(
         num_experts: experts K of every DyConv2D.
         dyconv: whether the convolutions are DyConv2D driven by the task code.
         norm: "instance", "batch" or "none".
+        image_channels: channels of the source input (1, or 4 for multi-source).
+        condition_size: length of the condition code (12, or 8 for multi-source).
         name: the model's name.
 
     Input shape:
-        `{"image": (batch, H, W, 1), "target": (batch, H, W, 1), "task": (batch, 12)}`:
-        the source, a real or synthesised target, the task code.
+        `{"image": (batch, H, W, image_channels), "target": (batch, H, W, 1), "task":
+        (batch, condition_size)}`: the source(s), a real or synthesised target, the
+        condition code.
 
     Output shape:
         `(batch, H/8, W/8, 1)`: one real/fake score per patch.
@@ -55,9 +60,9 @@ def build_discriminator(
             f"A {kind} discriminator needs `image_size` divisible by {min_size}. "
             f"Received: image_size={image_size}"
         )
-    image = keras.Input((image_size, image_size, 1), name="image")
+    image = keras.Input((image_size, image_size, image_channels), name="image")
     target = keras.Input((image_size, image_size, 1), name="target")
-    task = keras.Input((NUM_TASKS,), name="task")
+    task = keras.Input((condition_size,), name="task")
     x = layers.Concatenate(name="image_and_target")([image, target])
     block = dict(dynamic=dyconv, num_experts=num_experts, activation="leaky_relu")
     f = base_filters

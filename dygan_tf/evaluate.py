@@ -37,7 +37,7 @@ def main(argv=None):
     from dygan_tf.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-    from dygan_tf import report
+    from dygan_tf import report, scoring
     from dygan_tf.manifest import read_manifest
 
     if args.data:
@@ -45,7 +45,7 @@ def main(argv=None):
             read_manifest(args.data)
     if args.model:
         with for_flag("--model"):
-            report.check_savedmodel(args.model)
+            scoring.check_savedmodel(args.model)
     flags = (["--run"] if args.run else []) + ["--compare"] * len(args.compare)
     report.evaluate_report(
         runs,

@@ -42,14 +42,15 @@ def row_scores(target, fake, meta=None, metrics=METRICS):
 
 
 class Accumulator:
-    """Collects per-row scores by target name; `means()` gives NaN-aware means."""
+    """Collects per-row scores by name (target or row key); `means()` gives NaN-aware
+    means (names seen only, besides those given at the start)."""
 
     def __init__(self, targets):
         self.rows = {t: {} for t in targets}
 
     def add(self, names, scores):
         for i, name in enumerate(names):
-            per = self.rows[name]
+            per = self.rows.setdefault(name, {})
             for metric, values in scores.items():
                 per.setdefault(metric, []).append(float(values[i]))
 
@@ -69,6 +70,11 @@ class Accumulator:
 
 def target_names(meta):
     return [t.decode() if isinstance(t, bytes) else str(t) for t in meta["target"].numpy()]
+
+
+def row_names(meta):
+    """Each row's `conditions.row_key` ("t2->flair", "t1+t2->flair")."""
+    return [t.decode() if isinstance(t, bytes) else str(t) for t in meta["row"].numpy()]
 
 
 _PREDICT = weakref.WeakKeyDictionary()  # one traced inference function per generator
@@ -127,11 +133,3 @@ class IntensityLUT:
     def __call__(self, image, names):
         index = self._index(image)
         return np.stack([self.tables[n][index[i]] for i, n in enumerate(names)])
-
-
-def fit_lut(dataset, targets):
-    """An IntensityLUT fitted on a dataset of (image, target, task, meta) batches."""
-    lut = IntensityLUT(targets)
-    for image, target, _, meta in dataset:
-        lut.update(image.numpy(), target.numpy(), target_names(meta))
-    return lut.finish()

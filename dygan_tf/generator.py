@@ -21,6 +21,8 @@ def build_generator(
     dyconv="up",
     label_mode="kernel",
     norm="instance",
+    image_channels=1,
+    condition_size=NUM_TASKS,
     name="generator",
 ):
     """The DyGAN generator: a U-Net steered by the task code.
@@ -35,11 +37,16 @@ def build_generator(
         label_mode: "kernel" (the task code drives the DyConv routing) or "input"
             (12 constant planes beside the image; static kernels, MGAN-style).
         norm: "instance", "batch" or "none".
+        image_channels: 1 (one source slice, the paper's) or 4 (multi-source: every
+            modality a channel, missing ones filled; see `dygan_tf.conditions`).
+        condition_size: length of the condition: 12 (task code) or 8 (availability
+            mask + target one-hot, multi-source).
         name: the model's name.
 
     Input shape:
-        `{"image": (batch, image_size, image_size, 1), "task": (batch, 12)}`: the
-        source slice in [-1, 1] and the one-hot task code (`dygan_tf.tasks`).
+        `{"image": (batch, image_size, image_size, image_channels), "task": (batch,
+        condition_size)}`: the source slice(s) in [-1, 1] and the condition code
+        (`dygan_tf.tasks.task_code` or `dygan_tf.conditions.condition_code`).
 
     Output shape:
         `(batch, image_size, image_size, 1)`: the synthesised target in [-1, 1] (tanh).
@@ -63,15 +70,15 @@ def build_generator(
             "`base_filters` and `depth` must be positive. "
             f"Received: base_filters={base_filters}, depth={depth}"
         )
-    image = keras.Input((image_size, image_size, 1), name="image")
-    task = keras.Input((NUM_TASKS,), name="task")
+    image = keras.Input((image_size, image_size, image_channels), name="image")
+    task = keras.Input((condition_size,), name="task")
     dyn_down = dyconv in ("down", "both")
     dyn_up = dyconv in ("up", "both")
     block = dict(num_experts=num_experts, norm=norm, activation="relu")
 
     x = image
     if label_mode == "input":
-        planes = layers.Reshape((1, 1, NUM_TASKS))(task)
+        planes = layers.Reshape((1, 1, condition_size))(task)
         planes = layers.UpSampling2D(size=image_size, name="task_planes")(planes)
         x = layers.Concatenate(name="image_and_task")([x, planes])
 

@@ -70,7 +70,7 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
         # Shard files are split across workers; each replica gets batch_slices slices.
         return training.training_dataset(
             data_dir,
-            train_cfg,
+            config,
             run.validation,
             train_cfg.batch_slices,
             run.steps,
@@ -88,7 +88,7 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
             k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in logs.items()
         }
 
-    val_ds = training.validation_dataset(data_dir, train_cfg, run.validation)
+    val_ds = training.validation_dataset(data_dir, config, run.validation)
     writer = tf.summary.create_file_writer(run_folder.path(write_dir, run_folder.LOGS))
     # The same per-epoch callbacks as fit; the chief's history lives in run_dir, a
     # non-chief keeps a throwaway copy in its scratch folder.

@@ -8,8 +8,9 @@ the two commands cannot drift apart.
 """
 
 from dygan_tf import config as config_lib
+from dygan_tf.conditions import INPUTS, SOURCE_ANY
 from dygan_tf.errors import UserError
-from dygan_tf.tasks import targets_for
+from dygan_tf.tasks import MODALITIES, targets_for
 
 # flag -> (RunConfig field, type, choices, help). `--base-filters` sets the generator's
 # and the discriminator's base width alike.
@@ -20,7 +21,18 @@ CONFIG_FLAGS = {
     "--experts": ("num_experts", int, None, "DyConv experts K"),
     "--lambda-l1": ("lambda_l1", float, None, "L1 weight λ"),
     "--lr": ("lr", float, None, None),
-    "--source": ("source", str, None, "source modality (targets: the other three)"),
+    "--source": (
+        "source",
+        str,
+        None,
+        "source modality (targets: the other three), or 'any': all 12 tasks in one model",
+    ),
+    "--inputs": (
+        "inputs",
+        str,
+        INPUTS,
+        "single: one source (the paper's); multi: all available modalities at once",
+    ),
     "--targets": ("targets", str, None, "comma-separated, e.g. flair,t1,t1ce"),
     "--discriminator": ("discriminator", str, config_lib.DISCRIMINATOR_KINDS, None),
     "--dyconv": ("dyconv", str, config_lib.DYCONV_PLACEMENTS, "DyConv placement (Table 4)"),
@@ -68,8 +80,12 @@ def config_from_flags(args, default_preset):
     try:
         if get("--targets") is not None:
             changes["targets"] = tuple(t.strip() for t in get("--targets").split(",") if t.strip())
+        elif get("--source") == SOURCE_ANY or get("--inputs") == "multi":
+            changes["targets"] = MODALITIES
         elif get("--source") is not None:
             changes["targets"] = targets_for(get("--source"))
+        if get("--inputs") == "multi" and get("--source") is None:
+            changes["source"] = SOURCE_ANY
         if get("--label-mode") == "input" and get("--dyconv") is None:
             changes["dyconv"] = "none"  # MGAN-style: static kernels, label at the input
         # ModelConfig and TrainConfig validate themselves.

@@ -18,6 +18,7 @@ import tensorflow as tf
 from dygan_tf import callbacks as run_callbacks
 from dygan_tf import run_folder, shard_check
 from dygan_tf.builders import build_dygan
+from dygan_tf.conditions import SOURCE_ANY
 from dygan_tf.data import make_dataset
 from dygan_tf.errors import UserError
 from dygan_tf.manifest import split_cases
@@ -56,35 +57,30 @@ def case_dataset(
     return_meta=False,
     num_workers=1,
     worker_index=0,
+    inputs="single",
+    every_row=True,
+    slice_offset=0,
 ):
     """The training split restricted to (`keep=True`) or without (`keep=False`) the
     slices of `case_ids`, batched as make_dataset batches (slice-major rows)."""
-    rows = len(train.targets)
-    ds = make_dataset(
+    return make_dataset(
         data_dir,
         "train",
         train.source,
         train.targets,
-        batch_slices=1,
+        batch_slices=batch_slices,
         shuffle=shuffle,
         repeat=repeat,
         seed=seed,
-        return_meta=True,
+        return_meta=return_meta,
         num_workers=num_workers,
         worker_index=worker_index,
+        inputs=inputs,
+        every_row=every_row,
+        slice_offset=slice_offset,
+        case_ids=case_ids,
+        keep_cases=keep,
     )
-    ids = tf.constant(sorted(case_ids) or [""])
-
-    def wanted(image, target, task, meta):
-        hit = tf.reduce_any(tf.equal(meta["case_id"][0], ids))
-        return hit if keep else tf.logical_not(hit)
-
-    ds = ds.filter(wanted)
-    if batch_slices > 1:  # whole slices are filtered, so regrouping keeps them intact
-        ds = ds.unbatch().batch(batch_slices * rows)
-    if not return_meta:
-        ds = ds.map(lambda image, target, task, meta: (image, target, task))
-    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def count_slices(data_dir, case_ids, keep):
@@ -209,7 +205,7 @@ def epoch_callbacks(run, run_dir, val_ds, targets, writer, verbose=True):
 
 def training_dataset(
     data_dir,
-    train_cfg,
+    config,
     validation,
     batch_slices,
     steps_per_epoch,
@@ -218,12 +214,17 @@ def training_dataset(
     worker_index=0,
 ):
     """The training split without the held-out cases, as `steps_per_epoch` batches of
-    `batch_slices` slices (all their targets) for each epoch from `start_epoch` up to
-    `train_cfg.epochs`.
+    `batch_slices` slices for each epoch from `start_epoch` up to `config.train.epochs`.
 
+    In the paper's mode a slice gives one row per target; with `--source any` or
+    `--inputs multi` it gives 3 rows that cycle through the run's row table
+    (`dygan_tf.conditions.row_table`), the cycle running on across epochs, so every
+    task (or target and available set) is trained equally often.
     Epoch e's batches depend only on the seed and e (its own shuffle of the shards and
     slices), so a run resumed at epoch e sees exactly what an uninterrupted run would.
     """
+    train_cfg = config.train
+    every_row = config.model.inputs == "single" and train_cfg.source != SOURCE_ANY
     epochs = [
         case_dataset(
             data_dir,
@@ -236,15 +237,26 @@ def training_dataset(
             seed=train_cfg.seed * _EPOCH_SEEDS + e,
             num_workers=num_workers,
             worker_index=worker_index,
+            inputs=config.model.inputs,
+            every_row=every_row,
+            slice_offset=e * steps_per_epoch * batch_slices,
         ).take(steps_per_epoch)
         for e in range(start_epoch, max(train_cfg.epochs, start_epoch + 1))
     ]
     return functools.reduce(lambda a, b: a.concatenate(b), epochs).prefetch(tf.data.AUTOTUNE)
 
 
-def validation_dataset(data_dir, train_cfg, validation):
-    """The held-out cases' slices, one slice (all its targets) per batch, with meta."""
-    return case_dataset(data_dir, train_cfg, validation, keep=True, return_meta=True)
+def validation_dataset(data_dir, config, validation):
+    """The held-out cases' slices, one slice (every row of the run's table) per batch,
+    with meta."""
+    return case_dataset(
+        data_dir,
+        config.train,
+        validation,
+        keep=True,
+        return_meta=True,
+        inputs=config.model.inputs,
+    )
 
 
 def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbose=None):
@@ -280,9 +292,9 @@ def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
     """Keras `fit` over the unfinished epochs of `run`, with the per-epoch callbacks."""
     train_cfg = config.train
     train_ds = training_dataset(
-        data_dir, train_cfg, run.validation, run.global_slices, run.steps, run.start
+        data_dir, config, run.validation, run.global_slices, run.steps, run.start
     )
-    val_ds = validation_dataset(data_dir, train_cfg, run.validation)
+    val_ds = validation_dataset(data_dir, config, run.validation)
     writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))
     callbacks = epoch_callbacks(run, run_dir, val_ds, train_cfg.targets, writer)
     print(

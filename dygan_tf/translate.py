@@ -21,13 +21,11 @@ import numpy as np
 from dygan_tf import preprocessing
 from dygan_tf.atomic import atomic_path
 from dygan_tf.cli import ArgumentParser, run_main
+from dygan_tf.conditions import SOURCE_PREFERENCE
 from dygan_tf.errors import UserError, for_flag
 from dygan_tf.progress import Progress
 from dygan_tf.tasks import MODALITIES, check_modality, targets_for
 
-# Case-folder mode picks its source in this order when --source is absent or missing:
-# T2 first because it is the paper's (and the default training run's) source.
-SOURCE_PREFERENCE = ("t2", "t1", "flair", "t1ce")
 OUTPUT_SUFFIX = "_synth.nii.gz"
 
 

@@ -53,9 +53,13 @@ class LambdaHyperModel(kt.HyperModel):
     def fit(self, hp, model, *args, callbacks=None, verbose=2, **kwargs):
         train = self.config.train
         train_ds = training.training_dataset(
-            self.data_dir, train, self.validation_cases, train.batch_slices, self.steps_per_epoch
+            self.data_dir,
+            self.config,
+            self.validation_cases,
+            train.batch_slices,
+            self.steps_per_epoch,
         )
-        val_ds = training.validation_dataset(self.data_dir, train, self.validation_cases)
+        val_ds = training.validation_dataset(self.data_dir, self.config, self.validation_cases)
         stop = StopOnDivergence()
         scores = ValidationScores(val_ds, train.targets)
         # First in the list: the tuner's callbacks (TensorBoard, best-epoch weights)
