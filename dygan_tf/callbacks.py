@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dygan_tf import evaluation, run_folder
+from dygan_tf import conditions, evaluation, run_folder
 
 LOSSES = ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss")
 OBJECTIVE = "val_psnr_mean"
@@ -120,7 +120,8 @@ class HistoryWriter(keras.callbacks.Callback):
             if self.grid_batch is not None:
                 image, target, task = self.grid_batch[:3]
                 fake = self.model.generator({"image": image, "task": task}, training=False)
-                grid = _grid(np.asarray(image), np.asarray(target), np.asarray(fake))
+                shown = conditions.source_preview(image, task)  # one channel of a multi input
+                grid = _grid(shown, np.asarray(target), np.asarray(fake))
                 tf.summary.image("val/source_real_generated", grid)
         self.writer.flush()
         self.history.append(row)

@@ -128,6 +128,27 @@ def row_table(inputs, source, targets):
     ]
 
 
+def trained_rows(config):
+    """The row keys a run of `config` (a RunConfig) was trained for."""
+    table = row_table(config.model.inputs, config.train.source, config.train.targets)
+    return frozenset(r.key for r in table)
+
+
+def display_order(keys):
+    """Row keys grouped by target (MODALITIES order), then by how many sources, so a
+    table reads one target's single sources, pairs and triple together."""
+
+    def rank(key):
+        available, target = parse_row_key(key)
+        return (
+            MODALITIES.index(target),
+            len(available),
+            [MODALITIES.index(a) for a in available],
+        )
+
+    return sorted(keys, key=rank)
+
+
 def rows_per_slice(inputs, source, table_size):
     """Rows a training slice expands into: all of them in the paper's mode, else 3 (so a
     step sees as many images as the paper's), cycling through the table."""

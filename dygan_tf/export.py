@@ -3,8 +3,10 @@
     python -m dygan_tf.export --run RUN_DIR --out saved_models/<name>/<version>
 
 The SavedModel's `serving_default` signature takes `image` float32 (None, H, W, 1) in
-[-1, 1] and `task` float32 (None, 12) and returns `synthesized` (None, H, W, 1). It is a
-plain TensorFlow graph: serving it needs TensorFlow only, not this package.
+[-1, 1] and `task` float32 (None, 12) and returns `synthesized` (None, H, W, 1); a
+multi-source model's takes `image` (None, H, W, 4) (flair, t1, t1ce, t2; a missing one
+filled with 0), `available` (None, 4) and `target` (None, 4) (one-hot). It is a plain
+TensorFlow graph: serving it needs TensorFlow only, not this package.
 """
 
 import os
@@ -12,14 +14,15 @@ import shutil
 import tempfile
 import time
 
-from dygan_tf import preprocessing, run_folder
+from dygan_tf import conditions, preprocessing, run_folder
 from dygan_tf.atomic import write_error, write_json_atomic
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.errors import UserError, for_flag
 from dygan_tf.tasks import MODALITIES, NUM_TASKS, TASK_CODES
 
 SIGNATURE = "serving_default"
-INPUT_KEYS = ("image", "task")
+# The signature's inputs for each kind of model (ModelConfig.inputs).
+INPUT_KEYS = {"single": ("image", "task"), "multi": ("image", "available", "target")}
 OUTPUT_KEY = "synthesized"
 METADATA = "metadata.json"
 STAGING_PREFIX = ".partial-export-"  # not an integer: TF Serving never loads it
@@ -54,17 +57,38 @@ def build_metadata(config, source_run=None, generator=None):
     import dygan_tf
 
     size = config.model.image_size if generator is None else image_size(generator)
-    return {
-        "format": "dygan_tf.generator_savedmodel",
-        "signature": SIGNATURE,
-        "inputs": {
-            "image": {"dtype": "float32", "shape": [None, size, size, 1], "range": [-1.0, 1.0]},
+    image = {"dtype": "float32", "range": [-1.0, 1.0]}
+    if config.model.inputs == "single":
+        inputs = {
+            "image": {**image, "shape": [None, size, size, 1]},
             "task": {
                 "dtype": "float32",
                 "shape": [None, NUM_TASKS],
                 "encoding": "one-hot, see tasks",
             },
-        },
+        }
+    else:
+        n = len(MODALITIES)
+        inputs = {
+            "image": {
+                **image,
+                "shape": [None, size, size, n],
+                "channels": list(MODALITIES),
+                "missing_fill": conditions.FILL_VALUE,
+            },
+            "available": {
+                "dtype": "float32",
+                "shape": [None, n],
+                "encoding": "1 per available modality, channel order; >= 1, never the target",
+            },
+            "target": {"dtype": "float32", "shape": [None, n], "encoding": "one-hot"},
+        }
+    rows = conditions.row_table(config.model.inputs, config.train.source, config.train.targets)
+    metadata = {
+        "format": "dygan_tf.generator_savedmodel",
+        "signature": SIGNATURE,
+        "model_inputs": config.model.inputs,
+        "inputs": inputs,
         "outputs": {
             OUTPUT_KEY: {"dtype": "float32", "shape": [None, size, size, 1], "range": [-1.0, 1.0]}
         },
@@ -74,11 +98,14 @@ def build_metadata(config, source_run=None, generator=None):
             f"{s}->{t}": {"code": code, "index": code.index("1")}
             for (s, t), code in TASK_CODES.items()
         },
-        "trained_tasks": [f"{config.train.source}->{t}" for t in config.train.targets],
+        "trained_rows": [r.key for r in rows],
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
         "in_plane": dict(preprocessing.IN_PLANE),
-        "denormalization": "(y + 1) / 2 * robust_max of the source volume",
+        "denormalization": "(y + 1) / 2 * robust_max of the source volume"
+        + (
+            "" if config.model.inputs == "single" else " (the first present of t2, t1, flair, t1ce)"
+        ),
         "config": config.to_dict(),
         "source_run": None if source_run is None else os.path.abspath(source_run),
         "versions": {
@@ -88,6 +115,9 @@ def build_metadata(config, source_run=None, generator=None):
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if config.model.inputs == "single":  # the tasks of the paper's Table 1 it was trained for
+        metadata["trained_tasks"] = [r.key for r in rows]
+    return metadata
 
 
 def export_generator(generator, out_dir, metadata=None):
@@ -107,18 +137,29 @@ def export_generator(generator, out_dir, metadata=None):
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
 
-    def serve(image, task):
-        return {OUTPUT_KEY: generator({"image": image, "task": task}, training=False)}
-
+    condition = int(generator.input["task"].shape[-1])
     archive = keras.export.ExportArchive()
     archive.track(generator)
     # Named TensorSpecs give the signature its input names; the batch stays dynamic.
+    if condition == NUM_TASKS:
+
+        def serve(image, task):
+            return {OUTPUT_KEY: generator({"image": image, "task": task}, training=False)}
+
+        specs = [("image", image_shape), ("task", (NUM_TASKS,))]
+    else:  # multi-source: the condition is [available, target]
+
+        def serve(image, available, target):
+            task = tf.concat([available, target], axis=-1)
+            return {OUTPUT_KEY: generator({"image": image, "task": task}, training=False)}
+
+        n = len(MODALITIES)
+        specs = [("image", image_shape), ("available", (n,)), ("target", (n,))]
     archive.add_endpoint(
         SIGNATURE,
         serve,
         input_signature=[
-            tf.TensorSpec((None, *image_shape), tf.float32, name=INPUT_KEYS[0]),
-            tf.TensorSpec((None, NUM_TASKS), tf.float32, name=INPUT_KEYS[1]),
+            tf.TensorSpec((None, *shape), tf.float32, name=name) for name, shape in specs
         ],
     )
     staging = None
@@ -159,8 +200,9 @@ def main(argv=None):
     with for_flag("--run"):
         config, generator = run_folder.load_run(args.run)
     export_generator(generator, out_dir, build_metadata(config, args.run, generator))
+    keys = ", ".join(INPUT_KEYS[config.model.inputs])
     print(
-        f"exported {args.run} -> {out_dir} (signature {SIGNATURE}: image, task -> "
+        f"exported {args.run} -> {out_dir} (signature {SIGNATURE}: {keys} -> "
         f"{OUTPUT_KEY}; image size {image_size(generator)})"
     )
 

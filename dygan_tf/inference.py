@@ -1,8 +1,8 @@
 """Whole-volume synthesis: a loaded model (SavedModel or run folder) and the per-volume
 pipeline around it, written with the shard builder's own preprocessing functions.
 
-`load_synthesizer(path)` -> `Synthesizer`; `synthesize_volume(data, affine, source,
-targets, synthesizer)` -> `{target: volume}` in the input's voxel order and shape.
+`load_synthesizer(path)` -> `Synthesizer`; `synthesize_case({modality: data}, affine,
+targets, synthesizer, source)` -> `{target: volume}` in the input's voxel order and shape.
 """
 
 import os
@@ -10,6 +10,8 @@ import os
 import numpy as np
 
 from dygan_tf import preprocessing
+from dygan_tf.conditions import FILL_VALUE, SOURCE_PREFERENCE, condition_code, trained_rows
+from dygan_tf.config import RunConfig
 from dygan_tf.errors import UserError
 from dygan_tf.export import (
     INPUT_KEYS,
@@ -20,22 +22,29 @@ from dygan_tf.export import (
 )
 from dygan_tf.run_folder import GENERATOR as RUN_GENERATOR
 from dygan_tf.run_folder import load_run
-from dygan_tf.tasks import task_code
+from dygan_tf.tasks import MODALITIES, task_code
 
 
 class Synthesizer:
-    """`synthesizer(images, tasks)` -> synthesised images, all float32 numpy arrays.
+    """`synthesizer(images, conditions)` -> synthesised images, all float32 numpy arrays.
 
     `kind` is "savedmodel" (calls the serving signature) or "keras" (the generator of
-    a run folder); `trained_tasks` lists "source->target" names, or None if unknown.
+    a run folder); `inputs` is "single" (1-channel images, 12-bit task codes) or "multi"
+    (4-channel images, 8-bit conditions: `dygan_tf.conditions`); `trained_rows` lists
+    the row keys it was trained for ("t2->flair", "t1+t2->flair"), or None if unknown;
+    `config` is the run's RunConfig, or None if unknown.
     """
 
-    def __init__(self, call, image_size, kind, path, trained_tasks=None):
+    def __init__(
+        self, call, image_size, kind, path, inputs="single", trained_rows=None, config=None
+    ):
         self._call = call
         self.image_size = image_size
         self.kind = kind
         self.path = path
-        self.trained_tasks = trained_tasks
+        self.inputs = inputs
+        self.trained_rows = trained_rows
+        self.config = config
 
     def __call__(self, images, tasks):
         import tensorflow as tf
@@ -74,7 +83,7 @@ def load_synthesizer(path):
         import tensorflow as tf
 
         config, generator = load_run(path)
-        trained = [f"{config.train.source}->{t}" for t in config.train.targets]
+        trained = sorted(trained_rows(config))
         spec = (
             tf.TensorSpec((None, *generator.input["image"].shape[1:]), tf.float32),
             tf.TensorSpec((None, generator.input["task"].shape[1]), tf.float32),
@@ -83,7 +92,9 @@ def load_synthesizer(path):
             lambda image, task: generator({"image": image, "task": task}, training=False),
             input_signature=spec,
         )
-        return Synthesizer(call, image_size(generator), "keras", path, trained)
+        return Synthesizer(
+            call, image_size(generator), "keras", path, config.model.inputs, trained, config
+        )
 
     import tensorflow as tf
 
@@ -94,60 +105,125 @@ def load_synthesizer(path):
     signature = loaded.signatures.get(SIGNATURE)
     inputs = {} if signature is None else signature.structured_input_signature[1]
     outputs = {} if signature is None else signature.structured_outputs
-    if set(inputs) != set(INPUT_KEYS) or OUTPUT_KEY not in outputs:
+    kinds = {frozenset(keys): kind for kind, keys in INPUT_KEYS.items()}
+    kind = kinds.get(frozenset(inputs))
+    if kind is None or OUTPUT_KEY not in outputs:
+        expected = " or ".join(str(keys) for keys in INPUT_KEYS.values())
         raise UserError(
-            f"{saved}: no {SIGNATURE!r} signature taking {INPUT_KEYS} and returning "
+            f"{saved}: no {SIGNATURE!r} signature taking {expected} and returning "
             f"{OUTPUT_KEY!r}; found signatures {sorted(loaded.signatures)}; export with "
             "python -m dygan_tf.export"
         )
-    trained = None
-    metadata_path = os.path.join(saved, METADATA)
-    if os.path.isfile(metadata_path):
-        import json
-
+    metadata = read_metadata(saved)
+    trained = metadata.get("trained_rows", metadata.get("trained_tasks"))
+    config = None
+    if "config" in metadata:
         try:
-            with open(metadata_path, encoding="utf-8") as f:
-                trained = json.load(f).get("trained_tasks")
-        except (OSError, ValueError, AttributeError) as e:
-            raise UserError(f"{metadata_path}: unreadable ({type(e).__name__}: {e})") from None
+            config = RunConfig.from_dict(metadata["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(
+                f"{os.path.join(saved, METADATA)}: its config is unreadable ({e})"
+            ) from None
+    if kind == "single":
 
-    def call(image, task):
-        return signature(image=image, task=task)[OUTPUT_KEY]
+        def call(image, task):
+            return signature(image=image, task=task)[OUTPUT_KEY]
+    else:
+        half = len(MODALITIES)
+
+        def call(image, task):
+            available, target = task[:, :half], task[:, half:]
+            return signature(image=image, available=available, target=target)[OUTPUT_KEY]
 
     call.keepalive = loaded  # the signature's variables live as long as `loaded`
-    return Synthesizer(call, int(inputs["image"].shape[1]), "savedmodel", saved, trained)
+    size = int(inputs["image"].shape[1])
+    return Synthesizer(call, size, "savedmodel", saved, kind, trained, config)
+
+
+def read_metadata(saved):
+    """metadata.json beside a SavedModel as a dict ({} if absent)."""
+    import json
+
+    path = os.path.join(saved, METADATA)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+        if not isinstance(metadata, dict):
+            raise ValueError("not a JSON object")
+        return metadata
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
 def synthesize_volume(data, affine, source, targets, synthesizer, batch_slices=4, progress=None):
-    """Synthesises `targets` from one `source` volume in its own voxel order and shape.
+    """Synthesises `targets` from one `source` volume (`synthesize_case` with one)."""
+    return synthesize_case(
+        {source: data}, affine, targets, synthesizer, source, batch_slices, progress
+    )
 
-    The volume is reoriented to canonical RAS, normalised as the shards are (robust max
-    of the source's non-zero voxels), cut into axial slices exactly as the shards are,
-    brought onto the model's grid and back (`preprocessing.SliceGrid`: resampled to the
-    training's 1 mm in-plane spacing, padded to a square, resized), denormalised with
-    the source's robust max, and set to 0 where the source is 0 (background). Slices
+
+def synthesize_case(
+    volumes, affine, targets, synthesizer, source=None, batch_slices=4, progress=None
+):
+    """Synthesises `targets` from a case's present volumes, in their voxel order and shape.
+
+    A single-source model reads `volumes[source]` alone; a multi-source model reads
+    every volume (all of one shape and affine), the missing modalities filled as in
+    training (`dygan_tf.conditions`). Each volume read is reoriented to canonical RAS,
+    normalised as the shards are (robust max of its brain voxels, the brain being the
+    non-zero voxels of the volumes read), cut into axial slices exactly as the shards
+    are, brought onto the model's grid and back (`preprocessing.SliceGrid`: resampled
+    to the training's 1 mm in-plane spacing, padded to a square, resized). The output
+    is denormalised with the robust max of the source (multi-source: of the first
+    present in `conditions.SOURCE_PREFERENCE`) and set to 0 outside the brain. Slices
     with no brain are not run through the model. `batch_slices` slices share one model
-    call (x len(targets) rows). `progress(n)` is called after each batch with the slices done.
+    call (x len(targets) rows). `progress(n)` is called after each batch with the
+    slices done.
     Returns `({target: float32 volume}, robust_max)`.
     """
     targets = list(targets)
-    codes = np.stack([task_code(source, t) for t in targets])
-    canonical, canonical_affine, ornt = preprocessing.to_canonical(data, affine)
-    grid = preprocessing.axial_grid(canonical_affine, canonical.shape)
-    mask = canonical != 0
-    scale = preprocessing.robust_max(canonical, mask)
-    normalized = preprocessing.normalize(canonical, scale)
-    out = {t: np.zeros(canonical.shape, np.float32) for t in targets}
-    brain_slices = [k for k in range(canonical.shape[2]) if mask[:, :, k].any()]
-    if progress is not None and len(brain_slices) < canonical.shape[2]:
-        progress(canonical.shape[2] - len(brain_slices))  # empty slices are done already
+    multi = synthesizer.inputs == "multi"
+    if not multi:
+        volumes = {source: volumes[source]}
+        codes = np.stack([task_code(source, t) for t in targets])
+    else:
+        codes = np.stack([condition_code(tuple(volumes), t) for t in targets])
+        source = next(m for m in SOURCE_PREFERENCE if m in volumes)
+    shape = volumes[source].shape
+    canonical, ornt = {}, None
+    for m, data in volumes.items():
+        canonical[m], canonical_affine, ornt = preprocessing.to_canonical(data, affine)
+    grid = preprocessing.axial_grid(canonical_affine, canonical[source].shape)
+    mask = np.logical_or.reduce([v != 0 for v in canonical.values()])
+    scales = {m: preprocessing.robust_max(v, mask) for m, v in canonical.items()}
+    normalized = {m: preprocessing.normalize(v, scales[m]) for m, v in canonical.items()}
+    depth = mask.shape[2]
+    out = {t: np.zeros(mask.shape, np.float32) for t in targets}
+    brain_slices = [k for k in range(depth) if mask[:, :, k].any()]
+    if progress is not None and len(brain_slices) < depth:
+        progress(depth - len(brain_slices))  # empty slices are done already
     size = synthesizer.image_size
+    channels = MODALITIES if multi else (source,)
     for start in range(0, len(brain_slices), batch_slices):
         chunk = brain_slices[start : start + batch_slices]
-        planes = [preprocessing.axial_slice(normalized, k) for k in chunk]
-        images = np.stack([grid.to_model(p, size, 1) for p in planes])
+        images = np.stack(
+            [
+                np.stack(
+                    [
+                        grid.to_model(preprocessing.axial_slice(normalized[m], k), size, 1)
+                        if m in normalized
+                        else np.full((size, size), FILL_VALUE, np.float32)
+                        for m in channels
+                    ],
+                    axis=-1,
+                )
+                for k in chunk
+            ]
+        )
         # Rows are slice-major: slice 0's targets, then slice 1's, ...
-        rows = np.repeat(images[:, :, :, None], len(targets), axis=0)
+        rows = np.repeat(images, len(targets), axis=0)
         fake = synthesizer(rows, np.tile(codes, (len(chunk), 1)))[..., 0]
         for i, k in enumerate(chunk):
             for j, target in enumerate(targets):
@@ -155,9 +231,9 @@ def synthesize_volume(data, affine, source, targets, synthesizer, batch_slices=4
                 out[target][:, :, k] = preprocessing.axial_plane(image)
         if progress is not None:
             progress(len(chunk))
-    volumes = {}
+    result = {}
     for target in targets:
-        volume = preprocessing.denormalize(out[target], scale)
+        volume = preprocessing.denormalize(out[target], scales[source])
         volume[~mask] = 0.0
-        volumes[target] = preprocessing.from_canonical(volume, ornt).reshape(data.shape)
-    return volumes, scale
+        result[target] = preprocessing.from_canonical(volume, ornt).reshape(shape)
+    return result, scales[source]

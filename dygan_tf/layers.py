@@ -122,7 +122,9 @@ class DyConv2D(layers.Layer):
             )
         else:
             self.bias = None
-        self.routing.build((None, self.in_channels + NUM_TASKS))
+        # The condition: 12-bit task codes, or 8 values for multi-source models.
+        task_size = NUM_TASKS if task_shape is None or task_shape[-1] is None else task_shape[-1]
+        self.routing.build((None, self.in_channels + int(task_size)))
 
     def routing_weights(self, x, task):
         """alpha = sigmoid(dense(concat(GAP(x), task))), shape [B, num_experts]."""

@@ -225,7 +225,7 @@ def evaluate_report(
         if len(names) > 1:
             report["compare"] = {n: results[n] for n in names}
         heading = "multi-source" if inputs == "multi" else "all 12 tasks"
-        md_table = row_table_md(results, names, keys)
+        md_table = row_table_md(results, names, conditions.display_order(keys))
         if inputs == "single":
             md_table += "\n" + f"{names[0]}, source x target:\n\n" + task_grid_md(results[names[0]])
     os.makedirs(out, exist_ok=True)

@@ -60,12 +60,6 @@ def method_name(config, pix2pix3=False):
     return f"{prefix} ({d}{extra})"
 
 
-def trained_rows(config):
-    """The row keys a run of `config` was trained for."""
-    table = conditions.row_table(config.model.inputs, config.train.source, config.train.targets)
-    return frozenset(r.key for r in table)
-
-
 def load_run_predictor(run_dir):
     """(Predictor, config, data_dir) of a run folder (one model or pix2pix3)."""
     if not os.path.isdir(run_dir):
@@ -93,7 +87,11 @@ def load_run_predictor(run_dir):
 
     data_dir = run_folder.data_dir_of(info_dir)
     label = f"{name} [{os.path.basename(os.path.normpath(run_dir))}]"
-    return Predictor(label, config.model.inputs, trained_rows(config), predict), config, data_dir
+    return (
+        Predictor(label, config.model.inputs, conditions.trained_rows(config), predict),
+        config,
+        data_dir,
+    )
 
 
 def check_savedmodel(path):

@@ -7,56 +7,82 @@ for `PredictionService.Predict`; `make_rest_payload` builds the JSON body of
 
 import numpy as np
 
-from dygan_tf.export import INPUT_KEYS, OUTPUT_KEY, SIGNATURE
-from dygan_tf.tasks import NUM_TASKS
+from dygan_tf.export import OUTPUT_KEY, SIGNATURE
+from dygan_tf.tasks import MODALITIES, NUM_TASKS
 
 
-def _check_arrays(image, task):
+def _check_arrays(image, task=None, available=None, target=None):
+    """{input key: float32 array}: `image` (B, H, W, 1) and `task` (B, 12), or for a
+    multi-source model `image` (B, H, W, 4), `available` and `target` (B, 4)."""
+    multi = task is None
     image = np.asarray(image, dtype=np.float32)
-    task = np.asarray(task, dtype=np.float32)
-    if image.ndim == 3:  # one slice (H, W, 1)
+    if image.ndim == 3:  # one slice (H, W, C)
         image = image[None]
-    if task.ndim == 1:
-        task = task[None]
-    if image.ndim != 4 or image.shape[-1] != 1:
-        raise ValueError(f"`image` must be (B, H, W, 1). Received: image.shape={image.shape}")
-    if task.shape != (image.shape[0], NUM_TASKS):
+    channels = len(MODALITIES) if multi else 1
+    if image.ndim != 4 or image.shape[-1] != channels:
         raise ValueError(
-            f"`task` must be (B, {NUM_TASKS}) with B = {image.shape[0]} images. "
-            f"Received: task.shape={task.shape}"
+            f"`image` must be (B, H, W, {channels}). Received: image.shape={image.shape}"
         )
-    return image, task
+    vectors = {"available": available, "target": target} if multi else {"task": task}
+    arrays = {"image": image}
+    for key, value in vectors.items():
+        if value is None:
+            raise ValueError(f"`{key}` is required with a {channels}-channel image")
+        value = np.asarray(value, dtype=np.float32)
+        value = value[None] if value.ndim == 1 else value
+        size = len(MODALITIES) if multi else NUM_TASKS
+        if value.shape != (image.shape[0], size):
+            raise ValueError(
+                f"`{key}` must be (B, {size}) with B = {image.shape[0]} images. "
+                f"Received: {key}.shape={value.shape}"
+            )
+        arrays[key] = value
+    return arrays
 
 
-def make_predict_request(image, task, model_name="dygan", signature_name=SIGNATURE, version=None):
-    """A gRPC PredictRequest for `image` (B, H, W, 1) in [-1, 1] and `task` (B, 12)."""
+def make_predict_request(
+    image,
+    task=None,
+    model_name="dygan",
+    signature_name=SIGNATURE,
+    version=None,
+    available=None,
+    target=None,
+):
+    """A gRPC PredictRequest: `image` (B, H, W, 1) in [-1, 1] and `task` (B, 12), or
+    (multi-source) `image` (B, H, W, 4), `available` and `target` (B, 4)."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    image, task = _check_arrays(image, task)
+    arrays = _check_arrays(image, task, available, target)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature_name
     if version is not None:
         request.model_spec.version.value = int(version)
-    for key, array in zip(INPUT_KEYS, (image, task)):
+    for key, array in arrays.items():
         request.inputs[key].CopyFrom(tf.make_tensor_proto(array, dtype=tf.float32))
     return request
 
 
-def make_rest_payload(image, task, signature_name=SIGNATURE, row_format=False):
+def make_rest_payload(
+    image, task=None, signature_name=SIGNATURE, row_format=False, available=None, target=None
+):
     """The JSON body (a dict) of `POST /v1/models/<name>:predict`.
 
     Columnar `{"inputs": {"image": ..., "task": ...}}` by default; `row_format=True`
     gives `{"instances": [{"image": ..., "task": ...}, ...]}`, one entry per example.
+    A multi-source model takes `available` and `target` in place of `task`.
     """
-    image, task = _check_arrays(image, task)
+    arrays = _check_arrays(image, task, available, target)
     if row_format:
-        rows = [{"image": i.tolist(), "task": t.tolist()} for i, t in zip(image, task)]
+        rows = [
+            {key: arrays[key][i].tolist() for key in arrays} for i in range(len(arrays["image"]))
+        ]
         return {"signature_name": signature_name, "instances": rows}
     return {
         "signature_name": signature_name,
-        "inputs": {"image": image.tolist(), "task": task.tolist()},
+        "inputs": {key: array.tolist() for key, array in arrays.items()},
     }
 
 

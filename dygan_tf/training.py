@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from dygan_tf import callbacks as run_callbacks
-from dygan_tf import run_folder, shard_check
+from dygan_tf import conditions, run_folder, shard_check
 from dygan_tf.builders import build_dygan
 from dygan_tf.conditions import SOURCE_ANY
 from dygan_tf.data import make_dataset
@@ -288,6 +288,17 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
     return run.gan.generator
 
 
+def rows_text(config):
+    """"3 targets", or "3 of 12 tasks a slice" when a slice cycles through a row table."""
+    inputs, train_cfg = config.model.inputs, config.train
+    table = conditions.row_table(inputs, train_cfg.source, train_cfg.targets)
+    per = conditions.rows_per_slice(inputs, train_cfg.source, len(table))
+    if per == len(table):
+        return f"{per} targets"
+    what = "tasks" if inputs == "single" else "target x available-set rows"
+    return f"{per} of {len(table)} {what} a slice"
+
+
 def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
     """Keras `fit` over the unfinished epochs of `run`, with the per-epoch callbacks."""
     train_cfg = config.train
@@ -298,7 +309,7 @@ def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
     writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))
     callbacks = epoch_callbacks(run, run_dir, val_ds, train_cfg.targets, writer)
     print(
-        f"training {run_dir}: {run.n_train} slices x {len(train_cfg.targets)} targets, "
+        f"training {run_dir}: {run.n_train} slices x {rows_text(config)}, "
         f"{run.steps} steps per epoch of {run.global_slices} slice(s) on "
         f"{strategy.num_replicas_in_sync} replica(s), epochs "
         f"{run.start + 1}..{train_cfg.epochs}; validation cases {run.validation}",

@@ -5,8 +5,9 @@
     python -m dygan_tf.translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
 
 Writes DIR/<case>_<target>_synth.nii.gz with the input's shape, affine and header
-(float32 data). A case folder (<ID>_{t1,t1ce,t2,flair}.nii[.gz]) is translated from one
-modality it holds into the ones it lacks.
+(float32 data). A case folder (<ID>_{t1,t1ce,t2,flair}.nii[.gz]) is completed: each
+modality it lacks is synthesised from one it holds (a single-source model) or from all
+it holds (a multi-source model).
 """
 
 import contextlib
@@ -21,7 +22,7 @@ import numpy as np
 from dygan_tf import preprocessing
 from dygan_tf.atomic import atomic_path
 from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.conditions import SOURCE_PREFERENCE
+from dygan_tf.conditions import SOURCE_PREFERENCE, row_key
 from dygan_tf.errors import UserError, for_flag
 from dygan_tf.progress import Progress
 from dygan_tf.tasks import MODALITIES, check_modality, targets_for
@@ -213,8 +214,9 @@ def translate(
 def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
     """Synthesises `plan.targets` and writes them into `out_dir` (all or none); returns
     {target: written path}. `load_model()` returns the `inference.Synthesizer`; it is
-    called once the source volume has been read (a bad input is reported first)."""
-    from dygan_tf.inference import synthesize_volume
+    called once the source volume has been read (a bad input is reported first). A
+    single-source model reads `plan.source`; a multi-source model every present volume."""
+    from dygan_tf.inference import synthesize_case
 
     if batch_slices < 1:
         raise ValueError(f"batch_slices must be >= 1. Received: batch_slices={batch_slices}")
@@ -226,16 +228,22 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
     out_paths = plan.out_paths(out_dir)
     data, affine, header = preprocessing.load_nifti(inputs[source])
     synthesizer = load_model()
+    volumes = {source: data}
+    if synthesizer.inputs == "multi":
+        for m, path in inputs.items():
+            if m != source:
+                volumes[m] = read_matching(path, inputs[source], data.shape, affine)
+    available = tuple(m for m in MODALITIES if m in volumes)
+    keys = {t: row_key(available, t) for t in targets}
     untrained = [
         t
         for t in targets
-        if synthesizer.trained_tasks is not None
-        and f"{source}->{t}" not in synthesizer.trained_tasks
+        if synthesizer.trained_rows is not None and keys[t] not in synthesizer.trained_rows
     ]
     if untrained:
         print(
-            f"warning: the model was not trained for {source} -> {', '.join(untrained)} "
-            f"(trained: {', '.join(synthesizer.trained_tasks)})",
+            f"warning: the model was not trained for {'+'.join(available)} -> "
+            f"{', '.join(untrained)} (trained: {', '.join(synthesizer.trained_rows)})",
             file=sys.stderr,
         )
 
@@ -243,17 +251,17 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
     bar = None
     if verbose:
         print(
-            f"{case}: {source} -> {', '.join(targets)} ({depth} axial slices, "
+            f"{case}: {'+'.join(available)} -> {', '.join(targets)} ({depth} axial slices, "
             f"{synthesizer.kind} model {synthesizer.path})"
         )
         bar = Progress(depth, unit="slice")
     start = time.perf_counter()
-    volumes, _ = synthesize_volume(
-        data,
+    synthesized, _ = synthesize_case(
+        volumes,
         affine,
-        source,
         targets,
         synthesizer,
+        source,
         batch_slices,
         progress=None if bar is None else (lambda n: bar.add(n)),
     )
@@ -262,13 +270,28 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UserError(f"{out_dir}: cannot create it ({e.strerror})") from None
-    write_outputs(volumes, out_paths, header)
+    write_outputs(synthesized, out_paths, header)
     if verbose:
         print(
             f"{case}: {depth} slices x {len(targets)} targets in {seconds:.1f}s "
             f"({depth / seconds:.1f} slices/s); wrote {', '.join(out_paths.values())}"
         )
     return out_paths
+
+
+def read_matching(path, reference, shape, affine):
+    """The data of NIfTI `path`; UserError naming both files unless its shape and affine
+    are those of `reference` (a multi-source model reads the volumes voxel by voxel)."""
+    data, other_affine, _ = preprocessing.load_nifti(path)
+    if data.shape != shape or not np.allclose(other_affine, affine, atol=1e-4):
+        what = "shape" if data.shape != shape else "affine"
+        raise UserError(
+            f"{path}: its {what} differs from {reference}'s "
+            f"({data.shape if what == 'shape' else 'affine'} vs "
+            f"{shape if what == 'shape' else 'affine'}); the case's volumes must be "
+            "co-registered on one grid"
+        )
+    return data
 
 
 def main(argv=None):
