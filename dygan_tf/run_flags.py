@@ -80,7 +80,9 @@ def config_from_flags(args, default_preset):
     try:
         if get("--targets") is not None:
             changes["targets"] = tuple(t.strip() for t in get("--targets").split(",") if t.strip())
-        elif get("--source") == SOURCE_ANY or get("--inputs") == "multi":
+        elif get("--source") == SOURCE_ANY or (
+            get("--inputs") == "multi" and get("--source") is None
+        ):
             changes["targets"] = MODALITIES
         elif get("--source") is not None:
             changes["targets"] = targets_for(get("--source"))
