@@ -68,18 +68,9 @@ def fit_runs(tfrecord_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A folder as `fit` leaves it: config.json and generator.keras (tiny, random weights)."""
-    import keras
-
-    from dygan_tf.builders import build_networks
     from dygan_tf.config import get_preset
 
-    keras.utils.set_random_seed(0)
-    config = get_preset("tiny")
-    generator, _ = build_networks(config.model)
-    folder = tmp_path_factory.mktemp("run")
-    generator.save(folder / "generator.keras")
-    (folder / "config.json").write_text(config.to_json())
-    return folder
+    return helpers.save_untrained_run(tmp_path_factory.mktemp("run"), get_preset("tiny"))
 
 
 @pytest.fixture(scope="session")

@@ -141,6 +141,57 @@ def t2_task_batch(slices, size, seed=0):
     return image, target, task
 
 
+# Runs in a folder where `dygan_tf` is not importable: TensorFlow alone serves the export.
+_SERVE_ALONE = """
+import sys
+import numpy as np
+import tensorflow as tf
+try:
+    import dygan_tf
+except ImportError:
+    pass
+else:
+    sys.exit("dygan_tf is importable here")
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+x = np.load("inputs.npz")
+out = serve(**{key: tf.constant(x[key]) for key in x.files})
+np.save("served.npy", out["synthesized"].numpy())
+"""
+
+
+def serve_alone(saved_model, work, **inputs):
+    """`serving_default` of `saved_model` called on `inputs` (numpy arrays by input
+    name) in a fresh interpreter that imports TensorFlow alone, from folder `work`
+    (no PYTHONPATH, so this package is not importable there); returns the output."""
+    np.savez(os.path.join(work, "inputs.npz"), **inputs)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    served = subprocess.run(
+        [sys.executable, "-c", _SERVE_ALONE, str(saved_model)],
+        cwd=work,
+        env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert served.returncode == 0, served.stderr
+    return np.load(os.path.join(work, "served.npy"))
+
+
+def save_untrained_run(folder, config, seed=0):
+    """A run folder as `fit` leaves it (config.json, generator.keras) with `config`'s
+    generator at its random initial weights."""
+    import keras
+
+    from dygan_tf.builders import build_networks
+
+    keras.utils.set_random_seed(seed)
+    generator, _ = build_networks(config.model)
+    generator.save(os.path.join(folder, "generator.keras"))
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        f.write(config.to_json())
+    return folder
+
+
 def run_limited(module, argv, max_bytes, timeout=300):
     """Runs `module.main(argv)` through run_main in a child whose files may not grow
     past `max_bytes` (RLIMIT_FSIZE) with SIGXFSZ ignored: writes fail with EFBIG, as on

@@ -12,27 +12,9 @@ import pytest
 
 from dygan_tf import export, serving
 from dygan_tf.tasks import TASK_CODES, task_code
-from tests.helpers import one_error_line, run_cli, run_in_process
+from tests.helpers import one_error_line, run_cli, run_in_process, serve_alone
 
 pytestmark = pytest.mark.slow
-
-# Runs in a folder where `dygan_tf` is not importable: TensorFlow alone must serve it.
-_SERVE_ALONE = """
-import sys
-import numpy as np
-import tensorflow as tf
-try:
-    import dygan_tf
-except ImportError:
-    pass
-else:
-    sys.exit("dygan_tf is importable here")
-model = tf.saved_model.load(sys.argv[1])
-serve = model.signatures["serving_default"]
-x = np.load("inputs.npz")
-y = serve(image=tf.constant(x["image"]), task=tf.constant(x["task"]))["synthesized"]
-np.save("served.npy", y.numpy())
-"""
 
 
 def _inputs(size, batch=3):
@@ -70,19 +52,10 @@ def test_export_cli_serves_without_the_package(export_command, run_dir, tiny_gen
     image, task = _inputs(64)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    np.savez(work / "inputs.npz", image=image, task=task)
-    served = subprocess.run(
-        [sys.executable, "-c", _SERVE_ALONE, str(out)],
-        cwd=work,
-        env=_sanitized_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert served.returncode == 0, served.stderr
+    served = serve_alone(out, work, image=image, task=task)
     _, generator = tiny_generator
     expected = generator({"image": image, "task": task}, training=False).numpy()
-    np.testing.assert_allclose(np.load(work / "served.npy"), expected, atol=1e-5)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
 def test_saved_model_cli_shows_dynamic_batch(savedmodel_dir):

@@ -5,8 +5,6 @@ process -> translate), case folders completed from 1, 2 and 3 present sequences,
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -18,32 +16,17 @@ from dygan_tf import export as export_cmd
 from dygan_tf import fit as fit_cmd
 from dygan_tf import translate as translate_cmd
 from dygan_tf.tasks import MODALITIES
-from tests.helpers import case_folder, one_error_line, run_in_process
+from tests.helpers import (
+    case_folder,
+    one_error_line,
+    run_in_process,
+    save_untrained_run,
+    serve_alone,
+)
 
 pytestmark = pytest.mark.slow
 
 MULTI_ROWS = {r.key for r in conditions.row_table("multi", "any", MODALITIES)}
-
-# Runs where `dygan_tf` is not importable: TensorFlow alone serves the export.
-_SERVE_ALONE = """
-import sys
-import numpy as np
-import tensorflow as tf
-try:
-    import dygan_tf
-except ImportError:
-    pass
-else:
-    sys.exit("dygan_tf is importable here")
-serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-x = np.load("inputs.npz")
-out = serve(
-    image=tf.constant(x["image"]),
-    available=tf.constant(x["available"]),
-    target=tf.constant(x["target"]),
-)
-np.save("served.npy", out["synthesized"].numpy())
-"""
 
 
 @pytest.fixture(scope="module")
@@ -127,18 +110,9 @@ def test_multi_export_serves_with_tensorflow_alone(multi_run, multi_export, tmp_
             if m not in available:
                 image[i, ..., c] = conditions.FILL_VALUE
     codes = np.stack([conditions.condition_code(a, t) for a, t in rows])
-    np.savez(tmp_path / "inputs.npz", image=image, available=codes[:, :4], target=codes[:, 4:])
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run(
-        [sys.executable, "-c", _SERVE_ALONE, str(multi_export)],
-        cwd=tmp_path,
-        env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    served = serve_alone(
+        multi_export, tmp_path, image=image, available=codes[:, :4], target=codes[:, 4:]
     )
-    assert result.returncode == 0, result.stderr
-    served = np.load(tmp_path / "served.npy")
     _, generator = load_run(str(multi_run[0]))
     expected = generator({"image": image, "task": codes}).numpy()
     assert served.shape == (3, 64, 64, 1)
@@ -214,18 +188,10 @@ def test_multi_translate_reads_every_present_sequence(multi_run, phantom_root, t
 @pytest.fixture(scope="module")
 def any_run(tmp_path_factory):
     """A `--source any` run folder (config.json + generator.keras; random weights)."""
-    import keras
-
-    from dygan_tf.builders import build_networks
     from dygan_tf.config import get_preset
 
-    keras.utils.set_random_seed(0)
     config = get_preset("tiny").override(source="any", targets=MODALITIES)
-    generator, _ = build_networks(config.model)
-    folder = tmp_path_factory.mktemp("any_run")
-    generator.save(folder / "generator.keras")
-    (folder / "config.json").write_text(config.to_json())
-    return folder
+    return save_untrained_run(tmp_path_factory.mktemp("any_run"), config)
 
 
 def test_any_source_model_translates_a_case_without_t2_silently(
