@@ -41,7 +41,7 @@ class Row(NamedTuple):
 
 
 def row_key(available, target):
-    """ "t2->flair"; several sources joined by "+" in MODALITIES order."""
+    """The name of a row: "t2->flair"; several sources joined by "+" (MODALITIES order)."""
     return "+".join(m for m in MODALITIES if m in available) + "->" + target
 
 

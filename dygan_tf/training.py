@@ -289,7 +289,7 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
 
 
 def rows_text(config):
-    """"3 targets", or "3 of 12 tasks a slice" when a slice cycles through a row table."""
+    """How many rows a slice gives: "3 targets", or "3 of 12 tasks a slice" (cycling)."""
     inputs, train_cfg = config.model.inputs, config.train
     table = conditions.row_table(inputs, train_cfg.source, train_cfg.targets)
     per = conditions.rows_per_slice(inputs, train_cfg.source, len(table))

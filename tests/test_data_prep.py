@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep import build_tfrecords
+from data_prep import build_tfrecords, prepare
 from dygan_tf import data, preprocessing, records, tasks
 from dygan_tf.errors import UserError
 from dygan_tf.manifest import read_manifest
@@ -206,10 +206,8 @@ def test_flipped_affine_gives_same_slices(phantom_root, tmp_path):
             str(flipped / f"{cid}_{key}.nii"),
         )
     options = dict(image_size=IMAGE_SIZE, slice_range=(75, 86), per_volume=5)
-    a = build_tfrecords.prepare_case({"case_id": cid, "grade": "HGG", "folder": folder}, **options)
-    b = build_tfrecords.prepare_case(
-        {"case_id": cid, "grade": "HGG", "folder": str(flipped)}, **options
-    )
+    a = prepare.prepare_case({"case_id": cid, "grade": "HGG", "folder": folder}, **options)
+    b = prepare.prepare_case({"case_id": cid, "grade": "HGG", "folder": str(flipped)}, **options)
     assert a["slices"] == b["slices"] and a["robust_max"] == b["robust_max"]
     for m in tasks.MODALITIES:
         np.testing.assert_array_equal(a["images"][m], b["images"][m])
@@ -263,7 +261,7 @@ def test_round_trip_shapes_ranges_counts_and_tasks(tfrecord_dir, phantom_root):
     # Reference computation: the same case prepared directly, without TFRecords.
     case = train["cases"][0]
     folder, _ = case_folder(phantom_root, int(case["case_id"].split("_")[2]) - 1, case["grade"])
-    ref = build_tfrecords.prepare_case(
+    ref = prepare.prepare_case(
         {"case_id": case["case_id"], "grade": case["grade"], "folder": folder},
         image_size=IMAGE_SIZE,
         slice_range=(75, 86),

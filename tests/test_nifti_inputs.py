@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data_prep import build_tfrecords
+from data_prep import prepare
 from dygan_tf import preprocessing
 from dygan_tf.inference import Synthesizer
 from dygan_tf.translate import translate
@@ -218,9 +218,7 @@ def test_builder_refuses_non_1mm_voxels_in_one_line(phantom_root, tmp_path):
 def test_builder_pads_non_square_slices_instead_of_squeezing(phantom_root, tmp_path):
     root, case, cid = _copy_case(phantom_root, tmp_path)
     options = dict(image_size=IMAGE_SIZE, slice_range=(75, 86), per_volume=5)
-    full = build_tfrecords.prepare_case(
-        {"case_id": cid, "grade": "HGG", "folder": str(case)}, **options
-    )
+    full = prepare.prepare_case({"case_id": cid, "grade": "HGG", "folder": str(case)}, **options)
     # Crop 20 background voxels off both ends of canonical y (the phantom is in RAS-
     # flipped LPS voxel order, so that is voxel axis 1 either way).
     for path in case.iterdir():
@@ -230,9 +228,7 @@ def test_builder_pads_non_square_slices_instead_of_squeezing(phantom_root, tmp_p
         shift = np.eye(4)
         shift[1, 3] = 20
         nib.save(nib.Nifti1Image(data[:, 20:-20].copy(), image.affine @ shift, image.header), path)
-    cropped = build_tfrecords.prepare_case(
-        {"case_id": cid, "grade": "HGG", "folder": str(case)}, **options
-    )
+    cropped = prepare.prepare_case({"case_id": cid, "grade": "HGG", "folder": str(case)}, **options)
     assert cropped["slices"] == full["slices"]
     for m in full["images"]:
         np.testing.assert_array_equal(cropped["images"][m], full["images"][m], m)
