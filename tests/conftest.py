@@ -24,6 +24,24 @@ tf.config.set_logical_device_configuration(
 )
 
 
+# The suite runs on two pytest-xdist workers (pytest.ini: `-n 2 --dist loadgroup`): much
+# of a test's time is single-threaded Python (tracing a train step), so two processes
+# keep both cores busy. Each worker builds the session fixtures it needs; the tests that
+# share a module fixture stay on one worker, as do all users of the trained `fit_runs`,
+# so each of those is built once.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "fit_runs" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("fit_runs"))
+        elif any(
+            fixture.scope == "module"
+            for name in item.fixturenames
+            for fixture in item._fixtureinfo.name2fixturedefs.get(name, ())
+        ):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory):
     """A BraTS-layout phantom of PHANTOM_HGG + PHANTOM_LGG cases."""
