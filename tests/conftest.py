@@ -2,8 +2,8 @@
 the session fixtures (a small phantom, its shards, a tiny run folder and its export, and
 the small trained `fit` runs that the fit, evaluate and distribute tests share).
 
-The CPU must be split before TensorFlow initialises its devices, so it happens here,
-at collection time, before any test module builds a tensor.
+The CPU must be split before TensorFlow initialises its devices, so it happens in
+pytest_configure, before any test module is collected or builds a tensor.
 """
 
 import contextlib
@@ -20,14 +20,19 @@ os.environ.setdefault(
 )
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from tests import helpers  # noqa: E402
 
-_cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
+
+def pytest_configure(config):
+    if config.getoption("numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
+        return  # the pytest-xdist controller runs no test: no TensorFlow start-up there
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
 
 
 # The suite runs on two pytest-xdist workers (pytest.ini: `-n 2 --dist loadgroup`): much
