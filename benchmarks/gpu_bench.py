@@ -9,8 +9,8 @@ slices/s (one slice = its three tasks per step), the projected time of one BraTS
 under a time budget (`budget_s`, default 7 minutes, tracing included); a section that
 would start after it is recorded as skipped, so the run ends in time.
 
-With `--tiny` it runs the same code at the test sizes on whatever device there is (the
-CPU in the tests); the figures then mean nothing.
+With `--tiny` it runs the same code at the test sizes (a one-level U-Net) on whatever
+device there is (the CPU in the tests); the figures then mean nothing.
 """
 
 import gc
@@ -53,14 +53,17 @@ def matmul_peaks(n, repeats=5):
     return result
 
 
-def train_steps(preset, precision, jit_compile, steps, warmup, device, peaks):
-    """DyGAN and pix2pix steps timed alike in one configuration."""
+def train_steps(preset, precision, jit_compile, steps, warmup, device, peaks, depth=None):
+    """DyGAN and pix2pix steps timed alike in one configuration (`depth`: the U-Net's,
+    None for the preset's)."""
     import keras
 
     from benchmarks.train_step import time_train_step
     from dygan_tf.config import as_pix2pix, get_preset
 
-    config = get_preset(preset).override(mixed_precision=precision, jit_compile=jit_compile)
+    config = get_preset(preset).override(
+        mixed_precision=precision, jit_compile=jit_compile, depth=depth
+    )
     timed = {}
     for name, run_config in (("dygan", config), ("pix2pix", as_pix2pix(config))):
         _reset_memory(device)
@@ -77,6 +80,7 @@ def train_steps(preset, precision, jit_compile, steps, warmup, device, peaks):
         timed[name]["fraction_of_matmul_peak"] = rate / peak if peak else None
     rate = timed["dygan"]["achieved_gflops_per_s"] / timed["pix2pix"]["achieved_gflops_per_s"]
     return timed | {
+        "depth": config.model.depth,
         "mixed_precision": precision,
         "jit_compile": jit_compile,
         "flop_rate_ratio": rate,
@@ -120,7 +124,7 @@ def run(sizes, budget_s=420.0, log=None):
             (
                 f"train_step_{key}",
                 lambda p=precision, j=jit: train_steps(
-                    sizes.preset, p, j, sizes.steps, sizes.warmup, device, peaks
+                    sizes.preset, p, j, sizes.steps, sizes.warmup, device, peaks, sizes.depth
                 ),
             )
         )

@@ -49,6 +49,7 @@ class Sizes:
     dyconv_batches: tuple
     dyconv_shapes: tuple = None  # None: dyconv_bench's paper shapes (halved if quick)
     preset: str = "paper"
+    depth: int = None  # None: the preset's U-Net depth; smaller traces faster
     steps: int = 2
     warmup: int = 1
     data_cases: int = 8
@@ -89,6 +90,7 @@ PROFILES = {
         (3,),
         dyconv_shapes=((16, 8),),
         preset="tiny",
+        depth=1,
         steps=1,
         warmup=1,
         data_cases=2,
@@ -207,10 +209,11 @@ def _versus_pix2pix(config, sizes, peak_gflops):
 def train_step_vs_pix2pix(sizes, results, work_dir):
     from dygan_tf.config import PIX2PIX_MODEL, get_preset
 
-    config = get_preset(sizes.preset)
+    config = get_preset(sizes.preset).override(depth=sizes.depth)
     peak = results.get("matmul_peak", {})
     result = {
         "preset": sizes.preset,
+        "depth": config.model.depth,
         "steps": sizes.steps,
         "warmup": sizes.warmup,
         "pix2pix": PIX2PIX_MODEL,

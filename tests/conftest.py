@@ -2,8 +2,8 @@
 the session fixtures (a small phantom, its shards, a tiny run folder and its export, and
 the small trained `fit` runs that the fit, evaluate and distribute tests share).
 
-The CPU must be split before TensorFlow initialises its devices, so it happens here,
-at collection time, before any test module builds a tensor.
+The CPU must be split before TensorFlow initialises its devices, so it happens in
+pytest_configure, before any test module is collected or builds a tensor.
 """
 
 import contextlib
@@ -12,16 +12,45 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# XLA's CPU compiles (the jit_compile tests and the GPU benchmark's smoke run) with less
+# LLVM optimisation: the same HLO, compiled in about half the time; what runs differs
+# from the default build only in float rounding, and no test pins XLA's numbers.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+)
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from tests import helpers  # noqa: E402
 
-_cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
+
+def pytest_configure(config):
+    if config.getoption("numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
+        return  # the pytest-xdist controller runs no test: no TensorFlow start-up there
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+
+
+# The suite runs on two pytest-xdist workers (pytest.ini: `-n 2 --dist loadgroup`): much
+# of a test's time is single-threaded Python (tracing a train step), so two processes
+# keep both cores busy. Each worker builds the session fixtures it needs; the tests that
+# share a module fixture stay on one worker, as do all users of the trained `fit_runs`,
+# so each of those is built once.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "fit_runs" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("fit_runs"))
+        elif any(
+            fixture.scope == "module"
+            for name in item.fixturenames
+            for fixture in item._fixtureinfo.name2fixturedefs.get(name, ())
+        ):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")
