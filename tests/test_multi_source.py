@@ -60,8 +60,10 @@ def test_multi_fit_trains_every_target_from_every_set(multi_run):
     assert {f"val_psnr_{m}" for m in MODALITIES} <= set(header)
 
 
-def test_multi_evaluate_rows_and_compare_with_a_paper_run(multi_run, fit_runs, tmp_path):
-    paper = fit_runs["ms_up"].path
+def test_multi_evaluate_rows_and_compare_with_a_paper_run(
+    multi_run, run_dir, tfrecord_dir, tmp_path
+):
+    paper = run_dir  # a paper-mode (T2) run folder
     out = tmp_path / "eval"
     result = run_in_process(
         evaluate_cmd.main, "--run", multi_run[0], "--compare", paper, "--out", out
@@ -86,7 +88,9 @@ def test_multi_evaluate_rows_and_compare_with_a_paper_run(multi_run, fit_runs, t
     # The single-source rows are the paper's own scores: the paper run's report gives
     # the same numbers for its rows.
     alone = tmp_path / "alone"
-    result = run_in_process(evaluate_cmd.main, "--run", paper, "--out", alone)
+    result = run_in_process(
+        evaluate_cmd.main, "--run", paper, "--data", tfrecord_dir, "--out", alone
+    )
     assert result.returncode == 0, result.stderr
     per_target = json.loads((alone / "report.json").read_text())["per_target"]
     for t in ("flair", "t1", "t1ce"):
