@@ -129,9 +129,9 @@ def row_table(inputs, source, targets):
 
 
 def trained_rows(config):
-    """The row keys a run of `config` (a RunConfig) was trained for."""
+    """The row keys a run of `config` (a RunConfig) was trained for, in table order."""
     table = row_table(config.model.inputs, config.train.source, config.train.targets)
-    return frozenset(r.key for r in table)
+    return tuple(r.key for r in table)
 
 
 def display_order(keys):

@@ -153,7 +153,7 @@ def make_dataset(
     ds = ds.enumerate().map(lambda n, example: {**example, "position": n})
     ds = ds.batch(batch_slices, drop_remainder=drop_remainder)
     ds = ds.map(
-        lambda example: plan.expand(example, image_size, return_meta),
+        lambda example: plan.expand(example, return_meta),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -188,7 +188,7 @@ class RowPlan:
             index = ((position[:, None] + self.slice_offset) * self.per_slice + j) % self.size
         return tf.reshape(tf.cast(index, tf.int32), [-1])
 
-    def expand(self, example, image_size, return_meta):
+    def expand(self, example, return_meta):
         index = self.row_indices(example["position"])
         stacked = tf.stack([example[m] for m in MODALITIES], axis=-1)  # (b, H, W, 4)
         stacked = tf.repeat(stacked, self.per_slice, axis=0)  # slice-major rows

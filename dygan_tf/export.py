@@ -83,7 +83,7 @@ def build_metadata(config, source_run=None, generator=None):
             },
             "target": {"dtype": "float32", "shape": [None, n], "encoding": "one-hot"},
         }
-    rows = conditions.row_table(config.model.inputs, config.train.source, config.train.targets)
+    rows = conditions.trained_rows(config)
     metadata = {
         "format": "dygan_tf.generator_savedmodel",
         "signature": SIGNATURE,
@@ -98,7 +98,7 @@ def build_metadata(config, source_run=None, generator=None):
             f"{s}->{t}": {"code": code, "index": code.index("1")}
             for (s, t), code in TASK_CODES.items()
         },
-        "trained_rows": [r.key for r in rows],
+        "trained_rows": list(rows),
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
         "in_plane": dict(preprocessing.IN_PLANE),
@@ -116,7 +116,7 @@ def build_metadata(config, source_run=None, generator=None):
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if config.model.inputs == "single":  # the tasks of the paper's Table 1 it was trained for
-        metadata["trained_tasks"] = [r.key for r in rows]
+        metadata["trained_tasks"] = list(rows)
     return metadata
 
 

@@ -83,7 +83,7 @@ def load_synthesizer(path):
         import tensorflow as tf
 
         config, generator = load_run(path)
-        trained = sorted(trained_rows(config))
+        trained = list(trained_rows(config))
         spec = (
             tf.TensorSpec((None, *generator.input["image"].shape[1:]), tf.float32),
             tf.TensorSpec((None, generator.input["task"].shape[1]), tf.float32),

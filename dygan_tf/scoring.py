@@ -88,7 +88,7 @@ def load_run_predictor(run_dir):
     data_dir = run_folder.data_dir_of(info_dir)
     label = f"{name} [{os.path.basename(os.path.normpath(run_dir))}]"
     return (
-        Predictor(label, config.model.inputs, conditions.trained_rows(config), predict),
+        Predictor(label, config.model.inputs, frozenset(conditions.trained_rows(config)), predict),
         config,
         data_dir,
     )
