@@ -93,7 +93,7 @@ def train_steps(preset, precision, jit_compile, steps, warmup, device, peaks, de
 
 
 def run(sizes, budget_s=420.0, log=None):
-    """The GPU figures at `sizes` (a benchmarks.run.Sizes) within `budget_s` seconds."""
+    """The GPU figures at `sizes` (a benchmarks.sizes.Sizes) within `budget_s` seconds."""
     import tensorflow as tf
 
     from benchmarks import dyconv_bench

@@ -28,6 +28,8 @@ import tempfile
 import time
 import traceback
 
+from benchmarks.sizes import PROFILES
+from benchmarks.summary import table
 from dygan_tf.atomic import write_json_atomic
 from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
 from dygan_tf.errors import UserError
@@ -36,72 +38,6 @@ ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 # The DyConv and data targets live in dyconv_bench and data_bench; these two are new here.
 TARGETS = {"flop_rate_ratio": 0.8, "flop_rate_stretch": 0.9, "pipeline_ratio": 20.0}
-
-
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-    """Every knob that sets how long the run takes."""
-
-    profile: str
-    matmul_n: int
-    matmul_repeats: int
-    dyconv_quick: bool
-    dyconv_batches: tuple
-    dyconv_shapes: tuple = None  # None: dyconv_bench's paper shapes (halved if quick)
-    preset: str = "paper"
-    depth: int = None  # None: the preset's U-Net depth; smaller traces faster
-    steps: int = 2
-    warmup: int = 1
-    data_cases: int = 8
-    data_image_size: int = 256
-    data_elements: int = 300
-    data_workers: int = None  # None: every core
-    brats_root: str = None  # None: a fresh phantom of data_cases cases
-    inference_preset: str = "demo"
-    inference_shape: tuple = (240, 240, 155)
-    inference_batch: int = 4
-    inference_repeats: int = 20
-
-
-PROFILES = {
-    "full": Sizes("full", 2048, 5, False, (3, 12)),
-    "quick": Sizes(
-        "quick",
-        1024,
-        3,
-        True,
-        (3, 12),
-        preset="demo",
-        steps=3,
-        warmup=1,
-        data_cases=4,
-        data_image_size=64,
-        data_elements=100,
-        inference_shape=(240, 240, 24),
-        inference_repeats=5,
-    ),
-    # --gpu: the paper's sizes in one short lease (benchmarks/gpu_bench.py).
-    "gpu": Sizes("gpu", 8192, 5, False, (3, 12), preset="paper", steps=3, warmup=1),
-    "tiny": Sizes(
-        "tiny",
-        128,
-        2,
-        True,
-        (3,),
-        dyconv_shapes=((16, 8),),
-        preset="tiny",
-        depth=1,
-        steps=1,
-        warmup=1,
-        data_cases=2,
-        data_image_size=32,
-        data_elements=5,
-        data_workers=2,
-        inference_preset="tiny",
-        inference_shape=(48, 40, 12),
-        inference_repeats=2,
-    ),
-}
 
 
 def machine(sizes, results, work_dir):
@@ -359,102 +295,6 @@ def failed_sections(results):
     return [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
 
 
-def _train_row(train, key, label):
-    t, peak = train[key], train[key]["dygan"]["fraction_of_matmul_peak"]
-    return (
-        f"{label}: DyGAN {t['dygan']['achieved_gflops_per_s']:.3g} vs pix2pix "
-        f"{t['pix2pix']['achieved_gflops_per_s']:.3g} GFLOP/s = {t['flop_rate_ratio']:.2f}"
-        + (f" ({peak:.0%} of peak)" if peak else "")
-        + f"; step {t['dygan']['step_seconds_median']:.3g} vs "
-        f"{t['pix2pix']['step_seconds_median']:.3g} s",
-        f">= {t['target']}",
-        t["met"],
-    )
-
-
-_ROWS = {
-    "machine": lambda m: [
-        (
-            f"{m['cpu_model']}, {m['cpu_count']} cores, "
-            + " ".join(f for f, on in m["cpu_flags"].items() if on),
-            "",
-            None,
-        )
-    ],
-    "matmul_peak": lambda m: [
-        (
-            f"n={m['n']}: fp32 {m['float32']['gflops_per_s']:.1f}, bf16 "
-            f"{m['bfloat16']['gflops_per_s']:.1f} GFLOP/s",
-            "",
-            None,
-        )
-    ],
-    "dyconv_vs_conv": lambda d: [
-        (
-            f"DyConv/Conv2D time {d['geometric_mean_ratio']:.3f} "
-            f"(geometric mean of {len(d['shapes'])} shapes)",
-            f"<= {d['target']}",
-            d["met"],
-        )
-    ],
-    "train_step_vs_pix2pix": lambda t: [
-        _train_row(t, "float32", "fp32"),
-        _train_row(t, "mixed_bfloat16", "bf16"),
-    ],
-    "prep_vs_load": lambda p: [
-        (
-            f"shard build {p['prep_vs_load']['build_cases_per_s']:.2f} vs "
-            f"NIfTI load {p['prep_vs_load']['load_cases_per_s']:.2f} "
-            f"cases/s = {p['ratio']:.2f}",
-            f">= {p['target']}",
-            p["met"],
-        )
-    ],
-    "pipeline": lambda p: [
-        (
-            f"tf.data {p['tfdata_slices_per_s']:.1f} vs train "
-            f"{p['train_step_slices_per_s']:.2f} slices/s = {p['ratio']:.1f}",
-            f">= {p['target']:g}",
-            p["met"],
-        )
-    ],
-    "inference": lambda i: [
-        (
-            f"volume {i['volume']['slices_per_s']:.1f} slices/s; batch-3 "
-            "SavedModel call "
-            f"{i['latency_batch3']['savedmodel_signature_s'] * 1e3:.1f} ms",
-            "",
-            None,
-        )
-    ],
-}
-
-
-def table(results):
-    """The human-readable summary: one line per figure."""
-    lines = [f"{'section':<22} {'figure':<84} {'target':<8} {'met':<4} seconds"]
-    for name, _ in SECTIONS:
-        value = results.get(name)
-        if value is None:
-            continue
-        if "error" in value:
-            rows = [(f"ERROR {value['error']}"[:84], "", None)]
-        elif "skipped" in value:
-            rows = [(f"skipped: {value['skipped']}", "", None)]
-        else:
-            try:
-                rows = _ROWS.get(name, lambda v: [("measured", "", None)])(value)
-            except (KeyError, TypeError) as e:  # the JSON is written already; say, don't die
-                rows = [(f"(no summary: missing {e})", "", None)]
-        for i, (figure, target, met) in enumerate(rows):
-            seconds = f"{value['seconds']:.1f}" if i == 0 and "seconds" in value else ""
-            met = "" if met is None else ("yes" if met else "NO")
-            lines.append(
-                f"{name if i == 0 else '':<22} {figure:<84} {target:<8} {met:<4} {seconds}".rstrip()
-            )
-    return "\n".join(lines)
-
-
 def run_gpu(out, tiny=False, budget_s=420.0):
     """`--gpu`: the machine and benchmarks.gpu_bench in one JSON; 1 if a section failed."""
     import tensorflow as tf
@@ -519,7 +359,7 @@ def main(argv=None):
         sizes = dataclasses.replace(sizes, brats_root=args.brats_root)
     results = run(sizes, args.work_dir)
     write_json_atomic(args.out, results)
-    print(table(results))
+    print(table(results, [name for name, _ in SECTIONS]))
     failed = failed_sections(results)
     print(
         f"wrote {args.out} in {results['total_seconds']:.0f}s"
