@@ -210,9 +210,6 @@ def evaluate_report(
     if paper:  # the paper's Table 2, keyed by target as it always was
         results = {n: {t: r.get(f"{source}->{t}") for t in targets} for n, r in results.items()}
         report["per_target"] = results[names[0]]
-        report["baselines"] = {b: results[b] for b in BASELINE_NAMES}
-        if len(names) > 1:
-            report["compare"] = {n: results[n] for n in names}
         heading = f"source {source.upper()}"
         md_table = table(results, names, targets)
     else:
@@ -221,13 +218,13 @@ def evaluate_report(
         report["rows"] = keys
         report["per_row"] = results[names[0]]
         report["per_target"] = per_target(results[names[0]], keys)
-        report["baselines"] = {b: results[b] for b in BASELINE_NAMES}
-        if len(names) > 1:
-            report["compare"] = {n: results[n] for n in names}
-        heading = "multi-source" if inputs == "multi" else "all 12 tasks"
+        heading = "multi-source" if inputs == "multi" else f"{len(keys)} tasks, any source"
         md_table = row_table_md(results, names, conditions.display_order(keys))
         if inputs == "single":
             md_table += "\n" + f"{names[0]}, source x target:\n\n" + task_grid_md(results[names[0]])
+    report["baselines"] = {b: results[b] for b in BASELINE_NAMES}
+    if len(names) > 1:
+        report["compare"] = {n: results[n] for n in names}
     os.makedirs(out, exist_ok=True)
     write_json_atomic(os.path.join(out, REPORT_JSON), report)
     md = (
