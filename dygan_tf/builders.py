@@ -49,11 +49,15 @@ def learning_rate_schedule(train, steps_per_epoch):
     )
 
 
-def make_optimizer(train, steps_per_epoch, name):
+def make_optimizer(train, steps_per_epoch, name, average=False):
+    """Adam with SPEC.md's schedule; `average`: it also keeps a moving average of the
+    weights it updates (momentum `train.ema`; Keras's `use_ema`)."""
+    ema = dict(use_ema=True, ema_momentum=train.ema) if average and train.ema > 0 else {}
     return keras.optimizers.Adam(
         learning_rate=learning_rate_schedule(train, steps_per_epoch),
         beta_1=train.beta_1,
         name=name,
+        **ema,
     )
 
 
@@ -71,7 +75,9 @@ def build_dygan(config, steps_per_epoch=1, lambda_l1=None):
             lambda_l1=config.train.lambda_l1 if lambda_l1 is None else lambda_l1,
         )
         gan.compile(
-            g_optimizer=make_optimizer(config.train, steps_per_epoch, "g_optimizer"),
+            g_optimizer=make_optimizer(
+                config.train, steps_per_epoch, "g_optimizer", average=True
+            ),
             d_optimizer=make_optimizer(config.train, steps_per_epoch, "d_optimizer"),
             jit_compile=config.train.jit_compile,
         )

@@ -44,8 +44,8 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class ValidationScores(keras.callbacks.Callback):
-    """Per epoch: PSNR and SSIM of `model.generator` per target on `val_ds`, added to
-    the epoch's `logs` (and kept in `last`).
+    """Per epoch: PSNR and SSIM of `model.generator` (its weights' moving average with
+    `--ema`) per target on `val_ds`, added to the epoch's `logs` (and kept in `last`).
 
     Args:
         val_ds: batches `(image, target, task, meta)` as `make_dataset(...,
@@ -74,7 +74,8 @@ class ValidationScores(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not losses_finite(logs):
             return
-        self.last = self.scores(self.model.generator)
+        with self.model.averaged_generator() as generator:
+            self.last = self.scores(generator)
         if logs is not None:
             logs.update(self.last)
 
@@ -119,7 +120,8 @@ class HistoryWriter(keras.callbacks.Callback):
                     tf.summary.scalar(k.replace("val_", "val/", 1), v)
             if self.grid_batch is not None:
                 image, target, task = self.grid_batch[:3]
-                fake = self.model.generator({"image": image, "task": task}, training=False)
+                with self.model.averaged_generator() as generator:
+                    fake = generator({"image": image, "task": task}, training=False)
                 shown = conditions.source_preview(image, task)  # one channel of a multi input
                 grid = _grid(shown, np.asarray(target), np.asarray(fake))
                 tf.summary.image("val/source_real_generated", grid)

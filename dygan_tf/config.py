@@ -95,6 +95,9 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False
     mixed_precision: str = "none"  # none | float16 | bfloat16
+    # Momentum of a moving average of G's weights, which is validated, saved and exported
+    # in place of the last step's weights; 0 = off (the paper's).
+    ema: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "targets", tuple(self.targets))
@@ -113,10 +116,18 @@ class TrainConfig:
                 f"mixed_precision must be one of {PRECISIONS}. Received: "
                 f"mixed_precision={self.mixed_precision!r}"
             )
-        if self.lambda_l1 < 0 or self.lr <= 0 or self.epochs < 1 or self.batch_slices < 1:
+        if (
+            self.lambda_l1 < 0
+            or self.lr <= 0
+            or not 0 < self.lr_decay <= 1
+            or not 0 <= self.ema < 1
+            or self.epochs < 1
+            or self.batch_slices < 1
+        ):
             raise ValueError(
-                "lambda_l1 must be >= 0, lr > 0, epochs >= 1 and batch_slices >= 1. Received: "
-                f"lambda_l1={self.lambda_l1}, lr={self.lr}, epochs={self.epochs}, "
+                "lambda_l1 must be >= 0, lr > 0, 0 < lr_decay <= 1, 0 <= ema < 1, epochs >= 1 "
+                f"and batch_slices >= 1. Received: lambda_l1={self.lambda_l1}, lr={self.lr}, "
+                f"lr_decay={self.lr_decay}, ema={self.ema}, epochs={self.epochs}, "
                 f"batch_slices={self.batch_slices}"
             )
 

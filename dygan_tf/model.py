@@ -5,6 +5,7 @@ not copied). Losses are averaged over the *global* batch, so under a tf.distribu
 strategy the summed replica gradients and the logged losses equal a one-device run.
 """
 
+import contextlib
 import copy
 
 import keras
@@ -106,6 +107,37 @@ class DyGAN(keras.Model):
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
 
+    @property
+    def keeps_average(self):
+        """Whether G's optimizer keeps a moving average of G's weights (`--ema`)."""
+        return bool(getattr(_inner(self.g_optimizer), "use_ema", False))
+
+    @contextlib.contextmanager
+    def averaged_generator(self):
+        """The generator, holding the moving average of its weights inside the block when
+        G's optimizer keeps one (its own weights again after it); else as it is.
+
+        Validation, the saved generator.keras and exports see the average; training and
+        the checkpoints (which hold the average too, in G's optimizer) keep the raw weights.
+        """
+        if not self.keeps_average:
+            yield self.generator
+            return
+        variables = self.generator.trainable_variables
+        saved = [keras.ops.convert_to_numpy(v) for v in variables]
+        self.g_optimizer.finalize_variable_values(variables)
+        try:
+            yield self.generator
+        finally:
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
+
+    def finish_training(self):
+        """Leaves the generator holding its weights' moving average for good, when G's
+        optimizer keeps one (as Keras's `fit` does for a model's own optimizer)."""
+        if self.keeps_average:
+            self.g_optimizer.finalize_variable_values(self.generator.trainable_variables)
+
     def compute_losses(self, image, target, task, training=True):
         """All loss terms for one (per-replica) batch, each a scalar mean over it."""
         image, target, task = (tf.convert_to_tensor(v) for v in (image, target, task))
@@ -189,6 +221,10 @@ class DyGAN(keras.Model):
         config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
         config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
         return cls(**config)
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 def _loss_scaled(optimizer, name):

@@ -54,6 +54,7 @@ def train_multiworker(config, data_dir, run_dir, strategy, steps_per_epoch=None)
                 _loop(config, data_dir, run_dir, write_dir, strategy, run)
             except tf.errors.DataLossError as e:  # a shard went bad after the up-front check
                 raise shard_check.data_loss_error(data_dir, ["train"], e) from None
+        gan.finish_training()  # the weights' average, with --ema
         if chief:
             run_folder.save_generator(gan.generator, run_dir)
         return gan.generator

@@ -21,6 +21,14 @@ CONFIG_FLAGS = {
     "--experts": ("num_experts", int, None, "DyConv experts K"),
     "--lambda-l1": ("lambda_l1", float, None, "L1 weight λ"),
     "--lr": ("lr", float, None, None),
+    "--lr-decay": ("lr_decay", float, None, "Adam's rate is multiplied by this once per epoch"),
+    "--ema": (
+        "ema",
+        float,
+        None,
+        "momentum of a moving average of G's weights (e.g. 0.995), validated and saved in "
+        "place of the last step's; 0 = off (the paper's)",
+    ),
     "--source": (
         "source",
         str,

@@ -284,6 +284,7 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
             _fit_epochs(config, data_dir, run_dir, strategy, run, verbose)
         except tf.errors.DataLossError as e:  # a shard went bad after make_dataset's check
             raise shard_check.data_loss_error(data_dir, ["train"], e) from None
+    run.gan.finish_training()  # the weights' average, with --ema
     run_folder.save_generator(run.gan.generator, run_dir)
     return run.gan.generator
 

@@ -40,7 +40,7 @@ FIT_RUNS = {
         + ["--strategy", "mirrored", "--cpu-replicas", "2"],
         1,
     ),
-    "ms_both": (["--dyconv", "both"], 1),
+    "ms_both": (["--dyconv", "both", "--ema", "0.9"], 1),
     "mgan": (["--label-mode", "input", "--discriminator", "patch"], 1),
     "pix2pix3": (["--baseline", "pix2pix3"], 1),
 }

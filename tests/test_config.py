@@ -42,3 +42,7 @@ def test_override_and_validation():
         config.override(targets=("t2",))
     with pytest.raises(ValueError, match="preset"):
         get_preset("huge")
+    assert config.override(ema=0.995, lr_decay=0.9).train.ema == 0.995
+    for bad in (dict(ema=1.0), dict(ema=-0.1), dict(lr_decay=0.0), dict(lr_decay=1.5)):
+        with pytest.raises(ValueError, match="0 <= ema < 1"):
+            config.override(**bad)

@@ -14,10 +14,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from dygan_tf import evaluate, fit, run_folder
+from dygan_tf.builders import build_dygan
 from dygan_tf.config import RunConfig
 from tests.helpers import FIT_RUNS, FIT_STEPS, REPO, run_cli, run_in_process
 
@@ -85,6 +87,23 @@ def test_pix2pix3_trains_one_static_model_per_target_with_the_same_total_steps(r
         )
         total_steps += int(reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
     assert total_steps == STEPS  # one DyGAN epoch of STEPS steps, split three ways
+
+
+def test_ema_run_saves_the_average_and_checkpoints_both(runs):
+    # ms_both trains with --ema 0.9: generator.keras holds the weights' moving average;
+    # checkpoints/last holds the raw weights and (in G's optimizer) the average.
+    config = _config(runs["ms_both"])
+    assert config.train.ema == 0.9 and _config(runs["ms_up"]).train.ema == 0.0
+    gan = build_dygan(config)
+    checkpoint = tf.train.Checkpoint(generator=gan.generator, g_optimizer=gan.g_optimizer)
+    last = tf.train.latest_checkpoint(os.path.join(runs["ms_both"], "checkpoints", "last"))
+    checkpoint.restore(last).expect_partial()
+    saved = run_folder.load_generator(os.path.join(runs["ms_both"], "generator.keras"))
+    raw = [w.numpy() for w in gan.generator.trainable_weights]
+    assert any(not np.allclose(r, s.numpy()) for r, s in zip(raw, saved.trainable_weights))
+    with gan.averaged_generator() as generator:
+        for got, want in zip(generator.trainable_weights, saved.trainable_weights):
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
 def test_optimizer_state_is_checkpointed(runs):

@@ -42,7 +42,7 @@ def _flags(ints=(), floats=(), choices=None, modalities=(), texts=None):
 
 CONFIG_FLAGS = dict(
     ints=("--epochs", "--image-size", "--base-filters", "--experts", "--seed"),
-    floats=("--lr",),
+    floats=("--lr", "--lr-decay", "--ema"),
     choices={
         "--preset": ("paper", "demo", "tiny"),
         "--discriminator": ("multiscale", "patch"),
@@ -59,7 +59,7 @@ COMMANDS = {
         ("--data",),
         _flags(
             ints=CONFIG_FLAGS["ints"] + ("--steps-per-epoch", "--train-hgg"),
-            floats=("--lr", "--lambda-l1"),
+            floats=CONFIG_FLAGS["floats"] + ("--lambda-l1",),
             choices=dict(CONFIG_FLAGS["choices"], **{"--baseline": ("pix2pix3",)}),
             modalities=CONFIG_FLAGS["modalities"],
         ),
@@ -102,6 +102,7 @@ COMMANDS = {
         ("--data",),
         _flags(
             ints=CONFIG_FLAGS["ints"] + ("--max-trials", "--steps-per-epoch"),
+            floats=CONFIG_FLAGS["floats"],
             choices=dict(CONFIG_FLAGS["choices"], **{"--oracle": ("grid", "bayesian")}),
             modalities=CONFIG_FLAGS["modalities"],
             texts={"--values": ["", "x", "1,,2", "-1", "nan", "0", "1,1"]},
@@ -143,6 +144,8 @@ def _mutate(rng, argv, path_flags, flags, paths):
     kinds += ["drop_required"]
     kind = rng.choice(kinds)
     argv = list(argv)
+    if kind in ("dangling", "drop_value") and not any(a.startswith("--") for a in argv):
+        kind = "unknown"  # earlier mutations dropped every flag
     if kind == "unknown":
         argv.insert(rng.randrange(0, len(argv) + 1, 2), rng.choice(UNKNOWN_FLAGS))
     elif kind == "dangling":  # a flag with its value missing at the very end

@@ -50,13 +50,38 @@ def test_loss_terms_equal_hand_computed_values():
     assert losses["g_loss"] == pytest.approx(g_gan + 7.0 * g_l1, rel=1e-5)
 
 
-def test_fit_moves_weights_with_finite_losses():
+class _RawWeights(keras.callbacks.Callback):
+    """G's weights after every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([w.numpy().copy() for w in self.model.generator.trainable_weights])
+
+
+def test_fit_moves_weights_with_finite_losses_and_keeps_their_average():
+    # --ema 0.5: G's optimizer also keeps avg = w_1 after the first step, then
+    # avg = 0.5 * avg + 0.5 * w_t (Keras's use_ema); that is what validation and saving see.
     keras.utils.set_random_seed(0)
-    gan = build_dygan(TINY, steps_per_epoch=2)
+    gan = build_dygan(TINY.override(ema=0.5), steps_per_epoch=2)
+    assert gan.keeps_average and not build_dygan(TINY).keeps_average
     before_g = [w.numpy().copy() for w in gan.generator.trainable_weights]
     before_d = [w.numpy().copy() for w in gan.discriminator.trainable_weights]
     data = tf.data.Dataset.from_tensor_slices(t2_task_batch(2, SIZE)).batch(3)
-    history = gan.fit(data, epochs=2, validation_data=data, verbose=0).history
+    raw = _RawWeights()
+    history = gan.fit(data, epochs=2, validation_data=data, verbose=0, callbacks=[raw]).history
+    assert len(raw.steps) == 4
+    expected = raw.steps[0]
+    for step in raw.steps[1:]:
+        expected = [0.5 * a + 0.5 * w for a, w in zip(expected, step)]
+    with gan.averaged_generator() as generator:
+        for got, want in zip(generator.trainable_weights, expected):
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(gan.generator.trainable_weights, raw.steps[-1]):
+        np.testing.assert_array_equal(got.numpy(), want)  # the raw weights are back
+    assert any(not np.allclose(a, w) for a, w in zip(expected, raw.steps[-1]))
     for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss", "val_l1", "val_psnr", "val_ssim"):
         assert len(history[name]) == 2 and np.isfinite(history[name]).all(), name
     moved_g = [
@@ -74,6 +99,9 @@ def test_fit_moves_weights_with_finite_losses():
     )
     out = gan({"image": t2_task_batch(1, SIZE)[0], "task": t2_task_batch(1, SIZE)[2]})
     assert out.shape == (3, SIZE, SIZE, 1)
+    gan.finish_training()  # for good: the average, as fit leaves a run's generator
+    for got, want in zip(gan.generator.trainable_weights, expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 def _train_copy(weights, strategy, data, steps, optimizer):
