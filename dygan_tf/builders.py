@@ -75,9 +75,7 @@ def build_dygan(config, steps_per_epoch=1, lambda_l1=None):
             lambda_l1=config.train.lambda_l1 if lambda_l1 is None else lambda_l1,
         )
         gan.compile(
-            g_optimizer=make_optimizer(
-                config.train, steps_per_epoch, "g_optimizer", average=True
-            ),
+            g_optimizer=make_optimizer(config.train, steps_per_epoch, "g_optimizer", average=True),
             d_optimizer=make_optimizer(config.train, steps_per_epoch, "d_optimizer"),
             jit_compile=config.train.jit_compile,
         )

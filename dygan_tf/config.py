@@ -211,9 +211,11 @@ PRESETS = {
         model=ModelConfig(image_size=64, base_filters=16, depth=3, d_base_filters=16),
         train=TrainConfig(epochs=15, lr=1e-3),
     ),
+    # The tests' preset: the paper's networks, small. Depth 2 (a 16x16 bottleneck):
+    # each train step traces in ~10 % less time than at depth 3.
     "tiny": RunConfig(
         preset="tiny",
-        model=ModelConfig(image_size=64, base_filters=4, depth=3, d_base_filters=4),
+        model=ModelConfig(image_size=64, base_filters=4, depth=2, d_base_filters=4),
         train=TrainConfig(epochs=2),
     ),
 }

@@ -1,14 +1,17 @@
 """Test setup: quiet TensorFlow, two logical CPU devices for MirroredStrategy tests, and
 the session fixtures (a small phantom, its shards, a tiny run folder and its export, and
-the small trained `fit` runs that the fit, evaluate and distribute tests share).
+the small trained `fit` runs that the fit, evaluate and distribute tests share). The
+phantom and its shards are built once for both pytest-xdist workers.
 
 The CPU must be split before TensorFlow initialises its devices, so it happens in
 pytest_configure, before any test module is collected or builds a tensor.
 """
 
 import contextlib
+import fcntl
 import io
 import os
+import shutil
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,16 +56,35 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
+def _built_once(tmp_path_factory, name, build):
+    """`build(folder)` run once per test session, for every pytest-xdist worker: the
+    first worker to get here builds it under a lock, the others wait and reuse it
+    (read-only: tests that change data copy it first)."""
+    base = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        base = base.parent  # the session's folder, above each worker's own
+    folder, done = base / name, base / f"{name}.done"
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory):
     """A BraTS-layout phantom of PHANTOM_HGG + PHANTOM_LGG cases."""
     from data_prep import make_phantom
 
-    root = tmp_path_factory.mktemp("phantom")
-    make_phantom.build_phantom(
-        str(root), helpers.PHANTOM_HGG, helpers.PHANTOM_LGG, seed=0, workers=2, verbose=False
-    )
-    return root
+    def build(root):
+        make_phantom.build_phantom(
+            str(root), helpers.PHANTOM_HGG, helpers.PHANTOM_LGG, seed=0, workers=2, verbose=False
+        )
+
+    return _built_once(tmp_path_factory, "phantom", build)
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +92,10 @@ def tfrecord_dir(phantom_root, tmp_path_factory):
     """The phantom's TFRecord shards (64 px, 2 shards per split)."""
     from data_prep import build_tfrecords
 
-    out = tmp_path_factory.mktemp("records")
-    build_tfrecords.build(str(phantom_root), str(out), **helpers.BUILD_ARGS)
-    return out
+    def build(out):
+        build_tfrecords.build(str(phantom_root), str(out), **helpers.BUILD_ARGS)
+
+    return _built_once(tmp_path_factory, "records", build)
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,9 @@ import tensorflow as tf
 from dygan_tf import fit
 from dygan_tf.builders import build_dygan
 from dygan_tf.config import get_preset
-from tests.helpers import FIT_RUNS, REPO, run_in_process, t2_task_batch
+from tests.helpers import FIT_RUNS, PATCH_D, REPO, run_in_process, t2_task_batch
 
-TINY = get_preset("tiny")
+TINY = get_preset("tiny").override(discriminator="patch")  # helpers.PATCH_D
 SIZE = TINY.model.image_size
 LOSS_LINE = "d_loss:"
 EPOCHS = 3  # of the two-worker run: killed after epoch 1, then resumed
@@ -69,6 +69,7 @@ def _start_workers(ports, data, out, epochs, log_dir, tag):
                         "2",
                         "--strategy",
                         "multiworker",
+                        *PATCH_D,
                     ],
                     cwd=REPO,
                     env=env,

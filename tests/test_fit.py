@@ -21,7 +21,7 @@ import tensorflow as tf
 from dygan_tf import evaluate, fit, run_folder
 from dygan_tf.builders import build_dygan
 from dygan_tf.config import RunConfig
-from tests.helpers import FIT_RUNS, FIT_STEPS, REPO, run_cli, run_in_process
+from tests.helpers import FIT_RUNS, FIT_STEPS, PATCH_D, REPO, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -90,15 +90,16 @@ def test_pix2pix3_trains_one_static_model_per_target_with_the_same_total_steps(r
 
 
 def test_ema_run_saves_the_average_and_checkpoints_both(runs):
-    # ms_both trains with --ema 0.9: generator.keras holds the weights' moving average;
-    # checkpoints/last holds the raw weights and (in G's optimizer) the average.
-    config = _config(runs["ms_both"])
+    # patch_down trains with --ema 0.9 on two replicas: generator.keras holds the weights'
+    # moving average; checkpoints/last holds the raw weights and (in G's optimizer) the
+    # average.
+    config = _config(runs["patch_down"])
     assert config.train.ema == 0.9 and _config(runs["ms_up"]).train.ema == 0.0
     gan = build_dygan(config)
     checkpoint = tf.train.Checkpoint(generator=gan.generator, g_optimizer=gan.g_optimizer)
-    last = tf.train.latest_checkpoint(os.path.join(runs["ms_both"], "checkpoints", "last"))
+    last = tf.train.latest_checkpoint(os.path.join(runs["patch_down"], "checkpoints", "last"))
     checkpoint.restore(last).expect_partial()
-    saved = run_folder.load_generator(os.path.join(runs["ms_both"], "generator.keras"))
+    saved = run_folder.load_generator(os.path.join(runs["patch_down"], "generator.keras"))
     raw = [w.numpy() for w in gan.generator.trainable_weights]
     assert any(not np.allclose(r, s.numpy()) for r, s in zip(raw, saved.trainable_weights))
     with gan.averaged_generator() as generator:
@@ -207,6 +208,7 @@ def test_kill_9_mid_run_then_resume_keeps_every_epoch_once(tfrecord_dir, tmp_pat
         "3",
         "--steps-per-epoch",
         "2",
+        *PATCH_D,
     ]
     args = [sys.executable, "-m", "dygan_tf.fit", *flags]
     env = dict(os.environ, PYTHONPATH=REPO)

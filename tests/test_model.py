@@ -9,6 +9,7 @@ from dygan_tf.model import DyGAN
 from tests.helpers import t2_task_batch
 
 TINY = get_preset("tiny")
+TINY_PATCH = TINY.override(discriminator="patch")  # helpers.PATCH_D
 SIZE = TINY.model.image_size
 
 
@@ -65,8 +66,8 @@ def test_fit_moves_weights_with_finite_losses_and_keeps_their_average():
     # --ema 0.5: G's optimizer also keeps avg = w_1 after the first step, then
     # avg = 0.5 * avg + 0.5 * w_t (Keras's use_ema); that is what validation and saving see.
     keras.utils.set_random_seed(0)
-    gan = build_dygan(TINY.override(ema=0.5), steps_per_epoch=2)
-    assert gan.keeps_average and not build_dygan(TINY).keeps_average
+    gan = build_dygan(TINY_PATCH.override(ema=0.5), steps_per_epoch=2)
+    assert gan.keeps_average and not build_dygan(TINY_PATCH).keeps_average
     before_g = [w.numpy().copy() for w in gan.generator.trainable_weights]
     before_d = [w.numpy().copy() for w in gan.discriminator.trainable_weights]
     data = tf.data.Dataset.from_tensor_slices(t2_task_batch(2, SIZE)).batch(3)
@@ -106,7 +107,7 @@ def test_fit_moves_weights_with_finite_losses_and_keeps_their_average():
 
 def _train_copy(weights, strategy, data, steps, optimizer):
     with strategy.scope():
-        gan = build_dygan(TINY)
+        gan = build_dygan(TINY_PATCH)
         gan.set_weights(weights)
         gan.compile(g_optimizer=optimizer(), d_optimizer=optimizer())
     history = gan.fit(data, epochs=1, steps_per_epoch=steps, verbose=0).history
@@ -119,7 +120,7 @@ def test_two_replicas_equal_one_device_on_the_same_global_batch():
     # amplify float summation-order noise on near-zero gradients by lr/epsilon.)
     make = lambda: keras.optimizers.SGD(1e-3)  # noqa: E731
     keras.utils.set_random_seed(0)
-    weights = build_dygan(TINY).get_weights()
+    weights = build_dygan(TINY_PATCH).get_weights()
     # Global batch 6 = 2 slices x 3 tasks: one slice per replica.
     data = tf.data.Dataset.from_tensor_slices(t2_task_batch(6, SIZE, seed=1)).batch(6)
     one, one_history = _train_copy(

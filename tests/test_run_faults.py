@@ -32,7 +32,7 @@ from dygan_tf import fit, run_folder
 from dygan_tf.atomic import PARTIAL_PREFIX
 from dygan_tf.errors import UserError
 from dygan_tf.manifest import read_manifest
-from tests.helpers import one_error_line, run_limited
+from tests.helpers import PATCH_D, one_error_line, run_limited
 
 EPOCHS, STEPS = 3, 2
 
@@ -53,6 +53,7 @@ def _flags(data, out, epochs=EPOCHS):
     return ["--data", data, "--out", out, "--preset", "tiny", "--epochs", epochs] + [
         "--steps-per-epoch",
         STEPS,
+        *PATCH_D,
     ]
 
 
@@ -106,14 +107,17 @@ def _last(run):
 @pytest.fixture(scope="module")
 def faulted_run(tfrecord_dir, tmp_path_factory):
     """Two epochs trained, a third whose checkpoint cannot be written (a fresh
-    `python -m dygan_tf.fit` under a 1 MB file-size limit: the checkpoint is 4.7 MB),
-    then the same command without the limit. Returns what each step left."""
+    `python -m dygan_tf.fit` under a file-size limit of half the checkpoint's size; an
+    epoch's other files are far smaller), then the same command without the limit.
+    Returns what each step left."""
     run = tmp_path_factory.mktemp("faulted") / "run"
     first = run_command(fit.main, *_flags(tfrecord_dir, run, epochs=2))
     assert first.returncode == 0, first.stderr
     checkpoints = _digests(run / "checkpoints")
     history = (run / "history.csv").read_text().splitlines()
-    failed = run_limited("dygan_tf.fit", _flags(tfrecord_dir, run), 1_000_000)
+    limit = max(p.stat().st_size for p in (run / "checkpoints").rglob("*.data-*")) // 2
+    assert limit > 100_000  # above history.csv and the TensorBoard events of an epoch
+    failed = run_limited("dygan_tf.fit", _flags(tfrecord_dir, run), limit)
     after_failure = dict(
         checkpoints=_digests(run / "checkpoints"),
         latest=tf.train.latest_checkpoint(_last(run)),
@@ -177,8 +181,9 @@ def test_full_disk_while_saving_generator_keras_keeps_the_old_one(
     shutil.copytree(faulted_run["run"], run)
     model = run / "generator.keras"
     before = _digests(run)
-    # Every epoch is finished: the command only writes generator.keras (420 kB).
-    failed = run_command(fit.main, *_flags(tfrecord_dir, run), max_bytes=200_000)
+    # Every epoch is finished: the command only writes generator.keras.
+    limit = model.stat().st_size // 2
+    failed = run_command(fit.main, *_flags(tfrecord_dir, run), max_bytes=limit)
     line = one_error_line(failed)
     assert line == f"error: {model}: cannot write (File too large); the previous file is kept"
     assert _digests(run) == before and not _partials(run)

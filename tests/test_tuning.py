@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from dygan_tf import builders, run_folder, training
 from dygan_tf.config import get_preset
-from tests.helpers import run_cli, run_in_process
+from tests.helpers import PATCH_D, run_cli, run_in_process
 from tuning import report, search_lambda
 from tuning.hypermodel import LambdaHyperModel
 
@@ -38,6 +38,7 @@ def _argv(data, out):
         "1",
         "--steps-per-epoch",
         "2",
+        *PATCH_D,
     ]
 
 
