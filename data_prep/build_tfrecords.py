@@ -178,7 +178,10 @@ def build(
             bar.add(1)
         rate = bar.close()
     except BaseException as e:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Waits for the cases already being prepared (the rest are cancelled): a pool
+        # left running races Python's exit, which can then print "Exception ignored ...
+        # Bad file descriptor" after the one error line (CPython 3.11).
+        pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
         if _is_write_error(e, tf):
             raise _write_error(os.path.join(out, name or ""), e, out) from None
