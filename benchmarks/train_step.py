@@ -137,7 +137,7 @@ def time_train_step(config="paper", steps=5, warmup=2, mixed_precision=None, see
     return {
         "preset": config.preset,
         "mixed_precision": config.train.mixed_precision,
-        "jit_compile": config.train.jit_compile,
+        "jit_compile": bool(gan.jit_compile),  # what the built model compiles with
         "dyconv": config.model.dyconv,
         "discriminator": config.model.discriminator,
         "d_dyconv": config.model.d_dyconv,

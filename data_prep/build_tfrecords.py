@@ -294,8 +294,7 @@ def main(argv=None):
     if args.verify is not None:
         if args.brats_root or args.out:
             raise UserError("build_tfrecords: --verify DIR checks shards; drop --brats-root/--out")
-        import_tensorflow_quietly()
-        with for_flag("--verify"):
+        with for_flag("--verify"):  # pure Python: no TensorFlow start-up
             verify_or_raise(args.verify)
         print(f"{args.verify}: every shard matches its manifest")
         return

@@ -34,19 +34,24 @@ def main(argv=None):
         raise UserError(f"{PROG}: --model needs --data TFRECORD_DIR")
     if args.figure_cases < 1:
         raise UserError(f"--figure-cases: expected >= 1, found {args.figure_cases}")
+    from dygan_tf import run_folder
     from dygan_tf.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-    from dygan_tf import report, scoring
     from dygan_tf.manifest import read_manifest
 
+    # Pure Python: missing run folders and bad shards are refused before TensorFlow starts.
+    flags = (["--run"] if args.run else []) + ["--compare"] * len(args.compare)
+    for flag, run in zip(flags, runs):
+        with for_flag(flag):
+            run_folder.require_folder(run)
     if args.data:
         with for_flag("--data"):
             read_manifest(args.data)
+    import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
+    from dygan_tf import report, scoring
+
     if args.model:
         with for_flag("--model"):
             scoring.check_savedmodel(args.model)
-    flags = (["--run"] if args.run else []) + ["--compare"] * len(args.compare)
     report.evaluate_report(
         runs,
         args.out,

@@ -14,6 +14,7 @@
 Running the same command again after a kill resumes at the first unfinished epoch.
 """
 
+import contextlib
 import os
 
 from data_prep.cases import TRAIN_HGG, TRAIN_LGG
@@ -91,15 +92,13 @@ def resolve_config(args):
         return config_from_flags(args, "demo" if args.demo else "paper")
 
 
-def _writer_lock(run_dir, strategy, multiworker):
+def _writer_lock(run_dir, strategy=None):
     """One writer per run folder (`dygan_tf.lock`): a second fit on a folder that a live
-    process trains into is refused. Multi-worker runs share the folder by design and
-    only the chief writes it, so only the chief holds the lock."""
-    import contextlib
-
+    process trains into is refused. Multi-worker runs (`strategy` given) share the folder
+    by design and only the chief writes it, so only the chief holds the lock."""
     from dygan_tf import lock
 
-    if multiworker:
+    if strategy is not None:
         from dygan_tf.multiworker import is_chief
 
         if not is_chief(strategy):
@@ -110,27 +109,34 @@ def _writer_lock(run_dir, strategy, multiworker):
 
 def main(argv=None):
     from dygan_tf.cli import import_tensorflow_quietly
+    from dygan_tf.manifest import read_manifest
 
     args = parse_args(argv)
     config = resolve_config(args)  # pure Python: flag errors come before TensorFlow
-    import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-    from dygan_tf import fit_lib
-    from dygan_tf.distribute import make_strategy
-    from dygan_tf.manifest import read_manifest
-
     if args.data:
         with for_flag("--data"):
-            read_manifest(args.data)  # before any device start-up line reaches stderr
-    # Before any TensorFlow op: the multi-worker strategy and the CPU split both
-    # configure devices, which is only possible before they start.
-    with for_flag("--strategy"):
-        strategy = make_strategy(args.strategy, args.cpu_replicas)
-    if args.demo:
-        with _writer_lock(args.out or DEMO_RUN, strategy, multiworker=False):
-            fit_lib.run_demo(config, args.out or DEMO_RUN, args.cache, args.steps_per_epoch)
-        return
-    # The lock comes first: shards built from --brats-root go into the run folder.
-    with _writer_lock(args.out, strategy, args.strategy == "multiworker"):
+            read_manifest(args.data)  # a bad --data too
+    multiworker = args.strategy == "multiworker"
+    run_dir = args.out or DEMO_RUN
+    with contextlib.ExitStack() as held:
+        # The lock comes first (shards built from --brats-root go into the run folder);
+        # a folder in use is refused before TensorFlow starts. Multi-worker runs lock
+        # once the strategy knows which worker is the chief.
+        if not multiworker:
+            held.enter_context(_writer_lock(run_dir))
+        import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
+        from dygan_tf import fit_lib
+        from dygan_tf.distribute import make_strategy
+
+        # Before any TensorFlow op: the multi-worker strategy and the CPU split both
+        # configure devices, which is only possible before they start.
+        with for_flag("--strategy"):
+            strategy = make_strategy(args.strategy, args.cpu_replicas)
+        if args.demo:
+            fit_lib.run_demo(config, run_dir, args.cache, args.steps_per_epoch)
+            return
+        if multiworker:
+            held.enter_context(_writer_lock(run_dir, strategy))
         data_dir = args.data
         if args.brats_root:
             with for_flag("--brats-root"):
@@ -150,7 +156,7 @@ def main(argv=None):
             strategy,
             args.steps_per_epoch,
             baseline=args.baseline,
-            multiworker=args.strategy == "multiworker",
+            multiworker=multiworker,
         )
     print(f"done: {args.out}")
 

@@ -10,6 +10,8 @@ when its holder is on this host and its pid is gone, or it is on another host (w
 pids we cannot see) and has not been touched for STALE_AFTER_S seconds (default 10
 minutes; `DYGAN_LOCK_STALE_S` overrides it). An unreadable lock file (a holder killed
 between create and write) counts as stale once it is older than a few seconds.
+A folder the lock created is removed again at release if nothing was written into it
+(a command that failed early leaves no empty run folder behind).
 """
 
 import json
@@ -110,11 +112,13 @@ class RunFolderLock:
         self.command = command if command is not None else " ".join(sys.argv)[:200]
         self.heartbeat_s = heartbeat_s
         self.info = None
+        self._created = False
         self._stop = threading.Event()
         self._thread = None
 
     def acquire(self):
         """Takes the lock (taking over a stale one); FolderInUse if a live process has it."""
+        self._created = not os.path.isdir(self.folder)
         try:
             os.makedirs(self.folder, exist_ok=True)
         except OSError as e:
@@ -213,6 +217,11 @@ class RunFolderLock:
                 os.remove(self.path)
             except FileNotFoundError:
                 pass
+            if self._created:  # a command that failed before writing leaves no folder
+                try:
+                    os.rmdir(self.folder)
+                except OSError:  # not empty (or gone): the run's files stay
+                    pass
         self.info = None
 
     def __enter__(self):

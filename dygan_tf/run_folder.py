@@ -311,6 +311,13 @@ def load_generator(file):
     return generator
 
 
+def require_folder(run_dir):
+    """UserError unless `run_dir` is a folder (pure Python: commands check their run
+    folders before TensorFlow starts)."""
+    if not os.path.isdir(run_dir):
+        raise UserError(f"{run_dir}: not a folder; expected a training run folder")
+
+
 def load_run(run_dir):
     """(RunConfig, generator) of a finished training run folder.
 
@@ -327,8 +334,7 @@ def load_run(run_dir):
     >>> config, generator = load_run("runs/demo")  # doctest: +SKIP
     >>> fake = generator({"image": t2_slices, "task": codes})  # doctest: +SKIP
     """
-    if not os.path.isdir(run_dir):
-        raise UserError(f"{run_dir}: not a folder; expected a training run folder")
+    require_folder(run_dir)
     for name in (CONFIG, GENERATOR):
         if not os.path.isfile(path(run_dir, name)):
             raise UserError(

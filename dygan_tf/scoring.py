@@ -62,8 +62,7 @@ def method_name(config, pix2pix3=False):
 
 def load_run_predictor(run_dir):
     """(Predictor, config, data_dir) of a run folder (one model or pix2pix3)."""
-    if not os.path.isdir(run_dir):
-        raise UserError(f"{run_dir}: not a folder; expected a training run folder")
+    run_folder.require_folder(run_dir)
     baseline = run_folder.read_baseline(run_dir)
     if baseline is not None:
         config, member_dirs = baseline

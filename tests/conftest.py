@@ -15,7 +15,7 @@ import shutil
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# XLA's CPU compiles (the jit_compile tests and the GPU benchmark's smoke run) with less
+# XLA's CPU compiles (the GPU benchmark's smoke run: the suite's XLA train steps) with less
 # LLVM optimisation: the same HLO, compiled in about half the time; what runs differs
 # from the default build only in float rounding, and no test pins XLA's numbers.
 os.environ.setdefault(

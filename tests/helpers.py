@@ -34,13 +34,14 @@ BUILD_ARGS = dict(
 # Each configuration costs a tf.function trace of its train step, so one run carries
 # several checks (patch_down also trains mirrored on the two logical CPUs).
 FIT_RUNS = {
-    "ms_up": (["--discriminator", "multiscale", "--dyconv", "up"], 2),
     "patch_down": (
         ["--discriminator", "patch", "--dyconv", "down"]
         + ["--strategy", "mirrored", "--cpu-replicas", "2", "--ema", "0.9"],
         1,
     ),
-    "ms_both": (["--dyconv", "both"], 1),
+    # The multi-scale D; DyConv in both halves of G (the default `up` half alone is what
+    # the other fit tests train: kill -9, two workers, the fault and resume runs).
+    "ms_both": (["--discriminator", "multiscale", "--dyconv", "both"], 2),
     "mgan": (["--label-mode", "input", "--discriminator", "patch"], 1),
     "pix2pix3": (["--baseline", "pix2pix3"], 1),
 }
@@ -82,6 +83,34 @@ def run_cli(module, *args, timeout=300, cwd=REPO):
         text=True,
         timeout=timeout,
     )
+
+
+# Runs a command as `python -m` does, then prints on stdout whether TensorFlow was
+# imported by the time the process exits.
+_RUN_AND_REPORT_TENSORFLOW = """
+import atexit, runpy, sys
+atexit.register(lambda: print("\\ntensorflow imported:", "tensorflow" in sys.modules))
+module = sys.argv[1]
+sys.argv = [module, *sys.argv[2:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def run_cli_reporting_tensorflow(module, *args, timeout=300):
+    """`run_cli`, and whether the command imported TensorFlow: (CompletedProcess with
+    the report line taken off stdout, bool)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_REPORT_TENSORFLOW, module, *map(str, args)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    stdout, _, report = result.stdout.rstrip("\n").rpartition("\n")
+    assert report.startswith("tensorflow imported: "), result.stdout
+    result.stdout = stdout
+    return result, report == "tensorflow imported: True"
 
 
 def run_in_process(main, *args):

@@ -157,7 +157,8 @@ def test_flop_count_matches_hand_computation():
 def test_gpu_mode_runs_end_to_end_at_tiny_size_on_the_cpu(tmp_path, capsys):
     out = tmp_path / "gpu.json"
     # A generous budget: at tiny size on a busy CPU the three traced steps (one under
-    # XLA, whose CPU compile is slow) are what this checks, not the speed.
+    # XLA, whose CPU compile is slow) are what this checks, not the speed. This is the
+    # suite's XLA train-step test too: `jit_compile` is read from the built models.
     assert bench_run.main(["--gpu", "--tiny", "--budget-s", "3600", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert results["profile"] == "gpu-tiny" and "cpu_model" in results["machine"]

@@ -1,6 +1,7 @@
 """Distribution and precision: mirrored on 2 logical CPUs, two workers on localhost,
-resume after killing a worker, mixed precision, XLA. (Mirrored vs one device weight
-equality is in test_model.py.)"""
+resume after killing a worker, mixed precision. (Mirrored vs one device weight equality
+is in test_model.py; the XLA-compiled train steps of DyGAN and pix2pix, in float16, are
+run by test_benchmarks_run.py's GPU-mode test.)"""
 
 import csv
 import json
@@ -174,15 +175,6 @@ def test_mixed_precision_trains_with_float32_outputs(precision):
     assert all(np.isfinite(v).all() for v in history.values())
     out = gan({"image": t2_task_batch(1, SIZE)[0], "task": t2_task_batch(1, SIZE)[2]})
     assert out.dtype == tf.float32 and np.isfinite(out.numpy()).all()
-
-
-def test_jit_compile_train_step_runs():
-    keras.utils.set_random_seed(0)
-    gan = build_dygan(TINY.override(jit_compile=True, dyconv="up"))
-    assert gan.jit_compile
-    data = tf.data.Dataset.from_tensor_slices(t2_task_batch(1, SIZE)).batch(3)
-    history = gan.fit(data, epochs=1, verbose=0).history
-    assert all(np.isfinite(v).all() for v in history.values())
 
 
 def test_bad_distribution_flags_are_one_line(tfrecord_dir, tmp_path):

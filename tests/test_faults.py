@@ -14,7 +14,14 @@ import pytest
 from dygan_tf import shard_check
 from dygan_tf.errors import UserError
 from dygan_tf.manifest import read_manifest
-from tests.helpers import BUILD_ARGS, case_folder, one_error_line, run_cli, run_limited
+from tests.helpers import (
+    BUILD_ARGS,
+    case_folder,
+    one_error_line,
+    run_cli,
+    run_cli_reporting_tensorflow,
+    run_limited,
+)
 
 
 def _digests(folder):
@@ -69,8 +76,10 @@ def test_corrupted_shard_is_named_before_reading(tfrecord_dir, tmp_path, how):
 
 
 def test_verify_names_each_bad_shard(tfrecord_dir, tmp_path):
-    ok = run_cli("data_prep.build_tfrecords", "--verify", tfrecord_dir, timeout=120)
-    assert ok.returncode == 0, ok.stderr
+    ok, imported = run_cli_reporting_tensorflow(
+        "data_prep.build_tfrecords", "--verify", tfrecord_dir, timeout=120
+    )
+    assert ok.returncode == 0 and not imported, ok.stderr  # verify needs no TensorFlow
     assert ok.stdout.count(": ok (") == 4 and "every shard matches" in ok.stdout
 
     copy, flipped = _corrupt_copy(tfrecord_dir, tmp_path, "flip")
@@ -91,6 +100,49 @@ def test_record_count_is_checked_too(tfrecord_dir, tmp_path):
     entry = dict(manifest["splits"]["train"]["shards"][0], records=999)
     problem = shard_check.shard_problem(copy, entry, manifest["compression"])
     assert problem and "records; the manifest lists 999" in problem
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_records_counted_by_their_framing_as_tensorflow_reads_them(tmp_path, compression):
+    # `--verify` counts records without TensorFlow; the count must be TensorFlow's, and
+    # a file whose framing is broken must be named, not counted.
+    import tensorflow as tf
+
+    path = str(tmp_path / "shard.tfrecord")
+    options = tf.io.TFRecordOptions("GZIP" if compression == "gzip" else "")
+    sizes = (0, 1, 300, (1 << 20) + 7, 5)  # one record longer than a read block
+    with tf.io.TFRecordWriter(path, options) as writer:
+        for i, size in enumerate(sizes):
+            writer.write(bytes([i]) * size)
+    kind = "GZIP" if compression == "gzip" else ""
+    assert shard_check.count_records(path, compression) == len(sizes)
+    assert int(tf.data.TFRecordDataset(path, kind).reduce(0, lambda n, _: n + 1)) == len(sizes)
+
+    plain = path if compression == "none" else str(tmp_path / "plain.tfrecord")
+    if compression == "gzip":
+        with tf.io.TFRecordWriter(plain) as writer:
+            for i, size in enumerate(sizes):
+                writer.write(bytes([i]) * size)
+    data = bytearray(open(plain, "rb").read())
+    second = 12 + 0 + 4  # record 1 is empty: its header and data checksum
+    data[second] ^= 0x01  # a bit of record 2's length
+    bad = tmp_path / "bad_length.tfrecord"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="the length of record 2 fails its checksum"):
+        shard_check.count_records(str(bad), "none")
+    cut = tmp_path / "cut.tfrecord"
+    cut.write_bytes(open(plain, "rb").read()[: 12 + 4 + 12 + 4 + 12 + 100])
+    with pytest.raises(ValueError, match="the file ends inside record 3"):
+        shard_check.count_records(str(cut), "none")
+    entry = {"file": cut.name, "records": len(sizes)}
+    assert shard_check.shard_problem(tmp_path, entry, "none") == (
+        "unreadable records (the file ends inside record 3)"
+    )
+    if compression == "gzip":
+        truncated = tmp_path / "truncated.tfrecord.gz"
+        truncated.write_bytes(open(path, "rb").read()[:-20])
+        problem = shard_check.shard_problem(tmp_path, {"file": truncated.name}, "gzip")
+        assert problem.startswith("unreadable records ("), problem
 
 
 def test_evaluate_on_a_corrupted_shard_is_one_line(run_dir, tfrecord_dir, tmp_path):

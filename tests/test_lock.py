@@ -14,7 +14,7 @@ import time
 import pytest
 
 from dygan_tf import lock
-from tests.helpers import REPO, one_error_line, run_cli
+from tests.helpers import REPO, one_error_line, run_cli, run_cli_reporting_tensorflow
 
 
 def _start_holder(folder):
@@ -118,6 +118,21 @@ def test_unreadable_lock_taken_over_after_grace(tmp_path, capsys):
     assert "unreadable lock file" in capsys.readouterr().err
 
 
+def test_a_folder_the_lock_created_goes_again_if_nothing_was_written(tmp_path):
+    created = tmp_path / "new"
+    with lock.hold(created):
+        assert created.is_dir()
+    assert not created.exists()  # a command that failed early leaves no empty run folder
+    with lock.hold(created):
+        (created / "history.csv").write_text("epoch\n")
+    assert sorted(os.listdir(created)) == ["history.csv"]  # written files stay
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with lock.hold(existing):
+        pass
+    assert existing.is_dir() and not os.listdir(existing)  # not ours to remove
+
+
 @pytest.mark.parametrize(
     "module, extra",
     [
@@ -130,10 +145,12 @@ def test_fit_and_lambda_search_refuse_a_live_folder(tfrecord_dir, tmp_path, modu
     holder = _start_holder(folder)
     try:
         before = sorted(os.listdir(folder))
-        line = one_error_line(
-            run_cli(module, "--data", tfrecord_dir, "--out", folder, *extra, timeout=300)
+        result, imported = run_cli_reporting_tensorflow(
+            module, "--data", tfrecord_dir, "--out", folder, *extra
         )
+        line = one_error_line(result)
         assert str(folder) in line and f"pid {holder.pid}" in line, line
+        assert not imported  # refused before TensorFlow starts
         assert sorted(os.listdir(folder)) == before  # nothing written next to the holder
     finally:
         holder.send_signal(signal.SIGKILL)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, one_error_line, run_cli_reporting_tensorflow
 
 PACKAGES = ("dygan_tf", "data_prep", "tuning", "benchmarks")
 
@@ -160,3 +160,26 @@ def test_import_dygan_tf_registers_its_keras_objects(run_dir, tmp_path, imports)
         timeout=300,
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "module, args, expected",
+    [
+        ("dygan_tf.fit", ["--data", "{missing}", "--out", "{out}"], "--data"),
+        ("dygan_tf.evaluate", ["--run", "{missing}", "--out", "{out}"], "--run"),
+        (
+            "dygan_tf.evaluate",
+            ["--run", "{records}", "--compare", "{missing}", "--out", "{out}"],
+            "--compare",
+        ),
+        ("tuning.search_lambda", ["--data", "{missing}", "--out", "{out}"], "--data"),
+        ("data_prep.build_tfrecords", ["--verify", "{missing}"], "--verify"),
+    ],
+)
+def test_path_errors_come_before_tensorflow_starts(tfrecord_dir, tmp_path, module, args, expected):
+    """A missing folder is reported in a fraction of a second: the command stops before
+    its TensorFlow start-up (several seconds), and writes nothing."""
+    values = dict(missing=tmp_path / "missing", out=tmp_path / "out", records=tfrecord_dir)
+    result, imported = run_cli_reporting_tensorflow(module, *[a.format(**values) for a in args])
+    assert one_error_line(result).startswith(f"error: {expected} ")
+    assert not imported and not (tmp_path / "out").exists()

@@ -213,21 +213,20 @@ def search(
 
 def main(argv=None):
     args = parse_args(argv)
+    from dygan_tf import lock
     from dygan_tf.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
     from dygan_tf.fit_lib import check_image_size
     from dygan_tf.manifest import read_manifest
 
     config = args.config
+    # Pure Python: bad shards and a folder in use are refused before TensorFlow starts.
     with for_flag("--data"):
         read_manifest(args.data)
         check_image_size(args.data, config)
-    from dygan_tf import lock
-
     with for_flag("--out"):
         held = lock.hold(args.out).acquire()  # one search (or fit) per folder at a time
     with held:  # errors below name their paths (the search folder, the shards)
+        import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
         results = search(
             config,
             args.data,
