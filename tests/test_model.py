@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dygan_tf import builders
 from dygan_tf.builders import build_dygan, build_networks
 from dygan_tf.config import get_preset
 from dygan_tf.model import DyGAN
@@ -158,3 +159,54 @@ def test_one_stacked_discriminator_call_equals_two_calls(monkeypatch):
         assert stacked_losses[name] == pytest.approx(value, rel=1e-5), name
     for got, want in zip(stacked_grads, grads):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _adam_run(optimizer_class, initial, gradients, strategy):
+    """Variables, slots and graph size after `gradients` steps of `optimizer_class` (SPEC's
+    schedule, beta_1 0.5, a weight average) in a compiled step under `strategy`."""
+    with strategy.scope():
+        variables = [keras.Variable(x) for x in initial]
+        schedule = keras.optimizers.schedules.ExponentialDecay(2e-4, 2, 0.98, staircase=True)
+        optimizer = optimizer_class(
+            learning_rate=schedule, beta_1=0.5, use_ema=True, ema_momentum=0.9
+        )
+        optimizer.build(variables)
+
+    @tf.function
+    def step(grads):
+        def replica_step():  # the loss sum(w * g) has gradient g (summed over replicas)
+            with tf.GradientTape() as tape:
+                loss = sum(tf.reduce_sum(v.value * g) for v, g in zip(variables, grads))
+            optimizer.apply(tape.gradient(loss, [v.value for v in variables]), variables)
+
+        strategy.run(replica_step)
+
+    for grads in gradients:
+        step([tf.constant(g) for g in grads])
+    graph = step.get_concrete_function([tf.constant(g) for g in gradients[0]]).graph
+    values = [v.numpy() for v in variables] + [v.numpy() for v in optimizer.variables]
+    return values, len(graph.get_operations())
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_adam_updates_bit_for_bit_as_keras_adam_in_a_smaller_graph(replicas):
+    # builders.Adam builds the step's rate and constants once per step instead of once
+    # per variable: the same operations on the same values, so the same bits.
+    rng = np.random.RandomState(0)
+    shapes = [(3, 3, 2, 4), (4,), (5, 7), (1,)]
+    # Weights start at 0, so they hold the updates' own bits (a weight of magnitude 1
+    # would round away a last-bit difference in an update of 1e-4).
+    initial = [np.zeros(s, "float32") for s in shapes]
+    gradients = [[rng.normal(size=s).astype("float32") for s in shapes] for _ in range(5)]
+    if replicas == 1:
+        strategy = tf.distribute.get_strategy()
+    else:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    theirs, their_ops = _adam_run(keras.optimizers.Adam, initial, gradients, strategy)
+    ours, our_ops = _adam_run(builders.Adam, initial, gradients, strategy)
+    assert len(ours) == len(theirs) == 4 + 3 * 4 + 1  # weights; m, v, average; iterations
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+    assert our_ops < their_ops
+    with pytest.raises(ValueError, match="amsgrad"):
+        builders.Adam(amsgrad=True)
