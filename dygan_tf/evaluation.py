@@ -68,13 +68,18 @@ class Accumulator:
         return max((len(v) for per in self.rows.values() for v in per.values()), default=0)
 
 
+def _strings(tensor):
+    return [t.decode() if isinstance(t, bytes) else str(t) for t in tensor.numpy()]
+
+
 def target_names(meta):
-    return [t.decode() if isinstance(t, bytes) else str(t) for t in meta["target"].numpy()]
+    """Each row's target modality ("flair", ...)."""
+    return _strings(meta["target"])
 
 
 def row_names(meta):
     """Each row's `conditions.row_key` ("t2->flair", "t1+t2->flair")."""
-    return [t.decode() if isinstance(t, bytes) else str(t) for t in meta["row"].numpy()]
+    return _strings(meta["row"])
 
 
 _PREDICT = weakref.WeakKeyDictionary()  # one traced inference function per generator

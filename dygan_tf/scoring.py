@@ -168,7 +168,7 @@ def score_rows(predictors, data_dir, split, table, figure_cases=4):
 def _score_rows(predictors, data_dir, split, table, figure_cases):
     from dygan_tf.data import make_dataset
 
-    single_keys = {k for r in table for k in _single_keys_of(r)}
+    single_keys = {s.key for r in table for s in _single_rows_of(r)}
     lut = fit_luts(data_dir, sorted({r.target for r in table}, key=MODALITIES.index))
     acc = {p.name: evaluation.Accumulator(()) for p in predictors}
     acc.update({b: evaluation.Accumulator(()) for b in BASELINES})
@@ -222,22 +222,23 @@ def _targets(keys, index):
     return [keys[i].split("->")[1] for i in index]
 
 
-def _single_keys_of(row):
-    return [conditions.row_key((a,), row.target) for a in row.available]
+def _single_rows_of(row):
+    """The single-source rows of `row`'s available set, for the same target."""
+    return [
+        conditions.Row(conditions.row_key((a,), row.target), (a,), row.target)
+        for a in row.available
+    ]
 
 
 def _with_singles(table):
     """`table` plus the single-source rows of its available sets (the baselines'),
     appended once each."""
+    extra = {}
+    for row in table:
+        for single in _single_rows_of(row):
+            extra.setdefault(single.key, single)
     keys = {r.key for r in table}
-    extra = []
-    for r in table:
-        for a in r.available:
-            key = conditions.row_key((a,), r.target)
-            if key not in keys:
-                keys.add(key)
-                extra.append(conditions.Row(key, (a,), r.target))
-    return list(table) + extra
+    return list(table) + [r for key, r in extra.items() if key not in keys]
 
 
 def best_single_source(scores, keys):
