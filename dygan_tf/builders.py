@@ -68,17 +68,16 @@ class Adam(keras.optimizers.Adam):
             raise ValueError("dygan_tf.builders.Adam does not support amsgrad=True.")
         self._step_scalars = None
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+    def apply(self, grads, trainable_variables=None):
         self._step_scalars = {}  # dtype -> (alpha, 1 - beta_1, 1 - beta_2, epsilon)
         try:
-            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            return super().apply(grads, trainable_variables)
         finally:
             self._step_scalars = None  # tensors of this step (graph) only
 
     def _scalars(self, learning_rate, dtype):
-        if self._step_scalars is None:  # called outside `apply`: nothing to share
-            self._step_scalars = {}
-        if dtype not in self._step_scalars:
+        cache = self._step_scalars if self._step_scalars is not None else {}  # outside apply
+        if dtype not in cache:
             ops = keras.ops
             lr = ops.cast(learning_rate, dtype)
             local_step = ops.cast(self.iterations + 1, dtype)
@@ -86,8 +85,8 @@ class Adam(keras.optimizers.Adam):
             beta_2_power = ops.power(ops.cast(self.beta_2, dtype), local_step)
             alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
             constants = (1 - self.beta_1, 1 - self.beta_2, self.epsilon)
-            self._step_scalars[dtype] = (alpha, *(ops.cast(c, dtype) for c in constants))
-        return self._step_scalars[dtype]
+            cache[dtype] = (alpha, *(ops.cast(c, dtype) for c in constants))
+        return cache[dtype]
 
     def update_step(self, gradient, variable, learning_rate):
         ops = keras.ops
