@@ -36,22 +36,24 @@ def main(argv=None):
         raise UserError(f"--figure-cases: expected >= 1, found {args.figure_cases}")
     from dygan_tf import run_folder
     from dygan_tf.cli import import_tensorflow_quietly
+    from dygan_tf.inference import check_savedmodel
     from dygan_tf.manifest import read_manifest
 
-    # Pure Python: missing run folders and bad shards are refused before TensorFlow starts.
+    # Pure Python: missing run folders, a folder without a SavedModel and bad shards are
+    # refused before TensorFlow starts.
     flags = (["--run"] if args.run else []) + ["--compare"] * len(args.compare)
     for flag, run in zip(flags, runs):
         with for_flag(flag):
             run_folder.require_folder(run)
+    if args.model:
+        with for_flag("--model"):
+            check_savedmodel(args.model)
     if args.data:
         with for_flag("--data"):
             read_manifest(args.data)
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-    from dygan_tf import report, scoring
+    from dygan_tf import report
 
-    if args.model:
-        with for_flag("--model"):
-            scoring.check_savedmodel(args.model)
     report.evaluate_report(
         runs,
         args.out,

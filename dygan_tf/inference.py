@@ -53,6 +53,13 @@ class Synthesizer:
         return np.asarray(out, dtype=np.float32)
 
 
+def check_savedmodel(path):
+    """UserError unless `path` holds an exported SavedModel (pure Python: `evaluate
+    --model` checks it before TensorFlow starts)."""
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise UserError(f"{path}: no saved_model.pb; expected an exported SavedModel")
+
+
 def _savedmodel_dir(path):
     """`path` itself, or the highest integer version inside a TF Serving base path."""
     if os.path.isfile(os.path.join(path, "saved_model.pb")):

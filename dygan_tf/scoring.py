@@ -20,7 +20,6 @@ from typing import NamedTuple
 import numpy as np
 
 from dygan_tf import conditions, evaluation, run_folder
-from dygan_tf.errors import UserError
 from dygan_tf.tasks import MODALITIES, task_code
 
 BASELINES = ("copy_source", "intensity_lut")
@@ -93,14 +92,9 @@ def load_run_predictor(run_dir):
     )
 
 
-def check_savedmodel(path):
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise UserError(f"{path}: no saved_model.pb; expected an exported SavedModel")
-
-
 def load_savedmodel_predictor(path):
     """(Predictor, config or None) of an exported SavedModel (either signature)."""
-    from dygan_tf.inference import load_synthesizer
+    from dygan_tf.inference import check_savedmodel, load_synthesizer
 
     check_savedmodel(path)
     synthesizer = load_synthesizer(path)

@@ -172,6 +172,11 @@ def test_import_dygan_tf_registers_its_keras_objects(run_dir, tmp_path, imports)
             ["--run", "{records}", "--compare", "{missing}", "--out", "{out}"],
             "--compare",
         ),
+        (
+            "dygan_tf.evaluate",
+            ["--model", "{missing}", "--data", "{records}", "--out", "{out}"],
+            "--model",
+        ),
         ("tuning.search_lambda", ["--data", "{missing}", "--out", "{out}"], "--data"),
         ("data_prep.build_tfrecords", ["--verify", "{missing}"], "--verify"),
     ],
