@@ -122,11 +122,11 @@ def breakdown(size, channels, batch, repeats=5, seed=0, kernel_size=3):
         "mixing": (lambda a, e: tf.einsum("bk,khwcf->hwcbf", a, e), (alpha, experts)),
         "grouped_forward": (lambda x, w: gc._conv(x, w, 1, "SAME", geometry), (x, kernels)),
         "grouped_input_grad": (
-            lambda dy, w: gc._input_grad(dy, w, batch, 1, geometry, (size, size)),
+            lambda dy, w: gc._input_grad(dy, w, 1, geometry, (size, size)),
             (dy, kernels),
         ),
         "grouped_kernel_grad": (
-            lambda x, dy: gc._kernel_grad(x, dy, batch, 1, geometry, (k, k, channels, channels)),
+            lambda x, dy: gc._kernel_grad(x, dy, 1, geometry, (k, k, channels, channels)),
             (x, dy),
         ),
         "patches_forward": (lambda x, w: gc._patches_conv(x, w, 1, geometry), (x, kernels)),

@@ -66,7 +66,6 @@ def _patches_conv(x, kernels, stride, geometry):
     (out_h, top, padded_h), (out_w, left, padded_w) = geometry
     kh, kw, channels, _, filters = kernels.shape
     height, width = x.shape[1], x.shape[2]
-    batch = tf.shape(x)[0]
     x = tf.pad(x, [[0, 0], [top, padded_h - height - top], [left, padded_w - width - left], [0, 0]])
     span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
     taps = [
@@ -74,11 +73,9 @@ def _patches_conv(x, kernels, stride, geometry):
         for i in range(kh)
         for j in range(kw)
     ]
-    patches = tf.reshape(tf.concat(taps, axis=-1), [batch, out_h * out_w, kh * kw * channels])
-    matrices = tf.reshape(
-        tf.transpose(kernels, [3, 0, 1, 2, 4]), [batch, kh * kw * channels, filters]
-    )
-    return tf.reshape(tf.matmul(patches, matrices), [batch, out_h, out_w, filters])
+    patches = tf.reshape(tf.concat(taps, axis=-1), [-1, out_h * out_w, kh * kw * channels])
+    matrices = tf.reshape(tf.transpose(kernels, [3, 0, 1, 2, 4]), [-1, kh * kw * channels, filters])
+    return tf.reshape(tf.matmul(patches, matrices), [-1, out_h, out_w, filters])
 
 
 def _geometry(size, k, stride, padding):
@@ -90,33 +87,28 @@ def _geometry(size, k, stride, padding):
     return out, total // 2, size + total
 
 
-def _fold(x):
-    """[B, H, W, C] -> [1, H, W, B*C] (example-major channels)."""
-    shape = tf.shape(x)
+def _fold(x, height, width):
+    """[B, H, W, C] -> [1, H, W, B*C] (example-major channels). The sizes are given as
+    Python ints (a gradient's static shape may be unknown), so only B stays dynamic."""
     folded = tf.transpose(x, [1, 2, 0, 3])
-    return tf.reshape(folded, [1, shape[1], shape[2], shape[0] * shape[3]])
+    return tf.reshape(folded, [1, height, width, -1])
 
 
-def _unfold(y, batch):
+def _unfold(y, height, width, filters):
     """[1, H, W, B*F] -> [B, H, W, F]."""
-    shape = tf.shape(y)
-    y = tf.reshape(y, [shape[1], shape[2], batch, shape[3] // batch])
+    y = tf.reshape(y, [height, width, -1, filters])
     return tf.transpose(y, [2, 0, 1, 3])
 
 
 def _fit(x, axis_lengths):
-    """Crops or zero-pads axes 1 and 2 of x to the given lengths (padding at the end)."""
+    """Crops or zero-pads axes 1 and 2 of x (static) to the given lengths (padding at
+    the end)."""
     x = x[:, : axis_lengths[0], : axis_lengths[1], :]
-    pads = [
-        [0, 0],
-        [0, axis_lengths[0] - tf.shape(x)[1]],
-        [0, axis_lengths[1] - tf.shape(x)[2]],
-        [0, 0],
-    ]
+    pads = [[0, 0], [0, axis_lengths[0] - x.shape[1]], [0, axis_lengths[1] - x.shape[2]], [0, 0]]
     return tf.pad(x, pads)
 
 
-def _input_grad(dy, kernels, batch, s, geometry, size):
+def _input_grad(dy, kernels, s, geometry, size):
     """dx by sub-pixel phases: padded-input pixel s*m + a only meets kernel taps s*q + a.
 
     Each phase a is a full correlation of dy with the flipped sub-kernel W[s*q + a]; all
@@ -128,15 +120,17 @@ def _input_grad(dy, kernels, batch, s, geometry, size):
     kh, kw, channels, _, filters = kernels.shape
     qh, qw = -(-kh // s), -(-kw // s)
     sub = tf.pad(kernels, [[0, s * qh - kh], [0, s * qw - kw], [0, 0], [0, 0], [0, 0]])
-    sub = tf.reshape(sub, [qh, s, qw, s, channels, batch, filters])
+    sub = tf.reshape(sub, [qh, s, qw, s, channels, -1, filters])
     sub = tf.reverse(sub, axis=[0, 2])
     sub = tf.transpose(sub, [0, 2, 6, 5, 1, 3, 4])  # [qh, qw, F, B, s, s, C]
-    sub = tf.reshape(sub, [qh, qw, filters, batch * s * s * channels])
+    sub = tf.reshape(sub, [qh, qw, filters, -1])
     # Phase row m covers padded-input rows s*m .. s*m + s - 1; keep those meeting the input.
     (out_h, top, _), (out_w, left, _) = geometry
     rows = (top // s, (top + size[0] - 1) // s + 1)
     cols = (left // s, (left + size[1] - 1) // s + 1)
-    dy = _fold(dy)[:, : rows[1], : cols[1], :]  # dy rows past the last phase row meet nothing
+    dy = _fold(dy, out_h, out_w)[
+        :, : rows[1], : cols[1], :
+    ]  # dy rows past the last phase row meet nothing
     dy_padded = tf.pad(
         dy,
         [
@@ -148,14 +142,14 @@ def _input_grad(dy, kernels, batch, s, geometry, size):
     )
     phases = tf.nn.conv2d(dy_padded, sub, strides=1, padding="VALID")  # [1, m_h, m_w, B*s*s*C]
     m_h, m_w = rows[1] - rows[0], cols[1] - cols[0]
-    phases = tf.reshape(phases, [m_h, m_w, batch, s, s, channels])
+    phases = tf.reshape(phases, [m_h, m_w, -1, s, s, channels])
     dx = tf.transpose(phases, [2, 0, 3, 1, 4, 5])
-    dx = tf.reshape(dx, [batch, m_h * s, m_w * s, channels])
+    dx = tf.reshape(dx, [-1, m_h * s, m_w * s, channels])
     top, left = top - s * rows[0], left - s * cols[0]
     return dx[:, top : top + size[0], left : left + size[1], :]
 
 
-def _kernel_grad(x, dy, batch, s, geometry, kernel_shape):
+def _kernel_grad(x, dy, s, geometry, kernel_shape):
     """dW[s*q + a] = sum_o x_a[o + q] dy[o], with x_a the phase-a subsampled input.
 
     Input channels become the batch and examples the groups, dy acts as the kernel; the
@@ -167,14 +161,14 @@ def _kernel_grad(x, dy, batch, s, geometry, kernel_shape):
     lh, lw = out_h + qh - 1, out_w + qw - 1
     x_padded = tf.pad(x, [[0, 0], [top, 0], [left, 0], [0, 0]])
     x_padded = _fit(x_padded, (s * lh, s * lw))
-    x_padded = tf.reshape(x_padded, [batch, lh, s, lw, s, channels])
+    x_padded = tf.reshape(x_padded, [-1, lh, s, lw, s, channels])
     x_phases = tf.transpose(x_padded, [2, 4, 5, 1, 3, 0])  # [s, s, C, lh, lw, B]
-    x_phases = tf.reshape(x_phases, [s * s * channels, lh, lw, batch])
-    dy_kernel = tf.reshape(_fold(dy), [out_h, out_w, 1, batch * filters])
+    x_phases = tf.reshape(x_phases, [s * s * channels, lh, lw, -1])
+    dy_kernel = tf.reshape(_fold(dy, out_h, out_w), [out_h, out_w, 1, -1])
     dk = tf.nn.conv2d(x_phases, dy_kernel, strides=1, padding="VALID")  # [s*s*C, qh, qw, B*F]
-    dk = tf.reshape(dk, [s, s, channels, qh, qw, batch, filters])
+    dk = tf.reshape(dk, [s, s, channels, qh, qw, -1, filters])
     dk = tf.transpose(dk, [3, 0, 4, 1, 2, 5, 6])  # [qh, s, qw, s, C, B, F]
-    dk = tf.reshape(dk, [qh * s, qw * s, channels, batch, filters])
+    dk = tf.reshape(dk, [qh * s, qw * s, channels, -1, filters])
     return dk[:kh, :kw]
 
 
@@ -189,16 +183,15 @@ def _conv(x, kernels, stride, padding, geometry):
 
     @tf.custom_gradient
     def conv(x, kernels):
-        batch = tf.shape(x)[0]
-        grouped = tf.reshape(kernels, [kh, kw, channels, batch * filters])
-        y = tf.nn.conv2d(_fold(x), grouped, strides=stride, padding=padding)
-        y = _unfold(y, batch)
+        grouped = tf.reshape(kernels, [kh, kw, channels, -1])
+        y = tf.nn.conv2d(_fold(x, height, width), grouped, strides=stride, padding=padding)
+        y = _unfold(y, out_h, out_w, filters)
 
         def grad(dy):
             with tf.name_scope(f"{scope}/input_grad/" if scope else "input_grad"):
-                dx = _input_grad(dy, kernels, batch, stride, geometry, (height, width))
+                dx = _input_grad(dy, kernels, stride, geometry, (height, width))
             with tf.name_scope(f"{scope}/kernel_grad/" if scope else "kernel_grad"):
-                dk = _kernel_grad(x, dy, batch, stride, geometry, (kh, kw, channels, filters))
+                dk = _kernel_grad(x, dy, stride, geometry, (kh, kw, channels, filters))
             return dx, dk
 
         return y, grad
