@@ -12,7 +12,7 @@ discriminator (D) into
     dyconv_input_grad   its gradient with respect to the layer's input
     dyconv_kernel_grad  its gradient with respect to the per-example kernels
     kernel_mixing       routing, mixing K experts into per-example kernels, bias; both ways
-    instance_norm       GroupNormalization(groups=-1), both ways
+    instance_norm       InstanceNormalization (GroupNormalization(groups=-1)), both ways
     static_conv         keras Conv2D, both ways
     other               activations, pooling, resizing, concatenation, casts
 

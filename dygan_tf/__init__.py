@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 
 def _register_keras_objects():
-    from dygan_tf import layers, model  # noqa: F401 (their decorators register them)
+    from dygan_tf import instance_norm, layers, model  # noqa: F401 (their decorators register them)
 
 
 class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):

