@@ -178,14 +178,21 @@ class DyGAN(keras.Model):
     def train_step(self, data):
         image, target, task = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+        g_vars = self.generator.trainable_variables
+        d_vars = self.discriminator.trainable_variables
+        # Each tape watches its own network's weights only, so it records just the ops
+        # on a path from them: the D tape skips G's forward pass (and never builds a
+        # second backward pass through G), the G tape skips D's pass on real images.
+        g_tape = tf.GradientTape(watch_accessed_variables=False)
+        d_tape = tf.GradientTape(watch_accessed_variables=False)
+        with g_tape, d_tape:
+            g_tape.watch([v.value for v in g_vars])  # the backend (tf) variables
+            d_tape.watch([v.value for v in d_vars])
             losses = self.compute_losses(image, target, task, training=True)
             # Replica gradients are summed: scale each replica's mean by 1/replicas so
             # the sum is the gradient of the mean over the global batch.
             g_objective = _scale(self.g_optimizer, losses["g_loss"] / replicas)
             d_objective = _scale(self.d_optimizer, losses["d_loss"] / replicas)
-        g_vars = self.generator.trainable_variables
-        d_vars = self.discriminator.trainable_variables
         g_grads = g_tape.gradient(g_objective, g_vars)
         d_grads = d_tape.gradient(d_objective, d_vars)
         self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
