@@ -128,9 +128,8 @@ def _input_grad(dy, kernels, s, geometry, size):
     (out_h, top, _), (out_w, left, _) = geometry
     rows = (top // s, (top + size[0] - 1) // s + 1)
     cols = (left // s, (left + size[1] - 1) // s + 1)
-    dy = _fold(dy, out_h, out_w)[
-        :, : rows[1], : cols[1], :
-    ]  # dy rows past the last phase row meet nothing
+    # dy rows past the last phase row meet nothing.
+    dy = _fold(dy, out_h, out_w)[:, : rows[1], : cols[1], :]
     dy_padded = tf.pad(
         dy,
         [
