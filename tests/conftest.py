@@ -15,6 +15,10 @@ import shutil
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One thread for TensorFlow's intra-op pool, in the two pytest-xdist workers and in the
+# commands the tests start: two workers on two cores already keep both busy, and two
+# pools of two threads each only contend (their idle threads spin before they sleep).
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 # XLA's CPU compiles (the GPU benchmark's smoke run: the suite's XLA train steps) with less
 # LLVM optimisation and XLA's loop emitters for fusions instead of its newer fusion
 # emitters: the same HLO, compiled in half the default time (a tiny DyGAN train step, CPU

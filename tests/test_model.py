@@ -244,7 +244,11 @@ def test_tapes_watching_one_network_each_step_bit_for_bit_as_full_tapes():
         history = gan.fit(data, epochs=2, verbose=0).history
         runs.append(([w for net in (generator, discriminator) for w in net.get_weights()], history))
     (ours, our_history), (theirs, their_history) = runs
-    assert our_history == their_history
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a, b)
+    # The epochs' mean losses are not bit-stable even between two runs of the same model
+    # in one process (the first epoch's g_loss moved by 1 ulp in some runs, with equal
+    # weights throughout): compared to float32 rounding.
+    for name, values in our_history.items():
+        np.testing.assert_allclose(values, their_history[name], rtol=1e-6, err_msg=name)
     assert max(np.abs(a - b).max() for a, b in zip(ours, initial)) > 1e-4
