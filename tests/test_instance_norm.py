@@ -21,15 +21,17 @@ def _pair(dtype):
     return ours, theirs
 
 
-def _outputs_and_grads(layer, x, dy, jit_compile=False):
-    @tf.function(jit_compile=jit_compile)
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
-        return [y] + tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+def _forward_and_grads(layer, x, dy):
+    """[y, dx, dgamma, dbeta] of the loss sum(y * dy)."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
+    return [y] + tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
 
+
+def _outputs_and_grads(layer, x, dy, jit_compile=False):
+    run = tf.function(lambda x: _forward_and_grads(layer, x, dy), jit_compile=jit_compile)
     return [v.numpy().astype("float64") for v in run(x)]
 
 
@@ -53,7 +55,9 @@ def test_same_outputs_as_keras_and_the_same_gradients(dtype, jit_compile):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * scale, err_msg=name)
     # The normalised output has zero mean and unit variance per example and channel.
     y = (got[0] - ours.beta.numpy()) / ours.gamma.numpy()
-    np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=1e-2 if "mixed" in dtype else 1e-5)
+    tolerance = 2e-2 if "mixed" in dtype else 1e-4
+    np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=tolerance)
+    np.testing.assert_allclose(y.var(axis=(1, 2)), 1, atol=tolerance)
 
 
 def test_gradient_graph_is_a_fraction_of_keras_autodiff():
@@ -61,17 +65,10 @@ def test_gradient_graph_is_a_fraction_of_keras_autodiff():
     spec = tf.TensorSpec([None, 8, 6, 5])
     counts = []
     for layer in _pair("float32"):
-        run = tf.function(lambda x, layer=layer: _grads_graph(layer, x))
+        run = tf.function(lambda x, layer=layer: _forward_and_grads(layer, x, tf.ones_like(x)))
         counts.append(len(run.get_concrete_function(spec).graph.get_operations()))
     ours, theirs = counts
-    assert 2 * ours < theirs, counts  # measured 52 vs 134
-
-
-def _grads_graph(layer, x):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = tf.reduce_sum(layer(x))
-    return tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+    assert 2 * ours < theirs, counts  # measured 61 vs 143
 
 
 def test_keras_file_round_trip_and_configs_of_a_built_group_norm(tmp_path):
