@@ -128,6 +128,29 @@ def row_table(inputs, source, targets):
     ]
 
 
+def training_cycle(inputs, source, targets, weights=()):
+    """The rows training slices cycle through: `row_table`, except that with `weights`
+    (one positive integer per target, multi-source only) target t's 7 available sets
+    come weights[t] times each per cycle, interleaved with the other targets' rows.
+
+    >>> [r.key for r in training_cycle("multi", "any", ("flair", "t1"), (2, 1))][:3]
+    ['t1->flair', 't1ce->flair', 'flair->t1']
+    """
+    if not weights or set(weights) == {1}:
+        return row_table(inputs, source, targets)
+    if inputs != "multi" or len(weights) != len(targets):
+        raise ValueError(
+            f"weights: one per target of a multi-source table. Received: inputs={inputs!r}, "
+            f"targets={tuple(targets)}, weights={tuple(weights)}"
+        )
+    per_target = {t: available_sets(t) * w for t, w in zip(targets, weights)}
+    cycle = []
+    for i in range(7):  # round i: each target's next `weight` rows
+        for t, w in zip(targets, weights):
+            cycle += [Row(row_key(s, t), s, t) for s in per_target[t][i * w : (i + 1) * w]]
+    return cycle
+
+
 def trained_rows(config):
     """The row keys a run of `config` (a RunConfig) was trained for, in table order."""
     table = row_table(config.model.inputs, config.train.source, config.train.targets)

@@ -20,6 +20,7 @@ PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16":
 PRECISIONS = tuple(PRECISION_POLICIES)
 # --strategy: auto mirrors over all GPUs when there are several (see dygan_tf.distribute).
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+MAX_TARGET_WEIGHT = 10  # --target-weights: a target drawn at most 10x as often as another
 BASELINES = ("pix2pix3",)  # --baseline: three pix2pix models, one per target
 
 
@@ -98,9 +99,13 @@ class TrainConfig:
     # Momentum of a moving average of G's weights, which is validated, saved and exported
     # in place of the last step's weights; 0 = off (the paper's).
     ema: float = 0.0
+    # Multi-source runs: how often each target is drawn, one positive integer per entry
+    # of `targets` (its 7 available sets stay equally likely); () = every target alike.
+    target_weights: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "target_weights", tuple(self.target_weights))
         if self.source == SOURCE_ANY:  # every modality in turn, or several (multi)
             allowed = MODALITIES
         else:
@@ -110,6 +115,16 @@ class TrainConfig:
             raise ValueError(
                 f"targets must be a non-empty subset of {allowed} for source "
                 f"{self.source!r}. Received: targets={self.targets}"
+            )
+        if self.target_weights and (
+            len(self.target_weights) != len(self.targets)
+            or any(
+                type(w) is not int or not 1 <= w <= MAX_TARGET_WEIGHT for w in self.target_weights
+            )
+        ):
+            raise ValueError(
+                f"target_weights must be one integer in 1..{MAX_TARGET_WEIGHT} per target "
+                f"{self.targets}. Received: target_weights={self.target_weights}"
             )
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(
@@ -139,6 +154,11 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
+        if self.train.target_weights and self.model.inputs != "multi":
+            raise ValueError(
+                "target_weights weigh the targets of a multi-source run (inputs='multi'). "
+                f"Received: inputs={self.model.inputs!r}"
+            )
         if self.model.inputs == "multi" and self.train.source != SOURCE_ANY:
             raise ValueError(
                 "inputs='multi' takes every available modality: it needs "
@@ -156,7 +176,13 @@ class RunConfig:
         return cls(
             preset=data["preset"],
             model=ModelConfig(**data["model"]),
-            train=TrainConfig(**{**data["train"], "targets": tuple(data["train"]["targets"])}),
+            train=TrainConfig(
+                **{
+                    **data["train"],
+                    "targets": tuple(data["train"]["targets"]),
+                    "target_weights": tuple(data["train"].get("target_weights", ())),
+                }
+            ),
         )
 
     def override(self, **changes):
@@ -195,7 +221,9 @@ def pix2pix_member_config(config, target):
     as many slices as DyGAN has targets, so per epoch it sees every slice once in 1/T
     of the steps."""
     return as_pix2pix(config).override(
-        targets=(target,), batch_slices=config.train.batch_slices * len(config.train.targets)
+        targets=(target,),
+        target_weights=(),
+        batch_slices=config.train.batch_slices * len(config.train.targets),
     )
 
 

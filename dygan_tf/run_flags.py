@@ -42,6 +42,12 @@ CONFIG_FLAGS = {
         "single: one source (the paper's); multi: all available modalities at once",
     ),
     "--targets": ("targets", str, None, "comma-separated, e.g. flair,t1,t1ce"),
+    "--target-weights": (
+        "target_weights",
+        str,
+        None,
+        "multi-source: how often each target is drawn, e.g. flair=2 (others 1)",
+    ),
     "--discriminator": ("discriminator", str, config_lib.DISCRIMINATOR_KINDS, None),
     "--dyconv": ("dyconv", str, config_lib.DYCONV_PLACEMENTS, "DyConv placement (Table 4)"),
     "--label-mode": ("label_mode", str, config_lib.LABEL_MODES, None),
@@ -66,6 +72,31 @@ def add_config_flags(parser, exclude=()):
     )
 
 
+def parse_target_weights(text, targets):
+    """`--target-weights flair=2,t1=1` -> one weight per entry of `targets` (unnamed: 1)."""
+    weights = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in targets or name in weights:
+            raise UserError(
+                f"--target-weights: expected target=weight for distinct targets among "
+                f"{','.join(targets)} (e.g. flair=2), found {item!r}"
+            )
+        try:
+            weights[name] = int(value)
+        except ValueError:
+            raise UserError(
+                f"--target-weights: {name}'s weight is not an integer: {value!r}"
+            ) from None
+        if not 1 <= weights[name] <= config_lib.MAX_TARGET_WEIGHT:
+            raise UserError(
+                f"--target-weights: {name}'s weight must be in 1..{config_lib.MAX_TARGET_WEIGHT}, "
+                f"found {weights[name]}"
+            )
+    return tuple(weights.get(t, 1) for t in targets)
+
+
 def config_from_flags(args, default_preset):
     """The preset (`args.preset` or `default_preset`) with every given flag applied.
 
@@ -80,7 +111,7 @@ def config_from_flags(args, default_preset):
     changes = {
         field: get(flag)
         for flag, (field, *_) in CONFIG_FLAGS.items()
-        if flag not in ("--targets",) and hasattr(args, _dest(flag))
+        if flag not in ("--targets", "--target-weights") and hasattr(args, _dest(flag))
     }
     changes["jit_compile"] = getattr(args, "jit_compile", None)
     if get("--base-filters") is not None:
@@ -96,6 +127,12 @@ def config_from_flags(args, default_preset):
             changes["targets"] = targets_for(get("--source"))
         if get("--inputs") == "multi" and get("--source") is None:
             changes["source"] = SOURCE_ANY
+        if get("--target-weights") is not None:
+            targets = (
+                changes.get("targets")
+                or config_lib.get_preset(args.preset or default_preset).train.targets
+            )
+            changes["target_weights"] = parse_target_weights(get("--target-weights"), targets)
         if get("--label-mode") == "input" and get("--dyconv") is None:
             changes["dyconv"] = "none"  # MGAN-style: static kernels, label at the input
         # ModelConfig and TrainConfig validate themselves.

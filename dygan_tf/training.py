@@ -60,9 +60,11 @@ def case_dataset(
     inputs="single",
     every_row=True,
     slice_offset=0,
+    rows=None,
 ):
     """The training split restricted to (`keep=True`) or without (`keep=False`) the
-    slices of `case_ids`, batched as make_dataset batches (slice-major rows)."""
+    slices of `case_ids`, batched as make_dataset batches (slice-major rows; `rows` as
+    there)."""
     return make_dataset(
         data_dir,
         "train",
@@ -80,6 +82,7 @@ def case_dataset(
         slice_offset=slice_offset,
         case_ids=case_ids,
         keep_cases=keep,
+        rows=rows,
     )
 
 
@@ -219,12 +222,17 @@ def training_dataset(
     In the paper's mode a slice gives one row per target; with `--source any` or
     `--inputs multi` it gives 3 rows that cycle through the run's row table
     (`dygan_tf.conditions.row_table`), the cycle running on across epochs, so every
-    task (or target and available set) is trained equally often.
+    task (or target and available set) is trained equally often; a multi-source run's
+    `target_weights` repeat each target's rows in the cycle
+    (`dygan_tf.conditions.training_cycle`).
     Epoch e's batches depend only on the seed and e (its own shuffle of the shards and
     slices), so a run resumed at epoch e sees exactly what an uninterrupted run would.
     """
     train_cfg = config.train
     every_row = config.model.inputs == "single" and train_cfg.source != SOURCE_ANY
+    cycle = conditions.training_cycle(
+        config.model.inputs, train_cfg.source, train_cfg.targets, train_cfg.target_weights
+    )
     epochs = [
         case_dataset(
             data_dir,
@@ -240,6 +248,7 @@ def training_dataset(
             inputs=config.model.inputs,
             every_row=every_row,
             slice_offset=e * steps_per_epoch * batch_slices,
+            rows=cycle,
         ).take(steps_per_epoch)
         for e in range(start_epoch, max(train_cfg.epochs, start_epoch + 1))
     ]
@@ -297,6 +306,10 @@ def rows_text(config):
     if per == len(table):
         return f"{per} targets"
     what = "tasks" if inputs == "single" else "target x available-set rows"
+    weights = train_cfg.target_weights
+    if weights and set(weights) != {1}:
+        drawn = ", ".join(f"{t} x{w}" for t, w in zip(train_cfg.targets, weights))
+        what += f" ({drawn})"
     return f"{per} of {len(table)} {what} a slice"
 
 
