@@ -4,8 +4,10 @@
     python -m dygan_tf.fit --data TFRECORD_DIR --out RUN_DIR [--preset paper|demo|tiny]
     python -m dygan_tf.fit --brats-root DIR [--data-out DIR] --out RUN_DIR ...
       overrides: --epochs --image-size --base-filters --experts --lambda-l1 --lr
-                 --source --targets flair,t1,t1ce --discriminator multiscale|patch
-                 --dyconv none|down|up|both --label-mode kernel|input --seed
+                 --lr-decay --ema --source t2|...|any --targets flair,t1,t1ce
+                 --inputs single|multi --target-weights flair=2 (multi)
+                 --discriminator multiscale|patch --dyconv none|down|up|both
+                 --label-mode kernel|input --seed
       baselines: --baseline pix2pix3 (three pix2pix models, one per target, same total
                  number of train steps); --dyconv none (pix2pix generator);
                  --label-mode input (MGAN-style); --discriminator patch

@@ -214,3 +214,75 @@ def test_source_preview_picks_the_first_available_channel():
     shown = conditions.source_preview(image, task)
     assert shown.shape == (2, 2, 2, 1)
     assert shown[0, 0, 0, 0] == 3 and shown[1, 0, 0, 0] == 2
+
+
+def test_target_weights_repeat_each_targets_sets_in_the_cycle():
+    """flair x2: a cycle of 35 rows where each FLAIR row comes twice and every other row
+    once; weights of 1 give the uniform table itself."""
+    cycle = conditions.training_cycle("multi", "any", MODALITIES, (2, 1, 1, 1))
+    counts = collections.Counter(r.key for r in cycle)
+    table = conditions.row_table("multi", "any", MODALITIES)
+    assert len(cycle) == 35 and set(counts) == {r.key for r in table}
+    assert all(counts[r.key] == (2 if r.target == "flair" else 1) for r in table)
+    # Interleaved: every window of 5 consecutive rows holds all four targets.
+    for start in range(0, 35, 5):
+        assert {r.target for r in cycle[start : start + 5]} == set(MODALITIES)
+    assert conditions.training_cycle("multi", "any", MODALITIES, (1, 1, 1, 1)) == table
+    assert conditions.training_cycle("multi", "any", MODALITIES) == table
+    three = conditions.training_cycle("multi", "any", ("flair", "t2"), (3, 2))
+    assert collections.Counter(r.target for r in three) == {"flair": 21, "t2": 14}
+    with pytest.raises(ValueError, match="one per target of a multi-source table"):
+        conditions.training_cycle("single", "any", MODALITIES, (2, 1, 1, 1))
+    with pytest.raises(ValueError, match="one per target of a multi-source table"):
+        conditions.training_cycle("multi", "any", MODALITIES, (2, 1))
+
+
+def test_target_weights_flag_and_config():
+    weighted = _flags("--inputs", "multi", "--target-weights", "flair=2")
+    assert weighted.train.target_weights == (2, 1, 1, 1)
+    named = _flags("--inputs", "multi", "--targets", "t2,flair", "--target-weights", "t2=3")
+    assert named.train.targets == ("t2", "flair") and named.train.target_weights == (3, 1)
+    assert RunConfig.from_dict(weighted.to_dict()) == weighted
+    # A config.json written before the field existed reads as uniform.
+    data = weighted.to_dict()
+    del data["train"]["target_weights"]
+    assert RunConfig.from_dict(data).train.target_weights == ()
+    for argv, needle in [
+        (("--target-weights", "flair=0"), "flair's weight must be in 1..10, found 0"),
+        (("--target-weights", "flair=11"), "flair's weight must be in 1..10, found 11"),
+        (("--target-weights", "flair=2.5"), "flair's weight is not an integer: '2.5'"),
+        (("--target-weights", "pd=2"), "expected target=weight for distinct targets"),
+        (("--target-weights", "flair"), "found 'flair'"),
+        (("--target-weights", "flair=2,flair=3"), "found 'flair=3'"),
+        (("--targets", "t1", "--target-weights", "flair=2"), "found 'flair=2'"),
+    ]:
+        with pytest.raises(UserError, match=needle):
+            _flags("--inputs", "multi", *argv)
+    with pytest.raises(UserError, match="target_weights weigh the targets of a multi-source"):
+        _flags("--source", "any", "--target-weights", "flair=2")
+    with pytest.raises(ValueError, match="one integer in 1..10 per target"):
+        TrainConfig(source="any", targets=MODALITIES, target_weights=(2, 1))
+    with pytest.raises(ValueError, match="one integer in 1..10 per target"):
+        TrainConfig(source="any", targets=MODALITIES, target_weights=(2.0, 1, 1, 1))
+
+
+def test_weighted_multi_training_draws_flair_twice_as_often(tfrecord_dir):
+    """training_dataset of a flair x2 run: over 35 slices (5 epochs of 7 steps, i.e.
+    3 whole cycles of 35 rows) every FLAIR row comes twice as often as every other row,
+    so the cycle runs on across epochs."""
+    from dygan_tf import training
+
+    config = get_preset("tiny").override(
+        inputs="multi", source="any", targets=MODALITIES, target_weights=(2, 1, 1, 1), epochs=5
+    )
+    validation = training.choose_validation_cases(str(tfrecord_dir), 0)
+    ds = training.training_dataset(str(tfrecord_dir), config, validation, 1, steps_per_epoch=7)
+    counts = collections.Counter()
+    for image, _, task in ds:  # 5 epochs x 7 steps = 35 slices = 105 rows = 3 cycles
+        assert image.shape[0] == 3 and image.shape[-1] == 4
+        for code in task.numpy():
+            available = tuple(m for m, bit in zip(MODALITIES, code[:4]) if bit)
+            counts[conditions.row_key(available, MODALITIES[int(np.argmax(code[4:]))])] += 1
+    assert sum(counts.values()) == 105 and len(counts) == 28
+    for key, n in counts.items():
+        assert n == (6 if key.endswith("->flair") else 3), (key, n)
