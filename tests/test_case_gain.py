@@ -1,0 +1,83 @@
+"""benchmarks.case_gain: the per-case gain against hand-computed numbers, and the
+command on a run folder (result, bad inputs as one line with nothing written)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import case_gain
+from tests.helpers import one_error_line, run_in_process
+
+
+def _psnr(t, p):
+    """Hand-computed mean slice PSNR of [0, 1] images."""
+    return np.mean([10 * np.log10(1 / np.mean((a - b) ** 2)) for a, b in zip(t, p)])
+
+
+def test_gain_per_case_against_hand_computed_numbers():
+    rng = np.random.default_rng(0)
+    truth01 = rng.uniform(0.05, 0.7, size=(5, 8, 8, 1))
+    noise = rng.normal(0, 0.02, size=truth01.shape)
+    # Case a drawn 25 % too dark, case b 20 % too bright, both with a little noise.
+    cases = ["a", "a", "b", "b", "b"]
+    scale = np.array([0.75, 0.75, 1.2, 1.2, 1.2])[:, None, None, None]
+    fake01 = np.clip(truth01 * scale + noise, 0, 1)
+    result = case_gain.case_gain_scores(2 * truth01 - 1, 2 * fake01 - 1, cases)
+    for case, rows in (("a", [0, 1]), ("b", [2, 3, 4])):
+        t, p = truth01[rows], fake01[rows]
+        assert result["gains"][case] == pytest.approx(np.sum(t * p) / np.sum(p * p), rel=1e-9)
+    assert result["gains"]["a"] == pytest.approx(1 / 0.75, rel=0.05)
+    assert result["gains"]["b"] == pytest.approx(1 / 1.2, rel=0.05)
+    fitted = fake01.copy()
+    fitted[:2] *= result["gains"]["a"]
+    fitted[2:] *= result["gains"]["b"]
+    assert result["psnr"] == pytest.approx(_psnr(truth01, fake01), abs=1e-3)
+    assert result["psnr_case_gain"] == pytest.approx(
+        _psnr(truth01, np.clip(fitted, 0, 1)), abs=1e-3
+    )
+    assert result["psnr_case_gain"] > result["psnr"] + 5  # the scale was most of the error
+    gains = [result["gains"]["a"], result["gains"]["b"]]
+    assert result["gain_mean"] == pytest.approx(np.mean(gains))
+    assert result["gain_std"] == pytest.approx(np.std(gains))
+    # Right scale already: gains 1, nothing gained.
+    same = case_gain.case_gain_scores(2 * truth01 - 1, 2 * truth01 - 1, cases)
+    assert same["gains"] == pytest.approx({"a": 1.0, "b": 1.0})
+    with pytest.raises(ValueError, match="must match"):
+        case_gain.case_gain_scores(truth01, truth01, cases[:3])
+
+
+@pytest.mark.slow
+def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
+    out = tmp_path / "gain.json"
+    result = run_in_process(
+        case_gain.main,
+        "--run",
+        run_dir,
+        "--row",
+        "t2->flair",
+        "--data",
+        tfrecord_dir,
+        "--out",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "t2->flair: PSNR" in result.stdout and "after each case's best gain" in result.stdout
+    saved = json.loads(out.read_text())
+    assert saved["row"] == "t2->flair" and saved["slices"] > 0
+    assert len(saved["gains"]) >= 1 and np.isfinite(saved["psnr_case_gain"])
+    for argv, needle in [
+        (("--row", "t2-flair"), "--row: expected a row like 't2->flair', found 't2-flair'"),
+        (("--row", "t1->flair"), "was not trained for t1->flair"),
+        (("--row", "t2->flair", "--split", "val"), "no split 'val'"),
+        (("--row", "t2->flair", "--out", tmp_path / "no" / "g.json"), "--out: the folder of"),
+    ]:
+        bad = tmp_path / "bad.json"
+        argv = ("--out", bad, *argv) if "--out" not in argv else argv
+        line = one_error_line(
+            run_in_process(case_gain.main, "--run", run_dir, "--data", tfrecord_dir, *argv)
+        )
+        assert needle in line, line
+        assert not bad.exists()
+    line = one_error_line(run_in_process(case_gain.main, "--run", run_dir, "--row", "t2->flair"))
+    assert "--data:" in line and "records no training data" in line
