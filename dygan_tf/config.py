@@ -176,13 +176,7 @@ class RunConfig:
         return cls(
             preset=data["preset"],
             model=ModelConfig(**data["model"]),
-            train=TrainConfig(
-                **{
-                    **data["train"],
-                    "targets": tuple(data["train"]["targets"]),
-                    "target_weights": tuple(data["train"].get("target_weights", ())),
-                }
-            ),
+            train=TrainConfig(**{**data["train"], "targets": tuple(data["train"]["targets"])}),
         )
 
     def override(self, **changes):
