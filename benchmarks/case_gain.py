@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from benchmarks.run_row import open_run_row
 from dygan_tf.atomic import write_json_atomic
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.errors import UserError
@@ -61,25 +62,12 @@ def case_gain_scores(truth, fake, case_ids):
 
 def score_run(run_dir, row, data_dir=None, split="test"):
     """`case_gain_scores` of a run folder's generator on one row of a shard split."""
-    from dygan_tf import conditions
     from dygan_tf.data import make_dataset
-    from dygan_tf.scoring import load_run_predictor
     from dygan_tf.tasks import MODALITIES
 
-    try:
-        available, target = conditions.parse_row_key(row)
-    except ValueError:
-        raise UserError(f"--row: expected a row like 't2->flair', found {row!r}") from None
-    predictor, config, run_data = load_run_predictor(run_dir)
-    if predictor.rows and row not in predictor.rows:
-        raise UserError(
-            f"--row: {run_dir} was not trained for {row}; it answers "
-            f"{', '.join(sorted(predictor.rows))}"
-        )
-    data_dir = data_dir or run_data
-    if data_dir is None:
-        raise UserError(f"--data: {run_dir} records no training data; name a shard folder")
-    table = [conditions.Row(row, conditions.check_condition(available, target), target)]
+    predictor, config, data_dir, the_row = open_run_row(run_dir, row, data_dir)
+    target = the_row.target
+    table = [the_row]
     dataset = make_dataset(
         data_dir,
         split,

@@ -68,6 +68,7 @@ def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
     assert len(saved["gains"]) >= 1 and np.isfinite(saved["psnr_case_gain"])
     for argv, needle in [
         (("--row", "t2-flair"), "--row: expected a row like 't2->flair', found 't2-flair'"),
+        (("--row", "flair->flair"), "--row: flair->flair: flair is both the target and"),
         (("--row", "t1->flair"), "was not trained for t1->flair"),
         (("--row", "t2->flair", "--split", "val"), "no split 'val'"),
         (("--row", "t2->flair", "--out", tmp_path / "no" / "g.json"), "--out: the folder of"),

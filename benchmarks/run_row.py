@@ -1,0 +1,29 @@
+"""The `--run RUN --row ROW [--data DIR]` checks the per-row analyses share."""
+
+from dygan_tf.errors import UserError
+
+
+def open_run_row(run_dir, row, data_dir=None):
+    """(Predictor, config, data_dir, conditions.Row) of a run folder and one of the
+    rows it was trained for; UserError naming the flag if either is wrong."""
+    from dygan_tf import conditions
+    from dygan_tf.scoring import load_run_predictor
+
+    try:
+        available, target = conditions.parse_row_key(row)
+    except ValueError:
+        raise UserError(f"--row: expected a row like 't2->flair', found {row!r}") from None
+    try:
+        the_row = conditions.Row(row, conditions.check_condition(available, target), target)
+    except ValueError as e:
+        raise UserError(f"--row: {row}: {e}") from None
+    predictor, config, run_data = load_run_predictor(run_dir)
+    if predictor.rows and row not in predictor.rows:
+        raise UserError(
+            f"--row: {run_dir} was not trained for {row}; it answers "
+            f"{', '.join(sorted(predictor.rows))}"
+        )
+    data_dir = data_dir or run_data
+    if data_dir is None:
+        raise UserError(f"--data: {run_dir} records no training data; name a shard folder")
+    return predictor, config, data_dir, the_row

@@ -1,0 +1,101 @@
+"""benchmarks.region_error: the region split against hand-computed numbers, and the
+command on a run folder (result, bad inputs as one line with nothing written)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import region_error
+from tests.helpers import one_error_line, run_in_process
+
+
+def test_regions_partition_the_error_as_computed_by_hand():
+    # One 4x4 slice in [0, 1]: column 0 background, the rest brain; seg labels 2, 1, 4
+    # on three voxels of the brain.
+    truth01 = np.full((1, 4, 4, 1), 0.5)
+    fake01 = truth01.copy()
+    brain = np.ones((1, 4, 4, 1), np.uint8)
+    brain[:, :, 0] = 0
+    seg = np.zeros((1, 4, 4, 1), np.uint8)
+    seg[0, 0, 1, 0], seg[0, 1, 1, 0], seg[0, 2, 1, 0] = 2, 1, 4
+    fake01[0, 0, 0, 0] = 0.6  # background: error 0.1
+    fake01[0, 3, 3, 0] = 0.2  # healthy brain: error 0.3
+    fake01[0, 0, 1, 0] = 0.9  # oedema: error 0.4
+    fake01[0, 2, 1, 0] = 1.5  # rim: clipped to 1 -> error 0.5
+    errors = region_error.RegionErrors()
+    errors.add(2 * truth01 - 1, 2 * fake01 - 1, seg, brain)
+    result = errors.result()
+    voxels = {
+        "background": 4,
+        "healthy brain": 9,
+        "oedema": 1,
+        "necrotic core": 1,
+        "enhancing rim": 1,
+    }
+    sums = {
+        "background": 0.1**2,
+        "healthy brain": 0.3**2,
+        "oedema": 0.4**2,
+        "necrotic core": 0.0,
+        "enhancing rim": 0.5**2,
+    }
+    total = sum(sums.values())
+    for name in voxels:
+        assert result[name]["voxels"] == voxels[name], name
+        assert result[name]["mse"] == pytest.approx(sums[name] / voxels[name]), name
+        assert result[name]["share"] == pytest.approx(sums[name] / total), name
+    assert result["all"] == {"voxels": 16, "mse": pytest.approx(total / 16)}
+    # A second batch adds to the same sums.
+    errors.add(2 * truth01 - 1, 2 * truth01 - 1, seg, brain)
+    assert errors.result()["oedema"]["mse"] == pytest.approx(0.4**2 / 2)
+    assert errors.total_mse() == pytest.approx(total / 32)
+    assert region_error.RegionErrors().result()["oedema"]["mse"] is None  # nothing seen
+    with pytest.raises(ValueError, match="must match"):
+        errors.add(truth01, truth01[:, :2], seg, brain)
+
+
+@pytest.mark.slow
+def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
+    out = tmp_path / "regions.json"
+    result = run_in_process(
+        region_error.main,
+        "--run",
+        run_dir,
+        "--row",
+        "t2->flair",
+        "--data",
+        tfrecord_dir,
+        "--out",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "t2->flair" in result.stdout and "(LUT from t2)" in result.stdout
+    for name, _ in region_error.REGIONS:
+        assert f"\n{name} " in result.stdout, name
+    saved = json.loads(out.read_text())
+    assert (
+        saved["row"] == "t2->flair" and saved["slices"] > 0 and saved["lut_source"] == "t2->flair"
+    )
+    for who in ("model", "lut"):
+        shares = [saved[who][name]["share"] for name, _ in region_error.REGIONS]
+        assert sum(shares) == pytest.approx(1.0)
+        voxels = sum(saved[who][name]["voxels"] for name, _ in region_error.REGIONS)
+        assert voxels == saved[who]["all"]["voxels"] == saved["slices"] * 64 * 64
+        assert np.isfinite(saved[who]["all"]["mse"]) and saved[who]["all"]["mse"] > 0
+    for argv, needle in [
+        (("--row", "t2-flair"), "--row: expected a row like 't2->flair', found 't2-flair'"),
+        (("--row", "flair->flair"), "--row: flair->flair: flair is both the target and"),
+        (("--row", "t1->flair"), "was not trained for t1->flair"),
+        (("--row", "t2->flair", "--split", "val"), "no split 'val'"),
+        (("--row", "t2->flair", "--out", tmp_path / "no" / "r.json"), "--out: the folder of"),
+    ]:
+        bad = tmp_path / "bad.json"
+        argv = ("--out", bad, *argv) if "--out" not in argv else argv
+        line = one_error_line(
+            run_in_process(region_error.main, "--run", run_dir, "--data", tfrecord_dir, *argv)
+        )
+        assert needle in line, line
+        assert not bad.exists()
+    line = one_error_line(run_in_process(region_error.main, "--run", run_dir, "--row", "t2->flair"))
+    assert "--data:" in line and "records no training data" in line
