@@ -17,9 +17,8 @@ import os
 
 import numpy as np
 
-from benchmarks.run_row import open_run_row
-from dygan_tf.atomic import write_json_atomic
-from dygan_tf.cli import ArgumentParser, run_main
+from benchmarks.run_row import open_run_row, run_row_main
+from dygan_tf.cli import run_main
 from dygan_tf.errors import UserError
 
 
@@ -90,26 +89,18 @@ def score_run(run_dir, row, data_dir=None, split="test"):
     return {**where, **scores}
 
 
-def main(argv=None):
-    parser = ArgumentParser(prog="benchmarks.case_gain", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="training run folder")
-    parser.add_argument("--row", required=True, help="e.g. t2->flair or t1+t1ce+t2->flair")
-    parser.add_argument("--data", help="TFRecord folder (default: the run's training data)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--out", help="JSON file for the result")
-    args = parser.parse_args(argv)
-    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise UserError(f"--out: the folder of {args.out} does not exist")
-    result = score_run(args.run, args.row, args.data, args.split)
-    print(
-        f"{args.row}: PSNR {result['psnr']:.2f} dB as synthesised, "
+def summary(result):
+    """The one line the command prints."""
+    return (
+        f"{result['row']}: PSNR {result['psnr']:.2f} dB as synthesised, "
         f"{result['psnr_case_gain']:.2f} dB after each case's best gain "
         f"(gains {result['gain_mean']:.3f} +- {result['gain_std']:.3f} over "
         f"{len(result['gains'])} cases, {result['slices']} slices)"
     )
-    if args.out:
-        write_json_atomic(args.out, result)
-    return 0
+
+
+def main(argv=None):
+    return run_row_main(argv, "benchmarks.case_gain", __doc__.splitlines()[0], score_run, summary)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ import os
 
 import numpy as np
 
-from benchmarks.run_row import open_run_row
-from dygan_tf.atomic import write_json_atomic
-from dygan_tf.cli import ArgumentParser, run_main
+from benchmarks.run_row import open_run_row, run_row_main
+from dygan_tf.cli import run_main
 from dygan_tf.errors import UserError
 
 # (name, test on (seg, brain)) in report order; they partition every slice.
@@ -127,20 +126,9 @@ def table_text(result):
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="benchmarks.region_error", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="training run folder")
-    parser.add_argument("--row", required=True, help="e.g. t1->t1ce or t1+t1ce+t2->flair")
-    parser.add_argument("--data", help="TFRecord folder (default: the run's training data)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--out", help="JSON file for the result")
-    args = parser.parse_args(argv)
-    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise UserError(f"--out: the folder of {args.out} does not exist")
-    result = score_run(args.run, args.row, args.data, args.split)
-    print(table_text(result))
-    if args.out:
-        write_json_atomic(args.out, result)
-    return 0
+    return run_row_main(
+        argv, "benchmarks.region_error", __doc__.splitlines()[0], score_run, table_text
+    )
 
 
 if __name__ == "__main__":

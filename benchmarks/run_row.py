@@ -27,3 +27,27 @@ def open_run_row(run_dir, row, data_dir=None):
     if data_dir is None:
         raise UserError(f"--data: {run_dir} records no training data; name a shard folder")
     return predictor, config, data_dir, the_row
+
+
+def run_row_main(argv, prog, description, score_run, summary):
+    """A per-row analysis's command: `--run --row [--data] [--split] [--out]`; prints
+    `summary(result)` of `score_run(run, row, data, split)` and writes the JSON."""
+    import os
+
+    from dygan_tf.atomic import write_json_atomic
+    from dygan_tf.cli import ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--run", required=True, help="training run folder")
+    parser.add_argument("--row", required=True, help="e.g. t2->flair or t1+t1ce+t2->flair")
+    parser.add_argument("--data", help="TFRecord folder (default: the run's training data)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--out", help="JSON file for the result")
+    args = parser.parse_args(argv)
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UserError(f"--out: the folder of {args.out} does not exist")
+    result = score_run(args.run, args.row, args.data, args.split)
+    print(summary(result))
+    if args.out:
+        write_json_atomic(args.out, result)
+    return 0

@@ -167,6 +167,25 @@ def one_error_line(result, code=2):
     return lines[0]
 
 
+def check_run_row_bad_inputs(main, run_dir, tfrecord_dir, tmp_path):
+    """The per-row analyses (`--run RUN --row ROW ...`, benchmarks/run_row.py) on a
+    paper T2 run: every bad flag gives one `error:` line naming it and writes no file."""
+    for argv, needle in [
+        (("--row", "t2-flair"), "--row: expected a row like 't2->flair', found 't2-flair'"),
+        (("--row", "flair->flair"), "--row: flair->flair: flair is both the target and"),
+        (("--row", "t1->flair"), "was not trained for t1->flair"),
+        (("--row", "t2->flair", "--split", "val"), "no split 'val'"),
+        (("--row", "t2->flair", "--out", tmp_path / "no" / "r.json"), "--out: the folder of"),
+    ]:
+        bad = tmp_path / "bad.json"
+        argv = ("--out", bad, *argv) if "--out" not in argv else argv
+        line = one_error_line(run_in_process(main, "--run", run_dir, "--data", tfrecord_dir, *argv))
+        assert needle in line, line
+        assert not bad.exists()
+    line = one_error_line(run_in_process(main, "--run", run_dir, "--row", "t2->flair"))
+    assert "--data:" in line and "records no training data" in line
+
+
 def t2_task_batch(slices, size, seed=0):
     """`slices` random source slices, each expanded into the 3 T2 tasks (as the data
     pipeline does): (image, target, task) numpy arrays."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import case_gain
-from tests.helpers import one_error_line, run_in_process
+from tests.helpers import check_run_row_bad_inputs, run_in_process
 
 
 def _psnr(t, p):
@@ -50,35 +50,11 @@ def test_gain_per_case_against_hand_computed_numbers():
 @pytest.mark.slow
 def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
     out = tmp_path / "gain.json"
-    result = run_in_process(
-        case_gain.main,
-        "--run",
-        run_dir,
-        "--row",
-        "t2->flair",
-        "--data",
-        tfrecord_dir,
-        "--out",
-        out,
-    )
+    argv = ("--run", run_dir, "--row", "t2->flair", "--data", tfrecord_dir, "--out", out)
+    result = run_in_process(case_gain.main, *argv)
     assert result.returncode == 0, result.stderr
     assert "t2->flair: PSNR" in result.stdout and "after each case's best gain" in result.stdout
     saved = json.loads(out.read_text())
     assert saved["row"] == "t2->flair" and saved["slices"] > 0
     assert len(saved["gains"]) >= 1 and np.isfinite(saved["psnr_case_gain"])
-    for argv, needle in [
-        (("--row", "t2-flair"), "--row: expected a row like 't2->flair', found 't2-flair'"),
-        (("--row", "flair->flair"), "--row: flair->flair: flair is both the target and"),
-        (("--row", "t1->flair"), "was not trained for t1->flair"),
-        (("--row", "t2->flair", "--split", "val"), "no split 'val'"),
-        (("--row", "t2->flair", "--out", tmp_path / "no" / "g.json"), "--out: the folder of"),
-    ]:
-        bad = tmp_path / "bad.json"
-        argv = ("--out", bad, *argv) if "--out" not in argv else argv
-        line = one_error_line(
-            run_in_process(case_gain.main, "--run", run_dir, "--data", tfrecord_dir, *argv)
-        )
-        assert needle in line, line
-        assert not bad.exists()
-    line = one_error_line(run_in_process(case_gain.main, "--run", run_dir, "--row", "t2->flair"))
-    assert "--data:" in line and "records no training data" in line
+    check_run_row_bad_inputs(case_gain.main, run_dir, tfrecord_dir, tmp_path)

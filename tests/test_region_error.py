@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import region_error
-from tests.helpers import one_error_line, run_in_process
+from tests.helpers import check_run_row_bad_inputs, run_in_process
 
 
 def test_regions_partition_the_error_as_computed_by_hand():
@@ -58,17 +58,8 @@ def test_regions_partition_the_error_as_computed_by_hand():
 @pytest.mark.slow
 def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
     out = tmp_path / "regions.json"
-    result = run_in_process(
-        region_error.main,
-        "--run",
-        run_dir,
-        "--row",
-        "t2->flair",
-        "--data",
-        tfrecord_dir,
-        "--out",
-        out,
-    )
+    argv = ("--run", run_dir, "--row", "t2->flair", "--data", tfrecord_dir, "--out", out)
+    result = run_in_process(region_error.main, *argv)
     assert result.returncode == 0, result.stderr
     assert "t2->flair" in result.stdout and "(LUT from t2)" in result.stdout
     for name, _ in region_error.REGIONS:
@@ -83,19 +74,4 @@ def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
         voxels = sum(saved[who][name]["voxels"] for name, _ in region_error.REGIONS)
         assert voxels == saved[who]["all"]["voxels"] == saved["slices"] * 64 * 64
         assert np.isfinite(saved[who]["all"]["mse"]) and saved[who]["all"]["mse"] > 0
-    for argv, needle in [
-        (("--row", "t2-flair"), "--row: expected a row like 't2->flair', found 't2-flair'"),
-        (("--row", "flair->flair"), "--row: flair->flair: flair is both the target and"),
-        (("--row", "t1->flair"), "was not trained for t1->flair"),
-        (("--row", "t2->flair", "--split", "val"), "no split 'val'"),
-        (("--row", "t2->flair", "--out", tmp_path / "no" / "r.json"), "--out: the folder of"),
-    ]:
-        bad = tmp_path / "bad.json"
-        argv = ("--out", bad, *argv) if "--out" not in argv else argv
-        line = one_error_line(
-            run_in_process(region_error.main, "--run", run_dir, "--data", tfrecord_dir, *argv)
-        )
-        assert needle in line, line
-        assert not bad.exists()
-    line = one_error_line(run_in_process(region_error.main, "--run", run_dir, "--row", "t2->flair"))
-    assert "--data:" in line and "records no training data" in line
+    check_run_row_bad_inputs(region_error.main, run_dir, tfrecord_dir, tmp_path)
