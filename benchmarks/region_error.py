@@ -21,12 +21,14 @@ from benchmarks.run_row import open_run_row, run_row_main
 from dygan_tf.cli import run_main
 from dygan_tf.errors import UserError
 
-# (name, test on (seg, brain)) in report order; they partition every slice.
+# (name, test on (seg, brain)) in report order; they partition every slice: a labelled
+# voxel counts as tumour even where the resampled brain mask misses it, and a label
+# other than 2 and 4 (1, or 3 of BraTS releases before 2017) as necrotic core.
 REGIONS = (
-    ("background", lambda seg, brain: ~brain),
+    ("background", lambda seg, brain: ~brain & (seg == 0)),
     ("healthy brain", lambda seg, brain: brain & (seg == 0)),
     ("oedema", lambda seg, brain: seg == 2),
-    ("necrotic core", lambda seg, brain: seg == 1),
+    ("necrotic core", lambda seg, brain: (seg > 0) & (seg != 2) & (seg != 4)),
     ("enhancing rim", lambda seg, brain: seg == 4),
 )
 

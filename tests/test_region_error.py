@@ -51,6 +51,15 @@ def test_regions_partition_the_error_as_computed_by_hand():
     assert errors.result()["oedema"]["mse"] == pytest.approx(0.4**2 / 2)
     assert errors.total_mse() == pytest.approx(total / 32)
     assert region_error.RegionErrors().result()["oedema"]["mse"] is None  # nothing seen
+    # A label outside the brain mask is tumour, not background; label 3 (BraTS before
+    # 2017) is necrotic core: the regions still partition the slice.
+    seg[0, 3, 0, 0] = 3
+    errors = region_error.RegionErrors()
+    errors.add(2 * truth01 - 1, 2 * fake01 - 1, seg, brain)
+    result = errors.result()
+    assert result["background"]["voxels"] == 3 and result["necrotic core"]["voxels"] == 2
+    assert sum(result[name]["voxels"] for name, _ in region_error.REGIONS) == 16
+    assert sum(result[name]["share"] for name, _ in region_error.REGIONS) == pytest.approx(1)
     with pytest.raises(ValueError, match="must match"):
         errors.add(truth01, truth01[:, :2], seg, brain)
 
