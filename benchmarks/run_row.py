@@ -1,5 +1,7 @@
 """The `--run RUN --row ROW [--data DIR]` checks the per-row analyses share."""
 
+import os
+
 from dygan_tf.errors import UserError
 
 
@@ -32,8 +34,6 @@ def open_run_row(run_dir, row, data_dir=None):
 def run_row_main(argv, prog, description, score_run, summary):
     """A per-row analysis's command: `--run --row [--data] [--split] [--out]`; prints
     `summary(result)` of `score_run(run, row, data, split)` and writes the JSON."""
-    import os
-
     from dygan_tf.atomic import write_json_atomic
     from dygan_tf.cli import ArgumentParser
 

@@ -2,7 +2,9 @@
 
 import contextlib
 import io
+import json
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -165,6 +167,15 @@ def one_error_line(result, code=2):
     assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: "), result.stderr
     return lines[0]
+
+
+def run_row_command(main, run_dir, tfrecord_dir, out):
+    """A per-row analysis (benchmarks/run_row.py) on row t2->flair of a paper T2 run,
+    its JSON to `out`; asserts it succeeded and returns (CompletedProcess, saved JSON)."""
+    argv = ("--run", run_dir, "--row", "t2->flair", "--data", tfrecord_dir, "--out", out)
+    result = run_in_process(main, *argv)
+    assert result.returncode == 0, result.stderr
+    return result, json.loads(pathlib.Path(out).read_text())
 
 
 def check_run_row_bad_inputs(main, run_dir, tfrecord_dir, tmp_path):

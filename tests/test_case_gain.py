@@ -1,13 +1,11 @@
 """benchmarks.case_gain: the per-case gain against hand-computed numbers, and the
 command on a run folder (result, bad inputs as one line with nothing written)."""
 
-import json
-
 import numpy as np
 import pytest
 
 from benchmarks import case_gain
-from tests.helpers import check_run_row_bad_inputs, run_in_process
+from tests.helpers import check_run_row_bad_inputs, run_row_command
 
 
 def _psnr(t, p):
@@ -49,12 +47,8 @@ def test_gain_per_case_against_hand_computed_numbers():
 
 @pytest.mark.slow
 def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
-    out = tmp_path / "gain.json"
-    argv = ("--run", run_dir, "--row", "t2->flair", "--data", tfrecord_dir, "--out", out)
-    result = run_in_process(case_gain.main, *argv)
-    assert result.returncode == 0, result.stderr
+    result, saved = run_row_command(case_gain.main, run_dir, tfrecord_dir, tmp_path / "gain.json")
     assert "t2->flair: PSNR" in result.stdout and "after each case's best gain" in result.stdout
-    saved = json.loads(out.read_text())
     assert saved["row"] == "t2->flair" and saved["slices"] > 0
     assert len(saved["gains"]) >= 1 and np.isfinite(saved["psnr_case_gain"])
     check_run_row_bad_inputs(case_gain.main, run_dir, tfrecord_dir, tmp_path)

@@ -1,13 +1,11 @@
 """benchmarks.region_error: the region split against hand-computed numbers, and the
 command on a run folder (result, bad inputs as one line with nothing written)."""
 
-import json
-
 import numpy as np
 import pytest
 
 from benchmarks import region_error
-from tests.helpers import check_run_row_bad_inputs, run_in_process
+from tests.helpers import check_run_row_bad_inputs, run_row_command
 
 
 def test_regions_partition_the_error_as_computed_by_hand():
@@ -66,14 +64,12 @@ def test_regions_partition_the_error_as_computed_by_hand():
 
 @pytest.mark.slow
 def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
-    out = tmp_path / "regions.json"
-    argv = ("--run", run_dir, "--row", "t2->flair", "--data", tfrecord_dir, "--out", out)
-    result = run_in_process(region_error.main, *argv)
-    assert result.returncode == 0, result.stderr
+    result, saved = run_row_command(
+        region_error.main, run_dir, tfrecord_dir, tmp_path / "regions.json"
+    )
     assert "t2->flair" in result.stdout and "(LUT from t2)" in result.stdout
     for name, _ in region_error.REGIONS:
         assert f"\n{name} " in result.stdout, name
-    saved = json.loads(out.read_text())
     assert (
         saved["row"] == "t2->flair" and saved["slices"] > 0 and saved["lut_source"] == "t2->flair"
     )
