@@ -2,16 +2,18 @@
 
     python -m dygan_tf.evaluate --run RUN_DIR [--data TFRECORD_DIR] --out DIR
     python -m dygan_tf.evaluate --model SAVEDMODEL_DIR --data TFRECORD_DIR --out DIR
-        [--split test] [--compare RUN_A RUN_B ...] [--figure-cases 4]
+        [--split test] [--compare RUN_A RUN_B ...] [--figure-cases 4] [--tta flip]
 
 Baselines scored beside every model: copy_source (the source slice itself) and
 intensity_lut (per target, source intensity -> mean target intensity on the training split).
+`--tta flip` (ours) scores every model's left-right flip-averaged outputs (`dygan_tf.tta`).
 """
 
 import os
 
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.errors import UserError, for_flag
+from dygan_tf.tta import TTA_MODES
 
 PROG = "dygan_tf.evaluate"
 
@@ -26,6 +28,12 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--compare", nargs="+", default=[], metavar="RUN")
     p.add_argument("--figure-cases", type=int, default=4)
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
+        help="test-time augmentation of the models' outputs (flip: left-right mean)",
+    )
     args = p.parse_args(argv)
     runs = ([args.run] if args.run else []) + list(args.compare)
     if not runs and not args.model:
@@ -62,6 +70,7 @@ def main(argv=None):
         model=args.model,
         figure_cases=args.figure_cases,
         run_flags=flags,
+        tta_mode=args.tta,
     )
 
 

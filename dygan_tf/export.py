@@ -6,7 +6,9 @@ The SavedModel's `serving_default` signature takes `image` float32 (None, H, W, 
 [-1, 1] and `task` float32 (None, 12) and returns `synthesized` (None, H, W, 1); a
 multi-source model's takes `image` (None, H, W, 4) (flair, t1, t1ce, t2; a missing one
 filled with 0), `available` (None, 4) and `target` (None, 4) (one-hot). It is a plain
-TensorFlow graph: serving it needs TensorFlow only, not this package.
+TensorFlow graph: serving it needs TensorFlow only, not this package. `--tta flip`
+(ours) makes the signature return the left-right flip-averaged output (`dygan_tf.tta`;
+twice the work per request), recorded as "tta" in metadata.json.
 """
 
 import os
@@ -14,7 +16,7 @@ import shutil
 import tempfile
 import time
 
-from dygan_tf import conditions, preprocessing, run_folder
+from dygan_tf import conditions, preprocessing, run_folder, tta
 from dygan_tf.atomic import write_error, write_json_atomic
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.errors import UserError, for_flag
@@ -49,7 +51,7 @@ def check_target(out_dir):
     return out_dir
 
 
-def build_metadata(config, source_run=None, generator=None):
+def build_metadata(config, source_run=None, generator=None, tta_mode="none"):
     """What a client needs to prepare inputs and read outputs, as a JSON-able dict."""
     import keras
     import tensorflow as tf
@@ -99,6 +101,8 @@ def build_metadata(config, source_run=None, generator=None):
             for (s, t), code in TASK_CODES.items()
         },
         "trained_rows": list(rows),
+        "tta": tta.check_mode(tta_mode),
+        "tta_description": tta.describe(tta_mode),
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
         "in_plane": dict(preprocessing.IN_PLANE),
@@ -120,8 +124,9 @@ def build_metadata(config, source_run=None, generator=None):
     return metadata
 
 
-def export_generator(generator, out_dir, metadata=None):
-    """Writes `generator` as a SavedModel to `out_dir` (an integer version folder).
+def export_generator(generator, out_dir, metadata=None, tta_mode="none"):
+    """Writes `generator` as a SavedModel to `out_dir` (an integer version folder),
+    its signature flip-averaged if `tta_mode` is "flip".
 
     The archive is written into a hidden staging folder beside `out_dir` and renamed
     into place, so TF Serving (which polls the parent) never sees half an export; a
@@ -140,18 +145,23 @@ def export_generator(generator, out_dir, metadata=None):
     condition = int(generator.input["task"].shape[-1])
     archive = keras.export.ExportArchive()
     archive.track(generator)
+
+    def synthesize(image, task):
+        return generator({"image": image, "task": task}, training=False)
+
+    if tta.check_mode(tta_mode) == "flip":
+        synthesize = tta.flip_averaged_graph(synthesize)
     # Named TensorSpecs give the signature its input names; the batch stays dynamic.
     if condition == NUM_TASKS:
 
         def serve(image, task):
-            return {OUTPUT_KEY: generator({"image": image, "task": task}, training=False)}
+            return {OUTPUT_KEY: synthesize(image, task)}
 
         specs = [("image", image_shape), ("task", (NUM_TASKS,))]
     else:  # multi-source: the condition is [available, target]
 
         def serve(image, available, target):
-            task = tf.concat([available, target], axis=-1)
-            return {OUTPUT_KEY: generator({"image": image, "task": task}, training=False)}
+            return {OUTPUT_KEY: synthesize(image, tf.concat([available, target], axis=-1))}
 
         n = len(MODALITIES)
         specs = [("image", image_shape), ("available", (n,)), ("target", (n,))]
@@ -194,16 +204,25 @@ def main(argv=None):
         "--run", required=True, help="training run folder (config.json, generator.keras)"
     )
     parser.add_argument("--out", required=True, help="version folder, e.g. saved_models/dygan/1")
+    parser.add_argument(
+        "--tta",
+        choices=tta.TTA_MODES,
+        default="none",
+        help="flip: the signature returns the mean with the left-right mirrored slice's output",
+    )
     args = parser.parse_args(argv)
     with for_flag("--out"):
         out_dir = check_target(args.out)  # before the slow model load
     with for_flag("--run"):
         config, generator = run_folder.load_run(args.run)
-    export_generator(generator, out_dir, build_metadata(config, args.run, generator))
+    metadata = build_metadata(config, args.run, generator, args.tta)
+    export_generator(generator, out_dir, metadata, args.tta)
     keys = ", ".join(INPUT_KEYS[config.model.inputs])
     print(
         f"exported {args.run} -> {out_dir} (signature {SIGNATURE}: {keys} -> "
-        f"{OUTPUT_KEY}; image size {image_size(generator)})"
+        f"{OUTPUT_KEY}; image size {image_size(generator)}"
+        + ("" if args.tta == "none" else f"; {args.tta} TTA")
+        + ")"
     )
 
 

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from dygan_tf import preprocessing
+from dygan_tf import preprocessing, tta
 from dygan_tf.conditions import FILL_VALUE, SOURCE_PREFERENCE, condition_code, trained_rows
 from dygan_tf.config import RunConfig
 from dygan_tf.errors import UserError
@@ -32,11 +32,22 @@ class Synthesizer:
     a run folder); `inputs` is "single" (1-channel images, 12-bit task codes) or "multi"
     (4-channel images, 8-bit conditions: `dygan_tf.conditions`); `trained_rows` lists
     the row keys it was trained for ("t2->flair", "t1+t2->flair"), or None if unknown;
-    `config` is the run's RunConfig, or None if unknown.
+    `config` is the run's RunConfig, or None if unknown. `tta` is the test-time
+    augmentation its outputs have (`dygan_tf.tta`); `applies_tta` whether this object
+    adds it (not when an exported signature already averages).
     """
 
     def __init__(
-        self, call, image_size, kind, path, inputs="single", trained_rows=None, config=None
+        self,
+        call,
+        image_size,
+        kind,
+        path,
+        inputs="single",
+        trained_rows=None,
+        config=None,
+        tta_mode="none",
+        apply_tta=False,
     ):
         self._call = call
         self.image_size = image_size
@@ -45,12 +56,18 @@ class Synthesizer:
         self.inputs = inputs
         self.trained_rows = trained_rows
         self.config = config
+        self.tta = tta.check_mode(tta_mode)
+        self.applies_tta = apply_tta and tta_mode != "none"
+        self._predict = tta.with_tta(self._once, tta_mode if apply_tta else "none")
 
-    def __call__(self, images, tasks):
+    def _once(self, images, tasks):
         import tensorflow as tf
 
         out = self._call(tf.constant(images, tf.float32), tf.constant(tasks, tf.float32))
         return np.asarray(out, dtype=np.float32)
+
+    def __call__(self, images, tasks):
+        return self._predict(images, tasks)
 
 
 def check_savedmodel(path):
@@ -72,10 +89,13 @@ def _savedmodel_dir(path):
     return os.path.join(path, str(max(versions))) if versions else None
 
 
-def load_synthesizer(path):
-    """A Synthesizer from a SavedModel folder (or TF Serving base path) or a run folder.
+def load_synthesizer(path, tta_mode="none"):
+    """A Synthesizer from a SavedModel folder (or TF Serving base path) or a run folder,
+    its outputs test-time augmented as `tta_mode` says (an export made with `--tta
+    flip` already is, whatever `tta_mode` says: its metadata.json records it).
 
     UserError naming the folder if it is neither, or its signature is not the export's."""
+    tta.check_mode(tta_mode)
     if not os.path.isdir(path):
         raise UserError(
             f"{path}: not a folder; expected a SavedModel folder or a training run folder"
@@ -99,8 +119,9 @@ def load_synthesizer(path):
             lambda image, task: generator({"image": image, "task": task}, training=False),
             input_signature=spec,
         )
+        size = image_size(generator)
         return Synthesizer(
-            call, image_size(generator), "keras", path, config.model.inputs, trained, config
+            call, size, "keras", path, config.model.inputs, trained, config, tta_mode, True
         )
 
     import tensorflow as tf
@@ -144,7 +165,14 @@ def load_synthesizer(path):
 
     call.keepalive = loaded  # the signature's variables live as long as `loaded`
     size = int(inputs["image"].shape[1])
-    return Synthesizer(call, size, "savedmodel", saved, kind, trained, config)
+    exported = metadata.get("tta", "none")
+    if exported not in tta.TTA_MODES:
+        raise UserError(
+            f"{os.path.join(saved, METADATA)}: tta {exported!r} is not one of {tta.TTA_MODES}"
+        )
+    apply = exported == "none"  # else the signature itself averages: not twice
+    tta_mode = tta_mode if apply else exported
+    return Synthesizer(call, size, "savedmodel", saved, kind, trained, config, tta_mode, apply)
 
 
 def read_metadata(saved):

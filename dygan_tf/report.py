@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from dygan_tf import conditions
+from dygan_tf import conditions, tta
 from dygan_tf.atomic import atomic_path, write_json_atomic, write_text_atomic
 from dygan_tf.errors import UserError, for_flag
 from dygan_tf.tasks import MODALITIES, targets_for
@@ -147,7 +147,14 @@ def save_figure(path, rows, title):
 
 
 def evaluate_report(
-    runs, out, data_dir=None, split="test", model=None, figure_cases=4, run_flags=None
+    runs,
+    out,
+    data_dir=None,
+    split="test",
+    model=None,
+    figure_cases=4,
+    run_flags=None,
+    tta_mode="none",
 ):
     """Scores run folders (and/or an exported SavedModel) on a split; writes the report.
 
@@ -160,6 +167,8 @@ def evaluate_report(
         model: an exported SavedModel folder, scored first (needs `data_dir`).
         figure_cases: test cases drawn in figure.png.
         run_flags: the command-line flag of each run (for error messages), if any.
+        tta_mode: test-time augmentation of every model's outputs (`dygan_tf.tta`;
+            the baselines are never augmented).
 
     Returns:
         The report dict written to report.json.
@@ -178,11 +187,11 @@ def evaluate_report(
     if model:
         if not data_dir:
             raise UserError(f"{model}: a SavedModel needs a shard folder to score on")
-        predictor, config = scoring.load_savedmodel_predictor(model)
+        predictor, config = scoring.load_savedmodel_predictor(model, tta_mode)
         predictors.append(predictor)
     for run, flag in zip(runs, run_flags):
         with for_flag(flag) if flag else contextlib.nullcontext():
-            predictor, run_config, run_data = scoring.load_run_predictor(run)
+            predictor, run_config, run_data = scoring.load_run_predictor(run, tta_mode)
         predictors.append(predictor)
         config = config or run_config
         data_dir = data_dir or run_data
@@ -207,6 +216,8 @@ def evaluate_report(
         "source": source,
         "slices": slices,
     }
+    if tta_mode != "none":  # (a default report stays as it was)
+        report["tta"] = tta_mode
     if paper:  # the paper's Table 2, keyed by target as it always was
         results = {n: {t: r.get(f"{source}->{t}") for t in targets} for n, r in results.items()}
         report["per_target"] = results[names[0]]
@@ -231,6 +242,7 @@ def evaluate_report(
         f"# {split} split of {data_dir}: {slices} slices, {heading}\n\n"
         "PSNR (dB) / SSIM on images mapped to [0, 1]"
         + ("" if paper else "; a baseline of several sources uses its best single one")
+        + ("" if tta_mode == "none" else f"; models: {tta.describe(tta_mode)} ({tta_mode} TTA)")
         + "\n\n"
         + md_table
     )

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dygan_tf import conditions, evaluation, run_folder
+from dygan_tf import conditions, evaluation, run_folder, tta
 from dygan_tf.tasks import MODALITIES, task_code
 
 BASELINES = ("copy_source", "intensity_lut")
@@ -59,8 +59,13 @@ def method_name(config, pix2pix3=False):
     return f"{prefix} ({d}{extra})"
 
 
-def load_run_predictor(run_dir):
-    """(Predictor, config, data_dir) of a run folder (one model or pix2pix3)."""
+def _tta_label(name, mode):
+    return name if mode == "none" else f"{name}, {mode} TTA"
+
+
+def load_run_predictor(run_dir, tta_mode="none"):
+    """(Predictor, config, data_dir) of a run folder (one model or pix2pix3), its
+    outputs test-time augmented as `tta_mode` says (`dygan_tf.tta`)."""
     run_folder.require_folder(run_dir)
     baseline = run_folder.read_baseline(run_dir)
     if baseline is not None:
@@ -84,26 +89,28 @@ def load_run_predictor(run_dir):
             return generator({"image": image, "task": task}, training=False).numpy()
 
     data_dir = run_folder.data_dir_of(info_dir)
-    label = f"{name} [{os.path.basename(os.path.normpath(run_dir))}]"
+    label = _tta_label(f"{name} [{os.path.basename(os.path.normpath(run_dir))}]", tta_mode)
+    rows = frozenset(conditions.trained_rows(config))
     return (
-        Predictor(label, config.model.inputs, frozenset(conditions.trained_rows(config)), predict),
+        Predictor(label, config.model.inputs, rows, tta.with_tta(predict, tta_mode)),
         config,
         data_dir,
     )
 
 
-def load_savedmodel_predictor(path):
-    """(Predictor, config or None) of an exported SavedModel (either signature)."""
+def load_savedmodel_predictor(path, tta_mode="none"):
+    """(Predictor, config or None) of an exported SavedModel (either signature), its
+    outputs test-time augmented as `tta_mode` says unless the export already is."""
     from dygan_tf.inference import check_savedmodel, load_synthesizer
 
     check_savedmodel(path)
-    synthesizer = load_synthesizer(path)
+    synthesizer = load_synthesizer(path, tta_mode)
     rows = None if synthesizer.trained_rows is None else frozenset(synthesizer.trained_rows)
 
     def predict(image, task, names):
         return synthesizer(image, task)
 
-    name = f"SavedModel [{os.path.basename(os.path.normpath(path))}]"
+    name = _tta_label(f"SavedModel [{os.path.basename(os.path.normpath(path))}]", synthesizer.tta)
     return Predictor(name, synthesizer.inputs, rows, predict), synthesizer.config
 
 

@@ -2,12 +2,14 @@
 
     python -m dygan_tf.translate --model SAVEDMODEL_DIR|RUN_DIR --input FILE.nii[.gz]
         --source t2 [--targets flair,t1,t1ce] --out-dir DIR [--batch 4] [--overwrite]
+        [--tta flip]
     python -m dygan_tf.translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
 
 Writes DIR/<case>_<target>_synth.nii.gz with the input's shape, affine and header
 (float32 data). A case folder (<ID>_{t1,t1ce,t2,flair}.nii[.gz]) is completed: each
 modality it lacks is synthesised from one it holds (a single-source model) or from all
-it holds (a multi-source model).
+it holds (a multi-source model). `--tta flip` (ours) writes the mean of each slice's
+output and the mirrored output of its left-right mirror (`dygan_tf.tta`; twice the work).
 """
 
 import contextlib
@@ -26,6 +28,7 @@ from dygan_tf.conditions import SOURCE_PREFERENCE, row_key
 from dygan_tf.errors import UserError, for_flag
 from dygan_tf.progress import Progress
 from dygan_tf.tasks import MODALITIES, check_modality, targets_for
+from dygan_tf.tta import TTA_MODES
 
 OUTPUT_SUFFIX = "_synth.nii.gz"
 
@@ -173,6 +176,7 @@ def translate(
     overwrite=False,
     verbose=True,
     synthesizer=None,
+    tta_mode="none",
 ):
     """Fills in missing sequences: translates a NIfTI volume or a BraTS case folder.
 
@@ -188,7 +192,9 @@ def translate(
         batch_slices: axial slices per model call (>= 1).
         overwrite: replace existing outputs (an input file never).
         verbose: print progress and a summary line.
-        synthesizer: an already loaded `inference.Synthesizer` (then `model` is unused).
+        synthesizer: an already loaded `inference.Synthesizer` (then `model` and
+            `tta_mode` are unused).
+        tta_mode: test-time augmentation ("none" or "flip": `dygan_tf.tta`).
 
     Returns:
         `{target: written path}`; each volume has the input's shape, affine and header.
@@ -202,13 +208,11 @@ def translate(
 
     plan = plan_input(input_path, source, targets)
     check_outputs(plan.out_paths(out_dir).values(), plan.inputs.values(), overwrite)
-    return run_plan(
-        plan,
-        out_dir,
-        (lambda: synthesizer) if synthesizer is not None else (lambda: load_synthesizer(model)),
-        batch_slices,
-        verbose,
-    )
+
+    def load_model():
+        return synthesizer if synthesizer is not None else load_synthesizer(model, tta_mode)
+
+    return run_plan(plan, out_dir, load_model, batch_slices, verbose)
 
 
 def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
@@ -252,7 +256,9 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
     if verbose:
         print(
             f"{case}: {'+'.join(available)} -> {', '.join(targets)} ({depth} axial slices, "
-            f"{synthesizer.kind} model {synthesizer.path})"
+            f"{synthesizer.kind} model {synthesizer.path}"
+            + ("" if synthesizer.tta == "none" else f", {synthesizer.tta} TTA")
+            + ")"
         )
         bar = Progress(depth, unit="slice")
     start = time.perf_counter()
@@ -322,6 +328,12 @@ def main(argv=None):
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (never an input file)"
     )
+    parser.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
+        help="test-time augmentation (flip: mean with the left-right mirrored slice's output)",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.source is not None:
@@ -340,7 +352,7 @@ def main(argv=None):
 
     def load_model():
         with for_flag("--model"):
-            return load_synthesizer(args.model)
+            return load_synthesizer(args.model, args.tta)
 
     run_plan(plan, args.out_dir, load_model, args.batch, verbose=not args.quiet)
 
