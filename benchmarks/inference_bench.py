@@ -1,5 +1,6 @@
 """Inference speed: one 240x240x155 volume into three targets (slices/s), and the served
-SavedModel's latency against the in-process Keras generator at batch 3.
+SavedModel's latency against the in-process Keras generator at batch 3; both again for
+an export with `--tta flip` (the mirrored mean, `dygan_tf.tta`: about twice the work).
 
     python -m benchmarks.inference_bench --out FILE.json [--run RUN_DIR] [--preset demo]
 
@@ -70,15 +71,14 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
         "batch_slices": batch_slices,
         "threads": os.cpu_count(),
     }
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        saved = export.export_generator(generator, os.path.join(tmp, "dygan", "1"))
-        served = load_synthesizer(os.path.dirname(saved))
-        brain = int(sum((volume[:, :, k] != 0).any() for k in range(shape[2])))
+    brain = int(sum((volume[:, :, k] != 0).any() for k in range(shape[2])))
+
+    def volume_speed(served):
         synthesize_volume(volume[:, :, :8], affine, "t2", targets, served, batch_slices)
         start = time.perf_counter()
         synthesize_volume(volume, affine, "t2", targets, served, batch_slices)
         seconds = time.perf_counter() - start
-        result["volume"] = {
+        return {
             "seconds": seconds,
             "slices": shape[2],
             "brain_slices": brain,
@@ -87,10 +87,20 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
             "images_per_s": brain * len(targets) / seconds,
         }
 
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        saved = export.export_generator(generator, os.path.join(tmp, "dygan", "1"))
+        flipped = export.export_generator(generator, os.path.join(tmp, "tta", "1"), None, "flip")
+        result["volume"] = volume_speed(load_synthesizer(os.path.dirname(saved)))
+        result["volume_tta_flip"] = volume_speed(load_synthesizer(os.path.dirname(flipped)))
+        result["volume_tta_flip"]["ratio_seconds_vs_plain"] = (
+            result["volume_tta_flip"]["seconds"] / result["volume"]["seconds"]
+        )
+
         rng = np.random.default_rng(0)
         image = tf.constant(rng.uniform(-1, 1, (3, size, size, 1)).astype("float32"))
         task = tf.constant(np.stack([task_code("t2", t) for t in targets]))
         signature = tf.saved_model.load(saved).signatures[export.SIGNATURE]
+        signature_tta = tf.saved_model.load(flipped).signatures[export.SIGNATURE]
         compiled = tf.function(lambda i, t: generator({"image": i, "task": t}, training=False))
         latency = {
             "savedmodel_signature_s": _median_seconds(
@@ -100,7 +110,13 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
                 lambda: generator({"image": image, "task": task}, training=False), repeats
             ),
             "keras_tf_function_s": _median_seconds(lambda: compiled(image, task), repeats),
+            "savedmodel_tta_flip_s": _median_seconds(
+                lambda: signature_tta(image=image, task=task), repeats
+            ),
         }
+        latency["ratio_tta_flip_vs_savedmodel"] = (
+            latency["savedmodel_tta_flip_s"] / latency["savedmodel_signature_s"]
+        )
         latency["ratio_savedmodel_vs_keras_eager"] = (
             latency["savedmodel_signature_s"] / latency["keras_eager_call_s"]
         )
@@ -134,7 +150,11 @@ def main(argv=None):
         f"{lat['keras_eager_call_s'] * 1e3:.1f} ms eager / "
         f"{lat['keras_tf_function_s'] * 1e3:.1f} ms tf.function "
         f"(ratio {lat['ratio_savedmodel_vs_keras_eager']:.2f} / "
-        f"{lat['ratio_savedmodel_vs_keras_tf_function']:.2f})"
+        f"{lat['ratio_savedmodel_vs_keras_tf_function']:.2f}); --tta flip: volume "
+        f"{result['volume_tta_flip']['seconds']:.1f}s (ratio "
+        f"{result['volume_tta_flip']['ratio_seconds_vs_plain']:.2f}), batch 3 "
+        f"{lat['savedmodel_tta_flip_s'] * 1e3:.1f} ms (ratio "
+        f"{lat['ratio_tta_flip_vs_savedmodel']:.2f})"
     )
 
 

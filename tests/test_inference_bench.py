@@ -14,3 +14,9 @@ def test_inference_bench_smoke(tmp_path):
     assert result["volume"]["slices_per_s"] > 0
     latency = result["latency_batch3"]
     assert latency["savedmodel_signature_s"] > 0 and latency["ratio_savedmodel_vs_keras_eager"] > 0
+    # The --tta flip export runs the same volume and batch (its own numbers, not copies).
+    flip = result["volume_tta_flip"]
+    assert flip["slices"] == 12 and flip["brain_slices"] == result["volume"]["brain_slices"]
+    assert flip["ratio_seconds_vs_plain"] == flip["seconds"] / result["volume"]["seconds"]
+    assert latency["savedmodel_tta_flip_s"] > 0
+    assert latency["savedmodel_tta_flip_s"] != latency["savedmodel_signature_s"]
