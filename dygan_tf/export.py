@@ -220,9 +220,7 @@ def main(argv=None):
     keys = ", ".join(INPUT_KEYS[config.model.inputs])
     print(
         f"exported {args.run} -> {out_dir} (signature {SIGNATURE}: {keys} -> "
-        f"{OUTPUT_KEY}; image size {image_size(generator)}"
-        + ("" if args.tta == "none" else f"; {args.tta} TTA")
-        + ")"
+        f"{OUTPUT_KEY}; image size {image_size(generator)}" + tta.label(args.tta, "; ") + ")"
     )
 
 

@@ -59,10 +59,6 @@ def method_name(config, pix2pix3=False):
     return f"{prefix} ({d}{extra})"
 
 
-def _tta_label(name, mode):
-    return name if mode == "none" else f"{name}, {mode} TTA"
-
-
 def load_run_predictor(run_dir, tta_mode="none"):
     """(Predictor, config, data_dir) of a run folder (one model or pix2pix3), its
     outputs test-time augmented as `tta_mode` says (`dygan_tf.tta`)."""
@@ -89,7 +85,7 @@ def load_run_predictor(run_dir, tta_mode="none"):
             return generator({"image": image, "task": task}, training=False).numpy()
 
     data_dir = run_folder.data_dir_of(info_dir)
-    label = _tta_label(f"{name} [{os.path.basename(os.path.normpath(run_dir))}]", tta_mode)
+    label = f"{name} [{os.path.basename(os.path.normpath(run_dir))}]{tta.label(tta_mode)}"
     rows = frozenset(conditions.trained_rows(config))
     return (
         Predictor(label, config.model.inputs, rows, tta.with_tta(predict, tta_mode)),
@@ -110,7 +106,7 @@ def load_savedmodel_predictor(path, tta_mode="none"):
     def predict(image, task, names):
         return synthesizer(image, task)
 
-    name = _tta_label(f"SavedModel [{os.path.basename(os.path.normpath(path))}]", synthesizer.tta)
+    name = f"SavedModel [{os.path.basename(os.path.normpath(path))}]{tta.label(synthesizer.tta)}"
     return Predictor(name, synthesizer.inputs, rows, predict), synthesizer.config
 
 

@@ -21,14 +21,13 @@ import time
 
 import numpy as np
 
-from dygan_tf import preprocessing
+from dygan_tf import preprocessing, tta
 from dygan_tf.atomic import atomic_path
 from dygan_tf.cli import ArgumentParser, run_main
 from dygan_tf.conditions import SOURCE_PREFERENCE, row_key
 from dygan_tf.errors import UserError, for_flag
 from dygan_tf.progress import Progress
 from dygan_tf.tasks import MODALITIES, check_modality, targets_for
-from dygan_tf.tta import TTA_MODES
 
 OUTPUT_SUFFIX = "_synth.nii.gz"
 
@@ -256,9 +255,7 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
     if verbose:
         print(
             f"{case}: {'+'.join(available)} -> {', '.join(targets)} ({depth} axial slices, "
-            f"{synthesizer.kind} model {synthesizer.path}"
-            + ("" if synthesizer.tta == "none" else f", {synthesizer.tta} TTA")
-            + ")"
+            f"{synthesizer.kind} model {synthesizer.path}" + tta.label(synthesizer.tta) + ")"
         )
         bar = Progress(depth, unit="slice")
     start = time.perf_counter()
@@ -330,7 +327,7 @@ def main(argv=None):
     )
     parser.add_argument(
         "--tta",
-        choices=TTA_MODES,
+        choices=tta.TTA_MODES,
         default="none",
         help="test-time augmentation (flip: mean with the left-right mirrored slice's output)",
     )

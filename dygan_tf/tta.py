@@ -27,6 +27,11 @@ def describe(mode):
     return "mean of the output and the mirrored output of the left-right mirrored slice"
 
 
+def label(mode, sep=", "):
+    """What a name or message adds for `mode`: "" for "none", else `sep` + "flip TTA"."""
+    return "" if mode == "none" else f"{sep}{mode} TTA"
+
+
 def check_mode(mode):
     """`mode` itself; ValueError for anything not in TTA_MODES."""
     if mode not in TTA_MODES:
