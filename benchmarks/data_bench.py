@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from dygan_tf.atomic import write_json_atomic
-from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.errors import UserError
+from dygan_tf.utils.atomic import write_json_atomic
+from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.errors import UserError
 
 
 def _load_case(files):
@@ -28,7 +28,7 @@ def _load_case(files):
 def load_only(brats_root, workers):
     """Seconds to load every case's volumes with `workers` processes (spawned, as in
     the builder)."""
-    from data_prep.cases import case_files, discover_cases
+    from dygan_tf.data.cases import case_files, discover_cases
 
     found = discover_cases(brats_root)
     jobs = [list(case_files(c).values()) for c in found]
@@ -49,21 +49,21 @@ def run(
     work_dir=None,
 ):
     """Runs both benchmarks; returns a dict of the measured numbers."""
-    from data_prep import build_tfrecords, make_phantom
-    from data_prep.cases import discover_cases
-    from dygan_tf import data
+    from dygan_tf.data import phantom, shards
+    from dygan_tf.data import pipeline as data
+    from dygan_tf.data.cases import discover_cases
 
     workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         if brats_root is None:
             brats_root = os.path.join(tmp, "phantom")
-            hgg, lgg = make_phantom.split_grades(cases)
-            make_phantom.build_phantom(brats_root, hgg, lgg, seed=0, workers=workers, verbose=False)
+            hgg, lgg = phantom.split_grades(cases)
+            phantom.build_phantom(brats_root, hgg, lgg, seed=0, workers=workers, verbose=False)
         n_cases, load_seconds = load_only(brats_root, workers)
         out = os.path.join(tmp, "records")
         hgg = sum(1 for c in discover_cases(brats_root) if c["grade"] == "HGG")
         start = time.perf_counter()
-        manifest = build_tfrecords.build(
+        manifest = shards.build(
             brats_root,
             out,
             image_size=image_size,

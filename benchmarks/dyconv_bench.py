@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from dygan_tf.atomic import write_json_atomic
-from dygan_tf.cli import ArgumentParser, run_main
+from dygan_tf.utils.atomic import write_json_atomic
+from dygan_tf.utils.cli import ArgumentParser, run_main
 
 PAPER_SHAPES = ((256, 64), (128, 128), (64, 256), (32, 512))  # (spatial, channels)
 
@@ -47,7 +47,7 @@ def _median_seconds(step, x, task, repeats, min_seconds=0.5):
 def compare(size, channels, batch, repeats=5, seed=0, jit_compile=False):
     import keras
 
-    from dygan_tf.layers import DyConv2D
+    from dygan_tf.layers.dyconv import DyConv2D
 
     keras.utils.set_random_seed(seed)
     rng = np.random.RandomState(seed)
@@ -80,7 +80,7 @@ def breakdown(size, channels, batch, repeats=5, seed=0, kernel_size=3):
     interleaved). The grouped method's gradient passes are its custom gradient's parts."""
     import tensorflow as tf
 
-    from dygan_tf import grouped_conv as gc
+    from dygan_tf.layers import grouped_conv as gc
 
     k, rng = kernel_size, np.random.RandomState(seed)
     x = tf.constant(rng.standard_normal((batch, size, size, channels)).astype("float32"))

@@ -4,7 +4,7 @@
 
 For each distinct DyConv2D shape in the generator and discriminator of each preset, times
 forward + backward (gradients for the input, the experts and the mixing weights) of every
-method in `dygan_tf.dyconv_methods.METHODS`, each a tf.function with an unknown batch
+method in `dygan_tf.layers.dyconv_methods.METHODS`, each a tf.function with an unknown batch
 (as `fit` traces the step), interleaved and repeated so that load drifts hit all alike.
 The generator's rows use the step's batch (3 tasks); the discriminator's twice that
 (real and fake pairs in one call). `--print-table` prints `CPU_TABLE` for
@@ -16,15 +16,15 @@ import time
 
 import numpy as np
 
-from dygan_tf.atomic import write_json_atomic
-from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
+from dygan_tf.utils.atomic import write_json_atomic
+from dygan_tf.utils.cli import ArgumentParser, import_tensorflow_quietly, run_main
 
 
 def preset_shapes(preset, images=3):
     """{(H, W, C, F, k, stride): {"batch", "layers"}} of the DyConv2D layers of `preset`."""
-    from dygan_tf.builders import build_networks
-    from dygan_tf.config import get_preset
-    from dygan_tf.layers import DyConv2D
+    from dygan_tf.config.run_config import get_preset
+    from dygan_tf.layers.dyconv import DyConv2D
+    from dygan_tf.models.builders import build_networks
 
     shapes = {}
     for network, batch in zip(build_networks(get_preset(preset).model), (images, 2 * images)):
@@ -53,7 +53,7 @@ def time_methods(h, w, c, f, k, stride, batch, experts=3, repeats=3, max_mb=512,
     """{method: median seconds of fwd+bwd} at one shape; skipped methods are absent."""
     import tensorflow as tf
 
-    from dygan_tf.dyconv_methods import METHODS, dynamic_conv2d
+    from dygan_tf.layers.dyconv_methods import METHODS, dynamic_conv2d
 
     rng = np.random.RandomState(seed)
     x = tf.constant(rng.standard_normal((batch, h, w, c)).astype("float32"))
@@ -160,7 +160,7 @@ def main(argv=None):
     parser.add_argument("--print-table", action="store_true")
     args = parser.parse_args(argv)
     presets = tuple(p for p in args.presets.split(",") if p)
-    from dygan_tf.config import PRESETS
+    from dygan_tf.config.run_config import PRESETS
 
     bad = [p for p in presets if p not in PRESETS]
     if bad or not presets:

@@ -1,7 +1,7 @@
 """The GPU benchmark, sized for a short lease: `python -m benchmarks.run --gpu --out F.json`.
 
 In one process, on the first GPU: the paper-size DyGAN train step against the pix2pix
-step (`dygan_tf.config.as_pix2pix`) in float32 (TF32 matmuls where the GPU has them),
+step (`dygan_tf.config.run_config.as_pix2pix`) in float32 (TF32 matmuls where the GPU has them),
 mixed_float16, and mixed_float16 with XLA; DyConv2D against Conv2D at the generator's
 decoder shapes (batch 3 and 12, mixed_float16); a float16 and float32 matmul peak; source
 slices/s (one slice = its three tasks per step), the projected time of one BraTS epoch
@@ -59,7 +59,7 @@ def train_steps(preset, precision, jit_compile, steps, warmup, device, peaks, de
     import keras
 
     from benchmarks.train_step import time_train_step
-    from dygan_tf.config import as_pix2pix, get_preset
+    from dygan_tf.config.run_config import as_pix2pix, get_preset
 
     config = get_preset(preset).override(
         mixed_precision=precision, jit_compile=jit_compile, depth=depth
@@ -97,7 +97,7 @@ def run(sizes, budget_s=420.0, log=None):
     import tensorflow as tf
 
     from benchmarks import dyconv_bench
-    from dygan_tf.distribute import dtype_policy
+    from dygan_tf.training.distribute import dtype_policy
 
     start = time.perf_counter()
     gpus = tf.config.list_logical_devices("GPU")

@@ -1,6 +1,6 @@
 """Inference speed: one 240x240x155 volume into three targets (slices/s), and the served
 SavedModel's latency against the in-process Keras generator at batch 3; both again for
-an export with `--tta flip` (the mirrored mean, `dygan_tf.tta`: about twice the work).
+an export with `--tta flip` (the mirrored mean, `dygan_tf.inference.tta`: about twice the work).
 
     python -m benchmarks.inference_bench --out FILE.json [--run RUN_DIR] [--preset demo]
 
@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from dygan_tf.atomic import write_json_atomic
-from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.errors import UserError
+from dygan_tf.utils.atomic import write_json_atomic
+from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.errors import UserError
 
 VOLUME_SHAPE = (240, 240, 155)
 
@@ -47,11 +47,12 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
     import keras
     import tensorflow as tf
 
-    from dygan_tf import export, run_folder
-    from dygan_tf.builders import build_networks
-    from dygan_tf.config import get_preset
-    from dygan_tf.inference import load_synthesizer, synthesize_volume
-    from dygan_tf.tasks import task_code
+    from dygan_tf.config.run_config import get_preset
+    from dygan_tf.config.tasks import task_code
+    from dygan_tf.inference import savedmodel
+    from dygan_tf.inference.synthesis import load_synthesizer, synthesize_volume
+    from dygan_tf.models.builders import build_networks
+    from dygan_tf.run_folder import files as run_folder
 
     if run_dir is None:
         keras.utils.set_random_seed(0)
@@ -59,7 +60,7 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
         generator, _ = build_networks(config.model)
     else:
         config, generator = run_folder.load_run(run_dir)
-    size = export.image_size(generator)
+    size = savedmodel.image_size(generator)
     targets = ("flair", "t1", "t1ce")
     volume = phantom_volume(shape)
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -88,8 +89,10 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
         }
 
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        saved = export.export_generator(generator, os.path.join(tmp, "dygan", "1"))
-        flipped = export.export_generator(generator, os.path.join(tmp, "tta", "1"), None, "flip")
+        saved = savedmodel.export_generator(generator, os.path.join(tmp, "dygan", "1"))
+        flipped = savedmodel.export_generator(
+            generator, os.path.join(tmp, "tta", "1"), None, "flip"
+        )
         result["volume"] = volume_speed(load_synthesizer(os.path.dirname(saved)))
         result["volume_tta_flip"] = volume_speed(load_synthesizer(os.path.dirname(flipped)))
         result["volume_tta_flip"]["ratio_seconds_vs_plain"] = (
@@ -99,8 +102,8 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
         rng = np.random.default_rng(0)
         image = tf.constant(rng.uniform(-1, 1, (3, size, size, 1)).astype("float32"))
         task = tf.constant(np.stack([task_code("t2", t) for t in targets]))
-        signature = tf.saved_model.load(saved).signatures[export.SIGNATURE]
-        signature_tta = tf.saved_model.load(flipped).signatures[export.SIGNATURE]
+        signature = tf.saved_model.load(saved).signatures[savedmodel.SIGNATURE]
+        signature_tta = tf.saved_model.load(flipped).signatures[savedmodel.SIGNATURE]
         compiled = tf.function(lambda i, t: generator({"image": i, "task": t}, training=False))
         latency = {
             "savedmodel_signature_s": _median_seconds(

@@ -30,9 +30,9 @@ import time
 
 import numpy as np
 
-from dygan_tf.atomic import write_json_atomic
-from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
-from dygan_tf.errors import UserError
+from dygan_tf.utils.atomic import write_json_atomic
+from dygan_tf.utils.cli import ArgumentParser, import_tensorflow_quietly, run_main
+from dygan_tf.utils.errors import UserError
 
 CATEGORIES = (
     "dyconv_forward",
@@ -51,7 +51,7 @@ def layer_kinds(model):
     """{layer name: "dyconv" | "norm" | "conv"} for the layers the table splits out."""
     import keras
 
-    from dygan_tf.layers import DyConv2D
+    from dygan_tf.layers.dyconv import DyConv2D
 
     kinds = {}
     for layer in model.layers:
@@ -197,7 +197,7 @@ def profile(
     import tensorflow as tf
 
     from benchmarks.train_step import prepare_step
-    from dygan_tf.config import as_pix2pix, get_preset
+    from dygan_tf.config.run_config import as_pix2pix, get_preset
 
     config = as_pix2pix(get_preset(preset)) if pix2pix else preset
     gan, train_function, iterator, config = prepare_step(config, mixed_precision)

@@ -30,9 +30,9 @@ import traceback
 
 from benchmarks.sizes import PROFILES
 from benchmarks.summary import table
-from dygan_tf.atomic import write_json_atomic
-from dygan_tf.cli import ArgumentParser, import_tensorflow_quietly, run_main
-from dygan_tf.errors import UserError
+from dygan_tf.utils.atomic import write_json_atomic
+from dygan_tf.utils.cli import ArgumentParser, import_tensorflow_quietly, run_main
+from dygan_tf.utils.errors import UserError
 
 ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -118,7 +118,7 @@ def _versus_pix2pix(config, sizes, peak_gflops):
     """DyGAN and pix2pix train steps timed alike; pix2pix is the same U-Net with static
     convolutions and the PatchGAN discriminator."""
     from benchmarks.train_step import time_train_step
-    from dygan_tf.config import as_pix2pix
+    from dygan_tf.config.run_config import as_pix2pix
 
     pix2pix = as_pix2pix(config)
     timed = {}
@@ -143,7 +143,7 @@ def _versus_pix2pix(config, sizes, peak_gflops):
 
 
 def train_step_vs_pix2pix(sizes, results, work_dir):
-    from dygan_tf.config import PIX2PIX_MODEL, get_preset
+    from dygan_tf.config.run_config import PIX2PIX_MODEL, get_preset
 
     config = get_preset(sizes.preset).override(depth=sizes.depth)
     peak = results.get("matmul_peak", {})
@@ -168,15 +168,15 @@ def train_step_vs_pix2pix(sizes, results, work_dir):
 
 def prep_vs_load(sizes, results, work_dir):
     from benchmarks import data_bench
-    from data_prep import make_phantom
+    from dygan_tf.data import phantom
 
     workers = sizes.data_workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         root, phantom_seconds = sizes.brats_root, None
         if root is None:
             root, start = os.path.join(tmp, "phantom"), time.perf_counter()
-            hgg, lgg = make_phantom.split_grades(sizes.data_cases)
-            make_phantom.build_phantom(root, hgg, lgg, seed=0, workers=workers, verbose=False)
+            hgg, lgg = phantom.split_grades(sizes.data_cases)
+            phantom.build_phantom(root, hgg, lgg, seed=0, workers=workers, verbose=False)
             phantom_seconds = time.perf_counter() - start
         data = data_bench.run(
             root,
@@ -241,8 +241,8 @@ def gpu(sizes, results, work_dir):
 
 def gpu_measurements(sizes, work_dir=None):
     """DyConv vs Conv2D and the train steps under mixed_float16 with XLA."""
-    from dygan_tf.config import get_preset
-    from dygan_tf.distribute import dtype_policy
+    from dygan_tf.config.run_config import get_preset
+    from dygan_tf.training.distribute import dtype_policy
 
     with dtype_policy("mixed_float16"):
         dyconv = dyconv_vs_conv(sizes, {}, work_dir, jit_compile=True)

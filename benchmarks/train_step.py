@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from dygan_tf.atomic import write_json_atomic
-from dygan_tf.cli import ArgumentParser, run_main
+from dygan_tf.utils.atomic import write_json_atomic
+from dygan_tf.utils.cli import ArgumentParser, run_main
 
 STEP_FLOPS_FORMULA = "B * (3*F_G + 7*F_D)"
 
@@ -35,8 +35,8 @@ def forward_macs(model):
     """Per-image multiply-accumulates of `model`'s convolutions: {"conv", "mixing"}."""
     import keras
 
-    from dygan_tf.layers import DyConv2D
-    from dygan_tf.tasks import NUM_TASKS
+    from dygan_tf.config.tasks import NUM_TASKS
+    from dygan_tf.layers.dyconv import DyConv2D
 
     conv = mixing = 0
     for layer in _leaf_layers(model):
@@ -85,9 +85,9 @@ def prepare_step(config="paper", mixed_precision=None, seed=0):
     import keras
     import tensorflow as tf
 
-    from dygan_tf.builders import build_dygan
-    from dygan_tf.config import get_preset
-    from dygan_tf.tasks import task_code
+    from dygan_tf.config.run_config import get_preset
+    from dygan_tf.config.tasks import task_code
+    from dygan_tf.models.builders import build_dygan
 
     if isinstance(config, str):
         config = get_preset(config)

@@ -6,14 +6,15 @@
 
 Baselines scored beside every model: copy_source (the source slice itself) and
 intensity_lut (per target, source intensity -> mean target intensity on the training split).
-`--tta flip` (ours) scores every model's left-right flip-averaged outputs (`dygan_tf.tta`).
+`--tta flip` (ours) scores every model's left-right flip-averaged outputs
+(`dygan_tf.inference.tta`).
 """
 
 import os
 
-from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.errors import UserError, for_flag
-from dygan_tf.tta import TTA_MODES
+from dygan_tf.inference.tta import TTA_MODES
+from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.errors import UserError, for_flag
 
 PROG = "dygan_tf.evaluate"
 
@@ -42,10 +43,10 @@ def main(argv=None):
         raise UserError(f"{PROG}: --model needs --data TFRECORD_DIR")
     if args.figure_cases < 1:
         raise UserError(f"--figure-cases: expected >= 1, found {args.figure_cases}")
-    from dygan_tf import run_folder
-    from dygan_tf.cli import import_tensorflow_quietly
-    from dygan_tf.inference import check_savedmodel
-    from dygan_tf.manifest import read_manifest
+    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.inference.synthesis import check_savedmodel
+    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.utils.cli import import_tensorflow_quietly
 
     # Pure Python: missing run folders, a folder without a SavedModel and bad shards are
     # refused before TensorFlow starts.
@@ -60,7 +61,7 @@ def main(argv=None):
         with for_flag("--data"):
             read_manifest(args.data)
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-    from dygan_tf import report
+    from dygan_tf.evaluation import report
 
     report.evaluate_report(
         runs,

@@ -19,12 +19,12 @@ Running the same command again after a kill resumes at the first unfinished epoc
 import contextlib
 import os
 
-from data_prep.cases import TRAIN_HGG, TRAIN_LGG
-from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.config import BASELINES, STRATEGIES
-from dygan_tf.errors import UserError, for_flag
-from dygan_tf.fit_lib import DEFAULT_CACHE, DEMO_RUN
-from dygan_tf.run_flags import add_config_flags, config_from_flags
+from dygan_tf.config.flags import add_config_flags, config_from_flags
+from dygan_tf.config.run_config import BASELINES, STRATEGIES
+from dygan_tf.data.cases import TRAIN_HGG, TRAIN_LGG
+from dygan_tf.training.fit_lib import DEFAULT_CACHE, DEMO_RUN
+from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.errors import UserError, for_flag
 
 PROG = "dygan_tf.fit"
 
@@ -98,20 +98,20 @@ def _writer_lock(run_dir, strategy=None):
     """One writer per run folder (`dygan_tf.lock`): a second fit on a folder that a live
     process trains into is refused. Multi-worker runs (`strategy` given) share the folder
     by design and only the chief writes it, so only the chief holds the lock."""
-    from dygan_tf import lock
+    from dygan_tf.run_folder import lock as lock_lib
 
     if strategy is not None:
-        from dygan_tf.multiworker import is_chief
+        from dygan_tf.training.multiworker import is_chief
 
         if not is_chief(strategy):
             return contextlib.nullcontext()
     with for_flag("--out"):
-        return lock.hold(run_dir).acquire()
+        return lock_lib.hold(run_dir).acquire()
 
 
 def main(argv=None):
-    from dygan_tf.cli import import_tensorflow_quietly
-    from dygan_tf.manifest import read_manifest
+    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.utils.cli import import_tensorflow_quietly
 
     args = parse_args(argv)
     config = resolve_config(args)  # pure Python: flag errors come before TensorFlow
@@ -127,8 +127,8 @@ def main(argv=None):
         if not multiworker:
             held.enter_context(_writer_lock(run_dir))
         import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-        from dygan_tf import fit_lib
-        from dygan_tf.distribute import make_strategy
+        from dygan_tf.training import fit_lib
+        from dygan_tf.training.distribute import make_strategy
 
         # Before any TensorFlow op: the multi-worker strategy and the CPU split both
         # configure devices, which is only possible before they start.

@@ -86,10 +86,10 @@ def _built_once(tmp_path_factory, name, build):
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory):
     """A BraTS-layout phantom of PHANTOM_HGG + PHANTOM_LGG cases."""
-    from data_prep import make_phantom
+    from dygan_tf.data import phantom
 
     def build(root):
-        make_phantom.build_phantom(
+        phantom.build_phantom(
             str(root), helpers.PHANTOM_HGG, helpers.PHANTOM_LGG, seed=0, workers=2, verbose=False
         )
 
@@ -99,10 +99,10 @@ def phantom_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tfrecord_dir(phantom_root, tmp_path_factory):
     """The phantom's TFRecord shards (64 px, 2 shards per split)."""
-    from data_prep import build_tfrecords
+    from dygan_tf.data import shards
 
     def build(out):
-        build_tfrecords.build(str(phantom_root), str(out), **helpers.BUILD_ARGS)
+        shards.build(str(phantom_root), str(out), **helpers.BUILD_ARGS)
 
     return _built_once(tmp_path_factory, "records", build)
 
@@ -129,7 +129,7 @@ def fit_runs(tfrecord_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A folder as `fit` leaves it: config.json and generator.keras (tiny, random weights)."""
-    from dygan_tf.config import get_preset
+    from dygan_tf.config.run_config import get_preset
 
     return helpers.save_untrained_run(tmp_path_factory.mktemp("run"), get_preset("tiny"))
 
@@ -137,7 +137,7 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_generator(run_dir):
     """(RunConfig, generator) loaded from `run_dir`."""
-    from dygan_tf.run_folder import load_run
+    from dygan_tf.run_folder.files import load_run
 
     return load_run(str(run_dir))
 

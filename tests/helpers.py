@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from data_prep import make_phantom
-from dygan_tf.tasks import task_code
+from dygan_tf.config.tasks import task_code
+from dygan_tf.data import phantom
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,8 +70,8 @@ _NATIVE_LOG_PREFIXES = ("WARNING: All log messages before absl", "I0000", "W0000
 
 def case_folder(root, index=0, grade="HGG"):
     """(folder, case id) of phantom case `index` under a BraTS-layout root."""
-    cid = make_phantom.case_id(index)
-    return os.path.join(root, make_phantom.TRAINING_FOLDER, grade, cid), cid
+    cid = phantom.case_id(index)
+    return os.path.join(root, phantom.TRAINING_FOLDER, grade, cid), cid
 
 
 def run_cli(module, *args, timeout=300, cwd=REPO):
@@ -125,7 +125,7 @@ def run_in_process(main, *args):
     propagates (a traceback, so a failed test). Each command keeps at least one test
     that runs it in a fresh process, where its import-time output is checked as well.
     """
-    from dygan_tf.cli import run_main
+    from dygan_tf.utils.cli import run_main
 
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
@@ -248,7 +248,7 @@ def save_untrained_run(folder, config, seed=0):
     generator at its random initial weights."""
     import keras
 
-    from dygan_tf.builders import build_networks
+    from dygan_tf.models.builders import build_networks
 
     keras.utils.set_random_seed(seed)
     generator, _ = build_networks(config.model)
@@ -267,7 +267,7 @@ def run_limited(module, argv, max_bytes, timeout=300):
         import importlib, resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, ({max_bytes}, {max_bytes}))
-        from dygan_tf.cli import run_main
+        from dygan_tf.utils.cli import run_main
         run_main(importlib.import_module({module!r}).main, {[str(a) for a in argv]!r})
         """
     )

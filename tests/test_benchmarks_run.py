@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from benchmarks import run as bench_run
 from benchmarks.train_step import forward_macs, step_flops
-from dygan_tf.cli import run_main
-from dygan_tf.layers import DyConv2D
+from dygan_tf.layers.dyconv import DyConv2D
+from dygan_tf.utils.cli import run_main
 
 SECTIONS = (
     "machine",

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from benchmarks import case_gain
+from dygan_tf.evaluation import case_gain as case_gain_lib
 from tests.helpers import check_run_row_bad_inputs, run_row_command
 
 
@@ -21,7 +22,7 @@ def test_gain_per_case_against_hand_computed_numbers():
     cases = ["a", "a", "b", "b", "b"]
     scale = np.array([0.75, 0.75, 1.2, 1.2, 1.2])[:, None, None, None]
     fake01 = np.clip(truth01 * scale + noise, 0, 1)
-    result = case_gain.case_gain_scores(2 * truth01 - 1, 2 * fake01 - 1, cases)
+    result = case_gain_lib.case_gain_scores(2 * truth01 - 1, 2 * fake01 - 1, cases)
     for case, rows in (("a", [0, 1]), ("b", [2, 3, 4])):
         t, p = truth01[rows], fake01[rows]
         assert result["gains"][case] == pytest.approx(np.sum(t * p) / np.sum(p * p), rel=1e-9)
@@ -39,10 +40,10 @@ def test_gain_per_case_against_hand_computed_numbers():
     assert result["gain_mean"] == pytest.approx(np.mean(gains))
     assert result["gain_std"] == pytest.approx(np.std(gains))
     # Right scale already: gains 1, nothing gained.
-    same = case_gain.case_gain_scores(2 * truth01 - 1, 2 * truth01 - 1, cases)
+    same = case_gain_lib.case_gain_scores(2 * truth01 - 1, 2 * truth01 - 1, cases)
     assert same["gains"] == pytest.approx({"a": 1.0, "b": 1.0})
     with pytest.raises(ValueError, match="must match"):
-        case_gain.case_gain_scores(truth01, truth01, cases[:3])
+        case_gain_lib.case_gain_scores(truth01, truth01, cases[:3])
 
 
 @pytest.mark.slow

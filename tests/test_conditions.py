@@ -7,12 +7,13 @@ import collections
 import numpy as np
 import pytest
 
-from dygan_tf import conditions, run_flags
-from dygan_tf.cli import ArgumentParser
-from dygan_tf.config import RunConfig, TrainConfig, get_preset
-from dygan_tf.data import make_dataset
-from dygan_tf.errors import UserError
-from dygan_tf.tasks import MODALITIES, task_code
+from dygan_tf.config import conditions
+from dygan_tf.config import flags as run_flags
+from dygan_tf.config.run_config import RunConfig, TrainConfig, get_preset
+from dygan_tf.config.tasks import MODALITIES, task_code
+from dygan_tf.data.pipeline import make_dataset
+from dygan_tf.utils.cli import ArgumentParser
+from dygan_tf.utils.errors import UserError
 
 
 def test_condition_code_is_availability_then_target_one_hot():
@@ -180,7 +181,7 @@ def test_multi_training_draws_every_target_and_set_equally(tfrecord_dir):
 def test_any_source_training_trains_the_12_tasks_equally(tfrecord_dir):
     """Each slice takes one source and its three targets; over 4k slices every task
     comes exactly k times, and the cycle runs on across epochs (training_dataset)."""
-    from dygan_tf import training
+    from dygan_tf.training import run as training
 
     config = get_preset("tiny").override(source="any", targets=MODALITIES, epochs=4)
     validation = training.choose_validation_cases(str(tfrecord_dir), 0)
@@ -270,7 +271,7 @@ def test_weighted_multi_training_draws_flair_twice_as_often(tfrecord_dir):
     """training_dataset of a flair x2 run: over 35 slices (5 epochs of 7 steps, i.e.
     3 whole cycles of 35 rows) every FLAIR row comes twice as often as every other row,
     so the cycle runs on across epochs."""
-    from dygan_tf import training
+    from dygan_tf.training import run as training
 
     config = get_preset("tiny").override(
         inputs="multi", source="any", targets=MODALITIES, target_weights=(2, 1, 1, 1), epochs=5

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dygan_tf.config import PRESETS, RunConfig, get_preset
+from dygan_tf.config.run_config import PRESETS, RunConfig, get_preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

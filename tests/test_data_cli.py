@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from data_prep import build_tfrecords, make_phantom
-from dygan_tf import data
-from dygan_tf.errors import UserError
-from dygan_tf.manifest import read_manifest
+from dygan_tf.data import pipeline as data
+from dygan_tf.data import shards
+from dygan_tf.data.manifest import read_manifest
+from dygan_tf.utils.errors import UserError
 from tests.helpers import BUILD_ARGS, REPO, case_folder, run_cli, run_in_process
 
 BUILD = "data_prep.build_tfrecords"
@@ -237,6 +238,6 @@ def test_kill_9_leaves_no_finished_looking_shard(phantom_root, tmp_path):
     assert not glob.glob(str(out / "*.tfrecord*")) and not (out / "manifest.json").exists()
     with pytest.raises(UserError, match="manifest.json: not found"):
         data.make_dataset(out, "train")
-    build_tfrecords.build(str(phantom_root), str(out), **BUILD_ARGS)  # cleans up
+    shards.build(str(phantom_root), str(out), **BUILD_ARGS)  # cleans up
     assert not glob.glob(str(out / ".partial-*"))
     assert read_manifest(out)["splits"]["train"]["records"] == 20

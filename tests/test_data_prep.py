@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep import build_tfrecords, prepare
-from dygan_tf import data, preprocessing, records, tasks
-from dygan_tf.errors import UserError
-from dygan_tf.manifest import read_manifest
+from dygan_tf.config import tasks
+from dygan_tf.data import case_slices as prepare
+from dygan_tf.data import pipeline as data
+from dygan_tf.data import preprocessing, records, shards
+from dygan_tf.data.manifest import read_manifest
+from dygan_tf.utils.errors import UserError
 from tests.helpers import (
     BUILD_ARGS,
     IMAGE_SIZE,
@@ -218,7 +220,7 @@ def test_flipped_affine_gives_same_slices(phantom_root, tmp_path):
 def test_schema_is_shared_by_writer_and_reader(tfrecord_dir):
     manifest = read_manifest(tfrecord_dir)
     assert manifest["schema"] == records.schema_description()
-    assert build_tfrecords.records is records and data.records is records
+    assert shards.records is records and data.records is records
     images = {m: np.full((4, 4), i / 4, np.float32) for i, m in enumerate(tasks.MODALITIES)}
     seg = np.arange(16, dtype=np.uint8).reshape(4, 4)
     serialized = records.serialize_example(
@@ -309,7 +311,7 @@ def test_reader_rejects_missing_or_malformed_manifest(tmp_path, tfrecord_dir):
 
 
 def test_build_is_deterministic(tfrecord_dir, phantom_root, tmp_path):
-    again = build_tfrecords.build(str(phantom_root), str(tmp_path), **BUILD_ARGS)
+    again = shards.build(str(phantom_root), str(tmp_path), **BUILD_ARGS)
     first = read_manifest(tfrecord_dir)
     for split in ("train", "test"):
         assert again["splits"][split]["shards"] == first["splits"][split]["shards"]

@@ -18,8 +18,8 @@ import pytest
 import tensorflow as tf
 
 from dygan_tf import fit
-from dygan_tf.builders import build_dygan
-from dygan_tf.config import get_preset
+from dygan_tf.config.run_config import get_preset
+from dygan_tf.models.builders import build_dygan
 from tests.helpers import FIT_RUNS, PATCH_D, REPO, run_in_process, t2_task_batch
 
 TINY = get_preset("tiny").override(discriminator="patch")  # helpers.PATCH_D

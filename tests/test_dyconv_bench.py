@@ -3,7 +3,7 @@
 import numpy as np
 
 from benchmarks import dyconv_bench
-from dygan_tf.dyconv_methods import choose_method
+from dygan_tf.layers.dyconv_methods import choose_method
 
 
 def test_dyconv_bench_rows_and_breakdown():

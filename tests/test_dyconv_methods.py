@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dygan_tf import dyconv_methods
-from dygan_tf.dyconv_methods import METHODS, choose_method, dynamic_conv2d, mix_kernels
-from dygan_tf.layers import DyConv2D
-from dygan_tf.tasks import task_code
+from dygan_tf.config.tasks import task_code
+from dygan_tf.layers import dyconv_methods
+from dygan_tf.layers.dyconv import DyConv2D
+from dygan_tf.layers.dyconv_methods import METHODS, choose_method, dynamic_conv2d, mix_kernels
 
 T2_TASKS = np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")]).astype("float32")
 

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from dygan_tf.builders import build_dygan
-from dygan_tf.config import get_preset
-from dygan_tf.model import DyGAN
+from dygan_tf.config.run_config import get_preset
+from dygan_tf.models.builders import build_dygan
+from dygan_tf.models.dygan import DyGAN
 from tests.helpers import t2_task_batch
 
 SIZE = get_preset("tiny").model.image_size

@@ -10,10 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dygan_tf import records
-from dygan_tf.cli import run_main
-from dygan_tf.errors import UserError
-from dygan_tf.evaluate_volumes import evaluate_volumes, main, match_prediction
+from dygan_tf.data import records
+from dygan_tf.evaluate_volumes import main
+from dygan_tf.evaluation.volumes import evaluate_volumes, match_prediction
+from dygan_tf.utils.cli import run_main
+from dygan_tf.utils.errors import UserError
 from tests.helpers import one_error_line, run_cli
 
 SHAPE = (12, 12, 6)

@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from dygan_tf import export, serving
-from dygan_tf.tasks import TASK_CODES, task_code
+from dygan_tf import export
+from dygan_tf.config.tasks import TASK_CODES, task_code
+from dygan_tf.inference import savedmodel, serving
 from tests.helpers import one_error_line, run_cli, run_in_process, serve_alone
 
 pytestmark = pytest.mark.slow
@@ -115,7 +116,7 @@ def test_export_generator_into_empty_version_folder(tiny_generator, tmp_path):
     _, generator = tiny_generator
     out = tmp_path / "dygan" / "3"
     out.mkdir(parents=True)  # an empty folder is fine: replaced atomically
-    assert export.export_generator(generator, out) == str(out)
+    assert savedmodel.export_generator(generator, out) == str(out)
     assert os.path.isfile(out / "saved_model.pb") and not os.path.exists(out / "metadata.json")
     assert sorted(os.listdir(out.parent)) == ["3"]
 

@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dygan_tf import shard_check
-from dygan_tf.errors import UserError
-from dygan_tf.manifest import read_manifest
+from dygan_tf.data import shard_check
+from dygan_tf.data.manifest import read_manifest
+from dygan_tf.utils.errors import UserError
 from tests.helpers import (
     BUILD_ARGS,
     case_folder,
@@ -67,7 +67,7 @@ def _corrupt_copy(tfrecord_dir, tmp_path, how):
 
 @pytest.mark.parametrize("how", ["flip", "truncate"])
 def test_corrupted_shard_is_named_before_reading(tfrecord_dir, tmp_path, how):
-    from dygan_tf.data import make_dataset
+    from dygan_tf.data.pipeline import make_dataset
 
     copy, shard = _corrupt_copy(tfrecord_dir, tmp_path, how)
     with pytest.raises(UserError, match=f"^{shard}: corrupted or changed since the build"):
@@ -186,7 +186,7 @@ def test_full_disk_while_building_shards_keeps_the_previous_build(
 
 
 def test_full_disk_while_translating_writes_nothing(run_dir, phantom_root, tmp_path):
-    from dygan_tf.translate import translate
+    from dygan_tf.inference.translation import translate
 
     folder, cid = case_folder(phantom_root, 2)
     image = nib.load(os.path.join(folder, f"{cid}_t2.nii.gz"))
@@ -218,7 +218,7 @@ def test_keras_file_with_code_is_refused_in_safe_mode(run_dir, tmp_path, monkeyp
     """A generator.keras holding a Lambda layer (arbitrary Python) is never run."""
     import keras
 
-    from dygan_tf.inference import load_synthesizer
+    from dygan_tf.inference.synthesis import load_synthesizer
 
     marker = tmp_path / "code_ran"
     image = keras.Input((64, 64, 1), name="image")

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dygan_tf import evaluate, fit, run_folder
-from dygan_tf.builders import build_dygan
-from dygan_tf.config import RunConfig
+from dygan_tf import evaluate, fit
+from dygan_tf.config.run_config import RunConfig
+from dygan_tf.models.builders import build_dygan
+from dygan_tf.run_folder import files as run_folder
 from tests.helpers import FIT_RUNS, FIT_STEPS, PATCH_D, REPO, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow

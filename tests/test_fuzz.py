@@ -5,7 +5,7 @@ Each case starts from an argument list whose input paths are all bad (missing, a
 for a folder, an empty folder, a folder with a broken manifest, an over-long name), so
 no case can start real work; one to three mutations then add unknown flags, bad
 numbers, bad choices, bad modality lists, missing values and missing required flags.
-The commands' `main(argv)` run in-process through `dygan_tf.cli.run_main` in an empty
+The commands' `main(argv)` run in-process through `dygan_tf.utils.cli.run_main` in an empty
 working folder; a few real subprocesses cross-check the in-process runs.
 """
 
@@ -19,7 +19,7 @@ import traceback
 
 import pytest
 
-from dygan_tf.cli import run_main
+from dygan_tf.utils.cli import run_main
 from tests.helpers import one_error_line, run_cli
 
 SEED = 15

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dygan_tf.instance_norm import InstanceNormalization
+from dygan_tf.layers.instance_norm import InstanceNormalization
 
 
 def _pair(dtype):

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dygan_tf import grouped_conv
-from dygan_tf.dyconv_methods import METHODS
-from dygan_tf.grouped_conv import per_example_conv2d
-from dygan_tf.layers import DyConv2D
-from dygan_tf.tasks import task_code
+from dygan_tf.config.tasks import task_code
+from dygan_tf.layers import grouped_conv
+from dygan_tf.layers.dyconv import DyConv2D
+from dygan_tf.layers.dyconv_methods import METHODS
+from dygan_tf.layers.grouped_conv import per_example_conv2d
 
 T2_TASKS = np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")])
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from dygan_tf import lock
+from dygan_tf.run_folder import lock as lock_lib
 from tests.helpers import REPO, one_error_line, run_cli, run_cli_reporting_tensorflow
 
 
@@ -35,7 +35,7 @@ def test_second_process_refused_then_takes_over_after_kill(tmp_path):
     try:
         line = one_error_line(run_cli("dygan_tf.lock", folder, "0", timeout=60))
         assert str(folder) in line and f"pid {holder.pid}" in line, line
-        assert json.loads((folder / lock.LOCK_FILE).read_text())["pid"] == holder.pid
+        assert json.loads((folder / lock_lib.LOCK_FILE).read_text())["pid"] == holder.pid
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
@@ -45,23 +45,23 @@ def test_second_process_refused_then_takes_over_after_kill(tmp_path):
     notes = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(notes) == 1 and notes[0].startswith("note: "), result.stderr
     assert f"pid {holder.pid} is gone" in notes[0] and str(folder) in notes[0]
-    assert not (folder / lock.LOCK_FILE).exists()  # released at exit
+    assert not (folder / lock_lib.LOCK_FILE).exists()  # released at exit
 
 
 def test_clean_exit_releases(tmp_path):
     folder = tmp_path / "run"
-    with lock.hold(folder) as held:
+    with lock_lib.hold(folder) as held:
         assert held.held()
-        with pytest.raises(lock.FolderInUse, match=f"pid {os.getpid()}"):
-            lock.RunFolderLock(folder).acquire()  # same host, live pid: refused
-    assert not (folder / lock.LOCK_FILE).exists()
-    with lock.hold(folder):  # and free again
+        with pytest.raises(lock_lib.FolderInUse, match=f"pid {os.getpid()}"):
+            lock_lib.RunFolderLock(folder).acquire()  # same host, live pid: refused
+    assert not (folder / lock_lib.LOCK_FILE).exists()
+    with lock_lib.hold(folder):  # and free again
         pass
 
 
 def _foreign_lock(folder, age_s):
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / lock.LOCK_FILE
+    path = folder / lock_lib.LOCK_FILE
     info = {"pid": 1, "host": "other-" + socket.gethostname(), "token": "x", "started": 0}
     path.write_text(json.dumps(info))
     then = time.time() - age_s
@@ -72,12 +72,12 @@ def _foreign_lock(folder, age_s):
 def test_other_hosts_lock_is_stale_only_after_the_timeout(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DYGAN_LOCK_STALE_S", "120")
     path = _foreign_lock(tmp_path / "run", age_s=30)
-    with pytest.raises(lock.FolderInUse, match="on other-"):
-        lock.RunFolderLock(tmp_path / "run").acquire()
+    with pytest.raises(lock_lib.FolderInUse, match="on other-"):
+        lock_lib.RunFolderLock(tmp_path / "run").acquire()
     assert json.loads(path.read_text())["host"].startswith("other-")  # untouched
 
     _foreign_lock(tmp_path / "run", age_s=300)
-    with lock.hold(tmp_path / "run") as held:
+    with lock_lib.hold(tmp_path / "run") as held:
         assert held.held()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not touched for 300 s (> 120 s)" in err[0], err
@@ -85,10 +85,10 @@ def test_other_hosts_lock_is_stale_only_after_the_timeout(tmp_path, monkeypatch,
 
 def test_release_never_removes_another_process_lock(tmp_path):
     folder = tmp_path / "run"
-    mine = lock.RunFolderLock(folder).acquire()
+    mine = lock_lib.RunFolderLock(folder).acquire()
     # Someone removed our lock by hand and another process took the folder.
     os.remove(mine.path)
-    other = lock.RunFolderLock(folder).acquire()
+    other = lock_lib.RunFolderLock(folder).acquire()
     mine.release()
     assert other.held()
     other.release()
@@ -96,7 +96,7 @@ def test_release_never_removes_another_process_lock(tmp_path):
 
 
 def test_heartbeat_touches_the_lock(tmp_path):
-    held = lock.RunFolderLock(tmp_path / "run", heartbeat_s=0.05).acquire()
+    held = lock_lib.RunFolderLock(tmp_path / "run", heartbeat_s=0.05).acquire()
     try:
         then = time.time() - 1000
         os.utime(held.path, (then, then))
@@ -109,26 +109,26 @@ def test_heartbeat_touches_the_lock(tmp_path):
 def test_unreadable_lock_taken_over_after_grace(tmp_path, capsys):
     folder = tmp_path / "run"
     folder.mkdir()
-    path = folder / lock.LOCK_FILE
+    path = folder / lock_lib.LOCK_FILE
     path.write_text("{half")
     then = time.time() - 60
     os.utime(path, (then, then))
-    with lock.hold(folder):
+    with lock_lib.hold(folder):
         pass
     assert "unreadable lock file" in capsys.readouterr().err
 
 
 def test_a_folder_the_lock_created_goes_again_if_nothing_was_written(tmp_path):
     created = tmp_path / "new"
-    with lock.hold(created):
+    with lock_lib.hold(created):
         assert created.is_dir()
     assert not created.exists()  # a command that failed early leaves no empty run folder
-    with lock.hold(created):
+    with lock_lib.hold(created):
         (created / "history.csv").write_text("epoch\n")
     assert sorted(os.listdir(created)) == ["history.csv"]  # written files stay
     existing = tmp_path / "existing"
     existing.mkdir()
-    with lock.hold(existing):
+    with lock_lib.hold(existing):
         pass
     assert existing.is_dir() and not os.listdir(existing)  # not ours to remove
 

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dygan_tf import builders
-from dygan_tf.builders import build_dygan, build_networks
-from dygan_tf.config import get_preset
-from dygan_tf.distribute import make_strategy
-from dygan_tf.model import DyGAN
+from dygan_tf.config.run_config import get_preset
+from dygan_tf.models import builders
+from dygan_tf.models.builders import build_dygan, build_networks
+from dygan_tf.models.dygan import DyGAN
+from dygan_tf.training.distribute import make_strategy
 from tests.helpers import t2_task_batch
 
 TINY = get_preset("tiny")

@@ -10,12 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dygan_tf import conditions
 from dygan_tf import evaluate as evaluate_cmd
 from dygan_tf import export as export_cmd
 from dygan_tf import fit as fit_cmd
 from dygan_tf import translate as translate_cmd
-from dygan_tf.tasks import MODALITIES
+from dygan_tf.config import conditions
+from dygan_tf.config.tasks import MODALITIES
 from tests.helpers import (
     case_folder,
     one_error_line,
@@ -98,7 +98,7 @@ def test_multi_evaluate_rows_and_compare_with_a_paper_run(
 
 
 def test_multi_export_serves_with_tensorflow_alone(multi_run, multi_export, tmp_path):
-    from dygan_tf.run_folder import load_run
+    from dygan_tf.run_folder.files import load_run
 
     metadata = json.loads((multi_export / "metadata.json").read_text())
     assert metadata["model_inputs"] == "multi"
@@ -192,7 +192,7 @@ def test_multi_translate_reads_every_present_sequence(multi_run, phantom_root, t
 @pytest.fixture(scope="module")
 def any_run(tmp_path_factory):
     """A `--source any` run folder (config.json + generator.keras; random weights)."""
-    from dygan_tf.config import get_preset
+    from dygan_tf.config.run_config import get_preset
 
     config = get_preset("tiny").override(source="any", targets=MODALITIES)
     return save_untrained_run(tmp_path_factory.mktemp("any_run"), config)

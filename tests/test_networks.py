@@ -2,10 +2,10 @@ import keras
 import numpy as np
 import pytest
 
-from dygan_tf.discriminator import build_discriminator
-from dygan_tf.generator import build_generator
-from dygan_tf.layers import DyConv2D
-from dygan_tf.tasks import task_code
+from dygan_tf.config.tasks import task_code
+from dygan_tf.layers.dyconv import DyConv2D
+from dygan_tf.models.discriminator import build_discriminator
+from dygan_tf.models.generator import build_generator
 
 TASKS = np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")])
 

@@ -13,10 +13,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data_prep import prepare
-from dygan_tf import preprocessing
-from dygan_tf.inference import Synthesizer
-from dygan_tf.translate import translate
+from dygan_tf.data import case_slices as prepare
+from dygan_tf.data import preprocessing
+from dygan_tf.inference.synthesis import Synthesizer
+from dygan_tf.inference.translation import translate
 from tests.helpers import IMAGE_SIZE, case_folder, one_error_line, run_cli
 
 HEADER_KEYS = ("pixdim", "qform_code", "sform_code", "srow_x", "srow_y", "srow_z", "dim")

@@ -5,7 +5,7 @@ import os
 import nibabel as nib
 import numpy as np
 
-from data_prep import make_phantom
+from dygan_tf.data import phantom
 from tests.helpers import PHANTOM_HGG, PHANTOM_LGG, case_folder
 
 
@@ -18,7 +18,7 @@ def _volumes(root, index, grade):
 
 
 def test_layout_and_headers(phantom_root):
-    base = phantom_root / make_phantom.TRAINING_FOLDER
+    base = phantom_root / phantom.TRAINING_FOLDER
     assert len(os.listdir(base / "HGG")) == PHANTOM_HGG
     assert len(os.listdir(base / "LGG")) == PHANTOM_LGG
     lines = (base / "name_mapping.csv").read_text().splitlines()
@@ -26,15 +26,15 @@ def test_layout_and_headers(phantom_root):
     folder, cid = case_folder(phantom_root)
     image = nib.load(os.path.join(folder, f"{cid}_t1.nii.gz"))
     assert image.shape == (240, 240, 155) and image.get_data_dtype() == np.int16
-    np.testing.assert_allclose(image.affine, make_phantom.AFFINE)
+    np.testing.assert_allclose(image.affine, phantom.AFFINE)
     assert nib.aff2axcodes(image.affine) == ("L", "P", "S")
-    assert make_phantom.split_grades(10) == (8, 2) and make_phantom.split_grades(2) == (1, 1)
+    assert phantom.split_grades(10) == (8, 2) and phantom.split_grades(2) == (1, 1)
 
 
 def test_contrasts_and_tumour(phantom_root):
     v = _volumes(phantom_root, 0, "HGG")
     # The case's tissue maps, regenerated from its seed (the first draw of make_case).
-    mask, brain, tissue = make_phantom._deformed_templates(np.random.default_rng([0, 0]))
+    mask, brain, tissue = phantom._deformed_templates(np.random.default_rng([0, 0]))
     healthy = v["seg"][brain] == 0
     csf, wm = (tissue["csf"] > 0.9) & healthy, (tissue["wm"] > 0.9) & healthy
 
@@ -65,7 +65,7 @@ def test_tumours_cross_the_source_slices(phantom_root):
 
 
 def test_serial_case_is_byte_identical_to_parallel(phantom_root, tmp_path):
-    make_phantom.write_case(str(tmp_path), 0, 0, "HGG")  # fixture was built with 2 workers
+    phantom.write_case(str(tmp_path), 0, 0, "HGG")  # fixture was built with 2 workers
     folder, cid = case_folder(phantom_root)
     again, _ = case_folder(tmp_path)
     for key in ("t1", "t1ce", "t2", "flair", "seg"):

@@ -1,4 +1,4 @@
-"""dygan_tf.progress: keras.utils.Progbar on a terminal, plain periodic lines elsewhere.
+"""dygan_tf.utils.progress: keras.utils.Progbar on a terminal, plain periodic lines elsewhere.
 (Commands writing through it into pipes: test_translate.py and test_data_cli.py.)"""
 
 import io
@@ -8,7 +8,7 @@ import sys
 import keras
 import pytest
 
-from dygan_tf.progress import Progress
+from dygan_tf.utils.progress import Progress
 
 PLAIN_LINE = re.compile(r"^(\d+)/(\d+) (case|slice)s \((\d+)%\) \d+\.\ds$")
 RATE_LINE = re.compile(r"^(\d+) (case|slice)s in \d+\.\ds \(\d+\.\d\d (case|slice)/s\)$")

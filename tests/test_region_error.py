@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from benchmarks import region_error
+from dygan_tf.evaluation import region_error as region_error_lib
 from tests.helpers import check_run_row_bad_inputs, run_row_command
 
 
@@ -21,7 +22,7 @@ def test_regions_partition_the_error_as_computed_by_hand():
     fake01[0, 3, 3, 0] = 0.2  # healthy brain: error 0.3
     fake01[0, 0, 1, 0] = 0.9  # oedema: error 0.4
     fake01[0, 2, 1, 0] = 1.5  # rim: clipped to 1 -> error 0.5
-    errors = region_error.RegionErrors()
+    errors = region_error_lib.RegionErrors()
     errors.add(2 * truth01 - 1, 2 * fake01 - 1, seg, brain)
     result = errors.result()
     voxels = {
@@ -48,16 +49,16 @@ def test_regions_partition_the_error_as_computed_by_hand():
     errors.add(2 * truth01 - 1, 2 * truth01 - 1, seg, brain)
     assert errors.result()["oedema"]["mse"] == pytest.approx(0.4**2 / 2)
     assert errors.total_mse() == pytest.approx(total / 32)
-    assert region_error.RegionErrors().result()["oedema"]["mse"] is None  # nothing seen
+    assert region_error_lib.RegionErrors().result()["oedema"]["mse"] is None  # nothing seen
     # A label outside the brain mask is tumour, not background; label 3 (BraTS before
     # 2017) is necrotic core: the regions still partition the slice.
     seg[0, 3, 0, 0] = 3
-    errors = region_error.RegionErrors()
+    errors = region_error_lib.RegionErrors()
     errors.add(2 * truth01 - 1, 2 * fake01 - 1, seg, brain)
     result = errors.result()
     assert result["background"]["voxels"] == 3 and result["necrotic core"]["voxels"] == 2
-    assert sum(result[name]["voxels"] for name, _ in region_error.REGIONS) == 16
-    assert sum(result[name]["share"] for name, _ in region_error.REGIONS) == pytest.approx(1)
+    assert sum(result[name]["voxels"] for name, _ in region_error_lib.REGIONS) == 16
+    assert sum(result[name]["share"] for name, _ in region_error_lib.REGIONS) == pytest.approx(1)
     with pytest.raises(ValueError, match="must match"):
         errors.add(truth01, truth01[:, :2], seg, brain)
 
@@ -68,15 +69,15 @@ def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
         region_error.main, run_dir, tfrecord_dir, tmp_path / "regions.json"
     )
     assert "t2->flair" in result.stdout and "(LUT from t2)" in result.stdout
-    for name, _ in region_error.REGIONS:
+    for name, _ in region_error_lib.REGIONS:
         assert f"\n{name} " in result.stdout, name
     assert (
         saved["row"] == "t2->flair" and saved["slices"] > 0 and saved["lut_source"] == "t2->flair"
     )
     for who in ("model", "lut"):
-        shares = [saved[who][name]["share"] for name, _ in region_error.REGIONS]
+        shares = [saved[who][name]["share"] for name, _ in region_error_lib.REGIONS]
         assert sum(shares) == pytest.approx(1.0)
-        voxels = sum(saved[who][name]["voxels"] for name, _ in region_error.REGIONS)
+        voxels = sum(saved[who][name]["voxels"] for name, _ in region_error_lib.REGIONS)
         assert voxels == saved[who]["all"]["voxels"] == saved["slices"] * 64 * 64
         assert np.isfinite(saved[who]["all"]["mse"]) and saved[who]["all"]["mse"] > 0
     check_run_row_bad_inputs(region_error.main, run_dir, tfrecord_dir, tmp_path)

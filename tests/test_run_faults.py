@@ -28,10 +28,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dygan_tf import fit, run_folder
-from dygan_tf.atomic import PARTIAL_PREFIX
-from dygan_tf.errors import UserError
-from dygan_tf.manifest import read_manifest
+from dygan_tf import fit
+from dygan_tf.data.manifest import read_manifest
+from dygan_tf.run_folder import files as run_folder
+from dygan_tf.utils.atomic import PARTIAL_PREFIX
+from dygan_tf.utils.errors import UserError
 from tests.helpers import PATCH_D, one_error_line, run_limited
 
 EPOCHS, STEPS = 3, 2
@@ -76,7 +77,7 @@ def run_command(main, *args, max_bytes=None):
     """`main(argv)` through `cli.run_main` in this process, optionally under a file-size
     limit; a CompletedProcess of Python's stdout and stderr (any other exception, a
     traceback, propagates and fails the test)."""
-    from dygan_tf.cli import run_main
+    from dygan_tf.utils.cli import run_main
 
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
@@ -251,8 +252,8 @@ def _break(prefix, how):
 
 def _open(run, tfrecord_dir):
     """`training.open_run` of the tiny 3-epoch config on `run`, printing captured."""
-    from dygan_tf import training
     from dygan_tf.fit import parse_args, resolve_config
+    from dygan_tf.training import run as training
 
     config = resolve_config(parse_args([str(a) for a in _flags(tfrecord_dir, run)]))
     err = io.StringIO()
@@ -323,7 +324,7 @@ def test_no_restorable_checkpoint_under_a_history_is_refused(faulted_run, tfreco
 def _corrupt_after_check(tfrecord_dir, tmp_path, monkeypatch):
     """A copy of the shards with one train shard flipped after the up-front sha256 check
     (patched to pass, as it did before the byte flipped)."""
-    import dygan_tf.data
+    import dygan_tf.data.pipeline
 
     copy = tmp_path / "records"
     shutil.copytree(tfrecord_dir, copy)
@@ -331,7 +332,7 @@ def _corrupt_after_check(tfrecord_dir, tmp_path, monkeypatch):
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     shard.write_bytes(bytes(raw))
-    monkeypatch.setattr(dygan_tf.data, "check_shards", lambda *a, **k: None)
+    monkeypatch.setattr(dygan_tf.data.pipeline, "check_shards", lambda *a, **k: None)
     return copy, shard
 
 
@@ -343,7 +344,7 @@ def test_shard_corrupted_during_training_is_named(tfrecord_dir, tmp_path, monkey
 
 
 def test_shard_corrupted_during_evaluation_is_named(run_dir, tfrecord_dir, tmp_path, monkeypatch):
-    from dygan_tf import report
+    from dygan_tf.evaluation import report
 
     copy, shard = _corrupt_after_check(tfrecord_dir, tmp_path, monkeypatch)
     with pytest.raises(UserError, match=f"^{shard}: sha256 .*corrupted while being read"):
@@ -353,7 +354,7 @@ def test_shard_corrupted_during_evaluation_is_named(run_dir, tfrecord_dir, tmp_p
 
 # ------------------------------------------------------------------- export metadata
 def test_export_metadata_records_the_in_plane_spacing_rule(savedmodel_dir):
-    from dygan_tf import preprocessing
+    from dygan_tf.data import preprocessing
 
     metadata = json.loads(open(os.path.join(savedmodel_dir, "metadata.json")).read())
     assert metadata["in_plane"] == preprocessing.IN_PLANE

@@ -114,7 +114,7 @@ def test_every_module_imports_on_its_own():
 
 def test_run_folder_and_manifest_names_live_in_one_module():
     names = ('"config.json"', '"generator.keras"', '"history.csv"', '"run.json"', '"pix2pix3.json"')
-    owners = {"dygan_tf.run_folder": names, "dygan_tf.manifest": ('"manifest.json"',)}
+    owners = {"dygan_tf.run_folder.files": names, "dygan_tf.data.manifest": ('"manifest.json"',)}
     for module, path in _modules().items():
         text = open(path, encoding="utf-8").read()
         for owner, spelled in owners.items():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dygan_tf import tasks
+from dygan_tf.config import tasks
 
 
 def test_codes_are_the_papers_table_1():

@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dygan_tf import preprocessing
-from dygan_tf.inference import load_synthesizer
+from dygan_tf.data import preprocessing
+from dygan_tf.inference.synthesis import load_synthesizer
+from dygan_tf.inference.translation import translate
 from dygan_tf.translate import main as translate_main
-from dygan_tf.translate import translate
 from tests.helpers import case_folder, one_error_line, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ import pytest
 from dygan_tf import evaluate as evaluate_cmd
 from dygan_tf import export as export_cmd
 from dygan_tf import translate as translate_cmd
-from dygan_tf import tta
-from dygan_tf.errors import UserError
+from dygan_tf.inference import tta
+from dygan_tf.utils.errors import UserError
 from tests.helpers import case_folder, one_error_line, run_in_process, serve_alone, t2_task_batch
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def test_each_half_of_the_doubled_batch_gets_its_own_answer(tiny_generator):
 def test_export_with_tta_serves_the_average_with_tensorflow_alone(
     run_dir, tiny_generator, tmp_path
 ):
-    from dygan_tf.inference import load_synthesizer
+    from dygan_tf.inference.synthesis import load_synthesizer
 
     out = tmp_path / "dygan" / "1"
     result = run_in_process(export_cmd.main, "--run", run_dir, "--out", out, "--tta", "flip")

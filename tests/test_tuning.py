@@ -1,5 +1,5 @@
 """The λ search on the tiny phantom: results files and plot, resume without retraining,
-the HyperModel builds through dygan_tf.builders, bad flags are one line with exit 2.
+the HyperModel builds through dygan_tf.models.builders, bad flags are one line with exit 2.
 
 One search of two λ values (1 epoch, 2 steps each) is shared by the assertions.
 """
@@ -12,11 +12,15 @@ import keras_tuner as kt
 import pytest
 import tensorflow as tf
 
-from dygan_tf import builders, run_folder, training
-from dygan_tf.config import get_preset
+from dygan_tf.config.run_config import get_preset
+from dygan_tf.models import builders
+from dygan_tf.run_folder import files as run_folder
+from dygan_tf.training import run as training
+from dygan_tf.tuning import results as report
+from dygan_tf.tuning import search
+from dygan_tf.tuning.hypermodel import LambdaHyperModel
 from tests.helpers import PATCH_D, run_cli, run_in_process
-from tuning import report, search_lambda
-from tuning.hypermodel import LambdaHyperModel
+from tuning import search_lambda
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +64,7 @@ def test_results_json_md_and_plot(search_dir):
     assert results["best_lambda"] in (1.0, 100.0)
     best = max(results["trials"], key=lambda t: t["mean_psnr"])
     assert results["best_lambda"] == best["lambda"]
-    with open(os.path.join(search_dir, search_lambda.SEARCH_FILE)) as f:
+    with open(os.path.join(search_dir, search.SEARCH_FILE)) as f:
         recorded = json.load(f)["validation_cases"]
     assert results["validation_cases"] == recorded and recorded
     with open(os.path.join(search_dir, "config.json")) as f:
@@ -112,7 +116,7 @@ def test_rerun_resumes_without_training(search_dir, tfrecord_dir, monkeypatch):
 
 
 def test_rerun_with_other_flags_is_refused(search_dir, tfrecord_dir):
-    with pytest.raises(search_lambda.UserError, match="other settings"):
+    with pytest.raises(search.UserError, match="other settings"):
         search_lambda.main([*_argv(tfrecord_dir, search_dir), "--lr", "1e-3"])
 
 
@@ -148,7 +152,7 @@ def test_oracle_choice(tfrecord_dir, tmp_path, oracle, max_trials, kind, expecte
     hypermodel = LambdaHyperModel(
         get_preset("tiny"), str(tfrecord_dir), [1.0, 10.0, 100.0], ["x"], 1
     )
-    tuner = search_lambda.make_tuner(
+    tuner = search.make_tuner(
         hypermodel, tmp_path / "s", oracle, [1.0, 10.0, 100.0], max_trials, seed=0
     )
     assert isinstance(tuner, kind) and tuner.oracle.max_trials == expected_trials

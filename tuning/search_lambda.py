@@ -15,46 +15,19 @@ lambda_plot.png. Running the same command again resumes: finished trials are reu
 an interrupted one is trained again from its start.
 """
 
-import contextlib
-import json
-import math
 import os
-import sys
 
-from dygan_tf import run_folder
-from dygan_tf.atomic import write_json_atomic, write_text_atomic
-from dygan_tf.cli import ArgumentParser, run_main
-from dygan_tf.errors import UserError, for_flag
-from dygan_tf.run_flags import add_config_flags, config_from_flags
-
-PAPER_VALUES = "1,10,20,30,50,100,150,200,250,300"
-SEARCH_FILE = "search.json"
-PROG = "tuning.search_lambda"
-
-
-def parse_values(text):
-    """Sorted λ values from "1,10,100"; UserError on an empty list, a non-number, a
-    value <= 0 or not finite, or a duplicate."""
-    items = [s.strip() for s in text.split(",")]
-    if not any(items):
-        raise UserError(f"--values: expected comma-separated numbers > 0, found {text!r}")
-    values = []
-    for item in items:
-        try:
-            value = float(item)
-        except ValueError:
-            raise UserError(f"--values: {item!r} is not a number") from None
-        if not math.isfinite(value) or value <= 0:
-            raise UserError(f"--values: λ must be a finite number > 0, found {item!r}")
-        if value in values:
-            raise UserError(f"--values: {item!r} is given twice")
-        values.append(value)
-    return sorted(values)
+from dygan_tf.config.flags import add_config_flags, config_from_flags
+from dygan_tf.run_folder import files as run_folder
+from dygan_tf.tuning import search
+from dygan_tf.tuning.search import PAPER_VALUES, PROG, parse_values
+from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.errors import UserError, for_flag
 
 
 def parse_args(argv):
     """The search's own flags plus the configuration flags it shares with dygan_tf.fit
-    (`dygan_tf.run_flags`; λ comes from --values, so there is no --lambda-l1)."""
+    (`dygan_tf.config.flags`; λ comes from --values, so there is no --lambda-l1)."""
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--data", required=True, help="folder of TFRecord shards")
     p.add_argument("--out", required=True, help="search folder (KerasTuner project)")
@@ -85,138 +58,12 @@ def parse_args(argv):
     return args
 
 
-@contextlib.contextmanager
-def atomic_tuner_writes():
-    """KerasTuner writes trial.json, oracle.json and tuner0.json in place; a kill in the
-    middle would leave a project it cannot reload. Route them through a rename."""
-    from keras_tuner.src import utils as kt_utils
-
-    original = kt_utils.save_json
-
-    def save_json(path, obj):
-        text = json.dumps(obj)
-        write_text_atomic(path, text)
-        return text  # as the original does
-
-    kt_utils.save_json = save_json
-    try:
-        yield
-    finally:
-        kt_utils.save_json = original
-
-
-def prepare_search_dir(config, data_dir, out, settings):
-    """Writes config.json and search.json for a new search, or checks them on a rerun.
-    Returns the validation case ids."""
-    from dygan_tf.training import choose_validation_cases
-
-    os.makedirs(out, exist_ok=True)
-    search_path = os.path.join(out, SEARCH_FILE)
-    if os.path.exists(search_path):
-        saved_config = run_folder.read_config(out)  # the search folder keeps one too
-        try:
-            with open(search_path, encoding="utf-8") as f:
-                saved = json.load(f)
-            validation = saved.pop("validation_cases")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise UserError(
-                f"{out}: unreadable search files ({type(e).__name__}: {e}); use a new folder"
-            ) from None
-        if saved != settings or saved_config != config:
-            raise UserError(
-                f"{out}: holds a search with other settings (see "
-                f"{search_path}); use a new folder or the same flags"
-            )
-        return validation
-    validation = choose_validation_cases(data_dir, config.train.seed)
-    run_folder.write_config(out, config)
-    write_json_atomic(search_path, {**settings, "validation_cases": validation})
-    return validation
-
-
-def make_tuner(hypermodel, out, oracle, values, max_trials, seed):
-    import keras_tuner as kt
-
-    from tuning.hypermodel import objective
-
-    out = os.path.abspath(out)
-    common = dict(
-        objective=objective(),
-        seed=seed,
-        directory=os.path.dirname(out),
-        project_name=os.path.basename(out),
-        overwrite=False,
-    )
-    if oracle == "grid":
-        return kt.GridSearch(hypermodel, max_trials=len(values), **common)
-    return kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
-
-
-def search(
-    config,
-    data_dir,
-    out,
-    values,
-    oracle="grid",
-    max_trials=None,
-    steps_per_epoch=None,
-    verbose=None,
-):
-    """Runs (or resumes) the search into `out`; returns the results dict."""
-    import keras
-
-    from tuning import report
-    from tuning.hypermodel import LambdaHyperModel
-
-    settings = {
-        "data": os.path.abspath(data_dir),
-        "values": list(values),
-        "oracle": oracle,
-        "max_trials": len(values) if oracle == "grid" else max_trials,
-        "steps_per_epoch": steps_per_epoch,
-    }
-    validation = prepare_search_dir(config, data_dir, out, settings)
-    hypermodel = LambdaHyperModel(config, data_dir, values, validation, steps_per_epoch)
-    with atomic_tuner_writes():
-        tuner = make_tuner(
-            hypermodel, out, oracle, values, settings["max_trials"], config.train.seed
-        )
-        done = sum(str(t.status) == "COMPLETED" for t in tuner.oracle.trials.values())
-        if done:
-            print(f"resuming {out}: {done} of {settings['max_trials']} trials finished", flush=True)
-        print(
-            f"λ search over {', '.join(f'{v:g}' for v in values)} ({oracle}): "
-            f"{hypermodel.steps_per_epoch} steps x {config.train.epochs} epoch(s) per "
-            f"trial; validation cases {validation}",
-            flush=True,
-        )
-        if verbose is None:
-            verbose = 1 if sys.stdout.isatty() else 2
-        tensorboard = keras.callbacks.TensorBoard(
-            run_folder.path(out, run_folder.LOGS), write_graph=False
-        )
-        tuner.search(callbacks=[tensorboard], verbose=verbose)
-    results = report.write_results(
-        out,
-        tuner.oracle,
-        {
-            "source": config.train.source,
-            "targets": list(config.train.targets),
-            "preset": config.preset,
-            "epochs": config.train.epochs,
-            "validation_cases": validation,
-            **settings,
-        },
-    )
-    return results
-
-
 def main(argv=None):
     args = parse_args(argv)
     from dygan_tf import lock
-    from dygan_tf.cli import import_tensorflow_quietly
-    from dygan_tf.fit_lib import check_image_size
-    from dygan_tf.manifest import read_manifest
+    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.training.fit_lib import check_image_size
+    from dygan_tf.utils.cli import import_tensorflow_quietly
 
     config = args.config
     # Pure Python: bad shards and a folder in use are refused before TensorFlow starts.
@@ -236,7 +83,7 @@ def main(argv=None):
             args.max_trials,
             args.steps_per_epoch,
         )
-    from tuning import report
+    from dygan_tf.tuning import results as report
 
     with open(os.path.join(args.out, report.RESULTS_MD), encoding="utf-8") as f:
         print("\n" + f.read())

@@ -1,0 +1,141 @@
+"""The configuration flags that `fit` and the λ search share: a preset plus overrides.
+
+    add_config_flags(parser)                  # --preset --epochs ... --jit-compile
+    config = config_from_flags(args, "paper") # the preset with every given flag applied
+
+Each flag maps onto one `RunConfig` field; the choices come from `dygan_tf.config.run_config`, so
+the two commands cannot drift apart.
+"""
+
+from dygan_tf.config import run_config as config_lib
+from dygan_tf.config.conditions import INPUTS, SOURCE_ANY
+from dygan_tf.config.tasks import MODALITIES, targets_for
+from dygan_tf.utils.errors import UserError
+
+# flag -> (RunConfig field, type, choices, help). `--base-filters` sets the generator's
+# and the discriminator's base width alike.
+CONFIG_FLAGS = {
+    "--epochs": ("epochs", int, None, None),
+    "--image-size": ("image_size", int, None, None),
+    "--base-filters": ("base_filters", int, None, "base filters of G and D"),
+    "--experts": ("num_experts", int, None, "DyConv experts K"),
+    "--lambda-l1": ("lambda_l1", float, None, "L1 weight λ"),
+    "--lr": ("lr", float, None, None),
+    "--lr-decay": ("lr_decay", float, None, "Adam's rate is multiplied by this once per epoch"),
+    "--ema": (
+        "ema",
+        float,
+        None,
+        "momentum of a moving average of G's weights (e.g. 0.995), validated and saved in "
+        "place of the last step's; 0 = off (the paper's)",
+    ),
+    "--source": (
+        "source",
+        str,
+        None,
+        "source modality (targets: the other three), or 'any': all 12 tasks in one model",
+    ),
+    "--inputs": (
+        "inputs",
+        str,
+        INPUTS,
+        "single: one source (the paper's); multi: all available modalities at once",
+    ),
+    "--targets": ("targets", str, None, "comma-separated, e.g. flair,t1,t1ce"),
+    "--target-weights": (
+        "target_weights",
+        str,
+        None,
+        "multi-source: how often each target is drawn, e.g. flair=2 (others 1)",
+    ),
+    "--discriminator": ("discriminator", str, config_lib.DISCRIMINATOR_KINDS, None),
+    "--dyconv": ("dyconv", str, config_lib.DYCONV_PLACEMENTS, "DyConv placement (Table 4)"),
+    "--label-mode": ("label_mode", str, config_lib.LABEL_MODES, None),
+    "--seed": ("seed", int, None, None),
+    "--mixed-precision": ("mixed_precision", str, config_lib.PRECISIONS, None),
+}
+POSITIVE = ("--epochs", "--image-size", "--base-filters", "--experts")
+
+
+def _dest(flag):
+    return flag[2:].replace("-", "_")
+
+
+def add_config_flags(parser, exclude=()):
+    """Adds --preset, every override in CONFIG_FLAGS but `exclude`, and --jit-compile."""
+    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS))
+    for flag, (_, kind, choices, help_text) in CONFIG_FLAGS.items():
+        if flag not in exclude:
+            parser.add_argument(flag, type=kind, choices=choices, help=help_text)
+    parser.add_argument(
+        "--jit-compile", action="store_true", default=None, help="compile the train step with XLA"
+    )
+
+
+def parse_target_weights(text, targets):
+    """`--target-weights flair=2,t1=1` -> one weight per entry of `targets` (unnamed: 1)."""
+    weights = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in targets or name in weights:
+            raise UserError(
+                f"--target-weights: expected target=weight for distinct targets among "
+                f"{','.join(targets)} (e.g. flair=2), found {item!r}"
+            )
+        try:
+            weights[name] = int(value)
+        except ValueError:
+            raise UserError(
+                f"--target-weights: {name}'s weight is not an integer: {value!r}"
+            ) from None
+        if not 1 <= weights[name] <= config_lib.MAX_TARGET_WEIGHT:
+            raise UserError(
+                f"--target-weights: {name}'s weight must be in 1..{config_lib.MAX_TARGET_WEIGHT}, "
+                f"found {weights[name]}"
+            )
+    return tuple(weights.get(t, 1) for t in targets)
+
+
+def config_from_flags(args, default_preset):
+    """The preset (`args.preset` or `default_preset`) with every given flag applied.
+
+    Raises a `UserError` naming the flag for a value out of range or a combination the
+    config refuses (e.g. `--label-mode input` with DyConvs).
+    """
+    for flag in POSITIVE:
+        value = getattr(args, _dest(flag), None)
+        if value is not None and value < 1:
+            raise UserError(f"{flag}: expected >= 1, found {value}")
+    get = lambda flag: getattr(args, _dest(flag), None)  # noqa: E731
+    changes = {
+        field: get(flag)
+        for flag, (field, *_) in CONFIG_FLAGS.items()
+        if flag not in ("--targets", "--target-weights") and hasattr(args, _dest(flag))
+    }
+    changes["jit_compile"] = getattr(args, "jit_compile", None)
+    if get("--base-filters") is not None:
+        changes["d_base_filters"] = get("--base-filters")
+    try:
+        if get("--targets") is not None:
+            changes["targets"] = tuple(t.strip() for t in get("--targets").split(",") if t.strip())
+        elif get("--source") == SOURCE_ANY or (
+            get("--inputs") == "multi" and get("--source") is None
+        ):
+            changes["targets"] = MODALITIES
+        elif get("--source") is not None:
+            changes["targets"] = targets_for(get("--source"))
+        if get("--inputs") == "multi" and get("--source") is None:
+            changes["source"] = SOURCE_ANY
+        if get("--target-weights") is not None:
+            targets = (
+                changes.get("targets")
+                or config_lib.get_preset(args.preset or default_preset).train.targets
+            )
+            changes["target_weights"] = parse_target_weights(get("--target-weights"), targets)
+        if get("--label-mode") == "input" and get("--dyconv") is None:
+            changes["dyconv"] = "none"  # MGAN-style: static kernels, label at the input
+        # ModelConfig and TrainConfig validate themselves.
+        return config_lib.get_preset(args.preset or default_preset).override(**changes)
+    except ValueError as e:
+        raise UserError(str(e)) from None

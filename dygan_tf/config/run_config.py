@@ -1,0 +1,249 @@
+"""Run configuration: frozen dataclasses, the named presets, and JSON round trips.
+
+One `RunConfig` flows from the command line to the builders and is saved as
+`config.json` beside every run. Presets: `paper` (SPEC.md's numbers), `demo` (trains on
+a 2-core CPU in minutes), `tiny` (tests).
+"""
+
+import dataclasses
+import json
+
+from dygan_tf.config.conditions import INPUTS, SOURCE_ANY
+from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
+
+DYCONV_PLACEMENTS = ("none", "down", "up", "both")  # the paper's Table 4
+LABEL_MODES = ("kernel", "input")
+DISCRIMINATOR_KINDS = ("multiscale", "patch")
+NORMS = ("instance", "batch", "none")
+# --mixed-precision value -> Keras dtype policy.
+PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+PRECISIONS = tuple(PRECISION_POLICIES)
+# --strategy: auto mirrors over all GPUs when there are several (see dygan_tf.training.distribute).
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+MAX_TARGET_WEIGHT = 10  # --target-weights: a target drawn at most 10x as often as another
+BASELINES = ("pix2pix3",)  # --baseline: three pix2pix models, one per target
+
+
+def check_label_mode(label_mode, dyconv):
+    """The MGAN-style baseline (label planes at the input) has static kernels only."""
+    if label_mode not in LABEL_MODES:
+        raise ValueError(
+            f"label_mode must be one of {LABEL_MODES}. Received: label_mode={label_mode!r}"
+        )
+    if label_mode == "input" and dyconv != "none":
+        raise ValueError(
+            "label_mode='input' (MGAN baseline) uses static kernels: it needs "
+            f"dyconv='none'. Received: dyconv={dyconv!r}"
+        )
+
+
+def min_image_size(discriminator, depth):
+    """Smallest image side a model fits: the U-Net halves `depth` times; the multiscale
+    D's coarsest branch works at 1/32 and needs 2x2 left for instance norm."""
+    return max(2**depth, 64 if discriminator == "multiscale" else 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 256
+    base_filters: int = 64
+    depth: int = 4
+    num_experts: int = 3
+    dyconv: str = "up"  # none | down | up | both (the paper's Table 4)
+    label_mode: str = "kernel"  # kernel (DyGAN) | input (MGAN-style baseline)
+    norm: str = "instance"
+    discriminator: str = "multiscale"  # multiscale | patch
+    d_base_filters: int = 64
+    d_dyconv: bool = True
+    inputs: str = "single"  # single (the paper's 12-bit tasks) | multi (see conditions)
+
+    def __post_init__(self):
+        for name, allowed in (
+            ("inputs", INPUTS),
+            ("dyconv", DYCONV_PLACEMENTS),
+            ("label_mode", LABEL_MODES),
+            ("discriminator", DISCRIMINATOR_KINDS),
+            ("norm", NORMS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {allowed}. Received: {name}={getattr(self, name)!r}"
+                )
+        for name in ("image_size", "base_filters", "depth", "num_experts", "d_base_filters"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(
+                    f"{name} must be a positive int. Received: {name}={getattr(self, name)!r}"
+                )
+        size = min_image_size(self.discriminator, self.depth)
+        if self.image_size % size:
+            raise ValueError(
+                f"image_size must be a multiple of {size} (depth {self.depth}, "
+                f"{self.discriminator} discriminator). Received: image_size={self.image_size}"
+            )
+        check_label_mode(self.label_mode, self.dyconv)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100
+    batch_slices: int = 1  # source slices per step; each expands into one row per target
+    lambda_l1: float = 100.0
+    lr: float = 2e-4
+    lr_decay: float = 0.98  # per epoch, both optimizers
+    beta_1: float = 0.5
+    source: str = "t2"
+    targets: tuple = ("flair", "t1", "t1ce")
+    seed: int = 0
+    jit_compile: bool = False
+    mixed_precision: str = "none"  # none | float16 | bfloat16
+    # Momentum of a moving average of G's weights, which is validated, saved and exported
+    # in place of the last step's weights; 0 = off (the paper's).
+    ema: float = 0.0
+    # Multi-source runs: how often each target is drawn, one positive integer per entry
+    # of `targets` (its 7 available sets stay equally likely); () = every target alike.
+    target_weights: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "target_weights", tuple(self.target_weights))
+        if self.source == SOURCE_ANY:  # every modality in turn, or several (multi)
+            allowed = MODALITIES
+        else:
+            check_modality(self.source, "source modality")
+            allowed = targets_for(self.source)
+        if not self.targets or any(t not in allowed for t in self.targets):
+            raise ValueError(
+                f"targets must be a non-empty subset of {allowed} for source "
+                f"{self.source!r}. Received: targets={self.targets}"
+            )
+        if self.target_weights and (
+            len(self.target_weights) != len(self.targets)
+            or any(
+                type(w) is not int or not 1 <= w <= MAX_TARGET_WEIGHT for w in self.target_weights
+            )
+        ):
+            raise ValueError(
+                f"target_weights must be one integer in 1..{MAX_TARGET_WEIGHT} per target "
+                f"{self.targets}. Received: target_weights={self.target_weights}"
+            )
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(
+                f"mixed_precision must be one of {PRECISIONS}. Received: "
+                f"mixed_precision={self.mixed_precision!r}"
+            )
+        if (
+            self.lambda_l1 < 0
+            or self.lr <= 0
+            or not 0 < self.lr_decay <= 1
+            or not 0 <= self.ema < 1
+            or self.epochs < 1
+            or self.batch_slices < 1
+        ):
+            raise ValueError(
+                "lambda_l1 must be >= 0, lr > 0, 0 < lr_decay <= 1, 0 <= ema < 1, epochs >= 1 "
+                f"and batch_slices >= 1. Received: lambda_l1={self.lambda_l1}, lr={self.lr}, "
+                f"lr_decay={self.lr_decay}, ema={self.ema}, epochs={self.epochs}, "
+                f"batch_slices={self.batch_slices}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    preset: str = "paper"
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        if self.train.target_weights and self.model.inputs != "multi":
+            raise ValueError(
+                "target_weights weigh the targets of a multi-source run (inputs='multi'). "
+                f"Received: inputs={self.model.inputs!r}"
+            )
+        if self.model.inputs == "multi" and self.train.source != SOURCE_ANY:
+            raise ValueError(
+                "inputs='multi' takes every available modality: it needs "
+                f"source={SOURCE_ANY!r}. Received: source={self.train.source!r}"
+            )
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(
+            preset=data["preset"],
+            model=ModelConfig(**data["model"]),
+            train=TrainConfig(**{**data["train"], "targets": tuple(data["train"]["targets"])}),
+        )
+
+    def override(self, **changes):
+        """A copy with fields changed by name; each name is a ModelConfig or TrainConfig field."""
+        model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        model_changes, train_changes = {}, {}
+        for name, value in changes.items():
+            if value is None:
+                continue
+            if name in model_fields:
+                model_changes[name] = value
+            elif name in train_fields:
+                train_changes[name] = value
+            else:
+                raise ValueError(f"Unknown config field {name!r}.")
+        return dataclasses.replace(
+            self,
+            model=dataclasses.replace(self.model, **model_changes),
+            train=dataclasses.replace(self.train, **train_changes),
+        )
+
+
+# pix2pix, the paper's baseline: the same U-Net with static convolutions and the 70x70
+# PatchGAN discriminator. Its label is ignored (no DyConv reads it).
+PIX2PIX_MODEL = dict(dyconv="none", label_mode="kernel", discriminator="patch", d_dyconv=False)
+
+
+def as_pix2pix(config):
+    """`config` with the pix2pix networks (same sizes, data and training settings)."""
+    return config.override(**PIX2PIX_MODEL)
+
+
+def pix2pix_member_config(config, target):
+    """One member of `--baseline pix2pix3`: pix2pix for `target` alone, with batches of
+    as many slices as DyGAN has targets, so per epoch it sees every slice once in 1/T
+    of the steps."""
+    return as_pix2pix(config).override(
+        targets=(target,),
+        target_weights=(),
+        batch_slices=config.train.batch_slices * len(config.train.targets),
+    )
+
+
+PRESETS = {
+    "paper": RunConfig(preset="paper"),
+    # Sized for the one-command demo on 2 CPU cores (<= 15 min end to end). 64 px is the
+    # multi-scale D's minimum; depth 3 keeps an 8x8 bottleneck (the paper's is 16x16): at
+    # depth 4 the 4x4 bottleneck's instance norm made the generator paint one fixed bright
+    # blob into every output (StyleGAN2's "droplet"). A higher rate than the paper's 2e-4
+    # lets 15 short epochs beat both simple baselines on every target.
+    "demo": RunConfig(
+        preset="demo",
+        model=ModelConfig(image_size=64, base_filters=16, depth=3, d_base_filters=16),
+        train=TrainConfig(epochs=15, lr=1e-3),
+    ),
+    # The tests' preset: the paper's networks, small. Depth 2 (a 16x16 bottleneck):
+    # each train step traces in ~10 % less time than at depth 3.
+    "tiny": RunConfig(
+        preset="tiny",
+        model=ModelConfig(image_size=64, base_filters=4, depth=2, d_base_filters=4),
+        train=TrainConfig(epochs=2),
+    ),
+}
+
+
+def get_preset(name):
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}: expected one of {', '.join(PRESETS)}.")
+    return PRESETS[name]

@@ -1,0 +1,74 @@
+"""The four MR modalities and the twelve source -> target tasks of DyGAN.
+
+This is the one place for the task table (the paper's Table 1): every model, data
+reader and command imports its codes from here.
+"""
+
+import numpy as np
+
+from dygan_tf.utils.errors import UserError
+
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+NUM_TASKS = 12
+
+# The paper's Table 1, written exactly as printed: leftmost character = element 0.
+TASK_CODES = {
+    ("flair", "t1"): "000000000001",
+    ("flair", "t1ce"): "000000000010",
+    ("flair", "t2"): "000000000100",
+    ("t1", "flair"): "000000001000",
+    ("t1", "t1ce"): "000000010000",
+    ("t1", "t2"): "000000100000",
+    ("t1ce", "flair"): "000001000000",
+    ("t1ce", "t1"): "000010000000",
+    ("t1ce", "t2"): "000100000000",
+    ("t2", "flair"): "001000000000",
+    ("t2", "t1"): "010000000000",
+    ("t2", "t1ce"): "100000000000",
+}
+TASKS = tuple(TASK_CODES)
+
+
+def check_modality(name, what="modality"):
+    """Returns `name` if it is one of MODALITIES, else raises UserError (a ValueError):
+    a modality name comes from the user (a flag, a file name, a config)."""
+    if name not in MODALITIES:
+        raise UserError(f"Unknown {what} {name!r}: expected one of {', '.join(MODALITIES)}.")
+    return name
+
+
+def _check_task(source, target):
+    check_modality(source, "source modality")
+    check_modality(target, "target modality")
+    if source == target:
+        raise UserError(
+            f"Source and target are the same modality ({source!r}): DyGAN translates "
+            "one modality into a different one."
+        )
+
+
+def task_index(source, target):
+    """Position of the 1 in the task's 12-element code."""
+    _check_task(source, target)
+    return TASK_CODES[(source, target)].index("1")
+
+
+def task_code(source, target):
+    """The task's one-hot code as a float32 array of shape (12,)."""
+    code = np.zeros(NUM_TASKS, dtype="float32")
+    code[task_index(source, target)] = 1.0
+    return code
+
+
+def targets_for(source):
+    """The three modalities that can be synthesised from `source`, in MODALITIES order."""
+    check_modality(source, "source modality")
+    return tuple(m for m in MODALITIES if m != source)
+
+
+def task_from_index(index):
+    """(source, target) of the task whose code has its 1 at `index`."""
+    for task, code in TASK_CODES.items():
+        if code.index("1") == index:
+            return task
+    raise UserError(f"Unknown task index {index!r}: expected 0..{NUM_TASKS - 1}.")

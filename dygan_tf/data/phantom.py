@@ -1,0 +1,283 @@
+"""A BraTS-2019-shaped phantom built offline from nilearn's MNI152 1 mm templates.
+
+    python -m data_prep.make_phantom --out DIR --cases 10 --seed 0 [--workers 2]
+
+Writes DIR/MICCAI_BraTS_2019_Data_Training/{HGG,LGG}/<ID>/<ID>_{t1,t1ce,t2,flair,seg}.nii.gz
+(240 x 240 x 155, int16 images, uint8 seg, 1 mm) and name_mapping.csv. Each case is a
+smoothly deformed template with tissue-contrast models, a random tumour (BraTS labels
+1, 2, 4), a bias field and Rician noise; the same seed gives byte-identical files.
+"""
+
+import concurrent.futures
+import functools
+import gzip
+import multiprocessing
+import os
+
+import nibabel as nib
+import numpy as np
+import scipy.ndimage
+
+from dygan_tf.data.cases import TRAINING_FOLDER
+from dygan_tf.utils.atomic import atomic_path, write_text_atomic
+from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.progress import Progress
+
+SHAPE = (240, 240, 155)
+# BraTS files store voxel axes as diag(-1, -1, 1) (LPS-style). We keep that diagonal and
+# choose offsets so world coordinates are MNI millimetres: voxel (i, j, k) -> MNI
+# (120 - i, 102 - j, k - 70); template voxels then land on whole grid voxels.
+AFFINE = np.array([[-1.0, 0, 0, 120], [0, -1.0, 0, 102], [0, 0, 1.0, -70], [0, 0, 0, 1]])
+BRATS19_HGG, BRATS19_LGG = 259, 76
+GZIP_LEVEL = 1
+
+# Relative signal per tissue: (CSF, GM, WM, oedema, necrotic core, enhancing rim).
+# T1 keeps the template's own intensities for healthy tissue.
+CONTRAST = {
+    "t1": (None, None, None, 0.45, 0.22, 0.50),
+    "t1ce": (None, None, None, 0.45, 0.22, 1.30),
+    "t2": (1.00, 0.55, 0.35, 0.85, 0.95, 0.60),
+    "flair": (0.12, 0.55, 0.42, 0.95, 0.35, 0.65),
+}
+GAIN = {"t1": 900.0, "t1ce": 1000.0, "t2": 1400.0, "flair": 700.0}
+
+
+@functools.lru_cache(maxsize=1)
+def _templates():
+    """MNI152 T1, GM, WM and brain mask on the last axis, padded by one zero voxel so
+    interpolation needs no bounds checks; plus the mask dilated by 2 voxels, which
+    says where sampling can give brain at all (cached per process)."""
+    from nilearn import datasets  # slow import: only phantom workers need it
+
+    def get(image):
+        return np.asarray(image.get_fdata(), dtype=np.float32)
+
+    mask = get(datasets.load_mni152_brain_mask(resolution=1)) > 0
+    stacked = np.stack(
+        [
+            get(datasets.load_mni152_template(resolution=1)),
+            get(datasets.load_mni152_gm_template(resolution=1)),
+            get(datasets.load_mni152_wm_template(resolution=1)),
+            mask.astype(np.float32),
+        ],
+        axis=-1,
+    )
+    near = scipy.ndimage.binary_dilation(mask, iterations=2)
+    return np.pad(stacked, [(1, 1)] * 3 + [(0, 0)]), np.pad(near, 1)
+
+
+def _interp_matrix(coarse, fine):
+    """(fine, coarse) weights of linear, pixel-area aligned upsampling along one axis."""
+    x = np.clip((np.arange(fine) + 0.5) * coarse / fine - 0.5, 0, coarse - 1)
+    lo = np.minimum(np.floor(x).astype(int), coarse - 2) if coarse > 1 else np.zeros(fine, int)
+    w = np.zeros((fine, coarse), dtype=np.float32)
+    w[np.arange(fine), lo] = 1 - (x - lo)
+    if coarse > 1:
+        w[np.arange(fine), lo + 1] = x - lo
+    return w
+
+
+def _smooth_field(rng, coarse_shape, shape):
+    """A smooth random field of `shape`: coarse normal noise upsampled linearly (as
+    three small matrix products, far cheaper than a 3-D zoom)."""
+    field = rng.standard_normal(coarse_shape).astype(np.float32)
+    for axis, (c, n) in enumerate(zip(coarse_shape, shape)):
+        field = np.moveaxis(np.tensordot(_interp_matrix(c, n), field, axes=(1, axis)), 0, axis)
+    return np.ascontiguousarray(field)
+
+
+def _trilinear(padded, coords):
+    """Samples `padded` (X, Y, Z, C), zero-padded by one voxel, at float voxel `coords`
+    (3, N) of the unpadded volume -> (N, C); zero outside. All channels share one set
+    of corner indices and weights."""
+    shape = padded.shape[:3]
+    flat = padded.reshape(-1, padded.shape[3])
+    strides = (shape[1] * shape[2], shape[2], 1)
+    index = np.zeros(coords.shape[1], dtype=np.int64)
+    weights = []
+    for axis in range(3):
+        c = np.clip(coords[axis] + 1, 0, shape[axis] - 1.001)
+        base = c.astype(np.int32)  # floor, as c >= 0
+        frac = c - base
+        index += base * strides[axis]
+        weights.append((1 - frac, frac))
+    out = np.zeros((coords.shape[1], padded.shape[3]), dtype=np.float32)
+    for corner in range(8):
+        offs = [(corner >> axis) & 1 for axis in range(3)]
+        weight = weights[0][offs[0]] * weights[1][offs[1]] * weights[2][offs[2]]
+        offset = sum(o * s for o, s in zip(offs, strides))
+        out += np.take(flat, index + offset, axis=0) * weight[:, None]
+    return out
+
+
+def _deformed_templates(rng):
+    """Templates resampled into the BraTS grid through a random smooth deformation.
+
+    Returns the brain mask (bool volume), the brain voxels' indices and, at those
+    voxels, the template T1 and the CSF, GM and WM probabilities (1-D arrays).
+    """
+    padded, near = _templates()
+    # Bounding box of the brain in the output grid, with room for the deformation.
+    lo, hi = np.array([36, 17, 0]), np.array([206, 223, 155])
+    box = tuple(hi - lo)
+    grid = [np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi)]
+    centre = np.array([120.0, 118.0, 70.0], dtype=np.float32)
+    angle = np.deg2rad(rng.uniform(-4, 4))
+    scale = rng.uniform(0.94, 1.06, size=3)
+    shift = rng.uniform(-3, 3, size=3)
+    cos, sin = np.cos(angle), np.sin(angle)
+    rot = (np.array([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]]) / scale[:, None]).astype(np.float32)
+    i, j, k = (g - c for g, c in zip(grid, centre))
+    # Output voxel -> template voxel: the fixed flip/shift of AFFINE composed with a
+    # small in-plane rotation, scaling, shift and a coarse elastic field (~2 mm).
+    coords = np.empty((3,) + box, dtype=np.float32)
+    for axis, (flip, offset) in enumerate(((-1, 218), (-1, 236), (1, 2))):
+        moved = (
+            rot[axis, 0] * i[:, None, None]
+            + rot[axis, 1] * j[None, :, None]
+            + rot[axis, 2] * k[None, None, :]
+            + (centre[axis] + shift[axis])
+        )
+        moved += 2.0 * _smooth_field(rng, (5, 5, 4), box)
+        coords[axis] = flip * moved + offset
+    # Interpolate only where the nearest template voxel is near the brain.
+    nearest = [
+        np.clip(np.rint(c).astype(np.int32) + 1, 0, n - 1) for c, n in zip(coords, near.shape)
+    ]
+    candidates = np.nonzero(near[tuple(nearest)])
+    sampled = _trilinear(padded, coords[(slice(None),) + candidates])
+    inside = sampled[:, 3] > 0.5
+    brain = tuple(c[inside] + o for c, o in zip(candidates, lo))
+    t1, gm, wm, _ = sampled[inside].T
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[brain] = True
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    return mask, brain, {"t1": t1, "csf": csf, "gm": gm, "wm": wm}
+
+
+def _tumour(rng, mask, grade):
+    """BraTS labels (1 necrotic core, 2 oedema, 4 enhancing rim) as a uint8 volume.
+
+    The centre lies in axial slices 74..86 so the tumour usually crosses 75..85.
+    """
+    seg = np.zeros(SHAPE, dtype=np.uint8)
+    hgg = grade == "HGG"
+    radii = rng.uniform(14, 26, size=3) if hgg else rng.uniform(8, 16, size=3)
+    kc = int(rng.integers(74, 87))
+    depth = scipy.ndimage.distance_transform_edt(mask[:, :, kc])
+    candidates = np.argwhere(depth >= min(radii[:2].min(), depth.max()) * 0.8)
+    ic, jc = candidates[rng.integers(len(candidates))]
+    r = np.ceil(radii * 1.3).astype(int)
+    lo = np.maximum([ic - r[0], jc - r[1], kc - r[2]], 0)
+    hi = np.minimum([ic + r[0] + 1, jc + r[1] + 1, kc + r[2] + 1], SHAPE)
+    box = tuple(hi - lo)
+    axes = [(np.arange(a, b) - c) / rad for a, b, c, rad in zip(lo, hi, (ic, jc, kc), radii)]
+    dist = np.sqrt(
+        axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
+    )
+    dist = dist * (1.0 + 0.15 * _smooth_field(rng, (4, 4, 4), box))  # irregular border
+    core = rng.uniform(0.45, 0.65) if hgg else rng.uniform(0.3, 0.5)
+    rim = rng.uniform(0.12, 0.2) if hgg else (rng.uniform(0.05, 0.1) if rng.random() < 0.3 else 0.0)
+    labels = np.zeros(box, dtype=np.uint8)
+    labels[dist < 1.0] = 2
+    labels[dist < core] = 4
+    labels[dist < core - rim] = 1
+    inside = tuple(slice(a, b) for a, b in zip(lo, hi))
+    seg[inside] = labels * mask[inside]
+    return seg
+
+
+def _bias_field(rng, brain):
+    """A smooth multiplicative field (about +-15 %) at the brain voxels: a product of
+    one low-order polynomial per axis, so it costs three short exp() calls."""
+    bias = 1.0
+    for n, index in zip(SHAPE, brain):
+        t = np.linspace(-1, 1, n, dtype=np.float32)
+        a, b = rng.uniform(-0.08, 0.08, size=2)
+        bias = bias * np.exp(a * t + b * t * t).astype(np.float32)[index]
+    return bias
+
+
+def make_case(seed, index, grade):
+    """The five volumes of one case: {modality: int16 array, 'seg': uint8 array}."""
+    rng = np.random.default_rng([seed, index])
+    mask, brain, tissue = _deformed_templates(rng)
+    seg = _tumour(rng, mask, grade)
+    labels = seg[brain]
+    tumour = [labels == label for label in (2, 1, 4)]
+    volumes = {}
+    for modality, (c_csf, c_gm, c_wm, *c_tumour) in CONTRAST.items():
+        if c_csf is None:
+            signal = tissue["t1"].copy()
+        else:
+            signal = c_csf * tissue["csf"] + c_gm * tissue["gm"] + c_wm * tissue["wm"]
+        for region, value in zip(tumour, c_tumour):
+            signal[region] = value
+        signal *= GAIN[modality] * rng.uniform(0.9, 1.1) * _bias_field(rng, brain)
+        # Rician noise inside the brain; the background stays exactly 0 as in BraTS.
+        noise = rng.standard_normal((2, signal.size), dtype=np.float32)
+        noise *= 0.02 * GAIN[modality]
+        signal = np.sqrt((signal + noise[0]) ** 2 + noise[1] ** 2)
+        volume = np.zeros(SHAPE, dtype=np.int16)
+        volume[brain] = np.clip(np.rint(signal), 1, 32767)  # brain voxels stay non-zero
+        volumes[modality] = volume
+    volumes["seg"] = seg
+    return volumes
+
+
+def nifti_gz_bytes(data, affine=AFFINE):
+    """A .nii.gz file's bytes with a fixed gzip header (mtime 0), so it is reproducible."""
+    image = nib.Nifti1Image(data, affine)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    return gzip.compress(image.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def case_id(index):
+    return f"BraTS19_PHANTOM_{index + 1:03d}_1"
+
+
+def write_case(out, seed, index, grade):
+    """Builds case `index` and writes its five files atomically; returns its folder."""
+    folder = os.path.join(out, TRAINING_FOLDER, grade, case_id(index))
+    os.makedirs(folder, exist_ok=True)
+    for name, data in make_case(seed, index, grade).items():
+        path = os.path.join(folder, f"{case_id(index)}_{name}.nii.gz")
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(nifti_gz_bytes(data))
+    return folder
+
+
+def split_grades(cases):
+    """`cases` split HGG:LGG in BraTS19's proportion (259:76), at least one of each."""
+    if cases < 2:
+        raise UserError(f"--cases: expected at least 2 (one HGG, one LGG), found {cases}")
+    lgg = min(max(1, round(cases * BRATS19_LGG / (BRATS19_HGG + BRATS19_LGG))), cases - 1)
+    return cases - lgg, lgg
+
+
+def build_phantom(out, hgg, lgg, seed=0, workers=1, verbose=True):
+    """Writes the phantom dataset; returns the list of (case_id, grade)."""
+    jobs = [(i, "HGG" if i < hgg else "LGG") for i in range(hgg + lgg)]
+    bar = Progress(len(jobs), unit="case", enabled=verbose)
+    if workers <= 1:
+        for i, grade in jobs:
+            write_case(out, seed, i, grade)
+            bar.add(1)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(write_case, out, seed, i, g) for i, g in jobs]
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                bar.add(1)
+    bar.close()
+    header = (
+        "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,"
+        "TCGA_TCIA_subject_ID,BraTS_2019_subject_ID\n"
+    )
+    rows = "".join(f"{g},NA,NA,NA,{case_id(i)}\n" for i, g in jobs)
+    write_text_atomic(os.path.join(out, TRAINING_FOLDER, "name_mapping.csv"), header + rows)
+    return [(case_id(i), g) for i, g in jobs]

@@ -1,0 +1,371 @@
+"""Pure array functions shared by the shard builder and the whole-volume translator.
+
+NIfTI loading with validation, reorientation to canonical RAS and back, the brain
+mask, axial slice choice, slice resizing and the [-1, 1] normalisation of SPEC.md.
+Nothing here draws random numbers or imports TensorFlow.
+"""
+
+import gzip
+import zlib
+
+import nibabel as nib
+import numpy as np
+import scipy.ndimage
+
+from dygan_tf.utils.errors import UserError
+
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+MAX_VOLUME_BYTES = 1 << 30  # refuse volumes whose header claims more than 1 GiB
+MAX_DIM = 2048
+ROBUST_PERCENTILE = 99.5
+DEFAULT_SLICE_RANGE = (75, 86)  # axial indices 75..85 inclusive, in canonical RAS
+DEFAULT_SLICES_PER_VOLUME = 5
+DEFAULT_IMAGE_SIZE = 256
+_RAS = nib.orientations.axcodes2ornt("RAS")
+
+# How a volume becomes model input, in words: written into the shard manifest and into
+# every exported model's metadata.json, so both always describe these functions.
+ORIENTATION = (
+    "canonical RAS; axial slice k = volume[:, :, k] rotated 90 degrees "
+    "(anterior up, patient right on image left)"
+)
+NORMALIZATION = {
+    "robust_max": f"{ROBUST_PERCENTILE} percentile of brain voxels per volume and modality",
+    "formula": "clip(x / robust_max * 2 - 1, -1, 1)",
+}
+
+# The training data's voxel size (BraTS: co-registered, skull-stripped, 1 mm isotropic).
+# The shard builder refuses any other voxel size: its slice range is in 1 mm slices, and
+# resampling training data would add a blur the model then learns. `translate` resamples
+# each axial slice to this in-plane spacing and back instead, because the network sees
+# only in-plane structure; slices of any thickness are translated one by one.
+TRAINING_SPACING_MM = 1.0
+SPACING_TOLERANCE_MM = 0.01
+IN_PLANE = {
+    "spacing_mm": TRAINING_SPACING_MM,
+    "rule": "each axial slice resampled to 1 mm in-plane (the shard builder refuses other "
+    "voxel sizes), padded to a square with background, then resized to image_size",
+}
+
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    gzip.BadGzipFile,
+    nib.filebasedimages.ImageFileError,
+)
+
+
+def nifti_stem(name):
+    """`name` without its NIfTI extension (".nii.gz" or ".nii"), or None if it has none."""
+    for ext in NIFTI_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def read_header(path):
+    """Opens a NIfTI file's header only: `(image, shape)` for a 3-D volume.
+
+    Raises UserError naming the file when it is unreadable, claims an absurd size
+    (more than 1 GiB or a dimension over 2048: refused before any data is read) or
+    is not 3-D. The returned nibabel image still has its data on disk.
+    """
+    path = str(path)
+    try:
+        image = nib.load(path)  # reads the header only
+    except _READ_ERRORS as e:
+        raise UserError(f"{path}: unreadable NIfTI file ({_reason(e)})") from None
+    header = image.header
+    shape = tuple(int(d) for d in header.get_data_shape())
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    nbytes = int(np.prod(shape, dtype=np.float64)) * itemsize if shape else 0
+    if any(d > MAX_DIM for d in shape) or nbytes > MAX_VOLUME_BYTES:
+        raise UserError(
+            f"{path}: header claims shape {shape} x {itemsize} bytes = {nbytes} bytes; "
+            f"expected every dimension <= {MAX_DIM} and at most {MAX_VOLUME_BYTES} bytes"
+        )
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise UserError(
+            f"{path}: found a {len(shape)}-D volume of shape {shape}; expected a 3-D volume"
+        )
+    affine = image.affine
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise UserError(
+            f"{path}: voxel-to-world affine {np.round(affine, 3).tolist()} is "
+            "singular or not finite; expected a valid qform or sform"
+        )
+    return image, shape
+
+
+def load_nifti(path, allow_zero=False):
+    """Loads a 3-D NIfTI volume of any stored dtype.
+
+    Returns `(data, affine, header)` with `data` in the file's own voxel order and
+    numeric type as nibabel gives it (stored dtype, or float if the header scales
+    it; no copy to float32, which would cost more than the read itself). An unscaled
+    .nii.gz volume comes back read-only (see `_read_voxels`). Raises UserError naming
+    the file when it is unreadable or truncated, is not 3-D, claims an absurd size in
+    its header (checked before reading the data), or holds NaN/inf, or only zeros
+    (unless `allow_zero`, e.g. for a label map).
+    """
+    image, shape = read_header(path)
+    try:
+        data = _read_voxels(image).reshape(shape)
+    except _READ_ERRORS as e:
+        raise UserError(f"{path}: truncated or unreadable data ({_reason(e)})") from None
+    if data.dtype.kind not in "iub" and not np.isfinite(data).all():
+        raise UserError(f"{path}: volume holds NaN or infinite values; expected finite")
+    if not allow_zero and not data.any():
+        raise UserError(f"{path}: volume is all zeros; expected an MR image")
+    return data, image.affine.copy(), image.header
+
+
+def _read_voxels(image):
+    """`np.asanyarray(image.dataobj)`, faster for an unscaled gzipped NIfTI file.
+
+    nibabel inflates a .nii.gz through Python's gzip reader in small chunks, a copy
+    each; one zlib call into a buffer of the size the header announces costs 25-45%
+    less for a BraTS volume (CRC and length are still checked), and the array is a
+    read-only view of that buffer, not a copy. Scaled files and other formats go
+    through nibabel.
+    """
+    proxy = image.dataobj
+    filename = str(image.get_filename() or "")
+    if not (
+        isinstance(image, (nib.Nifti1Image, nib.Nifti2Image))
+        and isinstance(proxy, nib.arrayproxy.ArrayProxy)
+        and filename.endswith(".gz")
+        and proxy.slope == 1
+        and proxy.inter == 0
+    ):
+        return np.asanyarray(proxy)
+    size = proxy.offset + int(np.prod(proxy.shape)) * proxy.dtype.itemsize
+    with open(filename, "rb") as f:
+        payload = f.read()
+    data = zlib.decompress(payload, wbits=31, bufsize=size)  # 31: gzip; first member
+    if len(data) < size:  # several gzip members (e.g. bgzip): let gzip join them
+        data = gzip.decompress(payload)
+    if len(data) < size:
+        raise EOFError(f"expected {size} bytes of header and voxels, found {len(data)}")
+    return np.ndarray(proxy.shape, proxy.dtype, buffer=data, offset=proxy.offset, order=proxy.order)
+
+
+def _reason(error):
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def to_canonical(data, affine):
+    """Reorients a 3-D array to closest canonical (RAS+) voxel axes.
+
+    Same axis permutation and flips as `nib.as_closest_canonical` (no resampling;
+    the result is a view of `data` where possible). Returns
+    `(canonical_data, canonical_affine, ornt)`; `ornt` is the original volume's
+    orientation, which `from_canonical` needs to go back.
+    """
+    ornt = nib.orientations.io_orientation(affine)
+    to_ras = nib.orientations.ornt_transform(ornt, _RAS)
+    canonical = nib.orientations.apply_orientation(data, to_ras)
+    inv = nib.orientations.inv_ornt_aff(to_ras, data.shape)
+    return canonical, affine @ inv, ornt
+
+
+def from_canonical(canonical_data, ornt):
+    """Inverse of `to_canonical`: a canonical array back to the original voxel axes."""
+    back = nib.orientations.ornt_transform(_RAS, np.asarray(ornt))
+    return np.ascontiguousarray(nib.orientations.apply_orientation(canonical_data, back))
+
+
+def brain_mask(volumes):
+    """Brain = non-zero voxels of the union of modalities (SPEC, ours). Returns bool."""
+    volumes = list(volumes)
+    mask = volumes[0] != 0
+    for v in volumes[1:]:
+        mask |= v != 0
+    return mask
+
+
+def parse_slice_range(text):
+    """'75:86' -> (75, 86): a Python-style half-open range of axial indices."""
+    try:
+        start, stop = (int(part) for part in str(text).split(":"))
+    except ValueError:
+        raise UserError(f"{text!r}: expected START:STOP like 75:86") from None
+    if start < 0 or stop <= start:
+        raise UserError(f"{text!r}: expected 0 <= START < STOP")
+    return start, stop
+
+
+def select_slices(mask, slice_range=DEFAULT_SLICE_RANGE, count=DEFAULT_SLICES_PER_VOLUME):
+    """The `count` axial indices in [start, stop) with the largest brain area.
+
+    `mask` is a canonical (RAS) volume, so axial = the third axis. Ties go to the
+    lower index; the result is sorted. Raises ValueError if the range does not fit.
+    """
+    start, stop = slice_range
+    depth = mask.shape[2]
+    if stop > depth or stop - start < count:
+        raise ValueError(
+            f"Slice range {start}:{stop} must lie within 0:{depth} and hold at least "
+            f"{count} slices. Received: depth={depth}"
+        )
+    areas = mask[:, :, start:stop].sum(axis=(0, 1))
+    indices = np.arange(start, stop)
+    order = np.lexsort((indices, -areas))  # largest area first, then lower index
+    return sorted(int(i) for i in indices[order[:count]])
+
+
+def axial_slice(volume, index):
+    """Axial slice `index` of a canonical volume as an image: anterior at the top,
+    the patient's right on the image's left (radiological view)."""
+    return np.rot90(volume[:, :, index])
+
+
+def axial_plane(image):
+    """Inverse of `axial_slice`: an image back to a canonical [x, y] plane."""
+    return np.rot90(image, -1)
+
+
+def resize_slice(image, size, order=1):
+    """Resizes a 2-D slice to `size` (int or (h, w)); order 1 = bilinear, 0 = nearest.
+
+    Pixel-area aligned (scipy `grid_mode=True`, like half-pixel centres), edges
+    replicated; the one resize used for images (order 1) and label maps (order 0).
+    """
+    size = (size, size) if np.isscalar(size) else tuple(size)
+    image = np.asarray(image)
+    if image.shape == size:
+        return image.copy()
+    zoom = (size[0] / image.shape[0], size[1] / image.shape[1])
+    out = scipy.ndimage.zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
+    if out.shape != size:  # zoom rounds; never off by more than one pixel
+        out = out[: size[0], : size[1]]
+    return out
+
+
+def voxel_sizes(affine):
+    """Voxel size in mm along each voxel axis (oblique affines included)."""
+    return tuple(float(v) for v in nib.affines.voxel_sizes(np.asarray(affine, dtype=float)))
+
+
+def is_training_spacing(sizes):
+    return all(abs(v - TRAINING_SPACING_MM) <= SPACING_TOLERANCE_MM for v in sizes)
+
+
+class SliceGrid:
+    """How one axial slice of `shape` (rows, cols) with `spacing` (mm per row, per col)
+    maps onto the model's square grid: resampled to the training spacing (a no-op at
+    1 mm), padded to a square of `side` pixels with background, resized to the model.
+    The aspect ratio is kept, so a non-square slice is never squeezed."""
+
+    def __init__(self, shape, spacing=(TRAINING_SPACING_MM, TRAINING_SPACING_MM)):
+        self.shape = tuple(int(n) for n in shape)
+        if is_training_spacing(spacing):
+            self.resampled = self.shape
+        else:
+            self.resampled = tuple(
+                max(1, int(round(n * s / TRAINING_SPACING_MM))) for n, s in zip(shape, spacing)
+            )
+        self.side = max(self.resampled)
+        self.offset = tuple((self.side - n) // 2 for n in self.resampled)
+
+    def to_model(self, image, size, order=1, fill=-1.0):
+        """A slice of `shape` -> the model's (size, size) input."""
+        if self.resampled != self.shape:
+            image = resize_slice(image, self.resampled, order)
+        if self.resampled != (self.side, self.side):
+            square = np.full((self.side, self.side), fill, dtype=np.asarray(image).dtype)
+            (r, c), (h, w) = self.offset, self.resampled
+            square[r : r + h, c : c + w] = image
+            image = square
+        return resize_slice(image, size, order)
+
+    def from_model(self, image, order=1):
+        """Inverse of `to_model`: a (size, size) output -> a slice of `shape`."""
+        image = resize_slice(image, self.side, order)
+        (r, c), (h, w) = self.offset, self.resampled
+        image = image[r : r + h, c : c + w]
+        if self.resampled != self.shape:
+            image = resize_slice(image, self.shape, order)
+        return image
+
+
+def axial_grid(canonical_affine, canonical_shape):
+    """The SliceGrid of the axial slices (`axial_slice` images) of a canonical volume:
+    rows run along canonical y, columns along x."""
+    sx, sy, _ = voxel_sizes(canonical_affine)
+    return SliceGrid((canonical_shape[1], canonical_shape[0]), (sy, sx))
+
+
+def robust_max(volume, mask):
+    """The 99.5th percentile of brain voxels: the volume's normalisation constant."""
+    volume, mask = np.asanyarray(volume), np.asanyarray(mask)
+    if volume.flags.f_contiguous and not volume.flags.c_contiguous:
+        # NIfTI arrays are Fortran-ordered and boolean indexing walks C order, a
+        # plane's stride per step (5x slower); the percentile ignores the order.
+        volume, mask = volume.T, mask.T
+    values = volume[mask]
+    if values.size == 0:
+        return 1.0
+    value = exact_percentile(values, ROBUST_PERCENTILE)
+    return value if value > 0 else float(max(values.max(), 1.0))
+
+
+def exact_percentile(values, q):
+    """`float(np.percentile(values, q))` (method "linear") of a 1-D array, bit for bit.
+
+    Integer data of a modest value range (MR volumes are int16) are counted with
+    np.bincount instead of partitioned: the two order statistics around the virtual
+    index are read from the cumulative counts and interpolated with NumPy's own
+    formula. Other data go to np.percentile itself.
+    """
+    values = np.asarray(values)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"Expected a non-empty 1-D array. Received: shape={values.shape}")
+    if not 0 <= q <= 100:
+        raise ValueError(f"Expected 0 <= q <= 100. Received: q={q}")
+    if values.dtype.kind not in "iu" or values.dtype.itemsize > 4:
+        return float(np.percentile(values, q, method="linear"))
+    low, high = int(values.min()), int(values.max())
+    bins = max(values.size, 1 << 16)
+    if high - low >= bins:  # sparse counts: partitioning is cheaper
+        return float(np.percentile(values, q, method="linear"))
+    # The virtual index and weight exactly as numpy.lib._function_base_impl._quantile
+    # computes them for method "linear" (a Python float q is a weak scalar there).
+    n = values.size
+    virtual = (n - 1) * np.true_divide(q, 100)
+    previous = float(np.floor(virtual))
+    if virtual >= n - 1:
+        previous, positions = -1.0, (n - 1, n - 1)
+    else:
+        positions = (int(previous), int(previous) + 1)
+    gamma = float(virtual - previous)
+    base = 0 if 0 <= low and high < bins else low  # bin i counts the value base + i
+    counts = np.bincount(values if base == 0 else values.astype(np.intp) - base)
+    # The value at sorted position k is in the first bin whose running count exceeds k.
+    bins_at = np.searchsorted(np.cumsum(counts), positions, side="right")
+    a, b = (values.dtype.type(base + int(i)) for i in bins_at)
+    # numpy's _lerp: a + (b - a) * t, or b - (b - a) * (1 - t) when t >= 0.5.
+    diff = b - a
+    result = np.add(a, diff * gamma)
+    if gamma >= 0.5:
+        result = np.subtract(b, diff * (1 - gamma), dtype=result.dtype)
+    return float(result)
+
+
+def normalize(volume, scale):
+    """x / scale * 2 - 1, clipped to [-1, 1]; background 0 maps to -1.
+
+    Returns float32; `scale` is `robust_max` of the volume and modality.
+    """
+    out = np.asarray(volume, dtype=np.float32) * np.float32(2.0 / scale) - np.float32(1.0)
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def denormalize(image, scale):
+    """Inverse of `normalize` (exact below the clip at robust max): (y + 1) / 2 * scale."""
+    return (np.asarray(image, dtype=np.float32) + np.float32(1.0)) * np.float32(scale / 2.0)

@@ -1,0 +1,254 @@
+"""The evaluation report (the paper's Table 2): trained generators and two baselines
+scored on a split, written as report.json, report.md and figure.png.
+
+`evaluate_report` is what `python -m dygan_tf.evaluate` and `fit --demo` call; the
+scoring itself (models, baselines, rows) lives in `dygan_tf.evaluation.scoring`. A paper-mode run
+gets the paper's table (a column per target); a `--source any` run one line per task
+and a 4x4 source x target grid; a multi-source run one line per target x available set.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+
+from dygan_tf.config import conditions
+from dygan_tf.config.tasks import MODALITIES, targets_for
+from dygan_tf.inference import tta
+from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from dygan_tf.utils.errors import UserError, for_flag
+
+REPORT_JSON, REPORT_MD, FIGURE = "report.json", "report.md", "figure.png"
+BASELINE_NAMES = {
+    "copy_source": "copy source (baseline)",
+    "intensity_lut": "intensity LUT (baseline)",
+}
+
+
+def table(results, model_names, targets):
+    """Markdown in the layout of the paper's Table 2: PSNR (dB) / SSIM per target."""
+    lines = [
+        "| method | " + " | ".join(t.upper() for t in targets) + " |",
+        "|---|" + "---|" * len(targets),
+    ]
+    for name in list(model_names) + list(BASELINE_NAMES):
+        label = BASELINE_NAMES.get(name, name)
+        cells = [_cell(results[name].get(t)) for t in targets]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def row_table_md(results, model_names, keys):
+    """Markdown: one line per row (task, or target x available set), a column per
+    method with PSNR (dB) / SSIM; "—" where a method does not do that row."""
+    methods = list(model_names) + list(BASELINE_NAMES)
+    lines = [
+        "| target | from | " + " | ".join(BASELINE_NAMES.get(m, m) for m in methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for key in keys:
+        sources, target = key.split("->")
+        cells = [_cell(results[m].get(key)) for m in methods]
+        lines.append(f"| {target.upper()} | {sources.upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def task_grid_md(scores):
+    """Markdown 4x4 grid (rows: source, columns: target) of one method's 12 tasks."""
+    lines = [
+        "| source \\ target | " + " | ".join(t.upper() for t in MODALITIES) + " |",
+        "|---|" + "---|" * len(MODALITIES),
+    ]
+    for s in MODALITIES:
+        cells = ["—" if s == t else _cell(scores.get(f"{s}->{t}")) for t in MODALITIES]
+        lines.append(f"| {s.upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(metrics):
+    if not metrics or metrics.get("psnr") is None:
+        return "—"
+    return f"{metrics['psnr']:.2f} / {metrics['ssim']:.4f}"
+
+
+def per_target(scores, keys):
+    """{target: {metric: mean over that target's rows}} of one method's row scores."""
+    out = {}
+    for key in keys:
+        if scores.get(key):
+            out.setdefault(key.split("->")[1], []).append(scores[key])
+    return {
+        t: {m: float(np.mean([r[m] for r in rows if r[m] is not None])) for m in rows[0]}
+        for t, rows in out.items()
+    }
+
+
+def figure_panels(figure, keys, paper_source):
+    """Rows of (image, label) panels: in the paper's mode the source then real and
+    synthesised per target; otherwise, per target, its richest input row: input (first
+    available channel), real, synthesised."""
+    rows = []
+    for case, slice_index, row_keys, image4, real, fake in figure:
+        panels = []
+        if paper_source is not None:
+            c = MODALITIES.index(paper_source)
+            panels.append((image4[0, ..., c : c + 1], "source"))
+        for key in _figure_keys(keys):
+            i = row_keys.index(key)
+            if i not in fake:
+                continue
+            available, target = conditions.parse_row_key(key)
+            if paper_source is None:
+                c = MODALITIES.index(available[0])
+                label = "in: " + "+".join(available)
+                panels.append((image4[i, ..., c : c + 1], label))
+            panels += [(real[i], f"real {target}"), (fake[i], f"synth. {target}")]
+        rows.append((f"{case}\nslice {slice_index}", panels))
+    return rows
+
+
+def _figure_keys(keys):
+    """Per target (first seen order), its row with the most sources (ties: the
+    preferred source first)."""
+    best = {}
+    for key in keys:
+        available, target = conditions.parse_row_key(key)
+        rank = (len(available), -min(conditions.SOURCE_PREFERENCE.index(a) for a in available))
+        if target not in best or rank > best[target][0]:
+            best[target] = (rank, key)
+    return [key for _, key in best.values()]
+
+
+def save_figure(path, rows, title):
+    """One figure row per test case, its panels left to right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(len(panels) for _, panels in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.7 * len(rows)), squeeze=False)
+    for r, (label, panels) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c < len(panels):
+                img, title_text = panels[c]
+                ax.imshow(np.asarray(img)[..., 0], cmap="gray", vmin=-1, vmax=1)
+                if r == 0:
+                    ax.set_title(title_text, fontsize=8)
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(label, fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def evaluate_report(
+    runs,
+    out,
+    data_dir=None,
+    split="test",
+    model=None,
+    figure_cases=4,
+    run_flags=None,
+    tta_mode="none",
+):
+    """Scores run folders (and/or an exported SavedModel) on a split; writes the report.
+
+    Args:
+        runs: run folders; the first one's config gives the source and targets, and its
+            run.json the data folder when `data_dir` is None.
+        out: folder for report.json, report.md and figure.png.
+        data_dir: a shard folder (default: the first run's training data).
+        split: the manifest split to score ("test").
+        model: an exported SavedModel folder, scored first (needs `data_dir`).
+        figure_cases: test cases drawn in figure.png.
+        run_flags: the command-line flag of each run (for error messages), if any.
+        tta_mode: test-time augmentation of every model's outputs (`dygan_tf.inference.tta`;
+            the baselines are never augmented).
+
+    Returns:
+        The report dict written to report.json.
+
+    Example:
+
+    >>> evaluate_report(["runs/demo"], "runs/demo/eval")  # doctest: +SKIP
+    """
+    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.evaluation import scoring
+
+    if not runs and not model:
+        raise ValueError("evaluate_report needs run folders or a SavedModel. Received none")
+    run_flags = list(run_flags or [None] * len(runs))
+    predictors, config = [], None
+    if model:
+        if not data_dir:
+            raise UserError(f"{model}: a SavedModel needs a shard folder to score on")
+        predictor, config = scoring.load_savedmodel_predictor(model, tta_mode)
+        predictors.append(predictor)
+    for run, flag in zip(runs, run_flags):
+        with for_flag(flag) if flag else contextlib.nullcontext():
+            predictor, run_config, run_data = scoring.load_run_predictor(run, tta_mode)
+        predictors.append(predictor)
+        config = config or run_config
+        data_dir = data_dir or run_data
+    if data_dir is None:
+        raise UserError(f"{runs[0]}: the run does not record its data folder; pass one")
+    inputs = config.model.inputs if config else "single"
+    source = config.train.source if config else "t2"
+    targets = config.train.targets if config else targets_for(source)
+    table_rows = conditions.row_table(inputs, source, targets)
+    keys = [r.key for r in table_rows]
+    size = read_manifest(data_dir)["image_size"]
+    results, slices, figure = scoring.score_rows(
+        predictors, data_dir, split, table_rows, figure_cases
+    )
+    names = [p.name for p in predictors]
+    paper = inputs == "single" and source != conditions.SOURCE_ANY
+    report = {
+        "model": names[0],
+        "split": split,
+        "data": os.path.abspath(data_dir),
+        "image_size": size,
+        "source": source,
+        "slices": slices,
+    }
+    if tta_mode != "none":  # (a default report stays as it was)
+        report["tta"] = tta_mode
+    if paper:  # the paper's Table 2, keyed by target as it always was
+        results = {n: {t: r.get(f"{source}->{t}") for t in targets} for n, r in results.items()}
+        report["per_target"] = results[names[0]]
+        heading = f"source {source.upper()}"
+        md_table = table(results, names, targets)
+    else:
+        results = {n: {k: r.get(k) for k in keys} for n, r in results.items()}
+        report["inputs"] = inputs
+        report["rows"] = keys
+        report["per_row"] = results[names[0]]
+        report["per_target"] = per_target(results[names[0]], keys)
+        heading = "multi-source" if inputs == "multi" else f"{len(keys)} tasks, any source"
+        md_table = row_table_md(results, names, conditions.display_order(keys))
+        if inputs == "single":
+            md_table += "\n" + f"{names[0]}, source x target:\n\n" + task_grid_md(results[names[0]])
+    report["baselines"] = {b: results[b] for b in BASELINE_NAMES}
+    if len(names) > 1:
+        report["compare"] = {n: results[n] for n in names}
+    os.makedirs(out, exist_ok=True)
+    write_json_atomic(os.path.join(out, REPORT_JSON), report)
+    md = (
+        f"# {split} split of {data_dir}: {slices} slices, {heading}\n\n"
+        "PSNR (dB) / SSIM on images mapped to [0, 1]"
+        + ("" if paper else "; a baseline of several sources uses its best single one")
+        + ("" if tta_mode == "none" else f"; models: {tta.describe(tta_mode)} ({tta_mode} TTA)")
+        + "\n\n"
+        + md_table
+    )
+    write_text_atomic(os.path.join(out, REPORT_MD), md)
+    panels = figure_panels(figure, keys, source if paper else None)
+    save_figure(os.path.join(out, FIGURE), panels, names[0])
+    print(md + f"\nwrote {os.path.join(out, REPORT_JSON)}, {REPORT_MD}, {FIGURE}")
+    return report

@@ -1,0 +1,53 @@
+"""The `--run RUN --row ROW [--data DIR]` checks the per-row analyses share."""
+
+import os
+
+from dygan_tf.utils.errors import UserError
+
+
+def open_run_row(run_dir, row, data_dir=None):
+    """(Predictor, config, data_dir, conditions.Row) of a run folder and one of the
+    rows it was trained for; UserError naming the flag if either is wrong."""
+    from dygan_tf.config import conditions
+    from dygan_tf.evaluation.scoring import load_run_predictor
+
+    try:
+        available, target = conditions.parse_row_key(row)
+    except ValueError:
+        raise UserError(f"--row: expected a row like 't2->flair', found {row!r}") from None
+    try:
+        the_row = conditions.Row(row, conditions.check_condition(available, target), target)
+    except ValueError as e:
+        raise UserError(f"--row: {row}: {e}") from None
+    predictor, config, run_data = load_run_predictor(run_dir)
+    if predictor.rows and row not in predictor.rows:
+        raise UserError(
+            f"--row: {run_dir} was not trained for {row}; it answers "
+            f"{', '.join(sorted(predictor.rows))}"
+        )
+    data_dir = data_dir or run_data
+    if data_dir is None:
+        raise UserError(f"--data: {run_dir} records no training data; name a shard folder")
+    return predictor, config, data_dir, the_row
+
+
+def run_row_main(argv, prog, description, score_run, summary):
+    """A per-row analysis's command: `--run --row [--data] [--split] [--out]`; prints
+    `summary(result)` of `score_run(run, row, data, split)` and writes the JSON."""
+    from dygan_tf.utils.atomic import write_json_atomic
+    from dygan_tf.utils.cli import ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--run", required=True, help="training run folder")
+    parser.add_argument("--row", required=True, help="e.g. t2->flair or t1+t1ce+t2->flair")
+    parser.add_argument("--data", help="TFRecord folder (default: the run's training data)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--out", help="JSON file for the result")
+    args = parser.parse_args(argv)
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UserError(f"--out: the folder of {args.out} does not exist")
+    result = score_run(args.run, args.row, args.data, args.split)
+    print(summary(result))
+    if args.out:
+        write_json_atomic(args.out, result)
+    return 0

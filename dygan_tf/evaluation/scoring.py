@@ -1,0 +1,253 @@
+"""Scores trained models and the two baselines on a split, row by row.
+
+The rows scored are those of the first run's kind (`dygan_tf.config.conditions.row_table`):
+the paper's three T2 rows, the 12 tasks of a `--source any` run, or the 28 target x
+available-set rows of a multi-source run. Every other model scores the rows it was
+trained for among them, fed in its own form (one channel and a 12-bit task code, or
+four channels and the 8-bit condition), so runs of different kinds compare on the
+rows they share.
+
+Baselines: copy_source (the source slice itself) and intensity_lut (per source and
+target, source intensity -> mean target intensity on the training split). For a row
+with several available modalities each baseline uses the one that scores best on that
+row: the harder baseline to beat.
+"""
+
+import os
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from dygan_tf.config import conditions
+from dygan_tf.config.tasks import MODALITIES, task_code
+from dygan_tf.evaluation import slice_scores as evaluation
+from dygan_tf.inference import tta
+from dygan_tf.run_folder import files as run_folder
+
+BASELINES = ("copy_source", "intensity_lut")
+_INDEX = {m: i for i, m in enumerate(MODALITIES)}
+
+
+class Predictor(NamedTuple):
+    """A model to score: `predict(image, task, targets)` on its own kind of input.
+
+    `inputs` is "single" or "multi"; `rows` the row keys it answers (None: any row its
+    kind can take); `targets` in `predict` are the rows' target names (pix2pix3 picks
+    its member by them).
+    """
+
+    name: str
+    inputs: str
+    rows: frozenset
+    predict: Callable
+
+
+def method_name(config, pix2pix3=False):
+    """The paper's Table 2 name of a run's method."""
+    m = config.model
+    if pix2pix3:
+        return "3×pix2pix"
+    if m.label_mode == "input":
+        return "MGAN-style (label at input)"
+    if m.dyconv == "none":
+        return f"pix2pix generator ({m.discriminator} D)"
+    d = "multi-scale D" if m.discriminator == "multiscale" else "PatchGAN D"
+    prefix = "Ms_DyGAN" if m.discriminator == "multiscale" else "DyGAN"
+    extra = "" if m.dyconv == "up" else f", DyConv {m.dyconv}"
+    if m.inputs == "multi":
+        extra += ", multi-source"
+    elif config.train.source == conditions.SOURCE_ANY:
+        extra += ", any source"
+    return f"{prefix} ({d}{extra})"
+
+
+def load_run_predictor(run_dir, tta_mode="none"):
+    """(Predictor, config, data_dir) of a run folder (one model or pix2pix3), its
+    outputs test-time augmented as `tta_mode` says (`dygan_tf.inference.tta`)."""
+    run_folder.require_folder(run_dir)
+    baseline = run_folder.read_baseline(run_dir)
+    if baseline is not None:
+        config, member_dirs = baseline
+        members = {t: run_folder.load_run(folder)[1] for t, folder in member_dirs.items()}
+        info_dir = next(iter(member_dirs.values()))
+        name = method_name(config, pix2pix3=True)
+
+        def predict(image, task, names):
+            out = np.zeros(np.shape(image), np.float32)
+            for t, generator in members.items():
+                rows = [i for i, n in enumerate(names) if n == t]
+                if rows:
+                    out[rows] = generator({"image": image[rows], "task": task[rows]}).numpy()
+            return out
+    else:
+        config, generator = run_folder.load_run(run_dir)
+        info_dir, name = run_dir, method_name(config)
+
+        def predict(image, task, names):
+            return generator({"image": image, "task": task}, training=False).numpy()
+
+    data_dir = run_folder.data_dir_of(info_dir)
+    label = f"{name} [{os.path.basename(os.path.normpath(run_dir))}]{tta.label(tta_mode)}"
+    rows = frozenset(conditions.trained_rows(config))
+    return (
+        Predictor(label, config.model.inputs, rows, tta.with_tta(predict, tta_mode)),
+        config,
+        data_dir,
+    )
+
+
+def load_savedmodel_predictor(path, tta_mode="none"):
+    """(Predictor, config or None) of an exported SavedModel (either signature), its
+    outputs test-time augmented as `tta_mode` says unless the export already is."""
+    from dygan_tf.inference.synthesis import check_savedmodel, load_synthesizer
+
+    check_savedmodel(path)
+    synthesizer = load_synthesizer(path, tta_mode)
+    rows = None if synthesizer.trained_rows is None else frozenset(synthesizer.trained_rows)
+
+    def predict(image, task, names):
+        return synthesizer(image, task)
+
+    name = f"SavedModel [{os.path.basename(os.path.normpath(path))}]{tta.label(synthesizer.tta)}"
+    return Predictor(name, synthesizer.inputs, rows, predict), synthesizer.config
+
+
+def _single_rows(keys, wanted=None):
+    """Indices of the single-source rows among `keys` (and in `wanted`, if given)."""
+    return [
+        i
+        for i, key in enumerate(keys)
+        if "+" not in key.split("->")[0] and (wanted is None or key in wanted)
+    ]
+
+
+def as_single(image4, keys, index):
+    """(1-channel images, 12-bit codes, targets) of single-source rows `index`."""
+    pairs = [conditions.parse_row_key(keys[i]) for i in index]
+    channels = [_INDEX[available[0]] for available, _ in pairs]
+    image = image4[index, ..., :1].copy()
+    for row, c in enumerate(channels):
+        image[row, ..., 0] = image4[index[row], ..., c]
+    codes = np.stack([task_code(a[0], t) for a, t in pairs]) if pairs else np.zeros((0, 12))
+    return image, codes.astype(np.float32), [t for _, t in pairs]
+
+
+def fit_luts(data_dir, targets):
+    """IntensityLUTs for every source -> target of `targets`, on the training split,
+    keyed by row key ("t2->flair")."""
+    from dygan_tf.data.pipeline import make_dataset
+
+    ds = make_dataset(
+        data_dir, "train", conditions.SOURCE_ANY, targets, batch_slices=8, return_meta=True
+    )
+    keys = [r.key for r in conditions.row_table("single", conditions.SOURCE_ANY, targets)]
+    lut = evaluation.IntensityLUT(keys)
+    for image, target, _, meta in ds:
+        lut.update(image.numpy(), target.numpy(), evaluation.row_names(meta))
+    return lut.finish()
+
+
+def score_rows(predictors, data_dir, split, table, figure_cases=4):
+    """Scores every predictor and both baselines on the rows of `table`.
+
+    Returns (results {method: {row key: {metric: mean}}}, slices, figure) where
+    figure holds, for up to `figure_cases` cases, (case, slice index, keys, image4,
+    real, fake of the first predictor) of one slice.
+    """
+    import tensorflow as tf
+
+    from dygan_tf.data import shard_check
+
+    try:
+        return _score_rows(predictors, data_dir, split, table, figure_cases)
+    except tf.errors.DataLossError as e:  # after make_dataset's up-front check passed
+        raise shard_check.data_loss_error(data_dir, ["train", split], e) from None
+
+
+def _score_rows(predictors, data_dir, split, table, figure_cases):
+    from dygan_tf.data.pipeline import make_dataset
+
+    single_keys = {s.key for r in table for s in _single_rows_of(r)}
+    lut = fit_luts(data_dir, sorted({r.target for r in table}, key=MODALITIES.index))
+    acc = {p.name: evaluation.Accumulator(()) for p in predictors}
+    acc.update({b: evaluation.Accumulator(()) for b in BASELINES})
+    figure, seen, slices = [], set(), 0
+    ds = make_dataset(data_dir, split, inputs="multi", rows=_with_singles(table), return_meta=True)
+    for image4, target, cond, meta in ds:
+        image4, target, cond = image4.numpy(), target.numpy(), cond.numpy()
+        keys = evaluation.row_names(meta)
+        masks = {k: v.numpy() for k, v in meta.items() if k in ("brain_mask", "seg")}
+        slices += 1
+        batch = (keys, target, masks)
+        singles = _single_rows(keys, single_keys)
+        if singles:
+            image1 = as_single(image4, keys, singles)[0]
+            _add_scores(acc["copy_source"], batch, singles, image1)
+            lut_fake = lut(image1, [keys[i] for i in singles])
+            _add_scores(acc["intensity_lut"], batch, singles, lut_fake)
+        primary_fake = None
+        for p in predictors:
+            if p.inputs == "multi":
+                index = [i for i, k in enumerate(keys) if p.rows is None or k in p.rows]
+                image, task, tnames = image4[index], cond[index], _targets(keys, index)
+            else:
+                index = _single_rows(keys, p.rows)
+                image, task, tnames = as_single(image4, keys, index)
+            if not index:
+                continue
+            fake = np.asarray(p.predict(image, task, tnames), np.float32)
+            _add_scores(acc[p.name], batch, index, fake)
+            if p is predictors[0]:
+                primary_fake = dict(zip(index, fake))
+        case = meta["case_id"].numpy()[0].decode()
+        if case not in seen and len(figure) < figure_cases and primary_fake:
+            seen.add(case)
+            slice_index = int(meta["slice_index"].numpy()[0])
+            figure.append((case, slice_index, keys, image4, target, primary_fake))
+    results = {name: a.means() for name, a in acc.items()}
+    for b in BASELINES:  # several available: the best single source's score
+        results[b] = best_single_source(results[b], [r.key for r in table])
+    return results, slices, figure
+
+
+def _add_scores(accumulator, batch, index, fake):
+    """Scores of `fake` against rows `index` of `batch` = (keys, target, masks)."""
+    keys, target, masks = batch
+    sub = {k: v[index] for k, v in masks.items()}
+    accumulator.add([keys[i] for i in index], evaluation.row_scores(target[index], fake, sub))
+
+
+def _targets(keys, index):
+    return [keys[i].split("->")[1] for i in index]
+
+
+def _single_rows_of(row):
+    """The single-source rows of `row`'s available set, for the same target."""
+    return [
+        conditions.Row(conditions.row_key((a,), row.target), (a,), row.target)
+        for a in row.available
+    ]
+
+
+def _with_singles(table):
+    """`table` plus the single-source rows of its available sets (the baselines'),
+    appended once each."""
+    extra = {}
+    for row in table:
+        for single in _single_rows_of(row):
+            extra.setdefault(single.key, single)
+    keys = {r.key for r in table}
+    return list(table) + [r for key, r in extra.items() if key not in keys]
+
+
+def best_single_source(scores, keys):
+    """{key: metrics} for `keys`, a row of several sources taking the metrics of its
+    best-PSNR single source (`scores` holds the single-source rows)."""
+    out = {}
+    for key in keys:
+        available, target = conditions.parse_row_key(key)
+        options = [scores.get(conditions.row_key((a,), target)) for a in available]
+        options = [o for o in options if o and o.get("psnr") is not None]
+        out[key] = max(options, key=lambda o: o["psnr"]) if options else None
+    return out

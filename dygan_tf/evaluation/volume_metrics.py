@@ -1,0 +1,80 @@
+"""BraSyn-style volume scores: percentile scaling to [0, 1], PSNR and 3-D SSIM over a
+region (numpy and scipy only, so `evaluate_volumes` needs no TensorFlow)."""
+
+import math
+
+import numpy as np
+import scipy.ndimage
+
+from dygan_tf.data import preprocessing
+
+PERCENTILES = (0.5, 99.5)  # BraSyn: each volume clipped to its own percentiles
+# The SSIM constants of dygan_tf.evaluation.slice_metrics (Wang et al. 2004), which
+# imports TensorFlow.
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+MIN_MSE = 1e-10  # caps PSNR at 100 dB for identical volumes, as dygan_tf.evaluation.slice_metrics
+
+
+def scale_to_unit(volume, brain):
+    """`volume` clipped to its own 0.5 and 99.5 brain percentiles, scaled to [0, 1].
+
+    Returns float32; a volume constant over the brain becomes 0 everywhere.
+    """
+    values = np.asarray(volume)[brain]
+    low, high = (preprocessing.exact_percentile(values, q) for q in PERCENTILES)
+    if not high > low:
+        return np.zeros(np.shape(volume), np.float32)
+    out = (np.asarray(volume, np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _gaussian_weights():
+    coords = np.arange(SSIM_WINDOW) - (SSIM_WINDOW - 1) / 2.0
+    weights = np.exp(-(coords**2) / (2.0 * SSIM_SIGMA**2))
+    return weights / weights.sum()
+
+
+def _blur(volume):
+    weights = _gaussian_weights()
+    for axis in range(volume.ndim):
+        volume = scipy.ndimage.correlate1d(volume, weights, axis=axis, mode="mirror")
+    return volume
+
+
+def ssim_map_3d(x, y):
+    """Voxel-wise 3-D SSIM of two [0, 1] volumes, same shape as the input.
+
+    Separable Gaussian window (11 voxels, sigma 1.5) with mirrored edges, as the
+    BraSyn evaluation's torchmetrics SSIM on a 5-D volume with its full image.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    mu_x, mu_y = _blur(x), _blur(y)
+    var_x = _blur(x * x) - mu_x**2
+    var_y = _blur(y * y) - mu_y**2
+    cov = _blur(x * y) - mu_x * mu_y
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    return numerator / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+def region_scores(truth, pred, region):
+    """(PSNR, SSIM) of two [0, 1] volumes over the voxels of `region` (NaN if empty).
+
+    SSIM is computed on both volumes set to 0 outside the region. Only the region's
+    bounding box widened by the window's radius is filtered: every window centred in
+    the region lies inside it, so the result equals the whole-volume computation.
+    """
+    if not region.any():
+        return math.nan, math.nan
+    error = float(np.mean((truth[region].astype(np.float64) - pred[region]) ** 2))
+    psnr = 10.0 * math.log10(1.0 / max(error, MIN_MSE))
+    radius = SSIM_WINDOW // 2
+    box = tuple(
+        slice(max(int(i.min()) - radius, 0), int(i.max()) + radius + 1) for i in np.nonzero(region)
+    )
+    inside = region[box]
+    values = ssim_map_3d(truth[box] * inside, pred[box] * inside)
+    return psnr, float(values[inside].mean())

@@ -1,0 +1,352 @@
+"""Whole-volume evaluation of synthesised MR sequences against the real ones, BraSyn style.
+
+    python -m dygan_tf.evaluate_volumes --pred DIR --truth BRATS_ROOT
+        [--split-from SHARD_DIR|SHARD_DIR/manifest.json --split test] --out DIR
+
+Every NIfTI file under --pred whose name holds a case id of --truth and one modality
+token is scored against that case's real volume: PSNR and 3-D SSIM over the brain,
+inside the tumour and outside it. Writes per_case.csv, summary.md and summary.json.
+"""
+
+import csv
+import io
+import math
+import os
+import re
+import time
+
+import numpy as np
+
+from dygan_tf.config.tasks import MODALITIES
+from dygan_tf.data import preprocessing
+from dygan_tf.evaluation.volume_metrics import (
+    region_scores,
+    scale_to_unit,
+)
+from dygan_tf.utils.atomic import write_json_atomic, write_text_atomic
+from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.progress import Progress
+
+REGIONS = ("brain", "tumour", "outside")
+COLUMNS = ("case_id", "target", "prediction", "brain_voxels", "tumour_voxels") + tuple(
+    f"{metric}_{region}" for metric in ("psnr", "ssim") for region in REGIONS
+)
+CSV_NAME, MARKDOWN_NAME, JSON_NAME = "per_case.csv", "summary.md", "summary.json"
+# Name tokens that mean a modality: ours, and the BraTS 2023 / BraSyn spellings.
+MODALITY_TOKENS = {m: m for m in MODALITIES} | {
+    "t1n": "t1",
+    "t1c": "t1ce",
+    "t2w": "t2",
+    "t2f": "flair",
+}
+METHOD = {
+    "brain": "union of the non-zero voxels of the case's four real sequences",
+    "tumour": "seg > 0 within the brain (empty when the case has no seg file)",
+    "outside": "brain minus tumour",
+    "normalisation": "each volume (prediction and truth apart) clipped to its own 0.5 and "
+    "99.5 percentiles over the brain and scaled to [0, 1]",
+    "psnr": "10 log10(1 / MSE) over the region's voxels, capped at 100 dB",
+    "ssim": "3-D SSIM (Gaussian window 11, sigma 1.5, k1 0.01, k2 0.03, mirrored edges) of "
+    "both volumes set to 0 outside the region, averaged over the region's voxels",
+    "std": "population standard deviation (ddof 0) over volumes",
+}
+
+
+def match_prediction(name, case_ids):
+    """`(case_id, modality)` a prediction's file name stands for, or None.
+
+    The case id is the longest of `case_ids` found in the name with no letter or digit
+    right before or after it (so `X_1` does not match `X_10_flair`). The rest of the
+    name is split at every character that is not a letter or digit; exactly one piece
+    must be a modality token (flair, t1, t1ce, t2, or t2f, t1n, t1c, t2w; any case). Whole pieces
+    are compared, so `t1` never matches inside `t1ce`. Raises UserError for a name with
+    several modality tokens.
+    """
+    stem = preprocessing.nifti_stem(name)
+    if stem is None:
+        return None
+    best = None
+    for cid in case_ids:
+        start = stem.find(cid)
+        while start >= 0:
+            end = start + len(cid)
+            bounded = (start == 0 or not stem[start - 1].isalnum()) and (
+                end == len(stem) or not stem[end].isalnum()
+            )
+            if bounded and (best is None or len(cid) > best[2] - best[1]):
+                best = (cid, start, end)
+            start = stem.find(cid, start + 1)
+    if best is None:
+        return None
+    cid, start, end = best
+    rest = f"{stem[:start]} {stem[end:]}".lower()
+    found = {MODALITY_TOKENS[t] for t in re.split(r"[^a-z0-9]+", rest) if t in MODALITY_TOKENS}
+    if len(found) > 1:
+        raise UserError(
+            f"{name}: names several modalities ({', '.join(sorted(found))}); expected one "
+            "modality token per prediction file, e.g. <case>_flair_synth.nii.gz"
+        )
+    return (cid, found.pop()) if found else None
+
+
+def find_predictions(pred_dir, case_ids, exclude=()):
+    """{(case_id, modality): path} for the NIfTI files under `pred_dir` (searched
+    recursively; hidden names skipped), matched by `match_prediction`. Files in
+    `exclude` (the real volumes, e.g. when predictions were written into the case
+    folders) are left out. Returns `(found, unmatched_count)`."""
+    if not os.path.isdir(pred_dir):
+        raise UserError(f"{pred_dir}: not a folder; expected the folder of synthesised volumes")
+    exclude = {os.path.realpath(p) for p in exclude}
+    found, unmatched = {}, 0
+    for folder, subfolders, names in os.walk(pred_dir):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            if name.startswith(".") or preprocessing.nifti_stem(name) is None:
+                continue
+            if os.path.realpath(path) in exclude:
+                continue
+            key = match_prediction(name, case_ids)
+            if key is None:
+                unmatched += 1
+            elif key in found:
+                raise UserError(
+                    f"{path} and {found[key]} are both predictions of {key[0]} {key[1]}; "
+                    "expected one file per case and modality"
+                )
+            else:
+                found[key] = path
+    return found, unmatched
+
+
+def _split_case_ids(split_from, split):
+    from dygan_tf.data import manifest as manifest_lib  # reads JSON only (no TensorFlow)
+
+    folder = split_from
+    if os.path.basename(os.path.normpath(split_from)) == manifest_lib.MANIFEST:
+        folder = os.path.dirname(os.path.abspath(split_from))
+    entries = manifest_lib.split_cases(folder, split)
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("case_id"), str) for e in entries
+    ):
+        raise UserError(
+            f"{manifest_lib.manifest_path(folder)}: split {split!r} has no list of cases "
+            "with a case_id each; expected a manifest from data_prep.build_tfrecords"
+        )
+    return {e["case_id"] for e in entries}
+
+
+def _check_same_grid(pred_path, truth_path):
+    from dygan_tf.data.cases import AFFINE_TOLERANCE
+
+    pred_image, pred_shape = preprocessing.read_header(pred_path)
+    truth_image, truth_shape = preprocessing.read_header(truth_path)
+    if pred_shape != truth_shape:
+        raise UserError(
+            f"{pred_path}: shape {pred_shape} differs from {truth_shape} of {truth_path}; "
+            "expected the prediction on the real volume's grid"
+        )
+    if not np.allclose(pred_image.affine, truth_image.affine, atol=AFFINE_TOLERANCE):
+        raise UserError(
+            f"{pred_path}: affine {np.round(pred_image.affine, 3).tolist()} differs from "
+            f"{np.round(truth_image.affine, 3).tolist()} of {truth_path}; expected the "
+            "prediction on the real volume's grid"
+        )
+
+
+def evaluate_case(files, predictions):
+    """Rows (one per target) for one case.
+
+    Args:
+        files: {modality or 'seg': path} of the case's real volumes.
+        predictions: {target modality: path of the synthesised volume}.
+
+    Returns:
+        A list of dicts with the keys of `COLUMNS` (metrics as floats, NaN if the
+        region is empty).
+    """
+    real = {m: preprocessing.load_nifti(files[m])[0] for m in MODALITIES}
+    brain = preprocessing.brain_mask(real.values())
+    tumour = np.zeros_like(brain)
+    if "seg" in files:
+        tumour = (preprocessing.load_nifti(files["seg"], allow_zero=True)[0] > 0) & brain
+    regions = {"brain": brain, "tumour": tumour, "outside": brain & ~tumour}
+    rows = []
+    for target, path in sorted(predictions.items()):
+        pred = preprocessing.load_nifti(path, allow_zero=True)[0]
+        truth01, pred01 = scale_to_unit(real[target], brain), scale_to_unit(pred, brain)
+        row = {
+            "target": target,
+            "prediction": path,
+            "brain_voxels": int(brain.sum()),
+            "tumour_voxels": int(tumour.sum()),
+        }
+        for name, region in regions.items():
+            row[f"psnr_{name}"], row[f"ssim_{name}"] = region_scores(truth01, pred01, region)
+        rows.append(row)
+    return rows
+
+
+def summarize(rows):
+    """{target: {"volumes": n, "<metric>_<region>": {"mean", "std", "n"}}} over rows."""
+    summary = {}
+    for target in MODALITIES:
+        chosen = [r for r in rows if r["target"] == target]
+        if not chosen:
+            continue
+        entry = {"volumes": len(chosen)}
+        for key in COLUMNS[5:]:
+            values = np.array([r[key] for r in chosen], np.float64)
+            values = values[np.isfinite(values)]
+            entry[key] = {
+                "mean": float(values.mean()) if values.size else None,
+                "std": float(values.std()) if values.size else None,
+                "n": int(values.size),
+            }
+        summary[target] = entry
+    return summary
+
+
+def _cell(stat, digits):
+    if stat["mean"] is None:
+        return "n/a"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def format_markdown(summary, cases):
+    header = "| target | volumes | " + " | ".join(
+        f"{metric} {region}" for metric in ("PSNR (dB)", "SSIM") for region in REGIONS
+    )
+    lines = [
+        f"Whole-volume evaluation, {cases} cases (mean ± std over volumes)",
+        "",
+        header + " |",
+        "|---" * (2 + 2 * len(REGIONS)) + "|",
+    ]
+    for target, entry in summary.items():
+        cells = [_cell(entry[f"psnr_{r}"], 2) for r in REGIONS]
+        cells += [_cell(entry[f"ssim_{r}"], 4) for r in REGIONS]
+        lines.append(f"| {target} | {entry['volumes']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv_value(value):
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6f}"  # empty: the region is empty
+    return value
+
+
+def _format_csv(rows):
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(_csv_value(row[k]) for k in COLUMNS)
+    return text.getvalue()
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def evaluate_volumes(pred_dir, truth_root, out_dir, split_from=None, split="test", verbose=True):
+    """Scores every synthesised volume under `pred_dir` against the real one.
+
+    Every bad input (a missing folder, no prediction found, an unreadable NIfTI file,
+    a prediction off its real volume's grid, a bad manifest or split) raises a
+    UserError before anything is written.
+
+    Args:
+        pred_dir: folder searched recursively for predictions (see `match_prediction`).
+        truth_root: BraTS root (see `dygan_tf.data.cases.discover_cases`) holding the real
+            `<case>/<case>_<modality>.nii[.gz]` and `<case>_seg.nii[.gz]`.
+        out_dir: where per_case.csv, summary.md and summary.json are written.
+        split_from: shard folder (or its manifest.json) whose split lists the cases
+            to keep; None keeps every case.
+        split: the split's name in that manifest.
+        verbose: progress and the summary table on stdout.
+
+    Returns:
+        The summary as written to summary.json: the method, the per-target
+        statistics under "targets" and one dict per volume under "volumes".
+
+    Example:
+
+    >>> summary = evaluate_volumes("out/synth", "data/brats", "out/eval")
+    >>> summary["targets"]["flair"]["psnr_brain"]["mean"]
+    24.1
+    """
+    from dygan_tf.data.cases import check_case, discover_cases
+
+    start = time.perf_counter()
+    if not os.path.isdir(truth_root):
+        raise UserError(f"{truth_root}: not a folder; expected the BraTS root of real volumes")
+    cases = {c["case_id"]: c for c in discover_cases(truth_root)}
+    wanted = set(cases) if split_from is None else _split_case_ids(split_from, split)
+    real_files = [
+        os.path.join(c["folder"], n) for c in cases.values() for n in os.listdir(c["folder"])
+    ]
+    found, unmatched = find_predictions(pred_dir, sorted(cases), exclude=real_files)
+    outside_split = sum(1 for cid, _ in found if cid not in wanted)
+    found = {key: path for key, path in found.items() if key[0] in wanted}
+    if not found:
+        what = f" of split {split!r}" if split_from is not None else ""
+        raise UserError(
+            f"{pred_dir}: no predictions{what} found; expected NIfTI files whose names hold "
+            f"a case id of {truth_root} and one modality ({', '.join(MODALITIES)}), "
+            "e.g. <case>_flair_synth.nii.gz"
+        )
+    by_case = {}
+    for (cid, target), path in sorted(found.items()):
+        by_case.setdefault(cid, {})[target] = path
+    files = {}
+    for cid, predictions in by_case.items():  # headers only: refuse bad input fast
+        files[cid] = check_case(cases[cid])
+        for target, path in predictions.items():
+            _check_same_grid(path, files[cid][target])
+
+    if verbose:
+        print(
+            f"evaluating {len(found)} volumes of {len(by_case)} cases ({unmatched} other "
+            f"NIfTI files, {outside_split} predictions outside the split ignored)"
+        )
+    progress = Progress(len(by_case), unit="case", enabled=verbose)
+    rows = []
+    for cid, predictions in by_case.items():
+        rows += [{"case_id": cid, **row} for row in evaluate_case(files[cid], predictions)]
+        progress.add(1)
+    progress.close()
+    summary = {
+        "pred": os.path.abspath(pred_dir),
+        "truth": os.path.abspath(truth_root),
+        "split": None
+        if split_from is None
+        else {"manifest": os.path.abspath(split_from), "name": split},
+        "method": METHOD,
+        "cases": len(by_case),
+        "targets": summarize(rows),
+        "volumes": rows,
+    }
+    markdown = format_markdown(summary["targets"], len(by_case))
+    paths = [os.path.join(out_dir, n) for n in (CSV_NAME, MARKDOWN_NAME, JSON_NAME)]
+    write_text_atomic(paths[0], _format_csv(rows))
+    write_text_atomic(paths[1], markdown)
+    write_json_atomic(paths[2], _json_safe(summary))
+    if verbose:
+        seconds = time.perf_counter() - start
+        figures = "; ".join(
+            f"{t} PSNR {e['psnr_brain']['mean']:.2f} dB, SSIM {e['ssim_brain']['mean']:.4f}"
+            for t, e in summary["targets"].items()
+        )
+        print(f"\n{markdown}")
+        print(
+            f"{len(rows)} volumes of {len(by_case)} cases in {seconds:.1f}s, over the brain: "
+            f"{figures}; wrote {', '.join(paths)}"
+        )
+    return _json_safe(summary)

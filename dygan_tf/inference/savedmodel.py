@@ -1,0 +1,199 @@
+"""Exports a trained generator as a TF Serving SavedModel, with metadata.json beside it.
+
+    python -m dygan_tf.export --run RUN_DIR --out saved_models/<name>/<version>
+
+The SavedModel's `serving_default` signature takes `image` float32 (None, H, W, 1) in
+[-1, 1] and `task` float32 (None, 12) and returns `synthesized` (None, H, W, 1); a
+multi-source model's takes `image` (None, H, W, 4) (flair, t1, t1ce, t2; a missing one
+filled with 0), `available` (None, 4) and `target` (None, 4) (one-hot). It is a plain
+TensorFlow graph: serving it needs TensorFlow only, not this package. `--tta flip`
+(ours) makes the signature return the left-right flip-averaged output (`dygan_tf.inference.tta`;
+twice the work per request), recorded as "tta" in metadata.json.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+
+from dygan_tf.config import conditions
+from dygan_tf.config.tasks import MODALITIES, NUM_TASKS, TASK_CODES
+from dygan_tf.data import preprocessing
+from dygan_tf.inference import tta
+from dygan_tf.utils.atomic import write_error, write_json_atomic
+from dygan_tf.utils.errors import UserError
+
+SIGNATURE = "serving_default"
+# The signature's inputs for each kind of model (ModelConfig.inputs).
+INPUT_KEYS = {"single": ("image", "task"), "multi": ("image", "available", "target")}
+OUTPUT_KEY = "synthesized"
+METADATA = "metadata.json"
+STAGING_PREFIX = ".partial-export-"  # not an integer: TF Serving never loads it
+
+
+def image_size(generator):
+    """The square image size a generator takes."""
+    return int(generator.input["image"].shape[1])
+
+
+def check_target(out_dir):
+    """Refuses a version folder that TF Serving would not load or that holds files."""
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    version = os.path.basename(out_dir)
+    if not version.isdigit():
+        raise UserError(
+            f"{out_dir}: the last folder must be an integer version "
+            f"(TF Serving layout saved_models/<name>/<version>), found {version!r}"
+        )
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise UserError(
+            f"{out_dir}: already exists and is not an empty folder; choose a new version number"
+        )
+    return out_dir
+
+
+def build_metadata(config, source_run=None, generator=None, tta_mode="none"):
+    """What a client needs to prepare inputs and read outputs, as a JSON-able dict."""
+    import keras
+    import tensorflow as tf
+
+    import dygan_tf
+
+    size = config.model.image_size if generator is None else image_size(generator)
+    image = {"dtype": "float32", "range": [-1.0, 1.0]}
+    if config.model.inputs == "single":
+        inputs = {
+            "image": {**image, "shape": [None, size, size, 1]},
+            "task": {
+                "dtype": "float32",
+                "shape": [None, NUM_TASKS],
+                "encoding": "one-hot, see tasks",
+            },
+        }
+    else:
+        n = len(MODALITIES)
+        inputs = {
+            "image": {
+                **image,
+                "shape": [None, size, size, n],
+                "channels": list(MODALITIES),
+                "missing_fill": conditions.FILL_VALUE,
+            },
+            "available": {
+                "dtype": "float32",
+                "shape": [None, n],
+                "encoding": "1 per available modality, channel order; >= 1, never the target",
+            },
+            "target": {"dtype": "float32", "shape": [None, n], "encoding": "one-hot"},
+        }
+    rows = conditions.trained_rows(config)
+    metadata = {
+        "format": "dygan_tf.generator_savedmodel",
+        "signature": SIGNATURE,
+        "model_inputs": config.model.inputs,
+        "inputs": inputs,
+        "outputs": {
+            OUTPUT_KEY: {"dtype": "float32", "shape": [None, size, size, 1], "range": [-1.0, 1.0]}
+        },
+        "image_size": size,
+        "modalities": list(MODALITIES),
+        "tasks": {
+            f"{s}->{t}": {"code": code, "index": code.index("1")}
+            for (s, t), code in TASK_CODES.items()
+        },
+        "trained_rows": list(rows),
+        "tta": tta.check_mode(tta_mode),
+        "tta_description": tta.describe(tta_mode),
+        "orientation": preprocessing.ORIENTATION,
+        "normalization": dict(preprocessing.NORMALIZATION),
+        "in_plane": dict(preprocessing.IN_PLANE),
+        "denormalization": "(y + 1) / 2 * robust_max of the source volume"
+        + (
+            "" if config.model.inputs == "single" else " (the first present of t2, t1, flair, t1ce)"
+        ),
+        "config": config.to_dict(),
+        "source_run": None if source_run is None else os.path.abspath(source_run),
+        "versions": {
+            "dygan_tf": dygan_tf.__version__,
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if config.model.inputs == "single":  # the tasks of the paper's Table 1 it was trained for
+        metadata["trained_tasks"] = list(rows)
+    return metadata
+
+
+def export_generator(generator, out_dir, metadata=None, tta_mode="none"):
+    """Writes `generator` as a SavedModel to `out_dir` (an integer version folder),
+    its signature flip-averaged if `tta_mode` is "flip".
+
+    The archive is written into a hidden staging folder beside `out_dir` and renamed
+    into place, so TF Serving (which polls the parent) never sees half an export; a
+    failed write (full disk) is one `WriteError` line naming `out_dir`, and leaves the
+    parent as it was.
+    Returns the absolute path of `out_dir`.
+    """
+    import keras
+    import tensorflow as tf
+
+    out_dir = check_target(out_dir)
+    image_shape = tuple(generator.input["image"].shape[1:])
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+
+    condition = int(generator.input["task"].shape[-1])
+    archive = keras.export.ExportArchive()
+    archive.track(generator)
+
+    def synthesize(image, task):
+        return generator({"image": image, "task": task}, training=False)
+
+    if tta.check_mode(tta_mode) == "flip":
+        synthesize = tta.flip_averaged_graph(synthesize)
+    # Named TensorSpecs give the signature its input names; the batch stays dynamic.
+    if condition == NUM_TASKS:
+
+        def serve(image, task):
+            return {OUTPUT_KEY: synthesize(image, task)}
+
+        specs = [("image", image_shape), ("task", (NUM_TASKS,))]
+    else:  # multi-source: the condition is [available, target]
+
+        def serve(image, available, target):
+            return {OUTPUT_KEY: synthesize(image, tf.concat([available, target], axis=-1))}
+
+        n = len(MODALITIES)
+        specs = [("image", image_shape), ("available", (n,)), ("target", (n,))]
+    archive.add_endpoint(
+        SIGNATURE,
+        serve,
+        input_signature=[
+            tf.TensorSpec((None, *shape), tf.float32, name=name) for name, shape in specs
+        ],
+    )
+    staging = None
+    try:
+        try:
+            staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
+            archive.write_out(os.path.join(staging, "model"), verbose=False)
+            if metadata is not None:
+                write_json_atomic(os.path.join(staging, "model", METADATA), metadata)
+        except (tf.errors.OpError, OSError) as e:  # a full disk: nothing is published
+            raise write_error(
+                out_dir, e, f"nothing was exported; {parent} holds what it held before"
+            ) from None
+        check_target(out_dir)  # still free after the (slow) write?
+        try:
+            if os.path.isdir(out_dir):
+                os.rmdir(out_dir)
+            os.rename(os.path.join(staging, "model"), out_dir)
+        except OSError as e:
+            raise UserError(
+                f"{out_dir}: cannot publish the export ({e.strerror or e}); nothing was exported"
+            ) from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,275 @@
+"""Whole-volume synthesis: a loaded model (SavedModel or run folder) and the per-volume
+pipeline around it, written with the shard builder's own preprocessing functions.
+
+`load_synthesizer(path)` -> `Synthesizer`; `synthesize_case({modality: data}, affine,
+targets, synthesizer, source)` -> `{target: volume}` in the input's voxel order and shape.
+"""
+
+import os
+
+import numpy as np
+
+from dygan_tf.config.conditions import FILL_VALUE, SOURCE_PREFERENCE, condition_code, trained_rows
+from dygan_tf.config.run_config import RunConfig
+from dygan_tf.config.tasks import MODALITIES, task_code
+from dygan_tf.data import preprocessing
+from dygan_tf.inference import tta
+from dygan_tf.inference.savedmodel import (
+    INPUT_KEYS,
+    METADATA,
+    OUTPUT_KEY,
+    SIGNATURE,
+    image_size,
+)
+from dygan_tf.run_folder.files import GENERATOR as RUN_GENERATOR
+from dygan_tf.run_folder.files import load_run
+from dygan_tf.utils.errors import UserError
+
+
+class Synthesizer:
+    """`synthesizer(images, conditions)` -> synthesised images, all float32 numpy arrays.
+
+    `kind` is "savedmodel" (calls the serving signature) or "keras" (the generator of
+    a run folder); `inputs` is "single" (1-channel images, 12-bit task codes) or "multi"
+    (4-channel images, 8-bit conditions: `dygan_tf.config.conditions`); `trained_rows` lists
+    the row keys it was trained for ("t2->flair", "t1+t2->flair"), or None if unknown;
+    `config` is the run's RunConfig, or None if unknown. `tta` is the test-time
+    augmentation its outputs have (`dygan_tf.inference.tta`); `applies_tta` whether this object
+    adds it (not when an exported signature already averages).
+    """
+
+    def __init__(
+        self,
+        call,
+        image_size,
+        kind,
+        path,
+        inputs="single",
+        trained_rows=None,
+        config=None,
+        tta_mode="none",
+        apply_tta=False,
+    ):
+        self._call = call
+        self.image_size = image_size
+        self.kind = kind
+        self.path = path
+        self.inputs = inputs
+        self.trained_rows = trained_rows
+        self.config = config
+        self.tta = tta.check_mode(tta_mode)
+        self.applies_tta = apply_tta and tta_mode != "none"
+        self._predict = tta.with_tta(self._once, tta_mode if apply_tta else "none")
+
+    def _once(self, images, tasks):
+        import tensorflow as tf
+
+        out = self._call(tf.constant(images, tf.float32), tf.constant(tasks, tf.float32))
+        return np.asarray(out, dtype=np.float32)
+
+    def __call__(self, images, tasks):
+        return self._predict(images, tasks)
+
+
+def check_savedmodel(path):
+    """UserError unless `path` holds an exported SavedModel (pure Python: `evaluate
+    --model` checks it before TensorFlow starts)."""
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise UserError(f"{path}: no saved_model.pb; expected an exported SavedModel")
+
+
+def _savedmodel_dir(path):
+    """`path` itself, or the highest integer version inside a TF Serving base path."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = [
+        int(v)
+        for v in os.listdir(path)
+        if v.isdigit() and os.path.isfile(os.path.join(path, v, "saved_model.pb"))
+    ]
+    return os.path.join(path, str(max(versions))) if versions else None
+
+
+def load_synthesizer(path, tta_mode="none"):
+    """A Synthesizer from a SavedModel folder (or TF Serving base path) or a run folder,
+    its outputs test-time augmented as `tta_mode` says (an export made with `--tta
+    flip` already is, whatever `tta_mode` says: its metadata.json records it).
+
+    UserError naming the folder if it is neither, or its signature is not the export's."""
+    tta.check_mode(tta_mode)
+    if not os.path.isdir(path):
+        raise UserError(
+            f"{path}: not a folder; expected a SavedModel folder or a training run folder"
+        )
+    saved = _savedmodel_dir(path)
+    if saved is None:
+        if not os.path.isfile(os.path.join(path, RUN_GENERATOR)):
+            raise UserError(
+                f"{path}: holds neither saved_model.pb nor "
+                f"{RUN_GENERATOR}; expected a SavedModel or a training run folder"
+            )
+        import tensorflow as tf
+
+        config, generator = load_run(path)
+        trained = list(trained_rows(config))
+        spec = (
+            tf.TensorSpec((None, *generator.input["image"].shape[1:]), tf.float32),
+            tf.TensorSpec((None, generator.input["task"].shape[1]), tf.float32),
+        )
+        call = tf.function(
+            lambda image, task: generator({"image": image, "task": task}, training=False),
+            input_signature=spec,
+        )
+        size = image_size(generator)
+        return Synthesizer(
+            call, size, "keras", path, config.model.inputs, trained, config, tta_mode, True
+        )
+
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(saved)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{saved}: cannot load the SavedModel ({type(e).__name__})") from None
+    signature = loaded.signatures.get(SIGNATURE)
+    inputs = {} if signature is None else signature.structured_input_signature[1]
+    outputs = {} if signature is None else signature.structured_outputs
+    kinds = {frozenset(keys): kind for kind, keys in INPUT_KEYS.items()}
+    kind = kinds.get(frozenset(inputs))
+    if kind is None or OUTPUT_KEY not in outputs:
+        expected = " or ".join(str(keys) for keys in INPUT_KEYS.values())
+        raise UserError(
+            f"{saved}: no {SIGNATURE!r} signature taking {expected} and returning "
+            f"{OUTPUT_KEY!r}; found signatures {sorted(loaded.signatures)}; export with "
+            "python -m dygan_tf.export"
+        )
+    metadata = read_metadata(saved)
+    trained = metadata.get("trained_rows", metadata.get("trained_tasks"))
+    config = None
+    if "config" in metadata:
+        try:
+            config = RunConfig.from_dict(metadata["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(
+                f"{os.path.join(saved, METADATA)}: its config is unreadable ({e})"
+            ) from None
+    if kind == "single":
+
+        def call(image, task):
+            return signature(image=image, task=task)[OUTPUT_KEY]
+    else:
+        half = len(MODALITIES)
+
+        def call(image, task):
+            available, target = task[:, :half], task[:, half:]
+            return signature(image=image, available=available, target=target)[OUTPUT_KEY]
+
+    call.keepalive = loaded  # the signature's variables live as long as `loaded`
+    size = int(inputs["image"].shape[1])
+    exported = metadata.get("tta", "none")
+    if exported not in tta.TTA_MODES:
+        raise UserError(
+            f"{os.path.join(saved, METADATA)}: tta {exported!r} is not one of {tta.TTA_MODES}"
+        )
+    apply = exported == "none"  # else the signature itself averages: not twice
+    tta_mode = tta_mode if apply else exported
+    return Synthesizer(call, size, "savedmodel", saved, kind, trained, config, tta_mode, apply)
+
+
+def read_metadata(saved):
+    """metadata.json beside a SavedModel as a dict ({} if absent)."""
+    import json
+
+    path = os.path.join(saved, METADATA)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+        if not isinstance(metadata, dict):
+            raise ValueError("not a JSON object")
+        return metadata
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+
+
+def synthesize_volume(data, affine, source, targets, synthesizer, batch_slices=4, progress=None):
+    """Synthesises `targets` from one `source` volume (`synthesize_case` with one)."""
+    return synthesize_case(
+        {source: data}, affine, targets, synthesizer, source, batch_slices, progress
+    )
+
+
+def synthesize_case(
+    volumes, affine, targets, synthesizer, source=None, batch_slices=4, progress=None
+):
+    """Synthesises `targets` from a case's present volumes, in their voxel order and shape.
+
+    A single-source model reads `volumes[source]` alone; a multi-source model reads
+    every volume (all of one shape and affine), the missing modalities filled as in
+    training (`dygan_tf.config.conditions`). Each volume read is reoriented to canonical RAS,
+    normalised as the shards are (robust max of its brain voxels, the brain being the
+    non-zero voxels of the volumes read), cut into axial slices exactly as the shards
+    are, brought onto the model's grid and back (`preprocessing.SliceGrid`: resampled
+    to the training's 1 mm in-plane spacing, padded to a square, resized). The output
+    is denormalised with the robust max of the source (multi-source: of the first
+    present in `conditions.SOURCE_PREFERENCE`) and set to 0 outside the brain. Slices
+    with no brain are not run through the model. `batch_slices` slices share one model
+    call (x len(targets) rows). `progress(n)` is called after each batch with the
+    slices done.
+    Returns `({target: float32 volume}, robust_max)`.
+    """
+    targets = list(targets)
+    multi = synthesizer.inputs == "multi"
+    if not multi:
+        volumes = {source: volumes[source]}
+        codes = np.stack([task_code(source, t) for t in targets])
+    else:
+        codes = np.stack([condition_code(tuple(volumes), t) for t in targets])
+        source = next(m for m in SOURCE_PREFERENCE if m in volumes)
+    shape = volumes[source].shape
+    canonical, ornt = {}, None
+    for m, data in volumes.items():
+        canonical[m], canonical_affine, ornt = preprocessing.to_canonical(data, affine)
+    grid = preprocessing.axial_grid(canonical_affine, canonical[source].shape)
+    mask = np.logical_or.reduce([v != 0 for v in canonical.values()])
+    scales = {m: preprocessing.robust_max(v, mask) for m, v in canonical.items()}
+    normalized = {m: preprocessing.normalize(v, scales[m]) for m, v in canonical.items()}
+    depth = mask.shape[2]
+    out = {t: np.zeros(mask.shape, np.float32) for t in targets}
+    brain_slices = [k for k in range(depth) if mask[:, :, k].any()]
+    if progress is not None and len(brain_slices) < depth:
+        progress(depth - len(brain_slices))  # empty slices are done already
+    size = synthesizer.image_size
+    channels = MODALITIES if multi else (source,)
+    for start in range(0, len(brain_slices), batch_slices):
+        chunk = brain_slices[start : start + batch_slices]
+        images = np.stack(
+            [
+                np.stack(
+                    [
+                        grid.to_model(preprocessing.axial_slice(normalized[m], k), size, 1)
+                        if m in normalized
+                        else np.full((size, size), FILL_VALUE, np.float32)
+                        for m in channels
+                    ],
+                    axis=-1,
+                )
+                for k in chunk
+            ]
+        )
+        # Rows are slice-major: slice 0's targets, then slice 1's, ...
+        rows = np.repeat(images, len(targets), axis=0)
+        fake = synthesizer(rows, np.tile(codes, (len(chunk), 1)))[..., 0]
+        for i, k in enumerate(chunk):
+            for j, target in enumerate(targets):
+                image = grid.from_model(fake[i * len(targets) + j], 1)
+                out[target][:, :, k] = preprocessing.axial_plane(image)
+        if progress is not None:
+            progress(len(chunk))
+    result = {}
+    for target in targets:
+        volume = preprocessing.denormalize(out[target], scales[source])
+        volume[~mask] = 0.0
+        result[target] = preprocessing.from_canonical(volume, ornt).reshape(shape)
+    return result, scales[source]

@@ -1,0 +1,297 @@
+"""Translates whole MR volumes into the missing modalities with a trained DyGAN.
+
+    python -m dygan_tf.translate --model SAVEDMODEL_DIR|RUN_DIR --input FILE.nii[.gz]
+        --source t2 [--targets flair,t1,t1ce] --out-dir DIR [--batch 4] [--overwrite]
+        [--tta flip]
+    python -m dygan_tf.translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
+
+Writes DIR/<case>_<target>_synth.nii.gz with the input's shape, affine and header
+(float32 data). A case folder (<ID>_{t1,t1ce,t2,flair}.nii[.gz]) is completed: each
+modality it lacks is synthesised from one it holds (a single-source model) or from all
+it holds (a multi-source model). `--tta flip` (ours) writes the mean of each slice's
+output and the mirrored output of its left-right mirror (`dygan_tf.inference.tta`; twice the work).
+"""
+
+import contextlib
+import dataclasses
+import os
+import re
+import sys
+import time
+
+import numpy as np
+
+from dygan_tf.config.conditions import SOURCE_PREFERENCE, row_key
+from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
+from dygan_tf.data import preprocessing
+from dygan_tf.inference import tta
+from dygan_tf.utils.atomic import atomic_path
+from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.progress import Progress
+
+OUTPUT_SUFFIX = "_synth.nii.gz"
+
+
+def plan_file(path, source, targets):
+    """(case, source, targets, {modality: path}) for one NIfTI file."""
+    name = os.path.basename(path)
+    stem = preprocessing.nifti_stem(name) or name
+    match = re.fullmatch(r"(.+)_(" + "|".join(MODALITIES) + ")", stem)
+    if source is None:
+        if match is None:
+            raise UserError(
+                f"{path}: cannot tell its modality from the name; "
+                f"give --source (one of {', '.join(MODALITIES)})"
+            )
+        source = match.group(2)
+    case = match.group(1) if match and match.group(2) == source else stem
+    targets = list(targets or targets_for(source))
+    return case, source, targets, {source: path}
+
+
+def case_modalities(folder):
+    """{modality: path} of the `<ID>_<modality>.nii[.gz]` files in a BraTS case folder."""
+    cid = os.path.basename(os.path.normpath(folder))
+    found = {}
+    for modality in MODALITIES:
+        for ext in preprocessing.NIFTI_EXTENSIONS:
+            path = os.path.join(folder, f"{cid}_{modality}{ext}")
+            if os.path.isfile(path):
+                found[modality] = path
+                break
+    return cid, found
+
+
+def plan_folder(folder, source, targets):
+    """(case, source, targets, {modality: path}) for a case folder: missing ones only."""
+    cid, found = case_modalities(folder)
+    if not found:
+        raise UserError(
+            f"{folder}: no usable modality; expected files named "
+            f"{cid}_<modality>.nii.gz with modality one of {', '.join(MODALITIES)}"
+        )
+    if source is None or source not in found:
+        if source is not None:
+            print(f"note: {cid}_{source} is not in {folder}; using another source", file=sys.stderr)
+        source = next(m for m in SOURCE_PREFERENCE if m in found)
+    missing = [m for m in targets_for(source) if m not in found]
+    if targets:
+        missing = [m for m in missing if m in targets]
+    return cid, source, missing, found
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one translation reads and writes."""
+
+    case: str
+    source: str
+    targets: list  # the modalities to synthesise (empty: nothing is missing)
+    inputs: dict  # {modality: path} of the files present
+
+    def out_paths(self, out_dir):
+        return {t: os.path.join(out_dir, f"{self.case}_{t}{OUTPUT_SUFFIX}") for t in self.targets}
+
+
+def plan_input(input_path, source=None, targets=None):
+    """The `Plan` for a NIfTI file or a BraTS case folder (see `translate`)."""
+    if source is not None:
+        check_modality(source, "source modality")
+    if os.path.isdir(input_path):
+        return Plan(*plan_folder(input_path, source, targets))
+    if os.path.isfile(input_path):
+        plan = Plan(*plan_file(input_path, source, targets))
+        if plan.source in plan.targets:
+            raise UserError(
+                f"{input_path}: {plan.source} is the source; DyGAN translates into a "
+                "different modality"
+            )
+        return plan
+    raise UserError(f"{input_path}: no such file or folder")
+
+
+def parse_targets(text):
+    """["flair", "t1"] from "flair,t1"; None for None."""
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise UserError(f"{text!r}: expected a comma-separated list like flair,t1,t1ce")
+    return [check_modality(t, "target modality") for t in names]
+
+
+def _same_file(a, b):
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def check_outputs(out_paths, inputs, overwrite):
+    """Refuses to write over an input file, or over any existing file without --overwrite."""
+    for path in out_paths:
+        for source_path in inputs:
+            if _same_file(path, source_path) or os.path.abspath(path) == os.path.abspath(
+                source_path
+            ):
+                raise UserError(f"{path}: this output is an input file; choose another folder")
+        if os.path.exists(path) and not overwrite:
+            raise UserError(f"{path}: already exists; allow overwriting or choose another folder")
+
+
+def write_like(path, volume, header):
+    """Writes `volume` as NIfTI at `path` with `header`'s geometry, float32, no scaling."""
+    import nibabel as nib
+
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    header = header.copy()
+    image = image_class(volume.astype(np.float32).reshape(header.get_data_shape()), None, header)
+    image.set_data_dtype(np.float32)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.header["cal_min"], image.header["cal_max"] = 0.0, 0.0
+    # qform and sform (codes included) come from the header, as in the input.
+    nib.save(image, path)
+
+
+def write_outputs(volumes, out_paths, header):
+    """Writes every target's volume, all or none: each goes to a temporary name first
+    and all are renamed only when every write has succeeded, so a full disk leaves no
+    output behind (and a rerun is not refused for outputs that already exist)."""
+    with contextlib.ExitStack() as stack:
+        for target, path in out_paths.items():
+            try:
+                tmp = stack.enter_context(atomic_path(path))
+                write_like(tmp, volumes[target], header)
+            except OSError as e:
+                raise UserError(
+                    f"{path}: cannot write ({e.strerror or e}); nothing was written"
+                ) from None
+
+
+def translate(
+    model,
+    input_path,
+    out_dir,
+    source=None,
+    targets=None,
+    batch_slices=4,
+    overwrite=False,
+    verbose=True,
+    synthesizer=None,
+    tta_mode="none",
+):
+    """Fills in missing sequences: translates a NIfTI volume or a BraTS case folder.
+
+    Args:
+        model: a SavedModel folder (or TF Serving base path) or a training run folder.
+        input_path: a NIfTI file (modality from its name `<case>_<modality>.nii.gz`
+            unless `source` is given) or a BraTS case folder (only the missing
+            modalities are written; the source is `source` if present, else the
+            first present of t2, t1, flair, t1ce).
+        out_dir: folder for `<case>_<target>_synth.nii.gz`.
+        source: the source modality, or None (see `input_path`).
+        targets: target modalities, or None (all others / the missing ones).
+        batch_slices: axial slices per model call (>= 1).
+        overwrite: replace existing outputs (an input file never).
+        verbose: print progress and a summary line.
+        synthesizer: an already loaded `inference.Synthesizer` (then `model` and
+            `tta_mode` are unused).
+        tta_mode: test-time augmentation ("none" or "flip": `dygan_tf.inference.tta`).
+
+    Returns:
+        `{target: written path}`; each volume has the input's shape, affine and header.
+
+    Example:
+
+    >>> translate("saved_models/dygan", "BraTS19_X/", "BraTS19_X/")  # doctest: +SKIP
+    {'t1ce': 'BraTS19_X/BraTS19_X_t1ce_synth.nii.gz'}
+    """
+    from dygan_tf.inference.synthesis import load_synthesizer
+
+    plan = plan_input(input_path, source, targets)
+    check_outputs(plan.out_paths(out_dir).values(), plan.inputs.values(), overwrite)
+
+    def load_model():
+        return synthesizer if synthesizer is not None else load_synthesizer(model, tta_mode)
+
+    return run_plan(plan, out_dir, load_model, batch_slices, verbose)
+
+
+def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
+    """Synthesises `plan.targets` and writes them into `out_dir` (all or none); returns
+    {target: written path}. `load_model()` returns the `inference.Synthesizer`; it is
+    called once the source volume has been read (a bad input is reported first). A
+    single-source model reads `plan.source`; a multi-source model every present volume."""
+    from dygan_tf.inference.synthesis import synthesize_case
+
+    if batch_slices < 1:
+        raise ValueError(f"batch_slices must be >= 1. Received: batch_slices={batch_slices}")
+    case, source, targets, inputs = plan.case, plan.source, plan.targets, plan.inputs
+    if not targets:
+        if verbose:
+            print(f"{case}: nothing to synthesise (present: {', '.join(sorted(inputs))})")
+        return {}
+    out_paths = plan.out_paths(out_dir)
+    data, affine, header = preprocessing.load_nifti(inputs[source])
+    synthesizer = load_model()
+    volumes = {source: data}
+    if synthesizer.inputs == "multi":
+        for m, path in inputs.items():
+            if m != source:
+                volumes[m] = read_matching(path, inputs[source], data.shape, affine)
+    available = tuple(m for m in MODALITIES if m in volumes)
+    keys = {t: row_key(available, t) for t in targets}
+    untrained = [
+        t
+        for t in targets
+        if synthesizer.trained_rows is not None and keys[t] not in synthesizer.trained_rows
+    ]
+    if untrained:
+        print(
+            f"warning: the model was not trained for {'+'.join(available)} -> "
+            f"{', '.join(untrained)} (trained: {', '.join(synthesizer.trained_rows)})",
+            file=sys.stderr,
+        )
+
+    depth = preprocessing.to_canonical(data, affine)[0].shape[2]
+    bar = None
+    if verbose:
+        print(
+            f"{case}: {'+'.join(available)} -> {', '.join(targets)} ({depth} axial slices, "
+            f"{synthesizer.kind} model {synthesizer.path}" + tta.label(synthesizer.tta) + ")"
+        )
+        bar = Progress(depth, unit="slice")
+    start = time.perf_counter()
+    synthesized, _ = synthesize_case(
+        volumes,
+        affine,
+        targets,
+        synthesizer,
+        source,
+        batch_slices,
+        progress=None if bar is None else (lambda n: bar.add(n)),
+    )
+    seconds = time.perf_counter() - start
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{out_dir}: cannot create it ({e.strerror})") from None
+    write_outputs(synthesized, out_paths, header)
+    if verbose:
+        print(
+            f"{case}: {depth} slices x {len(targets)} targets in {seconds:.1f}s "
+            f"({depth / seconds:.1f} slices/s); wrote {', '.join(out_paths.values())}"
+        )
+    return out_paths
+
+
+def read_matching(path, reference, shape, affine):
+    """The data of NIfTI `path`; UserError naming both files unless its shape and affine
+    are those of `reference` (a multi-source model reads the volumes voxel by voxel)."""
+    data, other_affine, _ = preprocessing.load_nifti(path)
+    if data.shape != shape or not np.allclose(other_affine, affine, atol=1e-4):
+        what = "shape" if data.shape != shape else "affine"
+        raise UserError(
+            f"{path}: its {what} differs from {reference}'s "
+            f"({data.shape if what == 'shape' else 'affine'} vs "
+            f"{shape if what == 'shape' else 'affine'}); the case's volumes must be "
+            "co-registered on one grid"
+        )
+    return data

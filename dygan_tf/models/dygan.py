@@ -1,0 +1,246 @@
+"""DyGAN: the generator and discriminator trained together with LSGAN + lambda * L1.
+
+`train_step` follows SPEC.md's objective (fake target 0 for D; the paper's eq. 3 typo is
+not copied). Losses are averaged over the *global* batch, so under a tf.distribute
+strategy the summed replica gradients and the logged losses equal a one-device run.
+"""
+
+import contextlib
+import copy
+
+import keras
+import tensorflow as tf
+
+from dygan_tf.evaluation import slice_metrics as image_metrics
+
+
+def _all_layers(model):
+    """The layers of `model`, and of the models nested in it."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+@keras.saving.register_keras_serializable(package="dygan_tf")
+class DyGAN(keras.Model):
+    """A generator G(image, task) and a discriminator D(image, target, task) trained
+    together with LSGAN + lambda * L1 (SPEC.md).
+
+    Args:
+        generator: a Keras model `{"image": [B, H, W, 1], "task": [B, 12]}` -> `[B, H, W, 1]`
+            in [-1, 1] (`dygan_tf.models.generator.build_generator`).
+        discriminator: a Keras model `{"image", "target": [B, H, W, 1], "task": [B, 12]}`
+            -> patch scores `[B, h, w, 1]` (`dygan_tf.models.discriminator.build_discriminator`).
+            It must treat examples independently (instance norm, per-example DyConv
+            routing): the train step scores real and fake pairs in one call.
+        lambda_l1: weight of the L1 term in G's loss (the paper's 100).
+
+    Data: `fit` takes elements `(image, target, task)`: source slices `[B, H, W, 1]` in
+    [-1, 1], the real target slices (same shape) and task codes `[B, 12]`
+    (`dygan_tf.config.tasks.task_code`). `train_step` returns `d_loss`, `g_gan_loss`,
+    `g_l1_loss` and `g_loss`; `test_step` returns `l1`, `psnr` and `ssim`.
+
+    Call: `gan({"image": x, "task": c})` runs the generator: `[B, H, W, 1]`, float32.
+
+    Example:
+
+    ```python
+    generator = build_generator(image_size=64, base_filters=8, depth=3)
+    discriminator = build_discriminator(image_size=64, base_filters=8)
+    gan = DyGAN(generator, discriminator, lambda_l1=100.0)
+    gan.compile(
+        g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
+        d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
+    )
+    gan.fit(dataset, epochs=1)  # (image, target, task) batches
+    fake = gan({"image": image, "task": task})
+    ```
+    """
+
+    # One discriminator call on real and fake pairs stacked along the batch, instead of
+    # two (the same numbers; benchmarks.profile_step measures both ways). Not for a D
+    # with batch norm, whose statistics would then mix real and fake pairs.
+    stack_discriminator_calls = True
+
+    def __init__(self, generator, discriminator, lambda_l1=100.0, **kwargs):
+        super().__init__(**kwargs)
+        if lambda_l1 < 0:
+            raise ValueError(f"`lambda_l1` must be >= 0. Received: lambda_l1={lambda_l1}")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.lambda_l1 = float(lambda_l1)
+        self._discriminator_mixes_examples = any(
+            isinstance(layer, keras.layers.BatchNormalization)
+            for layer in _all_layers(discriminator)
+        )
+        self.loss_trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss")
+        }
+        self.eval_trackers = {
+            name: keras.metrics.Mean(name=name) for name in ("l1", "psnr", "ssim")
+        }
+        # Both networks are functional and already built. Saying so keeps Keras from
+        # trying to build this model by calling it on `x` alone (which fails under
+        # MirroredStrategy, where fit() builds with the first element of the data).
+        self.built = True
+
+    def compile(self, g_optimizer, d_optimizer, **kwargs):
+        """Keras compile options (jit_compile, steps_per_execution) plus two optimizers."""
+        super().compile(optimizer=None, **kwargs)
+        if "mixed_float16" in (self.dtype_policy.name, self.generator.dtype_policy.name):
+            # float16 gradients underflow without loss scaling; each optimizer keeps
+            # its own dynamic scale.
+            g_optimizer = _loss_scaled(g_optimizer, "g_optimizer")
+            d_optimizer = _loss_scaled(d_optimizer, "d_optimizer")
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        # Creating the slots now, not inside the first traced step, spares tf.function
+        # a second trace of the whole train step.
+        g_optimizer.build(self.generator.trainable_variables)
+        d_optimizer.build(self.discriminator.trainable_variables)
+
+    @property
+    def metrics(self):
+        return list(self.loss_trackers.values()) + list(self.eval_trackers.values())
+
+    def call(self, inputs, training=False):
+        return self.generator(inputs, training=training)
+
+    @property
+    def keeps_average(self):
+        """Whether G's optimizer keeps a moving average of G's weights (`--ema`)."""
+        return bool(getattr(_inner(self.g_optimizer), "use_ema", False))
+
+    @contextlib.contextmanager
+    def averaged_generator(self):
+        """The generator, holding the moving average of its weights inside the block when
+        G's optimizer keeps one (its own weights again after it); else as it is.
+
+        Validation, the saved generator.keras and exports see the average; training and
+        the checkpoints (which hold the average too, in G's optimizer) keep the raw weights.
+        """
+        if not self.keeps_average:
+            yield self.generator
+            return
+        variables = self.generator.trainable_variables
+        saved = [keras.ops.convert_to_numpy(v) for v in variables]
+        self.g_optimizer.finalize_variable_values(variables)
+        try:
+            yield self.generator
+        finally:
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
+
+    def finish_training(self):
+        """Leaves the generator holding its weights' moving average for good, when G's
+        optimizer keeps one (as Keras's `fit` does for a model's own optimizer)."""
+        if self.keeps_average:
+            self.g_optimizer.finalize_variable_values(self.generator.trainable_variables)
+
+    def compute_losses(self, image, target, task, training=True):
+        """All loss terms for one (per-replica) batch, each a scalar mean over it."""
+        image, target, task = (tf.convert_to_tensor(v) for v in (image, target, task))
+        fake = self.generator({"image": image, "task": task}, training=training)
+        if self.stack_discriminator_calls and not self._discriminator_mixes_examples:
+            # One D call on [real; fake]: instance norm and DyConv routing see one example
+            # at a time, so this equals two calls (tested) and halves D's op launches.
+            pairs = {
+                "image": tf.concat([image, image], 0),
+                "target": tf.concat([tf.cast(target, fake.dtype), fake], 0),
+                "task": tf.concat([task, task], 0),
+            }
+            d_real, d_fake = tf.split(self.discriminator(pairs, training=training), 2)
+        else:
+            d_real = self.discriminator(
+                {"image": image, "target": target, "task": task}, training=training
+            )
+            d_fake = self.discriminator(
+                {"image": image, "target": fake, "task": task}, training=training
+            )
+        d_real = tf.cast(d_real, tf.float32)
+        d_fake = tf.cast(d_fake, tf.float32)
+        fake = tf.cast(fake, tf.float32)
+        target = tf.cast(target, tf.float32)
+        d_loss = 0.5 * tf.reduce_mean(tf.square(d_real - 1.0)) + 0.5 * tf.reduce_mean(
+            tf.square(d_fake)
+        )
+        g_gan_loss = 0.5 * tf.reduce_mean(tf.square(d_fake - 1.0))
+        g_l1_loss = tf.reduce_mean(tf.abs(target - fake))
+        g_loss = g_gan_loss + self.lambda_l1 * g_l1_loss
+        return {
+            "d_loss": d_loss,
+            "g_gan_loss": g_gan_loss,
+            "g_l1_loss": g_l1_loss,
+            "g_loss": g_loss,
+        }
+
+    def train_step(self, data):
+        image, target, task = data
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        g_vars = self.generator.trainable_variables
+        d_vars = self.discriminator.trainable_variables
+        # Each tape watches its own network's weights only, so it records just the ops
+        # on a path from them: the D tape skips G's forward pass (and never builds a
+        # second backward pass through G), the G tape skips D's pass on real images.
+        g_tape = tf.GradientTape(watch_accessed_variables=False)
+        d_tape = tf.GradientTape(watch_accessed_variables=False)
+        with g_tape, d_tape:
+            g_tape.watch([v.value for v in g_vars])  # the backend (tf) variables
+            d_tape.watch([v.value for v in d_vars])
+            losses = self.compute_losses(image, target, task, training=True)
+            # Replica gradients are summed: scale each replica's mean by 1/replicas so
+            # the sum is the gradient of the mean over the global batch.
+            g_objective = _scale(self.g_optimizer, losses["g_loss"] / replicas)
+            d_objective = _scale(self.d_optimizer, losses["d_loss"] / replicas)
+        g_grads = g_tape.gradient(g_objective, g_vars)
+        d_grads = d_tape.gradient(d_objective, d_vars)
+        self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
+        self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
+        for name, value in losses.items():
+            self.loss_trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+
+    def test_step(self, data):
+        image, target, task = data
+        fake = tf.cast(self.generator({"image": image, "task": task}, training=False), tf.float32)
+        target = tf.cast(target, tf.float32)
+        self.eval_trackers["l1"].update_state(tf.reduce_mean(tf.abs(target - fake)))
+        self.eval_trackers["psnr"].update_state(image_metrics.psnr(target, fake))
+        self.eval_trackers["ssim"].update_state(image_metrics.ssim(target, fake))
+        return {name: tracker.result() for name, tracker in self.eval_trackers.items()}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "generator": keras.saving.serialize_keras_object(self.generator),
+                "discriminator": keras.saving.serialize_keras_object(self.discriminator),
+                "lambda_l1": self.lambda_l1,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Keras's deserializer pops keys from the nested configs: work on a copy.
+        config = copy.deepcopy(config)
+        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
+        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        return cls(**config)
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def _loss_scaled(optimizer, name):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer, name=name)
+
+
+def _scale(optimizer, loss):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.scale_loss(loss)
+    return loss

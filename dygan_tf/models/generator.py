@@ -1,0 +1,105 @@
+"""The DyGAN generator: a U-Net whose decoder convolutions are task-driven DyConv2D.
+
+`dyconv` places the dynamic convolutions as in the paper's Table 4 ("none" is the
+pix2pix U-Net); `label_mode="input"` is the MGAN/StarGAN-style baseline that feeds the
+task as 12 constant planes beside the image and uses static kernels.
+"""
+
+import keras
+from keras import layers
+
+from dygan_tf.config.run_config import DYCONV_PLACEMENTS, check_label_mode
+from dygan_tf.config.tasks import NUM_TASKS
+from dygan_tf.models.blocks import conv, conv_block
+
+
+def build_generator(
+    image_size=256,
+    base_filters=64,
+    depth=4,
+    num_experts=3,
+    dyconv="up",
+    label_mode="kernel",
+    norm="instance",
+    image_channels=1,
+    condition_size=NUM_TASKS,
+    name="generator",
+):
+    """The DyGAN generator: a U-Net steered by the task code.
+
+    Args:
+        image_size: side of the square input (a multiple of `2**depth`).
+        base_filters: channels of the first level (doubled at each level below).
+        depth: down-sampling steps (the paper's 4; 16x16 bottleneck at 256 px).
+        num_experts: experts K of every DyConv2D.
+        dyconv: where the convolutions are DyConv2D: "none" (pix2pix), "down", "up"
+            (the paper's) or "both".
+        label_mode: "kernel" (the task code drives the DyConv routing) or "input"
+            (12 constant planes beside the image; static kernels, MGAN-style).
+        norm: "instance", "batch" or "none".
+        image_channels: 1 (one source slice, the paper's) or 4 (multi-source: every
+            modality a channel, missing ones filled; see `dygan_tf.config.conditions`).
+        condition_size: length of the condition: 12 (task code) or 8 (availability
+            mask + target one-hot, multi-source).
+        name: the model's name.
+
+    Input shape:
+        `{"image": (batch, image_size, image_size, image_channels), "task": (batch,
+        condition_size)}`: the source slice(s) in [-1, 1] and the condition code
+        (`dygan_tf.config.tasks.task_code` or `dygan_tf.config.conditions.condition_code`).
+
+    Output shape:
+        `(batch, image_size, image_size, 1)`: the synthesised target in [-1, 1] (tanh).
+
+    Example:
+
+    >>> g = build_generator(image_size=64, base_filters=4, depth=3)
+    >>> g({"image": np.zeros((2, 64, 64, 1)), "task": np.eye(12)[:2]}).shape
+    (2, 64, 64, 1)
+    """
+    if dyconv not in DYCONV_PLACEMENTS:
+        raise ValueError(f"`dyconv` must be one of {DYCONV_PLACEMENTS}. Received: dyconv={dyconv}")
+    check_label_mode(label_mode, dyconv)
+    if image_size % (2**depth):
+        raise ValueError(
+            f"`image_size` must be divisible by 2**depth={2**depth}. "
+            f"Received: image_size={image_size}"
+        )
+    if base_filters <= 0 or depth <= 0:
+        raise ValueError(
+            "`base_filters` and `depth` must be positive. "
+            f"Received: base_filters={base_filters}, depth={depth}"
+        )
+    image = keras.Input((image_size, image_size, image_channels), name="image")
+    task = keras.Input((condition_size,), name="task")
+    dyn_down = dyconv in ("down", "both")
+    dyn_up = dyconv in ("up", "both")
+    block = dict(num_experts=num_experts, norm=norm, activation="relu")
+
+    x = image
+    if label_mode == "input":
+        planes = layers.Reshape((1, 1, condition_size))(task)
+        planes = layers.UpSampling2D(size=image_size, name="task_planes")(planes)
+        x = layers.Concatenate(name="image_and_task")([x, planes])
+
+    skips = []
+    for level in range(depth):
+        filters = base_filters * 2**level
+        for i in (1, 2):
+            x = conv_block(x, task, filters, 3, dynamic=dyn_down, name=f"down{level}_{i}", **block)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+    for i in (1, 2):
+        x = conv_block(
+            x, task, base_filters * 2**depth, 3, dynamic=dyn_down, name=f"bottleneck_{i}", **block
+        )
+    for level in reversed(range(depth)):
+        filters = base_filters * 2**level
+        x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)
+        x = layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
+        for i in (1, 2):
+            x = conv_block(x, task, filters, 3, dynamic=dyn_up, name=f"up{level}_{i}", **block)
+    x = conv(x, task, 1, 1, dynamic=dyn_up, num_experts=num_experts, name="output_conv")
+    # float32 output under mixed precision: losses and metrics need full precision.
+    output = layers.Activation("tanh", dtype="float32", name="output")(x)
+    return keras.Model({"image": image, "task": task}, output, name=name)

@@ -1,0 +1,154 @@
+"""What `python -m dygan_tf.fit` does, as library functions: train one run (on one
+device, mirrored or across workers), the pix2pix3 baseline, and the one-command demo.
+
+    fit(config, data_dir, run_dir, strategy)           # a DyGAN (or pix2pix) run
+    train_pix2pix3(config, data_dir, run_dir)          # the paper's 3 x pix2pix
+    run_demo(config, run_dir, cache)                   # phantom -> ... -> export
+"""
+
+import math
+import os
+import time
+
+from dygan_tf.config.run_config import pix2pix_member_config
+from dygan_tf.run_folder import files as run_folder
+from dygan_tf.utils.errors import UserError
+
+DEMO_CASES = dict(hgg=21, lgg=6)  # phantom cases of the demo: 20 train + 7 test
+DEMO_TRAIN = dict(train_hgg=16, train_lgg=4)
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "dygan_tf")
+DEMO_RUN = os.path.join("runs", "demo")
+DEMO_REPORT = "eval"  # the demo's test-split report: a folder inside its run folder
+
+
+def check_image_size(data_dir, config):
+    """Refuses shards whose slice size differs from the model's."""
+    from dygan_tf.data.manifest import read_manifest
+
+    size = read_manifest(data_dir)["image_size"]
+    if size != config.model.image_size:
+        raise UserError(
+            f"{data_dir}: shards are {size} px, the model expects "
+            f"{config.model.image_size} px; train at image size {size} or rebuild the shards"
+        )
+
+
+def fit(
+    config, data_dir, run_dir, strategy=None, steps_per_epoch=None, baseline=None, multiworker=False
+):
+    """Trains (or resumes) one run of `config` on `data_dir` into `run_dir`.
+
+    Args:
+        config: a `RunConfig`.
+        data_dir: a shard folder (`data_prep.build_tfrecords`).
+        run_dir: the run folder (see `dygan_tf.run_folder.files`).
+        strategy: a tf.distribute strategy (default: the current one).
+        steps_per_epoch: cap on the steps of an epoch (default one pass).
+        baseline: None (the configured model) or "pix2pix3".
+        multiworker: drive `strategy` (a MultiWorkerMirroredStrategy) with the
+            project's own loop instead of Keras `fit`.
+    """
+    from dygan_tf.training import run as training
+
+    check_image_size(data_dir, config)
+    if baseline == "pix2pix3":
+        train_pix2pix3(config, data_dir, run_dir, steps_per_epoch, strategy)
+    elif baseline is not None:
+        raise ValueError(f"baseline must be None or 'pix2pix3'. Received: baseline={baseline!r}")
+    elif multiworker:
+        from dygan_tf.training.multiworker import train_multiworker
+
+        train_multiworker(config, data_dir, run_dir, strategy, steps_per_epoch)
+    else:
+        training.train(
+            config, data_dir, run_dir, steps_per_epoch=steps_per_epoch, strategy=strategy
+        )
+
+
+def train_pix2pix3(config, data_dir, run_dir, steps_per_epoch=None, strategy=None):
+    """Three pix2pix runs in run_dir/pix2pix_<target>; together as many train steps as
+    one DyGAN run of `config` (each takes a third of them, with 3x the slices a step)."""
+    os.makedirs(run_dir, exist_ok=True)
+    members = {t: f"pix2pix_{t}" for t in config.train.targets}
+    run_folder.write_baseline(run_dir, config, members)
+    share = None
+    if steps_per_epoch is not None:
+        share = max(1, math.ceil(steps_per_epoch / len(members)))
+    from dygan_tf.training import run as training
+
+    for target, folder in members.items():
+        training.train(
+            pix2pix_member_config(config, target),
+            data_dir,
+            os.path.join(run_dir, folder),
+            steps_per_epoch=share,
+            strategy=strategy,
+        )
+
+
+def ensure_shards(brats_root, out, image_size, train_hgg, train_lgg):
+    """Builds shards once; a folder with a finished manifest of this size is reused."""
+    from dygan_tf.data import shards
+    from dygan_tf.data.manifest import has_manifest, read_manifest
+
+    if has_manifest(out):
+        if read_manifest(out)["image_size"] == image_size:
+            print(f"using the shards in {out}")
+            return out
+    shards.build(brats_root, out, image_size=image_size, train_hgg=train_hgg, train_lgg=train_lgg)
+    return out
+
+
+def demo_data(cache, image_size):
+    """The demo phantom and its shards under `cache`, built on first use."""
+    from dygan_tf.data import phantom
+
+    cases = DEMO_CASES["hgg"] + DEMO_CASES["lgg"]
+    root = os.path.join(cache, f"phantom-{cases}")
+    mapping = os.path.join(root, phantom.TRAINING_FOLDER, "name_mapping.csv")
+    if not os.path.exists(mapping):  # written last: present = complete
+        print(f"building a {cases}-case phantom in {root}")
+        phantom.build_phantom(
+            root, DEMO_CASES["hgg"], DEMO_CASES["lgg"], seed=0, workers=os.cpu_count() or 1
+        )
+    return ensure_shards(
+        root, os.path.join(cache, f"shards-{cases}-{image_size}px"), image_size, **DEMO_TRAIN
+    )
+
+
+def run_demo(config, run_dir=DEMO_RUN, cache=DEFAULT_CACHE, steps_per_epoch=None):
+    """The one-command demo: the phantom and its shards (built once under `cache`),
+    training `config` into `run_dir`, the test-split report in `run_dir`/eval and an
+    export to saved_models/dygan_demo/<next version>. Returns the export folder."""
+    from dygan_tf.evaluation import report
+    from dygan_tf.training import run as training
+
+    start = time.perf_counter()
+    data_dir = demo_data(cache, config.model.image_size)
+    training.train(config, data_dir, run_dir, steps_per_epoch=steps_per_epoch)
+    report_dir = os.path.join(run_dir, DEMO_REPORT)
+    report.evaluate_report([run_dir], report_dir, data_dir=data_dir, split="test")
+    export_dir = export_demo(run_dir)
+    print(
+        f"\ndemo finished in {time.perf_counter() - start:.0f} s\n"
+        f"  data:        {data_dir}\n  run:         {run_dir} ({run_folder.HISTORY}, "
+        f"{run_folder.CHECKPOINTS}/, {run_folder.GENERATOR})\n"
+        f"  tensorboard: tensorboard --logdir {run_folder.path(run_dir, run_folder.LOGS)}\n"
+        f"  evaluation:  {os.path.join(report_dir, report.REPORT_MD)}, {report.REPORT_JSON}, "
+        f"{report.FIGURE}\n"
+        f"  export:      {export_dir}"
+    )
+    return export_dir
+
+
+def export_demo(run_dir, name="dygan_demo", saved_models="saved_models"):
+    """Exports the generator as saved_models/<name>/<next version>."""
+    from dygan_tf.inference import savedmodel
+
+    parent = os.path.join(saved_models, name)
+    versions = [int(v) for v in os.listdir(parent) if v.isdigit()] if os.path.isdir(parent) else []
+    out = os.path.join(parent, str(max(versions, default=0) + 1))
+    config, generator = run_folder.load_run(run_dir)
+    return savedmodel.export_generator(
+        generator, out, savedmodel.build_metadata(config, run_dir, generator)
+    )

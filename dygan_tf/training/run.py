@@ -1,0 +1,349 @@
+"""Trains one DyGAN run into a run folder, resumable after a kill at any moment.
+
+`train(config, data_dir, run_dir)` is what `python -m dygan_tf.fit` calls; the run
+folder's layout lives in `dygan_tf.run_folder.files`, the per-epoch work (validation,
+history and TensorBoard, checkpoints) in `dygan_tf.training.callbacks`. `open_run` and
+`case_dataset` are shared with the multi-worker loop and the λ search.
+"""
+
+import dataclasses
+import functools
+import math
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dygan_tf.config import conditions
+from dygan_tf.config.conditions import SOURCE_ANY
+from dygan_tf.data import shard_check
+from dygan_tf.data.manifest import split_cases
+from dygan_tf.data.pipeline import make_dataset
+from dygan_tf.models.builders import build_dygan
+from dygan_tf.run_folder import files as run_folder
+from dygan_tf.training import callbacks as run_callbacks
+from dygan_tf.utils.errors import UserError
+
+VALIDATION_FRACTION = 0.1  # of the training split's cases, at least one
+_EPOCH_SEEDS = 1_000_003  # epoch e of seed s shuffles with s * _EPOCH_SEEDS + e
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite: the run stops, the last good checkpoint stays."""
+
+
+def choose_validation_cases(data_dir, seed):
+    """Case ids held out of the training split for validation (the test split is
+    kept for evaluate). Needs at least two training cases."""
+    cases = sorted(c["case_id"] for c in split_cases(data_dir, "train"))
+    if len(cases) < 2:
+        raise UserError(
+            f"{data_dir}: the training split has {len(cases)} case(s); "
+            "expected at least 2, one to hold out for validation"
+        )
+    count = max(1, round(len(cases) * VALIDATION_FRACTION))
+    picked = np.random.default_rng(seed).choice(len(cases), count, replace=False)
+    return sorted(cases[i] for i in picked)
+
+
+def case_dataset(
+    data_dir,
+    train,
+    case_ids,
+    keep,
+    batch_slices=1,
+    shuffle=False,
+    repeat=False,
+    seed=None,
+    return_meta=False,
+    num_workers=1,
+    worker_index=0,
+    inputs="single",
+    every_row=True,
+    slice_offset=0,
+    rows=None,
+):
+    """The training split restricted to (`keep=True`) or without (`keep=False`) the
+    slices of `case_ids`, batched as make_dataset batches (slice-major rows; `rows` as
+    there)."""
+    return make_dataset(
+        data_dir,
+        "train",
+        train.source,
+        train.targets,
+        batch_slices=batch_slices,
+        shuffle=shuffle,
+        repeat=repeat,
+        seed=seed,
+        return_meta=return_meta,
+        num_workers=num_workers,
+        worker_index=worker_index,
+        inputs=inputs,
+        every_row=every_row,
+        slice_offset=slice_offset,
+        case_ids=case_ids,
+        keep_cases=keep,
+        rows=rows,
+    )
+
+
+def count_slices(data_dir, case_ids, keep):
+    cases = split_cases(data_dir, "train")
+    return sum(len(c["slices"]) for c in cases if (c["case_id"] in case_ids) == keep)
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a training loop needs: the model, its checkpoints, history and start epoch."""
+
+    gan: keras.Model
+    checkpoint: tf.train.Checkpoint
+    last: tf.train.CheckpointManager
+    best: tf.train.CheckpointManager
+    history: list
+    start: int  # epochs already finished
+    steps: int  # per epoch
+    validation: list  # held-out case ids
+    n_train: int  # training slices
+    global_slices: int  # slices per step over all replicas
+
+
+def open_run(
+    config, data_dir, run_dir, strategy, steps_per_epoch=None, write_dir=None, restore_from=None
+):
+    """Builds the model under `strategy` and restores the last checkpoint, if any.
+
+    Every replica step consumes batch_slices slices per replica, so one pass over the
+    training slices takes ceil(slices / (batch_slices * replicas)) steps. `write_dir`
+    (default `run_dir`) receives checkpoints; `restore_from` (default `write_dir`) is the
+    run folder whose last checkpoint is restored: multi-worker non-chiefs write to a
+    scratch folder but resume from the chief's checkpoints.
+    """
+    train_cfg = config.train
+    write_dir = write_dir or run_dir
+    if write_dir == run_dir:
+        validation = run_folder.prepare(
+            run_dir, config, data_dir, lambda: choose_validation_cases(data_dir, train_cfg.seed)
+        )
+    else:  # deterministic from the seed: the same cases the chief records
+        validation = choose_validation_cases(data_dir, train_cfg.seed)
+    n_train = count_slices(data_dir, validation, keep=False)
+    if n_train == 0:
+        raise UserError(
+            f"{data_dir}: no training slices left after holding out {validation} for validation"
+        )
+    global_slices = train_cfg.batch_slices * strategy.num_replicas_in_sync
+    steps = steps_per_epoch or math.ceil(n_train / global_slices)
+    keras.utils.set_random_seed(train_cfg.seed)
+    with strategy.scope():
+        gan = build_dygan(config, steps_per_epoch=steps)
+    checkpoint = tf.train.Checkpoint(
+        generator=gan.generator,
+        discriminator=gan.discriminator,
+        g_optimizer=gan.g_optimizer,
+        d_optimizer=gan.d_optimizer,
+        epoch=tf.Variable(0, dtype=tf.int64),
+    )
+    history = run_folder.read_history(run_dir)
+    # Restored before the managers exist: they read the `checkpoint` index file, which a
+    # fall-back past an unreadable newest checkpoint rewrites.
+    restore_from = restore_from or write_dir
+    latest = run_folder.restore_last(
+        checkpoint, restore_from, history, repair=restore_from == write_dir
+    )
+    last = tf.train.CheckpointManager(
+        checkpoint, run_folder.checkpoint_dir(write_dir), run_folder.KEEP_LAST
+    )
+    best = tf.train.CheckpointManager(
+        checkpoint, run_folder.checkpoint_dir(write_dir, run_folder.BEST), 1
+    )
+    if latest:
+        start = int(checkpoint.epoch.numpy())
+        history = [r for r in history if int(r["epoch"]) <= start]
+        print(
+            f"resuming at epoch {start + 1} ({start} of {train_cfg.epochs} finished, "
+            f"from {latest})",
+            flush=True,
+        )
+    else:
+        start, history = 0, []
+    return RunState(
+        gan=gan,
+        checkpoint=checkpoint,
+        last=last,
+        best=best,
+        history=history,
+        start=start,
+        steps=steps,
+        validation=validation,
+        n_train=n_train,
+        global_slices=global_slices,
+    )
+
+
+def diverged_error(stop, run):
+    """The TrainingDiverged error for a `StopOnDivergence` that fired (its batch index
+    is None when only the epoch's mean losses were seen)."""
+    batch, bad = stop.diverged
+    where = "during" if batch is None else f"at step {batch + 1} of"
+    return TrainingDiverged(
+        f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} {where} "
+        f"epoch {int(run.checkpoint.epoch.numpy()) + 1}; the last good checkpoint is in "
+        f"{run.last.directory}; try a lower learning rate"
+    )
+
+
+def epoch_callbacks(run, run_dir, val_ds, targets, writer, verbose=True):
+    """[stop on divergence, validation scores, history + TensorBoard, checkpoints]:
+    the per-epoch work of a run, in the order it must happen."""
+    scores = [float(r["val_psnr_mean"]) for r in run.history if r.get("val_psnr_mean")]
+    return [
+        run_callbacks.StopOnDivergence(),
+        run_callbacks.ValidationScores(val_ds, targets),
+        run_callbacks.HistoryWriter(run_dir, run.history, writer, next(iter(val_ds))),
+        run_callbacks.EpochCheckpoints(
+            run.checkpoint, run.last, run.best, max(scores, default=-math.inf), verbose
+        ),
+    ]
+
+
+def training_dataset(
+    data_dir,
+    config,
+    validation,
+    batch_slices,
+    steps_per_epoch,
+    start_epoch=0,
+    num_workers=1,
+    worker_index=0,
+):
+    """The training split without the held-out cases, as `steps_per_epoch` batches of
+    `batch_slices` slices for each epoch from `start_epoch` up to `config.train.epochs`.
+
+    In the paper's mode a slice gives one row per target; with `--source any` or
+    `--inputs multi` it gives 3 rows that cycle through the run's row table
+    (`dygan_tf.config.conditions.row_table`), the cycle running on across epochs, so every
+    task (or target and available set) is trained equally often; a multi-source run's
+    `target_weights` repeat each target's rows in the cycle
+    (`dygan_tf.config.conditions.training_cycle`).
+    Epoch e's batches depend only on the seed and e (its own shuffle of the shards and
+    slices), so a run resumed at epoch e sees exactly what an uninterrupted run would.
+    """
+    train_cfg = config.train
+    every_row = config.model.inputs == "single" and train_cfg.source != SOURCE_ANY
+    cycle = conditions.training_cycle(
+        config.model.inputs, train_cfg.source, train_cfg.targets, train_cfg.target_weights
+    )
+    epochs = [
+        case_dataset(
+            data_dir,
+            train_cfg,
+            validation,
+            keep=False,
+            batch_slices=batch_slices,
+            shuffle=True,
+            repeat=True,
+            seed=train_cfg.seed * _EPOCH_SEEDS + e,
+            num_workers=num_workers,
+            worker_index=worker_index,
+            inputs=config.model.inputs,
+            every_row=every_row,
+            slice_offset=e * steps_per_epoch * batch_slices,
+            rows=cycle,
+        ).take(steps_per_epoch)
+        for e in range(start_epoch, max(train_cfg.epochs, start_epoch + 1))
+    ]
+    return functools.reduce(lambda a, b: a.concatenate(b), epochs).prefetch(tf.data.AUTOTUNE)
+
+
+def validation_dataset(data_dir, config, validation):
+    """The held-out cases' slices, one slice (every row of the run's table) per batch,
+    with meta."""
+    return case_dataset(
+        data_dir,
+        config.train,
+        validation,
+        keep=True,
+        return_meta=True,
+        inputs=config.model.inputs,
+    )
+
+
+def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbose=None):
+    """Trains (or resumes) `config` on `data_dir` into `run_dir`; returns the generator.
+
+    Args:
+        config: a `RunConfig` (see `dygan_tf.config.run_config`).
+        data_dir: a shard folder written by `data_prep.build_tfrecords`.
+        run_dir: the run folder (see `dygan_tf.run_folder.files`); a folder holding a run of
+            the same config resumes at its first unfinished epoch.
+        steps_per_epoch: default one pass over the training slices.
+        strategy: a tf.distribute strategy whose scope builds the model (default: the
+            current one); each step takes `batch_slices` slices per replica.
+        verbose: Keras `fit` verbosity (default: a bar on a terminal, a line per epoch
+            otherwise).
+
+    Returns:
+        The trained generator (also saved as `run_dir/generator.keras`).
+    """
+    train_cfg = config.train
+    strategy = strategy or tf.distribute.get_strategy()
+    run = open_run(config, data_dir, run_dir, strategy, steps_per_epoch)
+    if run.start < train_cfg.epochs:
+        try:
+            _fit_epochs(config, data_dir, run_dir, strategy, run, verbose)
+        except tf.errors.DataLossError as e:  # a shard went bad after make_dataset's check
+            raise shard_check.data_loss_error(data_dir, ["train"], e) from None
+    run.gan.finish_training()  # the weights' average, with --ema
+    run_folder.save_generator(run.gan.generator, run_dir)
+    return run.gan.generator
+
+
+def rows_text(config):
+    """How many rows a slice gives: "3 targets", or "3 of 12 tasks a slice" (cycling)."""
+    inputs, train_cfg = config.model.inputs, config.train
+    table = conditions.row_table(inputs, train_cfg.source, train_cfg.targets)
+    per = conditions.rows_per_slice(inputs, train_cfg.source, len(table))
+    if per == len(table):
+        return f"{per} targets"
+    what = "tasks" if inputs == "single" else "target x available-set rows"
+    weights = train_cfg.target_weights
+    if weights and set(weights) != {1}:
+        drawn = ", ".join(f"{t} x{w}" for t, w in zip(train_cfg.targets, weights))
+        what += f" ({drawn})"
+    return f"{per} of {len(table)} {what} a slice"
+
+
+def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
+    """Keras `fit` over the unfinished epochs of `run`, with the per-epoch callbacks."""
+    train_cfg = config.train
+    train_ds = training_dataset(
+        data_dir, config, run.validation, run.global_slices, run.steps, run.start
+    )
+    val_ds = validation_dataset(data_dir, config, run.validation)
+    writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))
+    callbacks = epoch_callbacks(run, run_dir, val_ds, train_cfg.targets, writer)
+    print(
+        f"training {run_dir}: {run.n_train} slices x {rows_text(config)}, "
+        f"{run.steps} steps per epoch of {run.global_slices} slice(s) on "
+        f"{strategy.num_replicas_in_sync} replica(s), epochs "
+        f"{run.start + 1}..{train_cfg.epochs}; validation cases {run.validation}",
+        flush=True,
+    )
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    try:
+        run.gan.fit(
+            train_ds,
+            epochs=train_cfg.epochs,
+            initial_epoch=run.start,
+            steps_per_epoch=run.steps,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the dataset shuffles itself
+        )
+    finally:
+        writer.close()
+    if callbacks[0].diverged is not None:
+        raise diverged_error(callbacks[0], run)

@@ -1,0 +1,1 @@
+"""The λ search's library: the KerasTuner hypermodel, the search and its results."""

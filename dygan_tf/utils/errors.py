@@ -1,0 +1,23 @@
+"""Errors a user can fix, and how a command names the flag they came through.
+
+Library code raises `UserError` (a `ValueError`) whose message starts with the path or
+value at fault and says what was expected ("runs/x: no config.json; expected ...").
+Commands wrap calls in `for_flag("--run")`, which puts the flag in front, and
+`dygan_tf.utils.cli.run_main` prints the result as one `error:` line with exit code 2.
+Any other exception is a bug and keeps its traceback.
+"""
+
+import contextlib
+
+
+class UserError(ValueError):
+    """A problem with the user's input (a path, a file, a value): one line, exit 2."""
+
+
+@contextlib.contextmanager
+def for_flag(flag):
+    """Re-raises a `UserError` from the block with `flag` in front of its message."""
+    try:
+        yield
+    except UserError as e:
+        raise type(e)(f"{flag} {e}") from None
