@@ -97,7 +97,7 @@ def run(sizes, budget_s=420.0, log=None):
     import tensorflow as tf
 
     from benchmarks import dyconv_bench
-    from dygan_tf.training.distribute import dtype_policy
+    from dygan_tf.models.precision import dtype_policy
 
     start = time.perf_counter()
     gpus = tf.config.list_logical_devices("GPU")

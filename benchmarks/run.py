@@ -242,7 +242,7 @@ def gpu(sizes, results, work_dir):
 def gpu_measurements(sizes, work_dir=None):
     """DyConv vs Conv2D and the train steps under mixed_float16 with XLA."""
     from dygan_tf.config.run_config import get_preset
-    from dygan_tf.training.distribute import dtype_policy
+    from dygan_tf.models.precision import dtype_policy
 
     with dtype_policy("mixed_float16"):
         dyconv = dyconv_vs_conv(sizes, {}, work_dir, jit_compile=True)

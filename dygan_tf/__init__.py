@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 def _register_keras_objects():
     from dygan_tf.layers import dyconv, instance_norm  # noqa: F401 (their decorators register them)
-    from dygan_tf.models import dygan  # noqa: F401
+    from dygan_tf.models import dygan, optimizers  # noqa: F401
 
 
 class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):

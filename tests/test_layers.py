@@ -7,7 +7,7 @@ from dygan_tf.config.tasks import task_code
 from dygan_tf.layers import grouped_conv
 from dygan_tf.layers.dyconv import DyConv2D
 from dygan_tf.layers.dyconv_methods import METHODS
-from dygan_tf.layers.grouped_conv import per_example_conv2d
+from dygan_tf.layers.grouped_conv import grouped_conv2d
 
 T2_TASKS = np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")])
 
@@ -109,7 +109,7 @@ def test_gradient_matches_autodiff_of_a_per_example_loop(k, stride, padding, siz
     kernels = tf.constant(rng.randn(k, k, 4, 3, 5).astype("float32"))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, kernels])
-        y = per_example_conv2d(x, kernels, stride, padding, method)
+        y = grouped_conv2d(x, kernels, stride, padding, method)
         weights = tf.constant(rng.randn(*y.shape).astype("float32"))
         loss = tf.reduce_sum(y * weights)
         reference = tf.concat(
@@ -124,10 +124,10 @@ def test_gradient_matches_autodiff_of_a_per_example_loop(k, stride, padding, siz
 
 
 def test_auto_method_follows_the_output_map_size():
-    assert grouped_conv.choose_method(8, 8) == "patches"
-    assert grouped_conv.choose_method(16, 16) == "grouped"
+    assert grouped_conv.choose_form(8, 8) == "patches"
+    assert grouped_conv.choose_form(16, 16) == "grouped"
     with pytest.raises(ValueError, match="Received: method='im2row'"):
-        per_example_conv2d(tf.zeros((1, 4, 4, 1)), tf.zeros((3, 3, 1, 1, 1)), 1, "SAME", "im2row")
+        grouped_conv2d(tf.zeros((1, 4, 4, 1)), tf.zeros((3, 3, 1, 1, 1)), 1, "SAME", "im2row")
 
 
 @pytest.mark.parametrize("conv_method", ("auto",) + METHODS)

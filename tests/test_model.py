@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from dygan_tf.config.run_config import get_preset
-from dygan_tf.models import builders
+from dygan_tf.models import optimizers
 from dygan_tf.models.builders import build_dygan, build_networks
 from dygan_tf.models.dygan import DyGAN
 from dygan_tf.training.distribute import make_strategy
@@ -190,7 +190,7 @@ def _adam_run(optimizer_class, initial, gradients, strategy):
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_adam_updates_bit_for_bit_as_keras_adam_in_a_smaller_graph(replicas):
-    # builders.Adam builds the step's rate and constants once per step instead of once
+    # optimizers.Adam builds the step's rate and constants once per step instead of once
     # per variable: the same operations on the same values, so the same bits.
     rng = np.random.RandomState(0)
     shapes = [(3, 3, 2, 4), (4,), (5, 7), (1,)]
@@ -203,13 +203,13 @@ def test_adam_updates_bit_for_bit_as_keras_adam_in_a_smaller_graph(replicas):
     else:
         strategy = make_strategy("mirrored", 2)
     theirs, their_ops = _adam_run(keras.optimizers.Adam, initial, gradients, strategy)
-    ours, our_ops = _adam_run(builders.Adam, initial, gradients, strategy)
+    ours, our_ops = _adam_run(optimizers.Adam, initial, gradients, strategy)
     assert len(ours) == len(theirs) == 4 + 3 * 4 + 1  # weights; m, v, average; iterations
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a, b)
     assert our_ops < their_ops
     with pytest.raises(ValueError, match="amsgrad"):
-        builders.Adam(amsgrad=True)
+        optimizers.Adam(amsgrad=True)
 
 
 class _FullTapes(DyGAN):

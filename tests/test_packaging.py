@@ -1,4 +1,5 @@
-"""`pip install .` without network: the four packages install, the declared dependencies
+"""`pip install .` without network: the three packages install (the speed benchmarks
+stay in the checkout: no generic top-level `benchmarks` in site-packages), the declared dependencies
 are requirements.txt's pins, and a command runs from another folder with only the
 installed copy on the path."""
 
@@ -18,7 +19,7 @@ from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 
-PACKAGES = ("benchmarks", "data_prep", "dygan_tf", "tuning")
+PACKAGES = ("data_prep", "dygan_tf", "tuning")
 
 
 def _python_files(root, package):
@@ -33,7 +34,7 @@ def installed(tmp_path_factory):
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "requirements.txt", "README.md"):
         shutil.copy(os.path.join(REPO, name), source)
-    for package in PACKAGES:
+    for package in (*PACKAGES, "benchmarks"):  # benchmarks/ is in the tree, not installed
         shutil.copytree(
             os.path.join(REPO, package),
             source / package,
@@ -68,13 +69,14 @@ def _distribution(target):
     return importlib.metadata.PathDistribution(pathlib.Path(info))
 
 
-def test_the_four_packages_install_with_every_module(installed):
+def test_the_three_packages_install_with_every_module(installed):
     source, target = installed
     assert set(PACKAGES) <= set(os.listdir(target))
     for package in PACKAGES:
         assert os.path.isfile(os.path.join(target, package, "__init__.py")), package
         assert _python_files(target, package) == _python_files(source, package), package
-    assert not [n for n in os.listdir(target) if n == "tests"]  # tests stay in the repo
+    for stays in ("tests", "benchmarks"):  # in the repository only
+        assert stays not in os.listdir(target)
 
 
 def test_dependencies_are_the_pins_of_requirements_txt(installed):
@@ -93,8 +95,8 @@ def test_dependencies_are_the_pins_of_requirements_txt(installed):
 # then runs `python -m dygan_tf.fit --help` (runpy is what `python -m` uses).
 _OUTSIDE = """
 import json, runpy, sys
-import benchmarks, data_prep, dygan_tf, tuning
-print(json.dumps({m.__name__: m.__file__ for m in (benchmarks, data_prep, dygan_tf, tuning)}))
+import data_prep, dygan_tf, tuning
+print(json.dumps({m.__name__: m.__file__ for m in (data_prep, dygan_tf, tuning)}))
 sys.stdout.flush()
 sys.argv = ["dygan_tf.fit", "--help"]
 runpy.run_module("dygan_tf.fit", run_name="__main__", alter_sys=True)

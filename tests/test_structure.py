@@ -14,13 +14,17 @@ PACKAGES = ("dygan_tf", "data_prep", "tuning", "benchmarks")
 
 
 def _modules():
-    """{module name: path} of every module of the project's packages."""
+    """{module name: path} of every module of the project's packages, subpackages
+    included (walked recursively)."""
     found = {}
     for package in PACKAGES:
-        for name in sorted(os.listdir(os.path.join(REPO, package))):
-            if name.endswith(".py"):
-                module = package if name == "__init__.py" else f"{package}.{name[:-3]}"
-                found[module] = os.path.join(REPO, package, name)
+        for folder, dirs, files in os.walk(os.path.join(REPO, package)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            parts = os.path.relpath(folder, REPO).split(os.sep)
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    module = ".".join(parts + ([] if name == "__init__.py" else [name[:-3]]))
+                    found[module] = os.path.join(folder, name)
     return found
 
 
@@ -75,6 +79,66 @@ def test_no_import_cycles():
     assert "dygan_tf.fit" not in graph["dygan_tf.evaluate"]
     assert "dygan_tf.evaluate" not in graph["dygan_tf.fit"]
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+
+
+def _room(module):
+    """The room a module belongs to: `dygan_tf.<subpackage>`, or the command package
+    (`dygan_tf` for its top-level command modules, `data_prep`, `tuning`, `benchmarks`)."""
+    parts = module.split(".")
+    if parts[0] == "dygan_tf" and len(parts) > 2:
+        return ".".join(parts[:2])
+    if parts[0] == "dygan_tf" and len(parts) == 2 and os.path.isdir(os.path.join(REPO, *parts)):
+        return module  # a subpackage's __init__
+    return parts[0]
+
+
+def _library_rooms():
+    return sorted(
+        f"dygan_tf.{name}"
+        for name in os.listdir(os.path.join(REPO, "dygan_tf"))
+        if os.path.isfile(os.path.join(REPO, "dygan_tf", name, "__init__.py"))
+    )
+
+
+def test_no_import_cycle_between_rooms():
+    """The subpackages form layers: no room needs another that needs it back (lazy
+    imports count), and no library room imports a command package or command module."""
+    modules = _modules()
+    rooms = {}
+    for module, path in modules.items():
+        room = _room(module)
+        rooms.setdefault(room, set()).update(
+            _room(m) for m in _imports(path, modules) - {"dygan_tf"} if _room(m) != room
+        )
+    cycle = _cycle(rooms)
+    assert cycle is None, f"import cycle between rooms: {' -> '.join(cycle)}"
+    commands = {"dygan_tf", "data_prep", "tuning", "benchmarks"}
+    for room in _library_rooms():
+        assert not rooms[room] & commands, f"{room} imports {sorted(rooms[room] & commands)}"
+
+
+def test_every_room_says_what_it_is_for():
+    rooms = _library_rooms()
+    assert {"dygan_tf.layers", "dygan_tf.models", "dygan_tf.data"} <= set(rooms)
+    for room in rooms + ["data_prep", "tuning", "benchmarks"]:
+        init = os.path.join(REPO, *room.split("."), "__init__.py")
+        doc = ast.get_docstring(ast.parse(open(init, encoding="utf-8").read()))
+        assert doc and len(doc.split()) >= 5, f"{init}: no docstring saying what the room holds"
+
+
+def test_command_packages_hold_commands_only():
+    """The top level of dygan_tf, data_prep and tuning holds commands: each module has a
+    `main` and runs it as `python -m`; the library lives in the subpackages."""
+    for module, path in _modules().items():
+        parts = module.split(".")
+        top_level = len(parts) == 2 and parts[0] in ("dygan_tf", "data_prep", "tuning")
+        if not top_level or os.path.basename(path) == "__init__.py":
+            continue
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert "main" in functions, f"{path}: a command module without main()"
+        assert "__name__" in open(path, encoding="utf-8").read(), path
+        assert not [n for n in tree.body if isinstance(n, ast.ClassDef)], f"{path}: a class"
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -19,8 +19,7 @@ import os
 
 from dygan_tf.config.flags import add_config_flags, config_from_flags
 from dygan_tf.run_folder import files as run_folder
-from dygan_tf.tuning import search
-from dygan_tf.tuning.search import PAPER_VALUES, PROG, parse_values
+from dygan_tf.tuning.search import PAPER_VALUES, PROG, parse_values, search
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 
@@ -60,8 +59,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    from dygan_tf import lock
     from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.run_folder import lock
     from dygan_tf.training.fit_lib import check_image_size
     from dygan_tf.utils.cli import import_tensorflow_quietly
 

@@ -97,8 +97,13 @@ class DyConv2D(layers.Layer):
                 f"Received: conv_method={conv_method!r}"
             )
         self.conv_method = conv_method
+        # A sublayer does not inherit its parent's dtype policy: pass it, as Keras's own
+        # composite layers do, so a per-layer `dtype="mixed_float16"` works.
         self.routing = layers.Dense(
-            num_experts, kernel_initializer=self.routing_initializer, name="routing"
+            num_experts,
+            kernel_initializer=self.routing_initializer,
+            dtype=self.dtype_policy,
+            name="routing",
         )
 
     def build(self, x_shape, task_shape=None):

@@ -79,7 +79,7 @@ def choose_method(out_pixels, channels, filters, kernel_size, stride, table=None
     if key in table:
         return table[key]
     if not table:
-        return grouped_conv.choose_method(int(math.sqrt(out_pixels)), int(math.sqrt(out_pixels)))
+        return grouped_conv.choose_form(int(math.sqrt(out_pixels)), int(math.sqrt(out_pixels)))
 
     def distance(other):
         pixels, c, f, k, s = other
@@ -141,7 +141,7 @@ def per_example_conv2d(x, kernels, stride, padding, method):
         raise ValueError(
             f"`method` must be one of {MIXED_KERNEL_METHODS}. Received: method={method!r}"
         )
-    return grouped_conv.per_example_conv2d(
+    return grouped_conv.grouped_conv2d(
         x, tf.transpose(kernels, [1, 2, 3, 0, 4]), stride, padding, method
     )
 

@@ -22,17 +22,17 @@ Spatial sizes must be static (the batch may be unknown).
 
 import tensorflow as tf
 
-METHODS = ("auto", "grouped", "patches")
+FORMS = ("auto", "grouped", "patches")
 # "auto" uses patches up to this many output pixels per example (see benchmarks/).
 PATCHES_MAX_PIXELS = 8 * 8
 
 
-def choose_method(out_height, out_width):
+def choose_form(out_height, out_width):
     """The faster way for an output map of this size (measured on CPU, see module doc)."""
     return "patches" if out_height * out_width <= PATCHES_MAX_PIXELS else "grouped"
 
 
-def per_example_conv2d(x, kernels, stride, padding, method="auto"):
+def grouped_conv2d(x, kernels, stride, padding, method="auto"):
     """Convolves x[b] with kernels[:, :, :, b, :].
 
     Args:
@@ -45,17 +45,15 @@ def per_example_conv2d(x, kernels, stride, padding, method="auto"):
         `[B, H', W', F]`.
     """
     padding = padding.upper()
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
+    if method not in FORMS:
+        raise ValueError(f"`method` must be one of {FORMS}. Received: method={method!r}")
     height, width = x.shape[1], x.shape[2]
     if height is None or width is None:
-        raise ValueError(
-            f"per_example_conv2d needs static spatial sizes. Received: x.shape={x.shape}"
-        )
+        raise ValueError(f"grouped_conv2d needs static spatial sizes. Received: x.shape={x.shape}")
     kh, kw = kernels.shape[0], kernels.shape[1]
     geometry = (_geometry(height, kh, stride, padding), _geometry(width, kw, stride, padding))
     if method == "auto":
-        method = choose_method(geometry[0][0], geometry[1][0])
+        method = choose_form(geometry[0][0], geometry[1][0])
     if method == "patches":
         return _patches_conv(x, kernels, stride, geometry)
     return _conv(x, kernels, stride, padding, geometry)

@@ -4,12 +4,15 @@ Both see the source image and a real or synthesised target, concatenated on chan
 and the task code; both return a patch map of shape (H/8, W/8, 1) scored by LSGAN.
 """
 
+import contextlib
+
 import keras
 from keras import layers
 
 from dygan_tf.config.run_config import DISCRIMINATOR_KINDS, min_image_size
 from dygan_tf.config.tasks import NUM_TASKS
 from dygan_tf.models.blocks import conv, conv_block
+from dygan_tf.models.precision import dtype_policy
 
 
 def build_discriminator(
@@ -22,6 +25,7 @@ def build_discriminator(
     image_channels=1,
     condition_size=NUM_TASKS,
     name="discriminator",
+    dtype=None,
 ):
     """The conditional discriminator scored by LSGAN.
 
@@ -36,6 +40,8 @@ def build_discriminator(
         image_channels: channels of the source input (1, or 4 for multi-source).
         condition_size: length of the condition code (12, or 8 for multi-source).
         name: the model's name.
+        dtype: a Keras dtype policy for every layer (e.g. "mixed_float16"); None: the
+            global policy. The output layer stays float32 either way.
 
     Input shape:
         `{"image": (batch, H, W, image_channels), "target": (batch, H, W, 1), "task":
@@ -60,25 +66,26 @@ def build_discriminator(
             f"A {kind} discriminator needs `image_size` divisible by {min_size}. "
             f"Received: image_size={image_size}"
         )
-    image = keras.Input((image_size, image_size, image_channels), name="image")
-    target = keras.Input((image_size, image_size, 1), name="target")
-    task = keras.Input((condition_size,), name="task")
-    x = layers.Concatenate(name="image_and_target")([image, target])
-    block = dict(dynamic=dyconv, num_experts=num_experts, activation="leaky_relu")
-    f = base_filters
+    with dtype_policy(dtype) if dtype is not None else contextlib.nullcontext():
+        image = keras.Input((image_size, image_size, image_channels), name="image")
+        target = keras.Input((image_size, image_size, 1), name="target")
+        task = keras.Input((condition_size,), name="task")
+        x = layers.Concatenate(name="image_and_target")([image, target])
+        block = dict(dynamic=dyconv, num_experts=num_experts, activation="leaky_relu")
+        f = base_filters
 
-    # pix2pix's C64-C128-C256 trunk (4x4, stride 2; no norm on the first layer).
-    x = conv_block(x, task, f, 4, 2, norm="none", name="trunk1", **block)
-    x = conv_block(x, task, 2 * f, 4, 2, norm=norm, name="trunk2", **block)
-    x = conv_block(x, task, 4 * f, 4, 2, norm=norm, name="trunk3", **block)
-    if kind == "patch":
-        # C512 at stride 1 then a 1-channel conv: the 70x70 receptive field of pix2pix.
-        x = conv_block(x, task, 8 * f, 4, 1, norm=norm, name="patch4", **block)
-    else:
-        x = _multiscale_head(x, task, f, norm, block)
-    scores = conv(x, task, 1, 4, 1, dynamic=False, name="scores_conv")
-    scores = layers.Activation("linear", dtype="float32", name="scores")(scores)
-    return keras.Model({"image": image, "target": target, "task": task}, scores, name=name)
+        # pix2pix's C64-C128-C256 trunk (4x4, stride 2; no norm on the first layer).
+        x = conv_block(x, task, f, 4, 2, norm="none", name="trunk1", **block)
+        x = conv_block(x, task, 2 * f, 4, 2, norm=norm, name="trunk2", **block)
+        x = conv_block(x, task, 4 * f, 4, 2, norm=norm, name="trunk3", **block)
+        if kind == "patch":
+            # C512 at stride 1 then a 1-channel conv: the 70x70 receptive field of pix2pix.
+            x = conv_block(x, task, 8 * f, 4, 1, norm=norm, name="patch4", **block)
+        else:
+            x = _multiscale_head(x, task, f, norm, block)
+        scores = conv(x, task, 1, 4, 1, dynamic=False, name="scores_conv")
+        scores = layers.Activation("linear", dtype="float32", name="scores")(scores)
+        return keras.Model({"image": image, "target": target, "task": task}, scores, name=name)
 
 
 def _multiscale_head(x, task, f, norm, block):

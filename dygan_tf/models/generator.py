@@ -5,12 +5,15 @@ pix2pix U-Net); `label_mode="input"` is the MGAN/StarGAN-style baseline that fee
 task as 12 constant planes beside the image and uses static kernels.
 """
 
+import contextlib
+
 import keras
 from keras import layers
 
 from dygan_tf.config.run_config import DYCONV_PLACEMENTS, check_label_mode
 from dygan_tf.config.tasks import NUM_TASKS
 from dygan_tf.models.blocks import conv, conv_block
+from dygan_tf.models.precision import dtype_policy
 
 
 def build_generator(
@@ -24,6 +27,7 @@ def build_generator(
     image_channels=1,
     condition_size=NUM_TASKS,
     name="generator",
+    dtype=None,
 ):
     """The DyGAN generator: a U-Net steered by the task code.
 
@@ -42,6 +46,8 @@ def build_generator(
         condition_size: length of the condition: 12 (task code) or 8 (availability
             mask + target one-hot, multi-source).
         name: the model's name.
+        dtype: a Keras dtype policy for every layer (e.g. "mixed_float16"); None: the
+            global policy. The output layer stays float32 either way.
 
     Input shape:
         `{"image": (batch, image_size, image_size, image_channels), "task": (batch,
@@ -70,36 +76,45 @@ def build_generator(
             "`base_filters` and `depth` must be positive. "
             f"Received: base_filters={base_filters}, depth={depth}"
         )
-    image = keras.Input((image_size, image_size, image_channels), name="image")
-    task = keras.Input((condition_size,), name="task")
-    dyn_down = dyconv in ("down", "both")
-    dyn_up = dyconv in ("up", "both")
-    block = dict(num_experts=num_experts, norm=norm, activation="relu")
+    with dtype_policy(dtype) if dtype is not None else contextlib.nullcontext():
+        image = keras.Input((image_size, image_size, image_channels), name="image")
+        task = keras.Input((condition_size,), name="task")
+        dyn_down = dyconv in ("down", "both")
+        dyn_up = dyconv in ("up", "both")
+        block = dict(num_experts=num_experts, norm=norm, activation="relu")
 
-    x = image
-    if label_mode == "input":
-        planes = layers.Reshape((1, 1, condition_size))(task)
-        planes = layers.UpSampling2D(size=image_size, name="task_planes")(planes)
-        x = layers.Concatenate(name="image_and_task")([x, planes])
+        x = image
+        if label_mode == "input":
+            planes = layers.Reshape((1, 1, condition_size))(task)
+            planes = layers.UpSampling2D(size=image_size, name="task_planes")(planes)
+            x = layers.Concatenate(name="image_and_task")([x, planes])
 
-    skips = []
-    for level in range(depth):
-        filters = base_filters * 2**level
+        skips = []
+        for level in range(depth):
+            filters = base_filters * 2**level
+            for i in (1, 2):
+                x = conv_block(
+                    x, task, filters, 3, dynamic=dyn_down, name=f"down{level}_{i}", **block
+                )
+            skips.append(x)
+            x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
         for i in (1, 2):
-            x = conv_block(x, task, filters, 3, dynamic=dyn_down, name=f"down{level}_{i}", **block)
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
-    for i in (1, 2):
-        x = conv_block(
-            x, task, base_filters * 2**depth, 3, dynamic=dyn_down, name=f"bottleneck_{i}", **block
-        )
-    for level in reversed(range(depth)):
-        filters = base_filters * 2**level
-        x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)
-        x = layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
-        for i in (1, 2):
-            x = conv_block(x, task, filters, 3, dynamic=dyn_up, name=f"up{level}_{i}", **block)
-    x = conv(x, task, 1, 1, dynamic=dyn_up, num_experts=num_experts, name="output_conv")
-    # float32 output under mixed precision: losses and metrics need full precision.
-    output = layers.Activation("tanh", dtype="float32", name="output")(x)
-    return keras.Model({"image": image, "task": task}, output, name=name)
+            x = conv_block(
+                x,
+                task,
+                base_filters * 2**depth,
+                3,
+                dynamic=dyn_down,
+                name=f"bottleneck_{i}",
+                **block,
+            )
+        for level in reversed(range(depth)):
+            filters = base_filters * 2**level
+            x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)
+            x = layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
+            for i in (1, 2):
+                x = conv_block(x, task, filters, 3, dynamic=dyn_up, name=f"up{level}_{i}", **block)
+        x = conv(x, task, 1, 1, dynamic=dyn_up, num_experts=num_experts, name="output_conv")
+        # float32 output under mixed precision: losses and metrics need full precision.
+        output = layers.Activation("tanh", dtype="float32", name="output")(x)
+        return keras.Model({"image": image, "task": task}, output, name=name)

@@ -1,4 +1,4 @@
-"""tf.distribute for DyGAN: choosing a strategy, CPU replicas, mixed precision.
+"""tf.distribute for DyGAN: choosing a strategy and splitting the CPU into replicas.
 
 `make_strategy("auto")` mirrors over all visible GPUs when there are several, else runs
 on one device. `--cpu-replicas N` splits the CPU into N logical devices so the
@@ -8,10 +8,9 @@ multi-replica code path runs (and is tested) on a machine without GPUs.
 import json
 import os
 
-import keras
 import tensorflow as tf
 
-from dygan_tf.config.run_config import PRECISION_POLICIES, STRATEGIES
+from dygan_tf.config.run_config import STRATEGIES
 from dygan_tf.utils.errors import UserError
 
 
@@ -66,24 +65,3 @@ def make_strategy(name="auto", cpu_replicas=1):
     return tf.distribute.MirroredStrategy(
         cpus, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=cpus[0])
     )
-
-
-def precision_policy(mixed_precision):
-    """The Keras dtype policy name for a precision in `config.PRECISIONS`."""
-    if mixed_precision not in PRECISION_POLICIES:
-        raise UserError(f"{mixed_precision!r}: expected one of {', '.join(PRECISION_POLICIES)}")
-    return PRECISION_POLICIES[mixed_precision]
-
-
-class dtype_policy:
-    """Context manager: layers built inside use `policy`; the global policy is restored."""
-
-    def __init__(self, policy):
-        self.policy = policy
-
-    def __enter__(self):
-        self.previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.policy)
-
-    def __exit__(self, *exc):
-        keras.config.set_dtype_policy(self.previous)

@@ -1,0 +1,110 @@
+"""Files written by release 0.1.0, before the package was split into subpackages
+(tests/data/release_0_1_0, made by the commands in its README.md): its generator.keras,
+run folder and SavedModel still load, resume, evaluate and export."""
+
+import csv
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import dygan_tf  # noqa: F401 (registers the Keras objects, as a user's import does)
+from dygan_tf import evaluate, export, fit
+from dygan_tf.inference.synthesis import load_synthesizer
+from dygan_tf.run_folder import files as run_folder
+from dygan_tf.training.run import open_run
+from tests.helpers import REPO, run_in_process
+
+pytestmark = pytest.mark.slow
+
+RELEASE = os.path.join(REPO, "tests", "data", "release_0_1_0")
+SHARDS = os.path.join(RELEASE, "shards")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(os.path.join(RELEASE, "reference.npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture
+def run_copy(tmp_path):
+    """The release's run folder, copied: resuming writes into it."""
+    return shutil.copytree(os.path.join(RELEASE, "run_tiny"), tmp_path / "run_tiny")
+
+
+def _inputs(reference):
+    return {"image": reference["image"], "task": reference["task"]}
+
+
+def test_generator_keras_loads_and_gives_the_release_outputs(reference):
+    generator = keras.saving.load_model(os.path.join(RELEASE, "run_tiny", "generator.keras"))
+    out = np.asarray(generator(_inputs(reference)))
+    np.testing.assert_allclose(
+        out, reference["generator"], rtol=0, atol=1e-5
+    )  # float rounding (thread count)
+    config, loaded = run_folder.load_run(os.path.join(RELEASE, "run_tiny"))
+    assert config.model.image_size == 32 and config.model.discriminator == "patch"
+    np.testing.assert_allclose(np.asarray(loaded(_inputs(reference))), out, rtol=0, atol=0)
+
+
+def test_savedmodel_serves_and_loads_as_a_synthesizer(reference):
+    saved = tf.saved_model.load(os.path.join(RELEASE, "savedmodel"))
+    served = saved.signatures["serving_default"](
+        image=tf.constant(reference["image"]), task=tf.constant(reference["task"])
+    )["synthesized"].numpy()
+    np.testing.assert_allclose(
+        served, reference["savedmodel"], rtol=0, atol=1e-5
+    )  # float rounding (thread count)
+    synthesizer = load_synthesizer(os.path.join(RELEASE, "savedmodel"))
+    assert synthesizer.image_size == 32
+
+
+def test_checkpoints_restore_the_release_weights(run_copy):
+    """The last checkpoint (epoch 2, also the best, so generator.keras) restores into the
+    networks built by today's code, variable for variable."""
+    config = run_folder.read_config(str(run_copy))
+    state = open_run(config, SHARDS, str(run_copy), tf.distribute.OneDeviceStrategy("/cpu:0"))
+    assert state.start == 2 and len(state.history) == 2
+    saved = keras.saving.load_model(os.path.join(run_copy, "generator.keras"))
+    for got, want in zip(state.gan.generator.weights, saved.weights):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=got.path)
+    assert int(state.gan.g_optimizer.iterations.numpy()) == 4  # 2 epochs x 2 steps
+
+
+def test_the_run_resumes_evaluates_and_exports(run_copy, tmp_path, reference):
+    out = run_in_process(
+        fit.main,
+        *("--data", SHARDS, "--out", run_copy, "--preset", "tiny", "--image-size", "32"),
+        *("--discriminator", "patch", "--epochs", "3", "--steps-per-epoch", "2"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming at epoch 3" in out.stdout
+    with open(os.path.join(run_copy, "history.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(os.path.join(RELEASE, "run_tiny", "history.csv"), newline="") as f:
+        before = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[:2] == before
+
+    report = tmp_path / "eval"
+    result = run_in_process(evaluate.main, "--run", run_copy, "--data", SHARDS, "--out", report)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (report / "report.json").is_file() and (report / "report.md").is_file()
+
+    # The release's run as it was (not resumed) exports to the release's SavedModel.
+    saved = tmp_path / "saved" / "1"
+    result = run_in_process(export.main, "--run", os.path.join(RELEASE, "run_tiny"), "--out", saved)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = (
+        tf.saved_model.load(str(saved))
+        .signatures["serving_default"](
+            image=tf.constant(reference["image"]), task=tf.constant(reference["task"])
+        )["synthesized"]
+        .numpy()
+    )
+    np.testing.assert_allclose(
+        served, reference["savedmodel"], rtol=0, atol=1e-5
+    )  # float rounding (thread count)
