@@ -1,7 +1,7 @@
 """Run configuration: frozen dataclasses, the named presets, and JSON round trips.
 
 One `RunConfig` flows from the command line to the builders and is saved as
-`config.json` beside every run. Presets: `paper` (SPEC.md's numbers), `demo` (trains on
+`config.json` beside every run. Presets: `paper` (docs/method.md's numbers), `demo` (trains on
 a 2-core CPU in minutes), `tiny` (tests).
 """
 

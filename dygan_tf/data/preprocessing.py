@@ -1,7 +1,7 @@
 """Pure array functions shared by the shard builder and the whole-volume translator.
 
 NIfTI loading with validation, reorientation to canonical RAS and back, the brain
-mask, axial slice choice, slice resizing and the [-1, 1] normalisation of SPEC.md.
+mask, axial slice choice, slice resizing and the [-1, 1] normalisation of docs/method.md.
 Nothing here draws random numbers or imports TensorFlow.
 """
 

@@ -1,4 +1,4 @@
-"""PSNR and SSIM for images in [-1, 1], computed on [0, 1] with MAX = 1 (SPEC.md).
+"""PSNR and SSIM for images in [-1, 1], computed on [0, 1] with MAX = 1 (docs/method.md).
 
 SSIM follows Wang et al. 2004: Gaussian window 11, sigma 1.5, k1 = 0.01, k2 = 0.03,
 "valid" windows only (as tf.image.ssim). A mask restricts the average to its pixels;

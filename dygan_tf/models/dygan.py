@@ -1,6 +1,6 @@
 """DyGAN: the generator and discriminator trained together with LSGAN + lambda * L1.
 
-`train_step` follows SPEC.md's objective (fake target 0 for D; the paper's eq. 3 typo is
+`train_step` follows docs/method.md's objective (fake target 0 for D; the paper's eq. 3 typo is
 not copied). Losses are averaged over the *global* batch, so under a tf.distribute
 strategy the summed replica gradients and the logged losses equal a one-device run.
 """
@@ -24,7 +24,7 @@ def _all_layers(model):
 @keras.saving.register_keras_serializable(package="dygan_tf")
 class DyGAN(keras.Model):
     """A generator G(image, task) and a discriminator D(image, target, task) trained
-    together with LSGAN + lambda * L1 (SPEC.md).
+    together with LSGAN + lambda * L1 (docs/method.md).
 
     Args:
         generator: a Keras model `{"image": [B, H, W, 1], "task": [B, 12]}` -> `[B, H, W, 1]`

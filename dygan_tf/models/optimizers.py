@@ -6,7 +6,7 @@ import keras
 
 
 def learning_rate_schedule(train, steps_per_epoch):
-    """Adam's rate times lr_decay once per epoch (staircase), as in SPEC.md."""
+    """Adam's rate times lr_decay once per epoch (staircase), as in docs/method.md."""
     return keras.optimizers.schedules.ExponentialDecay(
         train.lr,
         decay_steps=max(1, int(steps_per_epoch)),
@@ -68,7 +68,7 @@ class Adam(keras.optimizers.Adam):
 
 
 def make_optimizer(train, steps_per_epoch, name, average=False):
-    """Adam with SPEC.md's schedule; `average`: it also keeps a moving average of the
+    """Adam with docs/method.md's schedule; `average`: it also keeps a moving average of the
     weights it updates (momentum `train.ema`; Keras's `use_ema`)."""
     ema = dict(use_ema=True, ema_momentum=train.ema) if average and train.ema > 0 else {}
     return Adam(
