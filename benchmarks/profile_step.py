@@ -32,6 +32,7 @@ import numpy as np
 
 from dygan_tf.utils.atomic import write_json_atomic
 from dygan_tf.utils.cli import ArgumentParser, import_tensorflow_quietly, run_main
+from dygan_tf.utils.cpu import describe_onednn
 from dygan_tf.utils.errors import UserError
 
 CATEGORIES = (
@@ -181,7 +182,12 @@ def machine_line():
                     flags = set(value.split())
                     break
     shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default")
+    setting = describe_onednn()
+    onednn = (
+        f"{setting['TF_ENABLE_ONEDNN_OPTS'] or 'unset'} (oneDNN "
+        f"{'on' if setting['enabled'] else 'off'}, {setting['source']}; "
+        f"CPU kind {setting['cpu_kind']})"
+    )
     load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (
         f"{model}, {os.cpu_count()} cores, {' '.join(shown)}; "

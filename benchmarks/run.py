@@ -32,9 +32,9 @@ from benchmarks.sizes import PROFILES
 from benchmarks.summary import table
 from dygan_tf.utils.atomic import write_json_atomic
 from dygan_tf.utils.cli import ArgumentParser, import_tensorflow_quietly, run_main
+from dygan_tf.utils.cpu import describe_onednn
 from dygan_tf.utils.errors import UserError
 
-ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 # The DyConv and data targets live in dyconv_bench and data_bench; these two are new here.
 TARGETS = {"flop_rate_ratio": 0.8, "flop_rate_stretch": 0.9, "pipeline_ratio": 20.0}
@@ -53,7 +53,6 @@ def machine(sizes, results, work_dir):
                 cpuinfo.setdefault(key.strip(), value.strip())
     model = cpuinfo.get("model name") or platform.processor() or platform.machine()
     flags = set(cpuinfo.get("flags", "").split())
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     return {
         "cpu_model": model,
         "cpu_count": os.cpu_count(),
@@ -66,17 +65,9 @@ def machine(sizes, results, work_dir):
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
-        # Unset, TF turns oneDNN on only on CPUs with AVX-512 VNNI/BF16, AVX-VNNI or AMX
-        # (it then logs "oneDNN custom operations are on"); the variable overrides that.
-        "onednn": {
-            "TF_ENABLE_ONEDNN_OPTS": onednn,
-            "enabled": (
-                onednn.lower() in ("1", "true")
-                if onednn is not None
-                else bool(flags & ONEDNN_DEFAULT_FLAGS)
-                and platform.machine() in ("x86_64", "AMD64")
-            ),
-        },
+        # The CPU kind, TF_ENABLE_ONEDNN_OPTS, whether oneDNN is on, and who decided it
+        # (dygan_tf per CPU kind, the user, or TensorFlow's default): dygan_tf.utils.cpu.
+        "onednn": describe_onednn(flags=flags),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
     }
 

@@ -63,6 +63,21 @@ def _leaf_layers(model):
             yield layer
 
 
+def dyconv_choices(model):
+    """{layer name: {"method", "source"}} of every DyConv2D in `model`: which way each
+    runs and where that choice came from (layer argument, dense_map rule, table, ...)."""
+    from dygan_tf.layers.dyconv import DyConv2D
+
+    choices = {}
+    for layer in _leaf_layers(model):
+        if isinstance(layer, DyConv2D):
+            inputs = layer.input
+            x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+            method, source = layer.conv_method_choice(x.shape)
+            choices[f"{model.name}/{layer.name}"] = {"method": method, "source": source}
+    return choices
+
+
 def step_flops(generator, discriminator, images):
     """FLOPs of one train step on `images` images (the formula in the module docstring)."""
     g, d = forward_macs(generator), forward_macs(discriminator)
@@ -103,10 +118,10 @@ def prepare_step(config="paper", mixed_precision=None, seed=0):
     image = np.repeat(rng.uniform(-1, 1, (1, size, size, 1)), len(targets), 0).astype("float32")
     target = rng.uniform(-1, 1, (len(targets), size, size, 1)).astype("float32")
     task = np.stack([task_code(config.train.source, t) for t in targets])
-    # The batch size is left unknown, as make_dataset leaves it: the step traced here is
-    # the one fit traces.
+    # A static batch, as fit's training stream has (dygan_tf.training.run.training_dataset
+    # drops no remainder of a repeating stream): the step traced here is the one fit traces.
     data = tf.data.Dataset.from_tensors((image, target, task)).repeat()
-    data = data.unbatch().batch(len(targets))
+    data = data.unbatch().batch(len(targets), drop_remainder=True)
     gan.make_train_function()
     return gan, gan.train_function, iter(data), config
 
@@ -151,6 +166,7 @@ def time_train_step(config="paper", steps=5, warmup=2, mixed_precision=None, see
         "losses_finite": bool(np.isfinite([float(v) for v in logs.values()]).all()),
         "flops": flops,
         "achieved_gflops_per_s": flops["per_step"] / median / 1e9,
+        "dyconv_methods": {**dyconv_choices(gan.generator), **dyconv_choices(gan.discriminator)},
     }
 
 

@@ -18,6 +18,16 @@ import sys
 # The project is TensorFlow-only (tf.data, tf.distribute, SavedModel export).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+
+def _configure_cpu():
+    # Before TensorFlow starts: oneDNN on or off by CPU kind (a user's setting wins).
+    from dygan_tf.utils import cpu
+
+    cpu.configure_onednn()
+
+
+_configure_cpu()
+
 __version__ = "0.1.0"
 
 

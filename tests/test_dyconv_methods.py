@@ -83,7 +83,7 @@ def test_unknown_batch_in_a_compiled_function(method):
     )
 
 
-@pytest.mark.parametrize("method", ["loop", "stacked_inputs", "stacked_outputs"])
+@pytest.mark.parametrize("method", ["loop", "stacked_inputs", "stacked_outputs", "dense_map"])
 def test_unknown_batch_under_xla(method):
     x, alpha, experts = _inputs(2, (6, 6), 3, seed=2)
     signature = [
@@ -135,3 +135,40 @@ def test_bad_method_names_what_was_received():
         dynamic_conv2d(x, alpha, experts, 1, "SAME", "im2row")
     with pytest.raises(ValueError, match="Received: conv_method='im2row'"):
         DyConv2D(4, 3, conv_method="im2row")
+
+
+@pytest.mark.parametrize(
+    "size,k,stride,expected",
+    [
+        ((2, 2), 4, 1, True),  # the multi-scale D's scale3_out at 64 px: every pair meets
+        ((4, 4), 4, 1, False),  # scale2_out: the matrix would be 16x the taps
+        ((4, 4), 4, 2, False),  # scale3_down2, 4x4 -> 2x2: 4x the taps
+        ((8, 8), 4, 1, False),  # a quarter of the pairs meet: a convolution is cheaper
+        ((8, 8), 4, 2, False),
+        ((16, 16), 3, 1, False),  # too large for one matrix
+    ],
+)
+def test_auto_takes_dense_map_where_the_kernel_covers_a_tiny_map(size, k, stride, expected):
+    layer = DyConv2D(4, k, strides=stride)
+    x = np.zeros((1, *size, 2), "float32")
+    layer(x, T2_TASKS[:1])
+    assert (layer.conv_method_for(x.shape) == "dense_map") is expected
+
+
+def test_tap_index_joins_pixels_as_a_convolution_does():
+    """Convolving a one-hot input pixel with a kernel whose taps are numbered 1..k*k puts
+    tap numbers exactly where tap_index says."""
+    for size, k, stride, padding in [
+        ((3, 5), 3, 2, "SAME"),
+        ((4, 4), 4, 1, "SAME"),
+        ((6, 5), 3, 2, "VALID"),
+    ]:
+        index, out_size = dyconv_methods.tap_index(size, (k, k), stride, padding)
+        kernel = np.arange(1, k * k + 1, dtype="float32").reshape(k, k, 1, 1)
+        for pixel in range(size[0] * size[1]):
+            x = np.zeros((1, size[0] * size[1], 1), "float32")
+            x[0, pixel] = 1
+            y = tf.nn.conv2d(x.reshape(1, *size, 1), kernel, stride, padding).numpy()
+            assert y.shape[1:3] == out_size
+            want = np.where(index[pixel] < k * k, index[pixel] + 1, 0)
+            np.testing.assert_array_equal(y.reshape(-1), want)

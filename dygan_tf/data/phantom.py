@@ -1,11 +1,7 @@
 """A BraTS-2019-shaped phantom built offline from nilearn's MNI152 1 mm templates.
 
-    python -m data_prep.make_phantom --out DIR --cases 10 --seed 0 [--workers 2]
-
-Writes DIR/MICCAI_BraTS_2019_Data_Training/{HGG,LGG}/<ID>/<ID>_{t1,t1ce,t2,flair,seg}.nii.gz
-(240 x 240 x 155, int16 images, uint8 seg, 1 mm) and name_mapping.csv. Each case is a
-smoothly deformed template with tissue-contrast models, a random tumour (BraTS labels
-1, 2, 4), a bias field and Rician noise; the same seed gives byte-identical files.
+The library behind `python -m data_prep.make_phantom` (its usage and flags are in that
+command's module and in docs/reference/cli.md).
 """
 
 import concurrent.futures

@@ -1,14 +1,7 @@
 """BraTS volumes -> sharded TFRecords of normalised axial slices, plus manifest.json.
 
-    python -m data_prep.build_tfrecords --brats-root DIR --out DIR2 [--image-size 256]
-        [--train-hgg 220 --train-lgg 60] [--source-slices 75:86] [--per-volume 5]
-        [--workers N] [--shards-per-split N | --slices-per-shard N]
-        [--compression gzip|none] [--skip-bad] [--seed 0]
-    python -m data_prep.build_tfrecords --verify DIR   # every shard vs manifest.json
-
-Worker processes load and preprocess cases (numpy/nibabel/scipy only); the parent
-serialises the slices and writes the shards into a hidden staging folder, moves
-them into place when every case has succeeded, and writes manifest.json last.
+The library behind `python -m data_prep.build_tfrecords` (its usage and flags are in that
+command's module and in docs/reference/cli.md).
 """
 
 import concurrent.futures

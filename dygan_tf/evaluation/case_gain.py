@@ -1,15 +1,7 @@
 """How much of a row's error is one intensity scale per case.
 
-    python -m benchmarks.case_gain --run RUN_DIR --row "t1+t1ce+t2->flair" \
-        [--data DIR] [--split test] [--out FILE.json]
-
-Every sequence is scaled by its volume's 99.5th brain percentile, so a synthesised
-slice can be right in shape and wrong by a factor the slice alone does not show (in
-FLAIR that percentile moves with the volume's amount of oedema). For each case of the
-split this multiplies the model's slices of `--row`, mapped to [0, 1], by the one
-least-squares gain that best fits that case's real slices, and reports the slice PSNR
-before and after, with the gains' mean and spread. A row whose PSNR rises by several dB
-is limited by the per-case scale, not by what the model draws.
+The library behind `python -m benchmarks.case_gain` (its usage and flags are in that
+command's module and in docs/reference/cli.md).
 """
 
 import collections

@@ -1,11 +1,7 @@
 """Whole-volume evaluation of synthesised MR sequences against the real ones, BraSyn style.
 
-    python -m dygan_tf.evaluate_volumes --pred DIR --truth BRATS_ROOT
-        [--split-from SHARD_DIR|SHARD_DIR/manifest.json --split test] --out DIR
-
-Every NIfTI file under --pred whose name holds a case id of --truth and one modality
-token is scored against that case's real volume: PSNR and 3-D SSIM over the brain,
-inside the tumour and outside it. Writes per_case.csv, summary.md and summary.json.
+The library behind `python -m dygan_tf.evaluate_volumes` (its usage and flags are in that
+command's module and in docs/reference/cli.md).
 """
 
 import csv

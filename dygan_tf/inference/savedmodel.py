@@ -1,14 +1,7 @@
 """Exports a trained generator as a TF Serving SavedModel, with metadata.json beside it.
 
-    python -m dygan_tf.export --run RUN_DIR --out saved_models/<name>/<version>
-
-The SavedModel's `serving_default` signature takes `image` float32 (None, H, W, 1) in
-[-1, 1] and `task` float32 (None, 12) and returns `synthesized` (None, H, W, 1); a
-multi-source model's takes `image` (None, H, W, 4) (flair, t1, t1ce, t2; a missing one
-filled with 0), `available` (None, 4) and `target` (None, 4) (one-hot). It is a plain
-TensorFlow graph: serving it needs TensorFlow only, not this package. `--tta flip`
-(ours) makes the signature return the left-right flip-averaged output (`dygan_tf.inference.tta`;
-twice the work per request), recorded as "tta" in metadata.json.
+The library behind `python -m dygan_tf.export` (its usage and flags are in that
+command's module and in docs/reference/cli.md).
 """
 
 import os

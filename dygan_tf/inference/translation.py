@@ -1,15 +1,7 @@
 """Translates whole MR volumes into the missing modalities with a trained DyGAN.
 
-    python -m dygan_tf.translate --model SAVEDMODEL_DIR|RUN_DIR --input FILE.nii[.gz]
-        --source t2 [--targets flair,t1,t1ce] --out-dir DIR [--batch 4] [--overwrite]
-        [--tta flip]
-    python -m dygan_tf.translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
-
-Writes DIR/<case>_<target>_synth.nii.gz with the input's shape, affine and header
-(float32 data). A case folder (<ID>_{t1,t1ce,t2,flair}.nii[.gz]) is completed: each
-modality it lacks is synthesised from one it holds (a single-source model) or from all
-it holds (a multi-source model). `--tta flip` (ours) writes the mean of each slice's
-output and the mirrored output of its left-right mirror (`dygan_tf.inference.tta`; twice the work).
+The library behind `python -m dygan_tf.translate` (its usage and flags are in that
+command's module and in docs/reference/cli.md).
 """
 
 import contextlib

@@ -12,7 +12,12 @@ import tensorflow as tf
 from keras import layers
 
 from dygan_tf.config.tasks import NUM_TASKS
-from dygan_tf.layers.dyconv_methods import METHODS, choose_method, dynamic_conv2d
+from dygan_tf.layers.dyconv_methods import (
+    METHODS,
+    choose_method_with_source,
+    dense_map_applies,
+    dynamic_conv2d,
+)
 
 
 @keras.saving.register_keras_serializable(package="dygan_tf")
@@ -139,10 +144,17 @@ class DyConv2D(layers.Layer):
 
     def conv_method_for(self, x_shape):
         """The method this layer runs on inputs of `x_shape` (see dyconv_methods)."""
+        return self.conv_method_choice(x_shape)[0]
+
+    def conv_method_choice(self, x_shape):
+        """`(method, where the choice came from)`: "layer argument", "dense_map rule" or
+        what `dyconv_methods.choose_method_with_source` says."""
         if self.conv_method != "auto":
-            return self.conv_method
+            return self.conv_method, "layer argument"
+        if dense_map_applies(x_shape[1:3], self.kernel_size, self.strides[0], self.padding):
+            return "dense_map", "dense_map rule"
         _, out_h, out_w, _ = self.compute_output_shape(x_shape)
-        return choose_method(
+        return choose_method_with_source(
             out_h * out_w, self.in_channels, self.filters, self.kernel_size[0], self.strides[0]
         )
 

@@ -11,6 +11,12 @@ that result (to float rounding) and differs only in cost:
   the channel axis and convolved once with the experts stacked on the input axis.
 - "stacked_outputs": no per-example kernels. One dense convolution with the K experts'
   K*F outputs, then `sum_k alpha_k y_k`.
+- "dense_map": for a kernel that covers most of a tiny map (the discriminator's 2x2 and
+  4x4 heads): the convolution is one matmul of the flattened map `[B, H*W*C]` with the
+  experts laid out as `[H*W*C, K*H'*W'*F]` (a gather of their taps, zero where a tap
+  falls in the padding), then `sum_k alpha_k y_k`. No convolution kernel runs at all,
+  forward or backward (TensorFlow's convolution gradients on 2x2 maps cost more than
+  the arithmetic: benchmarks/results/profile_demo_*).
 The stacked forms cost K times the multiply-adds but run TensorFlow's dense kernels
 (forward and both gradients) on the whole batch; on small maps that wins.
 
@@ -23,11 +29,17 @@ is used there.
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from dygan_tf.layers import grouped_conv
 
-METHODS = ("grouped", "patches", "loop", "stacked_inputs", "stacked_outputs")
+METHODS = ("grouped", "patches", "loop", "stacked_inputs", "stacked_outputs", "dense_map")
+# "auto" takes "dense_map" where at least this share of the (input pixel, output pixel)
+# pairs meet through a kernel tap, and the matrix holds at most this many times the
+# experts' taps (its gather, matmuls and their gradients move that much more memory).
+DENSE_MAP_MIN_DENSITY = 0.5
+DENSE_MAP_MAX_TAP_RATIO = 2
 MIXED_KERNEL_METHODS = ("grouped", "patches", "loop")
 
 # (out_h * out_w, in channels, filters, kernel size, stride) -> fastest method, measured
@@ -72,14 +84,21 @@ CPU_TABLE = {
 
 def choose_method(out_pixels, channels, filters, kernel_size, stride, table=None):
     """The measured-fastest method for a layer of this shape (nearest measured shape)."""
+    return choose_method_with_source(out_pixels, channels, filters, kernel_size, stride, table)[0]
+
+
+def choose_method_with_source(out_pixels, channels, filters, kernel_size, stride, table=None):
+    """`(method, where the choice came from)`: "gpu", "table", "nearest table shape" or
+    "size rule" (an empty table)."""
     if tf.config.list_logical_devices("GPU"):
-        return "grouped"
+        return "grouped", "gpu"
     table = CPU_TABLE if table is None else table
     key = (out_pixels, channels, filters, kernel_size, stride)
     if key in table:
-        return table[key]
+        return table[key], "table"
     if not table:
-        return grouped_conv.choose_form(int(math.sqrt(out_pixels)), int(math.sqrt(out_pixels)))
+        side = int(math.sqrt(out_pixels))
+        return grouped_conv.choose_form(side, side), "size rule"
 
     def distance(other):
         pixels, c, f, k, s = other
@@ -91,7 +110,7 @@ def choose_method(out_pixels, channels, filters, kernel_size, stride, table=None
             + (0.5 if s != stride else 0.0)
         )
 
-    return table[min(table, key=distance)]
+    return table[min(table, key=distance)], "nearest table shape"
 
 
 def mix_kernels(alpha, experts):
@@ -127,6 +146,9 @@ def dynamic_conv2d(x, alpha, experts, stride, padding, method):
     if method == "stacked_outputs":
         with tf.name_scope("conv"):
             return _stacked_outputs(x, alpha, experts, stride, padding)
+    if method == "dense_map":
+        with tf.name_scope("conv"):
+            return _dense_map(x, alpha, experts, stride, padding)
     with tf.name_scope("mixing"):
         kernels = mix_kernels(alpha, experts)
     with tf.name_scope("conv"):
@@ -149,9 +171,15 @@ def per_example_conv2d(x, kernels, stride, padding, method):
 def _loop(x, kernels, stride, padding):
     batch = x.shape[0]
     if batch is not None:
-        # A static batch: unrolled dense convolutions (only inside a compiled step).
+        # A static batch: unrolled dense convolutions. Split and unstacked, not sliced:
+        # the gradient of `x[b : b + 1]` is a zero-padded full-batch tensor per example
+        # (StridedSliceGrad), that of a split one concatenation.
         return tf.concat(
-            [tf.nn.conv2d(x[b : b + 1], kernels[b], stride, padding) for b in range(batch)], 0
+            [
+                tf.nn.conv2d(example, kernel, stride, padding)
+                for example, kernel in zip(tf.split(x, batch), tf.unstack(kernels))
+            ],
+            0,
         )
     out_h = grouped_conv._geometry(x.shape[1], kernels.shape[1], stride, padding)[0]
     out_w = grouped_conv._geometry(x.shape[2], kernels.shape[2], stride, padding)[0]
@@ -177,3 +205,57 @@ def _stacked_outputs(x, alpha, experts, stride, padding):
     with tf.name_scope("expert_mix"):
         y = tf.reshape(y, [-1, y.shape[1], y.shape[2], k, filters])
         return tf.einsum("bhwkf,bk->bhwf", y, alpha)
+
+
+def tap_index(in_size, kernel_size, stride, padding):
+    """Which kernel tap joins each input pixel to each output pixel of a 2-D convolution.
+
+    Args:
+        in_size, kernel_size: (height, width) pairs of Python ints.
+        stride: int; padding: "SAME" or "VALID" (TensorFlow's padding).
+    Returns:
+        `(index, out_size)`: `index[i, o]` is `ty * kw + tx` for input pixel i and output
+        pixel o (row-major), or `kh * kw` where no tap joins them.
+    """
+    (h, w), (kh, kw) = in_size, kernel_size
+    axes = [grouped_conv._geometry(n, k, stride, padding) for n, k in ((h, kh), (w, kw))]
+    (oh, pad_y, _), (ow, pad_x, _) = axes
+    index = np.full((h * w, oh * ow), kh * kw, np.int32)
+    for oy in range(oh):
+        for ox in range(ow):
+            for ty in range(kh):
+                iy = oy * stride - pad_y + ty
+                for tx in range(kw):
+                    ix = ox * stride - pad_x + tx
+                    if 0 <= iy < h and 0 <= ix < w:
+                        index[iy * w + ix, oy * ow + ox] = ty * kw + tx
+    return index, (oh, ow)
+
+
+def dense_map_applies(in_size, kernel_size, stride, padding):
+    """Whether "dense_map" is the natural way for this geometry: a small map on which
+    most (input, output) pixel pairs meet through a tap (see DENSE_MAP_MIN_DENSITY)."""
+    (h, w), (kh, kw) = in_size, kernel_size
+    if h is None or w is None:
+        return False
+    index, (oh, ow) = tap_index((h, w), (kh, kw), stride, padding.upper())
+    if h * w * oh * ow > DENSE_MAP_MAX_TAP_RATIO * kh * kw:
+        return False
+    return float(np.mean(index < kh * kw)) >= DENSE_MAP_MIN_DENSITY
+
+
+def _dense_map(x, alpha, experts, stride, padding):
+    k, kh, kw, channels, filters = experts.shape
+    height, width = x.shape[1], x.shape[2]
+    index, (oh, ow) = tap_index((height, width), (kh, kw), stride, padding)
+    taps = tf.reshape(experts, [k, kh * kw, channels, filters])
+    taps = tf.concat([taps, tf.zeros([k, 1, channels, filters], taps.dtype)], axis=1)
+    matrix = tf.gather(taps, index, axis=1)  # [K, H*W, H'*W', C, F]
+    matrix = tf.reshape(
+        tf.transpose(matrix, [1, 3, 0, 2, 4]), [height * width * channels, k * oh * ow * filters]
+    )
+    y = tf.matmul(tf.reshape(x, [-1, height * width * channels]), matrix)
+    with tf.name_scope("expert_mix"):
+        y = tf.reshape(y, [-1, k, oh * ow * filters])
+        y = tf.einsum("bkp,bk->bp", y, alpha)
+    return tf.reshape(y, [-1, oh, ow, filters])

@@ -63,10 +63,11 @@ def case_dataset(
     every_row=True,
     slice_offset=0,
     rows=None,
+    drop_remainder=False,
 ):
     """The training split restricted to (`keep=True`) or without (`keep=False`) the
-    slices of `case_ids`, batched as make_dataset batches (slice-major rows; `rows` as
-    there)."""
+    slices of `case_ids`, batched as make_dataset batches (slice-major rows; `rows` and
+    `drop_remainder` as there)."""
     return make_dataset(
         data_dir,
         "train",
@@ -85,6 +86,7 @@ def case_dataset(
         case_ids=case_ids,
         keep_cases=keep,
         rows=rows,
+        drop_remainder=drop_remainder,
     )
 
 
@@ -251,6 +253,9 @@ def training_dataset(
             every_row=every_row,
             slice_offset=e * steps_per_epoch * batch_slices,
             rows=cycle,
+            # The stream repeats, so no batch is short: a static batch size lets the
+            # train step unroll the per-example DyConv loop instead of a tf.map_fn.
+            drop_remainder=True,
         ).take(steps_per_epoch)
         for e in range(start_epoch, max(train_cfg.epochs, start_epoch + 1))
     ]

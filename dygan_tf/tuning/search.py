@@ -1,18 +1,7 @@
 """Searches the L1 weight λ of DyGAN with KerasTuner (the paper's Table 3).
 
-    python -m tuning.search_lambda --data TFRECORD_DIR --out DIR
-        [--values 1,10,20,30,50,100,150,200,250,300] [--oracle grid|bayesian]
-        [--max-trials N (bayesian)] [--preset paper|demo|tiny] [--epochs N]
-      overrides as in dygan_tf.fit: --image-size --base-filters --experts --lr --source
-        --targets --discriminator --dyconv --label-mode --seed
-      testing: --steps-per-epoch N caps each epoch at N steps
-
-Each trial trains DyGAN on the training split minus a few held-out validation cases
-(recorded in DIR/search.json; the test split is never read) and scores the mean
-validation PSNR over the targets. DIR holds the KerasTuner project (trial_*/,
-oracle.json), TensorBoard logs (logs/<trial>/), results.json, results.md and
-lambda_plot.png. Running the same command again resumes: finished trials are reused,
-an interrupted one is trained again from its start.
+The library behind `python -m tuning.search_lambda` (its usage and flags are in that
+command's module and in docs/reference/cli.md).
 """
 
 import contextlib
