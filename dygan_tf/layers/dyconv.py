@@ -3,8 +3,9 @@
 Each example gets its own kernel `sum_k alpha_k W_k`, with
 `alpha = sigmoid(dense([GAP(x), task]))`. The per-example convolution runs by the method
 measured fastest for the layer's shape (dyconv_methods.py: a grouped convolution, a
-batched matmul over patches, dense per-example convolutions, or the K experts stacked
-into one dense convolution), so a batch that mixes tasks needs no eager batch loop.
+batched matmul over patches, dense per-example convolutions, the K experts stacked
+into one dense convolution, or one matmul over a whole tiny map), so a batch that mixes
+tasks needs no eager batch loop.
 """
 
 import keras

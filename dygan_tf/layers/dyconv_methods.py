@@ -238,9 +238,13 @@ def dense_map_applies(in_size, kernel_size, stride, padding):
     (h, w), (kh, kw) = in_size, kernel_size
     if h is None or w is None:
         return False
-    index, (oh, ow) = tap_index((h, w), (kh, kw), stride, padding.upper())
+    padding = padding.upper()
+    oh = grouped_conv._geometry(h, kh, stride, padding)[0]
+    ow = grouped_conv._geometry(w, kw, stride, padding)[0]
+    # The size test first: the index itself has H*W*H'*W' entries.
     if h * w * oh * ow > DENSE_MAP_MAX_TAP_RATIO * kh * kw:
         return False
+    index, _ = tap_index((h, w), (kh, kw), stride, padding)
     return float(np.mean(index < kh * kw)) >= DENSE_MAP_MIN_DENSITY
 
 
