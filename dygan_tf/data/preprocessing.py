@@ -1,11 +1,14 @@
 """Pure array functions shared by the shard builder and the whole-volume translator.
 
-NIfTI loading with validation, reorientation to canonical RAS and back, the brain
+NIfTI loading with validation (the one reader of every input, NIfTI-1 and NIfTI-2
+only: docs/reference/inputs.md), reorientation to canonical RAS and back, the brain
 mask, axial slice choice, slice resizing and the [-1, 1] normalisation of docs/method.md.
 Nothing here draws random numbers or imports TensorFlow.
 """
 
+import dataclasses
 import gzip
+import os
 import zlib
 
 import nibabel as nib
@@ -65,18 +68,81 @@ def nifti_stem(name):
     return None
 
 
-def read_header(path):
-    """Opens a NIfTI file's header only: `(image, shape)` for a 3-D volume.
+# The image classes read, exactly: `type(image)`, because CIFTI-2 shares NIfTI-2's
+# file layout and nibabel's pair classes are bases of the single-file ones.
+NIFTI_CLASSES = (nib.Nifti1Image, nib.Nifti2Image)
+# What each other format nibabel opens is, in words, for the refusal line.
+_OTHER_FORMATS = {
+    "Cifti2Image": "a CIFTI-2 file (grayordinates on surfaces and parcels, not a voxel grid)",
+    "GiftiImage": "a GIFTI surface file",
+    "Minc1Image": "a MINC1 volume",
+    "Minc2Image": "a MINC2 volume",
+    "MGHImage": "a FreeSurfer MGH/MGZ volume",
+    "AnalyzeImage": "an Analyze 7.5 image (.hdr/.img pair)",
+    "Spm99AnalyzeImage": "an Analyze 7.5 image (.hdr/.img pair, SPM99 flavour)",
+    "Spm2AnalyzeImage": "an Analyze 7.5 image (.hdr/.img pair, SPM2 flavour)",
+    "Nifti1Pair": "a NIfTI-1 .hdr/.img pair",
+    "Nifti2Pair": "a NIfTI-2 .hdr/.img pair",
+    "PARRECImage": "a Philips PAR/REC file",
+    "EcatImage": "an ECAT file",
+    "AFNIImage": "an AFNI BRIK/HEAD volume",
+}
+CIFTI_EXTENSION_CODE = 32  # NIFTI_ECODE_CIFTI
+EXPECTED_FORMAT = "a NIfTI-1 or NIfTI-2 volume in one .nii or .nii.gz file"
+NON_FINITE = ("refuse", "background")  # what `read_volume` does with NaN/inf voxels
 
-    Raises UserError naming the file when it is unreadable, claims an absurd size
-    (more than 1 GiB or a dimension over 2048: refused before any data is read) or
-    is not 3-D. The returned nibabel image still has its data on disk.
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    """A 3-D volume as `read_volume` returns it: `data` in the file's voxel order,
+    its `affine` and `header`, and how many NaN/inf voxels were read as 0."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: object
+    non_finite: int = 0
+
+
+def _format_error(path, image):
+    """The refusal line for a file nibabel opened that is not a NIfTI volume."""
+    name = type(image).__name__
+    what = _OTHER_FORMATS.get(name, f"a {name} file")
+    file_map = getattr(image, "file_map", {})
+    if "image" in file_map and "header" in file_map:  # a .hdr/.img pair
+        data_file = file_map["image"].filename
+        if data_file and not os.path.exists(data_file):
+            what += f" whose image file {data_file} is missing"
+    return UserError(f"{path}: {what}; expected {EXPECTED_FORMAT} (convert it first)")
+
+
+def _is_cifti(header):
+    """Whether a NIfTI header carries CIFTI: its extension (code 32) or intent 3000-3099."""
+    codes = {e.get_code() for e in header.extensions}
+    return CIFTI_EXTENSION_CODE in codes or 3000 <= int(header["intent_code"]) < 3100
+
+
+def read_header(path):
+    """Opens a NIfTI-1 or NIfTI-2 file's header only: `(image, shape)` for a 3-D volume.
+
+    This is the one gate every input passes (`translate`, `evaluate_volumes`, the shard
+    builder). A 4-D file with exactly one volume (trailing dimensions of size 1) is read
+    as 3-D. Raises UserError naming the file when nibabel cannot open it, when it is
+    another format nibabel opens (CIFTI-2, GIFTI, MINC, MGH, Analyze or NIfTI .hdr/.img
+    pairs, ...), when it claims an absurd size (more than 1 GiB or a dimension over
+    2048: refused before any data is read), when it is a series of several volumes or
+    not 3-D, or when its affine is singular. The returned image still has its data on disk.
     """
     path = str(path)
     try:
         image = nib.load(path)  # reads the header only
     except _READ_ERRORS as e:
-        raise UserError(f"{path}: unreadable NIfTI file ({_reason(e)})") from None
+        raise UserError(
+            f"{path}: unreadable NIfTI file ({_reason(e)}); expected {EXPECTED_FORMAT}"
+        ) from None
+    if type(image) not in NIFTI_CLASSES:
+        raise _format_error(path, image)
+    if _is_cifti(image.header):  # nibabel opens a gzipped CIFTI-2 file as plain NIfTI-2
+        raise UserError(f"{path}: {_OTHER_FORMATS['Cifti2Image']}; expected {EXPECTED_FORMAT}")
     header = image.header
     shape = tuple(int(d) for d in header.get_data_shape())
     itemsize = np.dtype(header.get_data_dtype()).itemsize
@@ -86,11 +152,17 @@ def read_header(path):
             f"{path}: header claims shape {shape} x {itemsize} bytes = {nbytes} bytes; "
             f"expected every dimension <= {MAX_DIM} and at most {MAX_VOLUME_BYTES} bytes"
         )
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
+    volume_shape = shape
+    while len(volume_shape) > 3 and volume_shape[-1] == 1:
+        volume_shape = volume_shape[:-1]
+    if len(volume_shape) != 3:
+        series = ""
+        if len(shape) >= 4:
+            count = int(np.prod(shape[3:]))
+            series = f" (a series of {count} volumes)"
         raise UserError(
-            f"{path}: found a {len(shape)}-D volume of shape {shape}; expected a 3-D volume"
+            f"{path}: found a {len(shape)}-D volume of shape {shape}{series}; expected a "
+            "3-D volume (or 4-D holding exactly one volume)"
         )
     affine = image.affine
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
@@ -98,30 +170,61 @@ def read_header(path):
             f"{path}: voxel-to-world affine {np.round(affine, 3).tolist()} is "
             "singular or not finite; expected a valid qform or sform"
         )
-    return image, shape
+    return image, volume_shape
 
 
-def load_nifti(path, allow_zero=False):
-    """Loads a 3-D NIfTI volume of any stored dtype.
+def read_volume(path, allow_zero=False, non_finite="refuse"):
+    """Reads a 3-D NIfTI volume of any stored dtype (`read_header`'s checks first).
 
-    Returns `(data, affine, header)` with `data` in the file's own voxel order and
-    numeric type as nibabel gives it (stored dtype, or float if the header scales
-    it; no copy to float32, which would cost more than the read itself). An unscaled
-    .nii.gz volume comes back read-only (see `_read_voxels`). Raises UserError naming
-    the file when it is unreadable or truncated, is not 3-D, claims an absurd size in
-    its header (checked before reading the data), or holds NaN/inf, or only zeros
-    (unless `allow_zero`, e.g. for a label map).
+    Returns a `Volume` whose `data` is in the file's own voxel order and numeric type as
+    nibabel gives it (stored dtype, or float if the header scales it; no copy to
+    float32, which would cost more than the read itself). An unscaled .nii.gz volume
+    comes back read-only (see `_read_voxels`). NaN/inf voxels (SPM, FSL and ANTs write
+    them outside the field of view) are refused with `non_finite="refuse"`; with
+    "background" they are set to 0, the background value (a copy is made then), and
+    counted in `Volume.non_finite`. Raises UserError naming the file when it is
+    unreadable or truncated, or holds only zeros (unless `allow_zero`, e.g. for a
+    label map).
     """
+    if non_finite not in NON_FINITE:
+        raise ValueError(f"non_finite must be one of {NON_FINITE}. Received: {non_finite!r}")
     image, shape = read_header(path)
     try:
         data = _read_voxels(image).reshape(shape)
     except _READ_ERRORS as e:
         raise UserError(f"{path}: truncated or unreadable data ({_reason(e)})") from None
-    if data.dtype.kind not in "iub" and not np.isfinite(data).all():
-        raise UserError(f"{path}: volume holds NaN or infinite values; expected finite")
+    count = 0
+    if data.dtype.kind not in "iub":
+        bad = ~np.isfinite(data)
+        count = int(np.count_nonzero(bad))
+        if count and non_finite == "refuse":
+            raise UserError(
+                f"{path}: volume holds {count} NaN or infinite voxels; expected finite "
+                "values (BraTS volumes have none)"
+            )
+        if count:
+            data = np.array(data)  # a writable copy: the file's array may be read-only
+            data[bad] = 0
     if not allow_zero and not data.any():
-        raise UserError(f"{path}: volume is all zeros; expected an MR image")
-    return data, image.affine.copy(), image.header
+        nothing = " and NaN/inf" if count else ""
+        raise UserError(f"{path}: volume is all zeros{nothing}; expected an MR image")
+    return Volume(data, image.affine.copy(), image.header, count)
+
+
+def load_nifti(path, allow_zero=False):
+    """`read_volume(path, allow_zero)` as `(data, affine, header)`; NaN/inf refused."""
+    volume = read_volume(path, allow_zero)
+    return volume.data, volume.affine, volume.header
+
+
+def non_finite_note(volume, path, where="read as background (0)"):
+    """The `note:` line for a volume read with NaN/inf voxels, or None if it had none."""
+    if not volume.non_finite:
+        return None
+    return (
+        f"note: {path}: {volume.non_finite} of {volume.data.size} voxels are NaN or "
+        f"infinite (outside the field of view); {where}"
+    )
 
 
 def _read_voxels(image):
@@ -181,11 +284,18 @@ def from_canonical(canonical_data, ornt):
 
 
 def brain_mask(volumes):
-    """Brain = non-zero voxels of the union of modalities (SPEC, ours). Returns bool."""
-    volumes = list(volumes)
-    mask = volumes[0] != 0
-    for v in volumes[1:]:
-        mask |= v != 0
+    """Brain = non-zero voxels of the union of modalities (SPEC, ours). Returns bool.
+
+    A NaN or infinite voxel is never brain (`read_volume` reads them as 0 already)."""
+    mask = None
+    for v in volumes:
+        inside = v != 0
+        if v.dtype.kind == "f":
+            inside &= np.isfinite(v)
+        if mask is None:
+            mask = inside
+        else:
+            mask |= inside
     return mask
 
 

@@ -5,6 +5,7 @@ command's module and in docs/reference/cli.md).
 """
 
 import concurrent.futures
+import contextlib
 import glob
 import math
 import os
@@ -105,6 +106,7 @@ def build(
                 raise
             header_problems[case["case_id"]] = str(e)
 
+    created = not os.path.exists(out)  # removed again if the build fails
     try:
         os.makedirs(out, exist_ok=True)
         _clean_stale(out)
@@ -176,6 +178,9 @@ def build(
         # Bad file descriptor" after the one error line (CPython 3.11).
         pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out)  # only if empty: a failed build leaves no folder behind
         if _is_write_error(e, tf):
             raise _write_error(os.path.join(out, name or ""), e, out) from None
         raise

@@ -9,6 +9,7 @@ import io
 import math
 import os
 import re
+import sys
 import time
 
 import numpy as np
@@ -150,6 +151,17 @@ def _check_same_grid(pred_path, truth_path):
         )
 
 
+def read_scored(path, allow_zero=False):
+    """The data of a real or predicted volume. NaN/inf voxels (outside the field of view
+    of a resampled volume) are read as 0, with one `note:` line: in a real volume they
+    are background, outside the brain; in a prediction they score as 0."""
+    volume = preprocessing.read_volume(path, allow_zero, non_finite="background")
+    note = preprocessing.non_finite_note(volume, path, "read as background (0)")
+    if note:
+        print(note, file=sys.stderr)
+    return volume.data
+
+
 def evaluate_case(files, predictions):
     """Rows (one per target) for one case.
 
@@ -161,15 +173,15 @@ def evaluate_case(files, predictions):
         A list of dicts with the keys of `COLUMNS` (metrics as floats, NaN if the
         region is empty).
     """
-    real = {m: preprocessing.load_nifti(files[m])[0] for m in MODALITIES}
+    real = {m: read_scored(files[m]) for m in MODALITIES}
     brain = preprocessing.brain_mask(real.values())
     tumour = np.zeros_like(brain)
     if "seg" in files:
-        tumour = (preprocessing.load_nifti(files["seg"], allow_zero=True)[0] > 0) & brain
+        tumour = (read_scored(files["seg"], allow_zero=True) > 0) & brain
     regions = {"brain": brain, "tumour": tumour, "outside": brain & ~tumour}
     rows = []
     for target, path in sorted(predictions.items()):
-        pred = preprocessing.load_nifti(path, allow_zero=True)[0]
+        pred = read_scored(path, allow_zero=True)
         truth01, pred01 = scale_to_unit(real[target], brain), scale_to_unit(pred, brain)
         row = {
             "target": target,
@@ -254,9 +266,10 @@ def _json_safe(value):
 def evaluate_volumes(pred_dir, truth_root, out_dir, split_from=None, split="test", verbose=True):
     """Scores every synthesised volume under `pred_dir` against the real one.
 
-    Every bad input (a missing folder, no prediction found, an unreadable NIfTI file,
-    a prediction off its real volume's grid, a bad manifest or split) raises a
-    UserError before anything is written.
+    Every bad input (a missing folder, no prediction found, an unreadable NIfTI file or
+    another format, a prediction off its real volume's grid, a bad manifest or split)
+    raises a UserError before anything is written. NaN/inf voxels are read as 0 with a
+    `note:` line (`read_scored`).
 
     Args:
         pred_dir: folder searched recursively for predictions (see `match_prediction`).

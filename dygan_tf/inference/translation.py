@@ -22,6 +22,7 @@ from dygan_tf.utils.errors import UserError
 from dygan_tf.utils.progress import Progress
 
 OUTPUT_SUFFIX = "_synth.nii.gz"
+NON_FINITE_RULE = "read as background (0); the outputs hold 0 there"
 
 
 def plan_file(path, source, targets):
@@ -221,7 +222,7 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
             print(f"{case}: nothing to synthesise (present: {', '.join(sorted(inputs))})")
         return {}
     out_paths = plan.out_paths(out_dir)
-    data, affine, header = preprocessing.load_nifti(inputs[source])
+    data, affine, header = read_input(inputs[source])
     synthesizer = load_model()
     volumes = {source: data}
     if synthesizer.inputs == "multi":
@@ -274,10 +275,21 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
     return out_paths
 
 
+def read_input(path):
+    """`(data, affine, header)` of an input volume. NaN/inf voxels (outside the field of
+    view of a resampled volume) are read as background (0), with one `note:` line: the
+    brain mask leaves them out, so the outputs hold 0 there."""
+    volume = preprocessing.read_volume(path, non_finite="background")
+    note = preprocessing.non_finite_note(volume, path, NON_FINITE_RULE)
+    if note:
+        print(note, file=sys.stderr)
+    return volume.data, volume.affine, volume.header
+
+
 def read_matching(path, reference, shape, affine):
     """The data of NIfTI `path`; UserError naming both files unless its shape and affine
     are those of `reference` (a multi-source model reads the volumes voxel by voxel)."""
-    data, other_affine, _ = preprocessing.load_nifti(path)
+    data, other_affine, _ = read_input(path)
     if data.shape != shape or not np.allclose(other_affine, affine, atol=1e-4):
         what = "shape" if data.shape != shape else "affine"
         raise UserError(
