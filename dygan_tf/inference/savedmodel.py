@@ -4,10 +4,14 @@ The library behind `python -m dygan_tf.export` (its usage and flags are in that
 command's module and in docs/reference/cli.md).
 """
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 import time
+
+import numpy as np
 
 from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES, NUM_TASKS, TASK_CODES
@@ -22,6 +26,7 @@ INPUT_KEYS = {"single": ("image", "task"), "multi": ("image", "available", "targ
 OUTPUT_KEY = "synthesized"
 METADATA = "metadata.json"
 STAGING_PREFIX = ".partial-export-"  # not an integer: TF Serving never loads it
+WEIGHTS_DIGEST = "weights_sha256"  # metadata.json: `weights_digest` of the export
 
 
 def image_size(generator):
@@ -118,6 +123,62 @@ def build_metadata(config, source_run=None, generator=None, tta_mode="none"):
     return metadata
 
 
+def weights_digest(generator, tta_mode="none"):
+    """sha256 of what an export serves: every generator weight (shape, dtype, bytes, in
+    the generator's order) and the signature's test-time augmentation."""
+    import keras
+
+    digest = hashlib.sha256(f"tta={tta.check_mode(tta_mode)}".encode())
+    for weight in generator.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"|{value.dtype.str}{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def latest_version(parent):
+    """(number, folder) of the highest integer version in a TF Serving base path that
+    holds a saved_model.pb, or None."""
+    if not os.path.isdir(parent):
+        return None
+    versions = [
+        int(v)
+        for v in os.listdir(parent)
+        if v.isdigit() and os.path.isfile(os.path.join(parent, v, "saved_model.pb"))
+    ]
+    if not versions:
+        return None
+    return max(versions), os.path.join(parent, str(max(versions)))
+
+
+def exported_digest(version_dir):
+    """The `weights_sha256` a version folder's metadata.json records, or None (no
+    metadata, unreadable, or written before exports recorded it: release 0.1.0)."""
+    try:
+        with open(os.path.join(version_dir, METADATA), encoding="utf-8") as f:
+            metadata = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return metadata.get(WEIGHTS_DIGEST) if isinstance(metadata, dict) else None
+
+
+def export_new_version(generator, parent, metadata=None, tta_mode="none"):
+    """Exports `generator` as the next integer version under the TF Serving base path
+    `parent`, unless the latest version already serves the same weights (its recorded
+    `weights_sha256` equals `weights_digest`): TF Serving would swap to an identical
+    model. A latest version without a digest (an export of release 0.1.0) counts as
+    different. Returns `(version folder, exported)`; `exported` is False when the
+    latest version is kept.
+    """
+    digest = weights_digest(generator, tta_mode)
+    latest = latest_version(parent)
+    if latest is not None and exported_digest(latest[1]) == digest:
+        return os.path.abspath(latest[1]), False
+    numbers = [int(v) for v in os.listdir(parent) if v.isdigit()] if os.path.isdir(parent) else []
+    out_dir = os.path.join(parent, str(max(numbers, default=0) + 1))
+    return export_generator(generator, out_dir, metadata, tta_mode), True
+
+
 def export_generator(generator, out_dir, metadata=None, tta_mode="none"):
     """Writes `generator` as a SavedModel to `out_dir` (an integer version folder),
     its signature flip-averaged if `tta_mode` is "flip".
@@ -172,6 +233,7 @@ def export_generator(generator, out_dir, metadata=None, tta_mode="none"):
             staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
             archive.write_out(os.path.join(staging, "model"), verbose=False)
             if metadata is not None:
+                metadata = {**metadata, WEIGHTS_DIGEST: weights_digest(generator, tta_mode)}
                 write_json_atomic(os.path.join(staging, "model", METADATA), metadata)
         except (tf.errors.OpError, OSError) as e:  # a full disk: nothing is published
             raise write_error(

@@ -119,7 +119,8 @@ def demo_data(cache, image_size):
 def run_demo(config, run_dir=DEMO_RUN, cache=DEFAULT_CACHE, steps_per_epoch=None):
     """The one-command demo: the phantom and its shards (built once under `cache`),
     training `config` into `run_dir`, the test-split report in `run_dir`/eval and an
-    export to saved_models/dygan_demo/<next version>. Returns the export folder."""
+    export to saved_models/dygan_demo/<next version> (a rerun of a finished demo keeps
+    the latest version, which serves the same weights). Returns the export folder."""
     from dygan_tf.evaluation import report
     from dygan_tf.training import run as training
 
@@ -142,13 +143,16 @@ def run_demo(config, run_dir=DEMO_RUN, cache=DEFAULT_CACHE, steps_per_epoch=None
 
 
 def export_demo(run_dir, name="dygan_demo", saved_models="saved_models"):
-    """Exports the generator as saved_models/<name>/<next version>."""
+    """Exports the generator as saved_models/<name>/<next version>, unless the latest
+    version already serves these weights (a rerun of a finished demo): then it says
+    which version is current and writes nothing. Returns the version folder."""
     from dygan_tf.inference import savedmodel
 
     parent = os.path.join(saved_models, name)
-    versions = [int(v) for v in os.listdir(parent) if v.isdigit()] if os.path.isdir(parent) else []
-    out = os.path.join(parent, str(max(versions, default=0) + 1))
     config, generator = run_folder.load_run(run_dir)
-    return savedmodel.export_generator(
-        generator, out, savedmodel.build_metadata(config, run_dir, generator)
+    out, exported = savedmodel.export_new_version(
+        generator, parent, savedmodel.build_metadata(config, run_dir, generator)
     )
+    if not exported:
+        print(f"{out} already serves these weights: it stays the current version")
+    return out
