@@ -101,11 +101,14 @@ def _array(shape):
     return make
 
 
-def _junk(folder, stem):
-    path = os.path.join(folder, f"{stem}.nii.gz")
-    with open(path, "wb") as f:
-        f.write(b"not an image at all")
-    return path
+def _junk(suffix):
+    def make(folder, stem):
+        path = os.path.join(folder, f"{stem}{suffix}")
+        with open(path, "wb") as f:
+            f.write(b"not an image at all" * 20)
+        return path
+
+    return make
 
 
 REFUSED = {
@@ -121,7 +124,11 @@ REFUSED = {
     "series": (_array((*SHAPE, 3)), "a series of 3 volumes"),
     "two_d": (_array(SHAPE[:2]), "a 2-D volume"),
     "five_d": (_array((*SHAPE, 1, 3)), "a 5-D volume"),
-    "junk": (_junk, "unreadable NIfTI file"),
+    "junk": (_junk(".nii.gz"), "unreadable NIfTI file"),
+    # nibabel's parsers of other formats fail with their own errors (XML, KeyError, ...).
+    "junk_gifti": (_junk(".surf.gii"), "a file nibabel cannot read (ExpatError"),
+    "junk_mgh": (_junk(".mgh"), "a file nibabel cannot read"),
+    "junk_parrec": (_junk(".PAR"), "a file nibabel cannot read"),
 }
 EXPECTED = "expected a NIfTI-1 or NIfTI-2 volume"
 

@@ -9,6 +9,7 @@ Nothing here draws random numbers or imports TensorFlow.
 import dataclasses
 import gzip
 import os
+import warnings
 import zlib
 
 import nibabel as nib
@@ -134,11 +135,12 @@ def read_header(path):
     """
     path = str(path)
     try:
-        image = nib.load(path)  # reads the header only
-    except _READ_ERRORS as e:
-        raise UserError(
-            f"{path}: unreadable NIfTI file ({_reason(e)}); expected {EXPECTED_FORMAT}"
-        ) from None
+        with warnings.catch_warnings():  # nibabel's guesses at foreign files: not lines
+            warnings.simplefilter("ignore")
+            image = nib.load(path)  # reads the header only
+    except Exception as e:  # noqa: BLE001 - any failure of nibabel's parsers: a bad file
+        what = "unreadable NIfTI file" if nifti_stem(path) else "a file nibabel cannot read"
+        raise UserError(f"{path}: {what} ({_reason(e)}); expected {EXPECTED_FORMAT}") from None
     if type(image) not in NIFTI_CLASSES:
         raise _format_error(path, image)
     if _is_cifti(image.header):  # nibabel opens a gzipped CIFTI-2 file as plain NIfTI-2
@@ -259,7 +261,9 @@ def _read_voxels(image):
 
 def _reason(error):
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+    first = text[0] if text else ""
+    first = first if len(first) <= 160 else first[:157] + "..."
+    return f"{type(error).__name__}: {first}".rstrip(": ")
 
 
 def to_canonical(data, affine):
