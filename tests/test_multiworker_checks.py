@@ -143,3 +143,20 @@ def test_a_worker_killed_in_training_leaves_its_peer_one_line(tfrecord_dir, tmp_
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert procs[0].returncode == 2 and "Traceback" not in err, err[-3000:]
     assert len(errors) == 1 and "worker 0: lost contact with another worker in epoch" in errors[0]
+
+
+def test_each_workers_own_checks_return_a_line_instead_of_raising(tmp_path):
+    from dygan_tf.config.run_config import get_preset
+
+    config = get_preset("tiny")  # the checks read the shards, not their image size
+    problem = multiworker.worker_problem
+    assert problem(config, RELEASE_SHARDS, str(tmp_path / "run"), True, 1) is None
+    line = problem(config, RELEASE_SHARDS, str(tmp_path / "run"), False, 3)
+    assert line.startswith(f"{RELEASE_SHARDS}: split 'train' has 1 shard(s) for 3 workers")
+    assert problem(config, str(tmp_path / "nowhere"), str(tmp_path / "run"), False, 1)
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    line = problem(config, RELEASE_SHARDS, str(blocked / "run"), True, 1)
+    assert line.startswith(f"{blocked / 'run'}: the chief cannot write the run folder"), line
+    # A non-chief never writes the run folder, so it does not check it.
+    assert problem(config, RELEASE_SHARDS, str(blocked / "run"), False, 1) is None
