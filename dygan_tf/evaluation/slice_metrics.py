@@ -3,9 +3,10 @@
 SSIM follows Wang et al. 2004: Gaussian window 11, sigma 1.5, k1 = 0.01, k2 = 0.03,
 "valid" windows only (as tf.image.ssim). A mask restricts the average to its pixels;
 an image whose mask is empty gets NaN. Every function returns one value per image.
+Written in `keras.ops`: the same numbers on every Keras backend.
 """
 
-import tensorflow as tf
+from keras import ops
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -16,22 +17,22 @@ _MIN_MSE = 1e-10  # caps PSNR at 100 dB for identical images
 
 def to_unit_range(x):
     """[-1, 1] -> [0, 1], as float32."""
-    return (tf.cast(x, tf.float32) + 1.0) / 2.0
+    return (ops.cast(x, "float32") + 1.0) / 2.0
 
 
 def _masked_mean(values, mask):
     """Mean over axes 1..3 of `values` [B,H,W,1], weighted by `mask` (NaN when empty)."""
     if mask is None:
-        return tf.reduce_mean(values, axis=(1, 2, 3))
-    mask = tf.cast(mask, tf.float32)
-    total = tf.reduce_sum(values * mask, axis=(1, 2, 3))
-    count = tf.reduce_sum(mask, axis=(1, 2, 3))
-    return tf.where(count > 0, total / tf.maximum(count, 1.0), float("nan"))
+        return ops.mean(values, axis=(1, 2, 3))
+    mask = ops.cast(mask, "float32")
+    total = ops.sum(values * mask, axis=(1, 2, 3))
+    count = ops.sum(mask, axis=(1, 2, 3))
+    return ops.where(count > 0, total / ops.maximum(count, 1.0), float("nan"))
 
 
 def _as_images(x):
-    x = tf.convert_to_tensor(x)
-    if x.shape.rank == 3:
+    x = ops.convert_to_tensor(x)
+    if len(x.shape) == 3:
         x = x[..., None]
     return x
 
@@ -39,32 +40,32 @@ def _as_images(x):
 def mse(y_true, y_pred, mask=None):
     """Mean squared error on [0, 1] images, per image."""
     y_true, y_pred = to_unit_range(_as_images(y_true)), to_unit_range(_as_images(y_pred))
-    return _masked_mean(tf.square(y_true - y_pred), None if mask is None else _as_images(mask))
+    return _masked_mean(ops.square(y_true - y_pred), None if mask is None else _as_images(mask))
 
 
 def mae(y_true, y_pred, mask=None):
     """Mean absolute error on [0, 1] images, per image."""
     y_true, y_pred = to_unit_range(_as_images(y_true)), to_unit_range(_as_images(y_pred))
-    return _masked_mean(tf.abs(y_true - y_pred), None if mask is None else _as_images(mask))
+    return _masked_mean(ops.abs(y_true - y_pred), None if mask is None else _as_images(mask))
 
 
 def psnr(y_true, y_pred, mask=None):
     """10 * log10(1 / MSE) on [0, 1] images, per image (dB)."""
     error = mse(y_true, y_pred, mask)
-    return 10.0 * tf.math.log(1.0 / tf.maximum(error, _MIN_MSE)) / tf.math.log(10.0)
+    return 10.0 * ops.log(1.0 / ops.maximum(error, _MIN_MSE)) / ops.log(10.0)
 
 
 def _gaussian_window():
-    coords = tf.range(SSIM_WINDOW, dtype=tf.float32) - (SSIM_WINDOW - 1) / 2.0
-    g = tf.exp(-tf.square(coords) / (2.0 * SSIM_SIGMA**2))
-    g = g / tf.reduce_sum(g)
-    return tf.reshape(g, [SSIM_WINDOW, 1, 1, 1]), tf.reshape(g, [1, SSIM_WINDOW, 1, 1])
+    coords = ops.arange(SSIM_WINDOW, dtype="float32") - (SSIM_WINDOW - 1) / 2.0
+    g = ops.exp(-ops.square(coords) / (2.0 * SSIM_SIGMA**2))
+    g = g / ops.sum(g)
+    return ops.reshape(g, (SSIM_WINDOW, 1, 1, 1)), ops.reshape(g, (1, SSIM_WINDOW, 1, 1))
 
 
 def _blur(x, window):
     column, row = window
-    x = tf.nn.conv2d(x, column, strides=1, padding="VALID")
-    return tf.nn.conv2d(x, row, strides=1, padding="VALID")
+    x = ops.conv(x, column, strides=1, padding="valid")
+    return ops.conv(x, row, strides=1, padding="valid")
 
 
 def ssim_map(y_true, y_pred):

@@ -2,23 +2,26 @@
 
 Each example gets its own kernel `sum_k alpha_k W_k`, with
 `alpha = sigmoid(dense([GAP(x), task]))`. The per-example convolution runs by the method
-measured fastest for the layer's shape (dyconv_methods.py: a grouped convolution, a
-batched matmul over patches, dense per-example convolutions, the K experts stacked
-into one dense convolution, or one matmul over a whole tiny map), so a batch that mixes
-tasks needs no eager batch loop.
+measured fastest for the layer's shape, so a batch that mixes tasks needs no eager
+batch loop. On TensorFlow the methods are dyconv_methods.py's (a grouped convolution
+with a hand-written gradient, a batched matmul over patches, dense per-example
+convolutions, the K experts stacked into one dense convolution, or one matmul over a
+whole tiny map; imported only on that backend); on JAX and PyTorch they are
+dyconv_ops.py's, in `keras.ops` only.
 """
 
 import keras
-import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from dygan_tf.config.tasks import NUM_TASKS
-from dygan_tf.layers.dyconv_methods import (
-    METHODS,
-    choose_method_with_source,
-    dense_map_applies,
-    dynamic_conv2d,
-)
+from dygan_tf.layers.dyconv_ops import OPS_METHODS, dense_map_applies, ops_dynamic_conv2d
+
+# Every method name a layer may be given: TensorFlow's and the backend-neutral ones.
+METHODS = ("grouped", "patches", "loop", "stacked_inputs", "stacked_outputs", "dense_map")
+
+
+def _on_tensorflow():
+    return keras.backend.backend() == "tensorflow"
 
 
 @keras.saving.register_keras_serializable(package="dygan_tf")
@@ -103,6 +106,9 @@ class DyConv2D(layers.Layer):
                 f"Received: conv_method={conv_method!r}"
             )
         self.conv_method = conv_method
+        # Set by a measurement on this machine (dygan_tf.training.method_choice): the
+        # `(method, source)` an "auto" layer runs; never saved with the layer.
+        self.measured_choice = None
         # A sublayer does not inherit its parent's dtype policy: pass it, as Keras's own
         # composite layers do, so a per-layer `dtype="mixed_float16"` works.
         self.routing = layers.Dense(
@@ -139,34 +145,62 @@ class DyConv2D(layers.Layer):
 
     def routing_weights(self, x, task):
         """alpha = sigmoid(dense(concat(GAP(x), task))), shape [B, num_experts]."""
-        pooled = tf.reduce_mean(x, axis=(1, 2))
-        features = tf.concat([pooled, tf.cast(task, pooled.dtype)], axis=-1)
-        return tf.sigmoid(self.routing(features))
+        if _on_tensorflow():  # TensorFlow's own reduction (ops.mean upcasts float16)
+            import tensorflow as tf
+
+            pooled = tf.reduce_mean(x, axis=(1, 2))
+        else:
+            pooled = ops.mean(x, axis=(1, 2))
+        features = ops.concatenate([pooled, ops.cast(task, pooled.dtype)], axis=-1)
+        return ops.sigmoid(self.routing(features))
 
     def conv_method_for(self, x_shape):
         """The method this layer runs on inputs of `x_shape` (see dyconv_methods)."""
         return self.conv_method_choice(x_shape)[0]
 
     def conv_method_choice(self, x_shape):
-        """`(method, where the choice came from)`: "layer argument", "dense_map rule" or
-        what `dyconv_methods.choose_method_with_source` says."""
+        """`(method, where the choice came from)`: "layer argument", "dense_map rule", a
+        measurement on this machine (`measured_choice`), or the backend's default: on
+        TensorFlow what `dyconv_methods.choose_method_with_source` says, elsewhere
+        `default_ops_method`."""
         if self.conv_method != "auto":
             return self.conv_method, "layer argument"
         if dense_map_applies(x_shape[1:3], self.kernel_size, self.strides[0], self.padding):
             return "dense_map", "dense_map rule"
+        if self.measured_choice is not None:
+            return self.measured_choice
+        if not _on_tensorflow():
+            return default_ops_method()
+        from dygan_tf.layers.dyconv_methods import choose_method_with_source
+
         _, out_h, out_w, _ = self.compute_output_shape(x_shape)
         return choose_method_with_source(
             out_h * out_w, self.in_channels, self.filters, self.kernel_size[0], self.strides[0]
         )
 
     def call(self, x, task):
+        method = self.conv_method_for(x.shape)
+        if not _on_tensorflow():
+            if method not in OPS_METHODS:
+                raise ValueError(
+                    f"conv_method={method!r} runs on TensorFlow only; on the "
+                    f"{keras.backend.backend()} backend use 'auto' or one of {OPS_METHODS}."
+                )
+            alpha = self.routing_weights(x, task)
+            kernel = ops.cast(self.kernel, self.compute_dtype)
+            y = ops_dynamic_conv2d(x, alpha, kernel, self.strides[0], self.padding, method)
+            if self.use_bias:
+                y = y + ops.matmul(alpha, ops.cast(self.bias, self.compute_dtype))[:, None, None, :]
+            return y
+        import tensorflow as tf
+
+        from dygan_tf.layers.dyconv_methods import dynamic_conv2d
+
         # The name scopes let benchmarks.profile_step split the layer's time.
         with tf.name_scope("mixing"):
             alpha = self.routing_weights(x, task)
             kernel = tf.cast(self.kernel, self.compute_dtype)
-        y = dynamic_conv2d(
-            x, alpha, kernel, self.strides[0], self.padding, self.conv_method_for(x.shape)
-        )
+        y = dynamic_conv2d(x, alpha, kernel, self.strides[0], self.padding, method)
         if self.use_bias:
             bias = tf.matmul(alpha, tf.cast(self.bias, self.compute_dtype))
             y = y + bias[:, None, None, :]
@@ -208,10 +242,33 @@ class _PerExpert(keras.initializers.Initializer):
         self.initializer = keras.initializers.get(initializer)
 
     def __call__(self, shape, dtype=None):
-        return tf.stack([self.initializer(shape[1:], dtype=dtype) for _ in range(shape[0])])
+        return ops.stack([self.initializer(shape[1:], dtype=dtype) for _ in range(shape[0])])
 
     def get_config(self):
         return {"initializer": keras.initializers.serialize(self.initializer)}
+
+
+def default_ops_method():
+    """`(method, source)` of an "auto" layer on JAX or PyTorch before any measurement:
+    one grouped convolution on a GPU (native there), a loop of dense convolutions on a
+    CPU (XLA's CPU grouped convolution measured ~18x slower: docs/design.md)."""
+    device = _default_device()
+    if device == "gpu":
+        return "grouped", f"{keras.backend.backend()} default (gpu)"
+    return "loop", f"{keras.backend.backend()} default ({device})"
+
+
+def _default_device():
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "cpu"
 
 
 def _pair(value, name):

@@ -29,17 +29,17 @@ is used there.
 
 import math
 
-import numpy as np
 import tensorflow as tf
 
 from dygan_tf.layers import grouped_conv
+from dygan_tf.layers.dyconv_ops import (  # noqa: F401 (shared with the other backends)
+    DENSE_MAP_MAX_TAP_RATIO,
+    DENSE_MAP_MIN_DENSITY,
+    dense_map_applies,
+    tap_index,
+)
 
 METHODS = ("grouped", "patches", "loop", "stacked_inputs", "stacked_outputs", "dense_map")
-# "auto" takes "dense_map" where at least this share of the (input pixel, output pixel)
-# pairs meet through a kernel tap, and the matrix holds at most this many times the
-# experts' taps (its gather, matmuls and their gradients move that much more memory).
-DENSE_MAP_MIN_DENSITY = 0.5
-DENSE_MAP_MAX_TAP_RATIO = 2
 MIXED_KERNEL_METHODS = ("grouped", "patches", "loop")
 
 # (out_h * out_w, in channels, filters, kernel size, stride) -> fastest method, measured
@@ -205,47 +205,6 @@ def _stacked_outputs(x, alpha, experts, stride, padding):
     with tf.name_scope("expert_mix"):
         y = tf.reshape(y, [-1, y.shape[1], y.shape[2], k, filters])
         return tf.einsum("bhwkf,bk->bhwf", y, alpha)
-
-
-def tap_index(in_size, kernel_size, stride, padding):
-    """Which kernel tap joins each input pixel to each output pixel of a 2-D convolution.
-
-    Args:
-        in_size, kernel_size: (height, width) pairs of Python ints.
-        stride: int; padding: "SAME" or "VALID" (TensorFlow's padding).
-    Returns:
-        `(index, out_size)`: `index[i, o]` is `ty * kw + tx` for input pixel i and output
-        pixel o (row-major), or `kh * kw` where no tap joins them.
-    """
-    (h, w), (kh, kw) = in_size, kernel_size
-    axes = [grouped_conv._geometry(n, k, stride, padding) for n, k in ((h, kh), (w, kw))]
-    (oh, pad_y, _), (ow, pad_x, _) = axes
-    index = np.full((h * w, oh * ow), kh * kw, np.int32)
-    for oy in range(oh):
-        for ox in range(ow):
-            for ty in range(kh):
-                iy = oy * stride - pad_y + ty
-                for tx in range(kw):
-                    ix = ox * stride - pad_x + tx
-                    if 0 <= iy < h and 0 <= ix < w:
-                        index[iy * w + ix, oy * ow + ox] = ty * kw + tx
-    return index, (oh, ow)
-
-
-def dense_map_applies(in_size, kernel_size, stride, padding):
-    """Whether "dense_map" is the natural way for this geometry: a small map on which
-    most (input, output) pixel pairs meet through a tap (see DENSE_MAP_MIN_DENSITY)."""
-    (h, w), (kh, kw) = in_size, kernel_size
-    if h is None or w is None:
-        return False
-    padding = padding.upper()
-    oh = grouped_conv._geometry(h, kh, stride, padding)[0]
-    ow = grouped_conv._geometry(w, kw, stride, padding)[0]
-    # The size test first: the index itself has H*W*H'*W' entries.
-    if h * w * oh * ow > DENSE_MAP_MAX_TAP_RATIO * kh * kw:
-        return False
-    index, _ = tap_index((h, w), (kh, kw), stride, padding)
-    return float(np.mean(index < kh * kw)) >= DENSE_MAP_MIN_DENSITY
 
 
 def _dense_map(x, alpha, experts, stride, padding):

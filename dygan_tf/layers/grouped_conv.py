@@ -22,6 +22,8 @@ Spatial sizes must be static (the batch may be unknown).
 
 import tensorflow as tf
 
+from dygan_tf.layers.dyconv_ops import conv_geometry as _geometry
+
 FORMS = ("auto", "grouped", "patches")
 # "auto" uses patches up to this many output pixels per example (see benchmarks/).
 PATCHES_MAX_PIXELS = 8 * 8
@@ -74,15 +76,6 @@ def _patches_conv(x, kernels, stride, geometry):
     patches = tf.reshape(tf.concat(taps, axis=-1), [-1, out_h * out_w, kh * kw * channels])
     matrices = tf.reshape(tf.transpose(kernels, [3, 0, 1, 2, 4]), [-1, kh * kw * channels, filters])
     return tf.reshape(tf.matmul(patches, matrices), [-1, out_h, out_w, filters])
-
-
-def _geometry(size, k, stride, padding):
-    """(output size, leading pad, padded size) along one axis, as TensorFlow pads."""
-    if padding == "VALID":
-        return (size - k) // stride + 1, 0, size
-    out = -(-size // stride)
-    total = max((out - 1) * stride + k - size, 0)
-    return out, total // 2, size + total
 
 
 def _fold(x, height, width):

@@ -11,11 +11,13 @@ less time, and runs fewer operations per step:
     x_hat = (x - mean) / sqrt(var + eps),   g = dy * gamma
     dx = (g - mean_hw(g) - x_hat * mean_hw(g * x_hat)) / sqrt(var + eps)
     dgamma = sum(dy * x_hat),   dbeta = sum(dy)
+
+On TensorFlow it is a `tf.custom_gradient`; on JAX and PyTorch the same formulas
+through `keras.ops.custom_gradient` (TensorFlow is then not imported).
 """
 
 import keras
-import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 
 @keras.saving.register_keras_serializable(package="dygan_tf")
@@ -68,12 +70,12 @@ class InstanceNormalization(layers.GroupNormalization):
     def call(self, inputs):
         # As Keras's layer: float32 statistics whatever the compute dtype, and the
         # weights read (autocast) then cast to float32 the same way.
-        x = tf.cast(inputs, tf.float32)
+        x = ops.cast(inputs, "float32")
         channels = x.shape[-1]
-        gamma = keras.ops.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
-        beta = keras.ops.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
+        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones([channels])
+        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros([channels])
         y = instance_norm(x, gamma, beta, self.epsilon)
-        return tf.cast(tf.cast(y, inputs.dtype), self.compute_dtype)
+        return ops.cast(ops.cast(y, inputs.dtype), self.compute_dtype)
 
 
 def instance_norm(x, gamma, beta, epsilon):
@@ -86,6 +88,9 @@ def instance_norm(x, gamma, beta, epsilon):
     Returns:
         `[B, H, W, C]`, with the closed-form gradient for all three inputs.
     """
+    if keras.backend.backend() != "tensorflow":
+        return _ops_instance_norm(x, gamma, beta, epsilon)
+    import tensorflow as tf
 
     @tf.custom_gradient
     def forward(x, gamma, beta):
@@ -104,6 +109,33 @@ def instance_norm(x, gamma, beta, epsilon):
                 - x_hat * tf.reduce_mean(g * x_hat, [1, 2], keepdims=True)
             )
             return dx, tf.reduce_sum(dy * x_hat, [0, 1, 2]), tf.reduce_sum(dy, [0, 1, 2])
+
+        return y, grad
+
+    return forward(x, gamma, beta)
+
+
+def _ops_instance_norm(x, gamma, beta, epsilon):
+    """`instance_norm` in `keras.ops` (JAX, PyTorch): the same forward and gradient."""
+
+    @ops.custom_gradient
+    def forward(x, gamma, beta):
+        mean = ops.mean(x, (1, 2), keepdims=True)
+        variance = ops.mean(ops.square(x - mean), (1, 2), keepdims=True)
+        rstd = ops.rsqrt(variance + epsilon)
+        inv = rstd * gamma
+        y = x * inv + (-mean * inv + beta)
+
+        def grad(*args, upstream=None):
+            dy = args[0] if upstream is None else upstream
+            x_hat = (x - mean) * rstd
+            g = dy * gamma
+            dx = rstd * (
+                g
+                - ops.mean(g, (1, 2), keepdims=True)
+                - x_hat * ops.mean(g * x_hat, (1, 2), keepdims=True)
+            )
+            return dx, ops.sum(dy * x_hat, (0, 1, 2)), ops.sum(dy, (0, 1, 2))
 
         return y, grad
 

@@ -3,15 +3,20 @@
 `train_step` follows docs/method.md's objective (fake target 0 for D; the paper's eq. 3 typo is
 not copied). Losses are averaged over the *global* batch, so under a tf.distribute
 strategy the summed replica gradients and the logged losses equal a one-device run.
+
+The losses are `keras.ops` code shared by every backend; the steps are TensorFlow's
+tapes here and JAX's stateless step or PyTorch's autograd in backend_steps.py.
 """
 
 import contextlib
 import copy
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from dygan_tf.evaluation import slice_metrics as image_metrics
+from dygan_tf.models import backend_steps
+from dygan_tf.models.backend_steps import _scale
 
 
 def _all_layers(model):
@@ -86,7 +91,12 @@ class DyGAN(keras.Model):
         self.built = True
 
     def compile(self, g_optimizer, d_optimizer, **kwargs):
-        """Keras compile options (jit_compile, steps_per_execution) plus two optimizers."""
+        """Keras compile options (jit_compile, steps_per_execution) plus two optimizers.
+
+        On JAX the step is always compiled with XLA (run eagerly, every operation would
+        compile on its own: a tiny model's first epoch took 115 s so)."""
+        if keras.backend.backend() == "jax":
+            kwargs["jit_compile"] = True
         super().compile(optimizer=None, **kwargs)
         if "mixed_float16" in (self.dtype_policy.name, self.generator.dtype_policy.name):
             # float16 gradients underflow without loss scaling; each optimizer keeps
@@ -99,6 +109,9 @@ class DyGAN(keras.Model):
         # a second trace of the whole train step.
         g_optimizer.build(self.generator.trainable_variables)
         d_optimizer.build(self.discriminator.trainable_variables)
+        if keras.backend.backend() == "jax":
+            # Keras's JAX trainer carries `self.optimizer.variables` through each step.
+            self.optimizer = backend_steps.OptimizerPair(g_optimizer, d_optimizer)
 
     @property
     def metrics(self):
@@ -140,17 +153,17 @@ class DyGAN(keras.Model):
 
     def compute_losses(self, image, target, task, training=True):
         """All loss terms for one (per-replica) batch, each a scalar mean over it."""
-        image, target, task = (tf.convert_to_tensor(v) for v in (image, target, task))
+        image, target, task = (ops.convert_to_tensor(v) for v in (image, target, task))
         fake = self.generator({"image": image, "task": task}, training=training)
         if self.stack_discriminator_calls and not self._discriminator_mixes_examples:
             # One D call on [real; fake]: instance norm and DyConv routing see one example
             # at a time, so this equals two calls (tested) and halves D's op launches.
             pairs = {
-                "image": tf.concat([image, image], 0),
-                "target": tf.concat([tf.cast(target, fake.dtype), fake], 0),
-                "task": tf.concat([task, task], 0),
+                "image": ops.concatenate([image, image], 0),
+                "target": ops.concatenate([ops.cast(target, fake.dtype), fake], 0),
+                "task": ops.concatenate([task, task], 0),
             }
-            d_real, d_fake = tf.split(self.discriminator(pairs, training=training), 2)
+            d_real, d_fake = ops.split(self.discriminator(pairs, training=training), 2)
         else:
             d_real = self.discriminator(
                 {"image": image, "target": target, "task": task}, training=training
@@ -158,15 +171,13 @@ class DyGAN(keras.Model):
             d_fake = self.discriminator(
                 {"image": image, "target": fake, "task": task}, training=training
             )
-        d_real = tf.cast(d_real, tf.float32)
-        d_fake = tf.cast(d_fake, tf.float32)
-        fake = tf.cast(fake, tf.float32)
-        target = tf.cast(target, tf.float32)
-        d_loss = 0.5 * tf.reduce_mean(tf.square(d_real - 1.0)) + 0.5 * tf.reduce_mean(
-            tf.square(d_fake)
-        )
-        g_gan_loss = 0.5 * tf.reduce_mean(tf.square(d_fake - 1.0))
-        g_l1_loss = tf.reduce_mean(tf.abs(target - fake))
+        d_real = ops.cast(d_real, "float32")
+        d_fake = ops.cast(d_fake, "float32")
+        fake = ops.cast(fake, "float32")
+        target = ops.cast(target, "float32")
+        d_loss = 0.5 * ops.mean(ops.square(d_real - 1.0)) + 0.5 * ops.mean(ops.square(d_fake))
+        g_gan_loss = 0.5 * ops.mean(ops.square(d_fake - 1.0))
+        g_l1_loss = ops.mean(ops.abs(target - fake))
         g_loss = g_gan_loss + self.lambda_l1 * g_l1_loss
         return {
             "d_loss": d_loss,
@@ -175,7 +186,29 @@ class DyGAN(keras.Model):
             "g_loss": g_loss,
         }
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """One step on both networks (Keras passes `data`; on JAX `state, data`)."""
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return backend_steps.jax_train_step(self, *args)
+        if backend == "torch":
+            return backend_steps.torch_train_step(self, *args)
+        return self._tensorflow_train_step(*args)
+
+    def _tensorflow_train_step(self, data):
+        losses, g_grads, d_grads = self.tensorflow_gradients(data)
+        self.g_optimizer.apply_gradients(zip(g_grads, self.generator.trainable_variables))
+        self.d_optimizer.apply_gradients(zip(d_grads, self.discriminator.trainable_variables))
+        for name, value in losses.items():
+            self.loss_trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+
+    def tensorflow_gradients(self, data):
+        """`(losses, G's gradients, D's gradients)` of one batch on TensorFlow, each
+        gradient list in its network's `trainable_variables` order (loss-scaled where
+        the optimizer scales)."""
+        import tensorflow as tf
+
         image, target, task = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_vars = self.generator.trainable_variables
@@ -195,19 +228,25 @@ class DyGAN(keras.Model):
             d_objective = _scale(self.d_optimizer, losses["d_loss"] / replicas)
         g_grads = g_tape.gradient(g_objective, g_vars)
         d_grads = d_tape.gradient(d_objective, d_vars)
-        self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
-        self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
-        for name, value in losses.items():
-            self.loss_trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+        return losses, g_grads, d_grads
 
-    def test_step(self, data):
-        image, target, task = data
-        fake = tf.cast(self.generator({"image": image, "task": task}, training=False), tf.float32)
-        target = tf.cast(target, tf.float32)
-        self.eval_trackers["l1"].update_state(tf.reduce_mean(tf.abs(target - fake)))
-        self.eval_trackers["psnr"].update_state(image_metrics.psnr(target, fake))
-        self.eval_trackers["ssim"].update_state(image_metrics.ssim(target, fake))
+    def evaluation_terms(self, image, target, task):
+        """{"l1": scalar, "psnr", "ssim": per image} of G's output against `target`."""
+        fake = self.generator({"image": image, "task": task}, training=False)
+        fake, target = ops.cast(fake, "float32"), ops.cast(target, "float32")
+        return {
+            "l1": ops.mean(ops.abs(target - fake)),
+            "psnr": image_metrics.psnr(target, fake),
+            "ssim": image_metrics.ssim(target, fake),
+        }
+
+    def test_step(self, *args):
+        """Validation on one batch (Keras passes `data`; on JAX `state, data`)."""
+        if keras.backend.backend() == "jax":
+            return backend_steps.jax_test_step(self, *args)
+        (data,) = args
+        for name, value in self.evaluation_terms(*data).items():
+            self.eval_trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.eval_trackers.items()}
 
     def get_config(self):
@@ -238,9 +277,3 @@ def _loss_scaled(optimizer, name):
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return optimizer
     return keras.optimizers.LossScaleOptimizer(optimizer, name=name)
-
-
-def _scale(optimizer, loss):
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return optimizer.scale_loss(loss)
-    return loss
