@@ -113,7 +113,8 @@ def _format_error(path, image):
         data_file = file_map["image"].filename
         if data_file and not os.path.exists(data_file):
             what += f" whose image file {data_file} is missing"
-    return UserError(f"{path}: {what}; expected {EXPECTED_FORMAT} (convert it first)")
+    hint = "" if name == "Cifti2Image" else " (convert it first)"  # CIFTI: no voxel grid
+    return UserError(f"{path}: {what}; expected {EXPECTED_FORMAT}{hint}")
 
 
 def _is_cifti(header):
