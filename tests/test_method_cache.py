@@ -144,6 +144,12 @@ def test_measuring_off_returns_the_default_without_running_anything(monkeypatch)
     assert not os.path.exists(cache_file())
     method_cache.set_measuring(None)
     assert method_cache.choose("toy", (6,), candidates, "b")[1] == "measured"
+    # A family may default to off; the variable or the flag still decides.
+    assert not method_cache.measuring_enabled(default=False)
+    monkeypatch.setenv(method_cache.MEASURE_VARIABLE, "1")
+    assert method_cache.measuring_enabled(default=False)
+    method_cache.set_measuring(False)
+    assert not method_cache.measuring_enabled(default=True)
 
 
 def test_a_spent_budget_returns_the_default(monkeypatch):
@@ -151,13 +157,13 @@ def test_a_spent_budget_returns_the_default(monkeypatch):
     candidates, calls = counted({"a": 0.001, "b": 0.001})
     assert method_cache.choose("toy", (7,), candidates, "a") == ("a", method_cache.SPENT)
     assert calls == {"a": 0, "b": 0}
-    # Running out part-way: the default, nothing stored, the time counted.
-    monkeypatch.setenv(method_cache.BUDGET_VARIABLE, "0.05")
-    candidates, calls = counted({"a": 0.02, "b": 0.03})
-    assert method_cache.choose("toy", (8,), candidates, "b") == ("b", method_cache.SPENT)
-    assert 0 < sum(calls.values()) < 2 + 2 * method_cache.REPEATS
-    assert method_cache.spent_seconds() >= 0.05
-    assert not os.path.exists(cache_file())
+    # A measurement started finishes, the budget overrun; the next one is not started.
+    monkeypatch.setenv(method_cache.BUDGET_VARIABLE, "0.01")
+    candidates, calls = counted({"a": 0.02, "b": 0.001})
+    assert method_cache.choose("toy", (8,), candidates, "a") == ("b", "measured")
+    assert method_cache.spent_seconds() >= 0.02
+    assert method_cache.choose("toy", (12,), candidates, "a") == ("a", method_cache.SPENT)
+    assert sum(calls.values()) == 4
     # A cache hit costs no budget.
     monkeypatch.setenv(method_cache.BUDGET_VARIABLE, "60")
     method_cache.choose("toy", (9,), counted({"a": 0.001, "b": 0.03})[0], "b")

@@ -19,7 +19,7 @@ BATCH = 3
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv(method_cache.CACHE_VARIABLE, str(tmp_path / "cache"))
-    monkeypatch.delenv(method_cache.MEASURE_VARIABLE, raising=False)
+    monkeypatch.setenv(method_cache.MEASURE_VARIABLE, "1")  # off by default for DyConv
     monkeypatch.setenv(method_cache.BUDGET_VARIABLE, "600")
     monkeypatch.setattr(method_cache, "REPEATS", 1)
     monkeypatch.setattr(method_choice, "STEPS_PER_CALL", 1)
@@ -87,17 +87,7 @@ def test_the_step_with_other_methods_equals_the_tables(cache, gan):
     """Cached choices unlike the table's (seeded through `method_cache.choose` with
     candidates that make them the fastest) are read back and traced into the step."""
     layers = method_choice.auto_layers(gan, BATCH)
-    wanted = {}
-    for name, layer, shape, table in layers:
-        names = list(method_choice.layer_candidates(layer, shape))
-        wanted[name] = next(m for m in ("stacked_outputs", "patches", "loop") if m != table)
-        seeds = {m: (lambda: None) if m == wanted[name] else _sleep for m in names}
-        key = method_choice.layer_key(layer, shape)
-        # D's two 8x8x64 layers share one shape: the second reads the first's entry.
-        assert method_cache.choose(method_choice.LAYER_FAMILY, key, seeds, table) in (
-            (wanted[name], "measured"),
-            (wanted[name], "cache"),
-        )
+    wanted = seed_layers(layers)
     measured = {name: (m, "measured") for name, m in wanted.items()}
     key = method_choice.step_key(gan, BATCH, layers, measured)
     seeds = {"measured": lambda: None, "table": _sleep}
@@ -125,6 +115,31 @@ def test_the_step_with_other_methods_equals_the_tables(cache, gan):
         np.testing.assert_allclose(b - w0, a - w0, rtol=1e-3, atol=1e-4 * scale)
 
 
+def seed_layers(layers):
+    """Caches for every layer a method unlike the table's as the fastest; returns them."""
+    wanted = {}
+    for name, layer, shape, table in layers:
+        names = list(method_choice.layer_candidates(layer, shape))
+        wanted[name] = next(m for m in ("stacked_outputs", "patches", "loop") if m != table)
+        seeds = {m: (lambda: None) if m == wanted[name] else _sleep for m in names}
+        key = method_choice.layer_key(layer, shape)
+        # D's two 8x8x64 layers share one shape: the second reads the first's entry.
+        assert method_cache.choose(method_choice.LAYER_FAMILY, key, seeds, table) in (
+            (wanted[name], "measured"),
+            (wanted[name], "cache"),
+        )
+    return wanted
+
+
+def test_the_step_is_validated_only_with_most_of_the_budget_left(cache, gan, monkeypatch):
+    layers = method_choice.auto_layers(gan, BATCH)
+    seed_layers(layers)
+    monkeypatch.setattr(method_choice, "STEP_BUDGET_SHARE", 1.01)  # never enough left
+    result = method_choice.choose_methods(gan, BATCH)
+    assert result["step"] == ("table", method_cache.SPENT)
+    assert result["layers"] == {name: (t, method_cache.SPENT) for name, _, _, t in layers}
+
+
 def _sleep():
     import time
 
@@ -132,11 +147,22 @@ def _sleep():
 
 
 @pytest.mark.parametrize(
-    "setting, source", [("off", method_cache.OFF), ("budget", method_cache.SPENT)]
+    "setting, source",
+    [
+        ("default", method_cache.OFF),
+        ("off", method_cache.OFF),
+        ("flag off", method_cache.OFF),
+        ("budget", method_cache.SPENT),
+    ],
 )
 def test_off_or_out_of_budget_the_table_runs(cache, gan, monkeypatch, setting, source):
-    if setting == "off":
+    if setting == "default":
+        monkeypatch.delenv(method_cache.MEASURE_VARIABLE)
+    elif setting == "off":
         monkeypatch.setenv(method_cache.MEASURE_VARIABLE, "0")
+    elif setting == "flag off":
+        monkeypatch.setattr(method_cache, "_state", dict(method_cache._state))  # undone after
+        method_cache.set_measuring(False)
     else:
         monkeypatch.setenv(method_cache.BUDGET_VARIABLE, "0")
     result = method_choice.choose_methods(gan, BATCH, log=lambda line: None)

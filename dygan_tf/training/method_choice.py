@@ -24,6 +24,16 @@ SOURCES = method_cache.SOURCES + (TABLE_IN_STEP,)
 MAX_INTERMEDIATE_MB = 512
 # Train steps per timed call of the step: a median over more steps, fewer calls.
 STEPS_PER_CALL = 2
+# The step verdict is measured only in a process that has this share of its measuring
+# budget left: it takes two traces of the step (the demo's: ~20-30 s on 2 cores), and a
+# measurement once started finishes; a first run measures the layers, the next the step.
+STEP_BUDGET_SHARE = 0.75
+# Whether choose_methods measures when neither DYGAN_MEASURE_METHODS nor
+# method_cache.set_measuring says: no. On the two CPUs measured, the demo step with
+# per-layer measured methods ran as fast as with the shipped table (within 5 %, the
+# spread of repeated timings), for ~50 s of measuring on 2 cores
+# (docs/results/performance.md, "Method choice measured in the step").
+MEASURE_BY_DEFAULT = False
 # The measured methods replace the table's only if the step runs at least this much
 # faster with them: smaller differences are within the spread of repeated step timings
 # on a shared 2-core CPU (docs/results/performance.md), and the table is the known one.
@@ -64,7 +74,9 @@ def choose_methods(gan, batch_size, log=print):
     train step runs with the measured methods and with the shipped table, and the faster
     is kept (verdict "measured" or "table"). The networks' and optimizers' variables are
     restored afterwards and `gan.train_function` is cleared, so `fit` traces its own step
-    with the choices. Measuring off or its budget spent: the shipped table, so named.
+    with the choices. Measuring off (the default here: MEASURE_BY_DEFAULT) or its budget
+    spent: the shipped table, so named; DYGAN_MEASURE_METHODS=1 or
+    `method_cache.set_measuring(True)` turns it on.
     """
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
@@ -74,6 +86,11 @@ def choose_methods(gan, batch_size, log=print):
     t0 = time.perf_counter()
     spent0 = method_cache.spent_seconds()
     layers = auto_layers(gan, batch_size)
+    if not method_cache.measuring_enabled(default=MEASURE_BY_DEFAULT):
+        choices = {}
+        for name, layer, _, table in layers:
+            layer.measured_choice = choices[name] = (table, method_cache.OFF)
+        return {"layers": choices, "step": ("table", method_cache.OFF)}
     device = _device()
     measured = {
         name: method_cache.choose(
@@ -90,6 +107,12 @@ def choose_methods(gan, batch_size, log=print):
         step = ("table", reason)
     elif not changed:
         step = ("measured", "the shipped table's methods")
+    elif method_cache.lookup(STEP_FAMILY, step_key(gan, batch_size, layers, measured), device):
+        step = _validate_in_step(gan, batch_size, layers, measured, device)  # cached
+    elif method_cache.budget_seconds() - method_cache.spent_seconds() < (
+        STEP_BUDGET_SHARE * method_cache.budget_seconds()
+    ):
+        step = ("table", method_cache.SPENT)
     else:
         step = _validate_in_step(gan, batch_size, layers, measured, device)
     choices = {}

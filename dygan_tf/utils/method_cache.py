@@ -57,10 +57,13 @@ def set_measuring(enabled):
     _state["enabled"] = None if enabled is None else bool(enabled)
 
 
-def measuring_enabled():
+def measuring_enabled(default=True):
+    """set_measuring's setting, else DYGAN_MEASURE_METHODS's, else `default` (a family
+    whose shipped table measured as fast as measuring passes False)."""
     if _state["enabled"] is not None:
         return _state["enabled"]
-    return os.environ.get(MEASURE_VARIABLE, "1").strip().lower() not in _OFF_WORDS
+    text = os.environ.get(MEASURE_VARIABLE, "").strip().lower()
+    return default if not text else text not in _OFF_WORDS
 
 
 def budget_seconds():
@@ -133,7 +136,8 @@ def choose(family, shape_key, candidates, default, device="cpu"):
         shape_key: tuple of ints and strings that decides the timing besides the machine.
         candidates: {method name: zero-argument callable that runs the computation once
             and returns when its result is ready}.
-        default: the method returned when measuring is off or the budget is spent.
+        default: the method returned when measuring is off or the budget is spent (a
+            measurement starts only while this process's budget lasts, then finishes).
         device: the device the candidates run on, part of the machine key.
     Returns:
         `(method, source)`, source one of SOURCES: "cache" (read back), "measured" (timed
@@ -158,11 +162,13 @@ def choose(family, shape_key, candidates, default, device="cpu"):
         problem = None  # the file's problem was named once in this process already
     elif problem:
         _state["noted"].add(path)
+    if _state["spent"] >= budget_seconds():
+        return default, SPENT
     if problem:
         _note(f"{path}: {problem} ({entry_key}); measuring again")
+    # A measurement started runs to its end (one cut off would be lost): the budget can
+    # be overrun by one measurement.
     seconds = _measure(candidates)
-    if seconds is None:
-        return default, SPENT
     if not seconds:
         return default, FAILED
     method = min(seconds, key=seconds.get)
@@ -173,6 +179,13 @@ def choose(family, shape_key, candidates, default, device="cpu"):
     }
     _store(path, machine, entry_key, entry)
     return method, MEASURED
+
+
+def lookup(family, shape_key, device="cpu"):
+    """The stored entry `{"method", "seconds": {name: s}, "measured"}` or None."""
+    machine = machine_key(device)
+    entry = _read(cache_path(machine), machine)[0].get(_entry_key(family, shape_key))
+    return entry if isinstance(entry, dict) else None
 
 
 def read_entries(device="cpu"):
@@ -191,15 +204,11 @@ def _entry_key(family, shape_key):
 
 
 def _measure(candidates):
-    """{name: median seconds} of the candidates that ran; None once the budget is spent
-    (nothing is stored then: a later run measures again)."""
-    budget = budget_seconds()
+    """{name: median seconds} of the candidates that ran (failures left out)."""
     times = {name: [] for name in candidates}
     alive = list(candidates)
 
     def once(name):
-        if _state["spent"] >= budget:
-            raise _BudgetSpent
         t0 = time.perf_counter()
         try:
             candidates[name]()
@@ -213,26 +222,19 @@ def _measure(candidates):
             _state["spent"] += elapsed
         times[name].append(elapsed)
 
-    try:
+    for name in list(alive):
+        once(name)  # warm-up (tracing, first-touch allocations): not kept
+        if name in times:
+            times[name].clear()
+    for _ in range(REPEATS):
         for name in list(alive):
-            once(name)  # warm-up (tracing, first-touch allocations): not kept
-            if name in times:
-                times[name].clear()
-        for _ in range(REPEATS):
-            for name in list(alive):
-                once(name)
-            if alive:
-                best = min(np.median(times[n]) for n in alive)
-                alive = [n for n in alive if np.median(times[n]) <= SLOW_RATIO * best]
-            if len(alive) <= 1:
-                break  # the winner is clear
-    except _BudgetSpent:
-        return None
+            once(name)
+        if alive:
+            best = min(np.median(times[n]) for n in alive)
+            alive = [n for n in alive if np.median(times[n]) <= SLOW_RATIO * best]
+        if len(alive) <= 1:
+            break  # the winner is clear
     return {name: float(np.median(t)) for name, t in times.items() if t}
-
-
-class _BudgetSpent(Exception):
-    pass
 
 
 def _read(path, machine):
