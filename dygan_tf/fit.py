@@ -11,6 +11,8 @@
       baselines: --baseline pix2pix3 (three pix2pix models, one per target, same total
                  number of train steps); --dyconv none (pix2pix generator);
                  --label-mode input (MGAN-style); --discriminator patch
+      backend:   --backend jax|torch trains on that Keras backend (TensorFlow stays the
+                 data library); the run folder is the same, its checkpoints .npz files
       testing:   --steps-per-epoch N caps each epoch at N steps
 
 Running the same command again after a kill resumes at the first unfinished epoch.
@@ -57,6 +59,10 @@ def parse_args(argv):
         type=int,
         default=1,
         help="split the CPU into N logical devices (multi-replica without GPUs)",
+    )
+    p.add_argument(
+        "--backend",
+        help="Keras backend that trains: tensorflow (default, or KERAS_BACKEND), jax or torch",
     )
     p.add_argument(
         "--cache",
@@ -114,6 +120,10 @@ def main(argv=None):
     from dygan_tf.utils.cli import import_tensorflow_quietly
 
     args = parse_args(argv)
+    from dygan_tf.training.backends import make_devices, select_backend
+
+    with for_flag("--backend"):
+        backend = select_backend(args.backend)  # before Keras is imported
     config = resolve_config(args)  # pure Python: flag errors come before TensorFlow
     if args.data:
         with for_flag("--data"):
@@ -133,7 +143,10 @@ def main(argv=None):
         # Before any TensorFlow op: the multi-worker strategy and the CPU split both
         # configure devices, which is only possible before they start.
         with for_flag("--strategy"):
-            strategy = make_strategy(args.strategy, args.cpu_replicas)
+            if backend == "tensorflow":
+                strategy = make_strategy(args.strategy, args.cpu_replicas)
+            else:  # JAX's devices (DataParallel) or PyTorch's one device
+                strategy = make_devices(backend, args.strategy, args.cpu_replicas)
         if args.demo:
             fit_lib.run_demo(config, run_dir, args.cache, args.steps_per_epoch)
             return

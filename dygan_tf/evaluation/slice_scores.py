@@ -6,6 +6,7 @@ A predictor is any `predict(image, task, target_names) -> fake` on [B, H, W, 1] 
 
 import weakref
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -88,10 +89,34 @@ _PREDICT = weakref.WeakKeyDictionary()  # one traced inference function per gene
 def _predict_function(generator):
     """The generator's traced inference call, made once: validation runs every epoch."""
     if generator not in _PREDICT:
-        _PREDICT[generator] = tf.function(
-            lambda image, task: generator({"image": image, "task": task}, training=False)
-        )
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            _PREDICT[generator] = tf.function(
+                lambda image, task: generator({"image": image, "task": task}, training=False)
+            )
+        elif backend == "jax":  # compiled once per batch shape, the weights passed in
+            import jax
+
+            call = jax.jit(
+                lambda weights, image, task: generator.stateless_call(
+                    *weights, {"image": image, "task": task}, training=False
+                )[0]
+            )
+            _PREDICT[generator] = lambda image, task: np.asarray(
+                call(_weights(generator), np.asarray(image), np.asarray(task))
+            )
+        else:
+            _PREDICT[generator] = lambda image, task: keras.ops.convert_to_numpy(
+                generator({"image": np.asarray(image), "task": np.asarray(task)}, training=False)
+            )
     return _PREDICT[generator]
+
+
+def _weights(model):
+    return (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+    )
 
 
 def score_generator(generator, dataset, targets, metrics=METRICS):

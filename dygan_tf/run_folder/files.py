@@ -25,6 +25,7 @@ import shutil
 import sys
 
 from dygan_tf.config.run_config import RunConfig
+from dygan_tf.run_folder import npz_checkpoint
 from dygan_tf.utils.atomic import atomic_path, write_error, write_json_atomic, write_text_atomic
 from dygan_tf.utils.errors import UserError
 
@@ -198,7 +199,7 @@ def save_checkpoint(manager, number):
 def checkpoints_in(directory):
     """{epoch number: checkpoint prefix} of the checkpoint files in `directory`, read
     from the file names (the `checkpoint` index file may be the broken part)."""
-    found = {}
+    found = npz_checkpoint.checkpoints_in(directory)  # a run trained on JAX or PyTorch
     if os.path.isdir(directory):
         for name in os.listdir(directory):
             m = re.fullmatch(rf"{CHECKPOINT_NAME}-(\d+)\.(index|data-\d+-of-\d+)", name)
@@ -207,9 +208,18 @@ def checkpoints_in(directory):
     return found
 
 
+def uses_npz_checkpoints(run_dir):
+    """Whether `run_dir` holds backend-neutral `.npz` checkpoints (a JAX or PyTorch run)."""
+    return any(
+        npz_checkpoint.checkpoints_in(checkpoint_dir(run_dir, kind)) for kind in (LAST, BEST)
+    )
+
+
 def checkpoint_problem(prefix):
     """Why the checkpoint at `prefix` cannot be restored, or None. Every tensor is read,
     so a checksum mismatch or a truncation is found before anything is restored."""
+    if os.path.exists(prefix + npz_checkpoint.SUFFIX):
+        return npz_checkpoint.problem(prefix)
     import tensorflow as tf
 
     try:
@@ -269,7 +279,7 @@ def restore_last(checkpoint, run_dir, history, repair=True):
                     file=sys.stderr,
                     flush=True,
                 )
-            if repair:
+            if repair and not os.path.exists(found[number] + npz_checkpoint.SUFFIX):
                 _repair_index(directory, [found[n] for n in sorted(found) if n <= number])
             return found[number]
         bad.append((found[number], problem))

@@ -22,6 +22,7 @@ from dygan_tf.data.manifest import split_cases
 from dygan_tf.data.pipeline import make_dataset
 from dygan_tf.models.builders import build_dygan
 from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import npz_checkpoint
 from dygan_tf.training import callbacks as run_callbacks
 from dygan_tf.utils.errors import UserError
 
@@ -100,9 +101,9 @@ class RunState:
     """What a training loop needs: the model, its checkpoints, history and start epoch."""
 
     gan: keras.Model
-    checkpoint: tf.train.Checkpoint
-    last: tf.train.CheckpointManager
-    best: tf.train.CheckpointManager
+    checkpoint: object  # a tf.train.Checkpoint, or npz_checkpoint's on other backends
+    last: object  # its CheckpointManager of checkpoints/last
+    best: object  # and of checkpoints/best
     history: list
     start: int  # epochs already finished
     steps: int  # per epoch
@@ -140,13 +141,23 @@ def open_run(
     keras.utils.set_random_seed(train_cfg.seed)
     with strategy.scope():
         gan = build_dygan(config, steps_per_epoch=steps)
-    checkpoint = tf.train.Checkpoint(
+    networks = dict(
         generator=gan.generator,
         discriminator=gan.discriminator,
         g_optimizer=gan.g_optimizer,
         d_optimizer=gan.d_optimizer,
-        epoch=tf.Variable(0, dtype=tf.int64),
     )
+    # TensorFlow's checkpoints hold TensorFlow variables only: a run on another backend
+    # (or a folder one started) keeps backend-neutral .npz checkpoints.
+    neutral = keras.backend.backend() != "tensorflow" or run_folder.uses_npz_checkpoints(
+        restore_from or write_dir
+    )
+    if neutral:
+        checkpoint = npz_checkpoint.Checkpoint(**networks)
+        manager = npz_checkpoint.CheckpointManager
+    else:
+        checkpoint = tf.train.Checkpoint(**networks, epoch=tf.Variable(0, dtype=tf.int64))
+        manager = tf.train.CheckpointManager
     history = run_folder.read_history(run_dir)
     # Restored before the managers exist: they read the `checkpoint` index file, which a
     # fall-back past an unreadable newest checkpoint rewrites.
@@ -154,12 +165,8 @@ def open_run(
     latest = run_folder.restore_last(
         checkpoint, restore_from, history, repair=restore_from == write_dir
     )
-    last = tf.train.CheckpointManager(
-        checkpoint, run_folder.checkpoint_dir(write_dir), run_folder.KEEP_LAST
-    )
-    best = tf.train.CheckpointManager(
-        checkpoint, run_folder.checkpoint_dir(write_dir, run_folder.BEST), 1
-    )
+    last = manager(checkpoint, run_folder.checkpoint_dir(write_dir), run_folder.KEEP_LAST)
+    best = manager(checkpoint, run_folder.checkpoint_dir(write_dir, run_folder.BEST), 1)
     if latest:
         start = int(checkpoint.epoch.numpy())
         history = [r for r in history if int(r["epoch"]) <= start]
@@ -293,7 +300,13 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
         The trained generator (also saved as `run_dir/generator.keras`).
     """
     train_cfg = config.train
-    strategy = strategy or tf.distribute.get_strategy()
+    if strategy is None:
+        if keras.backend.backend() == "tensorflow":
+            strategy = tf.distribute.get_strategy()
+        else:
+            from dygan_tf.training.backends import Devices
+
+            strategy = Devices()
     run = open_run(config, data_dir, run_dir, strategy, steps_per_epoch)
     if run.start < train_cfg.epochs:
         try:
