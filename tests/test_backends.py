@@ -115,3 +115,101 @@ def test_jax_losses_and_gradients_equal_tensorflow_without_tensorflow(tmp_path, 
         np.testing.assert_allclose(jax_record[f"loss_{name}"], tf_record[f"loss_{name}"], rtol=2e-6)
     _assert_same_gradients(tf_record, jax_record, "g_grad", tf_record["g_grads"])
     _assert_same_gradients(tf_record, jax_record, "d_grad", tf_record["d_grads"])
+
+
+def _fit_jax(tfrecord_dir, out, epochs, *flags):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run(
+        [sys.executable, "-m", "dygan_tf.fit", "--backend", "jax", "--data", str(tfrecord_dir)]
+        + ["--out", str(out), "--preset", "tiny", "--discriminator", "patch"]
+        + ["--steps-per-epoch", "2", "--epochs", str(epochs), *flags],
+        cwd=REPO,
+        env=dict(env, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.mark.slow
+def test_jax_fit_resumes_bit_for_bit_and_exports_the_same_savedmodel(tfrecord_dir, tmp_path):
+    import keras
+
+    from dygan_tf import export
+    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import npz_checkpoint
+    from tests.helpers import run_in_process, serve_alone, t2_task_batch
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _fit_jax(tfrecord_dir, straight, 2)
+    _fit_jax(tfrecord_dir, resumed, 1)
+    assert "resuming at epoch 2" in _fit_jax(tfrecord_dir, resumed, 2).stdout
+    # The run folder's checkpoints are .npz (TensorFlow's cannot hold JAX variables),
+    # and the resumed run is the straight one, bit for bit: history and every array.
+    assert (straight / "history.csv").read_text() == (resumed / "history.csv").read_text()
+    last = run_folder.checkpoint_dir(straight)
+    assert sorted(npz_checkpoint.checkpoints_in(last)) == [1, 2]
+    with (
+        np.load(f"{last}/ckpt-2.npz") as a,
+        np.load(f"{run_folder.checkpoint_dir(resumed)}/ckpt-2.npz") as b,
+    ):
+        assert a.files == b.files and len(a.files) > 10
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+    # generator.keras written on JAX: TensorFlow loads it, exports it, and the served
+    # SavedModel gives JAX's outputs (float rounding of two backends' kernels).
+    image, _, task = t2_task_batch(1, 64)
+    np.savez(tmp_path / "batch.npz", image=image, task=task)
+    _run_jax(
+        "tests.backend.jax_predict",
+        straight / "generator.keras",
+        tmp_path / "batch.npz",
+        tmp_path / "jax.npy",
+    )
+    on_jax = np.load(tmp_path / "jax.npy")
+    on_tf = keras.ops.convert_to_numpy(
+        run_folder.load_generator(straight / "generator.keras")({"image": image, "task": task})
+    )
+    np.testing.assert_allclose(on_tf, on_jax, atol=2e-5)
+    result = run_in_process(export.main, "--run", straight, "--out", tmp_path / "sm" / "1")
+    assert result.returncode == 0, result.stderr
+    served = serve_alone(tmp_path / "sm" / "1", tmp_path, image=image, task=task)
+    np.testing.assert_allclose(served, on_jax, atol=2e-5)
+
+
+def test_a_truncated_npz_checkpoint_is_passed_over_with_a_note(tmp_path, capsys):
+    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import npz_checkpoint
+
+    class Holder:
+        def __init__(self, *values):
+            import keras
+
+            self.variables = [keras.Variable(np.asarray(v, "float32")) for v in values]
+
+    net = Holder([1.0, 2.0], [[3.0]])
+    checkpoint = npz_checkpoint.Checkpoint(net=net)
+    manager = npz_checkpoint.CheckpointManager(checkpoint, run_folder.checkpoint_dir(tmp_path), 2)
+    for epoch in (1, 2, 3):
+        checkpoint.epoch.assign(epoch)
+        net.variables[0].assign([float(epoch), 0.0])
+        run_folder.save_checkpoint(manager, epoch)
+    assert sorted(npz_checkpoint.checkpoints_in(manager.directory)) == [2, 3]  # keeps 2
+    newest = f"{manager.directory}/ckpt-3.npz"
+    with open(newest, "r+b") as f:
+        f.truncate(f.seek(0, 2) // 2)
+    assert npz_checkpoint.problem(newest[: -len(".npz")]) is not None
+    restored = npz_checkpoint.Checkpoint(net=Holder([0.0, 0.0], [[0.0]]))
+    history = [{"epoch": "1"}, {"epoch": "2"}, {"epoch": "3"}]
+    prefix = run_folder.restore_last(restored, tmp_path, history)
+    assert prefix.endswith("ckpt-2") and int(restored.epoch.numpy()) == 2
+    np.testing.assert_array_equal(restored._objects["net"].variables[0].numpy(), [2.0, 0.0])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note:") and "ckpt-3 (BadZipFile" in err[0]
+    # Another model's checkpoint is one line, nothing assigned.
+    other = npz_checkpoint.Checkpoint(net=Holder([0.0], [[0.0]]))
+    with pytest.raises(Exception, match="holds the weights of another model"):
+        other.restore(prefix)
