@@ -29,10 +29,10 @@ STEPS_PER_CALL = 2
 # measurement once started finishes; a first run measures the layers, the next the step.
 STEP_BUDGET_SHARE = 0.75
 # Whether choose_methods measures when neither DYGAN_MEASURE_METHODS nor
-# method_cache.set_measuring says: no. On the two CPUs measured, the demo step with
-# per-layer measured methods ran as fast as with the shipped table (within 5 %, the
-# spread of repeated timings), for ~50 s of measuring on 2 cores
-# (docs/results/performance.md, "Method choice measured in the step").
+# method_cache.set_measuring says: no. On an Intel AVX-512 CPU the demo step with the
+# per-layer measured methods ran 0-3 % faster than with the shipped table, within the
+# spread of the timings, for 30-50 s of measuring on 2 cores; on an AVX2 EPYC no
+# whole-step variant beat the table (docs/results/performance.md).
 MEASURE_BY_DEFAULT = False
 # The measured methods replace the table's only if the step runs at least this much
 # faster with them: smaller differences are within the spread of repeated step timings
@@ -203,22 +203,16 @@ def layer_key(layer, shape):
 
 @contextlib.contextmanager
 def _assigned(layers, assignment):
-    """The layers running `assignment`'s methods inside the block (while a step traces).
-
-    Through `measured_choice`; a DyConv2D that does not read it has its `conv_method` set
-    for the block instead (the trace reads it; the layer's config is restored after)."""
-    saved = []
+    """The layers running `assignment`'s methods inside the block, where a step traces
+    (a traced step keeps the methods it was traced with); their choices as before after."""
+    saved = [(layer, layer.measured_choice) for _, layer, _, _ in layers]
     try:
-        for name, layer, shape, _ in layers:
-            choice = assignment[name]
-            layer.measured_choice = choice
-            if layer.conv_method_choice(shape)[0] != choice[0]:
-                saved.append((layer, layer.conv_method))
-                layer.conv_method = choice[0]
+        for name, layer, _, _ in layers:
+            layer.measured_choice = assignment[name]
         yield
     finally:
-        for layer, conv_method in saved:
-            layer.conv_method = conv_method
+        for layer, choice in saved:
+            layer.measured_choice = choice
 
 
 def _table_method(layer, shape):
