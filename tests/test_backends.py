@@ -213,3 +213,12 @@ def test_a_truncated_npz_checkpoint_is_passed_over_with_a_note(tmp_path, capsys)
     other = npz_checkpoint.Checkpoint(net=Holder([0.0], [[0.0]]))
     with pytest.raises(Exception, match="holds the weights of another model"):
         other.restore(prefix)
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_on_two_host_devices_equals_one_device(tmp_path):
+    _run_jax("tests.backend.jax_data_parallel", tmp_path / "runs.json")
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert runs["replicated_on"] == 2
+    for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss"):
+        np.testing.assert_allclose(runs["data_parallel"][name], runs["one_device"][name], rtol=1e-5)
