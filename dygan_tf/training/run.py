@@ -333,6 +333,26 @@ def rows_text(config):
     return f"{per} of {len(table)} {what} a slice"
 
 
+def choose_dyconv_methods(config, run, strategy):
+    """Each "auto" DyConv's method on this machine, before the step is traced: on
+    TensorFlow its shipped table unless DYGAN_MEASURE_METHODS=1 (measured in the step:
+    training.method_choice); on JAX and PyTorch measured per layer on first use and
+    cached (training.ops_method_choice), unless DYGAN_MEASURE_METHODS=0."""
+    train_cfg = config.train
+    table = conditions.row_table(config.model.inputs, train_cfg.source, train_cfg.targets)
+    rows = train_cfg.batch_slices * conditions.rows_per_slice(
+        config.model.inputs, train_cfg.source, len(table)
+    )
+    if keras.backend.backend() == "tensorflow":
+        from dygan_tf.training.method_choice import choose_methods
+
+        choose_methods(run.gan, rows)  # one replica's rows
+    else:
+        from dygan_tf.training.ops_method_choice import choose_ops_methods
+
+        choose_ops_methods(run.gan, rows * strategy.num_replicas_in_sync)  # the global batch
+
+
 def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
     """Keras `fit` over the unfinished epochs of `run`, with the per-epoch callbacks."""
     train_cfg = config.train
@@ -351,6 +371,7 @@ def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
     )
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    choose_dyconv_methods(config, run, strategy)
     try:
         run.gan.fit(
             train_ds,
