@@ -150,8 +150,12 @@ def main(argv=None):
         if args.demo:
             fit_lib.run_demo(config, run_dir, args.cache, args.steps_per_epoch)
             return
+        start_problem = None
         if multiworker:
-            held.enter_context(_writer_lock(run_dir, strategy))
+            try:
+                held.enter_context(_writer_lock(run_dir, strategy))
+            except UserError as e:  # said by every worker after the start-up exchange
+                start_problem = str(e)
         data_dir = args.data
         if args.brats_root:
             with for_flag("--brats-root"):
@@ -162,8 +166,9 @@ def main(argv=None):
                     args.train_hgg,
                     args.train_lgg,
                 )
-        with for_flag("--data"):
-            fit_lib.check_image_size(data_dir, config)
+        if not multiworker:  # a multi-worker run checks it on every worker, then agrees
+            with for_flag("--data"):
+                fit_lib.check_image_size(data_dir, config)
         fit_lib.fit(
             config,
             data_dir,
@@ -172,6 +177,7 @@ def main(argv=None):
             args.steps_per_epoch,
             baseline=args.baseline,
             multiworker=multiworker,
+            start_problem=start_problem,
         )
     print(f"done: {args.out}")
 

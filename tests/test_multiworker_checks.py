@@ -97,6 +97,29 @@ def test_workers_with_other_settings_stop_with_one_line(tfrecord_dir, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
+def test_a_chief_whose_run_folder_is_in_use_stops_both_workers_with_one_line(
+    tfrecord_dir, tmp_path
+):
+    # The lock is the command's own check, taken before the workers' exchange: it must
+    # still reach the peer through it, not as a chief that left without a word.
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "dygan_tf.lock", str(tmp_path / "run"), "120"],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        results = _two_workers(tmp_path, tfrecord_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    _assert_same_error_everywhere(results, "--out", str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def _report(problem=None, **digests):
     base = {key: bytes(32) for key in multiworker.DIGESTS}
     return problem, {**base, **{k: v.encode().ljust(32, b"\0") for k, v in digests.items()}}

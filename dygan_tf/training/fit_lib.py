@@ -34,7 +34,14 @@ def check_image_size(data_dir, config):
 
 
 def fit(
-    config, data_dir, run_dir, strategy=None, steps_per_epoch=None, baseline=None, multiworker=False
+    config,
+    data_dir,
+    run_dir,
+    strategy=None,
+    steps_per_epoch=None,
+    baseline=None,
+    multiworker=False,
+    start_problem=None,
 ):
     """Trains (or resumes) one run of `config` on `data_dir` into `run_dir`.
 
@@ -47,18 +54,27 @@ def fit(
         baseline: None (the configured model) or "pix2pix3".
         multiworker: drive `strategy` (a MultiWorkerMirroredStrategy) with the
             project's own loop instead of Keras `fit`.
+        start_problem: with `multiworker`, this worker's error line from the command's
+            own checks, which every worker then reports (multiworker.check_workers).
     """
     from dygan_tf.training import run as training
 
+    if multiworker:
+        # No worker stops before the exchange of start-up checks: its peers would wait.
+        try:
+            check_image_size(data_dir, config)
+        except UserError as e:
+            start_problem = start_problem or str(e)
+        from dygan_tf.training.multiworker import train_multiworker
+
+        return train_multiworker(
+            config, data_dir, run_dir, strategy, steps_per_epoch, start_problem
+        )
     check_image_size(data_dir, config)
     if baseline == "pix2pix3":
         train_pix2pix3(config, data_dir, run_dir, steps_per_epoch, strategy)
     elif baseline is not None:
         raise ValueError(f"baseline must be None or 'pix2pix3'. Received: baseline={baseline!r}")
-    elif multiworker:
-        from dygan_tf.training.multiworker import train_multiworker
-
-        train_multiworker(config, data_dir, run_dir, strategy, steps_per_epoch)
     else:
         training.train(
             config, data_dir, run_dir, steps_per_epoch=steps_per_epoch, strategy=strategy

@@ -47,11 +47,15 @@ def is_chief(strategy):
     )
 
 
-def train_multiworker(config, data_dir, run_dir, strategy, steps_per_epoch=None):
+def train_multiworker(
+    config, data_dir, run_dir, strategy, steps_per_epoch=None, start_problem=None
+):
     """Trains (or resumes) `config` on all workers of `strategy`; returns the generator.
 
     `check_workers` runs first: a problem on any worker stops every worker with the same
-    one-line UserError, before the collective ops of training start."""
+    one-line UserError, before the collective ops of training start. `start_problem`:
+    this worker's error line from before (the command's own checks: its run-folder lock,
+    the image size), reported through the same exchange."""
     train_cfg = config.train
     chief = is_chief(strategy)
     scratch = (
@@ -61,7 +65,7 @@ def train_multiworker(config, data_dir, run_dir, strategy, steps_per_epoch=None)
     )
     write_dir = run_dir if chief else scratch
     try:
-        check_workers(config, data_dir, run_dir, strategy, steps_per_epoch)
+        check_workers(config, data_dir, run_dir, strategy, steps_per_epoch, start_problem)
         run = training.open_run(
             config,
             data_dir,
@@ -294,7 +298,7 @@ def _task_names(strategy):
     return names, len(cluster.get("chief", [])) + int(resolver.task_id or 0)
 
 
-def check_workers(config, data_dir, run_dir, strategy, steps_per_epoch=None):
+def check_workers(config, data_dir, run_dir, strategy, steps_per_epoch=None, start_problem=None):
     """Every worker checks what it needs (enough train shards for each worker, intact
     shards, a writable run folder on the chief) and all exchange the results with one
     small collective, before any other: a problem on one worker becomes the same
@@ -302,7 +306,9 @@ def check_workers(config, data_dir, run_dir, strategy, steps_per_epoch=None):
     die in an aborted collective. Also refused: workers whose settings, shards or view
     of the run folder's checkpoints differ."""
     names, index = _task_names(strategy)
-    problem = worker_problem(config, data_dir, run_dir, is_chief(strategy), len(names))
+    problem = start_problem or worker_problem(
+        config, data_dir, run_dir, is_chief(strategy), len(names)
+    )
     digests = worker_digests(config, data_dir, run_dir, steps_per_epoch)
     reports = exchange(strategy, _encode(index, problem, digests), names[index])
     error = agreed_error({names[i]: report for i, report in sorted(reports.items())})
