@@ -54,13 +54,9 @@ def forward_macs(model):
 
 
 def _leaf_layers(model):
-    import keras
+    from dygan_tf.models.dygan import leaf_layers
 
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+    return leaf_layers(model)
 
 
 def dyconv_choices(model):

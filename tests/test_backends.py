@@ -222,3 +222,37 @@ def test_jax_data_parallel_on_two_host_devices_equals_one_device(tmp_path):
     assert runs["replicated_on"] == 2
     for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss"):
         np.testing.assert_allclose(runs["data_parallel"][name], runs["one_device"][name], rtol=1e-5)
+
+
+_WITHOUT_TENSORFLOW = """
+import runpy, sys
+sys.modules["tensorflow"] = None  # as on a machine where it is not installed
+sys.argv = ["benchmarks.backend_step", *sys.argv[1:]]
+runpy.run_module("benchmarks.backend_step", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_the_backend_benchmark_runs_on_jax_without_tensorflow(tmp_path):
+    out = tmp_path / "step.json"
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, "--backend", "jax", "--preset", "tiny"]
+        + ["--rounds", "1", "--steps", "2", "--out", str(out)],
+        cwd=REPO,
+        env=_jax_env(DYGAN_CACHE_DIR=str(tmp_path / "cache")),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = json.loads(out.read_text())
+    assert record["machine"]["backend"] == "jax" and record["machine"]["device"] == "cpu"
+    for name in ("dygan", "pix2pix"):
+        assert record[name]["losses_finite"] and record[name]["step_seconds_median"] > 0
+        assert 0 < record[name]["fraction_of_matmul_peak"]
+    assert record["flop_rate_ratio"] > 0
+    sources = {c["source"] for c in record["dygan"]["dyconv_methods"].values()}
+    from dygan_tf.utils.method_cache import SOURCES
+
+    assert sources <= {*SOURCES, "dense_map rule"} and "measured" in sources, sources
+    assert "FLOP-rate ratio" in result.stdout

@@ -5,6 +5,7 @@ pipeline around it, written with the shard builder's own preprocessing functions
 targets, synthesizer, source)` -> `{target: volume}` in the input's voxel order and shape.
 """
 
+import logging
 import os
 
 import numpy as np
@@ -116,6 +117,7 @@ def load_synthesizer(path, tta_mode="none"):
             tf.TensorSpec((None, *generator.input["image"].shape[1:]), tf.float32),
             tf.TensorSpec((None, generator.input["task"].shape[1]), tf.float32),
         )
+        _quiet_retracing_warning(tf)
         call = tf.function(
             lambda image, task: generator({"image": image, "task": task}, training=False),
             input_signature=spec,
@@ -273,3 +275,21 @@ def synthesize_case(
         volume[~mask] = 0.0
         result[target] = preprocessing.from_canonical(volume, ornt).reshape(shape)
     return result, scales[source]
+
+
+class _OneTracePerModel(logging.Filter):
+    """Drops TensorFlow's "N out of the last M calls ... triggered tf.function retracing"
+    warning for `load_synthesizer`'s function: TensorFlow counts traces per code object,
+    and the synthesizer traces once per loaded model by design (its signature has an
+    unknown batch), so loading a few models in one process (a notebook, the tests) would
+    print it for nothing. Other functions' retracing warnings still show."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "load_synthesizer" in message)
+
+
+def _quiet_retracing_warning(tf):
+    logger = tf.get_logger()
+    if not any(isinstance(f, _OneTracePerModel) for f in logger.filters):
+        logger.addFilter(_OneTracePerModel())

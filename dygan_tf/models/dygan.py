@@ -26,6 +26,15 @@ def _all_layers(model):
         yield from _all_layers(layer)
 
 
+def leaf_layers(model):
+    """The layers of `model` that are not models themselves, nested models' included."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
 @keras.saving.register_keras_serializable(package="dygan_tf")
 class DyGAN(keras.Model):
     """A generator G(image, task) and a discriminator D(image, target, task) trained

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from dygan_tf.layers.dyconv import DyConv2D
 from dygan_tf.layers.dyconv_methods import METHODS, dense_map_applies, dynamic_conv2d
+from dygan_tf.models.dygan import leaf_layers
 from dygan_tf.utils import method_cache
 
 LAYER_FAMILY = "dyconv"
@@ -52,7 +53,7 @@ def auto_layers(gan, batch_size):
     found = []
     d_rows = 2 * batch_size if stacked else batch_size
     for network, rows in ((gan.generator, batch_size), (gan.discriminator, d_rows)):
-        for layer in _leaf_layers(network):
+        for layer in leaf_layers(network):
             if not isinstance(layer, DyConv2D) or layer.conv_method != "auto":
                 continue
             inputs = layer.input
@@ -312,11 +313,3 @@ def _device():
         return "cpu"
     details = tf.config.experimental.get_device_details(gpus[0])
     return f"gpu:{details.get('device_name', gpus[0].name)}"
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer

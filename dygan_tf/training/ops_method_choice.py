@@ -14,18 +14,11 @@ import numpy as np
 
 from dygan_tf.layers.dyconv import DyConv2D, _default_device, default_ops_method
 from dygan_tf.layers.dyconv_ops import OPS_METHODS, dense_map_applies, ops_dynamic_conv2d
+from dygan_tf.models.dygan import leaf_layers
 from dygan_tf.utils import method_cache
 
 FAMILY = "dyconv_ops"
 CANDIDATES = tuple(m for m in OPS_METHODS if m != "dense_map")
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def auto_layer_shapes(gan, batch_size):
@@ -37,7 +30,7 @@ def auto_layer_shapes(gan, batch_size):
         (gan.generator, batch_size),
         (gan.discriminator, 2 * batch_size if stacked else batch_size),
     ):
-        for layer in _leaf_layers(network):
+        for layer in leaf_layers(network):
             if isinstance(layer, DyConv2D) and layer.conv_method == "auto":
                 inputs = layer.input
                 x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
