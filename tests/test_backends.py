@@ -1,7 +1,8 @@
-"""DyGAN on JAX: the same losses and gradients as TensorFlow, without TensorFlow installed.
+"""DyGAN on JAX and PyTorch: the same losses and gradients as TensorFlow, without
+TensorFlow installed; JAX runs end to end.
 
-The JAX runs are subprocesses (the Keras backend is chosen once per process); the
-TensorFlow side runs here.
+The JAX and PyTorch runs are subprocesses (the Keras backend is chosen once per
+process); the TensorFlow side runs here.
 """
 
 import json
@@ -19,8 +20,8 @@ from tests.helpers import REPO
 pytest.importorskip("jax")
 
 
-def _jax_env(**extra):
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+def _jax_env(backend="jax", **extra):
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     env.update(extra)
     return env
 
@@ -85,6 +86,7 @@ def _assert_same_gradients(tf_record, jax_record, prefix, count):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
 @pytest.mark.parametrize(
     "preset, changes",
     [
@@ -103,13 +105,21 @@ def _assert_same_gradients(tf_record, jax_record, prefix, count):
     ],
     ids=["multiscale", "patch_both_ema_no_norm"],
 )
-def test_jax_losses_and_gradients_equal_tensorflow_without_tensorflow(tmp_path, preset, changes):
+def test_losses_and_gradients_equal_tensorflow_without_tensorflow(
+    tmp_path, backend, preset, changes
+):
+    if backend == "torch":
+        pytest.importorskip("torch")
     config = get_preset(preset).override(**changes)
     tf_record = _tensorflow_side(config, tmp_path / "tf.npz")
     _run_jax(
-        "tests.backend.jax_gradients", tmp_path / "tf.npz", tmp_path / "jax.npz", "--no-tensorflow"
+        "tests.backend.gradients",
+        tmp_path / "tf.npz",
+        tmp_path / "out.npz",
+        "--no-tensorflow",
+        env=_jax_env(backend),
     )
-    jax_record = np.load(tmp_path / "jax.npz")
+    jax_record = np.load(tmp_path / "out.npz")
     assert not bool(jax_record["tensorflow_loaded"])
     for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss"):
         np.testing.assert_allclose(jax_record[f"loss_{name}"], tf_record[f"loss_{name}"], rtol=2e-6)

@@ -159,6 +159,20 @@ def torch_train_step(gan, data):
     """One DyGAN step on PyTorch: each network's gradient of its own objective."""
     import torch
 
+    losses, g_grads, d_grads = torch_gradients(gan, data)
+    with torch.no_grad():
+        gan.g_optimizer.apply_gradients(zip(g_grads, gan.generator.trainable_variables))
+        gan.d_optimizer.apply_gradients(zip(d_grads, gan.discriminator.trainable_variables))
+    for name in _LOSS_NAMES:
+        gan.loss_trackers[name].update_state(losses[name].detach())
+    return {name: tracker.result() for name, tracker in gan.loss_trackers.items()}
+
+
+def torch_gradients(gan, data):
+    """`(losses, G's gradients, D's gradients)` of one batch on PyTorch: one forward
+    pass, then `torch.autograd.grad` of each objective to its own network's weights."""
+    import torch
+
     image, target, task = data
     g_vars = gan.generator.trainable_variables
     d_vars = gan.discriminator.trainable_variables
@@ -167,12 +181,7 @@ def torch_train_step(gan, data):
     d_objective = _scale(gan.d_optimizer, losses["d_loss"])
     g_grads = torch.autograd.grad(g_objective, [v.value for v in g_vars], retain_graph=True)
     d_grads = torch.autograd.grad(d_objective, [v.value for v in d_vars])
-    with torch.no_grad():
-        gan.g_optimizer.apply_gradients(zip(g_grads, g_vars))
-        gan.d_optimizer.apply_gradients(zip(d_grads, d_vars))
-    for name in _LOSS_NAMES:
-        gan.loss_trackers[name].update_state(losses[name].detach())
-    return {name: tracker.result() for name, tracker in gan.loss_trackers.items()}
+    return losses, list(g_grads), list(d_grads)
 
 
 def _scale(optimizer, loss):
