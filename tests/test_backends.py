@@ -127,10 +127,10 @@ def test_losses_and_gradients_equal_tensorflow_without_tensorflow(
     _assert_same_gradients(tf_record, jax_record, "d_grad", tf_record["d_grads"])
 
 
-def _fit_jax(tfrecord_dir, out, epochs, *flags):
+def _fit_jax(tfrecord_dir, out, epochs, *flags, backend="jax"):
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     result = subprocess.run(
-        [sys.executable, "-m", "dygan_tf.fit", "--backend", "jax", "--data", str(tfrecord_dir)]
+        [sys.executable, "-m", "dygan_tf.fit", "--backend", backend, "--data", str(tfrecord_dir)]
         + ["--out", str(out), "--preset", "tiny", "--discriminator", "patch"]
         + ["--steps-per-epoch", "2", "--epochs", str(epochs), *flags],
         cwd=REPO,
@@ -188,6 +188,17 @@ def test_jax_fit_resumes_bit_for_bit_and_exports_the_same_savedmodel(tfrecord_di
     assert result.returncode == 0, result.stderr
     served = serve_alone(tmp_path / "sm" / "1", tmp_path, image=image, task=task)
     np.testing.assert_allclose(served, on_jax, atol=2e-5)
+
+
+@pytest.mark.slow
+def test_torch_fit_trains_and_resumes_bit_for_bit(tfrecord_dir, tmp_path):
+    pytest.importorskip("torch")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _fit_jax(tfrecord_dir, straight, 2, backend="torch")
+    _fit_jax(tfrecord_dir, resumed, 1, backend="torch")
+    assert "resuming at epoch 2" in _fit_jax(tfrecord_dir, resumed, 2, backend="torch").stdout
+    assert (straight / "history.csv").read_text() == (resumed / "history.csv").read_text()
+    assert (straight / "generator.keras").is_file()
 
 
 def test_a_truncated_npz_checkpoint_is_passed_over_with_a_note(tmp_path, capsys):

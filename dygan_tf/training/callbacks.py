@@ -123,9 +123,12 @@ class HistoryWriter(keras.callbacks.Callback):
             if self.grid_batch is not None:
                 image, target, task = self.grid_batch[:3]
                 with self.model.averaged_generator() as generator:
-                    fake = generator({"image": image, "task": task}, training=False)
+                    fake = generator(
+                        {"image": np.asarray(image), "task": np.asarray(task)}, training=False
+                    )
                 shown = conditions.source_preview(image, task)  # one channel of a multi input
-                grid = _grid(shown, np.asarray(target), np.asarray(fake))
+                # convert_to_numpy: on PyTorch the output is a tensor that keeps its graph
+                grid = _grid(shown, np.asarray(target), keras.ops.convert_to_numpy(fake))
                 tf.summary.image("val/source_real_generated", grid)
         self.writer.flush()
         self.history.append(row)
