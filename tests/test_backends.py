@@ -134,7 +134,12 @@ def _fit_jax(tfrecord_dir, out, epochs, *flags, backend="jax"):
         + ["--out", str(out), "--preset", "tiny", "--discriminator", "patch"]
         + ["--steps-per-epoch", "2", "--epochs", str(epochs), *flags],
         cwd=REPO,
-        env=dict(env, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"),
+        # One DyConv methods' cache for the test's runs (the same machine's, as a resume
+        # reads), not the user's ~/.cache/dygan_tf: runs that picked other methods would
+        # round differently.
+        env=dict(
+            env, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", DYGAN_CACHE_DIR=str(out.parent / "cache")
+        ),
         capture_output=True,
         text=True,
         timeout=900,
