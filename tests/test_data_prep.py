@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from dygan_tf.config import tasks
 from dygan_tf.data import case_slices as prepare
+from dygan_tf.data import nifti, preprocessing, records, shards
 from dygan_tf.data import pipeline as data
-from dygan_tf.data import preprocessing, records, shards
 from dygan_tf.data.manifest import read_manifest
 from dygan_tf.utils.errors import UserError
 from tests.helpers import (
@@ -148,7 +148,7 @@ def test_load_nifti_gives_nibabel_array(tmp_path, kind):
     if kind == "two_members":  # as bgzip writes: a valid gzip file of two members
         raw = gzip.decompress(path.read_bytes())
         path.write_bytes(gzip.compress(raw[:1000], mtime=0) + gzip.compress(raw[1000:]))
-    data, affine, _ = preprocessing.load_nifti(path)
+    data, affine, _ = nifti.load_nifti(path)
     expected = np.asanyarray(nib.load(str(path)).dataobj)
     assert data.dtype == expected.dtype and data.shape == expected.shape
     assert (data.dtype.byteorder == ">") == (kind == "big_endian")
@@ -163,7 +163,7 @@ def test_load_nifti_names_a_corrupt_gzip_file(tmp_path):
     payload[-6] ^= 0xFF  # the stored CRC no longer matches the data
     path.write_bytes(bytes(payload))
     with pytest.raises(UserError, match="v.nii.gz: truncated or unreadable data"):
-        preprocessing.load_nifti(path)
+        nifti.load_nifti(path)
 
 
 def test_resize_slice_shapes_and_nearest_labels():
@@ -187,7 +187,7 @@ def test_load_nifti_refuses_absurd_header_before_reading(tmp_path):
     with open(path, "wb") as f:  # a header and 16 bytes: reading data would fail
         f.write(header.binaryblock + b"\0" * 4 + b"\0" * 16)
     with pytest.raises(UserError, match="huge.nii: header claims shape"):
-        preprocessing.load_nifti(path)
+        nifti.load_nifti(path)
 
 
 def test_flipped_affine_gives_same_slices(phantom_root, tmp_path):

@@ -16,7 +16,7 @@ from nibabel import cifti2
 from data_prep import build_tfrecords
 from dygan_tf import evaluate_volumes as evaluate_volumes_command
 from dygan_tf import translate as translate_command
-from dygan_tf.data import preprocessing
+from dygan_tf.data import nifti, preprocessing
 from dygan_tf.utils.errors import UserError
 from tests.helpers import one_error_line, run_cli, run_in_process
 
@@ -141,14 +141,14 @@ def test_the_reader_refuses_each_other_kind_naming_it(tmp_path):
     for kind, (make, words) in REFUSED.items():
         path = make(str(tmp_path), f"{kind}_t2")
         with pytest.raises(UserError) as caught:
-            preprocessing.read_volume(path)
+            nifti.read_volume(path)
         line = str(caught.value)
         assert "\n" not in line and line.startswith(f"{path}: ") and words in line, (kind, line)
         if kind not in ("series", "two_d", "five_d"):
             assert EXPECTED in line, (kind, line)
     hdr_only = REFUSED["analyze_hdr_without_img"][0](str(tmp_path), "alone")
     with pytest.raises(UserError, match=r"alone\.img is missing"):
-        preprocessing.read_header(hdr_only)
+        nifti.read_header(hdr_only)
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
@@ -157,7 +157,7 @@ def test_the_reader_accepts_nifti1_and_nifti2_and_one_volume_4d(tmp_path, image_
     data = _head()
     for name, stored in (("three_d", data), ("one_volume", data[..., None])):
         path = _save(str(tmp_path / f"{name}{suffix}"), stored, image_class)
-        volume = preprocessing.read_volume(path)
+        volume = nifti.read_volume(path)
         assert volume.data.shape == SHAPE and volume.non_finite == 0
         np.testing.assert_array_equal(volume.data, data)
         np.testing.assert_array_equal(volume.affine, AFFINE)
@@ -167,15 +167,15 @@ def test_the_reader_reads_non_finite_voxels_as_background_only_when_asked(tmp_pa
     data = _head()
     path = _save(str(tmp_path / "nan.nii.gz"), _with_nan_outside(data))
     with pytest.raises(UserError, match=r"nan\.nii\.gz: volume holds \d+ NaN or infinite"):
-        preprocessing.read_volume(path)
-    volume = preprocessing.read_volume(path, non_finite="background")
+        nifti.read_volume(path)
+    volume = nifti.read_volume(path, non_finite="background")
     np.testing.assert_array_equal(volume.data, data)
     assert volume.non_finite == int((data == 0).sum())
-    note = preprocessing.non_finite_note(volume, path)
+    note = nifti.non_finite_note(volume, path)
     assert note.startswith(f"note: {path}: {volume.non_finite} of {data.size} voxels")
     all_nan = _save(str(tmp_path / "all_nan.nii"), np.full(SHAPE, np.nan, np.float32))
     with pytest.raises(UserError, match="all zeros and NaN/inf"):
-        preprocessing.read_volume(all_nan, non_finite="background")
+        nifti.read_volume(all_nan, non_finite="background")
     # The mask never counts a non-finite voxel as brain, whoever reads the array.
     mask = preprocessing.brain_mask([_with_nan_outside(data), np.zeros(SHAPE, np.int16)])
     np.testing.assert_array_equal(mask, data != 0)

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dygan_tf.data import preprocessing
+from dygan_tf.data import nifti, preprocessing
 from dygan_tf.inference.synthesis import load_synthesizer
 from dygan_tf.inference.translation import translate
 from dygan_tf.translate import main as translate_main
@@ -85,7 +85,7 @@ def test_flipped_affine_translates_to_the_same_physical_images(
     run_dir, phantom_root, savedmodel_dir, tmp_path
 ):
     folder, cid = case_folder(phantom_root, 1)
-    data, affine, _ = preprocessing.load_nifti(os.path.join(folder, f"{cid}_t2.nii.gz"))
+    data, affine, _ = nifti.load_nifti(os.path.join(folder, f"{cid}_t2.nii.gz"))
     # 16 axial slices around the middle keep it quick; the affine moves with the crop.
     shift = np.eye(4)
     shift[2, 3] = 70

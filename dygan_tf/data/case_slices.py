@@ -9,7 +9,7 @@ import multiprocessing
 import numpy as np
 
 from dygan_tf.config.tasks import MODALITIES
-from dygan_tf.data import preprocessing
+from dygan_tf.data import nifti, preprocessing
 from dygan_tf.data.cases import check_case
 from dygan_tf.utils.errors import UserError
 
@@ -24,7 +24,7 @@ def prepare_case(case, image_size, slice_range, per_volume):
     raw, volumes = {}, {}
     for key, path in files.items():
         try:
-            raw[key], affine, _ = preprocessing.load_nifti(path, allow_zero=(key == "seg"))
+            raw[key], affine, _ = nifti.load_nifti(path, allow_zero=(key == "seg"))
         except UserError as e:
             raise UserError(f"case {cid}: {e}") from None
         volumes[key], _, _ = preprocessing.to_canonical(raw[key], affine)

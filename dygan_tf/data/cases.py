@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from dygan_tf.config.tasks import MODALITIES
-from dygan_tf.data import preprocessing
+from dygan_tf.data import nifti, preprocessing
 from dygan_tf.utils.errors import UserError
 
 GRADES = ("HGG", "LGG")
@@ -53,9 +53,7 @@ def case_files(case):
     folder, cid = case["folder"], case["case_id"]
     files = {}
     for key in MODALITIES + ("seg",):
-        found = [
-            os.path.join(folder, f"{cid}_{key}{ext}") for ext in preprocessing.NIFTI_EXTENSIONS
-        ]
+        found = [os.path.join(folder, f"{cid}_{key}{ext}") for ext in nifti.NIFTI_EXTENSIONS]
         found = [p for p in found if os.path.isfile(p)]
         if found:
             files[key] = found[0]
@@ -102,7 +100,7 @@ def check_case(case):
     reference = None
     for path in files.values():
         try:
-            image, shape = preprocessing.read_header(path)
+            image, shape = nifti.read_header(path)
         except UserError as e:
             raise UserError(f"case {cid}: {e}") from None
         sizes = preprocessing.voxel_sizes(image.affine)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from dygan_tf.config.tasks import MODALITIES
-from dygan_tf.data import preprocessing
+from dygan_tf.data import nifti, preprocessing
 from dygan_tf.evaluation.volume_metrics import (
     region_scores,
     scale_to_unit,
@@ -59,7 +59,7 @@ def match_prediction(name, case_ids):
     are compared, so `t1` never matches inside `t1ce`. Raises UserError for a name with
     several modality tokens.
     """
-    stem = preprocessing.nifti_stem(name)
+    stem = nifti.nifti_stem(name)
     if stem is None:
         return None
     best = None
@@ -99,7 +99,7 @@ def find_predictions(pred_dir, case_ids, exclude=()):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(names):
             path = os.path.join(folder, name)
-            if name.startswith(".") or preprocessing.nifti_stem(name) is None:
+            if name.startswith(".") or nifti.nifti_stem(name) is None:
                 continue
             if os.path.realpath(path) in exclude:
                 continue
@@ -136,8 +136,8 @@ def _split_case_ids(split_from, split):
 def _check_same_grid(pred_path, truth_path):
     from dygan_tf.data.cases import AFFINE_TOLERANCE
 
-    pred_image, pred_shape = preprocessing.read_header(pred_path)
-    truth_image, truth_shape = preprocessing.read_header(truth_path)
+    pred_image, pred_shape = nifti.read_header(pred_path)
+    truth_image, truth_shape = nifti.read_header(truth_path)
     if pred_shape != truth_shape:
         raise UserError(
             f"{pred_path}: shape {pred_shape} differs from {truth_shape} of {truth_path}; "
@@ -155,8 +155,8 @@ def read_scored(path, allow_zero=False):
     """The data of a real or predicted volume. NaN/inf voxels (outside the field of view
     of a resampled volume) are read as 0, with one `note:` line: in a real volume they
     are background, outside the brain; in a prediction they score as 0."""
-    volume = preprocessing.read_volume(path, allow_zero, non_finite="background")
-    note = preprocessing.non_finite_note(volume, path, "read as background (0)")
+    volume = nifti.read_volume(path, allow_zero, non_finite="background")
+    note = nifti.non_finite_note(volume, path, "read as background (0)")
     if note:
         print(note, file=sys.stderr)
     return volume.data

@@ -15,7 +15,7 @@ import numpy as np
 
 from dygan_tf.config.conditions import SOURCE_PREFERENCE, row_key
 from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
-from dygan_tf.data import preprocessing
+from dygan_tf.data import nifti, preprocessing
 from dygan_tf.inference import tta
 from dygan_tf.utils.atomic import atomic_path
 from dygan_tf.utils.errors import UserError
@@ -28,7 +28,7 @@ NON_FINITE_RULE = "read as background (0); the outputs hold 0 there"
 def plan_file(path, source, targets):
     """(case, source, targets, {modality: path}) for one NIfTI file."""
     name = os.path.basename(path)
-    stem = preprocessing.nifti_stem(name) or name
+    stem = nifti.nifti_stem(name) or name
     match = re.fullmatch(r"(.+)_(" + "|".join(MODALITIES) + ")", stem)
     if source is None:
         if match is None:
@@ -47,7 +47,7 @@ def case_modalities(folder):
     cid = os.path.basename(os.path.normpath(folder))
     found = {}
     for modality in MODALITIES:
-        for ext in preprocessing.NIFTI_EXTENSIONS:
+        for ext in nifti.NIFTI_EXTENSIONS:
             path = os.path.join(folder, f"{cid}_{modality}{ext}")
             if os.path.isfile(path):
                 found[modality] = path
@@ -279,8 +279,8 @@ def read_input(path):
     """`(data, affine, header)` of an input volume. NaN/inf voxels (outside the field of
     view of a resampled volume) are read as background (0), with one `note:` line: the
     brain mask leaves them out, so the outputs hold 0 there."""
-    volume = preprocessing.read_volume(path, non_finite="background")
-    note = preprocessing.non_finite_note(volume, path, NON_FINITE_RULE)
+    volume = nifti.read_volume(path, non_finite="background")
+    note = nifti.non_finite_note(volume, path, NON_FINITE_RULE)
     if note:
         print(note, file=sys.stderr)
     return volume.data, volume.affine, volume.header
