@@ -6,11 +6,12 @@
       overrides: --epochs --image-size --base-filters --experts --lambda-l1 --lr
                  --lr-decay --ema --source t2|...|any --targets flair,t1,t1ce
                  --inputs single|multi --target-weights flair=2 (multi)
-                 --discriminator multiscale|patch --dyconv none|down|up|both
-                 --label-mode kernel|input --seed
+                 --discriminator multiscale|patch --d-dyconv on|off
+                 --dyconv none|down|up|both --label-mode kernel|input --seed
       baselines: --baseline pix2pix3 (three pix2pix models, one per target, same total
-                 number of train steps); --dyconv none (pix2pix generator);
-                 --label-mode input (MGAN-style); --discriminator patch
+                 number of train steps); --dyconv none --targets t1 (one pix2pix);
+                 --label-mode input (MGAN-style); --discriminator patch --d-dyconv off
+                 (a static PatchGAN); the paper's rows: dygan_tf.experiments.paper_tables
       backend:   --backend jax|torch trains on that Keras backend (TensorFlow stays the
                  data library); the run folder is the same, its checkpoints .npz files
       testing:   --steps-per-epoch N caps each epoch at N steps
@@ -97,7 +98,10 @@ def parse_args(argv):
 def resolve_config(args):
     """The preset with every given flag applied; one UserError line if invalid."""
     with for_flag(f"{PROG}:"):
-        return config_from_flags(args, "demo" if args.demo else "paper")
+        # --baseline pix2pix3 builds its own (one-target) members from the config.
+        return config_from_flags(
+            args, "demo" if args.demo else "paper", label_blind_ok=args.baseline is not None
+        )
 
 
 def _writer_lock(run_dir, strategy=None):

@@ -12,6 +12,9 @@ from dygan_tf.config.conditions import INPUTS, SOURCE_ANY
 from dygan_tf.config.tasks import MODALITIES, targets_for
 from dygan_tf.utils.errors import UserError
 
+# Switches parsed as a choice, never with type=bool (which reads "false" as True).
+ON_OFF = {"on": True, "off": False}
+
 # flag -> (RunConfig field, type, choices, help). `--base-filters` sets the generator's
 # and the discriminator's base width alike.
 CONFIG_FLAGS = {
@@ -50,6 +53,13 @@ CONFIG_FLAGS = {
     ),
     "--discriminator": ("discriminator", str, config_lib.DISCRIMINATOR_KINDS, None),
     "--dyconv": ("dyconv", str, config_lib.DYCONV_PLACEMENTS, "DyConv placement (Table 4)"),
+    "--d-dyconv": (
+        "d_dyconv",
+        str,
+        tuple(ON_OFF),
+        "DyConv in the discriminator (on: Ms_DyGAN's; off: a static D, the paper's DyGAN "
+        "with --discriminator patch)",
+    ),
     "--label-mode": ("label_mode", str, config_lib.LABEL_MODES, None),
     "--seed": ("seed", int, None, None),
     "--mixed-precision": ("mixed_precision", str, config_lib.PRECISIONS, None),
@@ -97,11 +107,13 @@ def parse_target_weights(text, targets):
     return tuple(weights.get(t, 1) for t in targets)
 
 
-def config_from_flags(args, default_preset):
+def config_from_flags(args, default_preset, label_blind_ok=False):
     """The preset (`args.preset` or `default_preset`) with every given flag applied.
 
     Raises a `UserError` naming the flag for a value out of range or a combination the
-    config refuses (e.g. `--label-mode input` with DyConvs).
+    config refuses (e.g. `--label-mode input` with DyConvs, or a generator that cannot
+    see the task: `check_sees_task`, skipped with `label_blind_ok` when the config only
+    seeds a baseline that builds its own networks).
     """
     for flag in POSITIVE:
         value = getattr(args, _dest(flag), None)
@@ -116,6 +128,8 @@ def config_from_flags(args, default_preset):
     changes["jit_compile"] = getattr(args, "jit_compile", None)
     if get("--base-filters") is not None:
         changes["d_base_filters"] = get("--base-filters")
+    if get("--d-dyconv") is not None:
+        changes["d_dyconv"] = ON_OFF[get("--d-dyconv")]
     try:
         if get("--targets") is not None:
             changes["targets"] = tuple(t.strip() for t in get("--targets").split(",") if t.strip())
@@ -136,6 +150,28 @@ def config_from_flags(args, default_preset):
         if get("--label-mode") == "input" and get("--dyconv") is None:
             changes["dyconv"] = "none"  # MGAN-style: static kernels, label at the input
         # ModelConfig and TrainConfig validate themselves.
-        return config_lib.get_preset(args.preset or default_preset).override(**changes)
+        config = config_lib.get_preset(args.preset or default_preset).override(**changes)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if not label_blind_ok:
+        check_sees_task(config)
+    return config
+
+
+def check_sees_task(config):
+    """Refuses a generator that cannot see which target it makes: static kernels
+    (`--dyconv none`) with the label in the kernels (`--label-mode kernel`) read no
+    label, so several targets would get one identical output. With one target it is
+    pix2pix; three pix2pix models are `--baseline pix2pix3`.
+
+    Checked here, where flags become a config, not in `RunConfig`: `as_pix2pix` builds
+    such label-blind members (one target each) on purpose.
+    """
+    model, targets = config.model, config.train.targets
+    if model.dyconv == "none" and model.label_mode == "kernel" and len(targets) > 1:
+        raise UserError(
+            f"--dyconv none with --label-mode kernel: the generator cannot see the task, so "
+            f"its {len(targets)} targets ({','.join(targets)}) would get identical outputs; "
+            "use --label-mode input (label planes), --baseline pix2pix3 (one pix2pix per "
+            "target) or one --targets"
+        )

@@ -1,0 +1,484 @@
+"""Reruns the paper's Tables 2-4 over seeds: one resumable command, records as the state.
+
+    python -m dygan_tf.experiments.paper_tables --table all
+    python -m dygan_tf.experiments.paper_tables --table 2 --seeds 0-4 [--commit]
+    python -m dygan_tf.experiments.paper_tables --summary   # results from the records only
+
+Each (row, seed) trains with `dygan_tf.fit` in its own run folder (RUNS/<row>/seed<k>,
+a subprocess whose exact command is recorded), then is scored on two test sets: the
+data's test split (default: the demo's shards, 7 phantom cases) and a larger held-out
+set (default: 40 cases of a phantom with another seed, built once under --cache). Runs
+of one seed share that seed, so rows compare in pairs (`dygan_tf.experiments.paired`).
+
+A finished run leaves its small records in RECORDS/runs/<row>/seed<k>/ (record.json
+last: scores, parameters, training wall time, commit, CPU flags, the command), and
+RECORDS/results.json, results.md and psnr.png are rewritten from all records after
+each run. A record is what "done" means: a rerun, here or on a fresh machine holding
+only the committed records, skips it; a killed run is resumed from its run folder's
+checkpoint by fit itself. With --commit each finished run's records are committed to
+the git repository that holds RECORDS.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from dygan_tf.experiments import tables
+from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.errors import UserError
+
+PROG = "dygan_tf.experiments.paper_tables"
+DEFAULT_RECORDS = os.path.join("docs", "results", "paper-tables")
+DEFAULT_RUNS = os.path.join("runs", "paper-tables")
+RECORD, TEST_SETS = tables.RECORD, tables.TEST_SETS
+ATTEMPTS = "paper_tables_attempts.json"  # in a run folder: the fit attempts' wall times
+HELDOUT = dict(cases=60, seed=1, train_hgg=16, train_lgg=4)  # 40 test cases
+INFERENCE_REPEATS = 5
+
+
+def parse_seeds(text):
+    """ "0-4" or "0,2,5" (or a mix) -> a sorted tuple of distinct seeds >= 0."""
+    seeds = set()
+    for part in (p.strip() for p in text.split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise UserError(f"--seeds: expected seeds like 0-4 or 0,1,2, found {part!r}")
+        seeds.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    return tuple(sorted(seeds))
+
+
+def parse_tables(text):
+    if text.strip() == "all":
+        return tables.TABLES
+    found = []
+    for part in (p.strip() for p in text.split(",")):
+        if part not in {str(t) for t in tables.TABLES}:
+            raise UserError(
+                f"--table: expected 2, 3, 4, a comma-separated list of them or all, found {part!r}"
+            )
+        found.append(int(part))
+    return tuple(sorted(set(found)))
+
+
+def parse_args(argv):
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--table", default="all", help="2, 3, 4, a list (2,4) or all")
+    p.add_argument(
+        "--seeds",
+        help="e.g. 0-4 or 0,1,2 for every table (default: 0-4 for Table 2, 0-2 for 3 and 4)",
+    )
+    p.add_argument("--rows", help="only these row ids (comma-separated; see tables.py)")
+    p.add_argument("--preset", default="demo", help="fit's preset (default demo)")
+    p.add_argument("--data", help="shard folder to train on (default: the demo's shards)")
+    p.add_argument(
+        "--heldout",
+        help="second test set's shard folder (default: 40 cases of a seed-1 phantom)",
+    )
+    p.add_argument(
+        "--cache",
+        default=os.environ.get(
+            "DYGAN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dygan_tf")
+        ),
+        help="where the default data sets are built once",
+    )
+    p.add_argument("--runs", default=DEFAULT_RUNS, help="parent of the run folders")
+    p.add_argument("--records", default=DEFAULT_RECORDS, help="where the records go")
+    p.add_argument("--epochs", type=int, help="fit --epochs (default: the preset's)")
+    p.add_argument("--steps-per-epoch", type=int, help="fit --steps-per-epoch (quick looks)")
+    p.add_argument("--commit", action="store_true", help="git-commit each run's records")
+    p.add_argument(
+        "--summary", action="store_true", help="only rewrite the results from the records"
+    )
+    args = p.parse_args(argv)
+    args.tables = parse_tables(args.table)
+    args.seed_list = parse_seeds(args.seeds) if args.seeds is not None else None
+    args.row_ids = None
+    if args.rows is not None:
+        args.row_ids = [r.strip() for r in args.rows.split(",") if r.strip()]
+        unknown = [r for r in args.row_ids if r not in tables.ROW_BY_ID]
+        if unknown or not args.row_ids:
+            raise UserError(
+                f"--rows: unknown row {', '.join(unknown) or '(none)'}; expected some of "
+                f"{', '.join(tables.ROW_BY_ID)}"
+            )
+    from dygan_tf.config.run_config import PRESETS
+
+    if args.preset not in PRESETS:
+        raise UserError(f"--preset: expected one of {', '.join(PRESETS)}, found {args.preset!r}")
+    for flag in ("epochs", "steps_per_epoch"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    for flag in ("data", "heldout"):
+        folder = getattr(args, flag)
+        if folder is not None and not os.path.isfile(os.path.join(folder, "manifest.json")):
+            raise UserError(f"--{flag}: {folder} has no manifest.json; expected a shard folder")
+    return args
+
+
+def plan(table_numbers, seed_list=None, row_ids=None):
+    """[(row, seed)] in the order they run: seed by seed (so every seed's pairs finish
+    together), Table 2 then 4 then 3 within a seed. A row with `same_as` is run as that
+    row (listed once)."""
+    order = sorted(table_numbers, key=(2, 4, 3).index)
+    seeds_of = {t: tuple(seed_list) if seed_list else tables.DEFAULT_SEEDS[t] for t in order}
+    out, seen = [], set()
+    for seed in sorted(set().union(*seeds_of.values())):
+        for t in order:
+            if seed not in seeds_of[t]:
+                continue
+            for row in tables.rows_of((t,)):
+                if row_ids is not None and row.id not in row_ids:
+                    continue
+                run_row = tables.ROW_BY_ID[tables.run_id(row)]
+                if (run_row.id, seed) not in seen:
+                    seen.add((run_row.id, seed))
+                    out.append((run_row, seed))
+    return out
+
+
+def record_dir(records, row_id, seed):
+    return os.path.join(records, "runs", row_id, f"seed{seed}")
+
+
+def is_done(records, row_id, seed):
+    return os.path.isfile(os.path.join(record_dir(records, row_id, seed), RECORD))
+
+
+def fit_command(row, seed, args, data_dir, run_dir):
+    command = [sys.executable, "-m", "dygan_tf.fit", "--data", data_dir, "--out", run_dir]
+    command += ["--preset", args.preset, "--seed", str(seed), *row.flags]
+    if args.epochs is not None:
+        command += ["--epochs", str(args.epochs)]
+    if args.steps_per_epoch is not None:
+        command += ["--steps-per-epoch", str(args.steps_per_epoch)]
+    return command
+
+
+def _read_json(file, default):
+    try:
+        with open(file, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def train(command, run_dir, log_file):
+    """Runs (or resumes) fit; returns {"train_wall_s", "attempts", "killed_attempts"}.
+
+    Each attempt's start is written before it runs, so an attempt killed with the
+    runner is counted as killed (its time unknown, not added)."""
+    from dygan_tf.utils.atomic import write_json_atomic
+
+    os.makedirs(run_dir, exist_ok=True)
+    attempts_file = os.path.join(run_dir, ATTEMPTS)
+    attempts = _read_json(attempts_file, [])
+    attempts.append({"start": time.time()})
+    write_json_atomic(attempts_file, attempts)
+    start = time.perf_counter()
+    with open(log_file, "a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        raise UserError(
+            f"{run_dir}: fit exited with {result.returncode}; its output is in {log_file}"
+        )
+    attempts[-1]["wall_s"] = time.perf_counter() - start
+    write_json_atomic(attempts_file, attempts)
+    done = [a["wall_s"] for a in attempts if "wall_s" in a]
+    return {
+        "train_wall_s": round(sum(done), 1),
+        "attempts": len(attempts),
+        "killed_attempts": len(attempts) - len(done),
+    }
+
+
+def scores_of(report, targets):
+    keep = ("psnr", "ssim", "psnr_brain", "ssim_brain")
+    per = report["per_target"]
+    return {t: {m: per[t].get(m) for m in keep} for t in targets if per.get(t)}
+
+
+def count_parameters(run_dir):
+    """{"generator", "discriminator"} parameter counts (summed over pix2pix3's members),
+    from the networks built from the recorded configs."""
+    from dygan_tf.models.builders import build_networks
+    from dygan_tf.run_folder import files as run_folder
+
+    baseline = run_folder.read_baseline(run_dir)
+    folders = list(baseline[1].values()) if baseline else [run_dir]
+    total = {"generator": 0, "discriminator": 0}
+    for folder in folders:
+        generator, discriminator = build_networks(run_folder.read_config(folder).model)
+        total["generator"] += generator.count_params()
+        total["discriminator"] += discriminator.count_params()
+    return total
+
+
+def inference_time(run_dir, slices):
+    """Median seconds to translate one case (`slices` T2 slices into every target of the
+    run) through the run's predictor (pix2pix3: one model per target)."""
+    import numpy as np
+
+    from dygan_tf.config.tasks import task_code
+    from dygan_tf.evaluation.scoring import load_run_predictor
+
+    predictor, config, _ = load_run_predictor(run_dir)
+    size, source = config.model.image_size, config.train.source
+    names = [t for t in config.train.targets for _ in range(slices)]
+    image = np.random.default_rng(0).uniform(-1, 1, (len(names), size, size, 1))
+    image = image.astype("float32")
+    task = np.stack([task_code(source, t) for t in names])
+    predictor.predict(image, task, names)  # warm-up (traces)
+    times = []
+    for _ in range(INFERENCE_REPEATS):
+        start = time.perf_counter()
+        predictor.predict(image, task, names)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def slices_per_case(data_dir):
+    from dygan_tf.data.manifest import split_cases
+
+    cases = split_cases(data_dir, "test")
+    return max(1, round(sum(len(c["slices"]) for c in cases) / len(cases)))
+
+
+def machine():
+    """The CPU this ran on: model name, kind and the flags that matter for speed."""
+    from dygan_tf.utils.cpu import cpu_flags, cpu_kind
+
+    flags = cpu_flags()
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
+            )
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+    return {
+        "cpu": name,
+        "cpu_kind": cpu_kind(flags),
+        "cpu_flags": [f for f in wanted if f in flags],
+        "cores": os.cpu_count(),
+    }
+
+
+def git_commit_of():
+    """(commit, dirty) of the checkout this package runs from, or (None, None); dirty:
+    tracked files differ from the commit."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(
+            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return commit, bool(status)
+
+
+def copy_small_records(run_dir, out):
+    """config.json and history.csv (pix2pix3: its description and each member's)."""
+    from dygan_tf.run_folder import files as run_folder
+
+    baseline = run_folder.read_baseline(run_dir)
+    if baseline:
+        shutil.copy(run_folder.path(run_dir, run_folder.BASELINE), out)
+        for target, folder in baseline[1].items():
+            shutil.copy(
+                run_folder.path(folder, run_folder.CONFIG),
+                os.path.join(out, f"config_{target}.json"),
+            )
+            shutil.copy(
+                run_folder.path(folder, run_folder.HISTORY),
+                os.path.join(out, f"history_{target}.csv"),
+            )
+    else:
+        for name in (run_folder.CONFIG, run_folder.HISTORY):
+            shutil.copy(run_folder.path(run_dir, name), out)
+
+
+def run_one(row, seed, args, data, commit):
+    """Trains, scores and records one (row, seed); returns its record."""
+    from dygan_tf.evaluation import report as report_lib
+    from dygan_tf.utils.atomic import write_json_atomic
+
+    run_dir = os.path.join(args.runs, row.id, f"seed{seed}")
+    command = fit_command(row, seed, args, data["demo"], run_dir)
+    timing = train(command, run_dir, run_dir.rstrip(os.sep) + ".log")
+    out = record_dir(args.records, row.id, seed)
+    staging = out + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    scores = {}
+    for name in TEST_SETS:
+        report = report_lib.evaluate_report(
+            [run_dir], os.path.join(run_dir, f"eval_{name}"), data_dir=data[name], split="test"
+        )
+        shutil.copy(
+            os.path.join(run_dir, f"eval_{name}", report_lib.REPORT_JSON),
+            os.path.join(staging, f"report_{name}.json"),
+        )
+        scores[name] = scores_of(report, row.targets)
+    copy_small_records(run_dir, staging)
+    load = os.getloadavg()[0]
+    record = {
+        "row": row.id,
+        "table": row.table,
+        "label": row.label,
+        "seed": seed,
+        "targets": list(row.targets),
+        "scores": scores,
+        "parameters": count_parameters(run_dir),
+        **timing,
+        "inference_s_per_case": round(inference_time(run_dir, slices_per_case(data["demo"])), 4),
+        "slices_per_case": slices_per_case(data["demo"]),
+        "load_average_1min_after": round(load, 2),
+        "command": ["python", *command[1:]],
+        "data": {k: os.path.abspath(v) for k, v in data.items()},
+        "commit": commit[0],
+        "commit_dirty": commit[1],
+        "machine": machine(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json_atomic(os.path.join(staging, RECORD), record)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)  # the record appears whole, or not at all
+    return record
+
+
+def default_data(args):
+    """{"demo": shards, "heldout": shards}, built once under --cache where not given."""
+    from dygan_tf.config.run_config import get_preset
+    from dygan_tf.training import fit_lib
+
+    size = get_preset(args.preset).model.image_size
+    data = {"demo": args.data or fit_lib.demo_data(args.cache, size)}
+    data["heldout"] = args.heldout or heldout_data(args.cache, size)
+    return data
+
+
+def heldout_data(cache, image_size):
+    """40 test cases of a 60-case phantom with seed 1 (none is in the demo's phantom)."""
+    from dygan_tf.data import phantom
+    from dygan_tf.training import fit_lib
+
+    h = HELDOUT
+    root = os.path.join(cache, f"phantom-{h['cases']}-seed{h['seed']}")
+    if not os.path.exists(os.path.join(root, phantom.TRAINING_FOLDER, "name_mapping.csv")):
+        print(f"building the held-out phantom ({h['cases']} cases, seed {h['seed']}) in {root}")
+        hgg = h["cases"] * 3 // 4
+        phantom.build_phantom(
+            root, hgg, h["cases"] - hgg, seed=h["seed"], workers=os.cpu_count() or 1
+        )
+    out = os.path.join(cache, f"shards-{h['cases']}-seed{h['seed']}-{image_size}px")
+    return fit_lib.ensure_shards(root, out, image_size, h["train_hgg"], h["train_lgg"])
+
+
+def git_commit_records(records, message):
+    """Commits `records` (only) in its git repository; retries a busy index."""
+    for attempt in range(10):
+        add = subprocess.run(
+            ["git", "-C", records, "add", "--", "."], capture_output=True, text=True
+        )
+        commit = subprocess.run(
+            ["git", "-C", records, "commit", "-q", "-m", message, "--", "."],
+            capture_output=True,
+            text=True,
+        )
+        if add.returncode == 0 and commit.returncode == 0:
+            return True
+        if "index.lock" not in add.stderr + commit.stderr:
+            print(f"note: git commit of {records} failed: {(add.stderr + commit.stderr).strip()}")
+            return False
+        time.sleep(2 + attempt)
+    return False
+
+
+def _eta(pending, done_times):
+    """Seconds left: each pending run at the mean time of finished runs of its table
+    (of any table while none of its own has finished)."""
+    if not done_times:
+        return None
+    every = [t for times in done_times.values() for t in times]
+    left = 0.0
+    for row, _ in pending:
+        times = done_times.get(row.table) or every
+        left += sum(times) / len(times)
+    return left
+
+
+def _fmt(seconds):
+    if seconds is None:
+        return "unknown until one run finishes"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from dygan_tf.experiments import summary
+
+    todo = plan(args.tables, args.seed_list, args.row_ids)
+    if args.summary:
+        summary.write(args.records)
+        return 0
+    from dygan_tf.utils.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    pending = [(r, s) for r, s in todo if not is_done(args.records, r.id, s)]
+    print(
+        f"{PROG}: {len(todo)} runs, {len(todo) - len(pending)} already recorded in {args.records}"
+    )
+    data = default_data(args) if pending else None
+    commit = git_commit_of()
+    done_times = {}
+    for i, (row, seed) in enumerate(pending):
+        start = time.perf_counter()
+        where = os.path.join(args.runs, row.id, f"seed{seed}")
+        resumed = os.path.isdir(where)
+        print(
+            f"[{i + 1}/{len(pending)}] {row.id} seed {seed}: "
+            f"{'resuming' if resumed else 'training'} in {where} "
+            f"(time left: {_fmt(_eta(pending[i:], done_times))})",
+            flush=True,
+        )
+        record = run_one(row, seed, args, data, commit)
+        done_times.setdefault(row.table, []).append(time.perf_counter() - start)
+        summary.write(args.records)
+        psnr = ", ".join(
+            f"{t} {record['scores']['heldout'][t]['psnr']:.2f}" for t in record["targets"]
+        )
+        print(
+            f"[{i + 1}/{len(pending)}] {row.id} seed {seed}: done in "
+            f"{time.perf_counter() - start:.0f} s (held-out PSNR {psnr}); "
+            f"time left: {_fmt(_eta(pending[i + 1 :], done_times))}",
+            flush=True,
+        )
+        if args.commit:
+            git_commit_records(args.records, f"results: paper tables, {row.id} seed {seed}")
+    if not pending:
+        summary.write(args.records)
+    print(f"{PROG}: results in {os.path.join(args.records, summary.RESULTS_MD)}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run_main(main)
