@@ -73,6 +73,23 @@ def test_weights_have_the_documented_shapes():
     assert abs(layer.kernel.numpy().std() / np.sqrt(2 / 63) - 1) < 0.25
 
 
+def test_experts_start_from_different_kernels_each_with_one_experts_fan_in():
+    # A Keras initializer returns the same values at every call with its one seed: all
+    # experts used to start identical (a static conv in K copies).
+    keras.utils.set_random_seed(0)
+    layer = DyConv2D(16, 3, num_experts=3)
+    layer.build((None, 8, 8, 8), (None, 12))
+    kernel = keras.ops.convert_to_numpy(layer.kernel).reshape(3, -1)
+    correlation = np.corrcoef(kernel)[np.triu_indices(3, 1)]
+    assert np.all(np.abs(correlation) < 0.2), correlation
+    # He normal over one expert's fan-in (3 * 3 * 8 = 72), not the K experts' together.
+    np.testing.assert_allclose(kernel.std(axis=1), np.sqrt(2 / 72), rtol=0.15)
+    keras.utils.set_random_seed(0)
+    again = DyConv2D(16, 3, num_experts=3)
+    again.build((None, 8, 8, 8), (None, 12))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again.kernel).reshape(3, -1), kernel)
+
+
 def test_examples_are_independent_and_task_matters():
     keras.utils.set_random_seed(2)
     layer = DyConv2D(4, 3, routing_initializer="random_normal")

@@ -236,13 +236,28 @@ class DyConv2D(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="dygan_tf")
 class _PerExpert(keras.initializers.Initializer):
-    """Applies a kernel initializer to each expert separately (fan-in of one expert)."""
+    """Applies a kernel initializer to each expert separately (fan-in of one expert),
+    each expert with a seed of its own.
+
+    A Keras random initializer holds one integer seed (drawn when it is made, if none
+    was given) and returns the same values at every call: called once per expert, it
+    would start all K experts identical, a static convolution in K copies. Expert k
+    draws with the initializer's seed + k (expert 0 as the initializer alone would).
+    """
 
     def __init__(self, initializer):
         self.initializer = keras.initializers.get(initializer)
 
     def __call__(self, shape, dtype=None):
-        return ops.stack([self.initializer(shape[1:], dtype=dtype) for _ in range(shape[0])])
+        return ops.stack([self.expert(k)(shape[1:], dtype=dtype) for k in range(shape[0])])
+
+    def expert(self, k):
+        """The initializer of expert `k`."""
+        seed = getattr(self.initializer, "seed", None)
+        if k == 0 or not isinstance(seed, int):  # not random, or a seed generator
+            return self.initializer
+        config = {**self.initializer.get_config(), "seed": seed + k}
+        return type(self.initializer).from_config(config)
 
     def get_config(self):
         return {"initializer": keras.initializers.serialize(self.initializer)}
