@@ -20,6 +20,8 @@ def case_gain_scores(truth, fake, case_ids):
     Returns a dict: `psnr`, `psnr_case_gain` (means over slices, dB), `gain_mean`,
     `gain_std` (over cases) and `gains` ({case id: gain}).
     """
+    from keras.ops import convert_to_numpy
+
     from dygan_tf.evaluation import slice_metrics as metrics
 
     truth = np.asarray(truth, np.float64)
@@ -38,8 +40,10 @@ def case_gain_scores(truth, fake, case_ids):
         denominator = np.sum(p[index] ** 2)
         gains[case] = float(np.sum(t[index] * p[index]) / denominator) if denominator else 1.0
         fitted[index] = np.clip(gains[case] * p[index], 0.0, 1.0)
-    as_is = metrics.psnr(truth.astype(np.float32), fake.astype(np.float32)).numpy()
-    scaled = metrics.psnr(truth.astype(np.float32), (2 * fitted - 1).astype(np.float32)).numpy()
+    as_is = convert_to_numpy(metrics.psnr(truth.astype(np.float32), fake.astype(np.float32)))
+    scaled = convert_to_numpy(
+        metrics.psnr(truth.astype(np.float32), (2 * fitted - 1).astype(np.float32))
+    )
     values = np.array(list(gains.values()))
     return {
         "psnr": float(np.mean(as_is)),

@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from typing import NamedTuple
 
+import keras
 import numpy as np
 
 from dygan_tf.config import conditions
@@ -78,14 +79,18 @@ def load_run_predictor(run_dir, tta_mode="none"):
             for t, generator in members.items():
                 rows = [i for i, n in enumerate(names) if n == t]
                 if rows:
-                    out[rows] = generator({"image": image[rows], "task": task[rows]}).numpy()
+                    out[rows] = keras.ops.convert_to_numpy(
+                        generator({"image": image[rows], "task": task[rows]}, training=False)
+                    )
             return out
     else:
         config, generator = run_folder.load_run(run_dir)
         info_dir, name = run_dir, method_name(config)
 
         def predict(image, task, names):
-            return generator({"image": image, "task": task}, training=False).numpy()
+            return keras.ops.convert_to_numpy(
+                generator({"image": image, "task": task}, training=False)
+            )
 
     data_dir = run_folder.data_dir_of(info_dir)
     label = f"{name} [{os.path.basename(os.path.normpath(run_dir))}]{tta.label(tta_mode)}"

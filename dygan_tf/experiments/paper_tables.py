@@ -29,7 +29,7 @@ import time
 
 from dygan_tf.experiments import tables
 from dygan_tf.utils.cli import ArgumentParser, run_main
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag
 
 PROG = "dygan_tf.experiments.paper_tables"
 DEFAULT_RECORDS = os.path.join("docs", "results", "paper-tables")
@@ -38,6 +38,7 @@ RECORD, TEST_SETS = tables.RECORD, tables.TEST_SETS
 ATTEMPTS = "paper_tables_attempts.json"  # in a run folder: the fit attempts' wall times
 HELDOUT = dict(cases=60, seed=1, train_hgg=16, train_lgg=4)  # 40 test cases
 INFERENCE_REPEATS = 5
+ORDER = (2, 4, 3, tables.BACKENDS)  # within a seed
 
 
 def parse_seeds(text):
@@ -52,21 +53,30 @@ def parse_seeds(text):
 
 
 def parse_tables(text):
-    if text.strip() == "all":
-        return tables.TABLES
+    """ "all" (Tables 2-4), or a list of 2, 3, 4 and backends."""
     found = []
     for part in (p.strip() for p in text.split(",")):
-        if part not in {str(t) for t in tables.TABLES}:
+        if part == "all":
+            found += tables.TABLES
+        elif part == tables.BACKENDS:
+            found.append(part)
+        elif part in {str(t) for t in tables.TABLES}:
+            found.append(int(part))
+        else:
             raise UserError(
-                f"--table: expected 2, 3, 4, a comma-separated list of them or all, found {part!r}"
+                f"--table: expected 2, 3, 4, backends, a comma-separated list of them or "
+                f"all, found {part!r}"
             )
-        found.append(int(part))
-    return tuple(sorted(set(found)))
+    return tuple(sorted(set(found), key=ORDER.index))
 
 
 def parse_args(argv):
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--table", default="all", help="2, 3, 4, a list (2,4) or all")
+    p.add_argument(
+        "--table",
+        default="all",
+        help="2, 3, 4, a list (2,4), all (2-4) or backends (the demo on each Keras backend)",
+    )
     p.add_argument(
         "--seeds",
         help="e.g. 0-4 or 0,1,2 for every table (default: 0-4 for Table 2, 0-2 for 3 and 4)",
@@ -113,18 +123,20 @@ def parse_args(argv):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    from dygan_tf.data.manifest import read_manifest
+
     for flag in ("data", "heldout"):
-        folder = getattr(args, flag)
-        if folder is not None and not os.path.isfile(os.path.join(folder, "manifest.json")):
-            raise UserError(f"--{flag}: {folder} has no manifest.json; expected a shard folder")
+        if getattr(args, flag) is not None:
+            with for_flag(f"--{flag}"):
+                read_manifest(getattr(args, flag))
     return args
 
 
 def plan(table_numbers, seed_list=None, row_ids=None):
     """[(row, seed)] in the order they run: seed by seed (so every seed's pairs finish
-    together), Table 2 then 4 then 3 within a seed. A row with `same_as` is run as that
-    row (listed once)."""
-    order = sorted(table_numbers, key=(2, 4, 3).index)
+    together), Table 2 then 4 then 3 (then the backends) within a seed. A row with
+    `same_as` is run as that row (listed once)."""
+    order = sorted(table_numbers, key=ORDER.index)
     seeds_of = {t: tuple(seed_list) if seed_list else tables.DEFAULT_SEEDS[t] for t in order}
     out, seen = [], set()
     for seed in sorted(set().union(*seeds_of.values())):

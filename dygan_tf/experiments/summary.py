@@ -7,6 +7,7 @@ so the summary of a fresh checkout equals the one of the machine that ran them.
 
 import glob
 import json
+import math
 import os
 
 from dygan_tf.experiments import paired, tables
@@ -39,7 +40,7 @@ def values(runs, test_set, target, metric="psnr"):
     out = {}
     for seed, record in runs.items():
         value = record["scores"].get(test_set, {}).get(target, {}).get(metric)
-        if value is not None:
+        if value is not None and math.isfinite(value):  # (a NaN score counts as missing)
             out[seed] = value
     return out
 
@@ -90,15 +91,36 @@ def claim_summary(records):
     return out
 
 
+def backend_summary(records):
+    """[{backend row, target, <test set>: Welch difference to TensorFlow}] for the demo
+    trained on JAX and PyTorch (the same seed is not the same initial weights there)."""
+    reference = records.get(tables.run_id(tables.ROW_BY_ID["b_tensorflow"]), {})
+    out = []
+    for row_id in ("b_jax", "b_torch"):
+        runs = records.get(row_id, {})
+        for target in tables.TARGETS:
+            entry = {"row": row_id, "target": target}
+            for test_set in TEST_SETS:
+                entry[test_set] = paired.independent_difference(
+                    values(runs, test_set, target).values(),
+                    values(reference, test_set, target).values(),
+                )
+            out.append(entry)
+    return out
+
+
 def seed_spread(rows):
-    """{test set: {target: mean over rows of the per-row seed SD of PSNR}}."""
+    """{test set: {target: mean over the paper's rows of the per-row seed SD of PSNR}}
+    (each run counted once: rows that reuse another row's runs are left out)."""
+    own = {r.id for r in tables.ROWS if r.table in tables.TABLES and not r.same_as}
     out = {}
     for test_set in TEST_SETS:
         out[test_set] = {}
         for target in tables.TARGETS:
             sds = [
                 per[test_set][target]["psnr"]["sd"]
-                for per in rows.values()
+                for row_id, per in rows.items()
+                if row_id in own
                 if target in per[test_set] and per[test_set][target]["psnr"]["sd"] is not None
             ]
             out[test_set][target] = sum(sds) / len(sds) if sds else None
@@ -140,6 +162,14 @@ def _md_diff(d):
         return "—"
     if d["ci"] is None:
         return f"{d['mean']:+.2f} (n = 1)"
+    return f"{d['mean']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]"
+
+
+def _md_welch(d):
+    if d["mean"] is None:
+        return "—"
+    if d["ci"] is None:
+        return f"{d['mean']:+.2f} (n = {d['n_a']} vs {d['n_b']})"
     return f"{d['mean']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]"
 
 
@@ -232,6 +262,38 @@ def to_markdown(results):
         ),
         "",
     ]
+    backend_rows = [r for r in tables.rows_of((tables.BACKENDS,)) if r.id in rows]
+    if len(backend_rows) > 1:
+        lines += [
+            "## The demo on each Keras backend (Ms_DyGAN; not the paper's)",
+            "",
+            "PSNR (dB), mean ± SD over seeds. The same `--seed` draws other initial weights "
+            "on each backend, so JAX and PyTorch are compared with TensorFlow as independent "
+            "samples: the difference of means with Welch's 95 % interval.",
+            "",
+        ]
+        for test_set in TEST_SETS:
+            lines += [f"On {TEST_SET_NAMES[test_set]}:", ""]
+            lines.append("| backend | seeds | FLAIR | T1 | T1CE |")
+            lines.append("|---|---|---|---|---|")
+            for r in backend_rows:
+                per = rows[r.id][test_set]
+                n = max(per[t]["psnr"]["n"] for t in r.targets)
+                cells = [_md_value(per[t]["psnr"]) for t in tables.TARGETS]
+                lines.append(f"| {r.label} | {n} | " + " | ".join(cells) + " |")
+            lines.append("")
+        lines += [
+            "| backend − TensorFlow | target | Δ, 7 demo cases | verdict | Δ, 40 held-out "
+            "cases | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for e in results["backends"]:
+            lines.append(
+                f"| {tables.ROW_BY_ID[e['row']].label} | {e['target'].upper()} | "
+                f"{_md_welch(e['demo'])} | {e['demo']['verdict']} | "
+                f"{_md_welch(e['heldout'])} | {e['heldout']['verdict']} |"
+            )
+        lines.append("")
     if results["motivation"]:
         lines += [
             "## One DyGAN against three pix2pix models (Table 2's runs, means over seeds)",
@@ -305,6 +367,7 @@ def build(records):
         ),
         "rows": rows,
         "claims": claim_summary(found),
+        "backends": backend_summary(found),
         "seed_sd": seed_spread(rows),
         "motivation": motivation(found),
         "records": {

@@ -24,7 +24,7 @@ MS_DYGAN = ("--dyconv", "up", "--discriminator", "multiscale", "--d-dyconv", "on
 
 class Row(NamedTuple):
     id: str
-    table: int
+    table: object  # 2, 3, 4 or BACKENDS
     label: str
     flags: tuple  # dygan_tf.fit flags beyond --data/--out/--preset/--seed
     targets: tuple
@@ -135,11 +135,27 @@ ROWS = (
         {"t1": 23.1012},
     ),
 )
+# Not the paper's: the demo's Ms_DyGAN trained on each Keras backend (its TensorFlow
+# row is Table 2's Ms_DyGAN run of the same seed). The same seed draws other initial
+# weights on each backend, so these compare as independent samples, not pairs.
+BACKENDS = "backends"
+ROWS += tuple(
+    Row(
+        f"b_{backend}",
+        BACKENDS,
+        label,
+        MS_DYGAN + (() if backend == "tensorflow" else ("--backend", backend)),
+        TARGETS,
+        {},
+        same_as="t2_ms_dygan" if backend == "tensorflow" else "",
+    )
+    for backend, label in (("tensorflow", "TensorFlow"), ("jax", "JAX"), ("torch", "PyTorch"))
+)
 ROW_BY_ID = {r.id: r for r in ROWS}
 TABLES = (2, 3, 4)
 # Seeds each table runs by default: 5 for Table 2, 3 for Tables 3 and 4 (two seeds give
-# no usable confidence interval).
-DEFAULT_SEEDS = {2: (0, 1, 2, 3, 4), 3: (0, 1, 2), 4: (0, 1, 2)}
+# no usable confidence interval) and for the backends.
+DEFAULT_SEEDS = {2: (0, 1, 2, 3, 4), 3: (0, 1, 2), 4: (0, 1, 2), BACKENDS: (0, 1, 2)}
 
 
 class Claim(NamedTuple):

@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -162,21 +164,50 @@ def exported_digest(version_dir):
     return metadata.get(WEIGHTS_DIGEST) if isinstance(metadata, dict) else None
 
 
-def export_new_version(generator, parent, metadata=None, tta_mode="none"):
+def export_new_version(generator, parent, metadata=None, tta_mode="none", run_dir=None):
     """Exports `generator` as the next integer version under the TF Serving base path
     `parent`, unless the latest version already serves the same weights (its recorded
     `weights_sha256` equals `weights_digest`): TF Serving would swap to an identical
     model. A latest version without a digest (an export of release 0.1.0) counts as
     different. Returns `(version folder, exported)`; `exported` is False when the
-    latest version is kept.
+    latest version is kept. On JAX or PyTorch the export runs from `run_dir` (the run
+    folder `generator` was saved in) in a TensorFlow process: `export_in_tensorflow`.
     """
+    import keras
+
     digest = weights_digest(generator, tta_mode)
     latest = latest_version(parent)
     if latest is not None and exported_digest(latest[1]) == digest:
         return os.path.abspath(latest[1]), False
     numbers = [int(v) for v in os.listdir(parent) if v.isdigit()] if os.path.isdir(parent) else []
     out_dir = os.path.join(parent, str(max(numbers, default=0) + 1))
+    if keras.backend.backend() != "tensorflow":
+        if run_dir is None:
+            raise ValueError("export_new_version on JAX or PyTorch needs the `run_dir`.")
+        return export_in_tensorflow(run_dir, out_dir, tta_mode), True
     return export_generator(generator, out_dir, metadata, tta_mode), True
+
+
+def export_in_tensorflow(run_dir, out_dir, tta_mode="none"):
+    """Exports `run_dir`'s generator.keras with `python -m dygan_tf.export` in a process
+    whose Keras runs on TensorFlow; returns the absolute `out_dir`.
+
+    For a process training on JAX or PyTorch: a SavedModel is a TensorFlow graph, Keras
+    cannot switch backends inside one process, and Keras's JAX export cannot trace the
+    per-example DyConv loop over a symbolic batch. The generator.keras file is the same
+    on every backend.
+    """
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": path}
+    command = [sys.executable, "-m", "dygan_tf.export", "--run", os.fspath(run_dir)]
+    command += ["--out", os.fspath(out_dir), "--tta", tta_mode]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        reason = lines[-1].removeprefix("error: ") if lines else f"exit {result.returncode}"
+        raise UserError(f"{out_dir}: the TensorFlow export failed ({reason})")
+    return os.path.abspath(out_dir)
 
 
 def export_generator(generator, out_dir, metadata=None, tta_mode="none"):

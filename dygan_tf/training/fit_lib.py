@@ -167,7 +167,7 @@ def export_demo(run_dir, name="dygan_demo", saved_models="saved_models"):
     parent = os.path.join(saved_models, name)
     config, generator = run_folder.load_run(run_dir)
     out, exported = savedmodel.export_new_version(
-        generator, parent, savedmodel.build_metadata(config, run_dir, generator)
+        generator, parent, savedmodel.build_metadata(config, run_dir, generator), run_dir=run_dir
     )
     if not exported:
         print(f"{out} already serves these weights: it stays the current version")
