@@ -5,8 +5,10 @@
         [--tta flip]
     python -m dygan_tf.translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
 
-Writes DIR/<case>_<target>_synth.nii.gz with the input's shape, affine and header
-(float32 data). A case folder (<ID>_{t1,t1ce,t2,flair}.nii[.gz]) is completed: each
+Writes DIR/<case>_<target>_synth.nii.gz (`--naming brasyn`: BraSyn's
+DIR/<case>-<t1n|t1c|t2w|t2f>.nii.gz) with the input's shape, affine and header (float32
+data). A case folder (<ID>_{t1,t1ce,t2,flair}.nii[.gz], or BraTS 2023's
+<ID>-{t1n,t1c,t2w,t2f}.nii[.gz]) is completed: each
 modality it lacks is synthesised from one it holds (a single-source model) or from all
 it holds (a multi-source model). `--tta flip` (ours) writes the mean of each slice's
 output and the mirrored output of its left-right mirror (`dygan_tf.inference.tta`; twice the work).
@@ -17,6 +19,7 @@ import os
 from dygan_tf.config.tasks import check_modality
 from dygan_tf.inference import tta
 from dygan_tf.inference.translation import (
+    OUTPUT_NAMINGS,
     check_outputs,
     parse_targets,
     plan_input,
@@ -60,6 +63,13 @@ def main(argv=None):
         default="none",
         help="test-time augmentation (flip: mean with the left-right mirrored slice's output)",
     )
+    parser.add_argument(
+        "--naming",
+        choices=OUTPUT_NAMINGS,
+        default="dygan",
+        help="output names: dygan (<case>_<target>_synth.nii.gz) or brasyn "
+        "(<case>-<t1n|t1c|t2w|t2f>.nii.gz, BraSyn's submission names)",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.source is not None:
@@ -72,7 +82,7 @@ def main(argv=None):
     from dygan_tf.inference.synthesis import load_synthesizer
 
     with for_flag("--input"):
-        plan = plan_input(args.input, args.source, targets)
+        plan = plan_input(args.input, args.source, targets, args.naming)
     with for_flag("--out-dir"):
         check_outputs(plan.out_paths(args.out_dir).values(), plan.inputs.values(), args.overwrite)
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from dygan_tf.config.tasks import MODALITIES
-from dygan_tf.data import nifti, preprocessing
+from dygan_tf.data import layouts, nifti, preprocessing
 from dygan_tf.utils.errors import UserError
 
 GRADES = ("HGG", "LGG")
@@ -49,21 +49,36 @@ def discover_cases(root):
 
 
 def case_files(case):
-    """{modality or 'seg': path} for a case; UserError naming what is missing."""
+    """{modality or 'seg': path} for a case, in either naming of `dygan_tf.data.layouts`
+    (BraTS 2017-2021's `<ID>_flair.nii.gz`, BraTS 2023's `<ID>-t2f.nii.gz`); UserError
+    naming what is missing."""
     folder, cid = case["folder"], case["case_id"]
-    files = {}
-    for key in MODALITIES + ("seg",):
-        found = [os.path.join(folder, f"{cid}_{key}{ext}") for ext in nifti.NIFTI_EXTENSIONS]
-        found = [p for p in found if os.path.isfile(p)]
-        if found:
-            files[key] = found[0]
-        elif key != "seg":
+    naming, files = layouts.case_files(folder, cid)
+    for key in MODALITIES:
+        if key not in files:
             present = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+            expected = (
+                f"{folder}/{layouts.file_name(cid, key, naming)}"
+                if naming
+                else f"{folder}/{layouts.expected_names(cid)}"
+            )
             raise UserError(
-                f"case {cid}: missing {key} file: expected {folder}/{cid}_{key}.nii.gz "
-                f"(or .nii), found {present or 'no files'}"
+                f"case {cid}: missing {key} file: expected {expected} (or .nii), "
+                f"found {present or 'no files'}"
             )
     return files
+
+
+def layout_of(cases):
+    """The root's layout from its cases: "brats2019" (HGG/ and LGG/ folders),
+    "brats2020" (flat case folders, `<ID>_flair.nii.gz`) or "brats2023" (`<ID>-t2f.nii.gz`);
+    a root that mixes namings is refused in one line naming a file of each."""
+    naming = layouts.one_naming(
+        (c["folder"], *layouts.case_files(c["folder"], c["case_id"])) for c in cases
+    )
+    if naming == "brats2023":
+        return "brats2023"
+    return "brats2019" if any(c["grade"] in GRADES for c in cases) else "brats2020"
 
 
 def split_cases(cases, train_hgg, train_lgg, seed):

@@ -18,7 +18,15 @@ from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import manifest as manifest_lib
 from dygan_tf.data import preprocessing, records
 from dygan_tf.data.case_slices import prepare_job, worker_context
-from dygan_tf.data.cases import TRAIN_HGG, TRAIN_LGG, check_case, discover_cases, split_cases
+from dygan_tf.data.cases import (
+    TRAIN_HGG,
+    TRAIN_LGG,
+    case_files,
+    check_case,
+    discover_cases,
+    layout_of,
+    split_cases,
+)
 from dygan_tf.data.shard_check import sha256_file
 from dygan_tf.utils.atomic import write_json_atomic
 from dygan_tf.utils.cli import import_tensorflow_quietly
@@ -84,6 +92,7 @@ def build(
     """Builds the shards and manifest.json in `out`; returns the manifest dict."""
     workers = workers or os.cpu_count() or 1
     cases = discover_cases(brats_root)
+    layout = layout_of(cases)
     split = split_cases(cases, train_hgg, train_lgg, seed)
     options = {
         "image_size": image_size,
@@ -155,15 +164,18 @@ def build(
                     counts["records"] += 1
                 kept[s].append(
                     {
-                        k: result[k]
-                        for k in (
-                            "case_id",
-                            "grade",
-                            "slices",
-                            "robust_max",
-                            "has_seg",
-                            "volume_shape",
-                        )
+                        **{
+                            k: result[k]
+                            for k in (
+                                "case_id",
+                                "grade",
+                                "slices",
+                                "robust_max",
+                                "has_seg",
+                                "volume_shape",
+                            )
+                        },
+                        "files": {k: os.path.basename(p) for k, p in case_files(case).items()},
                     }
                 )
             if pos == plans[s][shard][1] - 1:  # last case of a shard: close it
@@ -190,6 +202,7 @@ def build(
         "format": manifest_lib.FORMAT,
         "schema": records.schema_description(),
         "source_root": os.path.abspath(brats_root),
+        "layout": layout,
         "image_size": image_size,
         "compression": compression,
         "source_slices": list(source_slices),

@@ -15,7 +15,7 @@ import numpy as np
 
 from dygan_tf.config.conditions import SOURCE_PREFERENCE, row_key
 from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
-from dygan_tf.data import nifti, preprocessing
+from dygan_tf.data import layouts, nifti, preprocessing
 from dygan_tf.inference import tta
 from dygan_tf.utils.atomic import atomic_path
 from dygan_tf.utils.errors import UserError
@@ -25,34 +25,41 @@ OUTPUT_SUFFIX = "_synth.nii.gz"
 NON_FINITE_RULE = "read as background (0); the outputs hold 0 there"
 
 
+def _name_modality(stem):
+    """(case, modality) of a file stem `<case>_<modality>` or BraTS 2023's
+    `<case>-<t1n|t1c|t2w|t2f>`, or None."""
+    for separator, tokens in layouts.NAMINGS.values():
+        spelled = {tokens[m]: m for m in MODALITIES}
+        pattern = r"(.+)" + re.escape(separator) + "(" + "|".join(spelled) + ")"
+        match = re.fullmatch(pattern, stem)
+        if match:
+            return match.group(1), spelled[match.group(2)]
+    return None
+
+
 def plan_file(path, source, targets):
     """(case, source, targets, {modality: path}) for one NIfTI file."""
     name = os.path.basename(path)
     stem = nifti.nifti_stem(name) or name
-    match = re.fullmatch(r"(.+)_(" + "|".join(MODALITIES) + ")", stem)
+    match = _name_modality(stem)
     if source is None:
         if match is None:
             raise UserError(
                 f"{path}: cannot tell its modality from the name; "
                 f"give --source (one of {', '.join(MODALITIES)})"
             )
-        source = match.group(2)
-    case = match.group(1) if match and match.group(2) == source else stem
+        source = match[1]
+    case = match[0] if match and match[1] == source else stem
     targets = list(targets or targets_for(source))
     return case, source, targets, {source: path}
 
 
 def case_modalities(folder):
-    """{modality: path} of the `<ID>_<modality>.nii[.gz]` files in a BraTS case folder."""
+    """(case id, {modality: path}) of a BraTS case folder's volumes, named as any BraTS
+    release names them (`dygan_tf.data.layouts`: `<ID>_flair.nii.gz`, `<ID>-t2f.nii.gz`)."""
     cid = os.path.basename(os.path.normpath(folder))
-    found = {}
-    for modality in MODALITIES:
-        for ext in nifti.NIFTI_EXTENSIONS:
-            path = os.path.join(folder, f"{cid}_{modality}{ext}")
-            if os.path.isfile(path):
-                found[modality] = path
-                break
-    return cid, found
+    _, files = layouts.case_files(folder, cid)
+    return cid, {m: files[m] for m in MODALITIES if m in files}
 
 
 def plan_folder(folder, source, targets):
@@ -61,7 +68,7 @@ def plan_folder(folder, source, targets):
     if not found:
         raise UserError(
             f"{folder}: no usable modality; expected files named "
-            f"{cid}_<modality>.nii.gz with modality one of {', '.join(MODALITIES)}"
+            f"{layouts.expected_names(cid)} with modality one of {', '.join(MODALITIES)}"
         )
     if source is None or source not in found:
         if source is not None:
@@ -81,19 +88,36 @@ class Plan:
     source: str
     targets: list  # the modalities to synthesise (empty: nothing is missing)
     inputs: dict  # {modality: path} of the files present
+    naming: str = "dygan"  # of the outputs: see OUTPUT_NAMINGS
 
     def out_paths(self, out_dir):
-        return {t: os.path.join(out_dir, f"{self.case}_{t}{OUTPUT_SUFFIX}") for t in self.targets}
+        return {
+            t: os.path.join(out_dir, output_name(self.case, t, self.naming)) for t in self.targets
+        }
 
 
-def plan_input(input_path, source=None, targets=None):
+# --naming: "dygan" writes <case>_<target>_synth.nii.gz; "brasyn" writes BraSyn's
+# submission names, <case>-<t1n|t1c|t2w|t2f>.nii.gz (the missing sequence only).
+OUTPUT_NAMINGS = ("dygan", "brasyn")
+
+
+def output_name(case, target, naming="dygan"):
+    """The file name a synthesised `target` of `case` is written under."""
+    if naming == "brasyn":
+        return layouts.file_name(case, target, "brats2023")
+    if naming != "dygan":
+        raise ValueError(f"naming must be one of {OUTPUT_NAMINGS}. Received: naming={naming!r}")
+    return f"{case}_{target}{OUTPUT_SUFFIX}"
+
+
+def plan_input(input_path, source=None, targets=None, naming="dygan"):
     """The `Plan` for a NIfTI file or a BraTS case folder (see `translate`)."""
     if source is not None:
         check_modality(source, "source modality")
     if os.path.isdir(input_path):
-        return Plan(*plan_folder(input_path, source, targets))
+        return Plan(*plan_folder(input_path, source, targets), naming=naming)
     if os.path.isfile(input_path):
-        plan = Plan(*plan_file(input_path, source, targets))
+        plan = Plan(*plan_file(input_path, source, targets), naming=naming)
         if plan.source in plan.targets:
             raise UserError(
                 f"{input_path}: {plan.source} is the source; DyGAN translates into a "
@@ -169,6 +193,7 @@ def translate(
     verbose=True,
     synthesizer=None,
     tta_mode="none",
+    naming="dygan",
 ):
     """Fills in missing sequences: translates a NIfTI volume or a BraTS case folder.
 
@@ -187,6 +212,8 @@ def translate(
         synthesizer: an already loaded `inference.Synthesizer` (then `model` and
             `tta_mode` are unused).
         tta_mode: test-time augmentation ("none" or "flip": `dygan_tf.inference.tta`).
+        naming: "dygan" (`<case>_<target>_synth.nii.gz`) or "brasyn" (BraSyn's
+            `<case>-<t1n|t1c|t2w|t2f>.nii.gz`).
 
     Returns:
         `{target: written path}`; each volume has the input's shape, affine and header.
@@ -198,7 +225,7 @@ def translate(
     """
     from dygan_tf.inference.synthesis import load_synthesizer
 
-    plan = plan_input(input_path, source, targets)
+    plan = plan_input(input_path, source, targets, naming)
     check_outputs(plan.out_paths(out_dir).values(), plan.inputs.values(), overwrite)
 
     def load_model():

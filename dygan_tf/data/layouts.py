@@ -1,0 +1,84 @@
+"""How BraTS releases name a case's files, told apart by the names themselves.
+
+- `brats2019`: BraTS 2017-2021 (2019 in HGG/ and LGG/ folders; 2020 and 2021 as flat
+  case folders): `<ID>/<ID>_{flair,t1,t1ce,t2,seg}.nii[.gz]`;
+- `brats2023`: BraTS 2023 and later (GLI, PED, MEN, MET, SSA; BraSyn):
+  `<ID>/<ID>-{t2f,t1n,t1c,t2w,seg}.nii[.gz]`.
+
+`t1n`, `t1c`, `t2w` and `t2f` are T1, T1CE, T2 and FLAIR. Nothing is configured: each
+case folder's names say which naming it uses, and one root may not mix them.
+"""
+
+import os
+
+from dygan_tf.config.tasks import MODALITIES
+from dygan_tf.data import nifti
+from dygan_tf.utils.errors import UserError
+
+SEG = "seg"
+# naming -> (separator after the case id, {our key: the release's token})
+NAMINGS = {
+    "brats2019": ("_", {**{m: m for m in MODALITIES}, SEG: SEG}),
+    "brats2023": ("-", {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w", SEG: SEG}),
+}
+
+
+def file_name(case_id, key, naming="brats2019", ext=".nii.gz"):
+    """The file name of `key` (a modality or "seg") of case `case_id` in `naming`."""
+    separator, tokens = NAMINGS[naming]
+    return f"{case_id}{separator}{tokens[key]}{ext}"
+
+
+def token(key, naming):
+    """How `naming` spells `key` ("t2f" for FLAIR in BraTS 2023)."""
+    return NAMINGS[naming][1][key]
+
+
+def _found(folder, case_id, naming):
+    files = {}
+    for key in MODALITIES + (SEG,):
+        for ext in nifti.NIFTI_EXTENSIONS:
+            path = os.path.join(folder, file_name(case_id, key, naming, ext))
+            if os.path.isfile(path):
+                files[key] = path
+                break
+    return files
+
+
+def case_files(folder, case_id=None):
+    """`(naming, {modality or "seg": path})` of the files of case folder `folder` (the
+    case id is the folder's name unless given). A folder with no file in either naming
+    gives `(None, {})`; one whose files use both is refused in one line naming two."""
+    case_id = case_id or os.path.basename(os.path.normpath(folder))
+    found = {naming: _found(folder, case_id, naming) for naming in NAMINGS}
+    used = [naming for naming, files in found.items() if files]
+    if len(used) > 1:
+        first, second = (next(iter(found[n].values())) for n in used)
+        raise UserError(
+            f"{folder}: mixes two namings ({os.path.basename(first)}, "
+            f"{os.path.basename(second)}); expected one per case"
+        )
+    if not used:
+        return None, {}
+    return used[0], found[used[0]]
+
+
+def expected_names(case_id):
+    """ "<ID>_<modality>.nii.gz or <ID>-<t1n|t1c|t2w|t2f>.nii.gz", for error lines."""
+    return f"{case_id}_<modality>.nii.gz or {case_id}-<t1n|t1c|t2w|t2f>.nii.gz"
+
+
+def one_naming(cases_files):
+    """The naming every case uses, from `[(case folder, naming, files)]`; UserError naming
+    a file of each where cases differ (one root may not mix BraTS releases)."""
+    seen = {}
+    for folder, naming, files in cases_files:
+        if naming is not None and naming not in seen:
+            seen[naming] = next(iter(files.values()), folder)
+    if len(seen) > 1:
+        (a, path_a), (b, path_b) = list(seen.items())[:2]
+        raise UserError(
+            f"mixed layouts in one root: {path_a} ({a}) and {path_b} ({b}); "
+            "build each release's cases from a root of its own"
+        )
+    return next(iter(seen), None)

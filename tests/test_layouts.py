@@ -1,0 +1,123 @@
+"""BraTS 2017-2021 and BraTS 2023 (BraSyn) file names, told apart by the names."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from dygan_tf.config.tasks import MODALITIES
+from dygan_tf.data import layouts
+from dygan_tf.data.cases import case_files, discover_cases, layout_of
+from dygan_tf.utils.errors import UserError
+from tests.helpers import case_folder, one_error_line, run_in_process
+
+# BraTS 2023 GLI / BraSyn spellings (t1n = T1, t1c = T1CE, t2w = T2, t2f = FLAIR).
+BRATS2023 = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w", "seg": "seg"}
+
+
+def _as_brats2023(phantom_root, root, count=3, keep=MODALITIES + ("seg",)):
+    """Phantom cases 0..count-1 copied into a flat BraTS 2023 root with its names."""
+    ids = []
+    for index in range(count):
+        folder, cid = case_folder(phantom_root, index)
+        new_id = f"BraTS-GLI-{index:05d}-000"
+        out = root / new_id
+        out.mkdir(parents=True)
+        for key in keep:
+            shutil.copy(
+                os.path.join(folder, f"{cid}_{key}.nii.gz"),
+                out / f"{new_id}-{BRATS2023[key]}.nii.gz",
+            )
+        ids.append(new_id)
+    return ids
+
+
+def test_each_naming_is_found_and_a_mix_is_refused(tmp_path):
+    for naming, spell in (("brats2019", {m: m for m in BRATS2023}), ("brats2023", BRATS2023)):
+        folder = tmp_path / naming / "CASE"
+        folder.mkdir(parents=True)
+        sep = "_" if naming == "brats2019" else "-"
+        for token in spell.values():
+            (folder / f"CASE{sep}{token}.nii.gz").write_bytes(b"")
+        found_naming, files = layouts.case_files(folder)
+        assert found_naming == naming and set(files) == set(BRATS2023)
+        assert os.path.basename(files["flair"]) == f"CASE{sep}{spell['flair']}.nii.gz"
+    mixed = tmp_path / "mixed" / "CASE"
+    mixed.mkdir(parents=True)
+    (mixed / "CASE_flair.nii.gz").write_bytes(b"")
+    (mixed / "CASE-t1n.nii.gz").write_bytes(b"")
+    with pytest.raises(UserError, match="mixes two namings"):
+        layouts.case_files(mixed)
+    assert layouts.case_files(tmp_path) == (None, {})
+
+
+def test_layouts_of_a_root_and_a_mixed_root_in_one_line(phantom_root, tmp_path):
+    assert layout_of(discover_cases(str(phantom_root))) == "brats2019"  # HGG/ and LGG/
+    flat = tmp_path / "flat"
+    folder, cid = case_folder(phantom_root, 0)
+    shutil.copytree(folder, flat / cid)
+    assert layout_of(discover_cases(str(flat))) == "brats2020"
+    new = tmp_path / "new"
+    _as_brats2023(phantom_root, new, count=2)
+    assert layout_of(discover_cases(str(new))) == "brats2023"
+    case = next(c for c in discover_cases(str(new)))
+    assert os.path.basename(case_files(case)["t2"]) == f"{case['case_id']}-t2w.nii.gz"
+    shutil.copytree(folder, new / cid)  # a 2019-named case among 2023 ones
+    with pytest.raises(UserError, match="mixed layouts in one root") as e:
+        layout_of(discover_cases(str(new)))
+    assert f"{cid}_" in str(e.value) and "BraTS-GLI-00000-000-" in str(e.value)
+
+
+def test_a_missing_2023_sequence_names_the_file_expected(phantom_root, tmp_path):
+    _as_brats2023(phantom_root, tmp_path, count=1, keep=("t1", "t1ce", "t2"))
+    case = discover_cases(str(tmp_path))[0]
+    with pytest.raises(UserError, match="missing flair file: expected .*-t2f.nii.gz"):
+        case_files(case)
+
+
+@pytest.mark.slow
+def test_brats2023_root_builds_translates_brasyn_names_and_scores(
+    phantom_root, savedmodel_dir, tmp_path
+):
+    """A BraTS 2023 GLI root: shards record the layout and the original names; translate
+    fills a case missing FLAIR under BraSyn's name (no input copied); evaluate_volumes
+    scores it against the root."""
+    from dygan_tf import evaluate_volumes, translate
+    from dygan_tf.data import shards
+
+    root = tmp_path / "brats2023"
+    ids = _as_brats2023(phantom_root, root, count=3)
+    manifest = shards.build(
+        str(root), str(tmp_path / "shards"), image_size=64, train_hgg=2, train_lgg=0,
+        workers=1, verbose=False,
+    )  # fmt: skip
+    assert manifest["layout"] == "brats2023"
+    case = manifest["splits"]["train"]["cases"][0]
+    assert case["files"]["flair"] == f"{case['case_id']}-t2f.nii.gz"
+
+    # A BraSyn validation case: FLAIR missing.
+    missing = tmp_path / "val" / ids[0]
+    shutil.copytree(root / ids[0], missing)
+    (missing / f"{ids[0]}-t2f.nii.gz").unlink()
+    (missing / f"{ids[0]}-seg.nii.gz").unlink()
+    out = tmp_path / "submission"
+    argv = ["--model", savedmodel_dir, "--input", missing, "--out-dir", out, "--quiet"]
+    result = run_in_process(translate.main, *argv, "--naming", "brasyn")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == [f"{ids[0]}-t2f.nii.gz"]
+
+    report = tmp_path / "scores"
+    result = run_in_process(evaluate_volumes.main, "--pred", out, "--truth", root, "--out", report)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((report / "summary.json").read_text())
+    assert json.dumps(summary).count(ids[0]) >= 1
+
+
+def test_translate_naming_is_a_choice(tmp_path):
+    from dygan_tf import translate
+
+    result = run_in_process(
+        translate.main, "--model", "m", "--input", "i", "--out-dir", tmp_path, "--naming", "x"
+    )
+    assert "--naming: invalid choice: 'x'" in one_error_line(result)
