@@ -81,3 +81,29 @@ def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
         assert voxels == saved[who]["all"]["voxels"] == saved["slices"] * 64 * 64
         assert np.isfinite(saved[who]["all"]["mse"]) and saved[who]["all"]["mse"] > 0
     check_run_row_bad_inputs(region_error.main, run_dir, tfrecord_dir, tmp_path)
+
+
+def test_brats2023_gli_labels_land_in_their_regions_and_other_cohorts_are_refused():
+    from dygan_tf.data import layouts
+    from dygan_tf.utils.errors import UserError
+
+    assert layouts.enhancing_label(None) == layouts.enhancing_label("brats2020") == 4
+    gli = layouts.enhancing_label("brats2023", ["BraTS-GLI-00001-000", "BraTS-GLI-00002-000"])
+    assert gli == 3
+    # 2023 GLI: 1 necrotic (non-enhancing) core, 2 oedema, 3 enhancing tumour.
+    seg = np.zeros((1, 2, 2, 1), np.uint8)
+    seg[0, 0, 0, 0], seg[0, 0, 1, 0], seg[0, 1, 0, 0] = 1, 2, 3
+    brain = np.ones_like(seg, bool)
+    errors = region_error_lib.RegionErrors(gli)
+    errors.add(np.zeros(seg.shape), np.zeros(seg.shape), seg, brain)
+    voxels = {name: errors.result()[name]["voxels"] for name, _ in region_error_lib.REGIONS}
+    assert voxels == {
+        "background": 0,
+        "healthy brain": 1,
+        "oedema": 1,
+        "necrotic core": 1,
+        "enhancing rim": 1,
+    }
+    for ids in (["BraTS-PED-00001-000"], ["BraTS-GLI-00001-000", "BraTS-MEN-00002-000"]):
+        with pytest.raises(UserError, match="labels are not mapped onto regions"):
+            layouts.enhancing_label("brats2023", ids)

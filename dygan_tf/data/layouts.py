@@ -82,3 +82,33 @@ def one_naming(cases_files):
             "build each release's cases from a root of its own"
         )
     return next(iter(seen), None)
+
+
+# Segmentation labels of the regions, per release and cohort: oedema 2 throughout; the
+# enhancing tumour 4 in BraTS 2017-2021 and 3 in BraTS 2023 GLI (3 was unused since 2017).
+# Other 2023 cohorts (PED, MEN, MET, SSA) label regions in schemes of their own.
+OEDEMA = 2
+ENHANCING = {"brats2019": 4, "brats2020": 4, ("brats2023", "GLI"): 3}
+
+
+def cohort(case_id):
+    """The BraTS 2023 cohort of a case id ("GLI" of "BraTS-GLI-00001-000"), or None."""
+    parts = case_id.split("-")
+    return parts[1] if len(parts) > 2 and parts[0] == "BraTS" else None
+
+
+def enhancing_label(layout, case_ids=()):
+    """The enhancing tumour's seg label in a shard folder of `layout` (None: built before
+    layouts were recorded, BraTS 2019) with these cases; UserError for a cohort whose
+    labels are not mapped."""
+    if layout in (None, "brats2019", "brats2020"):
+        return ENHANCING["brats2019"]
+    cohorts = sorted({cohort(c) or "?" for c in case_ids}) or ["?"]
+    unmapped = [c for c in cohorts if (layout, c) not in ENHANCING]
+    if unmapped:
+        raise UserError(
+            f"cohort {', '.join(unmapped)} of {layout}: its segmentation labels are not mapped "
+            "onto regions here (mapped: BraTS 2017-2021, BraTS 2023 GLI); region analyses "
+            "are refused"
+        )
+    return ENHANCING[(layout, cohorts[0])]

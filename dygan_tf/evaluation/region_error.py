@@ -8,25 +8,28 @@ import os
 
 import numpy as np
 
+from dygan_tf.data.layouts import OEDEMA
 from dygan_tf.evaluation.rows import open_run_row
 from dygan_tf.utils.errors import UserError
 
-# (name, test on (seg, brain)) in report order; they partition every slice: a labelled
-# voxel counts as tumour even where the resampled brain mask misses it, and a label
-# other than 2 and 4 (1, or 3 of BraTS releases before 2017) as necrotic core.
+# (name, test on (seg, brain, enhancing label)) in report order; they partition every
+# slice: a labelled voxel counts as tumour even where the resampled brain mask misses it,
+# and a label other than oedema (2) and enhancing (4 in BraTS 2017-2021, 3 in BraTS 2023
+# GLI: `dygan_tf.data.layouts.enhancing_label`) as necrotic core.
 REGIONS = (
-    ("background", lambda seg, brain: ~brain & (seg == 0)),
-    ("healthy brain", lambda seg, brain: brain & (seg == 0)),
-    ("oedema", lambda seg, brain: seg == 2),
-    ("necrotic core", lambda seg, brain: (seg > 0) & (seg != 2) & (seg != 4)),
-    ("enhancing rim", lambda seg, brain: seg == 4),
+    ("background", lambda seg, brain, et: ~brain & (seg == 0)),
+    ("healthy brain", lambda seg, brain, et: brain & (seg == 0)),
+    ("oedema", lambda seg, brain, et: seg == OEDEMA),
+    ("necrotic core", lambda seg, brain, et: (seg > 0) & (seg != OEDEMA) & (seg != et)),
+    ("enhancing rim", lambda seg, brain, et: seg == et),
 )
 
 
 class RegionErrors:
     """Sums of squared error and voxel counts per region, over batches."""
 
-    def __init__(self):
+    def __init__(self, enhancing=4):
+        self.enhancing = enhancing  # the enhancing tumour's seg label
         self.sums = dict.fromkeys((name for name, _ in REGIONS), 0.0)
         self.voxels = dict.fromkeys(self.sums, 0)
 
@@ -42,7 +45,7 @@ class RegionErrors:
         error = ((fake - truth) / 2) ** 2  # on [0, 1] images, as PSNR
         seg, brain = np.asarray(seg), np.asarray(brain_mask) > 0
         for name, test in REGIONS:
-            where = test(seg, brain)
+            where = test(seg, brain, self.enhancing)
             self.sums[name] += float(error[where].sum())
             self.voxels[name] += int(where.sum())
 
@@ -67,6 +70,8 @@ class RegionErrors:
 def score_run(run_dir, row, data_dir=None, split="test"):
     """The region errors of a run folder's model and of the intensity LUT on one row."""
     from dygan_tf.config import conditions
+    from dygan_tf.data import layouts
+    from dygan_tf.data.manifest import read_manifest, split_cases
     from dygan_tf.data.pipeline import make_dataset
     from dygan_tf.evaluation import scoring
     from dygan_tf.evaluation import slice_scores as evaluation
@@ -74,8 +79,12 @@ def score_run(run_dir, row, data_dir=None, split="test"):
     predictor, _, data_dir, the_row = open_run_row(run_dir, row, data_dir)
     available, target = the_row.available, the_row.target
     singles = [conditions.row_key((a,), target) for a in available]
+    manifest = read_manifest(data_dir)
+    cases = [c["case_id"] for c in split_cases(data_dir, split)]
+    enhancing = layouts.enhancing_label(manifest.get("layout"), cases)
     lut = scoring.fit_luts(data_dir, (target,))
-    model, luts = RegionErrors(), {key: RegionErrors() for key in singles}
+    model = RegionErrors(enhancing)
+    luts = {key: RegionErrors(enhancing) for key in singles}
     table = [the_row] + [
         conditions.Row(key, (a,), target) for a, key in zip(available, singles) if key != row
     ]
