@@ -1,7 +1,8 @@
 """BraTS volumes -> sharded TFRecords of normalised axial slices, plus manifest.json.
 
     python -m data_prep.build_tfrecords --brats-root DIR --out DIR2 [--image-size 256]
-        [--train-hgg 220 --train-lgg 60] [--source-slices 75:86] [--per-volume 5]
+        [--train-hgg 220 --train-lgg 60 | --split-file F | --train-fraction 0.8]
+        [--source-slices 75:86] [--per-volume 5]
         [--workers N] [--shards-per-split N | --slices-per-shard N]
         [--compression gzip|none] [--skip-bad] [--seed 0]
     python -m data_prep.build_tfrecords --verify DIR   # every shard vs manifest.json
@@ -14,7 +15,13 @@ them into place when every case has succeeded, and writes manifest.json last.
 import os
 
 from dygan_tf.data import preprocessing
-from dygan_tf.data.cases import TRAIN_HGG, TRAIN_LGG, discover_cases
+from dygan_tf.data.cases import (
+    TRAIN_HGG,
+    TRAIN_LGG,
+    discover_cases,
+    layout_of,
+    read_split_file,
+)
 from dygan_tf.data.shard_check import verify_or_raise
 from dygan_tf.data.shards import build
 from dygan_tf.utils.cli import ArgumentParser, run_main
@@ -34,8 +41,17 @@ def main(argv=None):
         "names each bad one (exit 2)",
     )
     parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
-    parser.add_argument("--train-hgg", type=int, default=TRAIN_HGG)
-    parser.add_argument("--train-lgg", type=int, default=TRAIN_LGG)
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument(
+        "--split-file",
+        help="a shared split: one training case id per line (the rest test), or "
+        "'<case id> train|test' lines",
+    )
+    split.add_argument(
+        "--train-fraction", type=float, help="train this fraction of each grade (drawn with --seed)"
+    )
+    parser.add_argument("--train-hgg", type=int)
+    parser.add_argument("--train-lgg", type=int)
     parser.add_argument(
         "--source-slices", default="75:86", help="half-open range of canonical axial indices"
     )
@@ -68,15 +84,29 @@ def main(argv=None):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    counts = [f for f in ("train_hgg", "train_lgg") if getattr(args, f) is not None]
+    if counts and (args.split_file or args.train_fraction is not None):
+        chosen = "--split-file" if args.split_file else "--train-fraction"
+        raise UserError(f"{chosen}: gives the split; drop --train-hgg/--train-lgg")
+    args.train_hgg = TRAIN_HGG if args.train_hgg is None else args.train_hgg
+    args.train_lgg = TRAIN_LGG if args.train_lgg is None else args.train_lgg
     for flag in ("train_hgg", "train_lgg"):
         if getattr(args, flag) < 0:
             raise UserError(
                 f"--{flag.replace('_', '-')}: expected >= 0, found {getattr(args, flag)}"
             )
+    if args.train_fraction is not None and not 0 < args.train_fraction < 1:
+        raise UserError(
+            f"--train-fraction: expected a fraction between 0 and 1, found {args.train_fraction}"
+        )
     with for_flag("--source-slices"):
         source_slices = preprocessing.parse_slice_range(args.source_slices)
     with for_flag("--brats-root"):
-        discover_cases(args.brats_root)  # the same listing build() makes, flag named
+        cases = discover_cases(args.brats_root)  # the same listing build() makes, flag named
+        layout_of(cases)
+    if args.split_file:
+        with for_flag("--split-file"):
+            read_split_file(args.split_file, cases)  # a missing id before any work
     build(
         args.brats_root,
         args.out,
@@ -91,6 +121,8 @@ def main(argv=None):
         compression=args.compression,
         skip_bad=args.skip_bad,
         seed=args.seed,
+        split_file=args.split_file,
+        train_fraction=args.train_fraction,
     )
 
 

@@ -121,3 +121,66 @@ def test_translate_naming_is_a_choice(tmp_path):
         translate.main, "--model", "m", "--input", "i", "--out-dir", tmp_path, "--naming", "x"
     )
     assert "--naming: invalid choice: 'x'" in one_error_line(result)
+
+
+def test_split_file_and_fraction(phantom_root, tmp_path):
+    from dygan_tf.data.cases import read_split_file, split_fraction
+
+    cases = discover_cases(str(phantom_root))  # 4 HGG + 2 LGG
+    ids = [c["case_id"] for c in cases]
+    one = tmp_path / "train.txt"
+    one.write_text(f"# colleague's split\ncase_id\n{ids[0]}\n{ids[3]}\n\n")
+    split = read_split_file(one, cases)
+    assert [c["case_id"] for c in split["train"]] == [ids[0], ids[3]]
+    assert [c["case_id"] for c in split["test"]] == [i for i in ids if i not in (ids[0], ids[3])]
+    two = tmp_path / "split.csv"
+    two.write_text(f"case_id,split\n{ids[1]},test\n{ids[2]},train\n")
+    split = read_split_file(two, cases)  # unlisted cases are in neither
+    assert [c["case_id"] for c in split["train"]] == [ids[2]]
+    assert [c["case_id"] for c in split["test"]] == [ids[1]]
+    for text, needle in [
+        (f"{ids[0]}\nBraTS19_NOPE\n", "split.txt:2: case 'BraTS19_NOPE' is not among the 6"),
+        (f"{ids[0]} val\n", "expected one case id per line"),
+        (f"{ids[0]}\n{ids[0]}\n", "listed twice"),
+        ("# nothing\n", "lists no case"),
+    ]:
+        bad = tmp_path / "split.txt"
+        bad.write_text(text)
+        with pytest.raises(UserError, match=needle):
+            read_split_file(bad, cases)
+    drawn = split_fraction(cases, 0.5, seed=0)
+    assert [c["grade"] for c in drawn["train"]].count("HGG") == 2
+    assert [c["grade"] for c in drawn["train"]].count("LGG") == 1
+    assert split_fraction(cases, 0.5, seed=0) == drawn
+
+
+@pytest.mark.slow
+def test_build_honours_and_records_a_split_file(phantom_root, tmp_path):
+    from data_prep import build_tfrecords
+
+    cases = [c["case_id"] for c in discover_cases(str(phantom_root))]
+    split = tmp_path / "split.txt"
+    split.write_text("\n".join(cases[:3]) + "\n")
+    out = tmp_path / "shards"
+    argv = ["--brats-root", phantom_root, "--out", out, "--image-size", "64", "--workers", "1"]
+    result = run_in_process(build_tfrecords.main, *argv, "--split-file", split)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split"]["train_cases"] == cases[:3]
+    assert manifest["split"]["test_cases"] == cases[3:]
+    assert manifest["split"]["file"] == str(split) and len(manifest["split"]["sha256"]) == 64
+    assert [c["case_id"] for c in manifest["splits"]["train"]["cases"]] == cases[:3]
+    assert manifest["layout"] == "brats2019"
+    split.write_text(cases[0] + "\nBraTS19_GONE_001\n")
+    other = tmp_path / "other"
+    line = one_error_line(
+        run_in_process(build_tfrecords.main, *argv[:3], other, *argv[4:], "--split-file", split)
+    )
+    assert line == (
+        f"error: --split-file {split}:2: case 'BraTS19_GONE_001' is not among the 6 cases on disk"
+    )
+    assert not other.exists()
+    line = one_error_line(
+        run_in_process(build_tfrecords.main, *argv, "--split-file", split, "--train-hgg", "2")
+    )
+    assert "--split-file: gives the split; drop --train-hgg/--train-lgg" in line

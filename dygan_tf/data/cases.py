@@ -12,6 +12,7 @@ from dygan_tf.data import layouts, nifti, preprocessing
 from dygan_tf.utils.errors import UserError
 
 GRADES = ("HGG", "LGG")
+SPLITS = ("train", "test")
 TRAINING_FOLDER = "MICCAI_BraTS_2019_Data_Training"
 AFFINE_TOLERANCE = 1e-3  # mm; BraTS modalities are co-registered on one grid
 # The paper's split of BraTS 2019's 259 HGG + 76 LGG cases: training cases per grade.
@@ -104,6 +105,63 @@ def split_cases(cases, train_hgg, train_lgg, seed):
         order = rng.permutation(len(group))
         split["train"] += [group[i] for i in order[: wanted[grade]]]
         split["test"] += [group[i] for i in order[wanted[grade] :]]
+    return {name: sorted(group, key=lambda c: c["case_id"]) for name, group in split.items()}
+
+
+def read_split_file(path, cases):
+    """{"train": [...], "test": [...]} from a shared split file: one case id per line
+    (the training cases; every other case is tested), or two columns `<case id>
+    <train|test>` separated by a comma, tab or spaces (an unlisted case is left out).
+    Blank lines, `#` comments and a `case_id,split` header are skipped. UserError names
+    the file and line of an id that is not among `cases` or of a malformed line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the split file ({e})") from None
+    by_id = {c["case_id"]: c for c in cases}
+    listed, columns = {}, None
+    for number, line in enumerate(lines, 1):
+        fields = [f for f in line.split("#")[0].replace(",", " ").split() if f]
+        if not fields or [f.lower() for f in fields] in (["case_id", "split"], ["case_id"]):
+            continue
+        if columns is None:
+            columns = len(fields)
+        if len(fields) != columns or columns > 2 or (columns == 2 and fields[1] not in SPLITS):
+            raise UserError(
+                f"{path}:{number}: expected one case id per line, or '<case id> train|test' "
+                f"on every line; found {line.strip()!r}"
+            )
+        if fields[0] not in by_id:
+            raise UserError(
+                f"{path}:{number}: case {fields[0]!r} is not among the {len(cases)} cases on disk"
+            )
+        if fields[0] in listed:
+            raise UserError(f"{path}:{number}: case {fields[0]!r} is listed twice")
+        listed[fields[0]] = fields[1] if columns == 2 else "train"
+    if not listed:
+        raise UserError(f"{path}: lists no case")
+    split = {name: [] for name in SPLITS}
+    for cid, case in sorted(by_id.items()):
+        where = listed.get(cid, "test" if columns == 1 else None)
+        if where:
+            split[where].append(case)
+    return split
+
+
+def split_fraction(cases, fraction, seed):
+    """Per grade, round(fraction * n) of the cases (sorted ids shuffled with `seed`)
+    train and the rest test."""
+    if not 0 < fraction < 1:
+        raise UserError(f"expected a fraction between 0 and 1, found {fraction}")
+    rng = np.random.default_rng(seed)
+    split = {name: [] for name in SPLITS}
+    for grade in sorted({c["grade"] for c in cases}):
+        group = sorted((c for c in cases if c["grade"] == grade), key=lambda c: c["case_id"])
+        order = rng.permutation(len(group))
+        count = round(fraction * len(group))
+        split["train"] += [group[i] for i in order[:count]]
+        split["test"] += [group[i] for i in order[count:]]
     return {name: sorted(group, key=lambda c: c["case_id"]) for name, group in split.items()}
 
 

@@ -25,7 +25,9 @@ from dygan_tf.data.cases import (
     check_case,
     discover_cases,
     layout_of,
+    read_split_file,
     split_cases,
+    split_fraction,
 )
 from dygan_tf.data.shard_check import sha256_file
 from dygan_tf.utils.atomic import write_json_atomic
@@ -73,6 +75,37 @@ def _clean_stale(out):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def choose_split(cases, train_hgg, train_lgg, seed, split_file=None, train_fraction=None):
+    """({"train": [...], "test": [...]}, the manifest's "split" record)."""
+    if split_file is not None:
+        split = read_split_file(split_file, cases)
+        record = {
+            "rule": "split file: listed ids train (or as their column says); one column: "
+            "the others test",
+            "file": os.path.abspath(split_file),
+            "sha256": sha256_file(split_file),
+        }
+    elif train_fraction is not None:
+        split = split_fraction(cases, train_fraction, seed)
+        record = {
+            "seed": seed,
+            "train_fraction": train_fraction,
+            "rule": "per grade: sorted ids shuffled with seed, round(fraction * n) train",
+        }
+    else:
+        split = split_cases(cases, train_hgg, train_lgg, seed)
+        record = {
+            "seed": seed,
+            "train_hgg": train_hgg,
+            "train_lgg": train_lgg,
+            "rule": "per grade: sorted ids shuffled with seed, first train_<grade> "
+            "train; grade 'unknown' trains train_hgg + train_lgg",
+        }
+    record["train_cases"] = [c["case_id"] for c in split["train"]]
+    record["test_cases"] = [c["case_id"] for c in split["test"]]
+    return split, record
+
+
 def build(
     brats_root,
     out,
@@ -88,12 +121,20 @@ def build(
     skip_bad=False,
     seed=0,
     verbose=True,
+    split_file=None,
+    train_fraction=None,
 ):
-    """Builds the shards and manifest.json in `out`; returns the manifest dict."""
+    """Builds the shards and manifest.json in `out`; returns the manifest dict.
+
+    The split: `split_file` (`cases.read_split_file`), else `train_fraction` of each
+    grade, else `train_hgg` + `train_lgg` cases (the paper's 220 + 60 of BraTS 2019).
+    """
     workers = workers or os.cpu_count() or 1
     cases = discover_cases(brats_root)
     layout = layout_of(cases)
-    split = split_cases(cases, train_hgg, train_lgg, seed)
+    split, split_record = choose_split(
+        cases, train_hgg, train_lgg, seed, split_file, train_fraction
+    )
     options = {
         "image_size": image_size,
         "slice_range": tuple(source_slices),
@@ -207,13 +248,7 @@ def build(
         "compression": compression,
         "source_slices": list(source_slices),
         "per_volume": per_volume,
-        "split": {
-            "seed": seed,
-            "train_hgg": train_hgg,
-            "train_lgg": train_lgg,
-            "rule": "per grade: sorted ids shuffled with seed, first train_<grade> "
-            "train; grade 'unknown' trains train_hgg + train_lgg",
-        },
+        "split": split_record,
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
         "in_plane": dict(preprocessing.IN_PLANE),
