@@ -4,6 +4,7 @@
         --source t2 [--targets flair,t1,t1ce] --out-dir DIR [--batch 4] [--overwrite]
         [--tta flip]
     python -m dygan_tf.translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
+    python -m dygan_tf.translate --model M --input BRATS_ROOT --out-dir DIR [--naming brasyn]
 
 Writes DIR/<case>_<target>_synth.nii.gz (`--naming brasyn`: BraSyn's
 DIR/<case>-<t1n|t1c|t2w|t2f>.nii.gz) with the input's shape, affine and header (float32
@@ -12,6 +13,11 @@ data). A case folder (<ID>_{t1,t1ce,t2,flair}.nii[.gz], or BraTS 2023's
 modality it lacks is synthesised from one it holds (a single-source model) or from all
 it holds (a multi-source model). `--tta flip` (ours) writes the mean of each slice's
 output and the mirrored output of its left-right mirror (`dygan_tf.inference.tta`; twice the work).
+
+A folder of case folders (any BraTS layout) completes every case that misses a
+modality, all outputs into DIR: a case whose outputs exist is skipped (`--overwrite`
+redoes it), a failing case is one `failed:` line and the others go on; a summary table
+ends the run, and the exit status is 1 if any case failed.
 """
 
 import os
@@ -21,9 +27,12 @@ from dygan_tf.inference import tta
 from dygan_tf.inference.translation import (
     OUTPUT_NAMINGS,
     check_outputs,
+    is_root,
     parse_targets,
     plan_input,
     run_plan,
+    summary_table,
+    translate_root,
 )
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
@@ -81,15 +90,29 @@ def main(argv=None):
         targets = parse_targets(args.targets)
     from dygan_tf.inference.synthesis import load_synthesizer
 
-    with for_flag("--input"):
-        plan = plan_input(args.input, args.source, targets, args.naming)
-    with for_flag("--out-dir"):
-        check_outputs(plan.out_paths(args.out_dir).values(), plan.inputs.values(), args.overwrite)
-
     def load_model():
         with for_flag("--model"):
             return load_synthesizer(args.model, args.tta)
 
+    if is_root(args.input):  # a folder of cases: every case that misses a modality
+        with for_flag("--input"):
+            rows = translate_root(
+                args.input,
+                args.out_dir,
+                load_model,
+                args.source,
+                targets,
+                args.naming,
+                args.overwrite,
+                args.batch,
+                verbose=not args.quiet,
+            )
+        print(summary_table(rows))
+        return 1 if any(r["status"] == "failed" for r in rows) else 0
+    with for_flag("--input"):
+        plan = plan_input(args.input, args.source, targets, args.naming)
+    with for_flag("--out-dir"):
+        check_outputs(plan.out_paths(args.out_dir).values(), plan.inputs.values(), args.overwrite)
     run_plan(plan, args.out_dir, load_model, args.batch, verbose=not args.quiet)
 
 

@@ -81,8 +81,9 @@ def test_brats2023_root_builds_translates_brasyn_names_and_scores(
     phantom_root, savedmodel_dir, tmp_path
 ):
     """A BraTS 2023 GLI root: shards record the layout and the original names; translate
-    fills a case missing FLAIR under BraSyn's name (no input copied); evaluate_volumes
-    scores it against the root."""
+    over a root of cases missing FLAIR writes BraSyn's names (no input copied), reports a
+    broken case in one line while the others complete, and a rerun retries only it;
+    evaluate_volumes scores the outputs against the root."""
     from dygan_tf import evaluate_volumes, translate
     from dygan_tf.data import shards
 
@@ -96,22 +97,38 @@ def test_brats2023_root_builds_translates_brasyn_names_and_scores(
     case = manifest["splits"]["train"]["cases"][0]
     assert case["files"]["flair"] == f"{case['case_id']}-t2f.nii.gz"
 
-    # A BraSyn validation case: FLAIR missing.
-    missing = tmp_path / "val" / ids[0]
-    shutil.copytree(root / ids[0], missing)
-    (missing / f"{ids[0]}-t2f.nii.gz").unlink()
-    (missing / f"{ids[0]}-seg.nii.gz").unlink()
+    # BraSyn's validation root: every case misses FLAIR; one case's T2 is broken.
+    val = tmp_path / "val"
+    for cid in ids:
+        shutil.copytree(root / cid, val / cid)
+        (val / cid / f"{cid}-t2f.nii.gz").unlink()
+        (val / cid / f"{cid}-seg.nii.gz").unlink()
+    broken = val / ids[1] / f"{ids[1]}-t2w.nii.gz"
+    good = broken.read_bytes()
+    broken.write_bytes(good[:200])
     out = tmp_path / "submission"
-    argv = ["--model", savedmodel_dir, "--input", missing, "--out-dir", out, "--quiet"]
+    argv = ["--model", savedmodel_dir, "--input", val, "--out-dir", out, "--quiet"]
+    result = run_in_process(translate.main, *argv, "--naming", "brasyn")
+    assert result.returncode == 1, result.stderr
+    failed = [ln for ln in result.stderr.splitlines() if ln.startswith("failed: ")]
+    assert len(failed) == 1 and failed[0].startswith(f"failed: {ids[1]}: ")
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(out)) == [f"{ids[0]}-t2f.nii.gz", f"{ids[2]}-t2f.nii.gz"]
+    assert "2 written, 0 skipped, 1 failed of 3 cases" in result.stdout
+    # A rerun retries only the failed case.
+    broken.write_bytes(good)
+    written = {p: os.path.getmtime(out / p) for p in os.listdir(out)}
     result = run_in_process(translate.main, *argv, "--naming", "brasyn")
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(out)) == [f"{ids[0]}-t2f.nii.gz"]
+    assert "1 written, 2 skipped, 0 failed of 3 cases" in result.stdout
+    assert all(os.path.getmtime(out / p) == t for p, t in written.items())
+    assert len(os.listdir(out)) == 3
 
     report = tmp_path / "scores"
     result = run_in_process(evaluate_volumes.main, "--pred", out, "--truth", root, "--out", report)
     assert result.returncode == 0, result.stderr
-    summary = json.loads((report / "summary.json").read_text())
-    assert json.dumps(summary).count(ids[0]) >= 1
+    summary = (report / "per_case.csv").read_text()
+    assert all(cid in summary for cid in ids)
 
 
 def test_translate_naming_is_a_choice(tmp_path):
