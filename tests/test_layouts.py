@@ -201,3 +201,59 @@ def test_build_honours_and_records_a_split_file(phantom_root, tmp_path):
         run_in_process(build_tfrecords.main, *argv, "--split-file", split, "--train-hgg", "2")
     )
     assert "--split-file: gives the split; drop --train-hgg/--train-lgg" in line
+
+
+def _layout_root(phantom_root, tmp_path, layout):
+    """A 4-case root (3 HGG + 1 LGG of the phantom) in `layout`; returns (root, ids)."""
+    root = tmp_path / layout
+    if layout == "brats2023":
+        return root, _as_brats2023(phantom_root, root, count=4)
+    ids = []
+    for index, grade in ((0, "HGG"), (1, "HGG"), (2, "HGG"), (0, "LGG")):
+        folder, cid = case_folder(phantom_root, index if grade == "HGG" else 4, grade)
+        parent = root / grade if layout == "brats2019" else root
+        shutil.copytree(folder, parent / cid)
+        ids.append(cid)
+    return root, ids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["brats2019", "brats2020", "brats2023"])
+def test_each_layout_end_to_end(layout, phantom_root, tmp_path):
+    """build -> fit (tiny) -> translate a root of cases missing FLAIR with BraSyn's
+    names -> evaluate_volumes against the root."""
+    from data_prep import build_tfrecords
+    from dygan_tf import evaluate_volumes, fit, translate
+
+    root, ids = _layout_root(phantom_root, tmp_path, layout)
+    shards, run = tmp_path / "shards", tmp_path / "run"
+    argv = ["--brats-root", root, "--out", shards, "--image-size", "64", "--workers", "1"]
+    result = run_in_process(build_tfrecords.main, *argv, "--train-fraction", "0.75")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert manifest["layout"] == layout
+    argv = ["--data", shards, "--out", run, "--preset", "tiny", "--discriminator", "patch"]
+    result = run_in_process(fit.main, *argv, "--epochs", "1", "--steps-per-epoch", "2")
+    assert result.returncode == 0, result.stderr
+
+    missing = tmp_path / "missing"
+    for case in manifest["split"]["test_cases"]:
+        folder = next(p for p in root.rglob(case) if p.is_dir())
+        shutil.copytree(folder, missing / case)
+        flair = next(
+            c for s in manifest["splits"].values() for c in s["cases"] if c["case_id"] == case
+        )["files"]["flair"]  # the case's own name for it, as the manifest recorded
+        assert flair.startswith(case)
+        (missing / case / flair).unlink()
+    out = tmp_path / "out"
+    argv = ["--model", run, "--input", missing, "--out-dir", out, "--naming", "brasyn"]
+    result = run_in_process(translate.main, *argv, "--quiet")
+    assert result.returncode == 0, result.stderr
+    expected = sorted(f"{c}-t2f.nii.gz" for c in manifest["split"]["test_cases"])
+    assert sorted(os.listdir(out)) == expected
+    result = run_in_process(
+        evaluate_volumes.main, "--pred", out, "--truth", root, "--out", tmp_path / "eval"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = (tmp_path / "eval" / "per_case.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(expected) and all(",flair," in r for r in rows)
