@@ -123,6 +123,8 @@ def test_brats2023_root_builds_translates_brasyn_names_and_scores(
     assert "1 written, 2 skipped, 0 failed of 3 cases" in result.stdout
     assert all(os.path.getmtime(out / p) == t for p, t in written.items())
     assert len(os.listdir(out)) == 3
+    result = run_in_process(translate.main, *argv, "--naming", "brasyn", "--overwrite")
+    assert result.returncode == 0 and "3 written, 0 skipped, 0 failed" in result.stdout
 
     report = tmp_path / "scores"
     result = run_in_process(evaluate_volumes.main, "--pred", out, "--truth", root, "--out", report)
