@@ -1,52 +1,12 @@
-"""A BraTS-2019-shaped phantom built offline from nilearn's MNI152 1 mm templates.
+"""`python -m data_prep.make_phantom` in a checkout: the installed command `dygan-make-phantom`
+(`dygan_tf.make_phantom`, whose docstring has the usage)."""
 
-    python -m data_prep.make_phantom --out DIR --cases 10 --seed 0 [--workers 2]
-
-Writes DIR/MICCAI_BraTS_2019_Data_Training/{HGG,LGG}/<ID>/<ID>_{t1,t1ce,t2,flair,seg}.nii.gz
-(240 x 240 x 155, int16 images, uint8 seg, 1 mm) and name_mapping.csv. Each case is a
-smoothly deformed template with tissue-contrast models, a random tumour (BraTS labels
-1, 2, 4), a bias field and Rician noise; the same seed gives byte-identical files.
-"""
-
-import os
-
-from dygan_tf.data.cases import TRAINING_FOLDER
-from dygan_tf.data.phantom import build_phantom, split_grades
-from dygan_tf.utils.cli import ArgumentParser, run_main
-from dygan_tf.utils.errors import UserError
+from dygan_tf import make_phantom
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="make_phantom", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--cases", type=int, help="total cases, split 259:76 HGG:LGG")
-    parser.add_argument("--hgg", type=int, help="number of HGG cases")
-    parser.add_argument("--lgg", type=int, help="number of LGG cases")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args(argv)
-    if args.cases is not None and (args.hgg is not None or args.lgg is not None):
-        raise UserError("make_phantom: pass either --cases or --hgg/--lgg, not both")
-    if args.cases is not None:
-        hgg, lgg = split_grades(args.cases)
-    elif args.hgg is not None and args.lgg is not None:
-        hgg, lgg = args.hgg, args.lgg
-    else:
-        raise UserError("make_phantom: expected --cases N or both --hgg N and --lgg M")
-    if hgg < 0 or lgg < 0 or hgg + lgg == 0:
-        raise UserError(
-            f"make_phantom: expected non-negative counts with at least one "
-            f"case, found --hgg {hgg} --lgg {lgg}"
-        )
-    if args.workers < 1:
-        raise UserError(f"--workers: expected at least 1, found {args.workers}")
-    if args.seed < 0:  # numpy's generators take non-negative seeds only
-        raise UserError(f"--seed: expected >= 0, found {args.seed}")
-    build_phantom(args.out, hgg, lgg, seed=args.seed, workers=args.workers)
-    print(
-        f"Wrote {hgg} HGG + {lgg} LGG phantom cases under {os.path.join(args.out, TRAINING_FOLDER)}"
-    )
+    return make_phantom.main(argv)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    make_phantom.cli()

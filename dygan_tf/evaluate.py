@@ -75,6 +75,11 @@ def main(argv=None):
     )
 
 
-if __name__ == "__main__":
+def cli():
+    """The installed `dygan-evaluate` command (pyproject.toml's [project.scripts])."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

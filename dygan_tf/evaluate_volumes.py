@@ -38,5 +38,10 @@ def main(argv=None):
     )
 
 
-if __name__ == "__main__":
+def cli():
+    """The installed `dygan-evaluate-volumes` command (pyproject.toml's [project.scripts])."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -54,9 +54,14 @@ def main(argv=None):
     )
 
 
-if __name__ == "__main__":
+def cli():
+    """The installed `dygan-export` command (pyproject.toml's [project.scripts])."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # A SavedModel is a TensorFlow graph: the export runs on TensorFlow whatever
     # KERAS_BACKEND says (a generator.keras trained on JAX or PyTorch loads here too).
     os.environ["KERAS_BACKEND"] = "tensorflow"
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

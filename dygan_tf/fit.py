@@ -80,7 +80,7 @@ def parse_args(argv):
     if args.strategy == "multiworker" and (args.demo or args.baseline or args.brats_root):
         raise UserError(
             "--strategy multiworker: trains one DyGAN run from built shards; "
-            "drop --demo/--baseline/--brats-root (build with data_prep.build_tfrecords)"
+            "drop --demo/--baseline/--brats-root (build with dygan-build-tfrecords)"
         )
     if args.demo and (args.strategy not in ("auto", "default") or args.cpu_replicas != 1):
         raise UserError("--demo: trains on one device; drop --strategy/--cpu-replicas")
@@ -186,6 +186,11 @@ def main(argv=None):
     print(f"done: {args.out}")
 
 
-if __name__ == "__main__":
+def cli():
+    """The installed `dygan-fit` command (pyproject.toml's [project.scripts])."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -116,6 +116,11 @@ def main(argv=None):
     run_plan(plan, args.out_dir, load_model, args.batch, verbose=not args.quiet)
 
 
-if __name__ == "__main__":
+def cli():
+    """The installed `dygan-translate` command (pyproject.toml's [project.scripts])."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

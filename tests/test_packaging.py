@@ -1,6 +1,7 @@
-"""`pip install .` without network: the three packages install (the speed benchmarks
-stay in the checkout: no generic top-level `benchmarks` in site-packages), the declared dependencies
-are requirements.txt's pins, and a command runs from another folder with only the
+"""`pip install .` without network: dygan_tf installs with its commands (`dygan-fit`, ...;
+no generic top-level `data_prep`, `tuning` or `benchmarks` in site-packages: they stay
+in the checkout as its `python -m` forms), the declared dependencies are
+requirements.txt's pins, and every command runs from another folder with only the
 installed copy on the path."""
 
 import glob
@@ -19,7 +20,19 @@ from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 
-PACKAGES = ("data_prep", "dygan_tf", "tuning")
+PACKAGES = ("dygan_tf",)
+CHECKOUT_ONLY = ("data_prep", "tuning", "benchmarks", "tests")
+SCRIPTS = {  # installed command -> its usage line's program name
+    "dygan-fit": "dygan_tf.fit",
+    "dygan-evaluate": "dygan_tf.evaluate",
+    "dygan-evaluate-volumes": "dygan_tf.evaluate_volumes",
+    "dygan-translate": "dygan_tf.translate",
+    "dygan-export": "dygan_tf.export",
+    "dygan-build-tfrecords": "build_tfrecords",
+    "dygan-make-phantom": "make_phantom",
+    "dygan-search-lambda": "tuning.search_lambda",
+    "dygan-paper-tables": "dygan_tf.experiments.paper_tables",
+}
 
 
 def _python_files(root, package):
@@ -34,7 +47,7 @@ def installed(tmp_path_factory):
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "requirements.txt", "README.md"):
         shutil.copy(os.path.join(REPO, name), source)
-    for package in (*PACKAGES, "benchmarks"):  # benchmarks/ is in the tree, not installed
+    for package in (*PACKAGES, "data_prep", "tuning", "benchmarks"):  # in the tree
         shutil.copytree(
             os.path.join(REPO, package),
             source / package,
@@ -69,13 +82,13 @@ def _distribution(target):
     return importlib.metadata.PathDistribution(pathlib.Path(info))
 
 
-def test_the_three_packages_install_with_every_module(installed):
+def test_dygan_tf_installs_with_every_module_and_no_generic_top_level_name(installed):
     source, target = installed
     assert set(PACKAGES) <= set(os.listdir(target))
     for package in PACKAGES:
         assert os.path.isfile(os.path.join(target, package, "__init__.py")), package
         assert _python_files(target, package) == _python_files(source, package), package
-    for stays in ("tests", "benchmarks"):  # in the repository only
+    for stays in CHECKOUT_ONLY:  # in the repository only
         assert stays not in os.listdir(target)
 
 
@@ -95,8 +108,8 @@ def test_dependencies_are_the_pins_of_requirements_txt(installed):
 # then runs `python -m dygan_tf.fit --help` (runpy is what `python -m` uses).
 _OUTSIDE = """
 import json, runpy, sys
-import data_prep, dygan_tf, tuning
-print(json.dumps({m.__name__: m.__file__ for m in (data_prep, dygan_tf, tuning)}))
+import dygan_tf
+print(json.dumps({m.__name__: m.__file__ for m in (dygan_tf,)}))
 sys.stdout.flush()
 sys.argv = ["dygan_tf.fit", "--help"]
 runpy.run_module("dygan_tf.fit", run_name="__main__", alter_sys=True)
@@ -122,3 +135,22 @@ def test_a_command_runs_from_another_folder_with_the_installed_copy(installed, t
     for name, path in files.items():
         assert path == os.path.join(str(target), name, "__init__.py"), (name, path)
     assert rest.startswith("usage: dygan_tf.fit") and "--data" in rest and "--preset" in rest
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_each_installed_command_runs(installed, script, tmp_path):
+    _, target = installed
+    executable = os.path.join(target, "bin", script)
+    assert os.path.isfile(executable), sorted(os.listdir(os.path.join(target, "bin")))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, executable, "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(f"usage: {SCRIPTS[script]}"), result.stdout[:200]

@@ -32,7 +32,7 @@ def read_manifest(tfrecord_dir):
             manifest = json.load(f)
     except FileNotFoundError:
         raise UserError(
-            f"{path}: not found; expected the manifest that data_prep.build_tfrecords writes last"
+            f"{path}: not found; expected the manifest that dygan-build-tfrecords writes last"
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable manifest ({type(e).__name__}: {e})") from None

@@ -3,9 +3,10 @@
 A flipped byte on network storage otherwise surfaces deep inside tf.data as
 `DataLossError: corrupted record at N`, which names no file. `check_shards` (run by
 `dygan_tf.data.pipeline.make_dataset` before reading) names the bad shard instead, and
-`python -m data_prep.build_tfrecords --verify DIR` checks every shard of a folder. A
-shard that goes bad after that check (during a run) is named by `data_loss_error`,
-which training and evaluation raise in place of TensorFlow's DataLossError.
+`dygan-build-tfrecords --verify DIR` (`python -m data_prep.build_tfrecords` in a
+checkout) checks every shard of a folder. A shard that goes bad after that check
+(during a run) is named by `data_loss_error`, which training and evaluation raise in
+place of TensorFlow's DataLossError.
 """
 
 import gzip
@@ -119,8 +120,8 @@ def check_shards(tfrecord_dir, split, manifest=None):
             path = os.path.join(os.fspath(tfrecord_dir), entry["file"])
             raise UserError(
                 f"{path}: corrupted or changed since the build ({problem}); restore it or "
-                f"rebuild the shards (python -m data_prep.build_tfrecords --verify "
-                f"{tfrecord_dir} checks them all)"
+                f"rebuild the shards (dygan-build-tfrecords --verify {tfrecord_dir} checks "
+                "them all)"
             )
 
 
@@ -160,7 +161,7 @@ def data_loss_error(tfrecord_dir, splits, error):
             problem = shard_problem(tfrecord_dir, entry, manifest["compression"], cached=False)
             if problem:
                 bad.append(f"{os.path.join(os.fspath(tfrecord_dir), entry['file'])}: {problem}")
-    hint = f"python -m data_prep.build_tfrecords --verify {tfrecord_dir} checks every shard"
+    hint = f"dygan-build-tfrecords --verify {tfrecord_dir} checks every shard"
     if bad:
         return UserError(
             f"{'; '.join(bad)}: corrupted while being read; restore the shard(s) or rebuild "

@@ -128,7 +128,7 @@ def _split_case_ids(split_from, split):
     ):
         raise UserError(
             f"{manifest_lib.manifest_path(folder)}: split {split!r} has no list of cases "
-            "with a case_id each; expected a manifest from data_prep.build_tfrecords"
+            "with a case_id each; expected a manifest from dygan-build-tfrecords"
         )
     return {e["case_id"] for e in entries}
 

@@ -491,6 +491,11 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The installed `dygan-paper-tables` command (pyproject.toml's [project.scripts])."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

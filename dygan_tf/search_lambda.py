@@ -1,0 +1,110 @@
+"""Searches the L1 weight λ of DyGAN with KerasTuner (the paper's Table 3).
+
+    python -m tuning.search_lambda --data TFRECORD_DIR --out DIR
+        [--values 1,10,20,30,50,100,150,200,250,300] [--oracle grid|bayesian]
+        [--max-trials N (bayesian)] [--preset paper|demo|tiny] [--epochs N]
+      overrides as in dygan_tf.fit: --image-size --base-filters --experts --lr --source
+        --targets --discriminator --dyconv --label-mode --seed
+      testing: --steps-per-epoch N caps each epoch at N steps
+
+Each trial trains DyGAN on the training split minus a few held-out validation cases
+(recorded in DIR/search.json; the test split is never read) and scores the mean
+validation PSNR over the targets. DIR holds the KerasTuner project (trial_*/,
+oracle.json), TensorBoard logs (logs/<trial>/), results.json, results.md and
+lambda_plot.png. Running the same command again resumes: finished trials are reused,
+an interrupted one is trained again from its start.
+"""
+
+import os
+
+from dygan_tf.config.flags import add_config_flags, config_from_flags
+from dygan_tf.run_folder import files as run_folder
+from dygan_tf.tuning.search import PAPER_VALUES, PROG, parse_values, search
+from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.errors import UserError, for_flag
+
+
+def parse_args(argv):
+    """The search's own flags plus the configuration flags it shares with dygan_tf.fit
+    (`dygan_tf.config.flags`; λ comes from --values, so there is no --lambda-l1)."""
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("--data", required=True, help="folder of TFRecord shards")
+    p.add_argument("--out", required=True, help="search folder (KerasTuner project)")
+    p.add_argument("--values", default=PAPER_VALUES, help="comma-separated λ values")
+    p.add_argument("--oracle", choices=("grid", "bayesian"), default="grid")
+    p.add_argument("--max-trials", type=int, help="trials of --oracle bayesian")
+    p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
+    add_config_flags(p, exclude=("--lambda-l1",))
+    args = p.parse_args(argv)
+    args.values = parse_values(args.values)
+    for flag in ("steps_per_epoch", "max_trials"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    if args.oracle == "grid" and args.max_trials is not None:
+        raise UserError("--max-trials: only with --oracle bayesian (grid tries every value)")
+    if args.oracle == "bayesian":
+        if args.max_trials is None:
+            raise UserError("--oracle bayesian: expected --max-trials N")
+        if args.max_trials > len(args.values):
+            raise UserError(
+                f"--max-trials: {args.max_trials} exceeds the {len(args.values)} --values"
+            )
+    with for_flag(f"{PROG}:"):
+        args.config = config_from_flags(args, "paper")
+    if not os.path.isdir(args.data):
+        raise UserError(f"--data {args.data}: not a folder")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.run_folder import lock
+    from dygan_tf.training.fit_lib import check_image_size
+    from dygan_tf.utils.cli import import_tensorflow_quietly
+
+    config = args.config
+    # Pure Python: bad shards and a folder in use are refused before TensorFlow starts.
+    with for_flag("--data"):
+        read_manifest(args.data)
+        check_image_size(args.data, config)
+    with for_flag("--out"):
+        held = lock.hold(args.out).acquire()  # one search (or fit) per folder at a time
+    with held:  # errors below name their paths (the search folder, the shards)
+        import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
+        results = search(
+            config,
+            args.data,
+            args.out,
+            args.values,
+            args.oracle,
+            args.max_trials,
+            args.steps_per_epoch,
+        )
+    from dygan_tf.tuning import results as report
+
+    with open(os.path.join(args.out, report.RESULTS_MD), encoding="utf-8") as f:
+        print("\n" + f.read())
+    failed = [t for t in results["trials"] if t["per_target"] is None]
+    if failed:
+        print(
+            f"{len(failed)} trial(s) did not finish: "
+            + ", ".join(f"λ={t['lambda']:g} ({t['status']})" for t in failed),
+            flush=True,
+        )
+    print(
+        f"wrote {args.out}/results.json, results.md, {report.PLOT}; "
+        f"tensorboard --logdir {run_folder.path(args.out, run_folder.LOGS)}"
+    )
+    return 0 if results["best_lambda"] is not None else 1
+
+
+def cli():
+    """The installed `dygan-search-lambda` command (pyproject.toml's [project.scripts])."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run_main(main)
+
+
+if __name__ == "__main__":
+    cli()
