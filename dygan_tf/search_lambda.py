@@ -5,6 +5,7 @@
         [--max-trials N (bayesian)] [--preset paper|demo|tiny] [--epochs N]
       overrides as in dygan_tf.fit: --image-size --base-filters --experts --lr --source
         --targets --discriminator --dyconv --label-mode --seed
+      backend: --backend jax|torch trains each trial on that Keras backend, as fit does
       testing: --steps-per-epoch N caps each epoch at N steps
 
 Each trial trains DyGAN on the training split minus a few held-out validation cases
@@ -34,6 +35,10 @@ def parse_args(argv):
     p.add_argument("--oracle", choices=("grid", "bayesian"), default="grid")
     p.add_argument("--max-trials", type=int, help="trials of --oracle bayesian")
     p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
+    p.add_argument(
+        "--backend",
+        help="Keras backend that trains: tensorflow (default, or KERAS_BACKEND), jax or torch",
+    )
     add_config_flags(p, exclude=("--lambda-l1",))
     args = p.parse_args(argv)
     args.values = parse_values(args.values)
@@ -59,6 +64,10 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    from dygan_tf.training.backends import select_backend
+
+    with for_flag("--backend"):
+        select_backend(args.backend)  # before Keras is imported
     from dygan_tf.data.manifest import read_manifest
     from dygan_tf.run_folder import lock
     from dygan_tf.training.fit_lib import check_image_size

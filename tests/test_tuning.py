@@ -187,3 +187,18 @@ def test_bad_input_is_one_line_exit_2(tfrecord_dir, tmp_path, args, expected, fr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert not os.path.exists(tmp_path / "s")
+
+
+@pytest.mark.slow
+def test_the_search_runs_a_trial_on_jax(tfrecord_dir, tmp_path):
+    """`tuning.search_lambda --backend jax`: one λ, trained and scored on JAX."""
+    pytest.importorskip("jax")
+    out = tmp_path / "search"
+    argv = ["--backend", "jax", "--data", tfrecord_dir, "--out", out, "--preset", "tiny"]
+    argv += ["--values", "10", "--epochs", "1", "--steps-per-epoch", "2"]
+    result = run_cli("tuning.search_lambda", *argv, "--discriminator", "patch", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["backend"] == "jax" and results["best_lambda"] == 10.0
+    (trial,) = results["trials"]
+    assert trial["status"] == "COMPLETED" and trial["mean_psnr"] > 0

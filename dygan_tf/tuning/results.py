@@ -156,9 +156,12 @@ def save_plot(path, results):
 def write_results(out, oracle, settings):
     """Writes results.json, results.md and the plot into `out`; returns the results."""
     trials = collect(oracle, settings["targets"])
+    import keras
+
     results = {
         "best_lambda": best_lambda(trials),
         **settings,
+        "backend": keras.backend.backend(),  # the Keras backend the trials trained on
         "objective": OBJECTIVE,
         "trials": trials,
     }
