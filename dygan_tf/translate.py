@@ -24,6 +24,7 @@ import os
 
 from dygan_tf.config.tasks import check_modality
 from dygan_tf.inference import tta
+from dygan_tf.inference.model_card import data_source_line
 from dygan_tf.inference.translation import (
     OUTPUT_NAMINGS,
     check_outputs,
@@ -92,7 +93,10 @@ def main(argv=None):
 
     def load_model():
         with for_flag("--model"):
-            return load_synthesizer(args.model, args.tta)
+            synthesizer = load_synthesizer(args.model, args.tta)
+        if not args.quiet:  # what the model was trained on comes first
+            print(f"{synthesizer.path}: {data_source_line(synthesizer.model_card)}", flush=True)
+        return synthesizer
 
     if is_root(args.input):  # a folder of cases: every case that misses a modality
         with for_flag("--input"):

@@ -172,3 +172,36 @@ def test_models_config_example_parses():
         config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
     (model,) = config.model_config_list.config
     assert model.name == "dygan" and model.model_platform == "tensorflow"
+
+
+@pytest.mark.slow
+def test_every_export_carries_a_model_card(fit_runs, tfrecord_dir, phantom_root, tmp_path):
+    """metadata.json's model_card and README.md come from what the run folder knows;
+    translate's first line says what the model was trained on."""
+    from dygan_tf import evaluate, export, translate
+    from tests.helpers import case_folder, run_in_process
+
+    run = str(tmp_path / "run")  # a copy: the shared run stays as fit left it
+    shutil.copytree(fit_runs["ms_both"].path, run)
+    result = run_in_process(evaluate.main, "--run", run, "--out", os.path.join(run, "eval"))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "dygan" / "1"
+    result = run_in_process(export.main, "--run", run, "--out", out)
+    assert result.returncode == 0, result.stderr
+    card = json.loads((out / "metadata.json").read_text())["model_card"]
+    source = card["data_source"]
+    assert source["shards"] == os.path.abspath(tfrecord_dir) and source["layout"] == "brats2019"
+    assert source["split"]["train_cases"] == 4 and source["split"]["test_cases"] == 2
+    assert card["training"]["backend"] == "tensorflow" and card["training"]["epochs_finished"] == 2
+    assert set(card["evaluation"]["per_target"]) == {"flair", "t1", "t1ce"}
+    assert "not for diagnosis" in card["limitations"].lower().replace(";", "")
+    readme = (out / "README.md").read_text()
+    assert "**Research use only, not for diagnosis.**" in readme and "| flair |" in readme
+    assert str(phantom_root) in readme and "Apache-2.0" in readme
+
+    folder, cid = case_folder(phantom_root, 0)
+    argv = ["--model", out, "--input", os.path.join(folder, f"{cid}_t2.nii.gz")]
+    result = run_in_process(translate.main, *argv, "--out-dir", tmp_path / "t")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"{out}: trained on: {phantom_root} (brats2019, 4 training / 2")

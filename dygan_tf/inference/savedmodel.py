@@ -19,7 +19,8 @@ from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES, NUM_TASKS, TASK_CODES
 from dygan_tf.data import preprocessing
 from dygan_tf.inference import tta
-from dygan_tf.utils.atomic import write_error, write_json_atomic
+from dygan_tf.inference.model_card import card_markdown, model_card
+from dygan_tf.utils.atomic import write_error, write_json_atomic, write_text_atomic
 from dygan_tf.utils.errors import UserError
 
 SIGNATURE = "serving_default"
@@ -28,6 +29,7 @@ INPUT_KEYS = {"single": ("image", "task"), "multi": ("image", "available", "targ
 OUTPUT_KEY = "synthesized"
 METADATA = "metadata.json"
 STAGING_PREFIX = ".partial-export-"  # not an integer: TF Serving never loads it
+MODEL_CARD = "README.md"  # beside metadata.json: the model card (inference.model_card)
 WEIGHTS_DIGEST = "weights_sha256"  # metadata.json: `weights_digest` of the export
 
 
@@ -122,6 +124,7 @@ def build_metadata(config, source_run=None, generator=None, tta_mode="none"):
     }
     if config.model.inputs == "single":  # the tasks of the paper's Table 1 it was trained for
         metadata["trained_tasks"] = list(rows)
+    metadata["model_card"] = model_card(config, source_run)  # written as README.md too
     return metadata
 
 
@@ -266,6 +269,11 @@ def export_generator(generator, out_dir, metadata=None, tta_mode="none"):
             if metadata is not None:
                 metadata = {**metadata, WEIGHTS_DIGEST: weights_digest(generator, tta_mode)}
                 write_json_atomic(os.path.join(staging, "model", METADATA), metadata)
+                if metadata.get("model_card"):
+                    write_text_atomic(
+                        os.path.join(staging, "model", MODEL_CARD),
+                        card_markdown(metadata["model_card"]),
+                    )
         except (tf.errors.OpError, OSError) as e:  # a full disk: nothing is published
             raise write_error(
                 out_dir, e, f"nothing was exported; {parent} holds what it held before"

@@ -15,6 +15,7 @@ from dygan_tf.config.run_config import RunConfig
 from dygan_tf.config.tasks import MODALITIES, task_code
 from dygan_tf.data import preprocessing
 from dygan_tf.inference import tta
+from dygan_tf.inference.model_card import model_card
 from dygan_tf.inference.savedmodel import (
     INPUT_KEYS,
     METADATA,
@@ -52,6 +53,7 @@ class Synthesizer:
         apply_tta=False,
     ):
         self._call = call
+        self.model_card = None  # `dygan_tf.inference.model_card`'s dict, where known
         self.image_size = image_size
         self.kind = kind
         self.path = path
@@ -123,9 +125,11 @@ def load_synthesizer(path, tta_mode="none"):
             input_signature=spec,
         )
         size = image_size(generator)
-        return Synthesizer(
+        synthesizer = Synthesizer(
             call, size, "keras", path, config.model.inputs, trained, config, tta_mode, True
         )
+        synthesizer.model_card = model_card(config, path)
+        return synthesizer
 
     import tensorflow as tf
 
@@ -175,7 +179,11 @@ def load_synthesizer(path, tta_mode="none"):
         )
     apply = exported == "none"  # else the signature itself averages: not twice
     tta_mode = tta_mode if apply else exported
-    return Synthesizer(call, size, "savedmodel", saved, kind, trained, config, tta_mode, apply)
+    synthesizer = Synthesizer(
+        call, size, "savedmodel", saved, kind, trained, config, tta_mode, apply
+    )
+    synthesizer.model_card = metadata.get("model_card")  # None: exported before cards
+    return synthesizer
 
 
 def read_metadata(saved):
