@@ -1,14 +1,19 @@
-"""Whole-volume evaluation of synthesised MR sequences against the real ones, BraSyn style.
+"""Whole-volume evaluation of synthesised MR sequences against the real ones: ours and BraSyn's.
 
     python -m dygan_tf.evaluate_volumes --pred DIR --truth BRATS_ROOT
         [--split-from SHARD_DIR|SHARD_DIR/manifest.json --split test] --out DIR
+        [--brasyn-ssim full|crop]
 
 Every NIfTI file under --pred whose name holds a case id of --truth and one modality
-token is scored against that case's real volume: PSNR and 3-D SSIM over the brain,
-inside the tumour and outside it. Writes per_case.csv, summary.md and summary.json.
+token is scored against that case's real volume. Ours: PSNR and 3-D SSIM over the
+brain, inside the tumour and outside it (each volume scaled by its own brain
+percentiles). BraSyn's: the challenge's own tumour and non-tumour SSIM, exactly as its
+ssim.py computes them (`dygan_tf.evaluation.volume_metrics.brasyn_ssim`; its
+segmentation-based score is not reproduced). Writes per_case.csv, summary.md and
+summary.json.
 """
 
-from dygan_tf.evaluation.volumes import evaluate_volumes
+from dygan_tf.evaluation.volumes import BRASYN_SSIM, evaluate_volumes
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError
 
@@ -22,6 +27,13 @@ def main(argv=None):
     )
     parser.add_argument("--split", help="split of --split-from to evaluate (default: test)")
     parser.add_argument("--out", required=True, help="folder for the CSV, Markdown and JSON")
+    parser.add_argument(
+        "--brasyn-ssim",
+        choices=BRASYN_SSIM,
+        default="full",
+        help="BraSyn's SSIM as torchmetrics >= 1.4.2 computes it (full, the default) or "
+        "as <= 1.4.1 did (crop: 5 voxels off every side)",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.split is not None and args.split_from is None:
@@ -35,6 +47,7 @@ def main(argv=None):
         split_from=args.split_from,
         split=args.split or "test",
         verbose=not args.quiet,
+        brasyn_ssim_mode=args.brasyn_ssim,
     )
 
 

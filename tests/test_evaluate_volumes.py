@@ -286,3 +286,46 @@ def test_bad_inputs_one_line_exit_2_nothing_written(data, tmp_path, capsys):
         if name in ("shape", "affine"):
             assert "Case_1_flair_synth.nii.gz" in line, line  # both files named
         assert not out.exists(), name
+
+
+def test_brasyn_scores_equal_the_challenges_code_with_torchmetrics():
+    """BraSyn's ssim.py, step for step, with torchmetrics' SSIM, on small volumes with a
+    tumour: whole-array percentiles, regions with background, the value (1e-4)."""
+    torch = pytest.importorskip("torch")
+    tm = pytest.importorskip("torchmetrics")
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from dygan_tf.evaluation import volume_metrics as vm
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 900, (26, 22, 18)).astype(np.int16)
+    truth[:4] = 0  # background: it moves the whole-array percentiles
+    pred = (truth + rng.normal(0, 80, truth.shape)).astype(np.float32)
+    seg = np.zeros(truth.shape, np.uint8)
+    seg[8:15, 6:13, 5:11], seg[10:12, 8:10, 6:8] = 2, 3
+
+    def clip(x):  # BraSyn's __percentile_clip
+        low, high = np.percentile(x, [0.5, 99.5])
+        low = 0 if low < 0 else low
+        return (np.clip(x, low, high) - low) / (high - low)
+
+    np.testing.assert_allclose(vm.brasyn_percentile_clip(truth), clip(truth), atol=1e-12)
+    t, p = clip(truth), clip(pred)
+    mask = (seg > 0).astype(np.int64)
+    ssim = tm.image.StructuralSimilarityIndexMeasure()
+
+    def theirs(a, b):
+        a, b = torch.from_numpy(a[None, None]), torch.from_numpy(b[None, None])
+        return float(ssim(preds=a, target=b))
+
+    expected = (theirs(p * mask, t * mask), theirs(p * (1 - mask), t * (1 - mask)))
+    np.testing.assert_allclose(vm.brasyn_ssim(truth, pred, seg), expected, atol=1e-4)
+    # torchmetrics <= 1.4.1 cropped 5 voxels off every side of the SSIM map.
+    _, full = structural_similarity_index_measure(
+        torch.from_numpy((p * (1 - mask))[None, None]),
+        torch.from_numpy((t * (1 - mask))[None, None]),
+        return_full_image=True,
+    )
+    cropped = float(full[..., 5:-5, 5:-5, 5:-5].mean())
+    assert vm.brasyn_ssim(truth, pred, seg, crop=True)[1] == pytest.approx(cropped, abs=1e-4)
+    assert abs(cropped - expected[1]) > 1e-3  # the two versions differ

@@ -1,5 +1,6 @@
-"""BraSyn-style volume scores: percentile scaling to [0, 1], PSNR and 3-D SSIM over a
-region (numpy and scipy only, so `evaluate_volumes` needs no TensorFlow)."""
+"""Volume scores (numpy and scipy only, so `evaluate_volumes` needs no TensorFlow): ours
+(percentile scaling over the brain to [0, 1], PSNR and 3-D SSIM over a region) and
+BraSyn's own SSIM (its ssim.py with torchmetrics' SSIM, reproduced: `brasyn_ssim`)."""
 
 import math
 
@@ -78,3 +79,53 @@ def region_scores(truth, pred, region):
     inside = region[box]
     values = ssim_map_3d(truth[box] * inside, pred[box] * inside)
     return psnr, float(values[inside].mean())
+
+
+# BraSyn's own scores: hongweilibran/BraSyn ssim.py (last changed 2024-07-03), copied
+# step for step. Its SSIM is torchmetrics' `StructuralSimilarityIndexMeasure()` with
+# defaults on (1, 1, X, Y, Z) volumes: Gaussian window 11 (sigma 1.5), reflected edges,
+# data range max(range of prediction, range of truth), the map averaged over the whole
+# array. torchmetrics >= 1.4.2 averages the full map (`crop=False`, what this copies);
+# 1.4.1 and older cropped 5 voxels off every side first (`crop=True`).
+BRASYN_PAD = (SSIM_WINDOW - 1) // 2
+
+
+def brasyn_percentile_clip(volume):
+    """BraSyn's `__percentile_clip`: the volume clipped to its own 0.5 and 99.5
+    percentiles over the whole array (background included), the lower bound raised to
+    0 if it is negative, then scaled to [0, 1] by (x - low) / (high - low)."""
+    volume = np.asarray(volume, np.float64)
+    low, high = np.percentile(volume, PERCENTILES)
+    low = 0.0 if low < 0 else low
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant volume: NaN, as BraSyn
+        return (np.clip(volume, low, high) - low) / (high - low)
+
+
+def torchmetrics_ssim_3d(pred, target, crop=False):
+    """torchmetrics' default 3-D SSIM of two volumes (its `data_range=None`)."""
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    data_range = max(pred.max() - pred.min(), target.max() - target.min())
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    mu_p, mu_t = _blur(pred), _blur(target)
+    var_p = np.maximum(_blur(pred * pred) - mu_p**2, 0.0)
+    var_t = np.maximum(_blur(target * target) - mu_t**2, 0.0)
+    cov = _blur(pred * target) - mu_p * mu_t
+    with np.errstate(divide="ignore", invalid="ignore"):  # two constant volumes: NaN
+        ssim = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / (
+            (mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2)
+        )
+    if crop:
+        ssim = ssim[(slice(BRASYN_PAD, -BRASYN_PAD),) * ssim.ndim]
+    return float(ssim.mean())
+
+
+def brasyn_ssim(truth, pred, seg, crop=False):
+    """(tumour SSIM, non-tumour SSIM) as BraSyn's `compute_metrics` scores a case: both
+    volumes percentile-clipped, tumour = seg > 0 and non-tumour = everything else
+    (background included), each volume multiplied by the integer mask, torchmetrics'
+    SSIM of the masked volumes averaged over the whole array."""
+    truth, pred = brasyn_percentile_clip(truth), brasyn_percentile_clip(pred)
+    mask = (np.asarray(seg) > 0).astype(np.int64)
+    tumour = torchmetrics_ssim_3d(pred * mask, truth * mask, crop)
+    rest = torchmetrics_ssim_3d(pred * (1 - mask), truth * (1 - mask), crop)
+    return tumour, rest

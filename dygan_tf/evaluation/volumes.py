@@ -1,4 +1,5 @@
-"""Whole-volume evaluation of synthesised MR sequences against the real ones, BraSyn style.
+"""Whole-volume evaluation of synthesised MR sequences against the real ones: our scores
+per region (brain, tumour, outside) and BraSyn's own SSIM scores (its ssim.py).
 
 The library behind `python -m dygan_tf.evaluate_volumes` (its usage and flags are in that
 command's module and in docs/reference/cli.md).
@@ -17,6 +18,7 @@ import numpy as np
 from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import nifti, preprocessing
 from dygan_tf.evaluation.volume_metrics import (
+    brasyn_ssim,
     region_scores,
     scale_to_unit,
 )
@@ -25,9 +27,13 @@ from dygan_tf.utils.errors import UserError
 from dygan_tf.utils.progress import Progress
 
 REGIONS = ("brain", "tumour", "outside")
-COLUMNS = ("case_id", "target", "prediction", "brain_voxels", "tumour_voxels") + tuple(
-    f"{metric}_{region}" for metric in ("psnr", "ssim") for region in REGIONS
+BRASYN_COLUMNS = ("brasyn_ssim_tumour", "brasyn_ssim_non_tumour")
+COLUMNS = (
+    ("case_id", "target", "prediction", "brain_voxels", "tumour_voxels")
+    + tuple(f"{metric}_{region}" for metric in ("psnr", "ssim") for region in REGIONS)
+    + BRASYN_COLUMNS
 )
+BRASYN_SSIM = ("full", "crop")  # torchmetrics >= 1.4.2 / <= 1.4.1 (--brasyn-ssim)
 CSV_NAME, MARKDOWN_NAME, JSON_NAME = "per_case.csv", "summary.md", "summary.json"
 # Name tokens that mean a modality: ours, and the BraTS 2023 / BraSyn spellings.
 MODALITY_TOKENS = {m: m for m in MODALITIES} | {
@@ -46,6 +52,14 @@ METHOD = {
     "ssim": "3-D SSIM (Gaussian window 11, sigma 1.5, k1 0.01, k2 0.03, mirrored edges) of "
     "both volumes set to 0 outside the region, averaged over the region's voxels",
     "std": "population standard deviation (ddof 0) over volumes",
+    "brasyn": "BraSyn's own scores (hongweilibran/BraSyn ssim.py, 2024-07-03), not ours: "
+    "each volume clipped to its 0.5/99.5 percentiles over the whole array (the lower "
+    "bound raised to 0 if negative) and scaled to [0, 1]; tumour = seg > 0, non-tumour = "
+    "everything else including background; both volumes multiplied by the integer mask; "
+    "torchmetrics' default 3-D SSIM (Gaussian 11, sigma 1.5, reflected edges, data range "
+    "from the volumes) averaged over the whole array. Empty without a seg file. BraSyn's "
+    "segmentation-based score (Dice of a segmenter on the completed case) and PSNR are "
+    "not part of this",
 }
 
 
@@ -162,12 +176,14 @@ def read_scored(path, allow_zero=False):
     return volume.data
 
 
-def evaluate_case(files, predictions):
+def evaluate_case(files, predictions, brasyn_crop=False):
     """Rows (one per target) for one case.
 
     Args:
         files: {modality or 'seg': path} of the case's real volumes.
         predictions: {target modality: path of the synthesised volume}.
+        brasyn_crop: BraSyn's SSIM as torchmetrics <= 1.4.1 computed it (5 voxels
+            cropped off every side), not as >= 1.4.2 does.
 
     Returns:
         A list of dicts with the keys of `COLUMNS` (metrics as floats, NaN if the
@@ -175,9 +191,10 @@ def evaluate_case(files, predictions):
     """
     real = {m: read_scored(files[m]) for m in MODALITIES}
     brain = preprocessing.brain_mask(real.values())
-    tumour = np.zeros_like(brain)
+    tumour, seg = np.zeros_like(brain), None
     if "seg" in files:
-        tumour = (read_scored(files["seg"], allow_zero=True) > 0) & brain
+        seg = read_scored(files["seg"], allow_zero=True)
+        tumour = (seg > 0) & brain
     regions = {"brain": brain, "tumour": tumour, "outside": brain & ~tumour}
     rows = []
     for target, path in sorted(predictions.items()):
@@ -191,6 +208,10 @@ def evaluate_case(files, predictions):
         }
         for name, region in regions.items():
             row[f"psnr_{name}"], row[f"ssim_{name}"] = region_scores(truth01, pred01, region)
+        scores = (math.nan, math.nan)
+        if seg is not None:
+            scores = brasyn_ssim(real[target], pred, seg, brasyn_crop)
+        row.update(zip(BRASYN_COLUMNS, scores))
         rows.append(row)
     return rows
 
@@ -235,6 +256,20 @@ def format_markdown(summary, cases):
         cells = [_cell(entry[f"psnr_{r}"], 2) for r in REGIONS]
         cells += [_cell(entry[f"ssim_{r}"], 4) for r in REGIONS]
         lines.append(f"| {target} | {entry['volumes']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Ours: each volume scaled by its own brain percentiles; regions inside the brain.",
+        "",
+        "BraSyn's own SSIM (its ssim.py: whole-array percentiles, tumour = seg > 0 and "
+        "non-tumour = the rest, background included, torchmetrics' 3-D SSIM averaged over "
+        "the whole array); BraSyn's segmentation-based score is not computed:",
+        "",
+        "| target | volumes | BraSyn SSIM tumour | BraSyn SSIM non-tumour |",
+        "|---|---|---|---|",
+    ]
+    for target, entry in summary.items():
+        cells = [_cell(entry[c], 4) for c in BRASYN_COLUMNS]
+        lines.append(f"| {target} | {entry['volumes']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -263,7 +298,15 @@ def _json_safe(value):
     return value
 
 
-def evaluate_volumes(pred_dir, truth_root, out_dir, split_from=None, split="test", verbose=True):
+def evaluate_volumes(
+    pred_dir,
+    truth_root,
+    out_dir,
+    split_from=None,
+    split="test",
+    verbose=True,
+    brasyn_ssim_mode="full",
+):
     """Scores every synthesised volume under `pred_dir` against the real one.
 
     Every bad input (a missing folder, no prediction found, an unreadable NIfTI file or
@@ -280,6 +323,8 @@ def evaluate_volumes(pred_dir, truth_root, out_dir, split_from=None, split="test
             to keep; None keeps every case.
         split: the split's name in that manifest.
         verbose: progress and the summary table on stdout.
+        brasyn_ssim_mode: "full" (torchmetrics >= 1.4.2, the default) or "crop"
+            (torchmetrics <= 1.4.1 cropped 5 voxels off every side) for BraSyn's SSIM.
 
     Returns:
         The summary as written to summary.json: the method, the per-target
@@ -328,7 +373,8 @@ def evaluate_volumes(pred_dir, truth_root, out_dir, split_from=None, split="test
     progress = Progress(len(by_case), unit="case", enabled=verbose)
     rows = []
     for cid, predictions in by_case.items():
-        rows += [{"case_id": cid, **row} for row in evaluate_case(files[cid], predictions)]
+        crop = brasyn_ssim_mode == "crop"
+        rows += [{"case_id": cid, **row} for row in evaluate_case(files[cid], predictions, crop)]
         progress.add(1)
     progress.close()
     summary = {
@@ -337,7 +383,7 @@ def evaluate_volumes(pred_dir, truth_root, out_dir, split_from=None, split="test
         "split": None
         if split_from is None
         else {"manifest": os.path.abspath(split_from), "name": split},
-        "method": METHOD,
+        "method": {**METHOD, "brasyn_ssim": brasyn_ssim_mode},
         "cases": len(by_case),
         "targets": summarize(rows),
         "volumes": rows,
