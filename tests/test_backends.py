@@ -188,11 +188,20 @@ def test_jax_fit_resumes_bit_for_bit_and_exports_the_same_savedmodel(tfrecord_di
     on_tf = keras.ops.convert_to_numpy(
         run_folder.load_generator(straight / "generator.keras")({"image": image, "task": task})
     )
-    np.testing.assert_allclose(on_tf, on_jax, atol=2e-5)
+    _assert_same_outputs(on_tf, on_jax)
     result = run_in_process(export.main, "--run", straight, "--out", tmp_path / "sm" / "1")
     assert result.returncode == 0, result.stderr
     served = serve_alone(tmp_path / "sm" / "1", tmp_path, image=image, task=task)
-    np.testing.assert_allclose(served, on_jax, atol=2e-5)
+    _assert_same_outputs(served, on_jax)
+
+
+def _assert_same_outputs(got, expected):
+    """Two backends' float32 kernels on one generator: every voxel within 2e-5 plus 1e-4
+    of its value (a U-Net's rounding; since the DyConv experts start apart, one voxel of
+    12288 measured 2.01e-5 off at -0.275 on an AMX Xeon), and the voxels on average
+    within 5e-6 (measured 1.2e-6 there)."""
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-5)
+    assert float(np.mean(np.abs(got - expected))) <= 5e-6
 
 
 @pytest.mark.slow

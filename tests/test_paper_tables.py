@@ -261,3 +261,15 @@ def test_one_target_without_dyconv_still_trains_as_pix2pix(tfrecord_dir, tmp_pat
     config = run_folder.read_config(out)
     assert config.train.targets == ("t1",) and config.model.dyconv == "none"
     assert (out / "generator.keras").is_file()
+
+
+def test_the_records_folder_is_not_ignored_by_git():
+    """The records are the state a fresh clone resumes from: git must not ignore them
+    (a bare `runs/` pattern once hid docs/results/paper-tables/runs/)."""
+    record = os.path.join(paper_tables.DEFAULT_RECORDS, "runs", "t2_dygan", "seed0", "record.json")
+    result = subprocess.run(
+        ["git", "-C", REPO, "check-ignore", "-q", record], capture_output=True, text=True
+    )
+    if result.returncode == 128:  # not a git checkout (an installed copy)
+        pytest.skip(result.stderr.strip())
+    assert result.returncode == 1, f"{record} is ignored by git"
