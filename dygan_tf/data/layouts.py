@@ -29,11 +29,6 @@ def file_name(case_id, key, naming="brats2019", ext=".nii.gz"):
     return f"{case_id}{separator}{tokens[key]}{ext}"
 
 
-def token(key, naming):
-    """How `naming` spells `key` ("t2f" for FLAIR in BraTS 2023)."""
-    return NAMINGS[naming][1][key]
-
-
 def _found(folder, case_id, naming):
     files = {}
     for key in MODALITIES + (SEG,):
