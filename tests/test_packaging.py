@@ -116,19 +116,20 @@ runpy.run_module("dygan_tf.fit", run_name="__main__", alter_sys=True)
 """
 
 
-def test_a_command_runs_from_another_folder_with_the_installed_copy(installed, tmp_path):
-    _, target = installed
+def _run_installed(target, argv, cwd):
+    """`python argv...` in `cwd` with only the installed copy `target` on the path."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, "-c", _OUTSIDE],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_a_command_runs_from_another_folder_with_the_installed_copy(installed, tmp_path):
+    _, target = installed
+    result = _run_installed(target, ["-c", _OUTSIDE], tmp_path)
     first, rest = result.stdout.split("\n", 1)
     files = json.loads(first)
     assert sorted(files) == sorted(PACKAGES)
@@ -142,15 +143,5 @@ def test_each_installed_command_runs(installed, script, tmp_path):
     _, target = installed
     executable = os.path.join(target, "bin", script)
     assert os.path.isfile(executable), sorted(os.listdir(os.path.join(target, "bin")))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, executable, "--help"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _run_installed(target, [executable, "--help"], tmp_path)
     assert result.stdout.startswith(f"usage: {SCRIPTS[script]}"), result.stdout[:200]
