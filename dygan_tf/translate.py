@@ -24,16 +24,14 @@ import os
 
 from dygan_tf.config.tasks import check_modality
 from dygan_tf.inference import tta
+from dygan_tf.inference.batch_translation import is_root, summary_table, translate_root
 from dygan_tf.inference.model_card import data_source_line
 from dygan_tf.inference.translation import (
     OUTPUT_NAMINGS,
     check_outputs,
-    is_root,
     parse_targets,
     plan_input,
     run_plan,
-    summary_table,
-    translate_root,
 )
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag

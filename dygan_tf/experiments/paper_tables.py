@@ -28,6 +28,16 @@ import sys
 import time
 
 from dygan_tf.experiments import tables
+from dygan_tf.experiments.records import (
+    copy_small_records,
+    count_parameters,
+    git_commit_of,
+    git_commit_records,
+    inference_time,
+    machine,
+    scores_of,
+    slices_per_case,
+)
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 
@@ -37,7 +47,6 @@ DEFAULT_RUNS = os.path.join("runs", "paper-tables")
 RECORD, TEST_SETS = tables.RECORD, tables.TEST_SETS
 ATTEMPTS = "paper_tables_attempts.json"  # in a run folder: the fit attempts' wall times
 HELDOUT = dict(cases=60, seed=1, train_hgg=16, train_lgg=4)  # 40 test cases
-INFERENCE_REPEATS = 5
 ORDER = (2, 4, 3, tables.BACKENDS)  # within a seed
 
 
@@ -210,120 +219,6 @@ def train(command, run_dir, log_file):
     }
 
 
-def scores_of(report, targets):
-    keep = ("psnr", "ssim", "psnr_brain", "ssim_brain")
-    per = report["per_target"]
-    return {t: {m: per[t].get(m) for m in keep} for t in targets if per.get(t)}
-
-
-def count_parameters(run_dir):
-    """{"generator", "discriminator"} parameter counts (summed over pix2pix3's members),
-    from the networks built from the recorded configs."""
-    from dygan_tf.models.builders import build_networks
-    from dygan_tf.run_folder import files as run_folder
-
-    baseline = run_folder.read_baseline(run_dir)
-    folders = list(baseline[1].values()) if baseline else [run_dir]
-    total = {"generator": 0, "discriminator": 0}
-    for folder in folders:
-        generator, discriminator = build_networks(run_folder.read_config(folder).model)
-        total["generator"] += generator.count_params()
-        total["discriminator"] += discriminator.count_params()
-    return total
-
-
-def inference_time(run_dir, slices):
-    """Median seconds to translate one case (`slices` T2 slices into every target of the
-    run) through the run's predictor (pix2pix3: one model per target)."""
-    import numpy as np
-
-    from dygan_tf.config.tasks import task_code
-    from dygan_tf.evaluation.scoring import load_run_predictor
-
-    predictor, config, _ = load_run_predictor(run_dir)
-    size, source = config.model.image_size, config.train.source
-    names = [t for t in config.train.targets for _ in range(slices)]
-    image = np.random.default_rng(0).uniform(-1, 1, (len(names), size, size, 1))
-    image = image.astype("float32")
-    task = np.stack([task_code(source, t) for t in names])
-    predictor.predict(image, task, names)  # warm-up (traces)
-    times = []
-    for _ in range(INFERENCE_REPEATS):
-        start = time.perf_counter()
-        predictor.predict(image, task, names)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def slices_per_case(data_dir):
-    from dygan_tf.data.manifest import split_cases
-
-    cases = split_cases(data_dir, "test")
-    return max(1, round(sum(len(c["slices"]) for c in cases) / len(cases)))
-
-
-def machine():
-    """The CPU this ran on: model name, kind and the flags that matter for speed."""
-    from dygan_tf.utils.cpu import cpu_flags, cpu_kind
-
-    flags = cpu_flags()
-    name = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
-            )
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
-    return {
-        "cpu": name,
-        "cpu_kind": cpu_kind(flags),
-        "cpu_flags": [f for f in wanted if f in flags],
-        "cores": os.cpu_count(),
-    }
-
-
-def git_commit_of():
-    """(commit, dirty) of the checkout this package runs from, or (None, None); dirty:
-    tracked files differ from the commit."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(
-            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-    return commit, bool(status)
-
-
-def copy_small_records(run_dir, out):
-    """config.json and history.csv (pix2pix3: its description and each member's)."""
-    from dygan_tf.run_folder import files as run_folder
-
-    baseline = run_folder.read_baseline(run_dir)
-    if baseline:
-        shutil.copy(run_folder.path(run_dir, run_folder.BASELINE), out)
-        for target, folder in baseline[1].items():
-            shutil.copy(
-                run_folder.path(folder, run_folder.CONFIG),
-                os.path.join(out, f"config_{target}.json"),
-            )
-            shutil.copy(
-                run_folder.path(folder, run_folder.HISTORY),
-                os.path.join(out, f"history_{target}.csv"),
-            )
-    else:
-        for name in (run_folder.CONFIG, run_folder.HISTORY):
-            shutil.copy(run_folder.path(run_dir, name), out)
-
-
 def run_one(row, seed, args, data, commit):
     """Trains, scores and records one (row, seed); returns its record."""
     from dygan_tf.evaluation import report as report_lib
@@ -399,26 +294,6 @@ def heldout_data(cache, image_size):
         )
     out = os.path.join(cache, f"shards-{h['cases']}-seed{h['seed']}-{image_size}px")
     return fit_lib.ensure_shards(root, out, image_size, h["train_hgg"], h["train_lgg"])
-
-
-def git_commit_records(records, message):
-    """Commits `records` (only) in its git repository; retries a busy index."""
-    for attempt in range(10):
-        add = subprocess.run(
-            ["git", "-C", records, "add", "--", "."], capture_output=True, text=True
-        )
-        commit = subprocess.run(
-            ["git", "-C", records, "commit", "-q", "-m", message, "--", "."],
-            capture_output=True,
-            text=True,
-        )
-        if add.returncode == 0 and commit.returncode == 0:
-            return True
-        if "index.lock" not in add.stderr + commit.stderr:
-            print(f"note: git commit of {records} failed: {(add.stderr + commit.stderr).strip()}")
-            return False
-        time.sleep(2 + attempt)
-    return False
 
 
 def _eta(pending, done_times):

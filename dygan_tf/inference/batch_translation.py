@@ -1,0 +1,104 @@
+"""A whole BraTS root translated at once: every case that misses a modality, one
+progress bar, a per-case summary; a failing case is one line and the others go on.
+
+The folder mode of `python -m dygan_tf.translate`; one case is `translation.run_plan`.
+"""
+
+import os
+import sys
+
+from dygan_tf.inference.translation import (
+    Plan,
+    case_modalities,
+    check_outputs,
+    plan_folder,
+    run_plan,
+)
+from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.progress import Progress
+
+
+def is_root(path):
+    """Whether `path` is a folder of case folders (not itself a case folder)."""
+    if not os.path.isdir(path) or case_modalities(path)[1]:
+        return False
+    return any(
+        os.path.isdir(os.path.join(path, name)) and not name.startswith(".")
+        for name in os.listdir(path)
+    )
+
+
+class _ModelError(UserError):
+    """A model that cannot be loaded: it fails the whole folder, not one case."""
+
+
+def translate_root(
+    root,
+    out_dir,
+    load_model,
+    source=None,
+    targets=None,
+    naming="dygan",
+    overwrite=False,
+    batch_slices=4,
+    verbose=True,
+):
+    """Completes every case of a BraTS root (any layout, `dygan_tf.data.cases`) that
+    misses a modality; the outputs of all cases go into `out_dir`.
+
+    A case whose outputs all exist is skipped (`overwrite` redoes it), so a rerun retries
+    only what failed. A case that fails is one `failed:` line on stderr and the others go
+    on. Returns `[{"case", "source", "written", "status", "why"}]`, one per case, status
+    "written", "skipped" or "failed"; `load_model()` is called once, on first need.
+    """
+    from dygan_tf.data.cases import discover_cases, layout_of
+
+    cases = discover_cases(root)
+    layout_of(cases)  # one release per root
+    model = []
+
+    def load_once():
+        if not model:
+            try:
+                model.append(load_model())
+            except UserError as e:  # the model, not a case: stops every case
+                raise _ModelError(str(e)) from None
+        return model[0]
+
+    rows = []
+    bar = Progress(len(cases), unit="case", enabled=verbose)
+    for case in cases:
+        row = {"case": case["case_id"], "source": "", "written": [], "status": "", "why": ""}
+        try:
+            plan = Plan(*plan_folder(case["folder"], source, targets), naming=naming)
+            row["source"] = plan.source
+            out_paths = plan.out_paths(out_dir)
+            if not plan.targets:
+                row.update(status="skipped", why="nothing missing")
+            elif not overwrite and all(os.path.exists(p) for p in out_paths.values()):
+                row.update(status="skipped", why="outputs exist")
+            else:
+                check_outputs(out_paths.values(), plan.inputs.values(), overwrite=True)
+                written = run_plan(plan, out_dir, load_once, batch_slices, verbose=False)
+                row.update(status="written", written=sorted(written))
+        except _ModelError as e:
+            raise UserError(str(e)) from None
+        except UserError as e:
+            row.update(status="failed", why=str(e))
+            print(f"failed: {case['case_id']}: {e}", file=sys.stderr, flush=True)
+        rows.append(row)
+        bar.add(1)
+    bar.close()
+    return rows
+
+
+def summary_table(rows):
+    """The per-case summary of `translate_root`, as plain text."""
+    width = max([4] + [len(r["case"]) for r in rows])
+    lines = [f"{'case':{width}}  {'source':6}  {'status':7}  written / why"]
+    for r in rows:
+        detail = ", ".join(r["written"]) if r["status"] == "written" else r["why"]
+        lines.append(f"{r['case']:{width}}  {r['source']:6}  {r['status']:7}  {detail}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("written", "skipped", "failed")}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(rows)} cases")
+    return "\n".join(lines)
