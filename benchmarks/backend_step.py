@@ -3,6 +3,7 @@
     KERAS_BACKEND=jax python -m benchmarks.backend_step --preset demo --out F.json
     python -m benchmarks.backend_step --backend jax --preset paper \
         --mixed-precision bfloat16 --out F.json
+    python -m benchmarks.backend_step --backend jax --profile gpu --out F.json
 
 In one process, on the backend's first device: DyGAN's step (the 3 tasks of one slice)
 and pix2pix's (`as_pix2pix`: the same U-Net with static convolutions and the PatchGAN D)
@@ -12,6 +13,14 @@ of it each step reaches) and the projected time of one BraTS epoch (1400 source 
 On JAX the step is DyGAN's own stateless `jax_train_step` under `jax.jit` with the state
 donated, as Keras's trainer runs it; on TensorFlow the compiled train function `fit`
 runs; on PyTorch the eager step. Nothing here imports TensorFlow unless it is the backend.
+
+`--profile gpu` is the GPU machine's run (benchmarks/gpu_kit.py runs it there): the paper
+preset (`--preset` overrides it, e.g. `tiny` for a rehearsal on a CPU), float32 (TF32
+where the library uses it by default: the settings are recorded) and then bfloat16 in
+one process (`--mixed-precision` picks one), the DyConv methods measured on the device
+and cached as in `fit`, the device's name, each run's peak device memory, and the matmul
+peak measured once per compute dtype. The JSON is rewritten after each precision, so a
+run stopped in the second keeps the first.
 """
 
 import os
@@ -23,6 +32,9 @@ import numpy as np
 from dygan_tf.utils.atomic import write_json_atomic
 
 BRATS_EPOCH_SLICES = 1400  # 280 training cases x 5 slices (benchmarks/gpu_bench.py)
+COMPUTE_DTYPES = {"none": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+GPU_PROFILE_PRESET = "paper"
+GPU_PROFILE_PRECISIONS = ("none", "bfloat16")  # float32 (TF32 where the default), bfloat16
 
 
 def _batch(config):
@@ -120,8 +132,12 @@ def _device():
     return _default_device()
 
 
-def measure(preset="demo", mixed_precision="none", rounds=4, steps=5):
-    """{"dygan", "pix2pix", "flop_rate_ratio", ...} timed in this process."""
+def measure(preset="demo", mixed_precision="none", rounds=4, steps=5, matmul_peaks=None):
+    """{"dygan", "pix2pix", "flop_rate_ratio", ...} timed in this process.
+
+    `matmul_peaks`: a dict {compute dtype: GFLOP/s} kept across calls, so that the matmul
+    peak is measured once per dtype in a process (filled here where it lacks the dtype).
+    """
     import keras
 
     from benchmarks.train_step import dyconv_choices, step_flops
@@ -130,6 +146,7 @@ def measure(preset="demo", mixed_precision="none", rounds=4, steps=5):
 
     config = get_preset(preset).override(mixed_precision=mixed_precision)
     batch = _batch(config)
+    _reset_peak_memory()
     runs = {}
     for name, run_config in (("dygan", config), ("pix2pix", as_pix2pix(config))):
         keras.utils.set_random_seed(0)
@@ -166,8 +183,12 @@ def measure(preset="demo", mixed_precision="none", rounds=4, steps=5):
             run["losses_finite"] = bool(
                 np.isfinite([float(keras.ops.convert_to_numpy(v)) for v in logs.values()]).all()
             )
-    compute = {"none": "float32", "float16": "float16", "bfloat16": "bfloat16"}[mixed_precision]
-    peak = matmul_peak(compute)
+    memory = device_memory()  # before the matmul peak's own n x n operands
+    compute = COMPUTE_DTYPES[mixed_precision]
+    matmul_peaks = {} if matmul_peaks is None else matmul_peaks
+    if compute not in matmul_peaks:
+        matmul_peaks[compute] = matmul_peak(compute)
+    peak = matmul_peaks[compute]
     result = {}
     for name, run in runs.items():
         median = float(np.median(run.pop("times")))
@@ -184,7 +205,136 @@ def measure(preset="demo", mixed_precision="none", rounds=4, steps=5):
         result["dygan"]["achieved_gflops_per_s"] / result["pix2pix"]["achieved_gflops_per_s"]
     )
     result["matmul_peak_gflops_per_s"] = {compute: peak}
+    result["device_memory"] = memory
     return result
+
+
+def _reset_peak_memory():
+    """PyTorch's peak counter starts again at each run; JAX's cannot be reset."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+
+def device_memory():
+    """{"peak_bytes_in_use", "bytes_limit", "covers"} of the backend's first device, or
+    None where the backend keeps no such count (a CPU). JAX's peak is the process's so
+    far (its counter cannot be reset: with both precisions in one process the second
+    includes the first); PyTorch's is this `measure` call's (reset at its start). Both
+    cover the method measurements and both models' states and steps, not the matmul
+    peak's operands. TensorFlow's runs here are on a CPU: None."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats()
+        if not stats or "peak_bytes_in_use" not in stats:
+            return None
+        return {
+            "peak_bytes_in_use": int(stats["peak_bytes_in_use"]),
+            "bytes_limit": stats.get("bytes_limit"),
+            "covers": "this process so far (JAX's peak is never reset)",
+        }
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return {
+            "peak_bytes_in_use": int(torch.cuda.max_memory_allocated()),
+            "bytes_limit": int(torch.cuda.get_device_properties(0).total_memory),
+            "covers": "this run (torch.cuda.max_memory_allocated, reset at its start)",
+        }
+    return None
+
+
+def device_facts():
+    """The device's name and the float32 math settings of the backend's library (TF32:
+    JAX's default matmul precision is None, which is TF32 on NVIDIA GPUs since Ampere;
+    PyTorch's own switches are recorded as they are, not changed)."""
+    import keras
+
+    backend = keras.backend.backend()
+    facts = {"device_name": None, "float32_settings": {}}
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        facts["device_name"] = device.device_kind
+        facts["jax_platform"] = device.platform
+        facts["float32_settings"] = {
+            "jax_default_matmul_precision": jax.config.jax_default_matmul_precision
+        }
+    elif backend == "torch":
+        import torch
+
+        cuda = torch.cuda.is_available()
+        facts["device_name"] = torch.cuda.get_device_name(0) if cuda else "cpu"
+        facts["torch_cuda"] = torch.version.cuda
+        facts["float32_settings"] = {
+            "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "torch.get_float32_matmul_precision": torch.get_float32_matmul_precision(),
+        }
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        facts["device_name"] = (
+            tf.config.experimental.get_device_details(gpus[0]).get("device_name") if gpus else "cpu"
+        )
+        facts["float32_settings"] = {
+            "tf.config.experimental.tensor_float_32_execution_enabled": (
+                tf.config.experimental.tensor_float_32_execution_enabled()
+            )
+        }
+    return facts
+
+
+def gpu_profile(
+    out, preset=GPU_PROFILE_PRESET, precisions=GPU_PROFILE_PRECISIONS, rounds=4, steps=5
+):
+    """The `--profile gpu` record: `measure` at each precision in turn in this process,
+    the matmul peak once per compute dtype; written to `out` after each precision."""
+    record = {
+        "profile": "gpu",
+        "machine": {**machine(), **device_facts()},
+        "preset": preset,
+        "precisions": list(precisions),
+        "rounds": rounds,
+        "steps": steps,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "runs": {},
+        "matmul_peak_gflops_per_s": {},
+    }
+    peaks = record["matmul_peak_gflops_per_s"]
+    for mixed_precision in precisions:
+        run = measure(preset, mixed_precision, rounds, steps, matmul_peaks=peaks)
+        run.pop("matmul_peak_gflops_per_s")  # kept once, at the top
+        record["runs"][COMPUTE_DTYPES[mixed_precision]] = {
+            "mixed_precision": mixed_precision,
+            **run,
+        }
+        write_json_atomic(out, record)
+        _print_summary(record["machine"]["backend"], preset, mixed_precision, run)
+    return record
+
+
+def _print_summary(backend, preset, mixed_precision, record):
+    d, p = record["dygan"], record["pix2pix"]
+    print(
+        f"{backend} {preset} {mixed_precision}: DyGAN "
+        f"{d['step_seconds_median']:.4g} s vs pix2pix {p['step_seconds_median']:.4g} s per step; "
+        f"FLOP-rate ratio {record['flop_rate_ratio']:.2f}; DyGAN at "
+        f"{d['fraction_of_matmul_peak']:.1%} of the matmul peak",
+        flush=True,
+    )
 
 
 def machine():
@@ -219,9 +369,18 @@ def main(argv=None):
 
     parser = ArgumentParser(prog="benchmarks.backend_step", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", help="Keras backend (default: KERAS_BACKEND, else tensorflow)")
-    parser.add_argument("--preset", default="demo", choices=("paper", "demo", "tiny"))
     parser.add_argument(
-        "--mixed-precision", default="none", choices=("none", "float16", "bfloat16")
+        "--profile",
+        choices=("gpu",),
+        help="gpu: paper preset, float32 then bfloat16, device memory and name",
+    )
+    parser.add_argument(
+        "--preset", choices=("paper", "demo", "tiny"), help="default demo; paper with --profile gpu"
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("none", "float16", "bfloat16"),
+        help="default none; with --profile gpu: none, then bfloat16",
     )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5)
@@ -234,6 +393,13 @@ def main(argv=None):
         select_backend(args.backend)
     import dygan_tf  # noqa: F401 (before Keras: the CPU settings and the Keras objects)
 
+    if args.profile == "gpu":
+        precisions = (args.mixed_precision,) if args.mixed_precision else GPU_PROFILE_PRECISIONS
+        preset = args.preset or GPU_PROFILE_PRESET
+        gpu_profile(args.out, preset, precisions, args.rounds, args.steps)
+        return
+    args.preset = args.preset or "demo"
+    args.mixed_precision = args.mixed_precision or "none"
     record = {
         "machine": machine(),
         "preset": args.preset,
@@ -242,13 +408,7 @@ def main(argv=None):
         **measure(args.preset, args.mixed_precision, args.rounds, args.steps),
     }
     write_json_atomic(args.out, record)
-    d, p = record["dygan"], record["pix2pix"]
-    print(
-        f"{record['machine']['backend']} {args.preset} {args.mixed_precision}: DyGAN "
-        f"{d['step_seconds_median']:.4g} s vs pix2pix {p['step_seconds_median']:.4g} s per step; "
-        f"FLOP-rate ratio {record['flop_rate_ratio']:.2f}; DyGAN at "
-        f"{d['fraction_of_matmul_peak']:.1%} of the matmul peak"
-    )
+    _print_summary(record["machine"]["backend"], args.preset, args.mixed_precision, record)
 
 
 if __name__ == "__main__":
