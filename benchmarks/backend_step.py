@@ -127,9 +127,9 @@ def matmul_peak(dtype, n=None, repeats=5):
 
 
 def _device():
-    from dygan_tf.layers.dyconv import _default_device
+    from dygan_tf.utils import backend
 
-    return _default_device()
+    return backend.device_kind()
 
 
 def measure(preset="demo", mixed_precision="none", rounds=4, steps=5, matmul_peaks=None):
@@ -142,6 +142,7 @@ def measure(preset="demo", mixed_precision="none", rounds=4, steps=5, matmul_pea
 
     from benchmarks.train_step import dyconv_choices, step_flops
     from dygan_tf.config.run_config import as_pix2pix, get_preset
+    from dygan_tf.layers import dyconv_dispatch
     from dygan_tf.models.builders import build_dygan
 
     config = get_preset(preset).override(mixed_precision=mixed_precision)
@@ -151,14 +152,7 @@ def measure(preset="demo", mixed_precision="none", rounds=4, steps=5, matmul_pea
     for name, run_config in (("dygan", config), ("pix2pix", as_pix2pix(config))):
         keras.utils.set_random_seed(0)
         gan = build_dygan(run_config)
-        if keras.backend.backend() == "tensorflow":  # as fit chooses them
-            from dygan_tf.training.method_choice import choose_methods
-
-            choose_methods(gan, len(batch[0]))
-        else:
-            from dygan_tf.training.ops_method_choice import choose_ops_methods
-
-            choose_ops_methods(gan, len(batch[0]))
+        dyconv_dispatch.measure(gan.dyconv_input_shapes(len(batch[0])))  # as fit chooses
         step = make_step(gan, batch)
         t0 = time.perf_counter()
         step()

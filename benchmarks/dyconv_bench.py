@@ -80,13 +80,17 @@ def breakdown(size, channels, batch, repeats=5, seed=0, kernel_size=3):
     interleaved). The grouped method's gradient passes are its custom gradient's parts."""
     import tensorflow as tf
 
-    from dygan_tf.layers import grouped_conv as gc
+    from dygan_tf.layers import tf_dyconv as gc
+    from dygan_tf.layers.dyconv_methods import method_function
+
+    patches_conv = method_function("patches")
 
     k, rng = kernel_size, np.random.RandomState(seed)
     x = tf.constant(rng.standard_normal((batch, size, size, channels)).astype("float32"))
     experts = tf.constant(rng.standard_normal((3, k, k, channels, channels)).astype("float32"))
     alpha = tf.constant(rng.uniform(size=(batch, 3)).astype("float32"))
     kernels = tf.einsum("bk,khwcf->hwcbf", alpha, experts)
+    example_kernels = tf.einsum("bk,khwcf->bhwcf", alpha, experts)  # patches' layout
     dy = tf.constant(rng.standard_normal((batch, size, size, channels)).astype("float32"))
     geometry = (gc._geometry(size, k, 1, "SAME"),) * 2
     static_kernel = experts[0]
@@ -94,7 +98,7 @@ def breakdown(size, channels, batch, repeats=5, seed=0, kernel_size=3):
     def patches_step(x, kernels):
         with tf.GradientTape() as tape:
             tape.watch([x, kernels])
-            y = gc._patches_conv(x, kernels, 1, geometry)
+            y = patches_conv(x, kernels, 1, "same")
         return tape.gradient(y, [x, kernels], output_gradients=dy)
 
     passes = {
@@ -129,8 +133,8 @@ def breakdown(size, channels, batch, repeats=5, seed=0, kernel_size=3):
             lambda x, dy: gc._kernel_grad(x, dy, 1, geometry, (k, k, channels, channels)),
             (x, dy),
         ),
-        "patches_forward": (lambda x, w: gc._patches_conv(x, w, 1, geometry), (x, kernels)),
-        "patches_forward_backward": (patches_step, (x, kernels)),
+        "patches_forward": (lambda x, w: patches_conv(x, w, 1, "same"), (x, example_kernels)),
+        "patches_forward_backward": (patches_step, (x, example_kernels)),
     }
     functions = {name: tf.function(f) for name, (f, _) in passes.items()}
 

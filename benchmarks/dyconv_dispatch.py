@@ -7,8 +7,8 @@ forward + backward (gradients for the input, the experts and the mixing weights)
 method in `dygan_tf.layers.dyconv_methods.METHODS`, each a tf.function with an unknown batch
 (as `fit` traces the step), interleaved and repeated so that load drifts hit all alike.
 The generator's rows use the step's batch (3 tasks); the discriminator's twice that
-(real and fake pairs in one call). `--print-table` prints `CPU_TABLE` for
-dyconv_methods.py. Methods whose intermediate tensor would exceed `--max-mb` are skipped.
+(real and fake pairs in one call). `--print-table` prints `TENSORFLOW_CPU_TABLE` for
+layers/dyconv_dispatch.py. Methods whose intermediate tensor would exceed `--max-mb` are skipped.
 """
 
 import json
@@ -139,8 +139,8 @@ def run(presets=("demo", "paper"), repeats=3, max_mb=512, log=print):
 
 
 def table_source(result):
-    """`CPU_TABLE` entries for dyconv_methods.py from a run's rows."""
-    lines = ["CPU_TABLE = {"]
+    """`TENSORFLOW_CPU_TABLE` entries for layers/dyconv_dispatch.py from a run's rows."""
+    lines = ["TENSORFLOW_CPU_TABLE = {"]
     for row in result["rows"]:
         h, w, c = row["input"]
         s = row["stride"]

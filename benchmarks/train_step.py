@@ -21,6 +21,7 @@ first layers' unneeded input gradients are counted (the usual 3x convention).
 """
 
 import json
+import os
 import time
 
 import numpy as np
@@ -166,6 +167,104 @@ def time_train_step(config="paper", steps=5, warmup=2, mixed_precision=None, see
     }
 
 
+def import_revision(revision, name="dygan_tf_before"):
+    """The package `dygan_tf` as it was at git `revision`, imported as `name` beside
+    today's (its files copied to a temporary folder, every `dygan_tf` renamed), so that
+    two versions of a step can be timed alternately in one process."""
+    import importlib
+    import io
+    import re
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    archive = subprocess.run(
+        ["git", "-C", root, "archive", "--format=tar", revision, "dygan_tf"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    folder = tempfile.mkdtemp(prefix="dygan_revision_")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    os.rename(os.path.join(folder, "dygan_tf"), os.path.join(folder, name))
+    for parent, _, files in os.walk(os.path.join(folder, name)):
+        for file in files:
+            if file.endswith(".py"):
+                path = os.path.join(parent, file)
+                with open(path, encoding="utf-8") as f:
+                    text = re.sub(r"\bdygan_tf\b", name, f.read())
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(text)
+    sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+def versus_revision(revision, preset="demo", rounds=6, steps=10, warmup=3):
+    """Today's train step against `revision`'s, built alike (same seed, same batch) and
+    timed in alternating rounds in this process: the medians and their ratio."""
+    import importlib
+
+    import dygan_tf
+
+    packages = {"revision": import_revision(revision), "today": dygan_tf}
+    runs = {}
+    for label, package in packages.items():
+        modules = {
+            part: importlib.import_module(f"{package.__name__}.{part}")
+            for part in ("config.run_config", "config.tasks", "models.builders")
+        }
+        runs[label] = _prepared(modules, preset, warmup)
+    times = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, run in runs.items():
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                run()
+                times[label].append(time.perf_counter() - t0)
+    medians = {label: float(np.median(t)) for label, t in times.items()}
+    per_round = [
+        float(np.median(times["today"][r * steps : (r + 1) * steps]))
+        / float(np.median(times["revision"][r * steps : (r + 1) * steps]))
+        for r in range(rounds)
+    ]
+    return {
+        "revision": revision,
+        "preset": preset,
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "step_seconds_median": {k: round(v, 5) for k, v in medians.items()},
+        "ratio_today_over_revision": round(medians["today"] / medians["revision"], 4),
+        "ratio_per_round": [round(r, 4) for r in per_round],
+    }
+
+
+def _prepared(modules, preset, warmup, seed=0):
+    """A zero-argument callable running one compiled train step of a package's DyGAN."""
+    import keras
+    import tensorflow as tf
+
+    config = modules["config.run_config"].get_preset(preset)
+    keras.utils.set_random_seed(seed)
+    gan = modules["models.builders"].build_dygan(config)
+    size, targets = config.model.image_size, config.train.targets
+    rng = np.random.RandomState(seed)
+    image = np.repeat(rng.uniform(-1, 1, (1, size, size, 1)), len(targets), 0).astype("float32")
+    target = rng.uniform(-1, 1, (len(targets), size, size, 1)).astype("float32")
+    task = np.stack([modules["config.tasks"].task_code(config.train.source, t) for t in targets])
+    data = tf.data.Dataset.from_tensors((image, target, task)).repeat()
+    iterator = iter(data.unbatch().batch(len(targets), drop_remainder=True))
+    gan.make_train_function()
+
+    def run():
+        float(gan.train_function(iterator)["g_loss"])
+
+    for _ in range(warmup):
+        run()
+    return run
+
+
 def main(argv=None):
     parser = ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__)
     parser.add_argument("--preset", default="paper", choices=("paper", "demo", "tiny"))
@@ -174,6 +273,12 @@ def main(argv=None):
     parser.add_argument(
         "--mixed-precision", default="none", choices=("none", "float16", "bfloat16")
     )
+    parser.add_argument(
+        "--against",
+        metavar="REVISION",
+        help="time today's step against this git revision's, alternating in one process",
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="--against: alternating rounds")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1:
@@ -181,9 +286,17 @@ def main(argv=None):
             f"expected --steps >= 1 and --warmup >= 1. Received: --steps "
             f"{args.steps} --warmup {args.warmup}"
         )
-    result = time_train_step(
-        args.preset, args.steps, args.warmup, mixed_precision=args.mixed_precision
-    )
+    if args.against:
+        from benchmarks.backend_step import machine
+
+        result = {
+            "machine": machine(),
+            **versus_revision(args.against, args.preset, args.rounds, args.steps, args.warmup),
+        }
+    else:
+        result = time_train_step(
+            args.preset, args.steps, args.warmup, mixed_precision=args.mixed_precision
+        )
     print(json.dumps(result, indent=2))
     if args.out:
         write_json_atomic(args.out, result)

@@ -15,7 +15,9 @@ import importlib.util
 import os
 import sys
 
-# The project is TensorFlow-only (tf.data, tf.distribute, SavedModel export).
+# TensorFlow is the default backend and the data library (tf.data, tf.distribute,
+# SavedModel export); the model and its train step also run on JAX and PyTorch
+# (KERAS_BACKEND or `fit --backend`).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 

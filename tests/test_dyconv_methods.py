@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 from dygan_tf.config.tasks import task_code
-from dygan_tf.layers import dyconv_methods
+from dygan_tf.layers import dyconv_dispatch, dyconv_methods
 from dygan_tf.layers.dyconv import DyConv2D
-from dygan_tf.layers.dyconv_methods import METHODS, choose_method, dynamic_conv2d, mix_kernels
+from dygan_tf.layers.dyconv_methods import METHODS, dynamic_conv2d, mix_kernels
 
 T2_TASKS = np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")]).astype("float32")
 
@@ -123,10 +123,13 @@ def test_layer_gives_the_same_output_with_every_method(method):
 
 def test_choose_method_reads_the_table_and_falls_back_to_the_nearest_shape():
     table = {(64, 16, 16, 3, 1): "loop", (16, 128, 256, 4, 1): "stacked_inputs"}
-    assert choose_method(64, 16, 16, 3, 1, table) == "loop"
-    assert choose_method(16, 120, 256, 4, 1, table) == "stacked_inputs"
-    assert choose_method(4096, 16, 16, 3, 1, table) == "loop"
-    assert all(m in METHODS for m in dyconv_methods.CPU_TABLE.values())
+    assert dyconv_dispatch.table_method((64, 16, 16, 3, 1), table) == ("loop", "table")
+    assert dyconv_dispatch.table_method((16, 120, 256, 4, 1), table) == (
+        "stacked_inputs",
+        "nearest table shape",
+    )
+    assert dyconv_dispatch.table_method((4096, 16, 16, 3, 1), table)[0] == "loop"
+    assert all(m in METHODS for m in dyconv_dispatch.TENSORFLOW_CPU_TABLE.values())
 
 
 def test_bad_method_names_what_was_received():

@@ -4,10 +4,9 @@ import pytest
 import tensorflow as tf
 
 from dygan_tf.config.tasks import task_code
-from dygan_tf.layers import grouped_conv
+from dygan_tf.layers import dyconv_methods, tf_dyconv
 from dygan_tf.layers.dyconv import DyConv2D
-from dygan_tf.layers.dyconv_methods import METHODS
-from dygan_tf.layers.grouped_conv import grouped_conv2d
+from dygan_tf.layers.dyconv_methods import METHODS, method_function
 
 T2_TASKS = np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")])
 
@@ -126,7 +125,7 @@ def test_gradient_matches_autodiff_of_a_per_example_loop(k, stride, padding, siz
     kernels = tf.constant(rng.randn(k, k, 4, 3, 5).astype("float32"))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, kernels])
-        y = grouped_conv2d(x, kernels, stride, padding, method)
+        y = method_function(method)(x, tf.transpose(kernels, [3, 0, 1, 2, 4]), stride, padding)
         weights = tf.constant(rng.randn(*y.shape).astype("float32"))
         loss = tf.reduce_sum(y * weights)
         reference = tf.concat(
@@ -140,11 +139,13 @@ def test_gradient_matches_autodiff_of_a_per_example_loop(k, stride, padding, siz
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_auto_method_follows_the_output_map_size():
-    assert grouped_conv.choose_form(8, 8) == "patches"
-    assert grouped_conv.choose_form(16, 16) == "grouped"
+def test_tensorflow_runs_its_own_grouped_convolution_and_loop_and_keras_ops_the_rest():
+    assert method_function("grouped") is tf_dyconv.grouped_per_example
+    assert method_function("loop") is tf_dyconv.loop_per_example
+    for method in ("patches", "stacked_inputs", "stacked_outputs", "dense_map"):
+        assert method_function(method) is dyconv_methods._FUNCTIONS[method]
     with pytest.raises(ValueError, match="Received: method='im2row'"):
-        grouped_conv2d(tf.zeros((1, 4, 4, 1)), tf.zeros((3, 3, 1, 1, 1)), 1, "SAME", "im2row")
+        method_function("im2row")
 
 
 @pytest.mark.parametrize("conv_method", ("auto",) + METHODS)

@@ -80,7 +80,7 @@ def test_another_machine_key_measures_again(monkeypatch):
         assert method_cache.choose("toy", (1,), candidates, "b")[1] == "measured"
     with monkeypatch.context() as m:
         m.setenv("TF_NUM_INTRAOP_THREADS", "7")
-        m.setattr(method_cache, "_backend", lambda: "jax")
+        m.setattr(method_cache.backend_of_keras, "name", lambda: "jax")
         assert method_cache.choose("toy", (1,), candidates, "b")[1] == "measured"
     assert len(os.listdir(os.path.dirname(cache_file()))) == 2 * 5  # a file and its lock each
     # The first machine's entry is still there.

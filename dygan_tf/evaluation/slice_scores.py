@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from dygan_tf.evaluation import slice_metrics as image_metrics
+from dygan_tf.utils import backend
 
 METRICS = ("psnr", "ssim", "psnr_brain", "ssim_brain", "ssim_tumor", "mae")
 LUT_BINS = 256  # over [-1, 1]
@@ -89,12 +90,11 @@ _PREDICT = weakref.WeakKeyDictionary()  # one traced inference function per gene
 def _predict_function(generator):
     """The generator's traced inference call, made once: validation runs every epoch."""
     if generator not in _PREDICT:
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
+        if backend.is_tensorflow():
             _PREDICT[generator] = tf.function(
                 lambda image, task: generator({"image": image, "task": task}, training=False)
             )
-        elif backend == "jax":  # compiled once per batch shape, the weights passed in
+        elif backend.is_jax():  # compiled once per batch shape, the weights passed in
             import jax
 
             call = jax.jit(

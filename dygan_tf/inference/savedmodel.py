@@ -20,6 +20,7 @@ from dygan_tf.config.tasks import MODALITIES, NUM_TASKS, TASK_CODES
 from dygan_tf.data import preprocessing
 from dygan_tf.inference import tta
 from dygan_tf.inference.model_card import card_markdown, model_card
+from dygan_tf.utils import backend
 from dygan_tf.utils.atomic import write_error, write_json_atomic, write_text_atomic
 from dygan_tf.utils.errors import UserError
 
@@ -176,7 +177,6 @@ def export_new_version(generator, parent, metadata=None, tta_mode="none", run_di
     latest version is kept. On JAX or PyTorch the export runs from `run_dir` (the run
     folder `generator` was saved in) in a TensorFlow process: `export_in_tensorflow`.
     """
-    import keras
 
     digest = weights_digest(generator, tta_mode)
     latest = latest_version(parent)
@@ -184,7 +184,7 @@ def export_new_version(generator, parent, metadata=None, tta_mode="none", run_di
         return os.path.abspath(latest[1]), False
     numbers = [int(v) for v in os.listdir(parent) if v.isdigit()] if os.path.isdir(parent) else []
     out_dir = os.path.join(parent, str(max(numbers, default=0) + 1))
-    if keras.backend.backend() != "tensorflow":
+    if not backend.is_tensorflow():
         if run_dir is None:
             raise ValueError("export_new_version on JAX or PyTorch needs the `run_dir`.")
         return export_in_tensorflow(run_dir, out_dir, tta_mode), True

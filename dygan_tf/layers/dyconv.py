@@ -1,27 +1,17 @@
 """DyConv2D: a CondConv layer whose expert mixing also sees the task label.
 
 Each example gets its own kernel `sum_k alpha_k W_k`, with
-`alpha = sigmoid(dense([GAP(x), task]))`. The per-example convolution runs by the method
-measured fastest for the layer's shape, so a batch that mixes tasks needs no eager
-batch loop. On TensorFlow the methods are dyconv_methods.py's (a grouped convolution
-with a hand-written gradient, a batched matmul over patches, dense per-example
-convolutions, the K experts stacked into one dense convolution, or one matmul over a
-whole tiny map; imported only on that backend); on JAX and PyTorch they are
-dyconv_ops.py's, in `keras.ops` only.
+`alpha = sigmoid(dense([GAP(x), condition]))`. The layer is written once in `keras.ops`
+for every backend; how the per-example convolution is computed (a method of
+`dyconv_methods`, picked per layer shape by `dyconv_dispatch`) changes only the speed, so
+a batch that mixes tasks needs no eager batch loop.
 """
 
 import keras
-from keras import layers, ops
+from keras import layers, name_scope, ops
 
-from dygan_tf.config.tasks import NUM_TASKS
-from dygan_tf.layers.dyconv_ops import OPS_METHODS, dense_map_applies, ops_dynamic_conv2d
-
-# Every method name a layer may be given: TensorFlow's and the backend-neutral ones.
-METHODS = ("grouped", "patches", "loop", "stacked_inputs", "stacked_outputs", "dense_map")
-
-
-def _on_tensorflow():
-    return keras.backend.backend() == "tensorflow"
+from dygan_tf.layers import dyconv_dispatch
+from dygan_tf.layers.dyconv_methods import METHODS, conv_geometry, dynamic_conv2d
 
 
 @keras.saving.register_keras_serializable(package="dygan_tf")
@@ -31,7 +21,7 @@ class DyConv2D(layers.Layer):
     Each example b is convolved with its own kernel `sum_k alpha[b, k] W_k`, where
     `alpha = sigmoid(dense([GAP(x), task]))`; biases are mixed the same way. How the
     per-example convolution is computed (one of `dyconv_methods.METHODS`) changes only
-    the speed: "auto" picks per layer shape from a table measured on the machine.
+    the speed: "auto" picks per layer shape (`dyconv_dispatch.choose`).
 
     Args:
         filters: number of output channels F.
@@ -45,15 +35,18 @@ class DyConv2D(layers.Layer):
         bias_initializer: initializer of the expert biases.
         routing_initializer: initializer of the routing dense layer's kernel.
         conv_method: "auto" or one of `dygan_tf.layers.dyconv_methods.METHODS`.
+        task_size: the length of the condition vector (12 for the task codes of
+            `dygan_tf.config.tasks.task_code`, 8 for multi-source models); None: the
+            length of the `task` input the layer is built with.
 
     Call arguments:
         x: `[B, H, W, C]`; H, W and C must be known, B may be unknown.
-        task: `[B, 12]` task codes (`dygan_tf.config.tasks.task_code`).
+        task: `[B, task_size]` condition vectors, e.g. task codes.
 
     Output shape: `[B, H', W', F]`, with H' = ceil(H / stride) for "same" padding.
 
     Weights: `kernel` `[K, kh, kw, C, F]`, `bias` `[K, F]`, and the routing layer's
-    `[C + 12, K]` kernel and `[K]` bias.
+    `[C + task_size, K]` kernel and `[K]` bias.
 
     Example:
 
@@ -77,6 +70,7 @@ class DyConv2D(layers.Layer):
         bias_initializer="zeros",
         routing_initializer="glorot_uniform",
         conv_method="auto",
+        task_size=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -106,7 +100,12 @@ class DyConv2D(layers.Layer):
                 f"Received: conv_method={conv_method!r}"
             )
         self.conv_method = conv_method
-        # Set by a measurement on this machine (dygan_tf.training.method_choice): the
+        if task_size is not None and (not isinstance(task_size, int) or task_size <= 0):
+            raise ValueError(
+                f"`task_size` must be None or a positive int. Received: task_size={task_size}"
+            )
+        self.task_size = task_size
+        # Set by a measurement on this machine (dyconv_dispatch.measure): the
         # `(method, source)` an "auto" layer runs; never saved with the layer.
         self.measured_choice = None
         # A sublayer does not inherit its parent's dtype policy: pass it, as Keras's own
@@ -140,71 +139,44 @@ class DyConv2D(layers.Layer):
         else:
             self.bias = None
         # The condition: 12-bit task codes, or 8 values for multi-source models.
-        task_size = NUM_TASKS if task_shape is None or task_shape[-1] is None else task_shape[-1]
-        self.routing.build((None, self.in_channels + int(task_size)))
+        given = None if task_shape is None else task_shape[-1]
+        if given is not None and self.task_size not in (None, int(given)):
+            raise ValueError(
+                f"DyConv2D was made with task_size={self.task_size} but is built with a "
+                f"task input of shape {tuple(task_shape)}"
+            )
+        self.task_size = self.task_size if given is None else int(given)
+        if self.task_size is None:
+            raise ValueError(
+                "DyConv2D needs the condition's length: pass `task_size` or build it with "
+                f"the task input's shape. Received: task_shape={task_shape}"
+            )
+        self.routing.build((None, self.in_channels + self.task_size))
 
     def routing_weights(self, x, task):
         """alpha = sigmoid(dense(concat(GAP(x), task))), shape [B, num_experts]."""
-        if _on_tensorflow():  # TensorFlow's own reduction (ops.mean upcasts float16)
-            import tensorflow as tf
-
-            pooled = tf.reduce_mean(x, axis=(1, 2))
-        else:
-            pooled = ops.mean(x, axis=(1, 2))
+        pooled = ops.mean(x, axis=(1, 2))
         features = ops.concatenate([pooled, ops.cast(task, pooled.dtype)], axis=-1)
         return ops.sigmoid(self.routing(features))
 
     def conv_method_for(self, x_shape):
-        """The method this layer runs on inputs of `x_shape` (see dyconv_methods)."""
+        """The method this layer runs on inputs of `x_shape` (see dyconv_dispatch)."""
         return self.conv_method_choice(x_shape)[0]
 
     def conv_method_choice(self, x_shape):
-        """`(method, where the choice came from)`: "layer argument", "dense_map rule", a
-        measurement on this machine (`measured_choice`), or the backend's default: on
-        TensorFlow what `dyconv_methods.choose_method_with_source` says, elsewhere
-        `default_ops_method`."""
-        if self.conv_method != "auto":
-            return self.conv_method, "layer argument"
-        if dense_map_applies(x_shape[1:3], self.kernel_size, self.strides[0], self.padding):
-            return "dense_map", "dense_map rule"
-        if self.measured_choice is not None:
-            return self.measured_choice
-        if not _on_tensorflow():
-            return default_ops_method()
-        from dygan_tf.layers.dyconv_methods import choose_method_with_source
-
-        _, out_h, out_w, _ = self.compute_output_shape(x_shape)
-        return choose_method_with_source(
-            out_h * out_w, self.in_channels, self.filters, self.kernel_size[0], self.strides[0]
-        )
+        """`(method, where the choice came from)`: `dyconv_dispatch.choose`."""
+        return dyconv_dispatch.choose(self, x_shape)
 
     def call(self, x, task):
         method = self.conv_method_for(x.shape)
-        if not _on_tensorflow():
-            if method not in OPS_METHODS:
-                raise ValueError(
-                    f"conv_method={method!r} runs on TensorFlow only; on the "
-                    f"{keras.backend.backend()} backend use 'auto' or one of {OPS_METHODS}."
-                )
+        # The name scopes let benchmarks.profile_step split the layer's time.
+        with name_scope("mixing"):
             alpha = self.routing_weights(x, task)
             kernel = ops.cast(self.kernel, self.compute_dtype)
-            y = ops_dynamic_conv2d(x, alpha, kernel, self.strides[0], self.padding, method)
-            if self.use_bias:
-                y = y + ops.matmul(alpha, ops.cast(self.bias, self.compute_dtype))[:, None, None, :]
-            return y
-        import tensorflow as tf
-
-        from dygan_tf.layers.dyconv_methods import dynamic_conv2d
-
-        # The name scopes let benchmarks.profile_step split the layer's time.
-        with tf.name_scope("mixing"):
-            alpha = self.routing_weights(x, task)
-            kernel = tf.cast(self.kernel, self.compute_dtype)
         y = dynamic_conv2d(x, alpha, kernel, self.strides[0], self.padding, method)
         if self.use_bias:
-            bias = tf.matmul(alpha, tf.cast(self.bias, self.compute_dtype))
-            y = y + bias[:, None, None, :]
-        return tf.ensure_shape(y, self.compute_output_shape(x.shape))
+            y = y + ops.matmul(alpha, ops.cast(self.bias, self.compute_dtype))[:, None, None, :]
+        return y
 
     def compute_output_shape(self, x_shape, task_shape=None):
         batch, height, width = x_shape[0], x_shape[1], x_shape[2]
@@ -229,6 +201,7 @@ class DyConv2D(layers.Layer):
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "routing_initializer": keras.initializers.serialize(self.routing_initializer),
                 "conv_method": self.conv_method,
+                "task_size": self.task_size,
             }
         )
         return config
@@ -263,29 +236,6 @@ class _PerExpert(keras.initializers.Initializer):
         return {"initializer": keras.initializers.serialize(self.initializer)}
 
 
-def default_ops_method():
-    """`(method, source)` of an "auto" layer on JAX or PyTorch before any measurement:
-    one grouped convolution on a GPU (native there), a loop of dense convolutions on a
-    CPU (XLA's CPU grouped convolution measured ~18x slower: docs/design.md)."""
-    device = _default_device()
-    if device == "gpu":
-        return "grouped", f"{keras.backend.backend()} default (gpu)"
-    return "loop", f"{keras.backend.backend()} default ({device})"
-
-
-def _default_device():
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
-    if backend == "torch":
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return "cpu"
-
-
 def _pair(value, name):
     if isinstance(value, int):
         value = (value, value)
@@ -298,8 +248,4 @@ def _pair(value, name):
 
 
 def _conv_length(length, kernel, stride, padding):
-    if length is None:
-        return None
-    if padding == "same":
-        return -(-length // stride)
-    return (length - kernel) // stride + 1
+    return None if length is None else conv_geometry(length, kernel, stride, padding)[0]

@@ -12,8 +12,8 @@ less time, and runs fewer operations per step:
     dx = (g - mean_hw(g) - x_hat * mean_hw(g * x_hat)) / sqrt(var + eps)
     dgamma = sum(dy * x_hat),   dbeta = sum(dy)
 
-On TensorFlow it is a `tf.custom_gradient`; on JAX and PyTorch the same formulas
-through `keras.ops.custom_gradient` (TensorFlow is then not imported).
+Written once, through `keras.ops.custom_gradient` (a `tf.custom_gradient` on
+TensorFlow), for every backend.
 """
 
 import keras
@@ -88,47 +88,19 @@ def instance_norm(x, gamma, beta, epsilon):
     Returns:
         `[B, H, W, C]`, with the closed-form gradient for all three inputs.
     """
-    if keras.backend.backend() != "tensorflow":
-        return _ops_instance_norm(x, gamma, beta, epsilon)
-    import tensorflow as tf
-
-    @tf.custom_gradient
-    def forward(x, gamma, beta):
-        mean = tf.reduce_mean(x, [1, 2], keepdims=True)
-        variance = tf.reduce_mean(tf.math.squared_difference(x, mean), [1, 2], keepdims=True)
-        rstd = tf.math.rsqrt(variance + epsilon)
-        inv = rstd * gamma
-        y = x * inv + (-mean * inv + beta)
-
-        def grad(dy):
-            x_hat = (x - mean) * rstd
-            g = dy * gamma
-            dx = rstd * (
-                g
-                - tf.reduce_mean(g, [1, 2], keepdims=True)
-                - x_hat * tf.reduce_mean(g * x_hat, [1, 2], keepdims=True)
-            )
-            return dx, tf.reduce_sum(dy * x_hat, [0, 1, 2]), tf.reduce_sum(dy, [0, 1, 2])
-
-        return y, grad
-
-    return forward(x, gamma, beta)
-
-
-def _ops_instance_norm(x, gamma, beta, epsilon):
-    """`instance_norm` in `keras.ops` (JAX, PyTorch): the same forward and gradient."""
 
     @ops.custom_gradient
     def forward(x, gamma, beta):
         mean = ops.mean(x, (1, 2), keepdims=True)
-        variance = ops.mean(ops.square(x - mean), (1, 2), keepdims=True)
+        centered = x - mean  # kept for the gradient
+        variance = ops.mean(ops.square(centered), (1, 2), keepdims=True)
         rstd = ops.rsqrt(variance + epsilon)
         inv = rstd * gamma
         y = x * inv + (-mean * inv + beta)
 
         def grad(*args, upstream=None):
             dy = args[0] if upstream is None else upstream
-            x_hat = (x - mean) * rstd
+            x_hat = centered * rstd
             g = dy * gamma
             dx = rstd * (
                 g

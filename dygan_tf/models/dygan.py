@@ -17,6 +17,7 @@ from keras import ops
 from dygan_tf.evaluation import slice_metrics as image_metrics
 from dygan_tf.models import backend_steps
 from dygan_tf.models.backend_steps import _scale
+from dygan_tf.utils import backend
 
 
 def _all_layers(model):
@@ -59,6 +60,9 @@ class DyGAN(keras.Model):
     Example:
 
     ```python
+    from dygan_tf.config import task_code
+    from dygan_tf.models import DyGAN, build_discriminator, build_generator
+
     generator = build_generator(image_size=64, base_filters=8, depth=3)
     discriminator = build_discriminator(image_size=64, base_filters=8)
     gan = DyGAN(generator, discriminator, lambda_l1=100.0)
@@ -66,8 +70,11 @@ class DyGAN(keras.Model):
         g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
         d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
     )
-    gan.fit(dataset, epochs=1)  # (image, target, task) batches
-    fake = gan({"image": image, "task": task})
+    image = np.zeros((3, 64, 64, 1), "float32")  # one T2 slice per target, in [-1, 1]
+    target = np.zeros((3, 64, 64, 1), "float32")  # the real FLAIR, T1, T1CE slices
+    task = np.stack([task_code("t2", t) for t in ("flair", "t1", "t1ce")])
+    gan.fit(x=image, y=target, sample_weight=task, batch_size=3, epochs=1, verbose=0)
+    fake = gan({"image": image, "task": task})  # (3, 64, 64, 1)
     ```
     """
 
@@ -99,12 +106,31 @@ class DyGAN(keras.Model):
         # MirroredStrategy, where fit() builds with the first element of the data).
         self.built = True
 
+    def dyconv_input_shapes(self, rows):
+        """[(layer, input shape with its batch)] of every DyConv2D of G and D in a train
+        step of `rows` generator rows: D sees twice that when the step scores the real
+        and fake pairs in one call (`compute_losses`)."""
+        from dygan_tf.layers.dyconv import DyConv2D
+
+        stacked = self.stack_discriminator_calls and not self._discriminator_mixes_examples
+        found = []
+        for network, batch in (
+            (self.generator, rows),
+            (self.discriminator, 2 * rows if stacked else rows),
+        ):
+            for layer in leaf_layers(network):
+                if isinstance(layer, DyConv2D):
+                    inputs = layer.input
+                    x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+                    found.append((layer, (batch, *x.shape[1:])))
+        return found
+
     def compile(self, g_optimizer, d_optimizer, **kwargs):
         """Keras compile options (jit_compile, steps_per_execution) plus two optimizers.
 
         On JAX the step is always compiled with XLA (run eagerly, every operation would
         compile on its own: a tiny model's first epoch took 115 s so)."""
-        if keras.backend.backend() == "jax":
+        if backend.is_jax():
             kwargs["jit_compile"] = True
         super().compile(optimizer=None, **kwargs)
         if "mixed_float16" in (self.dtype_policy.name, self.generator.dtype_policy.name):
@@ -118,7 +144,7 @@ class DyGAN(keras.Model):
         # a second trace of the whole train step.
         g_optimizer.build(self.generator.trainable_variables)
         d_optimizer.build(self.discriminator.trainable_variables)
-        if keras.backend.backend() == "jax":
+        if backend.is_jax():
             # Keras's JAX trainer carries `self.optimizer.variables` through each step.
             self.optimizer = backend_steps.OptimizerPair(g_optimizer, d_optimizer)
 
@@ -197,10 +223,9 @@ class DyGAN(keras.Model):
 
     def train_step(self, *args):
         """One step on both networks (Keras passes `data`; on JAX `state, data`)."""
-        backend = keras.backend.backend()
-        if backend == "jax":
+        if backend.is_jax():
             return backend_steps.jax_train_step(self, *args)
-        if backend == "torch":
+        if backend.is_torch():
             return backend_steps.torch_train_step(self, *args)
         return self._tensorflow_train_step(*args)
 
@@ -251,7 +276,7 @@ class DyGAN(keras.Model):
 
     def test_step(self, *args):
         """Validation on one batch (Keras passes `data`; on JAX `state, data`)."""
-        if keras.backend.backend() == "jax":
+        if backend.is_jax():
             return backend_steps.jax_test_step(self, *args)
         (data,) = args
         for name, value in self.evaluation_terms(*data).items():

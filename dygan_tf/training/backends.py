@@ -13,6 +13,7 @@ import importlib.util
 import os
 import sys
 
+from dygan_tf.utils import backend as keras_backend
 from dygan_tf.utils.errors import UserError
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -27,9 +28,8 @@ def select_backend(name=None):
         raise UserError(f"{name!r}: expected one of {', '.join(BACKENDS)}")
     if importlib.util.find_spec(_LIBRARY[name]) is None:
         raise UserError(f"{name}: the {_LIBRARY[name]} package is not installed")
-    keras = sys.modules.get("keras")
-    if keras is not None and keras.backend.backend() != name:
-        raise UserError(f"{name}: Keras already runs on {keras.backend.backend()} here")
+    if "keras" in sys.modules and keras_backend.name() != name:
+        raise UserError(f"{name}: Keras already runs on {keras_backend.name()} here")
     os.environ["KERAS_BACKEND"] = name
     return name
 

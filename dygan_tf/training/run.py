@@ -24,6 +24,7 @@ from dygan_tf.models.builders import build_dygan
 from dygan_tf.run_folder import files as run_folder
 from dygan_tf.run_folder import npz_checkpoint
 from dygan_tf.training import callbacks as run_callbacks
+from dygan_tf.utils import backend
 from dygan_tf.utils.errors import UserError
 
 VALIDATION_FRACTION = 0.1  # of the training split's cases, at least one
@@ -149,7 +150,7 @@ def open_run(
     )
     # TensorFlow's checkpoints hold TensorFlow variables only: a run on another backend
     # (or a folder one started) keeps backend-neutral .npz checkpoints.
-    neutral = keras.backend.backend() != "tensorflow" or run_folder.uses_npz_checkpoints(
+    neutral = not backend.is_tensorflow() or run_folder.uses_npz_checkpoints(
         restore_from or write_dir
     )
     if neutral:
@@ -301,7 +302,7 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
     """
     train_cfg = config.train
     if strategy is None:
-        if keras.backend.backend() == "tensorflow":
+        if backend.is_tensorflow():
             strategy = tf.distribute.get_strategy()
         else:
             from dygan_tf.training.backends import Devices
@@ -334,23 +335,21 @@ def rows_text(config):
 
 
 def choose_dyconv_methods(config, run, strategy):
-    """Each "auto" DyConv's method on this machine, before the step is traced: on
-    TensorFlow its shipped table unless DYGAN_MEASURE_METHODS=1 (measured in the step:
-    training.method_choice); on JAX and PyTorch measured per layer on first use and
-    cached (training.ops_method_choice), unless DYGAN_MEASURE_METHODS=0."""
+    """Each "auto" DyConv's method on this machine, before the step is traced
+    (`layers.dyconv_dispatch.measure`): the shipped table on a TensorFlow CPU unless
+    DYGAN_MEASURE_METHODS=1; elsewhere measured per layer on first use and cached, unless
+    DYGAN_MEASURE_METHODS=0."""
+    from dygan_tf.layers import dyconv_dispatch
+
     train_cfg = config.train
     table = conditions.row_table(config.model.inputs, train_cfg.source, train_cfg.targets)
     rows = train_cfg.batch_slices * conditions.rows_per_slice(
         config.model.inputs, train_cfg.source, len(table)
     )
-    if keras.backend.backend() == "tensorflow":
-        from dygan_tf.training.method_choice import choose_methods
-
-        choose_methods(run.gan, rows)  # one replica's rows
-    else:
-        from dygan_tf.training.ops_method_choice import choose_ops_methods
-
-        choose_ops_methods(run.gan, rows * strategy.num_replicas_in_sync)  # the global batch
+    # TensorFlow traces one replica's rows; JAX the global batch (DataParallel).
+    if not backend.is_tensorflow():
+        rows *= strategy.num_replicas_in_sync
+    return dyconv_dispatch.measure(run.gan.dyconv_input_shapes(rows))
 
 
 def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):

@@ -6,6 +6,7 @@ import math
 import os
 
 from dygan_tf.tuning.hypermodel import HP_NAME, OBJECTIVE
+from dygan_tf.utils import backend
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 RESULTS_JSON = "results.json"
@@ -156,12 +157,11 @@ def save_plot(path, results):
 def write_results(out, oracle, settings):
     """Writes results.json, results.md and the plot into `out`; returns the results."""
     trials = collect(oracle, settings["targets"])
-    import keras
 
     results = {
         "best_lambda": best_lambda(trials),
         **settings,
-        "backend": keras.backend.backend(),  # the Keras backend the trials trained on
+        "backend": backend.name(),  # the Keras backend the trials trained on
         "objective": OBJECTIVE,
         "trials": trials,
     }

@@ -9,7 +9,6 @@ PyTorch's methods of a computation are all chosen through it.
 
 import datetime
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ import time
 
 import numpy as np
 
+from dygan_tf.utils import backend as backend_of_keras
 from dygan_tf.utils.atomic import write_json_atomic
 from dygan_tf.utils.cpu import cpu_flags, cpu_kind, describe_onednn
 
@@ -105,7 +105,7 @@ def machine_key(device="cpu"):
     threads, the Keras backend and its library's version, the device, and for TensorFlow
     whether oneDNN is on."""
     flags = cpu_flags()
-    backend = _backend()
+    backend = backend_of_keras.name()
     key = {
         "format": FORMAT,
         "cpu_kind": cpu_kind(flags),
@@ -114,7 +114,7 @@ def machine_key(device="cpu"):
         "cpus": _usable_cpus(),
         "threads": _threads(backend),
         "backend": backend,
-        "library": _library_version(backend),
+        "library": backend_of_keras.library_version(),
         "device": str(device),
     }
     if backend == "tensorflow":
@@ -128,7 +128,7 @@ def cache_path(machine):
     return os.path.join(cache_dir(), "methods", f"{digest}.json")
 
 
-def choose(family, shape_key, candidates, default, device="cpu"):
+def choose(family, shape_key, candidates, default, device="cpu", version=1):
     """`(method, source)`: the fastest of `candidates` for this shape on this machine.
 
     Args:
@@ -139,13 +139,15 @@ def choose(family, shape_key, candidates, default, device="cpu"):
         default: the method returned when measuring is off or the budget is spent (a
             measurement starts only while this process's budget lasts, then finishes).
         device: the device the candidates run on, part of the machine key.
+        version: the version of the code that chooses (part of the entry's key: entries
+            an older version stored are measured again, never misread).
     Returns:
         `(method, source)`, source one of SOURCES: "cache" (read back), "measured" (timed
         now and stored), or the shipped default's reasons.
     """
     if not candidates:
         raise ValueError(f"`candidates` must not be empty. Received: candidates={candidates}")
-    entry_key = _entry_key(family, shape_key)
+    entry_key = _entry_key(family, shape_key, version)
     if len(candidates) == 1:
         return next(iter(candidates)), ONLY
     if not measuring_enabled():
@@ -181,10 +183,10 @@ def choose(family, shape_key, candidates, default, device="cpu"):
     return method, MEASURED
 
 
-def lookup(family, shape_key, device="cpu"):
+def lookup(family, shape_key, device="cpu", version=1):
     """The stored entry `{"method", "seconds": {name: s}, "measured"}` or None."""
     machine = machine_key(device)
-    entry = _read(cache_path(machine), machine)[0].get(_entry_key(family, shape_key))
+    entry = _read(cache_path(machine), machine)[0].get(_entry_key(family, shape_key, version))
     return entry if isinstance(entry, dict) else None
 
 
@@ -194,13 +196,16 @@ def read_entries(device="cpu"):
     return _read(cache_path(machine), machine)[0]
 
 
-def _entry_key(family, shape_key):
+def _entry_key(family, shape_key, version=1):
+    """ "family:[shape...]" (version 1, as the first releases wrote it) or
+    "family@vN:[shape...]"."""
     if not isinstance(family, str) or not family:
         raise ValueError(f"`family` must be a non-empty str. Received: family={family!r}")
     parts = tuple(shape_key)
     if not all(isinstance(p, (int, str)) and not isinstance(p, bool) for p in parts):
         raise ValueError(f"`shape_key` must hold ints and strs. Received: shape_key={shape_key!r}")
-    return f"{family}:{json.dumps(list(parts), separators=(',', ':'))}"
+    named = family if version == 1 else f"{family}@v{version}"
+    return f"{named}:{json.dumps(list(parts), separators=(',', ':'))}"
 
 
 def _measure(candidates):
@@ -285,31 +290,6 @@ def _store(path, machine, entry_key, entry):
             write_json_atomic(path, {"format": FORMAT, "machine": machine, "entries": entries})
     except OSError as e:
         _note(f"{path}: cannot write the method cache ({_first_line(e)}); the choice is not cached")
-
-
-def _backend():
-    keras = sys.modules.get("keras")
-    if keras is not None:
-        try:
-            return keras.backend.backend()
-        except AttributeError:  # keras still being imported
-            pass
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
-
-
-_LIBRARIES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy"}
-
-
-def _library_version(backend):
-    name = _LIBRARIES.get(backend, backend)
-    module = sys.modules.get(name)
-    version = getattr(module, "__version__", None)
-    if version:
-        return f"{name} {version}"
-    try:
-        return f"{name} {importlib.metadata.version(name)}"
-    except importlib.metadata.PackageNotFoundError:
-        return f"{name} unknown"
 
 
 def _usable_cpus():

@@ -1,81 +1,79 @@
-"""Per-example 2-D convolution: every example in a batch has its own kernel.
+"""TensorFlow's own ways of running a dynamic convolution: only what `keras.ops` cannot
+give TensorFlow.
 
-Two ways, chosen by shape (`method="auto"`):
-- "patches" for tiny output maps (up to 8x8, the discriminator's heads): the k*k shifted
-  views of the input are stacked on the channel axis and multiplied by each example's
-  kernel in one batched matmul; autodiff gives the gradient (slices, pads, matmuls).
-  There TensorFlow's convolution kernels, the backprop ones above all, are slowest.
-  At 16x16x512 both ways measured 2.4-3x a static conv (batch 3 and 12), and at larger
-  maps the patch tensor (k*k times the input) costs memory and bandwidth, so it stops
-  at 8x8 (benchmarks/dyconv_bench.py --breakdown).
-- "grouped" for larger maps: the batch is folded into the channel axis and convolved
-  once as a grouped convolution (one group per example). TensorFlow's CPU kernels run
-  grouped convolutions forward but refuse their gradients ("Gradients for grouped
-  convolutions are not supported on CPU"), so the gradient here is written with forward
-  grouped convolutions only:
+`dygan_tf.layers.dyconv_methods` writes every method once in `keras.ops`; this module
+holds the TensorFlow implementations that its factory picks instead, on the TensorFlow
+backend only (it is imported nowhere else):
+
+- "grouped": the batch folded into the channel axis and convolved once as a grouped
+  convolution (one group per example). TensorFlow's CPU kernels run grouped convolutions
+  forward but refuse their gradients ("Gradients for grouped convolutions are not
+  supported on CPU"), and Keras's `ops.conv` then compiles the grouped convolution with
+  XLA (~10x slower). So the gradient here is written with forward grouped convolutions:
   - input gradient: the output gradient convolved with the flipped kernels, one
     sub-pixel phase per output channel block (no zeros inserted for stride 2);
   - kernel gradient: the padded input, examples as groups and input channels as batch,
     convolved with the output gradient as the "kernel" (stride phases on the batch axis).
+- "loop" with an unknown batch (as `fit`'s train function traces it): one dense
+  convolution per example in a `tf.map_fn` loop; `keras.ops` needs a static batch to
+  unroll the loop.
 Spatial sizes must be static (the batch may be unknown).
 """
 
 import tensorflow as tf
 
-from dygan_tf.layers.dyconv_ops import conv_geometry as _geometry
-
-FORMS = ("auto", "grouped", "patches")
-# "auto" uses patches up to this many output pixels per example (see benchmarks/).
-PATCHES_MAX_PIXELS = 8 * 8
+from dygan_tf.layers.conv_geometry import conv_geometry as _geometry
 
 
-def choose_form(out_height, out_width):
-    """The faster way for an output map of this size (measured on CPU, see module doc)."""
-    return "patches" if out_height * out_width <= PATCHES_MAX_PIXELS else "grouped"
+def per_example_method(method):
+    """TensorFlow's implementation of per-example `method` (`f(x, kernels, stride,
+    padding)`, kernels `[B, kh, kw, C, F]`), or None where keras.ops' serves."""
+    return {"grouped": grouped_per_example, "loop": loop_per_example}.get(method)
 
 
-def grouped_conv2d(x, kernels, stride, padding, method="auto"):
-    """Convolves x[b] with kernels[:, :, :, b, :].
+def loop_per_example(x, kernels, stride, padding):
+    """One dense convolution per example: unrolled when the batch is static (split and
+    unstacked, not sliced: the gradient of `x[b : b + 1]` is a zero-padded full-batch
+    tensor per example), a `tf.map_fn` loop when it is not."""
+    padding = padding.upper()
+    batch = x.shape[0]
+    if batch is not None:
+        return tf.concat(
+            [
+                tf.nn.conv2d(example, kernel, stride, padding)
+                for example, kernel in zip(tf.split(x, batch), tf.unstack(kernels))
+            ],
+            0,
+        )
+    out_h = _geometry(x.shape[1], kernels.shape[1], stride, padding)[0]
+    out_w = _geometry(x.shape[2], kernels.shape[2], stride, padding)[0]
+    return tf.map_fn(
+        lambda args: tf.nn.conv2d(args[0][None], args[1], stride, padding)[0],
+        (x, kernels),
+        fn_output_signature=tf.TensorSpec([out_h, out_w, kernels.shape[-1]], x.dtype),
+    )
+
+
+def grouped_per_example(x, kernels, stride, padding):
+    """`x[b]` convolved with `kernels[b]` as one grouped convolution with the gradient
+    written out (module docstring).
 
     Args:
-        x: `[B, H, W, C]`.
-        kernels: `[kh, kw, C, B, F]`.
+        x: `[B, H, W, C]` with static H and W.
+        kernels: `[B, kh, kw, C, F]`.
         stride: int, the same on both axes.
-        padding: "SAME" or "VALID" (TensorFlow semantics).
-        method: "auto", "grouped" or "patches" (the same result either way).
+        padding: "same" or "valid" (TensorFlow semantics).
     Returns:
         `[B, H', W', F]`.
     """
     padding = padding.upper()
-    if method not in FORMS:
-        raise ValueError(f"`method` must be one of {FORMS}. Received: method={method!r}")
     height, width = x.shape[1], x.shape[2]
     if height is None or width is None:
-        raise ValueError(f"grouped_conv2d needs static spatial sizes. Received: x.shape={x.shape}")
+        raise ValueError(f"grouped convolution needs static spatial sizes. Received: {x.shape}")
+    kernels = tf.transpose(kernels, [1, 2, 3, 0, 4])  # [kh, kw, C, B, F]
     kh, kw = kernels.shape[0], kernels.shape[1]
     geometry = (_geometry(height, kh, stride, padding), _geometry(width, kw, stride, padding))
-    if method == "auto":
-        method = choose_form(geometry[0][0], geometry[1][0])
-    if method == "patches":
-        return _patches_conv(x, kernels, stride, geometry)
     return _conv(x, kernels, stride, padding, geometry)
-
-
-def _patches_conv(x, kernels, stride, geometry):
-    """im2col with strided slices: taps ordered (i, j, c) to match the kernel's layout."""
-    (out_h, top, padded_h), (out_w, left, padded_w) = geometry
-    kh, kw, channels, _, filters = kernels.shape
-    height, width = x.shape[1], x.shape[2]
-    x = tf.pad(x, [[0, 0], [top, padded_h - height - top], [left, padded_w - width - left], [0, 0]])
-    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    taps = [
-        x[:, i : i + span_h : stride, j : j + span_w : stride, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    patches = tf.reshape(tf.concat(taps, axis=-1), [-1, out_h * out_w, kh * kw * channels])
-    matrices = tf.reshape(tf.transpose(kernels, [3, 0, 1, 2, 4]), [-1, kh * kw * channels, filters])
-    return tf.reshape(tf.matmul(patches, matrices), [-1, out_h, out_w, filters])
 
 
 def _fold(x, height, width):
