@@ -1,3 +1,5 @@
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -210,6 +212,22 @@ def test_adam_updates_bit_for_bit_as_keras_adam_in_a_smaller_graph(replicas):
     assert our_ops < their_ops
     with pytest.raises(ValueError, match="amsgrad"):
         optimizers.Adam(amsgrad=True)
+
+
+def test_the_private_keras_fields_adam_reads_are_there():
+    # optimizers.Adam.update_step reads Keras's own slots: `_momentums`, `_velocities`
+    # (one per variable, in `_get_variable_index` order). Written against Keras 3.15.1; a
+    # Keras that renames or reorders them fails here before any update goes wrong.
+    variables = [keras.Variable(np.zeros((2, 3), "float32")), keras.Variable(np.zeros(4))]
+    adam = keras.optimizers.Adam()
+    adam.build(variables)
+    for field in ("_momentums", "_velocities"):
+        slots = getattr(adam, field, None)
+        assert slots is not None and len(slots) == 2, f"keras {keras.__version__}: {field}"
+        for variable, slot in zip(variables, slots):
+            assert tuple(slot.shape) == tuple(variable.shape)
+    assert [adam._get_variable_index(v) for v in variables] == [0, 1]
+    assert "_momentums" in inspect.getsource(type(adam).update_step)
 
 
 class _FullTapes(DyGAN):

@@ -244,6 +244,16 @@ PRESETS = {
 
 
 def get_preset(name):
+    """The `RunConfig` of a preset: "paper" (the paper's sizes), "demo" (64 px, minutes
+    on a CPU) or "tiny" (the tests'); `override` changes any field.
+
+    Example:
+
+    >>> from dygan_tf.config import get_preset
+    >>> config = get_preset("demo").override(epochs=5, lambda_l1=100.0)
+    >>> config.model.image_size, config.train.epochs
+    (64, 5)
+    """
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}: expected one of {', '.join(PRESETS)}.")
     return PRESETS[name]

@@ -54,7 +54,14 @@ def task_index(source, target):
 
 
 def task_code(source, target):
-    """The task's one-hot code as a float32 array of shape (12,)."""
+    """The task's one-hot code as a float32 array of shape (12,).
+
+    Example:
+
+    >>> from dygan_tf.config import task_code
+    >>> task_code("t2", "flair").shape, int(task_code("t2", "flair").argmax())
+    ((12,), 2)
+    """
     code = np.zeros(NUM_TASKS, dtype="float32")
     code[task_index(source, target)] = 1.0
     return code

@@ -43,6 +43,16 @@ def build_dygan(config, steps_per_epoch=1, lambda_l1=None):
 
     Layers are built under the config's precision policy (mixed_float16 also wraps both
     optimizers in loss scaling); outputs and losses stay float32.
+
+    Example:
+
+    ```python
+    from dygan_tf.config import get_preset
+    from dygan_tf.models import build_dygan
+
+    gan = build_dygan(get_preset("tiny"), steps_per_epoch=10)
+    gan.generator.summary()
+    ```
     """
     with dtype_policy(precision_policy(config.train.mixed_precision)):
         generator, discriminator = build_networks(config.model)

@@ -1,0 +1,66 @@
+"""The subpackages' public names: importable from the subpackage, lazily (no Keras or
+TensorFlow at import), each with a docstring example that runs."""
+
+import inspect
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import dygan_tf.config
+import dygan_tf.layers
+import dygan_tf.models
+
+PUBLIC = {
+    dygan_tf.layers: ("DyConv2D", "InstanceNormalization"),
+    dygan_tf.models: ("DyGAN", "build_discriminator", "build_dygan", "build_generator"),
+    dygan_tf.config: ("get_preset", "task_code"),
+}
+
+
+def test_every_public_name_is_exported_and_listed():
+    for package, names in PUBLIC.items():
+        assert tuple(package.__all__) == names
+        for name in names:
+            value = getattr(package, name)
+            assert value.__name__ == name and name in dir(package)
+    with pytest.raises(AttributeError, match="has no attribute 'DyConv'"):
+        dygan_tf.layers.DyConv  # noqa: B018
+
+
+def test_importing_the_packages_starts_neither_keras_nor_tensorflow():
+    code = (
+        "import sys\n"
+        "import dygan_tf.config, dygan_tf.layers, dygan_tf.models\n"
+        "from dygan_tf.config import get_preset, task_code\n"
+        "get_preset('tiny'); task_code('t2', 't1')\n"
+        "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def _example(obj):
+    """The code of `obj`'s docstring example: a ```python block or the >>> lines."""
+    doc = inspect.getdoc(obj)
+    assert "Example" in doc, f"{obj.__name__} has no docstring example"
+    block = re.search(r"```python\n(.*?)```", doc, re.S)
+    if block:
+        return block.group(1)
+    return "\n".join(line[4:] for line in doc.splitlines() if line.startswith((">>> ", "... ")))
+
+
+@pytest.mark.parametrize(
+    "package, name", [(p, n) for p, names in PUBLIC.items() for n in names], ids=str
+)
+def test_the_docstring_example_runs(package, name):
+    code = _example(getattr(package, name))
+    assert code.strip()
+    keras.utils.set_random_seed(0)
+    namespace = {"np": np, "keras": keras}
+    namespace.update({n: getattr(p, n) for p, names in PUBLIC.items() for n in names})
+    namespace.update({"task_code": dygan_tf.config.task_code})
+    exec(compile(code, f"<{name} example>", "exec"), namespace)  # noqa: S102
