@@ -240,6 +240,26 @@ def versus_revision(revision, preset="demo", rounds=6, steps=10, warmup=3):
     }
 
 
+def _machine():
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    from dygan_tf.utils import cpu
+
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu_kind": cpu.cpu_kind(),
+        "cpu_flags": sorted(f for f in cpu.cpu_flags() if f.startswith(("avx", "amx", "fma"))),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+        "onednn": cpu.describe_onednn(),
+    }
+
+
 def _prepared(modules, preset, warmup, seed=0):
     """A zero-argument callable running one compiled train step of a package's DyGAN."""
     import keras
@@ -287,10 +307,8 @@ def main(argv=None):
             f"{args.steps} --warmup {args.warmup}"
         )
     if args.against:
-        from benchmarks.backend_step import machine
-
         result = {
-            "machine": machine(),
+            "machine": _machine(),
             **versus_revision(args.against, args.preset, args.rounds, args.steps, args.warmup),
         }
     else:
