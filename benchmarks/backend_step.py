@@ -56,7 +56,7 @@ def make_step(gan, batch):
     if backend == "jax":
         import jax
 
-        from dygan_tf.models.backend_steps import jax_train_step
+        from dygan_tf.models.steps import jax_train_step
 
         state = [
             [v.value for v in gan.trainable_variables],

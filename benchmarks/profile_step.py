@@ -256,8 +256,8 @@ def jax_variants(preset="demo", rounds=3, steps=5):
     from benchmarks.backend_step import _batch
     from dygan_tf.config.run_config import as_pix2pix, get_preset
     from dygan_tf.layers import dyconv_dispatch
-    from dygan_tf.models.backend_steps import jax_train_step
     from dygan_tf.models.builders import build_dygan
+    from dygan_tf.models.steps import jax_train_step
 
     config = get_preset(preset)
     batch = tuple(jax.device_put(x) for x in _batch(config))

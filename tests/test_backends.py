@@ -49,15 +49,16 @@ def _batch(size, seed=0):
 
 def _tensorflow_side(config, path):
     """Builds `config` on TensorFlow, writes its weights, a batch and TF's losses and
-    gradients (`DyGAN.tensorflow_gradients`) to `path`; returns that dict."""
+    gradients (`dygan_tf.models.steps.tensorflow_gradients`) to `path`; returns that dict."""
     import keras
 
+    from dygan_tf.models import steps
     from dygan_tf.models.builders import build_dygan
 
     keras.utils.set_random_seed(3)
     gan = build_dygan(config)
     image, target, task = _batch(config.model.image_size)
-    losses, g_grads, d_grads = gan.tensorflow_gradients((image, target, task))
+    losses, g_grads, d_grads = steps.tensorflow_gradients(gan, (image, target, task))
     g_weights, d_weights = gan.generator.get_weights(), gan.discriminator.get_weights()
     record = {"config": json.dumps(config.to_dict()), "image": image, "target": target}
     record.update(task=task, g_count=len(g_weights), d_count=len(d_weights))

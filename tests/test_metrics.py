@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from dygan_tf.evaluation import slice_metrics as metrics
+from dygan_tf.utils import image_metrics as metrics
 
 
 def _pair(seed=0, shape=(2, 48, 48, 1)):

@@ -81,6 +81,20 @@ def test_no_import_cycles():
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
 
 
+def test_the_layers_and_models_import_no_room_above_them():
+    # The networks and their step are a library of their own: they validate with
+    # utils.image_metrics, not with the evaluation room, and know no training run.
+    modules = _modules()
+    for name, path in modules.items():
+        if name.startswith(("dygan_tf.models.", "dygan_tf.layers.")):
+            above = {
+                m
+                for m in _imports(path, modules)
+                if m.startswith(("dygan_tf.evaluation", "dygan_tf.training", "dygan_tf.inference"))
+            }
+            assert not above, f"{name} imports {sorted(above)}"
+
+
 def _room(module):
     """The room a module belongs to: `dygan_tf.<subpackage>`, or the command package
     (`dygan_tf` for its top-level command modules, `data_prep`, `tuning`, `benchmarks`)."""

@@ -22,7 +22,7 @@ def case_gain_scores(truth, fake, case_ids):
     """
     from keras.ops import convert_to_numpy
 
-    from dygan_tf.evaluation import slice_metrics as metrics
+    from dygan_tf.utils import image_metrics as metrics
 
     truth = np.asarray(truth, np.float64)
     fake = np.clip(np.asarray(fake, np.float64), -1.0, 1.0)

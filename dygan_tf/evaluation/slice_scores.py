@@ -10,8 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dygan_tf.evaluation import slice_metrics as image_metrics
-from dygan_tf.utils import backend
+from dygan_tf.utils import backend, image_metrics
 
 METRICS = ("psnr", "ssim", "psnr_brain", "ssim_brain", "ssim_tumor", "mae")
 LUT_BINS = 256  # over [-1, 1]

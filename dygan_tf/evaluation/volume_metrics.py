@@ -10,13 +10,13 @@ import scipy.ndimage
 from dygan_tf.data import preprocessing
 
 PERCENTILES = (0.5, 99.5)  # BraSyn: each volume clipped to its own percentiles
-# The SSIM constants of dygan_tf.evaluation.slice_metrics (Wang et al. 2004), which
+# The SSIM constants of dygan_tf.utils.image_metrics (Wang et al. 2004), which
 # imports TensorFlow.
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
-MIN_MSE = 1e-10  # caps PSNR at 100 dB for identical volumes, as dygan_tf.evaluation.slice_metrics
+MIN_MSE = 1e-10  # caps PSNR at 100 dB for identical volumes, as dygan_tf.utils.image_metrics
 
 
 def scale_to_unit(volume, brain):

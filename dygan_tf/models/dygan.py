@@ -4,8 +4,8 @@
 not copied). Losses are averaged over the *global* batch, so under a tf.distribute
 strategy the summed replica gradients and the logged losses equal a one-device run.
 
-The losses are `keras.ops` code shared by every backend; the steps are TensorFlow's
-tapes here and JAX's stateless step or PyTorch's autograd in backend_steps.py.
+The losses are `keras.ops` code shared by every backend (losses.py); how each backend
+takes and applies the two networks' gradients is steps.py's.
 """
 
 import contextlib
@@ -14,9 +14,8 @@ import copy
 import keras
 from keras import ops
 
-from dygan_tf.evaluation import slice_metrics as image_metrics
-from dygan_tf.models import backend_steps
-from dygan_tf.models.backend_steps import _scale
+from dygan_tf.models import losses as objectives
+from dygan_tf.models import steps
 from dygan_tf.utils import backend
 
 
@@ -94,12 +93,9 @@ class DyGAN(keras.Model):
             isinstance(layer, keras.layers.BatchNormalization)
             for layer in _all_layers(discriminator)
         )
-        self.loss_trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss")
-        }
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in objectives.LOSS_NAMES}
         self.eval_trackers = {
-            name: keras.metrics.Mean(name=name) for name in ("l1", "psnr", "ssim")
+            name: keras.metrics.Mean(name=name) for name in objectives.VALIDATION_NAMES
         }
         # Both networks are functional and already built. Saying so keeps Keras from
         # trying to build this model by calling it on `x` alone (which fails under
@@ -136,8 +132,8 @@ class DyGAN(keras.Model):
         if "mixed_float16" in (self.dtype_policy.name, self.generator.dtype_policy.name):
             # float16 gradients underflow without loss scaling; each optimizer keeps
             # its own dynamic scale.
-            g_optimizer = _loss_scaled(g_optimizer, "g_optimizer")
-            d_optimizer = _loss_scaled(d_optimizer, "d_optimizer")
+            g_optimizer = objectives.with_loss_scaling(g_optimizer, "g_optimizer")
+            d_optimizer = objectives.with_loss_scaling(d_optimizer, "d_optimizer")
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
         # Creating the slots now, not inside the first traced step, spares tf.function
@@ -146,7 +142,7 @@ class DyGAN(keras.Model):
         d_optimizer.build(self.discriminator.trainable_variables)
         if backend.is_jax():
             # Keras's JAX trainer carries `self.optimizer.variables` through each step.
-            self.optimizer = backend_steps.OptimizerPair(g_optimizer, d_optimizer)
+            self.optimizer = steps.OptimizerPair(g_optimizer, d_optimizer)
 
     @property
     def metrics(self):
@@ -206,82 +202,22 @@ class DyGAN(keras.Model):
             d_fake = self.discriminator(
                 {"image": image, "target": fake, "task": task}, training=training
             )
-        d_real = ops.cast(d_real, "float32")
-        d_fake = ops.cast(d_fake, "float32")
-        fake = ops.cast(fake, "float32")
-        target = ops.cast(target, "float32")
-        d_loss = 0.5 * ops.mean(ops.square(d_real - 1.0)) + 0.5 * ops.mean(ops.square(d_fake))
-        g_gan_loss = 0.5 * ops.mean(ops.square(d_fake - 1.0))
-        g_l1_loss = ops.mean(ops.abs(target - fake))
-        g_loss = g_gan_loss + self.lambda_l1 * g_l1_loss
-        return {
-            "d_loss": d_loss,
-            "g_gan_loss": g_gan_loss,
-            "g_l1_loss": g_l1_loss,
-            "g_loss": g_loss,
-        }
+        return objectives.gan_losses(d_real, d_fake, target, fake, self.lambda_l1)
 
     def train_step(self, *args):
-        """One step on both networks (Keras passes `data`; on JAX `state, data`)."""
-        if backend.is_jax():
-            return backend_steps.jax_train_step(self, *args)
-        if backend.is_torch():
-            return backend_steps.torch_train_step(self, *args)
-        return self._tensorflow_train_step(*args)
-
-    def _tensorflow_train_step(self, data):
-        losses, g_grads, d_grads = self.tensorflow_gradients(data)
-        self.g_optimizer.apply_gradients(zip(g_grads, self.generator.trainable_variables))
-        self.d_optimizer.apply_gradients(zip(d_grads, self.discriminator.trainable_variables))
-        for name, value in losses.items():
-            self.loss_trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
-
-    def tensorflow_gradients(self, data):
-        """`(losses, G's gradients, D's gradients)` of one batch on TensorFlow, each
-        gradient list in its network's `trainable_variables` order (loss-scaled where
-        the optimizer scales)."""
-        import tensorflow as tf
-
-        image, target, task = data
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        g_vars = self.generator.trainable_variables
-        d_vars = self.discriminator.trainable_variables
-        # Each tape watches its own network's weights only, so it records just the ops
-        # on a path from them: the D tape skips G's forward pass (and never builds a
-        # second backward pass through G), the G tape skips D's pass on real images.
-        g_tape = tf.GradientTape(watch_accessed_variables=False)
-        d_tape = tf.GradientTape(watch_accessed_variables=False)
-        with g_tape, d_tape:
-            g_tape.watch([v.value for v in g_vars])  # the backend (tf) variables
-            d_tape.watch([v.value for v in d_vars])
-            losses = self.compute_losses(image, target, task, training=True)
-            # Replica gradients are summed: scale each replica's mean by 1/replicas so
-            # the sum is the gradient of the mean over the global batch.
-            g_objective = _scale(self.g_optimizer, losses["g_loss"] / replicas)
-            d_objective = _scale(self.d_optimizer, losses["d_loss"] / replicas)
-        g_grads = g_tape.gradient(g_objective, g_vars)
-        d_grads = d_tape.gradient(d_objective, d_vars)
-        return losses, g_grads, d_grads
+        """One step on both networks (Keras passes `data`; on JAX `state, data`):
+        `steps.train_step`."""
+        return steps.train_step(self, *args)
 
     def evaluation_terms(self, image, target, task):
         """{"l1": scalar, "psnr", "ssim": per image} of G's output against `target`."""
         fake = self.generator({"image": image, "task": task}, training=False)
-        fake, target = ops.cast(fake, "float32"), ops.cast(target, "float32")
-        return {
-            "l1": ops.mean(ops.abs(target - fake)),
-            "psnr": image_metrics.psnr(target, fake),
-            "ssim": image_metrics.ssim(target, fake),
-        }
+        return objectives.validation_terms(target, fake)
 
     def test_step(self, *args):
-        """Validation on one batch (Keras passes `data`; on JAX `state, data`)."""
-        if backend.is_jax():
-            return backend_steps.jax_test_step(self, *args)
-        (data,) = args
-        for name, value in self.evaluation_terms(*data).items():
-            self.eval_trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.eval_trackers.items()}
+        """Validation on one batch (Keras passes `data`; on JAX `state, data`):
+        `steps.test_step`."""
+        return steps.test_step(self, *args)
 
     def get_config(self):
         config = super().get_config()
@@ -305,9 +241,3 @@ class DyGAN(keras.Model):
 
 def _inner(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
-
-
-def _loss_scaled(optimizer, name):
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return optimizer
-    return keras.optimizers.LossScaleOptimizer(optimizer, name=name)

@@ -17,9 +17,10 @@ import tensorflow as tf
 
 from dygan_tf.config import conditions
 from dygan_tf.evaluation import slice_scores as evaluation
+from dygan_tf.models.losses import LOSS_NAMES
 from dygan_tf.run_folder import files as run_folder
 
-LOSSES = ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss")
+LOSSES = LOSS_NAMES  # the train step's logged terms (models/losses.py)
 OBJECTIVE = "val_psnr_mean"
 
 

@@ -20,7 +20,7 @@ def main(argv):
 
     import dygan_tf  # noqa: F401
     from dygan_tf.config.run_config import RunConfig
-    from dygan_tf.models import backend_steps
+    from dygan_tf.models import steps
     from dygan_tf.models.builders import build_dygan
 
     backend = keras.backend.backend()
@@ -40,10 +40,10 @@ def main(argv):
             [v.value for v in gan.optimizer.variables],
         )
         losses, g_grads, d_grads, _ = jax.jit(
-            lambda tv, ntv, ov, b: backend_steps.jax_gradients(gan, tv, ntv, ov, b)
+            lambda tv, ntv, ov, b: steps.jax_gradients(gan, tv, ntv, ov, b)
         )(*state, batch)
     else:
-        losses, g_grads, d_grads = backend_steps.torch_gradients(gan, batch)
+        losses, g_grads, d_grads = steps.torch_gradients(gan, batch)
     losses = {k: keras.ops.convert_to_numpy(v) for k, v in losses.items()}
     g_grads = [keras.ops.convert_to_numpy(g) for g in g_grads]
     d_grads = [keras.ops.convert_to_numpy(g) for g in d_grads]

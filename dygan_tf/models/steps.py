@@ -1,7 +1,12 @@
-"""DyGAN's train and test steps on JAX and PyTorch (TensorFlow's are in dygan.py).
+"""DyGAN's train and test steps on every backend: how each takes and applies the two
+networks' gradients.
 
-The losses are `DyGAN.compute_losses`, the same `keras.ops` code on every backend; only
-how the two networks' gradients are taken and applied differs:
+The losses are `DyGAN.compute_losses` (`losses.py`), the same `keras.ops` code on every
+backend; only how the two networks' gradients are taken and applied differs:
+- TensorFlow: two gradient tapes, each watching its own network's weights only, so it
+  records just the ops on a path from them (the D tape skips G's forward pass, the G
+  tape D's pass on real images). Under a tf.distribute strategy each replica's mean is
+  divided by the replicas, since Keras sums the replicas' gradients.
 - JAX: Keras's JAX trainer passes the whole state in and takes it back out (stateless).
   The step maps every variable to its value in a `StatelessScope`, runs the losses once
   under `jax.vjp` with respect to (G's weights, D's weights), pulls back G's objective to
@@ -17,7 +22,62 @@ how the two networks' gradients are taken and applied differs:
 import keras
 from keras import ops
 
-_LOSS_NAMES = ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss")
+from dygan_tf.models.losses import LOSS_NAMES, scaled
+from dygan_tf.utils import backend
+
+
+def train_step(gan, *args):
+    """One step on both networks: Keras passes `data`; on JAX `state, data`."""
+    if backend.is_jax():
+        return jax_train_step(gan, *args)
+    if backend.is_torch():
+        return torch_train_step(gan, *args)
+    return tensorflow_train_step(gan, *args)
+
+
+def test_step(gan, *args):
+    """Validation on one batch: Keras passes `data`; on JAX `state, data`."""
+    if backend.is_jax():
+        return jax_test_step(gan, *args)
+    (data,) = args
+    for name, value in gan.evaluation_terms(*data).items():
+        gan.eval_trackers[name].update_state(value)
+    return {name: tracker.result() for name, tracker in gan.eval_trackers.items()}
+
+
+def tensorflow_train_step(gan, data):
+    """One DyGAN step on TensorFlow (inside Keras's compiled train function)."""
+    losses, g_grads, d_grads = tensorflow_gradients(gan, data)
+    gan.g_optimizer.apply_gradients(zip(g_grads, gan.generator.trainable_variables))
+    gan.d_optimizer.apply_gradients(zip(d_grads, gan.discriminator.trainable_variables))
+    for name in LOSS_NAMES:
+        gan.loss_trackers[name].update_state(losses[name])
+    return {name: tracker.result() for name, tracker in gan.loss_trackers.items()}
+
+
+def tensorflow_gradients(gan, data):
+    """`(losses, G's gradients, D's gradients)` of one batch on TensorFlow, each
+    gradient list in its network's `trainable_variables` order (loss-scaled where the
+    optimizer scales)."""
+    import tensorflow as tf
+
+    image, target, task = data
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    g_vars = gan.generator.trainable_variables
+    d_vars = gan.discriminator.trainable_variables
+    g_tape = tf.GradientTape(watch_accessed_variables=False)
+    d_tape = tf.GradientTape(watch_accessed_variables=False)
+    with g_tape, d_tape:
+        g_tape.watch([v.value for v in g_vars])  # the backend (tf) variables
+        d_tape.watch([v.value for v in d_vars])
+        losses = gan.compute_losses(image, target, task, training=True)
+        # Replica gradients are summed: scale each replica's mean by 1/replicas so the
+        # sum is the gradient of the mean over the global batch.
+        g_objective = scaled(gan.g_optimizer, losses["g_loss"] / replicas)
+        d_objective = scaled(gan.d_optimizer, losses["d_loss"] / replicas)
+    g_grads = g_tape.gradient(g_objective, g_vars)
+    d_grads = d_tape.gradient(d_objective, d_vars)
+    return losses, g_grads, d_grads
 
 
 class OptimizerPair:
@@ -115,8 +175,8 @@ def jax_gradients(gan, trainable, non_trainable, optimizer_variables, data):
         mapping += list(zip(layout["non_trainable"], non_trainable))
         with keras.StatelessScope(state_mapping=mapping + scale_mapping) as scope:
             losses = gan.compute_losses(image, target, task, training=True)
-            g_objective = _scale(g_opt, losses["g_loss"])
-            d_objective = _scale(d_opt, losses["d_loss"])
+            g_objective = scaled(g_opt, losses["g_loss"])
+            d_objective = scaled(d_opt, losses["d_loss"])
         new_non_trainable = [scope.get_current_value(v) for v in layout["non_trainable"]]
         return (g_objective, d_objective), (losses, new_non_trainable)
 
@@ -163,7 +223,7 @@ def torch_train_step(gan, data):
     with torch.no_grad():
         gan.g_optimizer.apply_gradients(zip(g_grads, gan.generator.trainable_variables))
         gan.d_optimizer.apply_gradients(zip(d_grads, gan.discriminator.trainable_variables))
-    for name in _LOSS_NAMES:
+    for name in LOSS_NAMES:
         gan.loss_trackers[name].update_state(losses[name].detach())
     return {name: tracker.result() for name, tracker in gan.loss_trackers.items()}
 
@@ -177,14 +237,8 @@ def torch_gradients(gan, data):
     g_vars = gan.generator.trainable_variables
     d_vars = gan.discriminator.trainable_variables
     losses = gan.compute_losses(image, target, task, training=True)
-    g_objective = _scale(gan.g_optimizer, losses["g_loss"])
-    d_objective = _scale(gan.d_optimizer, losses["d_loss"])
+    g_objective = scaled(gan.g_optimizer, losses["g_loss"])
+    d_objective = scaled(gan.d_optimizer, losses["d_loss"])
     g_grads = torch.autograd.grad(g_objective, [v.value for v in g_vars], retain_graph=True)
     d_grads = torch.autograd.grad(d_objective, [v.value for v in d_vars])
     return losses, list(g_grads), list(d_grads)
-
-
-def _scale(optimizer, loss):
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return optimizer.scale_loss(loss)
-    return loss
