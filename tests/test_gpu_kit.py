@@ -102,8 +102,9 @@ def _imports(backend, allowed, skip):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-# The TensorFlow backend's branch (method_choice imports TensorFlow): never on the image.
-TENSORFLOW_ONLY = {"tensorflow", "dygan_tf.training.method_choice"}
+# TensorFlow and its backend's own DyConv module (imported on that backend only): never
+# on the image.
+TENSORFLOW_ONLY = {"tensorflow", "dygan_tf.layers.tf_dyconv"}
 
 
 @pytest.mark.slow
