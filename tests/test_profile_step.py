@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchmarks import profile_step
+from tests.helpers import REPO
 
 KINDS = {
     "G": {"up0_1_conv": "dyconv", "up0_1_norm": "norm", "down0_1_conv": "conv"},
@@ -86,3 +87,48 @@ def test_profile_tiny_writes_the_table_and_a_tensorboard_trace(tmp_path, capsys)
     assert result["wall_ms_per_step"] > 0 and result["model"] == "dygan"
     assert "| G |" in (out / "profile.md").read_text()
     assert "TensorBoard" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_jax_step_profile_times_every_variant_and_the_static_convolutions(tmp_path):
+    pytest.importorskip("jax")
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "jax"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.profile_step",
+            "--backend",
+            "jax",
+            "--preset",
+            "tiny",
+            "--rounds",
+            "1",
+            "--steps",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "jax_variants.json").read_text())
+    assert record["machine"]["backend"] == "jax"
+    assert set(record["steps"]) == {
+        "measured (as fit)",
+        "measured, no donation",
+        "loop everywhere (CPU default)",
+        "TensorFlow's table",
+        "pix2pix",
+    }
+    assert all(row["step_seconds_median"] > 0 for row in record["steps"].values())
+    assert record["static_conv_ms"] and all(
+        row["jax"] > 0 and row["tensorflow"] > 0 for row in record["static_conv_ms"]
+    )
