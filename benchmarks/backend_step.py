@@ -23,13 +23,11 @@ peak measured once per compute dtype. The JSON is rewritten after each precision
 run stopped in the second keeps the first.
 """
 
-import os
-import platform
 import time
 
 import numpy as np
 
-from benchmarks.device_facts import device_facts, device_memory, reset_peak_memory
+from benchmarks.device_facts import device_facts, device_memory, machine, reset_peak_memory
 from dygan_tf.utils.atomic import write_json_atomic
 
 BRATS_EPOCH_SLICES = 1400  # 280 training cases x 5 slices (benchmarks/gpu_bench.py)
@@ -242,33 +240,6 @@ def _print_summary(backend, preset, mixed_precision, record):
         f"{d['fraction_of_matmul_peak']:.1%} of the matmul peak",
         flush=True,
     )
-
-
-def machine():
-    import keras
-
-    from dygan_tf.utils import cpu
-
-    backend = keras.backend.backend()
-    library = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend])
-    info = {
-        "backend": backend,
-        "library_version": library.__version__,
-        "keras": keras.__version__,
-        "device": _device(),
-        "cpu_kind": cpu.cpu_kind(),
-        "cpu_flags": sorted(f for f in cpu.cpu_flags() if f.startswith(("avx", "amx", "fma"))),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average": os.getloadavg(),
-    }
-    if backend == "jax":
-        import jax
-
-        info["devices"] = [str(d) for d in jax.devices()]
-    if backend == "tensorflow":
-        info["onednn"] = cpu.describe_onednn()
-    return info
 
 
 def main(argv=None):

@@ -1,6 +1,38 @@
-"""What the device a backend computes on is, and how much of its memory a step took:
-the facts `benchmarks.backend_step` records beside its timings (no library imported
+"""The machine, the device a backend computes on, and how much of its memory a step
+took: the facts the step benchmarks record beside their timings (no library imported
 until asked)."""
+
+import os
+import platform
+
+
+def machine():
+    """The backend, its library, Keras, the device kind, the CPU's kind and flags, cores,
+    Python, the load average; oneDNN's setting on TensorFlow, the devices on JAX."""
+    import keras
+
+    from dygan_tf.utils import backend, cpu
+
+    name = backend.name()
+    library = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[name])
+    info = {
+        "backend": name,
+        "library_version": library.__version__,
+        "keras": keras.__version__,
+        "device": backend.device_kind(),
+        "cpu_kind": cpu.cpu_kind(),
+        "cpu_flags": sorted(f for f in cpu.cpu_flags() if f.startswith(("avx", "amx", "fma"))),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+    }
+    if name == "jax":
+        import jax
+
+        info["devices"] = [str(d) for d in jax.devices()]
+    if name == "tensorflow":
+        info["onednn"] = cpu.describe_onednn()
+    return info
 
 
 def reset_peak_memory():

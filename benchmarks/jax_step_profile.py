@@ -167,7 +167,7 @@ def conv_kernels(gan, rows, repeats=20):
 
 def main_jax(args, out):
     """profile_step's `--backend jax`: the record in `out`/jax_variants.json."""
-    from benchmarks.backend_step import machine
+    from benchmarks.device_facts import machine
     from dygan_tf.training.backends import select_backend
 
     select_backend("jax")

@@ -240,26 +240,6 @@ def versus_revision(revision, preset="demo", rounds=6, steps=10, warmup=3):
     }
 
 
-def _machine():
-    import platform
-
-    import keras
-    import tensorflow as tf
-
-    from dygan_tf.utils import cpu
-
-    return {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "cpu_kind": cpu.cpu_kind(),
-        "cpu_flags": sorted(f for f in cpu.cpu_flags() if f.startswith(("avx", "amx", "fma"))),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average": os.getloadavg(),
-        "onednn": cpu.describe_onednn(),
-    }
-
-
 def _prepared(modules, preset, warmup, seed=0):
     """A zero-argument callable running one compiled train step of a package's DyGAN."""
     import keras
@@ -307,8 +287,10 @@ def main(argv=None):
             f"{args.steps} --warmup {args.warmup}"
         )
     if args.against:
+        from benchmarks.device_facts import machine
+
         result = {
-            "machine": _machine(),
+            "machine": machine(),
             **versus_revision(args.against, args.preset, args.rounds, args.steps, args.warmup),
         }
     else:
