@@ -311,7 +311,8 @@ def test_reader_rejects_missing_or_malformed_manifest(tmp_path, tfrecord_dir):
 
 
 def test_build_is_deterministic(tfrecord_dir, phantom_root, tmp_path):
-    again = shards.build(str(phantom_root), str(tmp_path), **BUILD_ARGS)
+    # The session's shards were built from keywords; these from the same BuildOptions.
+    again = shards.build(str(phantom_root), str(tmp_path), shards.BuildOptions(**BUILD_ARGS))
     first = read_manifest(tfrecord_dir)
     for split in ("train", "test"):
         assert again["splits"][split]["shards"] == first["splits"][split]["shards"]
@@ -322,3 +323,15 @@ def test_build_is_deterministic(tfrecord_dir, phantom_root, tmp_path):
         ["manifest.json"] + [s["file"] for sp in first["splits"].values() for s in sp["shards"]]
     )
     assert not glob.glob(str(tmp_path / ".partial-*"))
+
+
+def test_build_takes_options_or_their_keywords_not_both(phantom_root, tmp_path):
+    options = shards.BuildOptions(**BUILD_ARGS)
+    assert options == shards.BuildOptions(**dict(BUILD_ARGS, compression="gzip"))
+    with pytest.raises(TypeError, match="not both"):
+        shards.build(str(phantom_root), str(tmp_path / "out"), options, seed=1)
+    with pytest.raises(TypeError, match="must be a BuildOptions"):
+        shards.build(str(phantom_root), str(tmp_path / "out"), dict(BUILD_ARGS))
+    with pytest.raises(TypeError, match="shard_count"):
+        shards.build(str(phantom_root), str(tmp_path / "out"), shard_count=2)
+    assert not (tmp_path / "out").exists()

@@ -6,8 +6,8 @@ command's module and in docs/reference/cli.md).
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import glob
-import math
 import os
 import re
 import shutil
@@ -17,42 +17,20 @@ import tempfile
 from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import manifest as manifest_lib
 from dygan_tf.data import preprocessing, records
+from dygan_tf.data.build_plan import SPLITS, BuildOptions, header_problems, plan_build
 from dygan_tf.data.case_slices import prepare_job, worker_context
-from dygan_tf.data.cases import (
-    TRAIN_HGG,
-    TRAIN_LGG,
-    case_files,
-    check_case,
-    discover_cases,
-    layout_of,
-    read_split_file,
-    split_cases,
-    split_fraction,
-)
+from dygan_tf.data.cases import case_files
 from dygan_tf.data.shard_check import sha256_file
 from dygan_tf.utils.atomic import write_json_atomic
 from dygan_tf.utils.cli import import_tensorflow_quietly
 from dygan_tf.utils.errors import UserError
 from dygan_tf.utils.progress import Progress
 
-SPLITS = ("train", "test")
 SHARD_PATTERN = re.compile(r"^(train|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
 STAGING_PREFIX = ".partial-build-"
-DEFAULT_SLICES_PER_SHARD = 128
 
 
 # ---------------------------------------------------------------------------- shards
-def shard_plan(n_cases, per_volume, shards_per_split=None, slices_per_shard=None):
-    """Per shard, the [start, stop) range of case positions (contiguous, balanced)."""
-    if n_cases == 0:
-        return []
-    if shards_per_split is None:
-        per_shard = slices_per_shard or DEFAULT_SLICES_PER_SHARD
-        shards_per_split = math.ceil(n_cases * per_volume / per_shard)
-    n = max(1, min(shards_per_split, n_cases))
-    return [(s * n_cases // n, (s + 1) * n_cases // n) for s in range(n)]
-
-
 def shard_name(split, index, count, compression):
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compression == "gzip" else "")
 
@@ -75,87 +53,55 @@ def _clean_stale(out):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def choose_split(cases, train_hgg, train_lgg, seed, split_file=None, train_fraction=None):
-    """({"train": [...], "test": [...]}, the manifest's "split" record)."""
-    if split_file is not None:
-        split = read_split_file(split_file, cases)
-        record = {
-            "rule": "split file: listed ids train (or as their column says); one column: "
-            "the others test",
-            "file": os.path.abspath(split_file),
-            "sha256": sha256_file(split_file),
-        }
-    elif train_fraction is not None:
-        split = split_fraction(cases, train_fraction, seed)
-        record = {
-            "seed": seed,
-            "train_fraction": train_fraction,
-            "rule": "per grade: sorted ids shuffled with seed, round(fraction * n) train",
-        }
-    else:
-        split = split_cases(cases, train_hgg, train_lgg, seed)
-        record = {
-            "seed": seed,
-            "train_hgg": train_hgg,
-            "train_lgg": train_lgg,
-            "rule": "per grade: sorted ids shuffled with seed, first train_<grade> "
-            "train; grade 'unknown' trains train_hgg + train_lgg",
-        }
-    record["train_cases"] = [c["case_id"] for c in split["train"]]
-    record["test_cases"] = [c["case_id"] for c in split["test"]]
-    return split, record
+@dataclasses.dataclass
+class Written:
+    """What `write_shards` wrote into the staging folder."""
+
+    kept: dict  # per split, the manifest's record of each case written
+    shards: dict  # per split, {"file", "records", "sha256"} of each shard
+    skipped: list  # {"case_id", "grade", "reason"} of each bad case skipped
+    rate: float  # cases per second
 
 
-def build(
-    brats_root,
-    out,
-    image_size=preprocessing.DEFAULT_IMAGE_SIZE,
-    train_hgg=TRAIN_HGG,
-    train_lgg=TRAIN_LGG,
-    source_slices=preprocessing.DEFAULT_SLICE_RANGE,
-    per_volume=preprocessing.DEFAULT_SLICES_PER_VOLUME,
-    workers=None,
-    shards_per_split=None,
-    slices_per_shard=None,
-    compression="gzip",
-    skip_bad=False,
-    seed=0,
-    verbose=True,
-    split_file=None,
-    train_fraction=None,
-):
+def build(brats_root, out, options=None, **fields):
     """Builds the shards and manifest.json in `out`; returns the manifest dict.
 
-    The split: `split_file` (`cases.read_split_file`), else `train_fraction` of each
-    grade, else `train_hgg` + `train_lgg` cases (the paper's 220 + 60 of BraTS 2019).
+    The choices come as a `BuildOptions` or as its fields' keywords
+    (`build(root, out, image_size=64, train_hgg=2)`), not both.
     """
-    workers = workers or os.cpu_count() or 1
-    cases = discover_cases(brats_root)
-    layout = layout_of(cases)
-    split, split_record = choose_split(
-        cases, train_hgg, train_lgg, seed, split_file, train_fraction
-    )
-    options = {
-        "image_size": image_size,
-        "slice_range": tuple(source_slices),
-        "per_volume": per_volume,
-    }
-    plans = {
-        s: shard_plan(len(split[s]), per_volume, shards_per_split, slices_per_shard) for s in SPLITS
-    }
-    jobs = [(s, pos, c) for s in SPLITS for pos, c in enumerate(split[s])]
+    options = _build_options(options, fields)
+    plan = plan_build(brats_root, options)
+    problems = header_problems(plan.jobs, options.skip_bad)
+    created, staging = _open_staging(out)
+    written = write_shards(plan, problems, staging, out, created, options)
+    manifest = build_manifest(brats_root, plan, written, options)
+    _write_manifest(manifest, staging, out)
+    _publish(out, staging, written.shards)
+    if options.verbose:
+        print(
+            f"Wrote {sum(m['records'] for m in manifest['splits'].values())} slices "
+            f"from {sum(len(k) for k in written.kept.values())} cases to {out} "
+            f"({written.rate:.2f} cases/s; {len(written.skipped)} skipped)"
+        )
+    return manifest
 
-    # Header problems (missing files, absurd sizes, mismatched grids) surface here,
-    # before any voxel is read; data problems surface in the workers.
-    header_problems = {}
-    for _, _, case in jobs:
-        try:
-            check_case(case)
-        except UserError as e:
-            if not skip_bad:
-                raise
-            header_problems[case["case_id"]] = str(e)
 
+def _build_options(options, fields):
+    """`options`, or the `BuildOptions` of the keywords `fields`."""
+    if options is None:
+        return BuildOptions(**fields)
+    if fields:
+        raise TypeError(
+            "build takes a BuildOptions or its fields as keywords, not both. "
+            f"Received options and {sorted(fields)}"
+        )
+    if not isinstance(options, BuildOptions):
+        raise TypeError(f"options must be a BuildOptions. Received: options={options!r}")
+    return options
+
+
+def _open_staging(out):
+    """(whether `out` is new, a fresh staging folder inside it), stale ones removed."""
     created = not os.path.exists(out)  # removed again if the build fails
     try:
         os.makedirs(out, exist_ok=True)
@@ -163,67 +109,20 @@ def build(
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out)
     except OSError as e:
         raise UserError(f"{out}: cannot create the shard folder ({e.strerror})") from None
-    bar = Progress(len(jobs), unit="case", enabled=verbose)
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context())
-    tf = None
+    return created, staging
+
+
+def write_shards(plan, problems, staging, out, created, options):
+    """Prepares the cases in worker processes and writes their slices into the shards
+    of `plan` in `staging` (`Written`). On any error the staging folder goes, and `out`
+    too if this build `created` it; a write error becomes one line naming the file."""
+    bar = Progress(len(plan.jobs), unit="case", enabled=options.verbose)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        options.workers or os.cpu_count() or 1, mp_context=worker_context()
+    )
+    writer = _ShardWriter(staging, plan.plans, options.compression)
     try:
-        results = pool.map(
-            prepare_job, [(c, options) for _, _, c in jobs if c["case_id"] not in header_problems]
-        )
-        tf_options = None
-        kept = {s: [] for s in SPLITS}
-        shards = {s: [] for s in SPLITS}
-        skipped = []
-        writer, counts, name = None, None, None
-        for s, pos, case in jobs:
-            if case["case_id"] in header_problems:
-                status, result = "bad", header_problems[case["case_id"]]
-            else:
-                status, result = next(results)
-            if status == "bad" and not skip_bad:
-                raise UserError(result)
-            if tf is None:
-                # Imported once the first case is ready, while the workers go on; a
-                # build that fails on its first case never pays for it.
-                tf = import_tensorflow_quietly()
-                tf_options = tf.io.TFRecordOptions(
-                    compression_type="GZIP" if compression == "gzip" else ""
-                )
-            shard = next(n for n, (a, b) in enumerate(plans[s]) if a <= pos < b)
-            if pos == plans[s][shard][0]:  # first case of a shard: open it
-                name = shard_name(s, shard, len(plans[s]), compression)
-                writer = tf.io.TFRecordWriter(os.path.join(staging, name), tf_options)
-                counts = {"file": name, "records": 0}
-            if status == "bad":
-                print(f"\nwarning: skipping {result}", file=sys.stderr)
-                skipped.append(
-                    {"case_id": case["case_id"], "grade": case["grade"], "reason": result}
-                )
-            else:
-                for record in _case_examples(result):
-                    writer.write(record)
-                    counts["records"] += 1
-                kept[s].append(
-                    {
-                        **{
-                            k: result[k]
-                            for k in (
-                                "case_id",
-                                "grade",
-                                "slices",
-                                "robust_max",
-                                "has_seg",
-                                "volume_shape",
-                            )
-                        },
-                        "files": {k: os.path.basename(p) for k, p in case_files(case).items()},
-                    }
-                )
-            if pos == plans[s][shard][1] - 1:  # last case of a shard: close it
-                writer.close()
-                counts["sha256"] = sha256_file(os.path.join(staging, counts["file"]))
-                shards[s].append(counts)
-            bar.add(1)
+        _write_cases(pool, plan, problems, writer, options, bar)
         rate = bar.close()
     except BaseException as e:
         # Waits for the cases already being prepared (the rest are cancelled): a pool
@@ -234,49 +133,134 @@ def build(
         if created:
             with contextlib.suppress(OSError):
                 os.rmdir(out)  # only if empty: a failed build leaves no folder behind
-        if _is_write_error(e, tf):
-            raise _write_error(os.path.join(out, name or ""), e, out) from None
+        if _is_write_error(e, writer.tf):
+            raise _write_error(os.path.join(out, writer.name or ""), e, out) from None
         raise
     pool.shutdown()
+    return Written(writer.kept, writer.shards, writer.skipped, rate)
 
-    manifest = {
+
+def _write_cases(pool, plan, problems, writer, options, bar):
+    """Every case of `plan` in order, prepared by `pool` unless its header is bad;
+    a bad case raises its error line unless `options.skip_bad`."""
+    slice_options = {
+        "image_size": options.image_size,
+        "slice_range": tuple(options.source_slices),
+        "per_volume": options.per_volume,
+    }
+    results = pool.map(
+        prepare_job, [(c, slice_options) for _, _, c in plan.jobs if c["case_id"] not in problems]
+    )
+    for split, pos, case in plan.jobs:
+        if case["case_id"] in problems:
+            status, result = "bad", problems[case["case_id"]]
+        else:
+            status, result = next(results)
+        if status == "bad" and not options.skip_bad:
+            raise UserError(result)
+        writer.add_case(split, pos, case, status, result)
+        bar.add(1)
+
+
+class _ShardWriter:
+    """Writes the cases into the shards of a build's plan: each shard opened at the
+    first case of its range, closed (its sha256 recorded in `shards`) at the last."""
+
+    def __init__(self, staging, plans, compression):
+        self.staging, self.plans, self.compression = staging, plans, compression
+        self.tf, self.options = None, None  # TensorFlow, once the first case is ready
+        self.kept = {s: [] for s in SPLITS}
+        self.shards = {s: [] for s in SPLITS}
+        self.skipped = []
+        self.writer, self.counts, self.name = None, None, None  # the open shard's
+
+    def add_case(self, split, pos, case, status, result):
+        """Case `pos` of `split`: its slices, or (a bad case) a warning and a record
+        of it in `skipped`."""
+        self._open_if_first(split, pos)
+        if status == "bad":
+            print(f"\nwarning: skipping {result}", file=sys.stderr)
+            self.skipped.append(
+                {"case_id": case["case_id"], "grade": case["grade"], "reason": result}
+            )
+        else:
+            for record in _case_examples(result):
+                self.writer.write(record)
+                self.counts["records"] += 1
+            self.kept[split].append(_case_record(case, result))
+        self._close_if_last(split, pos)
+
+    def _range(self, split, pos):
+        """(index, (start, stop)) of the shard holding case `pos` of `split`."""
+        return next((n, r) for n, r in enumerate(self.plans[split]) if r[0] <= pos < r[1])
+
+    def _open_if_first(self, split, pos):
+        if self.tf is None:
+            # Imported once the first case is ready, while the workers go on; a
+            # build that fails on its first case never pays for it.
+            self.tf = import_tensorflow_quietly()
+            self.options = self.tf.io.TFRecordOptions(
+                compression_type="GZIP" if self.compression == "gzip" else ""
+            )
+        shard, (start, _) = self._range(split, pos)
+        if pos == start:
+            self.name = shard_name(split, shard, len(self.plans[split]), self.compression)
+            path = os.path.join(self.staging, self.name)
+            self.writer = self.tf.io.TFRecordWriter(path, self.options)
+            self.counts = {"file": self.name, "records": 0}
+
+    def _close_if_last(self, split, pos):
+        _, (_, stop) = self._range(split, pos)
+        if pos == stop - 1:
+            self.writer.close()
+            self.counts["sha256"] = sha256_file(os.path.join(self.staging, self.counts["file"]))
+            self.shards[split].append(self.counts)
+
+
+def _case_record(case, result):
+    """The manifest's record of one written case."""
+    keys = ("case_id", "grade", "slices", "robust_max", "has_seg", "volume_shape")
+    return {
+        **{k: result[k] for k in keys},
+        "files": {k: os.path.basename(p) for k, p in case_files(case).items()},
+    }
+
+
+def build_manifest(brats_root, plan, written, options):
+    """The manifest dict of a finished build."""
+    return {
         "format": manifest_lib.FORMAT,
         "schema": records.schema_description(),
         "source_root": os.path.abspath(brats_root),
-        "layout": layout,
-        "image_size": image_size,
-        "compression": compression,
-        "source_slices": list(source_slices),
-        "per_volume": per_volume,
-        "split": split_record,
+        "layout": plan.layout,
+        "image_size": options.image_size,
+        "compression": options.compression,
+        "source_slices": list(options.source_slices),
+        "per_volume": options.per_volume,
+        "split": plan.split_record,
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
         "in_plane": dict(preprocessing.IN_PLANE),
         "splits": {
             s: {
-                "cases": kept[s],
-                "shards": shards[s],
-                "records": sum(x["records"] for x in shards[s]),
+                "cases": written.kept[s],
+                "shards": written.shards[s],
+                "records": sum(x["records"] for x in written.shards[s]),
             }
             for s in SPLITS
         },
-        "skipped": skipped,
+        "skipped": written.skipped,
     }
-    # The manifest is written into the staging folder too: a full disk here leaves the
-    # previous build (shards and manifest) as it was.
+
+
+def _write_manifest(manifest, staging, out):
+    """Writes the manifest into the staging folder too: a full disk here leaves the
+    previous build (shards and manifest) as it was."""
     try:
         write_json_atomic(manifest_lib.manifest_path(staging), manifest)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
         raise _write_error(manifest_lib.manifest_path(out), e, out) from None
-    _publish(out, staging, shards)
-    if verbose:
-        print(
-            f"Wrote {sum(m['records'] for m in manifest['splits'].values())} slices "
-            f"from {sum(len(k) for k in kept.values())} cases to {out} "
-            f"({rate:.2f} cases/s; {len(skipped)} skipped)"
-        )
-    return manifest
 
 
 def _is_write_error(error, tf):

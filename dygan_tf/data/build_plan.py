@@ -1,0 +1,141 @@
+"""A shard build's choices and its plan, decided before any voxel is read: the cases
+found, their train/test split, the shard each goes to, the cases whose headers are bad.
+Pure Python (`dygan_tf.data.shards` writes what is planned here).
+"""
+
+import dataclasses
+import math
+import os
+
+from dygan_tf.data import preprocessing
+from dygan_tf.data.cases import (
+    TRAIN_HGG,
+    TRAIN_LGG,
+    check_case,
+    discover_cases,
+    layout_of,
+    read_split_file,
+    split_cases,
+    split_fraction,
+)
+from dygan_tf.data.shard_check import sha256_file
+from dygan_tf.utils.errors import UserError
+
+SPLITS = ("train", "test")
+DEFAULT_SLICES_PER_SHARD = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """Every choice of a shard build but its folders: `build`'s keywords, by what they
+    decide. The split: `split_file` (`cases.read_split_file`), else `train_fraction` of
+    each grade, else `train_hgg` + `train_lgg` cases (the paper's 220 + 60 of BraTS 2019)."""
+
+    # The slices: their size, the axial range they come from and how many per volume.
+    image_size: int = preprocessing.DEFAULT_IMAGE_SIZE
+    source_slices: tuple = preprocessing.DEFAULT_SLICE_RANGE
+    per_volume: int = preprocessing.DEFAULT_SLICES_PER_VOLUME
+    # The train/test split.
+    train_hgg: int = TRAIN_HGG
+    train_lgg: int = TRAIN_LGG
+    seed: int = 0
+    split_file: str | None = None
+    train_fraction: float | None = None
+    # The shards.
+    shards_per_split: int | None = None
+    slices_per_shard: int | None = None
+    compression: str = "gzip"
+    # The run: worker processes (None: one per CPU), bad cases skipped, progress shown.
+    workers: int | None = None
+    skip_bad: bool = False
+    verbose: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildPlan:
+    """What `plan_build` decides before any voxel is read."""
+
+    layout: str  # the BraTS release's file naming (`cases.layout_of`)
+    split: dict  # {"train": [case, ...], "test": [...]}
+    split_record: dict  # the manifest's "split" record
+    plans: dict  # per split, `shard_plan`'s case ranges
+    jobs: list  # (split, position in it, case), every case in writing order
+
+
+def plan_build(brats_root, options):
+    """Finds the cases, splits them and assigns each to a shard (`BuildPlan`)."""
+    cases = discover_cases(brats_root)
+    layout = layout_of(cases)
+    split, split_record = choose_split(
+        cases,
+        options.train_hgg,
+        options.train_lgg,
+        options.seed,
+        options.split_file,
+        options.train_fraction,
+    )
+    plans = {
+        s: shard_plan(
+            len(split[s]), options.per_volume, options.shards_per_split, options.slices_per_shard
+        )
+        for s in SPLITS
+    }
+    jobs = [(s, pos, c) for s in SPLITS for pos, c in enumerate(split[s])]
+    return BuildPlan(layout, split, split_record, plans, jobs)
+
+
+def header_problems(jobs, skip_bad):
+    """{case id: error line} of the cases whose headers are bad (missing files, absurd
+    sizes, mismatched grids), found before any voxel is read; data problems surface in
+    the workers. Without `skip_bad` the first one is raised."""
+    problems = {}
+    for _, _, case in jobs:
+        try:
+            check_case(case)
+        except UserError as e:
+            if not skip_bad:
+                raise
+            problems[case["case_id"]] = str(e)
+    return problems
+
+
+def shard_plan(n_cases, per_volume, shards_per_split=None, slices_per_shard=None):
+    """Per shard, the [start, stop) range of case positions (contiguous, balanced)."""
+    if n_cases == 0:
+        return []
+    if shards_per_split is None:
+        per_shard = slices_per_shard or DEFAULT_SLICES_PER_SHARD
+        shards_per_split = math.ceil(n_cases * per_volume / per_shard)
+    n = max(1, min(shards_per_split, n_cases))
+    return [(s * n_cases // n, (s + 1) * n_cases // n) for s in range(n)]
+
+
+def choose_split(cases, train_hgg, train_lgg, seed, split_file=None, train_fraction=None):
+    """({"train": [...], "test": [...]}, the manifest's "split" record)."""
+    if split_file is not None:
+        split = read_split_file(split_file, cases)
+        record = {
+            "rule": "split file: listed ids train (or as their column says); one column: "
+            "the others test",
+            "file": os.path.abspath(split_file),
+            "sha256": sha256_file(split_file),
+        }
+    elif train_fraction is not None:
+        split = split_fraction(cases, train_fraction, seed)
+        record = {
+            "seed": seed,
+            "train_fraction": train_fraction,
+            "rule": "per grade: sorted ids shuffled with seed, round(fraction * n) train",
+        }
+    else:
+        split = split_cases(cases, train_hgg, train_lgg, seed)
+        record = {
+            "seed": seed,
+            "train_hgg": train_hgg,
+            "train_lgg": train_lgg,
+            "rule": "per grade: sorted ids shuffled with seed, first train_<grade> "
+            "train; grade 'unknown' trains train_hgg + train_lgg",
+        }
+    record["train_cases"] = [c["case_id"] for c in split["train"]]
+    record["test_cases"] = [c["case_id"] for c in split["test"]]
+    return split, record
