@@ -8,6 +8,7 @@ and a 4x4 source x target grid; a multi-source run one line per target x availab
 """
 
 import contextlib
+import dataclasses
 import os
 
 import numpy as np
@@ -147,6 +148,18 @@ def save_figure(path, rows, title):
     plt.close(fig)
 
 
+@dataclasses.dataclass(frozen=True)
+class ReportRows:
+    """What a report scores: the rows of the first model's kind of run (`rows_of`)."""
+
+    inputs: str  # "single" or "multi"
+    source: str  # a modality, or "any"
+    targets: tuple
+    table: list  # its `conditions.Row`s
+    keys: list  # their row keys ("t2->flair")
+    paper: bool  # the paper's mode: one source, a column per target
+
+
 def evaluate_report(
     runs,
     out,
@@ -181,6 +194,39 @@ def evaluate_report(
     from dygan_tf.data.manifest import read_manifest
     from dygan_tf.evaluation import scoring
 
+    predictors, config, data_dir = load_predictors(runs, model, data_dir, run_flags, tta_mode)
+    rows = rows_of(config)
+    size = read_manifest(data_dir)["image_size"]
+    results, slices, figure = scoring.score_rows(
+        predictors, data_dir, split, rows.table, figure_cases
+    )
+    names = [p.name for p in predictors]
+    report = {
+        "model": names[0],
+        "split": split,
+        "data": os.path.abspath(data_dir),
+        "image_size": size,
+        "source": rows.source,
+        "slices": slices,
+    }
+    if tta_mode != "none":  # (a default report stays as it was)
+        report["tta"] = tta_mode
+    results, section, heading, md_table = results_section(results, names, rows)
+    report.update(section)
+    report["baselines"] = {b: results[b] for b in BASELINE_NAMES}
+    if len(names) > 1:
+        report["compare"] = {n: results[n] for n in names}
+    md = report_markdown(split, data_dir, slices, heading, rows.paper, tta_mode, md_table)
+    panels = figure_panels(figure, rows.keys, rows.source if rows.paper else None)
+    write_report(out, report, md, panels, names[0])
+    return report
+
+
+def load_predictors(runs, model, data_dir, run_flags, tta_mode):
+    """(predictors, the first config or None, the shard folder): the SavedModel's first,
+    then each run's; the shard folder `data_dir`, else the first run's."""
+    from dygan_tf.evaluation import scoring
+
     if not runs and not model:
         raise ValueError("evaluate_report needs run folders or a SavedModel. Received none")
     run_flags = list(run_flags or [None] * len(runs))
@@ -198,48 +244,50 @@ def evaluate_report(
         data_dir = data_dir or run_data
     if data_dir is None:
         raise UserError(f"{runs[0]}: the run does not record its data folder; pass one")
+    return predictors, config, data_dir
+
+
+def rows_of(config):
+    """The `ReportRows` of a run's config (None: the paper's T2 run)."""
     inputs = config.model.inputs if config else "single"
     source = config.train.source if config else "t2"
     targets = config.train.targets if config else targets_for(source)
-    table_rows = conditions.row_table(inputs, source, targets)
-    keys = [r.key for r in table_rows]
-    size = read_manifest(data_dir)["image_size"]
-    results, slices, figure = scoring.score_rows(
-        predictors, data_dir, split, table_rows, figure_cases
-    )
-    names = [p.name for p in predictors]
+    table = conditions.row_table(inputs, source, targets)
     paper = inputs == "single" and source != conditions.SOURCE_ANY
-    report = {
-        "model": names[0],
-        "split": split,
-        "data": os.path.abspath(data_dir),
-        "image_size": size,
-        "source": source,
-        "slices": slices,
+    return ReportRows(inputs, source, targets, table, [r.key for r in table], paper)
+
+
+def results_section(results, names, rows):
+    """(results keyed as the report keys them, the report's results section, the
+    markdown heading, the markdown table): the paper's Table 2 keyed by target as it
+    always was; otherwise per row, with its per-target means (and a single-source run's
+    source x target grid)."""
+    first = names[0]
+    if rows.paper:
+        source = rows.source
+        results = {
+            n: {t: r.get(f"{source}->{t}") for t in rows.targets} for n, r in results.items()
+        }
+        section = {"per_target": results[first]}
+        return results, section, f"source {source.upper()}", table(results, names, rows.targets)
+    keys = rows.keys
+    results = {n: {k: r.get(k) for k in keys} for n, r in results.items()}
+    section = {
+        "inputs": rows.inputs,
+        "rows": keys,
+        "per_row": results[first],
+        "per_target": per_target(results[first], keys),
     }
-    if tta_mode != "none":  # (a default report stays as it was)
-        report["tta"] = tta_mode
-    if paper:  # the paper's Table 2, keyed by target as it always was
-        results = {n: {t: r.get(f"{source}->{t}") for t in targets} for n, r in results.items()}
-        report["per_target"] = results[names[0]]
-        heading = f"source {source.upper()}"
-        md_table = table(results, names, targets)
-    else:
-        results = {n: {k: r.get(k) for k in keys} for n, r in results.items()}
-        report["inputs"] = inputs
-        report["rows"] = keys
-        report["per_row"] = results[names[0]]
-        report["per_target"] = per_target(results[names[0]], keys)
-        heading = "multi-source" if inputs == "multi" else f"{len(keys)} tasks, any source"
-        md_table = row_table_md(results, names, conditions.display_order(keys))
-        if inputs == "single":
-            md_table += "\n" + f"{names[0]}, source x target:\n\n" + task_grid_md(results[names[0]])
-    report["baselines"] = {b: results[b] for b in BASELINE_NAMES}
-    if len(names) > 1:
-        report["compare"] = {n: results[n] for n in names}
-    os.makedirs(out, exist_ok=True)
-    write_json_atomic(os.path.join(out, REPORT_JSON), report)
-    md = (
+    heading = "multi-source" if rows.inputs == "multi" else f"{len(keys)} tasks, any source"
+    md_table = row_table_md(results, names, conditions.display_order(keys))
+    if rows.inputs == "single":
+        md_table += "\n" + f"{first}, source x target:\n\n" + task_grid_md(results[first])
+    return results, section, heading, md_table
+
+
+def report_markdown(split, data_dir, slices, heading, paper, tta_mode, md_table):
+    """report.md: what was scored, how, and the table."""
+    return (
         f"# {split} split of {data_dir}: {slices} slices, {heading}\n\n"
         "PSNR (dB) / SSIM on images mapped to [0, 1]"
         + ("" if paper else "; a baseline of several sources uses its best single one")
@@ -247,8 +295,12 @@ def evaluate_report(
         + "\n\n"
         + md_table
     )
+
+
+def write_report(out, report, md, panels, title):
+    """Writes report.json, report.md and figure.png into `out` and prints the markdown."""
+    os.makedirs(out, exist_ok=True)
+    write_json_atomic(os.path.join(out, REPORT_JSON), report)
     write_text_atomic(os.path.join(out, REPORT_MD), md)
-    panels = figure_panels(figure, keys, source if paper else None)
-    save_figure(os.path.join(out, FIGURE), panels, names[0])
+    save_figure(os.path.join(out, FIGURE), panels, title)
     print(md + f"\nwrote {os.path.join(out, REPORT_JSON)}, {REPORT_MD}, {FIGURE}")
-    return report
