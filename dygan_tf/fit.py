@@ -13,7 +13,7 @@
                  --label-mode input (MGAN-style); --discriminator patch --d-dyconv off
                  (a static PatchGAN); the paper's rows: dygan_tf.experiments.paper_tables
       backend:   --backend jax|torch trains on that Keras backend (TensorFlow stays the
-                 data library); the run folder is the same, its checkpoints .npz files
+                 data library); the run folder is the same, checkpoints included
       testing:   --steps-per-epoch N caps each epoch at N steps
 
 Running the same command again after a kill resumes at the first unfinished epoch.

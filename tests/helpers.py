@@ -279,3 +279,16 @@ def run_limited(module, argv, max_bytes, timeout=300):
         text=True,
         timeout=timeout,
     )
+
+
+def checkpoint_counts(prefix):
+    """(epoch, G's optimizer steps, D's optimizer steps) stored in the run folder's
+    checkpoint at `prefix` (a `ckpt-N` of `dygan_tf.run_folder.checkpoints`)."""
+    from dygan_tf.run_folder import checkpoints
+
+    values = checkpoints.read(prefix)
+
+    def steps(name):
+        return next(int(v) for p, v in values[name].items() if p.endswith("/iteration"))
+
+    return values["epoch"], steps("g_optimizer"), steps("d_optimizer")

@@ -154,19 +154,19 @@ def test_jax_fit_resumes_bit_for_bit_and_exports_the_same_savedmodel(tfrecord_di
     import keras
 
     from dygan_tf import export
+    from dygan_tf.run_folder import checkpoints
     from dygan_tf.run_folder import files as run_folder
-    from dygan_tf.run_folder import npz_checkpoint
     from tests.helpers import run_in_process, serve_alone, t2_task_batch
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     _fit_jax(tfrecord_dir, straight, 2)
     _fit_jax(tfrecord_dir, resumed, 1)
     assert "resuming at epoch 2" in _fit_jax(tfrecord_dir, resumed, 2).stdout
-    # The run folder's checkpoints are .npz (TensorFlow's cannot hold JAX variables),
-    # and the resumed run is the straight one, bit for bit: history and every array.
+    # The run folder's checkpoints are .npz, as on every backend, and the resumed run
+    # is the straight one, bit for bit: history and every array.
     assert (straight / "history.csv").read_text() == (resumed / "history.csv").read_text()
     last = run_folder.checkpoint_dir(straight)
-    assert sorted(npz_checkpoint.checkpoints_in(last)) == [1, 2]
+    assert sorted(checkpoints.checkpoints_in(last)) == [1, 2]
     with (
         np.load(f"{last}/ckpt-2.npz") as a,
         np.load(f"{run_folder.checkpoint_dir(resumed)}/ckpt-2.npz") as b,
@@ -217,8 +217,8 @@ def test_torch_fit_trains_and_resumes_bit_for_bit(tfrecord_dir, tmp_path):
 
 
 def test_a_truncated_npz_checkpoint_is_passed_over_with_a_note(tmp_path, capsys):
+    from dygan_tf.run_folder import checkpoints
     from dygan_tf.run_folder import files as run_folder
-    from dygan_tf.run_folder import npz_checkpoint
 
     class Holder:
         def __init__(self, *values):
@@ -227,26 +227,26 @@ def test_a_truncated_npz_checkpoint_is_passed_over_with_a_note(tmp_path, capsys)
             self.variables = [keras.Variable(np.asarray(v, "float32")) for v in values]
 
     net = Holder([1.0, 2.0], [[3.0]])
-    checkpoint = npz_checkpoint.Checkpoint(net=net)
-    manager = npz_checkpoint.CheckpointManager(checkpoint, run_folder.checkpoint_dir(tmp_path), 2)
+    checkpoint = checkpoints.Checkpoint(net=net)
+    manager = checkpoints.CheckpointManager(checkpoint, run_folder.checkpoint_dir(tmp_path), 2)
     for epoch in (1, 2, 3):
         checkpoint.epoch.assign(epoch)
         net.variables[0].assign([float(epoch), 0.0])
-        run_folder.save_checkpoint(manager, epoch)
-    assert sorted(npz_checkpoint.checkpoints_in(manager.directory)) == [2, 3]  # keeps 2
+        manager.save(epoch)
+    assert sorted(checkpoints.checkpoints_in(manager.directory)) == [2, 3]  # keeps 2
     newest = f"{manager.directory}/ckpt-3.npz"
     with open(newest, "r+b") as f:
         f.truncate(f.seek(0, 2) // 2)
-    assert npz_checkpoint.problem(newest[: -len(".npz")]) is not None
-    restored = npz_checkpoint.Checkpoint(net=Holder([0.0, 0.0], [[0.0]]))
+    assert checkpoints.problem(newest[: -len(".npz")]) is not None
+    restored = checkpoints.Checkpoint(net=Holder([0.0, 0.0], [[0.0]]))
     history = [{"epoch": "1"}, {"epoch": "2"}, {"epoch": "3"}]
-    prefix = run_folder.restore_last(restored, tmp_path, history)
+    prefix = checkpoints.restore_last(restored, tmp_path, history)
     assert prefix.endswith("ckpt-2") and int(restored.epoch.numpy()) == 2
-    np.testing.assert_array_equal(restored._objects["net"].variables[0].numpy(), [2.0, 0.0])
+    np.testing.assert_array_equal(restored.objects["net"].variables[0].numpy(), [2.0, 0.0])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("note:") and "ckpt-3 (BadZipFile" in err[0]
     # Another model's checkpoint is one line, nothing assigned.
-    other = npz_checkpoint.Checkpoint(net=Holder([0.0], [[0.0]]))
+    other = checkpoints.Checkpoint(net=Holder([0.0], [[0.0]]))
     with pytest.raises(Exception, match="holds the weights of another model"):
         other.restore(prefix)
 

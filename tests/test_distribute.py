@@ -3,9 +3,12 @@ resume after killing a worker, mixed precision. (Mirrored vs one device weight e
 is in test_model.py; the XLA-compiled train steps of DyGAN and pix2pix, in float16, are
 run by test_benchmarks_run.py's GPU-mode test.)"""
 
+import contextlib
 import csv
+import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +23,11 @@ import tensorflow as tf
 from dygan_tf import fit
 from dygan_tf.config.run_config import get_preset
 from dygan_tf.models.builders import build_dygan
-from tests.helpers import FIT_RUNS, PATCH_D, REPO, run_in_process, t2_task_batch
+from dygan_tf.run_folder import checkpoints
+from dygan_tf.run_folder import files as run_folder
+from dygan_tf.training.distribute import make_strategy
+from dygan_tf.training.run import open_run
+from tests.helpers import FIT_RUNS, FIT_STEPS, PATCH_D, REPO, run_in_process, t2_task_batch
 
 TINY = get_preset("tiny").override(discriminator="patch")  # helpers.PATCH_D
 SIZE = TINY.model.image_size
@@ -114,25 +121,44 @@ def test_fit_mirrored_on_two_cpu_replicas(fit_runs):
 
 
 @pytest.mark.slow
+def test_a_mirrored_runs_checkpoint_restores_into_every_replica(fit_runs, tfrecord_dir, tmp_path):
+    # The checkpoint a 2-replica mirrored run wrote (once, from the replicas' common
+    # values) restores under MirroredStrategy into each replica's copy of every variable.
+    run = shutil.copytree(fit_runs["patch_down"].path, tmp_path / "run")
+    stored = checkpoints.read(checkpoints.latest(run_folder.checkpoint_dir(run)))
+    strategy = make_strategy("mirrored", cpu_replicas=2)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        state = open_run(
+            run_folder.read_config(str(run)), str(tfrecord_dir), str(run), strategy, FIT_STEPS
+        )
+    assert state.start == 1 and "resuming at epoch 2" in printed.getvalue()
+    assert stored["epoch"] == 1 and state.last and state.best
+    for name in ("generator", "discriminator", "g_optimizer", "d_optimizer"):
+        for variable in getattr(state.gan, name).variables:
+            copies = strategy.experimental_local_results(variable.value)
+            assert len(copies) == 2, variable.path
+            for copy in copies:
+                np.testing.assert_array_equal(copy.numpy(), stored[name][variable.path])
+
+
+@pytest.mark.slow
 def test_two_workers_on_localhost_train_identically_and_resume_after_a_kill(tfrecord_dir, tmp_path):
     # Kill both workers once epoch 1 is checkpointed, then restart them: they resume and
     # finish; every epoch's all-reduced losses are the same on both workers.
     out = tmp_path / "run"
     procs = _start_workers(_free_ports(2), tfrecord_dir, out, EPOCHS, tmp_path, "killed")
-    checkpoint_index = out / "checkpoints" / "last" / "checkpoint"
+    last = run_folder.checkpoint_dir(out)
     deadline = time.time() + 300
-    while time.time() < deadline and "ckpt-1" not in (
-        checkpoint_index.read_text() if checkpoint_index.exists() else ""
-    ):
+    while time.time() < deadline and not checkpoints.latest(last):
         if any(proc.poll() is not None for proc, _ in procs):
             break
         time.sleep(0.1)
     log = (tmp_path / "killed-worker0.log").read_text()[-3000:]
-    assert checkpoint_index.exists() and "ckpt-1" in checkpoint_index.read_text(), log
+    assert checkpoints.latest(last), log
     procs[1][0].send_signal(signal.SIGKILL)
     procs[0][0].send_signal(signal.SIGKILL)  # the chief alone would wait for its peer
     _finish(procs)
-    finished = int(checkpoint_index.read_text().split("ckpt-")[1].split('"')[0])
+    finished = max(checkpoints.checkpoints_in(last))
     assert 1 <= finished < EPOCHS
     assert _history_epochs(out)[:finished] == list(range(1, finished + 1))
     chief, other = (_loss_lines(tmp_path / f"killed-worker{i}.log") for i in (0, 1))
@@ -156,9 +182,11 @@ def test_two_workers_on_localhost_train_identically_and_resume_after_a_kill(tfre
     ).all()
     assert not [p for p in os.listdir(out) if p.startswith("dygan-worker")]
     # A non-chief's scratch folder lives under its TMPDIR: the killed one's is still
-    # there, the resumed one's is gone at the end.
-    assert [p for p in os.listdir(tmp_path / "tmp-killed") if p.startswith("dygan-worker")]
+    # there, the resumed one's is gone at the end. Only the chief writes checkpoints.
+    scratch = [p for p in (tmp_path / "tmp-killed").iterdir() if p.name.startswith("dygan-worker")]
+    assert scratch and not [p for s in scratch for p in s.rglob("ckpt-*")]
     assert not [p for p in os.listdir(tmp_path / "tmp-resumed") if p.startswith("dygan-worker")]
+    assert sorted(checkpoints.checkpoints_in(last)) == [EPOCHS - 1, EPOCHS]
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])

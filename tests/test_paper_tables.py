@@ -148,7 +148,7 @@ def test_the_runner_records_resumes_a_killed_run_and_summarises(tfrecord_dir, tm
     )
     checkpoint = tmp_path / "runs" / "t4_pix2pix" / "seed1" / "checkpoints" / "last"
     deadline = time.monotonic() + 300
-    while not (checkpoint / "ckpt-1.index").exists():
+    while not (checkpoint / "ckpt-1.npz").exists():
         assert killed.poll() is None and time.monotonic() < deadline, "no first epoch"
         time.sleep(0.2)
     os.killpg(killed.pid, signal.SIGKILL)

@@ -14,8 +14,10 @@ import tensorflow as tf
 import dygan_tf  # noqa: F401 (registers the Keras objects, as a user's import does)
 from dygan_tf import evaluate, export, fit
 from dygan_tf.inference.synthesis import load_synthesizer
+from dygan_tf.run_folder import checkpoints
 from dygan_tf.run_folder import files as run_folder
 from dygan_tf.training.run import open_run
+from dygan_tf.utils.errors import UserError
 from tests.helpers import REPO, run_in_process
 
 pytestmark = pytest.mark.slow
@@ -75,6 +77,23 @@ def test_checkpoints_restore_the_release_weights(run_copy):
     assert int(state.gan.g_optimizer.iterations.numpy()) == 4  # 2 epochs x 2 steps
 
 
+def test_a_release_checkpoint_on_another_backend_is_one_line(run_copy, monkeypatch):
+    """Reading an earlier release's TensorFlow checkpoint needs TensorFlow's object
+    graph: on JAX or PyTorch the run is refused with one line that says how to go on,
+    and nothing is assigned."""
+    from dygan_tf.utils import backend
+
+    monkeypatch.setattr(backend, "is_tensorflow", lambda: False)
+    holder = keras.Variable(np.zeros(2, "float32"))
+    checkpoint = checkpoints.Checkpoint(net=type("Net", (), {"variables": [holder]})())
+    prefix = checkpoints.latest(run_folder.checkpoint_dir(run_copy))
+    with pytest.raises(UserError) as caught:
+        checkpoints.restore_last(checkpoint, str(run_copy), run_folder.read_history(run_copy))
+    assert str(caught.value).startswith(f"{prefix}: a TensorFlow checkpoint of an earlier ")
+    assert "KERAS_BACKEND=tensorflow" in str(caught.value)
+    assert int(checkpoint.epoch.numpy()) == 0 and not np.asarray(holder).any()
+
+
 def test_the_run_resumes_evaluates_and_exports(run_copy, tmp_path, reference):
     out = run_in_process(
         fit.main,
@@ -88,6 +107,17 @@ def test_the_run_resumes_evaluates_and_exports(run_copy, tmp_path, reference):
     with open(os.path.join(RELEASE, "run_tiny", "history.csv"), newline="") as f:
         before = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[:2] == before
+    # The next checkpoint is in the one format; the release's ckpt-2 stays to fall back
+    # on, its ckpt-1 goes (two kept).
+    last = run_folder.checkpoint_dir(run_copy)
+    assert sorted(checkpoints.checkpoints_in(last)) == [2, 3]
+    assert os.path.isfile(os.path.join(last, "ckpt-3.npz"))
+    assert checkpoints.is_tensorflow(os.path.join(last, "ckpt-2"))
+    assert not [n for n in os.listdir(last) if n.startswith("ckpt-1")]
+    # Opened again, it resumes from the new file.
+    config = run_folder.read_config(str(run_copy))
+    state = open_run(config, SHARDS, str(run_copy), tf.distribute.OneDeviceStrategy("/cpu:0"))
+    assert state.start == 3 and int(state.gan.g_optimizer.iterations.numpy()) == 6
 
     report = tmp_path / "eval"
     result = run_in_process(evaluate.main, "--run", run_copy, "--data", SHARDS, "--out", report)

@@ -30,10 +30,11 @@ import tensorflow as tf
 
 from dygan_tf import fit
 from dygan_tf.data.manifest import read_manifest
+from dygan_tf.run_folder import checkpoints
 from dygan_tf.run_folder import files as run_folder
 from dygan_tf.utils.atomic import PARTIAL_PREFIX
 from dygan_tf.utils.errors import UserError
-from tests.helpers import PATCH_D, one_error_line, run_limited
+from tests.helpers import PATCH_D, checkpoint_counts, one_error_line, run_limited
 
 EPOCHS, STEPS = 3, 2
 
@@ -96,8 +97,7 @@ def _epochs(run):
 
 
 def _iterations(prefix):
-    reader = tf.train.load_checkpoint(prefix)
-    return int(reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+    return checkpoint_counts(prefix)[1]
 
 
 def _last(run):
@@ -114,20 +114,20 @@ def faulted_run(tfrecord_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("faulted") / "run"
     first = run_command(fit.main, *_flags(tfrecord_dir, run, epochs=2))
     assert first.returncode == 0, first.stderr
-    checkpoints = _digests(run / "checkpoints")
+    saved = _digests(run / "checkpoints")
     history = (run / "history.csv").read_text().splitlines()
-    limit = max(p.stat().st_size for p in (run / "checkpoints").rglob("*.data-*")) // 2
+    limit = max(p.stat().st_size for p in (run / "checkpoints").rglob("ckpt-*.npz")) // 2
     assert limit > 100_000  # above history.csv and the TensorBoard events of an epoch
     failed = run_limited("dygan_tf.fit", _flags(tfrecord_dir, run), limit)
     after_failure = dict(
         checkpoints=_digests(run / "checkpoints"),
-        latest=tf.train.latest_checkpoint(_last(run)),
+        latest=checkpoints.latest(_last(run)),
         partials=_partials(run),
     )
     resumed = run_command(fit.main, *_flags(tfrecord_dir, run))
     return dict(
         run=run,
-        checkpoints=checkpoints,
+        checkpoints=saved,
         history=history,
         failed=failed,
         after_failure=after_failure,
@@ -141,7 +141,7 @@ def test_full_disk_while_saving_a_checkpoint_is_one_line_and_resumes(faulted_run
     # `best` is saved before `last` when validation improved; either way it is named.
     assert "/checkpoints/" in line and "/ckpt-3: cannot write (File too large)" in line, line
     assert "keeps its previous checkpoint" in line and "[Op:" not in line
-    # Epochs 1 and 2 as they were: every checkpoint file, the index naming ckpt-2.
+    # Epochs 1 and 2 as they were: every checkpoint file, ckpt-2 the newest.
     after = faulted_run["after_failure"]
     assert after["checkpoints"] == faulted_run["checkpoints"]
     assert after["latest"] == os.path.join(_last(run), "ckpt-2") and not after["partials"]
@@ -152,9 +152,9 @@ def test_full_disk_while_saving_a_checkpoint_is_one_line_and_resumes(faulted_run
     assert "note:" not in resumed.stderr
     lines = (run / "history.csv").read_text().splitlines()
     assert lines[:3] == faulted_run["history"] and _epochs(run) == [1, 2, 3]
-    assert _iterations(tf.train.latest_checkpoint(_last(run))) == EPOCHS * STEPS
+    assert _iterations(checkpoints.latest(_last(run))) == EPOCHS * STEPS
     # Two kept in last: the newest and one to fall back on.
-    assert sorted(run_folder.checkpoints_in(_last(run))) == [2, 3]
+    assert sorted(checkpoints.checkpoints_in(_last(run))) == [2, 3]
 
 
 def test_resumed_run_equals_an_undisturbed_one(faulted_run, tfrecord_dir, tmp_path):
@@ -240,7 +240,7 @@ def test_full_disk_while_exporting_keeps_the_previous_version(run_dir, savedmode
 # --------------------------------------------------------------- checkpoint fall-back
 def _break(prefix, how):
     """Damages the checkpoint at `prefix` as storage might."""
-    data = f"{prefix}.data-00000-of-00001"
+    data = f"{prefix}.npz"
     raw = bytearray(open(data, "rb").read())
     if how == "truncate":
         raw = raw[: len(raw) // 2]
@@ -264,22 +264,23 @@ def _open(run, tfrecord_dir):
     return state, err.getvalue()
 
 
-@pytest.mark.parametrize("how", ["truncate", "flip", "index_file"])
+@pytest.mark.parametrize("how", ["truncate", "flip", "partial"])
 def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(
     faulted_run, tfrecord_dir, tmp_path, how
 ):
     run = tmp_path / "run"
     shutil.copytree(faulted_run["run"], run)
     last = _last(run)
-    if how == "index_file":  # the `checkpoint` index file garbled: ckpt-3 is still found
-        with open(os.path.join(last, "checkpoint"), "w") as f:
-            f.write("model_checkpoint_path: <garbage\n")
+    if how == "partial":  # a kill while ckpt-4 was written: ckpt-3 is still the newest
+        with open(os.path.join(last, "ckpt-4.tmp.npz"), "wb") as f:
+            f.write(b"PK\x03\x04 half a file")
     else:
         _break(os.path.join(last, "ckpt-3"), how)
+    before = _digests(run / "checkpoints")
     state, err = _open(run, tfrecord_dir)
-    if how == "index_file":
+    if how == "partial":
         assert state.start == 3 and err == ""
-        assert tf.train.latest_checkpoint(last) == os.path.join(last, "ckpt-3")  # repaired
+        assert checkpoints.latest(last) == os.path.join(last, "ckpt-3")
         return
     assert state.start == 2 and [int(r["epoch"]) for r in state.history] == [1, 2]
     notes = err.strip().splitlines()
@@ -288,7 +289,7 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(
     # ckpt-2's state: its epoch and step count (ckpt-3 had 3 and 6).
     assert int(state.checkpoint.epoch.numpy()) == 2
     assert int(state.gan.g_optimizer.iterations.numpy()) == 2 * STEPS
-    assert tf.train.latest_checkpoint(last) == os.path.join(last, "ckpt-2")
+    assert _digests(run / "checkpoints") == before  # opening deletes nothing
 
 
 def test_fall_back_then_training_continues(faulted_run, tfrecord_dir, tmp_path):
@@ -300,12 +301,12 @@ def test_fall_back_then_training_continues(faulted_run, tfrecord_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     notes = result.stderr.strip().splitlines()
     assert len(notes) == 1 and "passing over unreadable ckpt-3 (" in notes[0], result.stderr
-    assert "Checksum does not match" in notes[0]
+    assert "Bad CRC-32" in notes[0]
     assert "resuming at epoch 3 (2 of 3 finished" in result.stdout
     lines = (run / "history.csv").read_text().splitlines()
     assert lines[:3] == history[:3] and _epochs(run) == [1, 2, 3]
     assert _iterations(os.path.join(_last(run), "ckpt-3")) == EPOCHS * STEPS  # rewritten
-    assert sorted(run_folder.checkpoints_in(_last(run))) == [2, 3]
+    assert sorted(checkpoints.checkpoints_in(_last(run))) == [2, 3]
 
 
 def test_no_restorable_checkpoint_under_a_history_is_refused(faulted_run, tfrecord_dir, tmp_path):

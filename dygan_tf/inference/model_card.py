@@ -95,12 +95,26 @@ def _evaluation(run_dir):
 
 
 def _backend(run_dir):
-    """The Keras backend the run trained on: JAX/PyTorch runs keep .npz checkpoints."""
+    """The Keras backend the run began on: run.json records it; in a folder of an
+    earlier release, TensorFlow checkpoints tell a TensorFlow run and .npz ones a JAX
+    or PyTorch run (the only ones that wrote them then)."""
+    from dygan_tf.run_folder import checkpoints
     from dygan_tf.run_folder import files as run_folder
 
     if not run_dir or not os.path.isdir(run_dir):
         return None
-    return "jax or torch" if run_folder.uses_npz_checkpoints(run_dir) else "tensorflow"
+    if os.path.isfile(run_folder.path(run_dir, run_folder.RUN_INFO)):
+        recorded = run_folder.read_info(run_dir).get("backend")
+        if recorded:
+            return recorded
+    found = [
+        p
+        for kind in (run_folder.LAST, run_folder.BEST)
+        for p in checkpoints.checkpoints_in(run_folder.checkpoint_dir(run_dir, kind)).values()
+    ]
+    if not found:
+        return None
+    return "tensorflow" if any(map(checkpoints.is_tensorflow, found)) else "jax or torch"
 
 
 def model_card(config, run_dir=None):

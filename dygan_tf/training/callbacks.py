@@ -146,8 +146,9 @@ class EpochCheckpoints(keras.callbacks.Callback):
     `WriteError` line naming the checkpoint; the previous ones stay restorable.
 
     Args:
-        checkpoint: a `tf.train.Checkpoint` with an `epoch` variable.
-        last, best: `tf.train.CheckpointManager`s of checkpoints/last and /best.
+        checkpoint: a `dygan_tf.run_folder.checkpoints.Checkpoint` (with its `epoch`).
+        last, best: its `CheckpointManager`s of checkpoints/last and /best; None on a
+            worker that writes no checkpoints (a multi-worker run's non-chief).
         best_score: the best `val_psnr_mean` so far (from the history on a resume).
     """
 
@@ -164,8 +165,10 @@ class EpochCheckpoints(keras.callbacks.Callback):
         score = logs.get(OBJECTIVE)
         if score is not None and score > self.best_score:
             self.best_score = float(score)
-            run_folder.save_checkpoint(self.best, epoch + 1)
-        run_folder.save_checkpoint(self.last, epoch + 1)
+            if self.best is not None:
+                self.best.save(epoch + 1)
+        if self.last is not None:
+            self.last.save(epoch + 1)
         if self.verbose and score is not None:
             targets = [k[len("val_psnr_") :] for k in logs if k.startswith("val_psnr_")]
             targets = [t for t in targets if t != "mean"]

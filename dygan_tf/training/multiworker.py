@@ -3,8 +3,9 @@
 Keras 3 `fit()` does not work under MultiWorkerMirroredStrategy (keras#20585,
 tensorflow#72388), so this loop drives the same `DyGAN.train_step` through
 `strategy.run`. Each worker reads its own shard files; the chief writes the run folder
-(checkpoints, history.csv, TensorBoard, generator.keras) and every other worker writes
-to a scratch folder that is deleted at the end. A restarted worker resumes from the
+(checkpoints, history.csv, TensorBoard, generator.keras); every other worker writes no
+checkpoint, and its throwaway history and TensorBoard go to a scratch folder that is
+deleted at the end. A restarted worker resumes from the
 chief's last checkpoint, so the run folder must be on storage all workers can read.
 Before the first collective op of training, `check_workers` has every worker check what
 it needs and exchange the results, so a problem on one stops all with the same line.
@@ -66,15 +67,7 @@ def train_multiworker(
     write_dir = run_dir if chief else scratch
     try:
         check_workers(config, data_dir, run_dir, strategy, steps_per_epoch, start_problem)
-        run = training.open_run(
-            config,
-            data_dir,
-            run_dir,
-            strategy,
-            steps_per_epoch,
-            write_dir=write_dir,
-            restore_from=run_dir,
-        )
+        run = training.open_run(config, data_dir, run_dir, strategy, steps_per_epoch, chief)
         gan = run.gan
         if run.start < train_cfg.epochs:
             try:
@@ -213,10 +206,9 @@ def worker_digests(config, data_dir, run_dir, steps_per_epoch):
         shards = {k: manifest.get(k) for k in ("image_size", "compression", "splits")}
     except UserError:
         shards = None  # the worker's own error line says why
-    index = os.path.join(run_folder.checkpoint_dir(run_dir), "checkpoint")
-    try:
-        with open(index, encoding="utf-8") as f:
-            checkpoints = f.read()
+    last = run_folder.checkpoint_dir(run_dir)
+    try:  # the checkpoint files' names and sizes
+        checkpoints = sorted((n, os.path.getsize(os.path.join(last, n))) for n in os.listdir(last))
     except OSError:
         checkpoints = None
     settings = {"config": config.to_dict(), "steps_per_epoch": steps_per_epoch}

@@ -21,8 +21,8 @@ from dygan_tf.data import shard_check
 from dygan_tf.data.manifest import split_cases
 from dygan_tf.data.pipeline import make_dataset
 from dygan_tf.models.builders import build_dygan
+from dygan_tf.run_folder import checkpoints
 from dygan_tf.run_folder import files as run_folder
-from dygan_tf.run_folder import npz_checkpoint
 from dygan_tf.training import callbacks as run_callbacks
 from dygan_tf.utils import backend
 from dygan_tf.utils.errors import UserError
@@ -102,82 +102,52 @@ class RunState:
     """What a training loop needs: the model, its checkpoints, history and start epoch."""
 
     gan: keras.Model
-    checkpoint: object  # a tf.train.Checkpoint, or npz_checkpoint's on other backends
-    last: object  # its CheckpointManager of checkpoints/last
-    best: object  # and of checkpoints/best
+    checkpoint: checkpoints.Checkpoint  # the networks, both optimizers and the epoch
+    last: checkpoints.CheckpointManager | None  # of checkpoints/last (None: not the writer)
+    best: checkpoints.CheckpointManager | None  # and of checkpoints/best
     history: list
     start: int  # epochs already finished
     steps: int  # per epoch
     validation: list  # held-out case ids
     n_train: int  # training slices
     global_slices: int  # slices per step over all replicas
+    run_dir: str
 
 
-def open_run(
-    config, data_dir, run_dir, strategy, steps_per_epoch=None, write_dir=None, restore_from=None
-):
-    """Builds the model under `strategy` and restores the last checkpoint, if any.
+def open_run(config, data_dir, run_dir, strategy, steps_per_epoch=None, chief=True):
+    """Builds the model under `strategy` and restores the last checkpoint of `run_dir`,
+    if any.
 
     Every replica step consumes batch_slices slices per replica, so one pass over the
-    training slices takes ceil(slices / (batch_slices * replicas)) steps. `write_dir`
-    (default `run_dir`) receives checkpoints; `restore_from` (default `write_dir`) is the
-    run folder whose last checkpoint is restored: multi-worker non-chiefs write to a
-    scratch folder but resume from the chief's checkpoints.
+    training slices takes ceil(slices / (batch_slices * replicas)) steps. Only the
+    `chief` writes the run folder (config.json, run.json, checkpoints); another
+    worker of a multi-worker run resumes from the chief's checkpoints and writes none.
     """
-    train_cfg = config.train
-    write_dir = write_dir or run_dir
-    if write_dir == run_dir:
-        validation = run_folder.prepare(
-            run_dir, config, data_dir, lambda: choose_validation_cases(data_dir, train_cfg.seed)
-        )
-    else:  # deterministic from the seed: the same cases the chief records
-        validation = choose_validation_cases(data_dir, train_cfg.seed)
+    validation = _held_out_cases(config, data_dir, run_dir, chief)
     n_train = count_slices(data_dir, validation, keep=False)
     if n_train == 0:
         raise UserError(
             f"{data_dir}: no training slices left after holding out {validation} for validation"
         )
-    global_slices = train_cfg.batch_slices * strategy.num_replicas_in_sync
+    global_slices = config.train.batch_slices * strategy.num_replicas_in_sync
     steps = steps_per_epoch or math.ceil(n_train / global_slices)
-    keras.utils.set_random_seed(train_cfg.seed)
-    with strategy.scope():
-        gan = build_dygan(config, steps_per_epoch=steps)
-    networks = dict(
+    gan = _build(config, strategy, steps)
+    checkpoint = checkpoints.Checkpoint(
         generator=gan.generator,
         discriminator=gan.discriminator,
         g_optimizer=gan.g_optimizer,
         d_optimizer=gan.d_optimizer,
     )
-    # TensorFlow's checkpoints hold TensorFlow variables only: a run on another backend
-    # (or a folder one started) keeps backend-neutral .npz checkpoints.
-    neutral = not backend.is_tensorflow() or run_folder.uses_npz_checkpoints(
-        restore_from or write_dir
-    )
-    if neutral:
-        checkpoint = npz_checkpoint.Checkpoint(**networks)
-        manager = npz_checkpoint.CheckpointManager
-    else:
-        checkpoint = tf.train.Checkpoint(**networks, epoch=tf.Variable(0, dtype=tf.int64))
-        manager = tf.train.CheckpointManager
-    history = run_folder.read_history(run_dir)
-    # Restored before the managers exist: they read the `checkpoint` index file, which a
-    # fall-back past an unreadable newest checkpoint rewrites.
-    restore_from = restore_from or write_dir
-    latest = run_folder.restore_last(
-        checkpoint, restore_from, history, repair=restore_from == write_dir
-    )
-    last = manager(checkpoint, run_folder.checkpoint_dir(write_dir), run_folder.KEEP_LAST)
-    best = manager(checkpoint, run_folder.checkpoint_dir(write_dir, run_folder.BEST), 1)
-    if latest:
-        start = int(checkpoint.epoch.numpy())
-        history = [r for r in history if int(r["epoch"]) <= start]
-        print(
-            f"resuming at epoch {start + 1} ({start} of {train_cfg.epochs} finished, "
-            f"from {latest})",
-            flush=True,
+    start, history = _resume(checkpoint, run_dir, config.train.epochs)
+    last = best = None
+    if chief:
+        last, best = (
+            checkpoints.CheckpointManager(checkpoint, directory, keep)
+            for directory, keep in (
+                (run_folder.checkpoint_dir(run_dir), checkpoints.KEEP_LAST),
+                (run_folder.checkpoint_dir(run_dir, run_folder.BEST), 1),
+            )
         )
-    else:
-        start, history = 0, []
     return RunState(
         gan=gan,
         checkpoint=checkpoint,
@@ -189,7 +159,42 @@ def open_run(
         validation=validation,
         n_train=n_train,
         global_slices=global_slices,
+        run_dir=run_dir,
     )
+
+
+def _held_out_cases(config, data_dir, run_dir, chief):
+    """The validation cases: recorded in a new run folder (the chief's) or checked
+    against the one it resumes; deterministic from the seed, so every worker agrees."""
+
+    def choose():
+        return choose_validation_cases(data_dir, config.train.seed)
+
+    if not chief:
+        return choose()
+    return run_folder.prepare(run_dir, config, data_dir, choose, backend=backend.name())
+
+
+def _build(config, strategy, steps):
+    """The DyGAN of `config`, its variables created under `strategy`, seeded."""
+    keras.utils.set_random_seed(config.train.seed)
+    with strategy.scope():
+        return build_dygan(config, steps_per_epoch=steps)
+
+
+def _resume(checkpoint, run_dir, epochs):
+    """Restores `run_dir`'s last checkpoint into `checkpoint`; returns (epochs already
+    finished, the history rows up to there): (0, []) for a fresh start."""
+    history = run_folder.read_history(run_dir)
+    latest = checkpoints.restore_last(checkpoint, run_dir, history)
+    if not latest:
+        return 0, []
+    start = int(checkpoint.epoch.numpy())
+    print(
+        f"resuming at epoch {start + 1} ({start} of {epochs} finished, from {latest})",
+        flush=True,
+    )
+    return start, [r for r in history if int(r["epoch"]) <= start]
 
 
 def diverged_error(stop, run):
@@ -200,7 +205,7 @@ def diverged_error(stop, run):
     return TrainingDiverged(
         f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} {where} "
         f"epoch {int(run.checkpoint.epoch.numpy()) + 1}; the last good checkpoint is in "
-        f"{run.last.directory}; try a lower learning rate"
+        f"{run_folder.checkpoint_dir(run.run_dir)}; try a lower learning rate"
     )
 
 
