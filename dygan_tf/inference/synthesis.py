@@ -105,32 +105,70 @@ def load_synthesizer(path, tta_mode="none"):
             f"{path}: not a folder; expected a SavedModel folder or a training run folder"
         )
     saved = _savedmodel_dir(path)
-    if saved is None:
-        if not os.path.isfile(os.path.join(path, RUN_GENERATOR)):
-            raise UserError(
-                f"{path}: holds neither saved_model.pb nor "
-                f"{RUN_GENERATOR}; expected a SavedModel or a training run folder"
-            )
-        import tensorflow as tf
+    if saved is not None:
+        return load_savedmodel_synthesizer(saved, tta_mode)
+    if not os.path.isfile(os.path.join(path, RUN_GENERATOR)):
+        raise UserError(
+            f"{path}: holds neither saved_model.pb nor "
+            f"{RUN_GENERATOR}; expected a SavedModel or a training run folder"
+        )
+    return load_run_synthesizer(path, tta_mode)
 
-        config, generator = load_run(path)
-        trained = list(trained_rows(config))
-        spec = (
-            tf.TensorSpec((None, *generator.input["image"].shape[1:]), tf.float32),
-            tf.TensorSpec((None, generator.input["task"].shape[1]), tf.float32),
-        )
-        _quiet_retracing_warning(tf)
-        call = tf.function(
-            lambda image, task: generator({"image": image, "task": task}, training=False),
-            input_signature=spec,
-        )
-        size = image_size(generator)
-        synthesizer = Synthesizer(
-            call, size, "keras", path, config.model.inputs, trained, config, tta_mode, True
-        )
-        synthesizer.model_card = model_card(config, path)
-        return synthesizer
 
+def load_run_synthesizer(path, tta_mode="none"):
+    """The Synthesizer ("keras") of a training run folder's generator."""
+    import tensorflow as tf
+
+    config, generator = load_run(path)
+    trained = list(trained_rows(config))
+    call = _generator_call(tf, generator)
+    size = image_size(generator)
+    synthesizer = Synthesizer(
+        call, size, "keras", path, config.model.inputs, trained, config, tta_mode, True
+    )
+    synthesizer.model_card = model_card(config, path)
+    return synthesizer
+
+
+def _generator_call(tf, generator):
+    """`call(image, task)`: the generator in inference mode, traced once (any batch)."""
+    spec = (
+        tf.TensorSpec((None, *generator.input["image"].shape[1:]), tf.float32),
+        tf.TensorSpec((None, generator.input["task"].shape[1]), tf.float32),
+    )
+    _quiet_retracing_warning(tf)
+    return tf.function(
+        lambda image, task: generator({"image": image, "task": task}, training=False),
+        input_signature=spec,
+    )
+
+
+def load_savedmodel_synthesizer(saved, tta_mode="none"):
+    """The Synthesizer ("savedmodel") of an exported SavedModel folder `saved`, with
+    what its metadata.json records (trained rows, config, model card, TTA)."""
+    loaded, signature, kind = _load_signature(saved)
+    metadata = read_metadata(saved)
+    trained = metadata.get("trained_rows", metadata.get("trained_tasks"))
+    config = _metadata_config(saved, metadata)
+    call = _signature_call(signature, kind, loaded)
+    size = int(signature.structured_input_signature[1]["image"].shape[1])
+    exported = metadata.get("tta", "none")
+    if exported not in tta.TTA_MODES:
+        raise UserError(
+            f"{os.path.join(saved, METADATA)}: tta {exported!r} is not one of {tta.TTA_MODES}"
+        )
+    apply = exported == "none"  # else the signature itself averages: not twice
+    tta_mode = tta_mode if apply else exported
+    synthesizer = Synthesizer(
+        call, size, "savedmodel", saved, kind, trained, config, tta_mode, apply
+    )
+    synthesizer.model_card = metadata.get("model_card")  # None: exported before cards
+    return synthesizer
+
+
+def _load_signature(saved):
+    """(the loaded SavedModel, its serving signature, its kind: "single" or "multi");
+    UserError unless the signature is one `dygan_tf.export` writes."""
     import tensorflow as tf
 
     try:
@@ -149,16 +187,23 @@ def load_synthesizer(path, tta_mode="none"):
             f"{OUTPUT_KEY!r}; found signatures {sorted(loaded.signatures)}; export with "
             "python -m dygan_tf.export"
         )
-    metadata = read_metadata(saved)
-    trained = metadata.get("trained_rows", metadata.get("trained_tasks"))
-    config = None
-    if "config" in metadata:
-        try:
-            config = RunConfig.from_dict(metadata["config"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise UserError(
-                f"{os.path.join(saved, METADATA)}: its config is unreadable ({e})"
-            ) from None
+    return loaded, signature, kind
+
+
+def _metadata_config(saved, metadata):
+    """The RunConfig that metadata.json records, or None."""
+    if "config" not in metadata:
+        return None
+    try:
+        return RunConfig.from_dict(metadata["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        where = os.path.join(saved, METADATA)
+        raise UserError(f"{where}: its config is unreadable ({e})") from None
+
+
+def _signature_call(signature, kind, loaded):
+    """`call(image, task)` of a serving signature; a multi-source one takes the 8-value
+    condition split into `available` and `target`."""
     if kind == "single":
 
         def call(image, task):
@@ -171,19 +216,7 @@ def load_synthesizer(path, tta_mode="none"):
             return signature(image=image, available=available, target=target)[OUTPUT_KEY]
 
     call.keepalive = loaded  # the signature's variables live as long as `loaded`
-    size = int(inputs["image"].shape[1])
-    exported = metadata.get("tta", "none")
-    if exported not in tta.TTA_MODES:
-        raise UserError(
-            f"{os.path.join(saved, METADATA)}: tta {exported!r} is not one of {tta.TTA_MODES}"
-        )
-    apply = exported == "none"  # else the signature itself averages: not twice
-    tta_mode = tta_mode if apply else exported
-    synthesizer = Synthesizer(
-        call, size, "savedmodel", saved, kind, trained, config, tta_mode, apply
-    )
-    synthesizer.model_card = metadata.get("model_card")  # None: exported before cards
-    return synthesizer
+    return call
 
 
 def read_metadata(saved):
@@ -287,14 +320,17 @@ def synthesize_case(
 
 class _OneTracePerModel(logging.Filter):
     """Drops TensorFlow's "N out of the last M calls ... triggered tf.function retracing"
-    warning for `load_synthesizer`'s function: TensorFlow counts traces per code object,
+    warning for `_generator_call`'s function: TensorFlow counts traces per code object,
     and the synthesizer traces once per loaded model by design (its signature has an
     unknown batch), so loading a few models in one process (a notebook, the tests) would
     print it for nothing. Other functions' retracing warnings still show."""
 
     def filter(self, record):
         message = record.getMessage()
-        return not ("triggered tf.function retracing" in message and "load_synthesizer" in message)
+        return not (
+            "triggered tf.function retracing" in message
+            and f"{_generator_call.__qualname__}.<locals>" in message
+        )
 
 
 def _quiet_retracing_warning(tf):
