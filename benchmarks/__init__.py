@@ -1,5 +1,7 @@
-"""Speed benchmarks of a checkout (`python -m benchmarks.run`, the profile, the DyConv
-method measurements); run from the repository, not installed with the package.
-`case_gain` and `region_error` are kept here as aliases of the research analyses whose
-library is dygan_tf.evaluation.
+"""Speed benchmarks of a checkout, run from the repository (not installed with the
+package): `python -m benchmarks.run` (every figure against its target), the train step
+on every backend (`backend_step`), where a step's time goes (`profile_step`), DyConv
+(`dyconv_bench`), the data pipeline (`data_bench`), inference (`inference_bench`), the
+offline GPU kit (`gpu_kit`); what they share (machine facts, matmul peak, targets, FLOP
+count, sizes) is in `common`.
 """

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from benchmarks.common import TARGETS
 from dygan_tf.utils.atomic import write_json_atomic
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError
@@ -92,7 +93,7 @@ def run(
             "load_cases_per_s": load_rate,
             "build_cases_per_s": build_rate,
             "ratio": build_rate / load_rate,
-            "target_ratio": 0.8,
+            "target_ratio": TARGETS["prep_vs_load"][1],
         },
         "tfdata": {
             "elements": elements,

@@ -1,10 +1,23 @@
-"""DyConv2D vs a static keras Conv2D of the same shape, forward + backward.
+"""DyConv2D against a static keras Conv2D, and every DyConv method against each other.
 
-Both layers are timed alternately in one process at the paper generator's decoder
-shapes; the figure is the ratio of median step times (DyConv / Conv2D). `--breakdown`
-adds, per shape, the time of each pass (forward, input gradient, kernel gradient) of the
-static conv and of both per-example methods, and of the kernel mixing: where the gap is.
-`python -m benchmarks.dyconv_bench [--quick] [--breakdown] [--out F.json]`.
+    python -m benchmarks.dyconv_bench [--quick] [--batches 3,12] [--breakdown] [--out F.json]
+    python -m benchmarks.dyconv_bench --dispatch [--presets demo,paper] [--repeats 3] \
+        [--max-mb 512] [--out F.json] [--print-table]
+
+DyConv2D vs Conv2D: both layers timed alternately in one process, forward + backward, at
+the paper generator's decoder shapes; the figure is the ratio of median step times
+(DyConv / Conv2D) against its target (benchmarks.common.TARGETS). `--breakdown` adds, per
+shape, the time of each pass (forward, input gradient, kernel gradient) of the static
+conv and of both per-example methods, and of the kernel mixing: where the gap is.
+
+`--dispatch` (the dispatch table): for each distinct DyConv2D shape in the generator and
+discriminator of each preset, forward + backward (gradients for the input, the experts
+and the mixing weights) of every method in `dygan_tf.layers.dyconv_methods.METHODS`,
+each a tf.function with an unknown batch (as `fit` traces the step), interleaved and
+repeated so that load drifts hit all alike. The generator's rows use the step's batch
+(3 tasks); the discriminator's twice that (real and fake pairs in one call).
+`--print-table` prints `TENSORFLOW_CPU_TABLE` for layers/dyconv_dispatch.py. Methods
+whose intermediate tensor would exceed `--max-mb` are skipped.
 """
 
 import json
@@ -12,8 +25,9 @@ import time
 
 import numpy as np
 
+from benchmarks.common import verdict
 from dygan_tf.utils.atomic import write_json_atomic
-from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.cli import ArgumentParser, import_tensorflow_quietly, run_main
 
 PAPER_SHAPES = ((256, 64), (128, 128), (64, 256), (32, 512))  # (spatial, channels)
 
@@ -167,13 +181,133 @@ def run(quick=False, batches=(3, 12), shapes=None, jit_compile=False, with_break
     extra = (
         {"breakdown": [breakdown(s, c, batches[0]) for s, c in shapes]} if with_breakdown else {}
     )
+    mean = round(float(np.exp(np.mean(np.log(ratios)))), 3)
     return extra | {
         "shapes": rows,
-        "geometric_mean_ratio": round(float(np.exp(np.mean(np.log(ratios)))), 3),
-        "target": 1.15,
+        "geometric_mean_ratio": mean,
+        **verdict("dyconv_vs_conv", mean),
         "quick": quick,
         "jit_compile": jit_compile,
     }
+
+
+def preset_shapes(preset, images=3):
+    """{(H, W, C, F, k, stride): {"batch", "layers"}} of the DyConv2D layers of `preset`."""
+    from dygan_tf.config.run_config import get_preset
+    from dygan_tf.layers.dyconv import DyConv2D
+    from dygan_tf.models.builders import build_networks
+
+    shapes = {}
+    for network, batch in zip(build_networks(get_preset(preset).model), (images, 2 * images)):
+        for layer in network.layers:
+            if isinstance(layer, DyConv2D):
+                inputs = layer.input
+                x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+                _, h, w, c = x.shape
+                key = (h, w, c, layer.filters, layer.kernel_size[0], layer.strides[0])
+                entry = shapes.setdefault(key, {"batch": batch, "layers": []})
+                entry["layers"].append(f"{preset}:{network.name}/{layer.name}")
+    return shapes
+
+
+def _intermediate_mb(method, batch, h, w, c, f, k, stride, experts):
+    out = (h // stride) * (w // stride)
+    floats = {
+        "patches": batch * out * k * k * c,
+        "stacked_inputs": batch * h * w * experts * c,
+        "stacked_outputs": batch * out * experts * f,
+    }.get(method, 0)
+    return 4 * floats / 2**20
+
+
+def time_methods(h, w, c, f, k, stride, batch, experts=3, repeats=3, max_mb=512, seed=0):
+    """{method: median seconds of fwd+bwd} at one shape; skipped methods are absent."""
+    import tensorflow as tf
+
+    from dygan_tf.layers.dyconv_methods import METHODS, dynamic_conv2d
+
+    rng = np.random.RandomState(seed)
+    x = tf.constant(rng.standard_normal((batch, h, w, c)).astype("float32"))
+    alpha = tf.constant(rng.uniform(size=(batch, experts)).astype("float32"))
+    kernel = tf.constant(rng.standard_normal((experts, k, k, c, f)).astype("float32") * 0.05)
+    signature = [
+        tf.TensorSpec([None, h, w, c]),
+        tf.TensorSpec([None, experts]),
+        tf.TensorSpec([experts, k, k, c, f]),
+    ]
+    steps = {}
+    for method in METHODS:
+        if _intermediate_mb(method, batch, h, w, c, f, k, stride, experts) > max_mb:
+            continue
+
+        def step(x, alpha, kernel, method=method):
+            with tf.GradientTape() as tape:
+                tape.watch([x, alpha, kernel])
+                y = dynamic_conv2d(x, alpha, kernel, stride, "SAME", method)
+                loss = tf.reduce_sum(tf.square(y))
+            return tape.gradient(loss, [x, alpha, kernel])
+
+        steps[method] = tf.function(step, input_signature=signature)
+
+    def once(method):
+        t0 = time.perf_counter()
+        grads = steps[method](x, alpha, kernel)
+        float(grads[0][0, 0, 0, 0])
+        return time.perf_counter() - t0
+
+    times = {m: [] for m in steps}
+    for m in steps:
+        once(m)  # trace and warm up
+    for _ in range(repeats):
+        for m in steps:
+            times[m].append(once(m))
+    return {m: float(np.median(t)) for m, t in times.items()}
+
+
+def dispatch(presets=("demo", "paper"), repeats=3, max_mb=512, log=print):
+    """{"rows"}: every method at every DyConv shape of `presets`, the fastest named."""
+    rows = []
+    seen = {}
+    for preset in presets:
+        for key, entry in preset_shapes(preset).items():
+            h, w, c, f, k, stride = key
+            if (key, entry["batch"]) in seen:
+                seen[(key, entry["batch"])]["layers"] += entry["layers"]
+                continue
+            seconds = time_methods(
+                h, w, c, f, k, stride, entry["batch"], repeats=repeats, max_mb=max_mb
+            )
+            best = min(seconds, key=seconds.get)
+            row = {
+                "input": [h, w, c],
+                "filters": f,
+                "kernel_size": k,
+                "stride": stride,
+                "batch": entry["batch"],
+                "layers": entry["layers"],
+                "ms": {m: round(1e3 * s, 3) for m, s in seconds.items()},
+                "best": best,
+                "best_vs_grouped": round(seconds[best] / seconds["grouped"], 3),
+            }
+            seen[(key, entry["batch"])] = row
+            rows.append(row)
+            log(
+                json.dumps({k: v for k, v in row.items() if k not in ("layers", "best_vs_grouped")})
+            )
+    return {"rows": rows}
+
+
+def table_source(result):
+    """`TENSORFLOW_CPU_TABLE` entries for layers/dyconv_dispatch.py from a run's rows."""
+    lines = ["TENSORFLOW_CPU_TABLE = {"]
+    for row in result["rows"]:
+        h, w, c = row["input"]
+        s = row["stride"]
+        out = (-(-h // s)) * (-(-w // s))
+        lines.append(
+            f'    ({out}, {c}, {row["filters"]}, {row["kernel_size"]}, {s}): "{row["best"]}",'
+        )
+    return "\n".join(lines + ["}"])
 
 
 def main(argv=None):
@@ -181,14 +315,32 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="halve the spatial sizes")
     parser.add_argument("--batches", default="3,12")
     parser.add_argument("--breakdown", action="store_true", help="time each pass separately")
+    parser.add_argument("--dispatch", action="store_true", help="every method at each shape")
+    parser.add_argument("--presets", default="demo,paper", help="--dispatch: their shapes")
+    parser.add_argument("--repeats", type=int, default=3, help="--dispatch: interleaved runs")
+    parser.add_argument("--max-mb", type=float, default=512, help="--dispatch: skip above")
+    parser.add_argument("--print-table", action="store_true", help="--dispatch: as source")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    try:
-        batches = tuple(int(b) for b in args.batches.split(","))
-    except ValueError:
-        parser.error(f"--batches must be comma-separated integers. Received: {args.batches!r}")
-    result = run(args.quick, batches, with_breakdown=args.breakdown)
-    print(json.dumps(result, indent=2))
+    if args.dispatch:
+        from dygan_tf.config.run_config import PRESETS
+
+        presets = tuple(p for p in args.presets.split(",") if p)
+        if not presets or any(p not in PRESETS for p in presets):
+            parser.error(
+                f"--presets: expected names among {', '.join(PRESETS)}. Received: {args.presets!r}"
+            )
+        import_tensorflow_quietly()
+        result = dispatch(presets, args.repeats, args.max_mb)
+        if args.print_table:
+            print(table_source(result))
+    else:
+        try:
+            batches = tuple(int(b) for b in args.batches.split(","))
+        except ValueError:
+            parser.error(f"--batches must be comma-separated integers. Received: {args.batches!r}")
+        result = run(args.quick, batches, with_breakdown=args.breakdown)
+        print(json.dumps(result, indent=2))
     if args.out:
         write_json_atomic(args.out, result)
 

@@ -4,91 +4,48 @@ Sections: the machine, its matmul peak, DyConv vs Conv2D, the DyGAN train step a
 pix2pix (time and FLOP rate), the data pipeline, inference, and GPUs.
 
     python -m benchmarks.run [--quick | --tiny] --out results.json [--brats-root DIR]
-    python -m benchmarks.run --gpu [--tiny] --out gpu.json   # benchmarks/gpu_bench.py
+    python -m benchmarks.run --gpu [--tiny] --out gpu.json   # backend_step's GPU profile
 
-Full mode uses the paper preset (a step takes ~50 s on 2 cores, so steps=2, warmup=1; the
-whole run takes tens of minutes); --quick the demo preset at 64 px (a few minutes); --tiny
-the test sizes (figures mean nothing). Each section records its wall seconds; one that
-raises is recorded as {"error": ...}, the rest still run and the exit code is 1.
+Full mode uses the paper preset (a step takes ~50 s on 2 cores, so 2 steps after 1 of
+warm-up; the whole run takes tens of minutes); --quick the demo preset at 64 px (a few
+minutes); --tiny the test sizes (figures mean nothing). Each section records its wall
+seconds; one that raises is recorded as {"error": ...}, the rest still run and the exit
+code is 1. The machine's facts, the matmul peak, the FLOP count and the targets are
+benchmarks/common.py's; the train steps are timed by benchmarks/backend_step.py (`measure`,
+DyGAN and pix2pix alternating in one process), the one train-step benchmark.
 
 pix2pix is the same config with dyconv="none", the "patch" discriminator and
 d_dyconv=False. FLOPs per train step are counted from the conv shapes as
-B*(3*F_G + 7*F_D), F = 2 x the conv and DyConv-mixing MACs of one forward pass per image
-(derivation in benchmarks/train_step.py). Targets: DyConv/Conv2D time <= 1.15,
-DyGAN/pix2pix FLOP rate >= 0.8 (stretch 0.9), tf.data/train-step slices/s >= 20, shard build/NIfTI
-load rate >= 0.8.
+B*(3*F_G + 7*F_D), F = 2 x the conv and DyConv-mixing MACs of one forward pass per image.
 """
 
 import dataclasses
-import gc
 import os
-import platform
 import sys
 import tempfile
 import time
 import traceback
 
-from benchmarks.sizes import PROFILES
-from benchmarks.summary import table
+from benchmarks.common import PROFILES, TARGETS, device_facts, machine, matmul_peak, verdict
 from dygan_tf.utils.atomic import write_json_atomic
 from dygan_tf.utils.cli import ArgumentParser, import_tensorflow_quietly, run_main
-from dygan_tf.utils.cpu import describe_onednn
 from dygan_tf.utils.errors import UserError
 
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-# The DyConv and data targets live in dyconv_bench and data_bench; these two are new here.
-TARGETS = {"flop_rate_ratio": 0.8, "flop_rate_stretch": 0.9, "pipeline_ratio": 20.0}
+LIBRARY_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 
 
-def machine(sizes, results, work_dir):
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    cpuinfo = {}  # the first processor's fields
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                cpuinfo.setdefault(key.strip(), value.strip())
-    model = cpuinfo.get("model name") or platform.processor() or platform.machine()
-    flags = set(cpuinfo.get("flags", "").split())
-    return {
-        "cpu_model": model,
-        "cpu_count": os.cpu_count(),
-        "affinity_cores": (
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        ),
-        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
-        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        # The CPU kind, TF_ENABLE_ONEDNN_OPTS, whether oneDNN is on, and who decided it
-        # (dygan_tf per CPU kind, the user, or TensorFlow's default): dygan_tf.utils.cpu.
-        "onednn": describe_onednn(flags=flags),
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-    }
+def machine_facts(sizes, results, work_dir):
+    """The machine (dygan_tf.utils.cpu's facts, the backend's) and the device's name."""
+    return {**machine(), **device_facts()}
 
 
-def matmul_peak(sizes, results, work_dir):
-    """Best-of-`repeats` seconds of one n x n matmul, as GFLOP/s (2 n^3 FLOPs)."""
-    import tensorflow as tf
-
+def matmul_peaks(sizes, results, work_dir):
+    """`common.matmul_peak` in float32 and bfloat16 at the profile's n."""
     n, flops = sizes.matmul_n, 2 * sizes.matmul_n**3
     result = {"n": n, "repeats": sizes.matmul_repeats, "flops_per_matmul": flops}
-    product = tf.function(lambda a, b: tf.matmul(a, b))
-    for name, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
-        a = tf.cast(tf.random.stateless_normal((n, n), seed=(0, 1)), dtype)
-        b = tf.cast(tf.random.stateless_normal((n, n), seed=(0, 2)), dtype)
-        float(product(a, b)[0, 0])  # tracing is not throughput
-        times = []
-        for _ in range(sizes.matmul_repeats):
-            start = time.perf_counter()
-            float(product(a, b)[0, 0])
-            times.append(time.perf_counter() - start)
-        result[name] = {"best_seconds": min(times), "gflops_per_s": flops / min(times) / 1e9}
+    for dtype in ("float32", "bfloat16"):
+        gflops = matmul_peak(dtype, n, sizes.matmul_repeats)
+        result[dtype] = {"best_seconds": flops / gflops / 1e9, "gflops_per_s": gflops}
     result["bfloat16_vs_float32"] = (
         result["bfloat16"]["gflops_per_s"] / result["float32"]["gflops_per_s"]
     )
@@ -98,63 +55,40 @@ def matmul_peak(sizes, results, work_dir):
 def dyconv_vs_conv(sizes, results, work_dir, jit_compile=False):
     from benchmarks import dyconv_bench
 
-    result = dyconv_bench.run(
+    return dyconv_bench.run(
         sizes.dyconv_quick, sizes.dyconv_batches, sizes.dyconv_shapes, jit_compile=jit_compile
     )
-    result["met"] = result["geometric_mean_ratio"] <= result["target"]
-    return result
-
-
-def _versus_pix2pix(config, sizes, peak_gflops):
-    """DyGAN and pix2pix train steps timed alike; pix2pix is the same U-Net with static
-    convolutions and the PatchGAN discriminator."""
-    from benchmarks.train_step import time_train_step
-    from dygan_tf.config.run_config import as_pix2pix
-
-    pix2pix = as_pix2pix(config)
-    timed = {}
-    for name, run_config in (("dygan", config), ("pix2pix", pix2pix)):
-        timed[name] = time_train_step(run_config, sizes.steps, sizes.warmup)
-        gc.collect()  # free the last model (cycles) before building the next: ~2 GB at paper size
-        timed[name]["fraction_of_matmul_peak"] = (
-            timed[name]["achieved_gflops_per_s"] / peak_gflops if peak_gflops else None
-        )
-    rate = timed["dygan"]["achieved_gflops_per_s"] / timed["pix2pix"]["achieved_gflops_per_s"]
-    return {
-        **timed,
-        "flop_rate_ratio": rate,
-        "target": TARGETS["flop_rate_ratio"],
-        "met": rate >= TARGETS["flop_rate_ratio"],
-        "stretch": TARGETS["flop_rate_stretch"],
-        "stretch_met": rate >= TARGETS["flop_rate_stretch"],
-        "step_time_ratio": (
-            timed["dygan"]["step_seconds_median"] / timed["pix2pix"]["step_seconds_median"]
-        ),
-    }
 
 
 def train_step_vs_pix2pix(sizes, results, work_dir):
+    """backend_step.measure in float32 and mixed bfloat16, with this run's matmul peaks."""
+    from benchmarks import backend_step
     from dygan_tf.config.run_config import PIX2PIX_MODEL, get_preset
 
-    config = get_preset(sizes.preset).override(depth=sizes.depth)
-    peak = results.get("matmul_peak", {})
+    peaks = {
+        dtype: value["gflops_per_s"]
+        for dtype, value in results.get("matmul_peak", {}).items()
+        if isinstance(value, dict) and "gflops_per_s" in value
+    }
     result = {
         "preset": sizes.preset,
-        "depth": config.model.depth,
+        "depth": get_preset(sizes.preset).override(depth=sizes.depth).model.depth,
+        "rounds": sizes.rounds,
         "steps": sizes.steps,
         "warmup": sizes.warmup,
         "pix2pix": PIX2PIX_MODEL,
     }
-    for key, precision, peak_dtype in (
-        ("float32", "none", "float32"),
-        ("mixed_bfloat16", "bfloat16", "bfloat16"),
-    ):
-        peak_gflops = peak.get(peak_dtype, {}).get("gflops_per_s")
-        result[key] = _versus_pix2pix(
-            config.override(mixed_precision=precision), sizes, peak_gflops
+    for key, precision in (("float32", "none"), ("mixed_bfloat16", "bfloat16")):
+        pair = backend_step.measure(
+            sizes.preset, precision, sizes.rounds, sizes.steps, peaks, **_step_options(sizes)
         )
-        result[key]["matmul_peak_dtype"] = peak_dtype
+        result[key] = {**pair, "matmul_peak_dtype": backend_step.COMPUTE_DTYPES[precision]}
     return result
+
+
+def _step_options(sizes):
+    """`backend_step.measure`'s options at these sizes (a None depth keeps the preset's)."""
+    return {"warmup": sizes.warmup, "depth": sizes.depth}
 
 
 def prep_vs_load(sizes, results, work_dir):
@@ -177,13 +111,12 @@ def prep_vs_load(sizes, results, work_dir):
             elements=sizes.data_elements,
             work_dir=tmp,
         )
-    ratio, target = data["prep_vs_load"]["ratio"], data["prep_vs_load"]["target_ratio"]
+    ratio = data["prep_vs_load"]["ratio"]
     return {
         **data,
         "phantom_seconds": phantom_seconds,
         "ratio": ratio,
-        "target": target,
-        "met": ratio >= target,
+        **verdict("prep_vs_load", ratio),
     }
 
 
@@ -201,8 +134,7 @@ def pipeline(sizes, results, work_dir):
         "tfdata_slices_per_s": tfdata,
         "train_step_slices_per_s": consumed,
         "ratio": ratio,
-        "target": TARGETS["pipeline_ratio"],
-        "met": ratio >= TARGETS["pipeline_ratio"],
+        **verdict("pipeline", ratio),
         "data_image_size": data["image_size"],
         "train_image_size": step["image_size"],
     }
@@ -222,28 +154,25 @@ def inference(sizes, results, work_dir):
 
 
 def gpu(sizes, results, work_dir):
-    import tensorflow as tf
-
-    devices = [d.name for d in tf.config.list_physical_devices("GPU")]
-    if not devices:
-        return {"skipped": "no GPU"}
-    return {"devices": devices, **gpu_measurements(sizes, work_dir)}
-
-
-def gpu_measurements(sizes, work_dir=None):
-    """DyConv vs Conv2D and the train steps under mixed_float16 with XLA."""
-    from dygan_tf.config.run_config import get_preset
+    """On a GPU (the other sections ran there too): DyConv vs Conv2D and the train steps
+    under mixed_float16 with XLA. `--gpu` is the GPU profile."""
+    from benchmarks import backend_step
     from dygan_tf.models.precision import dtype_policy
+    from dygan_tf.utils import backend
 
+    if backend.device_kind() != "gpu":
+        return {"skipped": "no GPU"}
     with dtype_policy("mixed_float16"):
         dyconv = dyconv_vs_conv(sizes, {}, work_dir, jit_compile=True)
-    config = get_preset(sizes.preset).override(mixed_precision="float16", jit_compile=True)
-    return {"dyconv_vs_conv": dyconv, "train_step_vs_pix2pix": _versus_pix2pix(config, sizes, None)}
+    steps = backend_step.measure(
+        sizes.preset, "float16", sizes.rounds, sizes.steps, jit_compile=True, **_step_options(sizes)
+    )
+    return {"device": device_facts()["device_name"], "dyconv_vs_conv": dyconv, "train_step": steps}
 
 
 SECTIONS = (
-    ("machine", machine),
-    ("matmul_peak", matmul_peak),
+    ("machine", machine_facts),
+    ("matmul_peak", matmul_peaks),
     ("dyconv_vs_conv", dyconv_vs_conv),
     ("train_step_vs_pix2pix", train_step_vs_pix2pix),
     ("prep_vs_load", prep_vs_load),
@@ -287,33 +216,132 @@ def failed_sections(results):
 
 
 def run_gpu(out, tiny=False, budget_s=420.0):
-    """`--gpu`: the machine and benchmarks.gpu_bench in one JSON; 1 if a section failed."""
-    import tensorflow as tf
+    """`--gpu`: backend_step's GPU profile at the paper's sizes (--tiny: the test sizes)
+    on this process's backend (on TensorFlow with the XLA step too); runs that would
+    start past `budget_s` are skipped. 1 if a run failed."""
+    from benchmarks import backend_step
+    from dygan_tf.utils import backend
 
-    from benchmarks import gpu_bench
-
-    if not tiny and not tf.config.list_physical_devices("GPU"):
-        raise UserError("--gpu: TensorFlow sees no GPU here (use --gpu --tiny to smoke-test)")
+    name = backend.name()
+    if not tiny and backend.device_kind() != "gpu":
+        raise UserError(
+            f"--gpu: {LIBRARY_NAMES[name]} sees no GPU here (use --gpu --tiny to smoke-test)"
+        )
     sizes = PROFILES["tiny" if tiny else "gpu"]
-    results = {"profile": f"gpu-{sizes.profile}", "sizes": dataclasses.asdict(sizes)}
-    results["machine"] = machine(sizes, results, None)
-    results["gpu"] = gpu_bench.run(sizes, budget_s, log=sys.stderr)
-    write_json_atomic(out, results)
-    failed = [k for k, v in results["gpu"].items() if isinstance(v, dict) and "error" in v]
-    for key in ("float32", "mixed_float16", "mixed_float16_xla"):
-        step = results["gpu"].get(f"train_step_{key}", {})
-        if "dygan" in step:
-            print(
-                f"{key}: DyGAN {step['dygan']['step_seconds_median']:.3g} s vs pix2pix "
-                f"{step['pix2pix']['step_seconds_median']:.3g} s per step; FLOP-rate ratio "
-                f"{step['flop_rate_ratio']:.2f}; {step['dygan']['source_slices_per_s']:.2f} "
-                f"source slices/s"
-            )
+    start = time.perf_counter()
+    record = backend_step.gpu_profile(
+        out,
+        sizes.preset,
+        backend_step.GPU_PROFILE_PRECISIONS,
+        sizes.rounds,
+        sizes.steps,
+        xla=name == "tensorflow",
+        budget_s=budget_s,
+        header={"profile": f"gpu-{sizes.profile}", "sizes": dataclasses.asdict(sizes)},
+        matmul_n=sizes.matmul_n,
+        **_step_options(sizes),
+    )
+    record["total_seconds"] = time.perf_counter() - start
+    write_json_atomic(out, record)
+    failed = [key for key, value in record["runs"].items() if "error" in value]
     print(
-        f"wrote {out} in {results['gpu']['total_seconds']:.0f}s"
+        f"wrote {out} in {record['total_seconds']:.0f}s"
         + (f"; FAILED: {', '.join(failed)}" if failed else "")
     )
     return 1 if failed else 0
+
+
+def _bound(name):
+    sense, bound = TARGETS[name]
+    return f"{sense} {bound:g}"
+
+
+def _train_row(pair, label):
+    d, p, peak = pair["dygan"], pair["pix2pix"], pair["dygan"]["fraction_of_matmul_peak"]
+    return (
+        f"{label}: DyGAN {d['achieved_gflops_per_s']:.3g} vs pix2pix "
+        f"{p['achieved_gflops_per_s']:.3g} GFLOP/s = {pair['flop_rate_ratio']:.2f}"
+        + (f" ({peak:.0%} of peak)" if peak else "")
+        + f"; step {d['step_seconds_median']:.3g} vs {p['step_seconds_median']:.3g} s",
+        _bound("flop_rate_ratio"),
+        pair["met"],
+    )
+
+
+_ROWS = {  # section -> [(figure, target, met or None)]
+    "machine": lambda m: [
+        (f"{m['cpu_kind']} CPU, {m['cpus']} cores, {' '.join(m['cpu_flags'])}", "", None)
+    ],
+    "matmul_peak": lambda m: [
+        (
+            f"n={m['n']}: fp32 {m['float32']['gflops_per_s']:.1f}, bf16 "
+            f"{m['bfloat16']['gflops_per_s']:.1f} GFLOP/s",
+            "",
+            None,
+        )
+    ],
+    "dyconv_vs_conv": lambda d: [
+        (
+            f"DyConv/Conv2D time {d['geometric_mean_ratio']:.3f} "
+            f"(geometric mean of {len(d['shapes'])} shapes)",
+            _bound("dyconv_vs_conv"),
+            d["met"],
+        )
+    ],
+    "train_step_vs_pix2pix": lambda t: [
+        _train_row(t["float32"], "fp32"),
+        _train_row(t["mixed_bfloat16"], "bf16"),
+    ],
+    "prep_vs_load": lambda p: [
+        (
+            f"shard build {p['prep_vs_load']['build_cases_per_s']:.2f} vs NIfTI load "
+            f"{p['prep_vs_load']['load_cases_per_s']:.2f} cases/s = {p['ratio']:.2f}",
+            _bound("prep_vs_load"),
+            p["met"],
+        )
+    ],
+    "pipeline": lambda p: [
+        (
+            f"tf.data {p['tfdata_slices_per_s']:.1f} vs train "
+            f"{p['train_step_slices_per_s']:.2f} slices/s = {p['ratio']:.1f}",
+            _bound("pipeline"),
+            p["met"],
+        )
+    ],
+    "inference": lambda i: [
+        (
+            f"volume {i['volume']['slices_per_s']:.1f} slices/s; batch-3 SavedModel call "
+            f"{i['latency_batch3']['savedmodel_signature_s'] * 1e3:.1f} ms",
+            "",
+            None,
+        )
+    ],
+}
+
+
+def table(results, sections):
+    """The human-readable summary: one line per figure, `sections` (names) in order."""
+    lines = [f"{'section':<22} {'figure':<84} {'target':<8} {'met':<4} seconds"]
+    for name in sections:
+        value = results.get(name)
+        if value is None:
+            continue
+        if "error" in value:
+            rows = [(f"ERROR {value['error']}"[:84], "", None)]
+        elif "skipped" in value:
+            rows = [(f"skipped: {value['skipped']}", "", None)]
+        else:
+            try:
+                rows = _ROWS.get(name, lambda v: [("measured", "", None)])(value)
+            except (KeyError, TypeError) as e:  # the JSON is written already; say, don't die
+                rows = [(f"(no summary: missing {e})", "", None)]
+        for i, (figure, target, met) in enumerate(rows):
+            seconds = f"{value['seconds']:.1f}" if i == 0 and "seconds" in value else ""
+            met = "" if met is None else ("yes" if met else "NO")
+            lines.append(
+                f"{name if i == 0 else '':<22} {figure:<84} {target:<8} {met:<4} {seconds}".rstrip()
+            )
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -324,11 +352,11 @@ def main(argv=None):
     parser.add_argument(
         "--gpu",
         action="store_true",
-        help="only the GPU benchmark, at the paper's sizes (< 8 min on one H100); "
+        help="only backend_step's GPU profile, at the paper's sizes (< 8 min on one H100); "
         "with --tiny at the test sizes on any device",
     )
     parser.add_argument(
-        "--budget-s", type=float, default=420.0, help="--gpu: seconds after which sections skip"
+        "--budget-s", type=float, default=420.0, help="--gpu: seconds after which runs skip"
     )
     parser.add_argument("--out", required=True, help="JSON file for the results")
     parser.add_argument(
@@ -342,9 +370,15 @@ def main(argv=None):
             parser.error(f"{flag}: no such folder: {path}")
     if args.gpu and args.quick:
         parser.error("--gpu runs the paper's sizes (or the test sizes with --tiny), not --quick")
-    import_tensorflow_quietly()
     if args.gpu:
+        from dygan_tf.training.backends import select_backend
+
+        if select_backend() == "tensorflow":
+            import_tensorflow_quietly()
+        import dygan_tf  # noqa: F401 (before Keras: the CPU settings and the Keras objects)
+
         return run_gpu(args.out, tiny=args.tiny, budget_s=args.budget_s)
+    import_tensorflow_quietly()
     sizes = PROFILES["tiny" if args.tiny else "quick" if args.quick else "full"]
     if args.brats_root:
         sizes = dataclasses.replace(sizes, brats_root=args.brats_root)

@@ -1,10 +1,10 @@
-"""benchmarks.case_gain: the per-case gain against hand-computed numbers, and the
-command on a run folder (result, bad inputs as one line with nothing written)."""
+"""dygan_tf.evaluation.case_gain: the per-case gain against hand-computed numbers, and the
+command (`python -m dygan_tf.evaluation.case_gain`) on a run folder (result, bad inputs as one
+line with nothing written)."""
 
 import numpy as np
 import pytest
 
-from benchmarks import case_gain
 from dygan_tf.evaluation import case_gain as case_gain_lib
 from tests.helpers import check_run_row_bad_inputs, run_row_command
 
@@ -48,8 +48,10 @@ def test_gain_per_case_against_hand_computed_numbers():
 
 @pytest.mark.slow
 def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
-    result, saved = run_row_command(case_gain.main, run_dir, tfrecord_dir, tmp_path / "gain.json")
+    result, saved = run_row_command(
+        case_gain_lib.main, run_dir, tfrecord_dir, tmp_path / "gain.json"
+    )
     assert "t2->flair: PSNR" in result.stdout and "after each case's best gain" in result.stdout
     assert saved["row"] == "t2->flair" and saved["slices"] > 0
     assert len(saved["gains"]) >= 1 and np.isfinite(saved["psnr_case_gain"])
-    check_run_row_bad_inputs(case_gain.main, run_dir, tfrecord_dir, tmp_path)
+    check_run_row_bad_inputs(case_gain_lib.main, run_dir, tfrecord_dir, tmp_path)

@@ -279,13 +279,56 @@ def test_profile_gpu_defaults_to_the_paper_preset_and_both_precisions(tmp_path, 
     from benchmarks import backend_step
 
     seen = []
-    monkeypatch.setattr(backend_step, "gpu_profile", lambda *a: seen.append(a))
+    monkeypatch.setattr(
+        backend_step, "gpu_profile", lambda *a, **k: seen.append((a, k)) or {"runs": {}}
+    )
     out = str(tmp_path / "p.json")
     backend_step.main(["--profile", "gpu", "--out", out])
     backend_step.main(
         ["--profile", "gpu", "--preset", "tiny", "--mixed-precision", "bfloat16"] + ["--out", out]
     )
     assert seen == [
-        (out, "paper", ("none", "bfloat16"), 4, 5),
-        (out, "tiny", ("bfloat16",), 4, 5),
+        ((out, "paper", ("none", "bfloat16"), 4, 5), {"warmup": 2}),
+        ((out, "tiny", ("bfloat16",), 4, 5), {"warmup": 2}),
     ]
+
+
+def test_the_gpu_profile_adds_the_xla_step_records_failures_and_keeps_a_budget(
+    tmp_path, monkeypatch
+):
+    """`xla=True` (benchmarks.run --gpu on TensorFlow) times the last precision again with
+    jit_compile; a run that raises is recorded and the next still runs; past the budget
+    the runs are recorded as skipped; `header` and `options` reach the record and
+    `measure`."""
+    from benchmarks import backend_step
+
+    calls = []
+
+    def fake_measure(preset, mixed_precision, rounds, steps, matmul_peaks=None, **options):
+        calls.append((mixed_precision, options))
+        if mixed_precision == "none":
+            raise RuntimeError("deliberately broken")
+        run = {"step_seconds_median": 0.5, "fraction_of_matmul_peak": 0.25}
+        return {"dygan": run, "pix2pix": run, "flop_rate_ratio": 1.0}
+
+    monkeypatch.setattr(backend_step, "measure", fake_measure)
+    monkeypatch.setattr(backend_step, "machine", lambda: {"backend": "tensorflow"})
+    monkeypatch.setattr(backend_step, "device_facts", lambda: {"device_name": "cpu"})
+    out = tmp_path / "profile.json"
+    record = backend_step.gpu_profile(
+        str(out), "tiny", rounds=1, steps=1, xla=True, header={"profile": "gpu-tiny"}, depth=1
+    )
+    assert calls == [
+        ("none", {"depth": 1}),
+        ("bfloat16", {"depth": 1}),
+        ("bfloat16", {"depth": 1, "jit_compile": True}),
+    ]
+    assert json.loads(out.read_text()) == record and record["profile"] == "gpu-tiny"
+    assert list(record["runs"]) == ["float32", "bfloat16", "bfloat16_xla"]
+    assert record["runs"]["float32"]["error"] == "RuntimeError: deliberately broken"
+    assert record["runs"]["bfloat16_xla"]["flop_rate_ratio"] == 1.0
+
+    calls.clear()
+    record = backend_step.gpu_profile(str(out), "tiny", rounds=1, steps=1, budget_s=-1)
+    assert calls == [] and set(record["runs"]) == {"float32", "bfloat16"}
+    assert all(run["skipped"].startswith("time budget") for run in record["runs"].values())

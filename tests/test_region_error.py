@@ -1,10 +1,10 @@
-"""benchmarks.region_error: the region split against hand-computed numbers, and the
-command on a run folder (result, bad inputs as one line with nothing written)."""
+"""dygan_tf.evaluation.region_error: the region split against hand-computed numbers, and the
+command (`python -m dygan_tf.evaluation.region_error`) on a run folder (result, bad inputs as one
+line with nothing written)."""
 
 import numpy as np
 import pytest
 
-from benchmarks import region_error
 from dygan_tf.evaluation import region_error as region_error_lib
 from tests.helpers import check_run_row_bad_inputs, run_row_command
 
@@ -66,7 +66,7 @@ def test_regions_partition_the_error_as_computed_by_hand():
 @pytest.mark.slow
 def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
     result, saved = run_row_command(
-        region_error.main, run_dir, tfrecord_dir, tmp_path / "regions.json"
+        region_error_lib.main, run_dir, tfrecord_dir, tmp_path / "regions.json"
     )
     assert "t2->flair" in result.stdout and "(LUT from t2)" in result.stdout
     for name, _ in region_error_lib.REGIONS:
@@ -80,7 +80,7 @@ def test_command_on_a_run_and_its_bad_inputs(run_dir, tfrecord_dir, tmp_path):
         voxels = sum(saved[who][name]["voxels"] for name, _ in region_error_lib.REGIONS)
         assert voxels == saved[who]["all"]["voxels"] == saved["slices"] * 64 * 64
         assert np.isfinite(saved[who]["all"]["mse"]) and saved[who]["all"]["mse"] > 0
-    check_run_row_bad_inputs(region_error.main, run_dir, tfrecord_dir, tmp_path)
+    check_run_row_bad_inputs(region_error_lib.main, run_dir, tfrecord_dir, tmp_path)
 
 
 def test_brats2023_gli_labels_land_in_their_regions_and_other_cohorts_are_refused():
