@@ -73,8 +73,8 @@ def score_run(run_dir, row, data_dir=None, split="test"):
     dataset = make_dataset(
         data_dir,
         split,
-        "any",
-        MODALITIES,
+        source="any",
+        targets=MODALITIES,
         inputs=config.model.inputs,
         rows=table,
         return_meta=True,

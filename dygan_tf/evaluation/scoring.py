@@ -144,7 +144,12 @@ def fit_luts(data_dir, targets):
     from dygan_tf.data.pipeline import make_dataset
 
     ds = make_dataset(
-        data_dir, "train", conditions.SOURCE_ANY, targets, batch_slices=8, return_meta=True
+        data_dir,
+        "train",
+        source=conditions.SOURCE_ANY,
+        targets=targets,
+        batch_slices=8,
+        return_meta=True,
     )
     keys = [r.key for r in conditions.row_table("single", conditions.SOURCE_ANY, targets)]
     lut = evaluation.IntensityLUT(keys)
