@@ -1,5 +1,6 @@
-"""The train-step benchmark, on any Keras backend (TensorFlow not needed); `benchmarks.run`
-times its train steps here too.
+"""The one train-step benchmark: DyGAN vs pix2pix on any Keras backend (no TensorFlow).
+
+`benchmarks.run` times its train steps here too.
 
     KERAS_BACKEND=jax python -m benchmarks.backend_step --preset demo --out F.json
     python -m benchmarks.backend_step --backend jax --preset paper \

@@ -45,7 +45,7 @@ def verdict(name, value):
 
 
 def machine():
-    """The backend, its library, Keras, numpy, the device kind, the CPU's kind and flags
+    """The backend, its library, Keras, numpy, the device kind, the CPU's model, kind and flags
     (dygan_tf.utils.cpu), cores, Python, the load average; oneDNN's setting on
     TensorFlow, the devices on JAX."""
     import keras
@@ -61,6 +61,7 @@ def machine():
         "keras": keras.__version__,
         "numpy": np.__version__,
         "device": backend.device_kind(),
+        "cpu_model": cpu.cpu_model(),
         "cpu_kind": cpu.cpu_kind(),
         "cpu_flags": sorted(f for f in cpu.cpu_flags() if f.startswith(("avx", "amx", "fma"))),
         "cpus": os.cpu_count(),

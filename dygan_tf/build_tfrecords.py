@@ -31,6 +31,43 @@ from dygan_tf.utils.errors import UserError, for_flag
 def main(argv=None):
     # TensorFlow's C++ start-up chatter would break the one-line-error contract.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = _parser().parse_args(argv)
+    if args.verify is not None:
+        if args.brats_root or args.out:
+            raise UserError("build_tfrecords: --verify DIR checks shards; drop --brats-root/--out")
+        with for_flag("--verify"):  # pure Python: no TensorFlow start-up
+            verify_or_raise(args.verify)
+        print(f"{args.verify}: every shard matches its manifest")
+        return
+    _check_flags(args)
+    with for_flag("--source-slices"):
+        source_slices = preprocessing.parse_slice_range(args.source_slices)
+    with for_flag("--brats-root"):
+        cases = discover_cases(args.brats_root)  # the same listing build() makes, flag named
+        layout_of(cases)
+    if args.split_file:
+        with for_flag("--split-file"):
+            read_split_file(args.split_file, cases)  # a missing id before any work
+    build(
+        args.brats_root,
+        args.out,
+        image_size=args.image_size,
+        train_hgg=args.train_hgg,
+        train_lgg=args.train_lgg,
+        source_slices=source_slices,
+        per_volume=args.per_volume,
+        workers=args.workers,
+        shards_per_split=args.shards_per_split,
+        slices_per_shard=args.slices_per_shard,
+        compression=args.compression,
+        skip_bad=args.skip_bad,
+        seed=args.seed,
+        split_file=args.split_file,
+        train_fraction=args.train_fraction,
+    )
+
+
+def _parser():
     parser = ArgumentParser(prog="build_tfrecords", description=__doc__.splitlines()[0])
     parser.add_argument("--brats-root")
     parser.add_argument("--out")
@@ -67,14 +104,12 @@ def main(argv=None):
         help="skip unreadable or inconsistent cases (listed in manifest)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
-    args = parser.parse_args(argv)
-    if args.verify is not None:
-        if args.brats_root or args.out:
-            raise UserError("build_tfrecords: --verify DIR checks shards; drop --brats-root/--out")
-        with for_flag("--verify"):  # pure Python: no TensorFlow start-up
-            verify_or_raise(args.verify)
-        print(f"{args.verify}: every shard matches its manifest")
-        return
+    return parser
+
+
+def _check_flags(args):
+    """One UserError line for a missing or out-of-range flag; fills the default split
+    counts (before any file is read)."""
     missing = [f for f, v in (("--brats-root", args.brats_root), ("--out", args.out)) if not v]
     if missing:
         raise UserError(
@@ -99,31 +134,6 @@ def main(argv=None):
         raise UserError(
             f"--train-fraction: expected a fraction between 0 and 1, found {args.train_fraction}"
         )
-    with for_flag("--source-slices"):
-        source_slices = preprocessing.parse_slice_range(args.source_slices)
-    with for_flag("--brats-root"):
-        cases = discover_cases(args.brats_root)  # the same listing build() makes, flag named
-        layout_of(cases)
-    if args.split_file:
-        with for_flag("--split-file"):
-            read_split_file(args.split_file, cases)  # a missing id before any work
-    build(
-        args.brats_root,
-        args.out,
-        image_size=args.image_size,
-        train_hgg=args.train_hgg,
-        train_lgg=args.train_lgg,
-        source_slices=source_slices,
-        per_volume=args.per_volume,
-        workers=args.workers,
-        shards_per_split=args.shards_per_split,
-        slices_per_shard=args.slices_per_shard,
-        compression=args.compression,
-        skip_bad=args.skip_bad,
-        seed=args.seed,
-        split_file=args.split_file,
-        train_fraction=args.train_fraction,
-    )
 
 
 def cli():

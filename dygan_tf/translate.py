@@ -38,6 +38,46 @@ from dygan_tf.utils.errors import UserError, for_flag
 
 
 def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.source is not None:
+        with for_flag("--source"):
+            check_modality(args.source, "source modality")
+    if args.batch < 1:
+        raise UserError(f"--batch: expected a positive number of slices, found {args.batch}")
+    with for_flag("--targets"):
+        targets = parse_targets(args.targets)
+    from dygan_tf.inference.synthesis import load_synthesizer
+
+    def load_model():
+        with for_flag("--model"):
+            synthesizer = load_synthesizer(args.model, args.tta)
+        if not args.quiet:  # what the model was trained on comes first
+            print(f"{synthesizer.path}: {data_source_line(synthesizer.model_card)}", flush=True)
+        return synthesizer
+
+    if is_root(args.input):  # a folder of cases: every case that misses a modality
+        with for_flag("--input"):
+            rows = translate_root(
+                args.input,
+                args.out_dir,
+                load_model,
+                args.source,
+                targets,
+                args.naming,
+                args.overwrite,
+                args.batch,
+                verbose=not args.quiet,
+            )
+        print(summary_table(rows))
+        return 1 if any(r["status"] == "failed" for r in rows) else 0
+    with for_flag("--input"):
+        plan = plan_input(args.input, args.source, targets, args.naming)
+    with for_flag("--out-dir"):
+        check_outputs(plan.out_paths(args.out_dir).values(), plan.inputs.values(), args.overwrite)
+    run_plan(plan, args.out_dir, load_model, args.batch, verbose=not args.quiet)
+
+
+def _parser():
     parser = ArgumentParser(prog="dygan_tf.translate", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model",
@@ -79,43 +119,7 @@ def main(argv=None):
         "(<case>-<t1n|t1c|t2w|t2f>.nii.gz, BraSyn's submission names)",
     )
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    if args.source is not None:
-        with for_flag("--source"):
-            check_modality(args.source, "source modality")
-    if args.batch < 1:
-        raise UserError(f"--batch: expected a positive number of slices, found {args.batch}")
-    with for_flag("--targets"):
-        targets = parse_targets(args.targets)
-    from dygan_tf.inference.synthesis import load_synthesizer
-
-    def load_model():
-        with for_flag("--model"):
-            synthesizer = load_synthesizer(args.model, args.tta)
-        if not args.quiet:  # what the model was trained on comes first
-            print(f"{synthesizer.path}: {data_source_line(synthesizer.model_card)}", flush=True)
-        return synthesizer
-
-    if is_root(args.input):  # a folder of cases: every case that misses a modality
-        with for_flag("--input"):
-            rows = translate_root(
-                args.input,
-                args.out_dir,
-                load_model,
-                args.source,
-                targets,
-                args.naming,
-                args.overwrite,
-                args.batch,
-                verbose=not args.quiet,
-            )
-        print(summary_table(rows))
-        return 1 if any(r["status"] == "failed" for r in rows) else 0
-    with for_flag("--input"):
-        plan = plan_input(args.input, args.source, targets, args.naming)
-    with for_flag("--out-dir"):
-        check_outputs(plan.out_paths(args.out_dir).values(), plan.inputs.values(), args.overwrite)
-    run_plan(plan, args.out_dir, load_model, args.batch, verbose=not args.quiet)
+    return parser
 
 
 def cli():

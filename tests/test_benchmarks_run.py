@@ -64,6 +64,7 @@ def test_run_tiny_writes_every_section(tmp_path, capsys):
 
     m = results["machine"]  # benchmarks.common.machine(): the CPU as dygan_tf.utils.cpu sees it
     assert m["cpu_kind"] == cpu.cpu_kind() and m["cpus"] >= 1 and m["affinity_cores"] >= 1
+    assert m["cpu_model"] == cpu.cpu_model()
     assert m["cpu_flags"] == sorted(
         f for f in cpu.cpu_flags() if f.startswith(("avx", "amx", "fma"))
     )

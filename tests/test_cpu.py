@@ -36,6 +36,18 @@ def test_cpu_flags_read_the_first_processor(tmp_path):
     assert cpu.cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
+def test_cpu_model_reads_the_first_processor(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor : 0\nmodel name : AMD EPYC 9R14 96-Core Processor\nflags : avx2\n\n"
+        "processor : 1\nmodel name : other\n"
+    )
+    assert cpu.cpu_model(str(info)) == "AMD EPYC 9R14 96-Core Processor"
+    arm = tmp_path / "arm"
+    arm.write_text("processor : 0\nFeatures : fp asimd\n\nModel : Raspberry Pi 4 Model B\n")
+    assert cpu.cpu_model(str(arm)) == "Raspberry Pi 4 Model B"
+
+
 @pytest.mark.parametrize("kind", ["avx2", "avx512"])
 def test_measured_kinds_get_onednn_on(kind):
     env = {}

@@ -1,6 +1,6 @@
 """Distribution and precision: mirrored on 2 logical CPUs, two workers on localhost,
 resume after killing a worker, mixed precision. (Mirrored vs one device weight equality
-is in test_model.py; the XLA-compiled train steps of DyGAN and pix2pix, in float16, are
+is in test_model.py; the XLA-compiled train steps of DyGAN and pix2pix, in bfloat16, are
 run by test_benchmarks_run.py's GPU-mode test.)"""
 
 import contextlib

@@ -4,11 +4,7 @@ Used by training (validation PSNR/SSIM every epoch) and by `python -m dygan_tf.e
 A predictor is any `predict(image, task, target_names) -> fake` on [B, H, W, 1] arrays.
 """
 
-import weakref
-
-import keras
 import numpy as np
-import tensorflow as tf
 
 from dygan_tf.utils import backend, image_metrics
 
@@ -83,44 +79,9 @@ def row_names(meta):
     return _strings(meta["row"])
 
 
-_PREDICT = weakref.WeakKeyDictionary()  # one traced inference function per generator
-
-
-def _predict_function(generator):
-    """The generator's traced inference call, made once: validation runs every epoch."""
-    if generator not in _PREDICT:
-        if backend.is_tensorflow():
-            _PREDICT[generator] = tf.function(
-                lambda image, task: generator({"image": image, "task": task}, training=False)
-            )
-        elif backend.is_jax():  # compiled once per batch shape, the weights passed in
-            import jax
-
-            call = jax.jit(
-                lambda weights, image, task: generator.stateless_call(
-                    *weights, {"image": image, "task": task}, training=False
-                )[0]
-            )
-            _PREDICT[generator] = lambda image, task: np.asarray(
-                call(_weights(generator), np.asarray(image), np.asarray(task))
-            )
-        else:
-            _PREDICT[generator] = lambda image, task: keras.ops.convert_to_numpy(
-                generator({"image": np.asarray(image), "task": np.asarray(task)}, training=False)
-            )
-    return _PREDICT[generator]
-
-
-def _weights(model):
-    return (
-        [v.value for v in model.trainable_variables],
-        [v.value for v in model.non_trainable_variables],
-    )
-
-
 def score_generator(generator, dataset, targets, metrics=METRICS):
     """Mean scores per target of a Keras generator over a dataset that yields meta."""
-    predict = _predict_function(generator)
+    predict = backend.inference_function(generator)
     acc = Accumulator(targets)
     for image, target, task, meta in dataset:
         fake = predict(image, task)

@@ -254,47 +254,14 @@ def evaluate_volumes(
     >>> summary["targets"]["flair"]["psnr_brain"]["mean"]
     24.1
     """
-    from dygan_tf.data.cases import check_case, discover_cases
-
     start = time.perf_counter()
-    if not os.path.isdir(truth_root):
-        raise UserError(f"{truth_root}: not a folder; expected the BraTS root of real volumes")
-    cases = {c["case_id"]: c for c in discover_cases(truth_root)}
-    wanted = set(cases) if split_from is None else _split_case_ids(split_from, split)
-    real_files = [
-        os.path.join(c["folder"], n) for c in cases.values() for n in os.listdir(c["folder"])
-    ]
-    found, unmatched = find_predictions(pred_dir, sorted(cases), exclude=real_files)
-    outside_split = sum(1 for cid, _ in found if cid not in wanted)
-    found = {key: path for key, path in found.items() if key[0] in wanted}
-    if not found:
-        what = f" of split {split!r}" if split_from is not None else ""
-        raise UserError(
-            f"{pred_dir}: no predictions{what} found; expected NIfTI files whose names hold "
-            f"a case id of {truth_root} and one modality ({', '.join(MODALITIES)}), "
-            "e.g. <case>_flair_synth.nii.gz"
-        )
-    by_case = {}
-    for (cid, target), path in sorted(found.items()):
-        by_case.setdefault(cid, {})[target] = path
-    files = {}
-    for cid, predictions in by_case.items():  # headers only: refuse bad input fast
-        files[cid] = check_case(cases[cid])
-        for target, path in predictions.items():
-            _check_same_grid(path, files[cid][target])
-
+    cases, by_case, found, skipped = _matched_predictions(pred_dir, truth_root, split_from, split)
     if verbose:
         print(
-            f"evaluating {len(found)} volumes of {len(by_case)} cases ({unmatched} other "
-            f"NIfTI files, {outside_split} predictions outside the split ignored)"
+            f"evaluating {found} volumes of {len(by_case)} cases ({skipped[0]} other "
+            f"NIfTI files, {skipped[1]} predictions outside the split ignored)"
         )
-    progress = Progress(len(by_case), unit="case", enabled=verbose)
-    rows = []
-    for cid, predictions in by_case.items():
-        crop = brasyn_ssim_mode == "crop"
-        rows += [{"case_id": cid, **row} for row in evaluate_case(files[cid], predictions, crop)]
-        progress.add(1)
-    progress.close()
+    rows = _score_cases(cases, by_case, brasyn_ssim_mode == "crop", verbose)
     summary = {
         "pred": os.path.abspath(pred_dir),
         "truth": os.path.abspath(truth_root),
@@ -323,3 +290,50 @@ def evaluate_volumes(
             f"{figures}; wrote {', '.join(paths)}"
         )
     return _json_safe(summary)
+
+
+def _matched_predictions(pred_dir, truth_root, split_from, split):
+    """The predictions under `pred_dir` of the split's cases, each checked against its
+    real volume's header (bad input is refused here, before any voxel is read).
+
+    Returns ({case id: checked case files}, {case id: {target: prediction path}}, the
+    number of predictions, (other NIfTI files, predictions outside the split))."""
+    from dygan_tf.data.cases import check_case, discover_cases
+
+    if not os.path.isdir(truth_root):
+        raise UserError(f"{truth_root}: not a folder; expected the BraTS root of real volumes")
+    cases = {c["case_id"]: c for c in discover_cases(truth_root)}
+    wanted = set(cases) if split_from is None else _split_case_ids(split_from, split)
+    real_files = [
+        os.path.join(c["folder"], n) for c in cases.values() for n in os.listdir(c["folder"])
+    ]
+    found, unmatched = find_predictions(pred_dir, sorted(cases), exclude=real_files)
+    outside_split = sum(1 for cid, _ in found if cid not in wanted)
+    found = {key: path for key, path in found.items() if key[0] in wanted}
+    if not found:
+        what = f" of split {split!r}" if split_from is not None else ""
+        raise UserError(
+            f"{pred_dir}: no predictions{what} found; expected NIfTI files whose names hold "
+            f"a case id of {truth_root} and one modality ({', '.join(MODALITIES)}), "
+            "e.g. <case>_flair_synth.nii.gz"
+        )
+    by_case = {}
+    for (cid, target), path in sorted(found.items()):
+        by_case.setdefault(cid, {})[target] = path
+    files = {}
+    for cid, predictions in by_case.items():  # headers only: refuse bad input fast
+        files[cid] = check_case(cases[cid])
+        for target, path in predictions.items():
+            _check_same_grid(path, files[cid][target])
+    return files, by_case, len(found), (unmatched, outside_split)
+
+
+def _score_cases(files, by_case, crop, verbose):
+    """One row per (case, target) of every metric (`evaluate_case`), with progress."""
+    progress = Progress(len(by_case), unit="case", enabled=verbose)
+    rows = []
+    for cid, predictions in by_case.items():
+        rows += [{"case_id": cid, **row} for row in evaluate_case(files[cid], predictions, crop)]
+        progress.add(1)
+    progress.close()
+    return rows

@@ -17,6 +17,14 @@ from typing import NamedTuple
 TARGETS = ("flair", "t1", "t1ce")
 RECORD = "record.json"  # a run's record, written last: its presence means "done"
 TEST_SETS = ("demo", "heldout")  # the data's test split; the larger held-out set
+TEST_SET_NAMES = {
+    "demo": "the demo's 7 test cases",
+    "heldout": "40 held-out cases of a seed-1 phantom",
+}
+ABOUT = (
+    "These verdicts are about a 64 px phantom built from one template brain (nilearn's "
+    "MNI152), at the demo preset, on a CPU — not about BraTS."
+)
 STATIC_PATCH_D = ("--discriminator", "patch", "--d-dyconv", "off")
 T2_TO_T1 = ("--targets", "t1")
 MS_DYGAN = ("--dyconv", "up", "--discriminator", "multiscale", "--d-dyconv", "on")

@@ -223,14 +223,20 @@ def export_generator(generator, out_dir, metadata=None, tta_mode="none"):
     parent as it was.
     Returns the absolute path of `out_dir`.
     """
+    out_dir = check_target(out_dir)
+    archive = _serving_archive(generator, tta_mode)
+    _write_and_publish(archive, out_dir, generator, metadata, tta_mode)
+    return out_dir
+
+
+def _serving_archive(generator, tta_mode):
+    """A Keras ExportArchive of `generator` with the serving signature: named inputs
+    (image and task, or image, available and target for a multi-source model), a
+    dynamic batch, the output under OUTPUT_KEY."""
     import keras
     import tensorflow as tf
 
-    out_dir = check_target(out_dir)
     image_shape = tuple(generator.input["image"].shape[1:])
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-
     condition = int(generator.input["task"].shape[-1])
     archive = keras.export.ExportArchive()
     archive.track(generator)
@@ -261,6 +267,16 @@ def export_generator(generator, out_dir, metadata=None, tta_mode="none"):
             tf.TensorSpec((None, *shape), tf.float32, name=name) for name, shape in specs
         ],
     )
+    return archive
+
+
+def _write_and_publish(archive, out_dir, generator, metadata, tta_mode):
+    """Writes `archive` (and the metadata and model card) into a hidden staging folder
+    beside `out_dir`, then renames it into place; nothing is left of a failed write."""
+    import tensorflow as tf
+
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
     staging = None
     try:
         try:
@@ -290,4 +306,3 @@ def export_generator(generator, out_dir, metadata=None, tta_mode="none"):
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-    return out_dir

@@ -31,7 +31,7 @@ FAMILY = "dyconv"
 
 # (out_h * out_w, in channels, filters, kernel size, stride) -> fastest method, measured
 # on a 2-core AVX-512 EPYC with oneDNN on: benchmarks/results/dyconv_dispatch_cpu.json
-# (regenerate with `python -m benchmarks.dyconv_dispatch --print-table`). Demo shapes
+# (regenerate with `python -m benchmarks.dyconv_bench --dispatch --print-table`). Demo shapes
 # first, then the paper's; generator rows at batch 3, discriminator rows at batch 6.
 TENSORFLOW_CPU_TABLE = {
     (256, 192, 64, 3, 1): "loop",

@@ -63,6 +63,24 @@ def build_generator(
     >>> g({"image": np.zeros((2, 64, 64, 1)), "task": np.eye(12)[:2]}).shape
     (2, 64, 64, 1)
     """
+    _check_arguments(image_size, base_filters, depth, dyconv, label_mode)
+    with dtype_policy(dtype) if dtype is not None else contextlib.nullcontext():
+        image = keras.Input((image_size, image_size, image_channels), name="image")
+        task = keras.Input((condition_size,), name="task")
+        block = dict(num_experts=num_experts, norm=norm, activation="relu")
+        x = image
+        if label_mode == "input":
+            planes = layers.Reshape((1, 1, condition_size))(task)
+            planes = layers.UpSampling2D(size=image_size, name="task_planes")(planes)
+            x = layers.Concatenate(name="image_and_task")([x, planes])
+        x, skips = _encoder(x, task, base_filters, depth, dyconv in ("down", "both"), block)
+        x = _decoder(x, task, skips, base_filters, dyconv in ("up", "both"), block)
+        # float32 output under mixed precision: losses and metrics need full precision.
+        output = layers.Activation("tanh", dtype="float32", name="output")(x)
+        return keras.Model({"image": image, "task": task}, output, name=name)
+
+
+def _check_arguments(image_size, base_filters, depth, dyconv, label_mode):
     if dyconv not in DYCONV_PLACEMENTS:
         raise ValueError(f"`dyconv` must be one of {DYCONV_PLACEMENTS}. Received: dyconv={dyconv}")
     check_label_mode(label_mode, dyconv)
@@ -76,45 +94,33 @@ def build_generator(
             "`base_filters` and `depth` must be positive. "
             f"Received: base_filters={base_filters}, depth={depth}"
         )
-    with dtype_policy(dtype) if dtype is not None else contextlib.nullcontext():
-        image = keras.Input((image_size, image_size, image_channels), name="image")
-        task = keras.Input((condition_size,), name="task")
-        dyn_down = dyconv in ("down", "both")
-        dyn_up = dyconv in ("up", "both")
-        block = dict(num_experts=num_experts, norm=norm, activation="relu")
 
-        x = image
-        if label_mode == "input":
-            planes = layers.Reshape((1, 1, condition_size))(task)
-            planes = layers.UpSampling2D(size=image_size, name="task_planes")(planes)
-            x = layers.Concatenate(name="image_and_task")([x, planes])
 
-        skips = []
-        for level in range(depth):
-            filters = base_filters * 2**level
-            for i in (1, 2):
-                x = conv_block(
-                    x, task, filters, 3, dynamic=dyn_down, name=f"down{level}_{i}", **block
-                )
-            skips.append(x)
-            x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+def _encoder(x, task, base_filters, depth, dynamic, block):
+    """The contracting half and the bottleneck: two blocks per level, each level's
+    output kept for its skip connection, then max pooling. Returns (x, skips)."""
+    skips = []
+    for level in range(depth):
+        filters = base_filters * 2**level
         for i in (1, 2):
-            x = conv_block(
-                x,
-                task,
-                base_filters * 2**depth,
-                3,
-                dynamic=dyn_down,
-                name=f"bottleneck_{i}",
-                **block,
-            )
-        for level in reversed(range(depth)):
-            filters = base_filters * 2**level
-            x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)
-            x = layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
-            for i in (1, 2):
-                x = conv_block(x, task, filters, 3, dynamic=dyn_up, name=f"up{level}_{i}", **block)
-        x = conv(x, task, 1, 1, dynamic=dyn_up, num_experts=num_experts, name="output_conv")
-        # float32 output under mixed precision: losses and metrics need full precision.
-        output = layers.Activation("tanh", dtype="float32", name="output")(x)
-        return keras.Model({"image": image, "task": task}, output, name=name)
+            x = conv_block(x, task, filters, 3, dynamic=dynamic, name=f"down{level}_{i}", **block)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+    for i in (1, 2):
+        x = conv_block(
+            x, task, base_filters * 2**depth, 3, dynamic=dynamic, name=f"bottleneck_{i}", **block
+        )
+    return x, skips
+
+
+def _decoder(x, task, skips, base_filters, dynamic, block):
+    """The expanding half: upsample, concatenate the level's skip, two blocks; then the
+    1x1 output convolution (before the tanh)."""
+    for level in reversed(range(len(skips))):
+        filters = base_filters * 2**level
+        x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)
+        x = layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
+        for i in (1, 2):
+            x = conv_block(x, task, filters, 3, dynamic=dynamic, name=f"up{level}_{i}", **block)
+    num_experts = block["num_experts"]
+    return conv(x, task, 1, 1, dynamic=dynamic, num_experts=num_experts, name="output_conv")

@@ -8,6 +8,7 @@ command can still check its flags before TensorFlow starts.
 
 import os
 import sys
+import weakref
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -112,3 +113,48 @@ def gradient_runner(loss, arrays):
         return tape.gradient(value, inputs)
 
     return lambda: [g.numpy() for g in grad(tensors[0])]
+
+
+_INFERENCE = weakref.WeakKeyDictionary()  # one compiled inference function per generator
+
+
+def inference_function(generator):
+    """`generator`'s inference call as `(image, task) -> array`, compiled once per
+    generator as the backend compiles (tf.function; jax.jit with the weights passed in;
+    PyTorch eager): validation runs it every epoch."""
+    if generator in _INFERENCE:
+        return _INFERENCE[generator]
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        function = tf.function(
+            lambda image, task: generator({"image": image, "task": task}, training=False)
+        )
+    elif backend == "jax":  # compiled once per batch shape
+        import jax
+        import numpy as np
+
+        call = jax.jit(
+            lambda weights, image, task: generator.stateless_call(
+                *weights, {"image": image, "task": task}, training=False
+            )[0]
+        )
+
+        def function(image, task):
+            weights = (
+                [v.value for v in generator.trainable_variables],
+                [v.value for v in generator.non_trainable_variables],
+            )
+            return np.asarray(call(weights, np.asarray(image), np.asarray(task)))
+
+    else:
+        import keras
+        import numpy as np
+
+        def function(image, task):
+            inputs = {"image": np.asarray(image), "task": np.asarray(task)}
+            return keras.ops.convert_to_numpy(generator(inputs, training=False))
+
+    _INFERENCE[generator] = function
+    return function

@@ -19,17 +19,28 @@ ONEDNN_BY_KIND = {"avx2": "1", "avx512": "1"}
 TENSORFLOW_ONEDNN_FLAGS = frozenset({"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"})
 
 
-def cpu_flags(path="/proc/cpuinfo"):
-    """The first processor's flags (an empty set where /proc/cpuinfo is not there)."""
+def _first_processor(keys, path):
+    """The value of the first of `keys` in /proc/cpuinfo's first processor, or None."""
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return frozenset(value.split())
+                if key.strip() in keys:
+                    return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+    """The first processor's flags (an empty set where /proc/cpuinfo is not there)."""
+    return frozenset((_first_processor(("flags", "Features"), path) or "").split())
+
+
+def cpu_model(path="/proc/cpuinfo"):
+    """The first processor's model name ("Intel(R) Xeon(R) Processor"), else the
+    platform's processor string (may be empty)."""
+    return _first_processor(("model name", "Model", "Processor"), path) or platform.processor()
 
 
 def cpu_kind(flags=None, machine=None):
