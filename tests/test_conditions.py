@@ -11,6 +11,7 @@ from dygan_tf.config import conditions
 from dygan_tf.config import flags as run_flags
 from dygan_tf.config.run_config import RunConfig, TrainConfig, get_preset
 from dygan_tf.config.tasks import MODALITIES, task_code
+from dygan_tf.data import DatasetSpec
 from dygan_tf.data.pipeline import make_dataset
 from dygan_tf.utils.cli import ArgumentParser
 from dygan_tf.utils.errors import UserError
@@ -120,7 +121,9 @@ def test_multi_rows_never_show_the_target_and_keep_the_available(tfrecord_dir):
     """Every row of every slice of the test split: the target's channel is the fill
     value (its own image never reaches the generator), every available channel is the
     stored image, and the condition says which is which."""
-    single = make_dataset(str(tfrecord_dir), "test", "any", MODALITIES, return_meta=True)
+    single = make_dataset(
+        str(tfrecord_dir), "test", source="any", targets=MODALITIES, return_meta=True
+    )
     # One row per (source, target): the stored images, keyed by slice and modality.
     stored = {}
     for image, target, _, meta in single:
@@ -129,7 +132,12 @@ def test_multi_rows_never_show_the_target_and_keep_the_available(tfrecord_dir):
             stored[(int(meta["slice_index"][i]), meta["case_id"][i].numpy(), source)] = image[i]
             stored[(int(meta["slice_index"][i]), meta["case_id"][i].numpy(), name)] = target[i]
     multi = make_dataset(
-        str(tfrecord_dir), "test", "any", MODALITIES, inputs="multi", return_meta=True
+        str(tfrecord_dir),
+        "test",
+        source="any",
+        targets=MODALITIES,
+        inputs="multi",
+        return_meta=True,
     )
     seen = 0
     for image, target, task, meta in multi:
@@ -151,14 +159,44 @@ def test_multi_rows_never_show_the_target_and_keep_the_available(tfrecord_dir):
     assert seen == 28 * len(stored) // 4
 
 
+def test_dataset_spec_checks_its_options_when_made(tfrecord_dir):
+    """make_dataset's options are one frozen DatasetSpec, checked before any file is
+    read; make_dataset takes it or its fields as keywords, not both, and no option
+    positionally."""
+    with pytest.raises(UserError, match="Unknown source modality 'pd'"):
+        DatasetSpec(source="pd")
+    with pytest.raises(UserError, match="Unknown target modality 'pd'"):
+        make_dataset("no/such/folder", "test", targets=("flair", "pd"))
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        DatasetSpec(inputs="dual")
+    pair = next(r for r in conditions.row_table("multi", "any", MODALITIES) if len(r.available) > 1)
+    with pytest.raises(ValueError, match="A single-source row has one source"):
+        DatasetSpec(rows=[pair])
+    assert DatasetSpec(rows=[pair], inputs="multi").table == [pair]
+    with pytest.raises(ValueError, match="No rows for source='any'"):
+        DatasetSpec(source="any", targets=())
+    with pytest.raises(ValueError, match="batch_slices must be >= 1"):
+        DatasetSpec(batch_slices=0)
+    with pytest.raises(ValueError, match=r"worker_index must be in \[0, num_workers\)"):
+        DatasetSpec(num_workers=2, worker_index=2)
+    spec = DatasetSpec(targets=["flair"], case_ids=["a"], rows=None)
+    assert spec.targets == ("flair",) and spec.case_ids == ("a",)
+    with pytest.raises(AttributeError):
+        spec.seed = 1  # frozen
+    with pytest.raises(TypeError, match="not both"):
+        make_dataset(str(tfrecord_dir), "test", spec, seed=1)
+    with pytest.raises(TypeError, match="as a DatasetSpec or as keywords"):
+        make_dataset(str(tfrecord_dir), "test", "any")
+    with pytest.raises(TypeError, match="batch_size"):
+        make_dataset(str(tfrecord_dir), "test", batch_size=2)
+
+
 def test_multi_training_draws_every_target_and_set_equally(tfrecord_dir):
     """3 rows a slice cycle through the 28 (target, available set) rows: over 28
     shuffled slices each row comes exactly 3 times."""
-    ds = make_dataset(
-        str(tfrecord_dir),
-        "train",
-        "any",
-        MODALITIES,
+    spec = DatasetSpec(
+        source="any",
+        targets=MODALITIES,
         inputs="multi",
         every_row=False,
         shuffle=True,
@@ -167,6 +205,7 @@ def test_multi_training_draws_every_target_and_set_equally(tfrecord_dir):
         batch_slices=4,
         return_meta=True,
     )
+    ds = make_dataset(str(tfrecord_dir), "train", spec)
     keys, image, target, task, mask = _rows(ds, limit=7)
     assert len(keys) == 84
     counts = collections.Counter(keys)

@@ -11,8 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 from dygan_tf.config import conditions
-from dygan_tf.config.tasks import MODALITIES, check_modality
+from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import records
+from dygan_tf.data.dataset_spec import DatasetSpec
 from dygan_tf.data.manifest import read_manifest, shard_files
 from dygan_tf.data.shard_check import check_shards
 from dygan_tf.utils.errors import UserError
@@ -22,26 +23,7 @@ READ_BUFFER_BYTES = 4 << 20
 META_KEYS = ("case_id", "grade", "slice_index", "seg", "brain_mask")
 
 
-def make_dataset(
-    tfrecord_dir,
-    split,
-    source="t2",
-    targets=("flair", "t1", "t1ce"),
-    batch_slices=1,
-    shuffle=False,
-    repeat=False,
-    seed=None,
-    num_workers=1,
-    worker_index=0,
-    return_meta=False,
-    drop_remainder=False,
-    inputs="single",
-    every_row=True,
-    slice_offset=0,
-    case_ids=None,
-    keep_cases=True,
-    rows=None,
-):
+def make_dataset(tfrecord_dir, split, spec=None, **fields):
     """A tf.data.Dataset of `(image, condition, ...)` batches: `(image, target, task)`
     (plus `meta` if asked).
 
@@ -52,31 +34,10 @@ def make_dataset(
     Args:
         tfrecord_dir: a shard folder written by `data_prep.build_tfrecords`.
         split: a split of its manifest, "train" or "test".
-        source: the source modality, or "any" (every modality in turn; with
-            `inputs="multi"` every non-empty set of the others).
-        targets: the target modalities.
-        batch_slices: slices per batch.
-        shuffle: False, True (a buffer of 256 slices) or a buffer size; it also
-            shuffles the shard order.
-        repeat: repeat forever.
-        seed: the shuffle seed.
-        num_workers, worker_index: worker i of n reads shards i::n (multi-worker).
-        return_meta: add a 4th element, a dict of per-row `case_id`, `grade`,
-            `slice_index`, `seg` and `brain_mask` ((B, H, W, 1) uint8), `target`,
-            `row` (`conditions.row_key`) and `available` ((B, 4) mask).
-        drop_remainder: drop a last smaller batch.
-        inputs: "single" (1-channel source, 12-bit task code) or "multi" (4 channels,
-            missing ones filled, 8-bit condition).
-        every_row: each slice gives every row of the table (evaluation, and the
-            paper's training); False: 3 rows a slice, cycling through the table so
-            that every row is drawn equally often (training with "any" or "multi").
-        slice_offset: where in that cycle the first slice starts (training passes
-            the slices of the epochs before, so the cycle runs on across epochs).
-        case_ids, keep_cases: only the slices of `case_ids` (`keep_cases=True`), or
-            all but them; None: every slice.
-        rows: an explicit row table (`conditions.Row`s) instead of the one of
-            `inputs`, `source` and `targets` (evaluation scores several kinds of model
-            on the rows of one).
+        spec: a `DatasetSpec`: what to read and how (source, targets, batching,
+            shuffling, rows, ...).
+        **fields: instead of `spec`, its fields as keywords (`DatasetSpec(**fields)`);
+            giving both is a TypeError.
 
     Returns:
         A dataset of batches, rows slice-major: `image` (B, H, W, C) float32 in
@@ -89,42 +50,57 @@ def make_dataset(
     >>> image, target, task = next(iter(ds))  # doctest: +SKIP
     >>> image.shape, task.shape  # doctest: +SKIP
     (TensorShape([6, 256, 256, 1]), TensorShape([6, 12]))
+    >>> spec = DatasetSpec(source="any", batch_slices=2, return_meta=True)
+    >>> ds = make_dataset("data/brats19", "test", spec)  # doctest: +SKIP
     """
-    if source != conditions.SOURCE_ANY:
-        check_modality(source, "source modality")
-    if inputs not in conditions.INPUTS:
-        raise ValueError(f"inputs must be one of {conditions.INPUTS}. Received: inputs={inputs!r}")
-    for t in targets:
-        check_modality(t, "target modality")
-    table = list(rows) if rows is not None else conditions.row_table(inputs, source, targets)
-    if not table:
-        raise ValueError(f"No rows for source={source!r}, targets={tuple(targets)}")
-    for row in table:  # validates every row
-        conditions.check_condition(row.available, row.target)
-        if inputs == "single" and len(row.available) != 1:
-            raise ValueError(f"A single-source row has one source. Received: {row}")
-    if batch_slices < 1:
-        raise ValueError(f"batch_slices must be >= 1. Received: batch_slices={batch_slices}")
-    if not 0 <= worker_index < num_workers:
-        raise ValueError(
-            f"worker_index must be in [0, num_workers). Received: "
-            f"worker_index={worker_index}, num_workers={num_workers}"
+    spec = _spec_of(spec, fields)
+    files, manifest = select_shards(tfrecord_dir, split, spec)
+    ds = read_slices(files, manifest, spec)
+    if spec.case_ids is not None:
+        ds = filter_cases(ds, spec.case_ids, spec.keep_cases)
+    return batch_rows(ds, spec)
+
+
+def _spec_of(spec, fields):
+    """`spec`, or the `DatasetSpec` of the keywords `fields`."""
+    if spec is None:
+        return DatasetSpec(**fields)
+    if fields:
+        raise TypeError(
+            "make_dataset takes a DatasetSpec or its fields as keywords, not both. "
+            f"Received spec and {sorted(fields)}"
         )
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(
+            "make_dataset takes its options as a DatasetSpec or as keywords "
+            f"(source=..., targets=...). Received: spec={spec!r}"
+        )
+    return spec
+
+
+def select_shards(tfrecord_dir, split, spec):
+    """(this worker's shard files of `split`, the manifest): only shards the manifest
+    lists, each checked against its sha256 once per file and process."""
     manifest = read_manifest(tfrecord_dir)
-    files = shard_files(tfrecord_dir, split, manifest)[worker_index::num_workers]
+    files = shard_files(tfrecord_dir, split, manifest)[spec.worker_index :: spec.num_workers]
     check_shards(tfrecord_dir, split, manifest)  # once per file and process (cached)
     if not files:
         raise UserError(
             f"split {split!r} of {tfrecord_dir} has fewer shards than "
-            f"num_workers={num_workers}; rebuild with more shards"
+            f"num_workers={spec.num_workers}; rebuild with more shards"
         )
+    return files, manifest
+
+
+def read_slices(files, manifest, spec):
+    """The parsed slices of `files` (`records.parse_example`), in a seeded order:
+    shards and slices shuffled if `spec.shuffle`, repeated if `spec.repeat`."""
     image_size = manifest["image_size"]
     compression = "GZIP" if manifest["compression"] == "gzip" else ""
-    buffer = DEFAULT_SHUFFLE_BUFFER if shuffle is True else int(shuffle or 0)
-
+    buffer = DEFAULT_SHUFFLE_BUFFER if spec.shuffle is True else int(spec.shuffle or 0)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if buffer:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(files), seed=spec.seed, reshuffle_each_iteration=True)
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(
             f, compression_type=compression, buffer_size=READ_BUFFER_BYTES
@@ -139,22 +115,31 @@ def make_dataset(
         deterministic=True,  # a seeded run reads the same order every time
     )
     if buffer:
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
+        ds = ds.shuffle(buffer, seed=spec.seed, reshuffle_each_iteration=True)
+    if spec.repeat:
         ds = ds.repeat()
-    if case_ids is not None:
-        ids = tf.constant(sorted(case_ids) or [""])
+    return ds
 
-        def wanted(example):
-            hit = tf.reduce_any(tf.equal(example["case_id"], ids))
-            return hit if keep_cases else tf.logical_not(hit)
 
-        ds = ds.filter(wanted)
-    plan = RowPlan(table, inputs, source, every_row, slice_offset)
+def filter_cases(ds, case_ids, keep):
+    """The slices of `case_ids` (`keep=True`), or all but them."""
+    ids = tf.constant(sorted(case_ids) or [""])
+
+    def wanted(example):
+        hit = tf.reduce_any(tf.equal(example["case_id"], ids))
+        return hit if keep else tf.logical_not(hit)
+
+    return ds.filter(wanted)
+
+
+def batch_rows(ds, spec):
+    """Batches of `spec.batch_slices` slices, each slice expanded into its rows
+    (`RowPlan`), prefetched."""
+    plan = RowPlan(spec.table, spec.inputs, spec.source, spec.every_row, spec.slice_offset)
     ds = ds.enumerate().map(lambda n, example: {**example, "position": n})
-    ds = ds.batch(batch_slices, drop_remainder=drop_remainder)
+    ds = ds.batch(spec.batch_slices, drop_remainder=spec.drop_remainder)
     ds = ds.map(
-        lambda example: plan.expand(example, return_meta),
+        lambda example: plan.expand(example, spec.return_meta),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return ds.prefetch(tf.data.AUTOTUNE)
