@@ -1,7 +1,10 @@
 """The subpackages' public names: importable from the subpackage, lazily (no Keras or
 TensorFlow at import), each with a docstring example that runs."""
 
+import contextlib
+import doctest
 import inspect
+import io
 import re
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import numpy as np
 import pytest
 
 import dygan_tf.config
+import dygan_tf.data
 import dygan_tf.layers
 import dygan_tf.models
 
@@ -18,6 +22,7 @@ PUBLIC = {
     dygan_tf.layers: ("DyConv2D", "InstanceNormalization"),
     dygan_tf.models: ("DyGAN", "build_discriminator", "build_dygan", "build_generator"),
     dygan_tf.config: ("get_preset", "task_code"),
+    dygan_tf.data: ("DatasetSpec",),
 }
 
 
@@ -34,9 +39,10 @@ def test_every_public_name_is_exported_and_listed():
 def test_importing_the_packages_starts_neither_keras_nor_tensorflow():
     code = (
         "import sys\n"
-        "import dygan_tf.config, dygan_tf.layers, dygan_tf.models\n"
+        "import dygan_tf.config, dygan_tf.data, dygan_tf.layers, dygan_tf.models\n"
         "from dygan_tf.config import get_preset, task_code\n"
-        "get_preset('tiny'); task_code('t2', 't1')\n"
+        "from dygan_tf.data import DatasetSpec\n"
+        "get_preset('tiny'); task_code('t2', 't1'); DatasetSpec(source='any')\n"
         "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -44,23 +50,32 @@ def test_importing_the_packages_starts_neither_keras_nor_tensorflow():
 
 
 def _example(obj):
-    """The code of `obj`'s docstring example: a ```python block or the >>> lines."""
+    """The code of `obj`'s docstring example: a ```python block, else None (its >>>
+    lines are run as a doctest)."""
     doc = inspect.getdoc(obj)
     assert "Example" in doc, f"{obj.__name__} has no docstring example"
     block = re.search(r"```python\n(.*?)```", doc, re.S)
-    if block:
-        return block.group(1)
-    return "\n".join(line[4:] for line in doc.splitlines() if line.startswith((">>> ", "... ")))
+    return block.group(1) if block else None
 
 
 @pytest.mark.parametrize(
     "package, name", [(p, n) for p, names in PUBLIC.items() for n in names], ids=str
 )
 def test_the_docstring_example_runs(package, name):
-    code = _example(getattr(package, name))
-    assert code.strip()
+    obj = getattr(package, name)
     keras.utils.set_random_seed(0)
     namespace = {"np": np, "keras": keras}
     namespace.update({n: getattr(p, n) for p, names in PUBLIC.items() for n in names})
     namespace.update({"task_code": dygan_tf.config.task_code})
-    exec(compile(code, f"<{name} example>", "exec"), namespace)  # noqa: S102
+    code = _example(obj)
+    if code is not None:
+        assert code.strip()
+        exec(compile(code, f"<{name} example>", "exec"), namespace)  # noqa: S102
+        return
+    # >>> examples: every printed value and raised error is checked, as doctest does.
+    test = doctest.DocTestParser().get_doctest(inspect.getdoc(obj), namespace, name, None, 0)
+    assert test.examples, f"{name}: no >>> lines in its example"
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    with contextlib.redirect_stdout(io.StringIO()) as report:
+        result = runner.run(test)
+    assert result.failed == 0, report.getvalue()

@@ -41,8 +41,8 @@ class InstanceNormalization(layers.GroupNormalization):
     Example:
 
     >>> norm = InstanceNormalization(epsilon=1e-5)
-    >>> norm(np.random.rand(2, 8, 8, 3)).shape
-    TensorShape([2, 8, 8, 3])
+    >>> tuple(norm(np.random.rand(2, 8, 8, 3)).shape)
+    (2, 8, 8, 3)
     """
 
     def __init__(self, epsilon=1e-5, **kwargs):

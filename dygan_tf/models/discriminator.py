@@ -55,7 +55,7 @@ def build_discriminator(
 
     >>> d = build_discriminator(image_size=64, base_filters=4)
     >>> x = np.zeros((2, 64, 64, 1))
-    >>> d({"image": x, "target": x, "task": np.eye(12)[:2]}).shape
+    >>> tuple(d({"image": x, "target": x, "task": np.eye(12)[:2]}).shape)
     (2, 8, 8, 1)
     """
     if kind not in DISCRIMINATOR_KINDS:

@@ -60,7 +60,7 @@ def build_generator(
     Example:
 
     >>> g = build_generator(image_size=64, base_filters=4, depth=3)
-    >>> g({"image": np.zeros((2, 64, 64, 1)), "task": np.eye(12)[:2]}).shape
+    >>> tuple(g({"image": np.zeros((2, 64, 64, 1)), "task": np.eye(12)[:2]}).shape)
     (2, 64, 64, 1)
     """
     _check_arguments(image_size, base_filters, depth, dyconv, label_mode)

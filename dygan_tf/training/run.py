@@ -3,7 +3,8 @@
 `train(config, data_dir, run_dir)` is what `python -m dygan_tf.fit` calls; the run
 folder's layout lives in `dygan_tf.run_folder.files`, the per-epoch work (validation,
 history and TensorBoard, checkpoints) in `dygan_tf.training.callbacks`. `open_run` and
-`case_dataset` are shared with the multi-worker loop and the λ search.
+the datasets (`training_dataset`, `validation_dataset`) are shared with the
+multi-worker loop and the λ search.
 """
 
 import dataclasses
@@ -47,49 +48,6 @@ def choose_validation_cases(data_dir, seed):
     count = max(1, round(len(cases) * VALIDATION_FRACTION))
     picked = np.random.default_rng(seed).choice(len(cases), count, replace=False)
     return sorted(cases[i] for i in picked)
-
-
-def case_dataset(
-    data_dir,
-    train,
-    case_ids,
-    keep,
-    batch_slices=1,
-    shuffle=False,
-    repeat=False,
-    seed=None,
-    return_meta=False,
-    num_workers=1,
-    worker_index=0,
-    inputs="single",
-    every_row=True,
-    slice_offset=0,
-    rows=None,
-    drop_remainder=False,
-):
-    """The training split restricted to (`keep=True`) or without (`keep=False`) the
-    slices of `case_ids`, batched as make_dataset batches (slice-major rows; `rows` and
-    `drop_remainder` as there)."""
-    return make_dataset(
-        data_dir,
-        "train",
-        train.source,
-        train.targets,
-        batch_slices=batch_slices,
-        shuffle=shuffle,
-        repeat=repeat,
-        seed=seed,
-        return_meta=return_meta,
-        num_workers=num_workers,
-        worker_index=worker_index,
-        inputs=inputs,
-        every_row=every_row,
-        slice_offset=slice_offset,
-        case_ids=case_ids,
-        keep_cases=keep,
-        rows=rows,
-        drop_remainder=drop_remainder,
-    )
 
 
 def count_slices(data_dir, case_ids, keep):
@@ -251,11 +209,13 @@ def training_dataset(
         config.model.inputs, train_cfg.source, train_cfg.targets, train_cfg.target_weights
     )
     epochs = [
-        case_dataset(
+        make_dataset(
             data_dir,
-            train_cfg,
-            validation,
-            keep=False,
+            "train",
+            source=train_cfg.source,
+            targets=train_cfg.targets,
+            case_ids=validation,
+            keep_cases=False,
             batch_slices=batch_slices,
             shuffle=True,
             repeat=True,
@@ -278,11 +238,13 @@ def training_dataset(
 def validation_dataset(data_dir, config, validation):
     """The held-out cases' slices, one slice (every row of the run's table) per batch,
     with meta."""
-    return case_dataset(
+    return make_dataset(
         data_dir,
-        config.train,
-        validation,
-        keep=True,
+        "train",
+        source=config.train.source,
+        targets=config.train.targets,
+        case_ids=validation,
+        keep_cases=True,
         return_meta=True,
         inputs=config.model.inputs,
     )
