@@ -68,6 +68,7 @@ from benchmarks.gpu_kit_wheels import (  # noqa: F401 (the kit's one wheel list,
     WHEELS,
     WHEELS_DIR,
     WITHOUT_TENSORFLOW,
+    KitError,
     check,
     download,
     find_wheels,
@@ -231,13 +232,13 @@ def _run_section(kit, name, backend, precision, options, site, cache, timeout):
 def run(options):
     """The half that runs on the GPU machine; returns the exit status."""
     start = time.monotonic()
-    kit = Kit(options.out)
-    work = tempfile.mkdtemp(prefix="dygan-gpu-kit-")
-    site, cache = os.path.join(work, "site"), os.path.join(work, "cache")
     names = [s for s in options.sections.split(",") if s]
     unknown = set(names) - {s[0] for s in SECTIONS}
     if unknown:
-        raise SystemExit(f"--sections: unknown {sorted(unknown)}; known {[s[0] for s in SECTIONS]}")
+        raise KitError(f"--sections: unknown {sorted(unknown)}; known {[s[0] for s in SECTIONS]}")
+    kit = Kit(options.out)
+    work = tempfile.mkdtemp(prefix="dygan-gpu-kit-")
+    site, cache = os.path.join(work, "site"), os.path.join(work, "cache")
     kit.record = {
         "what": "benchmarks.gpu_kit run: backend_step --profile gpu per section",
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -370,9 +371,17 @@ def _parser():
 def main(argv=None):
     options = _parser().parse_args(argv)
     options.wheels = os.path.abspath(options.wheels)
+    try:
+        return _command(options)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _command(options):
     if options.command in ("run", "rehearse"):
         if not options.out:
-            raise SystemExit("--out, DYGAN_KIT_OUT or OUT: where the JSON and the log go")
+            raise KitError("--out: not given; DYGAN_KIT_OUT or OUT may name the folder instead")
         options.out = os.path.abspath(options.out)
     if options.command == "download":
         return 1 if download(options.wheels) else 0

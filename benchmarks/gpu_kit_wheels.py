@@ -252,20 +252,40 @@ REHEARSAL_IMAGE = ("numpy", "h5py", "ml-dtypes", "jax==0.11.2", "jaxlib==0.11.2"
 JSON_NAME, LOG_NAME = "gpu_kit.json", "gpu_kit.log"
 
 
+class KitError(Exception):
+    """A bad flag or a missing prerequisite: one `error:` line, exit 2."""
+
+
 def rehearse(options):
     """`run` in a fresh venv of `options.python` holding only REHEARSAL_IMAGE."""
+    try:
+        probe = subprocess.run(
+            [options.python, "-c", "import sys, venv; print(sys.version.split()[0])"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError as e:
+        probe = subprocess.CompletedProcess([], 127, "", e.strerror or str(e))
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or ["no output"])[0]
+        raise KitError(f"--python {options.python}: cannot run it with venv ({why})")
     venv = options.venv or tempfile.mkdtemp(prefix="dygan-gpu-kit-venv-")
-    subprocess.run([options.python, "-m", "venv", "--clear", venv], check=True)
+    if subprocess.run([options.python, "-m", "venv", "--clear", venv]).returncode != 0:
+        raise KitError(f"--venv {venv}: {options.python} -m venv failed (see above)")
     python = os.path.join(venv, "bin", "python")
     pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, *REHEARSAL_IMAGE], check=True)
+    if subprocess.run([*pip, *REHEARSAL_IMAGE]).returncode != 0:
+        raise KitError(
+            f"--venv {venv}: pip could not install the GPU image's packages "
+            f"({' '.join(REHEARSAL_IMAGE)}); the rehearsal needs the package registry"
+        )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KERAS_BACKEND")}
     absent = {}
     for module in ("tensorflow", "keras"):
         probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True, env=env)
         absent[module] = probe.returncode != 0
     if not all(absent.values()):
-        raise SystemExit(f"the rehearsal's venv is not the GPU image's: importable {absent}")
+        raise KitError(f"--venv {venv}: not the GPU image's packages alone: importable {absent}")
     freeze = subprocess.run(
         [python, "-m", "pip", "freeze"], capture_output=True, text=True, env=env, check=True
     ).stdout.split()

@@ -235,11 +235,25 @@ def test_the_run_half_writes_its_json_when_the_budget_is_spent(tmp_path, capsys)
     assert "jax_float32: skipped" in capsys.readouterr().out
 
 
-def test_the_run_half_needs_somewhere_to_write(monkeypatch):
+def test_the_run_half_needs_somewhere_to_write(monkeypatch, capsys):
     monkeypatch.delenv("DYGAN_KIT_OUT", raising=False)
     monkeypatch.delenv("OUT", raising=False)
-    with pytest.raises(SystemExit, match="DYGAN_KIT_OUT"):
-        gpu_kit.main(["run", "--budget-s", "0"])
+    assert gpu_kit.main(["run", "--budget-s", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out: not given; DYGAN_KIT_OUT"), err
+
+
+def test_bad_kit_flags_are_one_line_and_write_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert gpu_kit.main(["run", "--out", str(out), "--sections", "jax_float64"]) == 2
+    assert not out.exists()
+    python = str(tmp_path / "no-such-python")
+    argv = ["rehearse", "--out", str(out), "--python", python]
+    assert gpu_kit.main(argv) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("error: --sections: unknown ['jax_float64']")
+    assert err[1].startswith(f"error: --python {python}: cannot run it with venv ("), err
 
 
 def test_the_gpu_profile_runs_each_precision_and_measures_the_peak_once(tmp_path, monkeypatch):
