@@ -17,6 +17,7 @@ from dygan_tf.data.dataset_spec import DatasetSpec
 from dygan_tf.data.manifest import read_manifest, shard_files
 from dygan_tf.data.shard_check import check_shards
 from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.options import options_of
 
 DEFAULT_SHUFFLE_BUFFER = 256
 READ_BUFFER_BYTES = 4 << 20
@@ -53,29 +54,12 @@ def make_dataset(tfrecord_dir, split, spec=None, **fields):
     >>> spec = DatasetSpec(source="any", batch_slices=2, return_meta=True)
     >>> ds = make_dataset("data/brats19", "test", spec)  # doctest: +SKIP
     """
-    spec = _spec_of(spec, fields)
+    spec = options_of(DatasetSpec, spec, fields, "make_dataset", "spec")
     files, manifest = select_shards(tfrecord_dir, split, spec)
     ds = read_slices(files, manifest, spec)
     if spec.case_ids is not None:
         ds = filter_cases(ds, spec.case_ids, spec.keep_cases)
     return batch_rows(ds, spec)
-
-
-def _spec_of(spec, fields):
-    """`spec`, or the `DatasetSpec` of the keywords `fields`."""
-    if spec is None:
-        return DatasetSpec(**fields)
-    if fields:
-        raise TypeError(
-            "make_dataset takes a DatasetSpec or its fields as keywords, not both. "
-            f"Received spec and {sorted(fields)}"
-        )
-    if not isinstance(spec, DatasetSpec):
-        raise TypeError(
-            "make_dataset takes its options as a DatasetSpec or as keywords "
-            f"(source=..., targets=...). Received: spec={spec!r}"
-        )
-    return spec
 
 
 def select_shards(tfrecord_dir, split, spec):

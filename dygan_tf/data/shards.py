@@ -24,6 +24,7 @@ from dygan_tf.data.shard_check import sha256_file
 from dygan_tf.utils.atomic import write_json_atomic
 from dygan_tf.utils.cli import import_tensorflow_quietly
 from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.options import options_of
 from dygan_tf.utils.progress import Progress
 
 SHARD_PATTERN = re.compile(r"^(train|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
@@ -69,7 +70,7 @@ def build(brats_root, out, options=None, **fields):
     The choices come as a `BuildOptions` or as its fields' keywords
     (`build(root, out, image_size=64, train_hgg=2)`), not both.
     """
-    options = _build_options(options, fields)
+    options = options_of(BuildOptions, options, fields, "build", "options")
     plan = plan_build(brats_root, options)
     problems = header_problems(plan.jobs, options.skip_bad)
     created, staging = _open_staging(out)
@@ -84,20 +85,6 @@ def build(brats_root, out, options=None, **fields):
             f"({written.rate:.2f} cases/s; {len(written.skipped)} skipped)"
         )
     return manifest
-
-
-def _build_options(options, fields):
-    """`options`, or the `BuildOptions` of the keywords `fields`."""
-    if options is None:
-        return BuildOptions(**fields)
-    if fields:
-        raise TypeError(
-            "build takes a BuildOptions or its fields as keywords, not both. "
-            f"Received options and {sorted(fields)}"
-        )
-    if not isinstance(options, BuildOptions):
-        raise TypeError(f"options must be a BuildOptions. Received: options={options!r}")
-    return options
 
 
 def _open_staging(out):

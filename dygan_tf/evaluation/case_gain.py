@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from dygan_tf.evaluation.rows import open_run_row, run_row_main
+from dygan_tf.evaluation.rows import open_run_row, run_as_command, run_row_main
 from dygan_tf.utils.errors import UserError
 
 
@@ -108,7 +108,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from dygan_tf.utils.cli import run_main
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    run_main(main)
+    run_as_command(main)

@@ -51,3 +51,12 @@ def run_row_main(argv, prog, description, score_run, summary):
     if args.out:
         write_json_atomic(args.out, result)
     return 0
+
+
+def run_as_command(main):
+    """Runs a per-row analysis's `main` as `python -m` does: TensorFlow's start-up
+    chatter off, a bad input one `error:` line and exit 2."""
+    from dygan_tf.utils.cli import run_main
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run_main(main)

@@ -5,8 +5,8 @@ tensorflow#72388), so this loop drives the same `DyGAN.train_step` through
 `strategy.run`. Each worker reads its own shard files; the chief writes the run folder
 (checkpoints, history.csv, TensorBoard, generator.keras); every other worker writes no
 checkpoint, and its throwaway history and TensorBoard go to a scratch folder that is
-deleted at the end. A restarted worker resumes from the
-chief's last checkpoint, so the run folder must be on storage all workers can read.
+deleted at the end. A restarted worker resumes from the chief's last checkpoint, so the
+run folder must be on storage all workers can read.
 Before the first collective op of training, `check_workers` has every worker check what
 it needs and exchange the results, so a problem on one stops all with the same line.
 """
