@@ -272,7 +272,7 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(
     shutil.copytree(faulted_run["run"], run)
     last = _last(run)
     if how == "partial":  # a kill while ckpt-4 was written: ckpt-3 is still the newest
-        with open(os.path.join(last, "ckpt-4.tmp.npz"), "wb") as f:
+        with open(os.path.join(last, f"{PARTIAL_PREFIX}k1ll3d-ckpt-4.npz"), "wb") as f:
             f.write(b"PK\x03\x04 half a file")
     else:
         _break(os.path.join(last, "ckpt-3"), how)

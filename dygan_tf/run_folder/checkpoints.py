@@ -28,7 +28,7 @@ import zipfile
 import numpy as np
 
 from dygan_tf.run_folder.files import HISTORY, checkpoint_dir, path
-from dygan_tf.utils.atomic import write_error
+from dygan_tf.utils.atomic import atomic_path, write_error
 from dygan_tf.utils.errors import UserError
 
 NAME = "ckpt"  # ckpt-<epoch>.npz (and an earlier release's ckpt-<epoch>.index, .data-*)
@@ -36,6 +36,8 @@ SUFFIX = ".npz"
 KEEP_LAST = 2  # the newest checkpoint in checkpoints/last and one to fall back on
 TENSORFLOW_INDEX = "checkpoint"  # tf.train.CheckpointManager's list, in earlier releases
 _LAYOUT = "__layout__"
+# What reading a damaged or truncated .npz raises (numpy's zip checks each array's CRC).
+DAMAGE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 _EPOCH = "__epoch__"
 _TENSORFLOW_FILE = re.compile(rf"{NAME}-(\d+)\.(index|data-\d+-of-\d+)")
 
@@ -74,41 +76,33 @@ class Checkpoint:
             layout.append([key, variable.path, list(arrays[key].shape)])
         arrays[_EPOCH] = np.int64(self.epoch.value)
         arrays[_LAYOUT] = np.asarray(json.dumps(layout))
-        temporary = prefix + ".tmp" + SUFFIX
         try:
-            with open(temporary, "wb") as f:
+            with atomic_path(prefix + SUFFIX) as temporary, open(temporary, "wb") as f:
                 np.savez(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(temporary, prefix + SUFFIX)
-        except OSError as e:
+        except OSError as e:  # atomic_path's WriteError, said of the checkpoint
             raise write_error(
                 prefix,
                 e,
                 f"{os.path.dirname(prefix)} keeps its previous checkpoint; free some space "
                 "and run the same command again to resume",
             ) from None
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
         return prefix
 
     def restore(self, prefix):
-        """Assigns every variable and the epoch from the checkpoint at `prefix`; a file
-        of another model is one UserError line, raised before anything is assigned."""
+        """Assigns every variable and the epoch from the checkpoint at `prefix`. Every
+        array is read (its CRC checked) before anything is assigned: a damaged file
+        raises one of `DAMAGE`, a file of another model one UserError line."""
         if not os.path.exists(prefix + SUFFIX):
             return _restore_tensorflow(self, prefix)
-        file = prefix + SUFFIX
-        with np.load(file, allow_pickle=False) as data:
-            expected = [[k, list(v.shape)] for k, v in self._variables()]
-            stored = json.loads(str(data[_LAYOUT]))
-            if [[k, list(s)] for k, _, s in stored] != expected:
-                raise UserError(
-                    f"{file}: holds the weights of another model ({len(stored)} arrays, "
-                    f"this model has {len(expected)}); train into a new run folder"
-                )
-            values = {key: data[key] for key, _, _ in stored}
-            epoch = int(data[_EPOCH])
+        layout, values, epoch = _load(prefix)
+        expected = [[k, list(v.shape)] for k, v in self._variables()]
+        if [[k, list(s)] for k, _, s in layout] != expected:
+            raise UserError(
+                f"{prefix + SUFFIX}: holds the weights of another model ({len(layout)} "
+                f"arrays, this model has {len(expected)}); train into a new run folder"
+            )
         for key, variable in self._variables():
             variable.assign(values[key])
         self.epoch.assign(epoch)
@@ -203,14 +197,28 @@ def is_tensorflow(prefix):
     return not os.path.exists(prefix + SUFFIX)
 
 
+def _load(prefix):
+    """(layout, {key: array}, epoch) of `prefix`.npz, every array read in full, so
+    numpy's zip checks its CRC: a damaged file raises one of DAMAGE."""
+    with np.load(prefix + SUFFIX, allow_pickle=False) as data:
+        layout = json.loads(str(data[_LAYOUT]))
+        values = {key: data[key] for key, _, _ in layout}
+        epoch = int(data[_EPOCH])
+    return layout, values, epoch
+
+
+def _damage_line(error):
+    return f"{type(error).__name__}: {str(error)[:120]}"
+
+
 def read(prefix):
     """The `.npz` checkpoint at `prefix` as {"epoch": N, object name: {variable path:
     array}}: for inspecting a checkpoint without building the model."""
-    with np.load(prefix + SUFFIX, allow_pickle=False) as data:
-        values = {"epoch": int(data[_EPOCH])}
-        for key, variable_path, _ in json.loads(str(data[_LAYOUT])):
-            values.setdefault(key.split("/")[0], {})[variable_path] = data[key]
-    return values
+    layout, values, epoch = _load(prefix)
+    found = {"epoch": epoch}
+    for key, variable_path, _ in layout:
+        found.setdefault(key.split("/")[0], {})[variable_path] = values[key]
+    return found
 
 
 def problem(prefix):
@@ -219,13 +227,9 @@ def problem(prefix):
     if is_tensorflow(prefix):
         return _tensorflow_problem(prefix)
     try:
-        with np.load(prefix + SUFFIX, allow_pickle=False) as data:
-            for key in data.files:
-                data[key]
-            json.loads(str(data[_LAYOUT]))
-            int(data[_EPOCH])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        return f"{type(e).__name__}: {str(e)[:120]}"
+        _load(prefix)
+    except DAMAGE as e:
+        return _damage_line(e)
     return None
 
 
@@ -244,6 +248,24 @@ def _tensorflow_problem(prefix):
     return None
 
 
+def _restored_or_why(checkpoint, prefix):
+    """Restores `prefix` into `checkpoint` and returns None, or returns why it cannot
+    be restored (nothing assigned). An `.npz` is read once; a TensorFlow checkpoint is
+    read through first, as TensorFlow's restore assigns as it reads."""
+    if is_tensorflow(prefix):
+        why = _tensorflow_problem(prefix)
+        if why is None:
+            checkpoint.restore(prefix)
+        return why
+    try:
+        checkpoint.restore(prefix)
+    except UserError:  # another model's checkpoint: not damage, the run stops
+        raise
+    except DAMAGE as e:
+        return _damage_line(e)
+    return None
+
+
 def restore_last(checkpoint, run_dir, history):
     """Restores the newest readable checkpoint of `run_dir`/checkpoints/last into
     `checkpoint`; returns its prefix, or None for a fresh start.
@@ -259,9 +281,8 @@ def restore_last(checkpoint, run_dir, history):
     found = checkpoints_in(directory)
     bad = []
     for number in sorted(found, reverse=True):
-        why = problem(found[number])
+        why = _restored_or_why(checkpoint, found[number])
         if why is None:
-            checkpoint.restore(found[number])
             if bad:
                 print(
                     f"note: {directory}: passing over unreadable "
