@@ -148,9 +148,11 @@ def test_the_runner_records_resumes_a_killed_run_and_summarises(tfrecord_dir, tm
     )
     checkpoint = tmp_path / "runs" / "t4_pix2pix" / "seed1" / "checkpoints" / "last"
     deadline = time.monotonic() + 300
+    # Polled often: epoch 2 of this tiny run (2 steps, validation, two saves) can finish
+    # within a coarser poll, and the kill must land inside it.
     while not (checkpoint / "ckpt-1.npz").exists():
         assert killed.poll() is None and time.monotonic() < deadline, "no first epoch"
-        time.sleep(0.2)
+        time.sleep(0.01)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     assert not (records / "runs" / "t4_pix2pix" / "seed1").exists()
