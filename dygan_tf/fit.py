@@ -8,10 +8,12 @@
                  --inputs single|multi --target-weights flair=2 (multi)
                  --discriminator multiscale|patch --d-dyconv on|off
                  --dyconv none|down|up|both --label-mode kernel|input --seed
-      baselines: --baseline pix2pix3 (three pix2pix models, one per target, same total
-                 number of train steps); --dyconv none --targets t1 (one pix2pix);
-                 --label-mode input (MGAN-style); --discriminator patch --d-dyconv off
-                 (a static PatchGAN); the paper's rows: dygan_tf.experiments.paper_tables
+      baselines: --baseline pix2pix3 (the paper's: three pix2pix models, one per target,
+                 each trained as one DyGAN run is); --baseline pix2pix3-matched (the
+                 three together take one DyGAN run's steps); --dyconv none --targets t1
+                 (one pix2pix); --label-mode input (MGAN-style); --discriminator patch
+                 --d-dyconv off (a static PatchGAN); the paper's rows:
+                 dygan_tf.experiments.paper_tables
       backend:   --backend jax|torch trains on that Keras backend (TensorFlow stays the
                  data library); the run folder is the same, checkpoints included
       testing:   --steps-per-epoch N caps each epoch at N steps
@@ -47,7 +49,13 @@ def parse_args(argv):
     )
     p.add_argument("--out", help="run folder (default runs/demo with --demo)")
     add_config_flags(p)
-    p.add_argument("--baseline", choices=BASELINES)
+    p.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        help="pix2pix3: the paper's 3×pix2pix, each member trained as one DyGAN run "
+        "(its batch and steps per epoch); pix2pix3-matched: the three together take one "
+        "DyGAN run's steps (compute-matched)",
+    )
     p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
     p.add_argument(
         "--strategy",

@@ -45,7 +45,8 @@ FIT_RUNS = {
     # the other fit tests train: kill -9, two workers, the fault and resume runs).
     "ms_both": (["--discriminator", "multiscale", "--dyconv", "both"], 2),
     "mgan": (["--label-mode", "input", "--discriminator", "patch"], 1),
-    "pix2pix3": (["--baseline", "pix2pix3"], 1),
+    "pix2pix3": (["--baseline", "pix2pix3"], 1),  # the paper's: each member a DyGAN run
+    "pix2pix3_matched": (["--baseline", "pix2pix3-matched"], 1),  # together one run
 }
 FIT_STEPS = 3
 

@@ -6,6 +6,7 @@ test_distribute.py): each new configuration costs a tf.function trace of its tra
 """
 
 import csv
+import dataclasses
 import glob
 import json
 import os
@@ -82,20 +83,72 @@ def test_configurations_are_applied(runs):
     assert (mgan.label_mode, mgan.dyconv) == ("input", "none")
 
 
-def test_pix2pix3_trains_one_static_model_per_target_with_the_same_total_steps(runs):
-    run_dir = runs["pix2pix3"]
+def _pix2pix3_members(run_dir):
+    """{target: (member config, train steps taken)} and the schedule of a pix2pix3 run."""
     with open(os.path.join(run_dir, run_folder.BASELINE)) as f:
-        members = json.load(f)["members"]
-    assert sorted(members) == ["flair", "t1", "t1ce"]
-    total_steps = 0
-    for target, folder in members.items():
+        spec = json.load(f)
+    out = {}
+    for target, folder in spec["members"].items():
         config = _config(os.path.join(run_dir, folder))
+        latest = checkpoints.latest(os.path.join(run_dir, folder, "checkpoints", "last"))
+        out[target] = (config, checkpoint_counts(latest)[1])
+    return out, spec["schedule"]
+
+
+def _assert_static_one_target_members(members):
+    assert sorted(members) == ["flair", "t1", "t1ce"]
+    for target, (config, _) in members.items():
         assert config.train.targets == (target,)
         assert (config.model.dyconv, config.model.discriminator) == ("none", "patch")
-        assert not config.model.d_dyconv and config.train.batch_slices == 3
-        latest = checkpoints.latest(os.path.join(run_dir, folder, "checkpoints", "last"))
-        total_steps += checkpoint_counts(latest)[1]
-    assert total_steps == STEPS  # one DyGAN epoch of STEPS steps, split three ways
+        assert not config.model.d_dyconv
+
+
+def test_pix2pix3_matched_trains_one_static_model_per_target_with_the_same_total_steps(runs):
+    members, schedule = _pix2pix3_members(runs["pix2pix3_matched"])
+    assert schedule == "compute-matched"
+    _assert_static_one_target_members(members)
+    assert all(config.train.batch_slices == 3 for config, _ in members.values())
+    # one DyGAN epoch of STEPS steps, split three ways
+    assert sum(steps for _, steps in members.values()) == STEPS
+
+
+def test_pix2pix3_trains_each_member_as_one_dygan_run(runs):
+    # The paper's 3×pix2pix: each member one slice a step and DyGAN's steps per epoch,
+    # exactly a one-target pix2pix run (`--dyconv none --targets T`, static PatchGAN).
+    members, schedule = _pix2pix3_members(runs["pix2pix3"])
+    assert schedule == "paper"
+    _assert_static_one_target_members(members)
+    dygan = _config(runs["ms_both"])
+    for target, (config, steps) in members.items():
+        assert config.train.batch_slices == dygan.train.batch_slices == 1
+        assert steps == STEPS
+        one = fit.resolve_config(
+            fit.parse_args(
+                ["--data", "d", "--out", "o", "--preset", "tiny", "--dyconv", "none"]
+                + ["--targets", target, "--discriminator", "patch", "--d-dyconv", "off"]
+            )
+        )
+        assert config.model == one.model
+        assert dataclasses.replace(config.train, epochs=one.train.epochs) == one.train
+
+
+def test_pix2pix3_resume_refuses_the_other_schedule(runs, tfrecord_dir):
+    result = run_in_process(
+        fit.main,
+        "--data",
+        tfrecord_dir,
+        "--out",
+        runs["pix2pix3_matched"],
+        "--preset",
+        "tiny",
+        "--baseline",
+        "pix2pix3",
+        "--epochs",
+        "1",
+    )
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and "--baseline pix2pix3-matched" in err[0], err
 
 
 def test_ema_run_saves_the_average_and_checkpoints_both(runs):

@@ -55,14 +55,18 @@ def test_every_row_is_a_valid_fit_command_and_the_plan_pairs_seeds():
     from dygan_tf import fit
 
     for row in tables.ROWS:
+        if row.members:  # (trained as its members, each a row of its own)
+            assert [t for t, _ in row.members] == list(row.targets), row.id
+            continue
         config = fit.resolve_config(fit.parse_args(["--data", "d", "--out", "o", *row.flags]))
         assert config.train.targets == row.targets, row.id
     by_id = {r.id: r for r in tables.ROWS}
     assert by_id["t3_lambda100"].same_as == "t2_ms_dygan"
     plan = paper_tables.plan(tables.TABLES)
-    # Table 2: 4 rows x 5 seeds; Table 4: 5 x 3; Table 3: λ 10 and 300 x 3 (λ 100 is
-    # Table 2's Ms_DyGAN run of the same seed).
-    assert len(plan) == 20 + 15 + 6
+    # Table 2: the paper's 3×pix2pix (3 one-target runs) and 4 rows x 5 seeds; Table 4:
+    # 5 x 3, less its pix2pix, which is the paper's 3×pix2pix T1 run of the same seed;
+    # Table 3: λ 10 and 300 x 3 (λ 100 is Table 2's Ms_DyGAN run of the same seed).
+    assert len(plan) == 35 + 12 + 6
     assert len(set((r.id, s) for r, s in plan)) == len(plan)
     assert [s for _, s in plan] == sorted(s for _, s in plan)  # seed by seed
     only = paper_tables.plan((3,), seed_list=(0, 1), row_ids=["t3_lambda100"])
@@ -182,6 +186,13 @@ def test_the_runner_records_resumes_a_killed_run_and_summarises(tfrecord_dir, tm
             expected = [runs[s]["scores"][test_set]["t1"]["psnr"] for s in ("0", "1")]
             assert stat["n"] == 2 and stat["mean"] == pytest.approx(np.mean(expected))
             assert stat["sd"] == pytest.approx(np.std(expected, ddof=1))
+    assert record["benchmark"] == record["phantom"] == "v1"
+    assert sorted(record["manifests"]) == ["demo", "heldout", "train"]
+    assert record["manifests"]["demo"] == record["manifests"]["train"]  # one folder
+    cases = record["per_case_psnr"]["heldout"]["t1"]
+    assert len(cases) == 2 and np.mean(list(cases.values())) == pytest.approx(
+        record["scores"]["heldout"]["t1"]["psnr"]
+    )  # 2 test cases with 5 slices each: the mean of case means is the slice mean
     claim5 = next(c for c in results["claims"] if c["claim"] == 5)
     pair = next(p for p in claim5["pairs"] if (p["better"], p["worse"]) == ("t4_up", "t4_pix2pix"))
     assert pair["heldout"]["n"] == 2 and pair["heldout"]["ci"] is not None
@@ -195,6 +206,165 @@ def test_the_runner_records_resumes_a_killed_run_and_summarises(tfrecord_dir, tm
     again = run_in_process(paper_tables.main, "--summary", "--records", records)
     assert again.returncode == 0, again.stderr
     assert (records / summary.RESULTS_JSON).read_text() == written
+
+
+def test_the_papers_3x_pix2pix_is_three_table_4_pix2pix_runs():
+    from dygan_tf import fit
+    from dygan_tf.config.run_config import pix2pix_member_config
+
+    paper = tables.ROW_BY_ID["t2_pix2pix3_paper"]
+    assert dict(paper.members)["t1"] == "t4_pix2pix"  # one run, cited by both tables
+    dygan = fit.resolve_config(
+        fit.parse_args(["--data", "d", "--out", "o", *tables.ROW_BY_ID["t2_dygan"].flags])
+    )
+    for target, member_id in paper.members:
+        member = tables.ROW_BY_ID[member_id]
+        config = fit.resolve_config(fit.parse_args(["--data", "d", "--out", "o", *member.flags]))
+        # exactly a member of `fit --baseline pix2pix3`: one slice a step, DyGAN's steps
+        assert config == pix2pix_member_config(dygan, target, "paper"), member_id
+        assert config.train.batch_slices == dygan.train.batch_slices == 1
+    # seed 0 of Tables 2 and 4 trains Table 4's pix2pix once
+    ids = [r.id for r, _ in paper_tables.plan((2, 4), seed_list=(0,))]
+    assert ids.count("t4_pix2pix") == 1 and len(ids) == len(set(ids)) == 7 + 4
+    assert ids[:3] == ["p_pix2pix_flair", "t4_pix2pix", "p_pix2pix_t1ce"]
+    # The compute-matched row keeps today's members (one DyGAN run's steps, together).
+    matched = tables.ROW_BY_ID["t2_pix2pix3"]
+    assert matched.flags == ("--baseline", "pix2pix3-matched")
+    assert matched.label == "3×pix2pix, compute-matched"
+    # Both readings of claim 1, the paper's first.
+    ones = [c for c in tables.CLAIMS if c.number == 1]
+    assert [c.pairs[0][1] for c in ones] == ["t2_pix2pix3_paper", "t2_pix2pix3"]
+
+
+def _fake_record(row, seed, psnr, benchmark=None, manifests=None, cases=None):
+    targets = list(tables.ROW_BY_ID[row].targets)
+    record = {"row": row, "seed": seed, "targets": targets, "table": 2}
+    record["scores"] = {s: {t: {"psnr": psnr} for t in targets} for s in ("demo", "heldout")}
+    record.update(train_wall_s=1.0, inference_s_per_case=0.1, commit="c", label=row)
+    record["parameters"] = {"generator": 1, "discriminator": 1}
+    record["machine"] = {"cpu": "x", "cpu_kind": "y", "cpu_flags": []}
+    if benchmark:
+        record["benchmark"] = benchmark
+    if manifests:
+        record["manifests"] = manifests
+    if cases:
+        record["per_case_psnr"] = {"heldout": {t: cases for t in targets}}
+    return record
+
+
+def _write_records(folder, records):
+    for record in records:
+        out = folder / "runs" / record["row"] / f"seed{record['seed']}"
+        out.mkdir(parents=True)
+        (out / "record.json").write_text(json.dumps(record))
+
+
+def test_statistics_against_hand_computed_values():
+    # A family of three comparisons, differences over five seeds each.
+    d1 = [0.3, 0.5, 0.1, 0.4, 0.2]  # mean 0.3, sd sqrt(0.025): t = 4.2426, 4 df
+    d2 = [0.9, -0.2, 0.8, 0.7, 0.6]  # mean 0.56, one seed against
+    d3 = [0.1, -0.1, 0.2, -0.2, 0.05]
+    entries = [
+        paired.compare(dict(enumerate(d)), dict.fromkeys(range(5), 0.0), 0.5) for d in (d1, d2, d3)
+    ]
+    from scipy import stats
+
+    p1 = 2 * stats.t.sf(0.3 / (np.sqrt(0.025) / np.sqrt(5)), 4)
+    assert entries[0]["p_t"] == pytest.approx(p1) and p1 == pytest.approx(0.013236, abs=1e-6)
+    paired.judge_family(entries)
+    ps = [e["p_t"] for e in entries]
+    order = np.argsort(ps)  # Holm: (3 - rank) x p, running maximum, capped at 1
+    expected, running = [0.0] * 3, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * ps[i]))
+        expected[i] = running
+    assert [e["p_holm"] for e in entries] == pytest.approx(expected)
+    assert entries[0]["p_holm"] == pytest.approx(3 * p1)
+    # One-sided exact sign flip: all five above 0 is 1 of 32 patterns.
+    assert entries[0]["p_sign_flip"] == pytest.approx(1 / 32)
+    # d2: |d| = .9 .2 .8 .7 .6, sum of observed signs 2.8; patterns at least that:
+    # all positive (3.2), and the observed one (2.8): 2 of 32.
+    assert entries[1]["p_sign_flip"] == pytest.approx(2 / 32)
+    assert entries[0]["verdict"] == paired.HOLDS  # Holm 0.040 and sign flip 0.031
+    # d2's t interval excludes 0, but Holm does not keep it (and nor does the sign flip)
+    assert entries[1]["ci"][0] > 0 and entries[1]["p_holm"] >= 0.05
+    assert entries[1]["verdict"] == paired.NOT_RESOLVED
+    assert entries[2]["verdict"] == paired.NOT_RESOLVED
+    # Power: a gap of one SD at two-sided 0.05 needs 10 pairs for 80 % (noncentral t:
+    # n = 10 gives 0.803, n = 9 0.761); at 0.05 / 3, 14 pairs.
+    assert paired.seeds_for_power(1.0, 1.0, 1) == 10
+    assert paired.seeds_for_power(1.0, 1.0, 3) == 14
+    assert paired.seeds_for_power(1.0, 0.01, 1) == paired.MAX_SEEDS + 1
+    assert paired.seeds_for_power(None, 0.5, 1) is None
+    # Reversed: the other way round, both tests.
+    back = paired.judge_family(
+        [paired.compare(dict.fromkeys(range(5), 0.0), dict(enumerate(d1)), 0.5)]
+    )
+    assert back[0]["verdict"] == paired.REVERSED
+
+
+def test_case_bootstrap_resamples_seeds_and_cases():
+    a = {s: {"c1": 1.0 + s, "c2": 3.0 + s, "c3": 2.0 + s} for s in range(3)}
+    b = {s: {"c1": 0.0, "c2": 0.0, "c3": 0.0, "extra": 9.0} for s in range(3)}
+    low, high = paired.case_bootstrap(a, b, draws=2000)
+    # the mean difference is 3; resampling cases and seeds spreads it both ways
+    assert low < 3.0 < high and 1.0 <= low and high <= 5.0
+    assert paired.case_bootstrap({0: {"c": 1.0}}, {0: {"c": 0.0}}) is None
+
+
+def test_records_of_two_benchmarks_or_rebuilt_data_are_refused_in_one_table(tmp_path):
+    mixed = tmp_path / "mixed"
+    _write_records(
+        mixed,
+        [_fake_record("t2_dygan", 0, 30.0), _fake_record("t2_mgan", 0, 29.0, benchmark="v2")],
+    )
+    result = run_in_process(paper_tables.main, "--summary", "--records", mixed)
+    line = one_error_line(result)
+    assert "a record of benchmark v2, beside records of benchmark v1" in line
+    assert not (mixed / summary.RESULTS_JSON).exists()
+    rebuilt = tmp_path / "rebuilt"
+    _write_records(
+        rebuilt,
+        [
+            _fake_record("t2_dygan", 0, 30.0, "v2", {"train": "a" * 64, "test_mni": "b" * 64}),
+            _fake_record("t2_mgan", 0, 29.0, "v2", {"train": "a" * 64, "test_mni": "c" * 64}),
+        ],
+    )
+    line = one_error_line(run_in_process(paper_tables.main, "--summary", "--records", rebuilt))
+    assert "its test_mni data's manifest (sha256 cccccccccccc…) differs" in line
+    # A run of other data is refused before it trains (the runner's own check).
+    data = {"benchmark": "v1", "manifests": {"train": "d" * 64}}
+    with pytest.raises(paper_tables.UserError, match="holds records of benchmark v2"):
+        summary.check_same_data(_fake_record("t2_dygan", 0, 1.0, "v2"), data, "R")
+    same = _fake_record("t2_dygan", 0, 1.0, "v1", {"train": "e" * 64})
+    with pytest.raises(paper_tables.UserError, match="its records' train data"):
+        summary.check_same_data(same, data, "R")
+
+
+def test_the_summary_reads_the_papers_3x_pix2pix_from_its_members(tmp_path):
+    records = []
+    for seed in range(3):
+        records += [
+            _fake_record("p_pix2pix_flair", seed, 20.0 + seed, cases={"a": 20.0, "b": 21.0}),
+            _fake_record("t4_pix2pix", seed, 30.0 + seed, cases={"a": 30.0, "b": 31.0}),
+            _fake_record("p_pix2pix_t1ce", seed, 25.0, cases={"a": 25.0, "b": 25.0}),
+            _fake_record("t2_dygan", seed, 26.0 + seed, cases={"a": 26.0, "b": 27.0}),
+        ]
+    _write_records(tmp_path, records)
+    results = summary.write(str(tmp_path))
+    row = results["rows"]["t2_pix2pix3_paper"]["heldout"]
+    assert row["t1"]["psnr"]["mean"] == pytest.approx(31.0)
+    assert row["flair"]["psnr"]["mean"] == pytest.approx(21.0)
+    claim = next(c for c in results["claims"] if c["claim"] == 1 and c["primary"])
+    t1 = next(e for e in claim["pairs"] if e["target"] == "t1")["heldout"]
+    assert t1["mean"] == pytest.approx(-4.0) and t1["case_bootstrap_ci"] is not None
+    flair = next(e for e in claim["pairs"] if e["target"] == "flair")["heldout"]
+    assert flair["mean"] == pytest.approx(6.0)
+    # The paper's row sums its members' parameters; its T1 is also Table 4's pix2pix.
+    assert results["motivation"]["t2_pix2pix3_paper"]["generator_parameters"] == 3
+    assert results["rows"]["t4_pix2pix"]["heldout"]["t1"]["psnr"]["mean"] == pytest.approx(31.0)
+    text = (tmp_path / summary.RESULTS_MD).read_text()
+    assert "1 (compute-matched)" in text and "p (Holm)" in text
 
 
 def _discriminator_dyconvs(config):

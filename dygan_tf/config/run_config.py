@@ -21,7 +21,12 @@ PRECISIONS = tuple(PRECISION_POLICIES)
 # --strategy: auto mirrors over all GPUs when there are several (see dygan_tf.training.distribute).
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 MAX_TARGET_WEIGHT = 10  # --target-weights: a target drawn at most 10x as often as another
-BASELINES = ("pix2pix3",)  # --baseline: three pix2pix models, one per target
+# --baseline: three pix2pix models, one per target. "pix2pix3" is the paper's (each member
+# trained as one DyGAN run is: its batch and steps per epoch, so together 3x the
+# updates); "pix2pix3-matched" splits one DyGAN run's steps among the members (each
+# member's batch holds as many slices as DyGAN has targets): compute-matched.
+BASELINES = ("pix2pix3", "pix2pix3-matched")
+PIX2PIX3_SCHEDULES = {"pix2pix3": "paper", "pix2pix3-matched": "compute-matched"}
 
 
 def check_label_mode(label_mode, dyconv):
@@ -210,15 +215,22 @@ def as_pix2pix(config):
     return config.override(**PIX2PIX_MODEL)
 
 
-def pix2pix_member_config(config, target):
-    """One member of `--baseline pix2pix3`: pix2pix for `target` alone, with batches of
-    as many slices as DyGAN has targets, so per epoch it sees every slice once in 1/T
-    of the steps."""
-    return as_pix2pix(config).override(
-        targets=(target,),
-        target_weights=(),
-        batch_slices=config.train.batch_slices * len(config.train.targets),
-    )
+def pix2pix_member_config(config, target, schedule="paper"):
+    """One member of a 3×pix2pix baseline: pix2pix for `target` alone.
+
+    schedule "paper": trained as the paper trains every network, and exactly as a
+    one-target pix2pix run of `config` (`--dyconv none --targets T`, a static PatchGAN):
+    the same slices a step, so the same steps per epoch as DyGAN. "compute-matched":
+    batches of as many slices as DyGAN has targets, so per epoch it sees every slice
+    once in 1/T of the steps and the T members together take one DyGAN run's steps."""
+    if schedule not in ("paper", "compute-matched"):
+        raise ValueError(
+            f"schedule must be 'paper' or 'compute-matched'. Received: schedule={schedule!r}"
+        )
+    slices = config.train.batch_slices
+    if schedule == "compute-matched":
+        slices *= len(config.train.targets)
+    return as_pix2pix(config).override(targets=(target,), target_weights=(), batch_slices=slices)
 
 
 PRESETS = {

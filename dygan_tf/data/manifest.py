@@ -81,3 +81,26 @@ def split_cases(tfrecord_dir, split):
             f"{manifest_path(tfrecord_dir)}: no split {split!r}; found {sorted(manifest['splits'])}"
         )
     return manifest["splits"][split]["cases"]
+
+
+# Where a build ran, not what it holds: left out of `content_sha256`.
+LOCATION_FIELDS = ("source_root",)
+
+
+def content_sha256(manifest):
+    """sha256 of what a shard folder holds: its manifest (every shard's own sha256, the
+    split, the schema and the preprocessing) as canonical JSON, without where the build
+    ran (`LOCATION_FIELDS` and a split file's path), so one phantom built on two
+    machines gives one hash.
+
+    >>> a = {"source_root": "/a", "split": {"file": "/a/s.csv", "sha256": "0"}, "x": 1}
+    >>> content_sha256(a) == content_sha256(dict(a, source_root="/b"))
+    True
+    """
+    import hashlib
+
+    kept = {k: v for k, v in manifest.items() if k not in LOCATION_FIELDS}
+    if isinstance(kept.get("split"), dict):
+        kept["split"] = {k: v for k, v in kept["split"].items() if k != "file"}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

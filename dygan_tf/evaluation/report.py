@@ -200,6 +200,7 @@ def evaluate_report(
     results, slices, figure = scoring.score_rows(
         predictors, data_dir, split, rows.table, figure_cases
     )
+    per_case = results.pop(scoring.PER_CASE)
     names = [p.name for p in predictors]
     report = {
         "model": names[0],
@@ -214,6 +215,7 @@ def evaluate_report(
     results, section, heading, md_table = results_section(results, names, rows)
     report.update(section)
     report["baselines"] = {b: results[b] for b in BASELINE_NAMES}
+    report[scoring.PER_CASE] = per_case
     if len(names) > 1:
         report["compare"] = {n: results[n] for n in names}
     md = report_markdown(split, data_dir, slices, heading, rows.paper, tta_mode, md_table)

@@ -27,6 +27,9 @@ from dygan_tf.inference import tta
 from dygan_tf.run_folder import files as run_folder
 
 BASELINES = ("copy_source", "intensity_lut")
+# In `score_rows`' results: {row key: {case id: mean slice PSNR}} of the first predictor
+# (for statistics that resample test cases).
+PER_CASE = "per_case_psnr"
 _INDEX = {m: i for i, m in enumerate(MODALITIES)}
 
 
@@ -182,6 +185,7 @@ def _score_rows(predictors, data_dir, split, table, figure_cases):
     lut = fit_luts(data_dir, sorted({r.target for r in table}, key=MODALITIES.index))
     acc = {p.name: evaluation.Accumulator(()) for p in predictors}
     acc.update({b: evaluation.Accumulator(()) for b in BASELINES})
+    per_case = evaluation.Accumulator(())  # the first predictor's PSNR by (row key, case)
     figure, seen, slices = [], set(), 0
     ds = make_dataset(data_dir, split, inputs="multi", rows=_with_singles(table), return_meta=True)
     for image4, target, cond, meta in ds:
@@ -210,6 +214,9 @@ def _score_rows(predictors, data_dir, split, table, figure_cases):
             _add_scores(acc[p.name], batch, index, fake)
             if p is predictors[0]:
                 primary_fake = dict(zip(index, fake))
+                cases = [c.decode() for c in meta["case_id"].numpy()[index]]
+                psnr = evaluation.row_scores(target[index], fake, metrics=("psnr",))
+                per_case.add([f"{keys[i]}@{c}" for i, c in zip(index, cases)], psnr)
         case = meta["case_id"].numpy()[0].decode()
         if case not in seen and len(figure) < figure_cases and primary_fake:
             seen.add(case)
@@ -218,6 +225,10 @@ def _score_rows(predictors, data_dir, split, table, figure_cases):
     results = {name: a.means() for name, a in acc.items()}
     for b in BASELINES:  # several available: the best single source's score
         results[b] = best_single_source(results[b], [r.key for r in table])
+    results[PER_CASE] = {}
+    for name, means in per_case.means().items():
+        key, case = name.split("@", 1)
+        results[PER_CASE].setdefault(key, {})[case] = means["psnr"]
     return results, slices, figure
 
 

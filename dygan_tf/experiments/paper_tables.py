@@ -5,10 +5,15 @@
     python -m dygan_tf.experiments.paper_tables --summary   # results from the records only
 
 Each (row, seed) trains with `dygan_tf.fit` in its own run folder (RUNS/<row>/seed<k>,
-a subprocess whose exact command is recorded), then is scored on two test sets: the
-data's test split (default: the demo's shards, 7 phantom cases) and a larger held-out
-set (default: 40 cases of a phantom with another seed, built once under --cache). Runs
-of one seed share that seed, so rows compare in pairs (`dygan_tf.experiments.paired`).
+a subprocess whose exact command is recorded), then is scored on the benchmark's named
+test sets (`tables.BENCHMARKS`). v1: `demo`, the data's test split (the demo's shards,
+7 phantom cases), and `heldout` (40 cases of a phantom with another seed, built once
+under --cache). v2: `test_mni` and `test_colin27` of the physics phantom, training on
+its `train` shards (`--data`, `--test-set NAME=SHARDS`). Runs of one seed share that
+seed, so rows compare in pairs (`dygan_tf.experiments.paired`). Each benchmark's
+records live in their own folder; a record carries the benchmark, its phantom version
+and the content sha256 of the training and test manifests, and a table refuses
+records of two benchmarks or of rebuilt data.
 
 A finished run leaves its small records in RECORDS/runs/<row>/seed<k>/ (record.json
 last: scores, parameters, training wall time, commit, CPU flags, the command), and
@@ -44,7 +49,7 @@ from dygan_tf.utils.errors import UserError, for_flag
 PROG = "dygan_tf.experiments.paper_tables"
 DEFAULT_RECORDS = os.path.join("docs", "results", "paper-tables")
 DEFAULT_RUNS = os.path.join("runs", "paper-tables")
-RECORD, TEST_SETS = tables.RECORD, tables.TEST_SETS
+RECORD = tables.RECORD
 ATTEMPTS = "paper_tables_attempts.json"  # in a run folder: the fit attempts' wall times
 HELDOUT = dict(cases=60, seed=1, train_hgg=16, train_lgg=4)  # 40 test cases
 ORDER = (2, 4, 3, tables.BACKENDS)  # within a seed
@@ -91,11 +96,26 @@ def parse_args(argv):
         help="e.g. 0-4 or 0,1,2 for every table (default: 0-4 for Table 2, 0-2 for 3 and 4)",
     )
     p.add_argument("--rows", help="only these row ids (comma-separated; see tables.py)")
+    p.add_argument(
+        "--benchmark",
+        default="v1",
+        choices=sorted(tables.BENCHMARKS),
+        help="v1: the demo's phantom and a seed-1 held-out phantom; v2: the physics "
+        "phantom's train / test_mni / test_colin27 (default v1)",
+    )
+    p.add_argument(
+        "--test-set",
+        action="append",
+        default=[],
+        metavar="NAME=SHARDS",
+        help="a named test set's shard folder (its test split is scored); repeat for each",
+    )
     p.add_argument("--preset", default="demo", help="fit's preset (default demo)")
     p.add_argument("--data", help="shard folder to train on (default: the demo's shards)")
     p.add_argument(
         "--heldout",
-        help="second test set's shard folder (default: 40 cases of a seed-1 phantom)",
+        help="v1's heldout test set's shard folder (default: 40 cases of a seed-1 "
+        "phantom); the same as --test-set heldout=SHARDS",
     )
     p.add_argument(
         "--cache",
@@ -105,7 +125,10 @@ def parse_args(argv):
         help="where the default data sets are built once",
     )
     p.add_argument("--runs", default=DEFAULT_RUNS, help="parent of the run folders")
-    p.add_argument("--records", default=DEFAULT_RECORDS, help="where the records go")
+    p.add_argument(
+        "--records",
+        help=f"where the records go (default: the benchmark's folder, {DEFAULT_RECORDS} for v1)",
+    )
     p.add_argument("--epochs", type=int, help="fit --epochs (default: the preset's)")
     p.add_argument("--steps-per-epoch", type=int, help="fit --steps-per-epoch (quick looks)")
     p.add_argument("--commit", action="store_true", help="git-commit each run's records")
@@ -132,19 +155,45 @@ def parse_args(argv):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    bench = tables.BENCHMARKS[args.benchmark]
+    args.records = args.records or bench.records
+    args.test_sets = parse_test_sets(args.test_set, bench)
+    if args.heldout is not None:
+        if "heldout" not in bench.test_sets:
+            raise UserError(f"--heldout: benchmark {bench.name} has no heldout test set")
+        args.test_sets["heldout"] = args.heldout
     from dygan_tf.data.manifest import read_manifest
 
-    for flag in ("data", "heldout"):
-        if getattr(args, flag) is not None:
-            with for_flag(f"--{flag}"):
-                read_manifest(getattr(args, flag))
+    if args.data is not None:
+        with for_flag("--data"):
+            read_manifest(args.data)
+    for name, folder in args.test_sets.items():
+        with for_flag(f"--test-set {name}"):
+            read_manifest(folder)
     return args
+
+
+def parse_test_sets(items, bench):
+    """["NAME=SHARDS", ...] -> {name: shard folder}; names must be the benchmark's."""
+    out = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not folder:
+            raise UserError(f"--test-set: expected NAME=SHARDS, found {item!r}")
+        if name not in bench.test_sets:
+            raise UserError(
+                f"--test-set: benchmark {bench.name} has test sets "
+                f"{', '.join(bench.test_sets)}, found {name!r}"
+            )
+        out[name] = folder
+    return out
 
 
 def plan(table_numbers, seed_list=None, row_ids=None):
     """[(row, seed)] in the order they run: seed by seed (so every seed's pairs finish
     together), Table 2 then 4 then 3 (then the backends) within a seed. A row with
-    `same_as` is run as that row (listed once)."""
+    `same_as` is run as that row, a row made of members as its members (each run
+    listed once: the paper's 3×pix2pix T1 member is Table 4's pix2pix)."""
     order = sorted(table_numbers, key=ORDER.index)
     seeds_of = {t: tuple(seed_list) if seed_list else tables.DEFAULT_SEEDS[t] for t in order}
     out, seen = [], set()
@@ -155,10 +204,10 @@ def plan(table_numbers, seed_list=None, row_ids=None):
             for row in tables.rows_of((t,)):
                 if row_ids is not None and row.id not in row_ids:
                     continue
-                run_row = tables.ROW_BY_ID[tables.run_id(row)]
-                if (run_row.id, seed) not in seen:
-                    seen.add((run_row.id, seed))
-                    out.append((run_row, seed))
+                for run_row in tables.run_rows(row):
+                    if (run_row.id, seed) not in seen:
+                        seen.add((run_row.id, seed))
+                        out.append((run_row, seed))
     return out
 
 
@@ -220,27 +269,33 @@ def train(command, run_dir, log_file):
 
 
 def run_one(row, seed, args, data, commit):
-    """Trains, scores and records one (row, seed); returns its record."""
+    """Trains, scores and records one (row, seed); returns its record. `data` is
+    {"train": shards, "test_sets": {name: shards}, "benchmark", "phantom", "manifests"}."""
     from dygan_tf.evaluation import report as report_lib
+    from dygan_tf.evaluation.scoring import PER_CASE
     from dygan_tf.utils.atomic import write_json_atomic
 
     run_dir = os.path.join(args.runs, row.id, f"seed{seed}")
-    command = fit_command(row, seed, args, data["demo"], run_dir)
+    command = fit_command(row, seed, args, data["train"], run_dir)
     timing = train(command, run_dir, run_dir.rstrip(os.sep) + ".log")
     out = record_dir(args.records, row.id, seed)
     staging = out + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
-    scores = {}
-    for name in TEST_SETS:
+    scores, per_case = {}, {}
+    for name, folder in data["test_sets"].items():
         report = report_lib.evaluate_report(
-            [run_dir], os.path.join(run_dir, f"eval_{name}"), data_dir=data[name], split="test"
+            [run_dir], os.path.join(run_dir, f"eval_{name}"), data_dir=folder, split="test"
         )
         shutil.copy(
             os.path.join(run_dir, f"eval_{name}", report_lib.REPORT_JSON),
             os.path.join(staging, f"report_{name}.json"),
         )
         scores[name] = scores_of(report, row.targets)
+        source = report.get("source", "t2")
+        per_case[name] = {
+            t: report.get(PER_CASE, {}).get(f"{source}->{t}", {}) for t in row.targets
+        }
     copy_small_records(run_dir, staging)
     load = os.getloadavg()[0]
     record = {
@@ -249,14 +304,21 @@ def run_one(row, seed, args, data, commit):
         "label": row.label,
         "seed": seed,
         "targets": list(row.targets),
+        "benchmark": data["benchmark"],
+        "phantom": data["phantom"],
+        "manifests": data["manifests"],
         "scores": scores,
+        PER_CASE: per_case,
         "parameters": count_parameters(run_dir),
         **timing,
-        "inference_s_per_case": round(inference_time(run_dir, slices_per_case(data["demo"])), 4),
-        "slices_per_case": slices_per_case(data["demo"]),
+        "inference_s_per_case": round(inference_time(run_dir, slices_per_case(data["train"])), 4),
+        "slices_per_case": slices_per_case(data["train"]),
         "load_average_1min_after": round(load, 2),
         "command": ["python", *command[1:]],
-        "data": {k: os.path.abspath(v) for k, v in data.items()},
+        "data": {
+            "train": os.path.abspath(data["train"]),
+            **{k: os.path.abspath(v) for k, v in data["test_sets"].items()},
+        },
         "commit": commit[0],
         "commit_dirty": commit[1],
         "machine": machine(),
@@ -269,14 +331,50 @@ def run_one(row, seed, args, data, commit):
 
 
 def default_data(args):
-    """{"demo": shards, "heldout": shards}, built once under --cache where not given."""
+    """The run's data: {"train", "test_sets", "benchmark", "phantom", "manifests"}; v1's
+    default shards are built once under --cache where not given."""
     from dygan_tf.config.run_config import get_preset
+    from dygan_tf.data.manifest import content_sha256, read_manifest
     from dygan_tf.training import fit_lib
 
-    size = get_preset(args.preset).model.image_size
-    data = {"demo": args.data or fit_lib.demo_data(args.cache, size)}
-    data["heldout"] = args.heldout or heldout_data(args.cache, size)
-    return data
+    bench = tables.BENCHMARKS[args.benchmark]
+    test_sets = dict(args.test_sets)
+    missing = [n for n in bench.test_sets if n not in test_sets]
+    if bench.name == "v1":
+        size = get_preset(args.preset).model.image_size
+        train = args.data or fit_lib.demo_data(args.cache, size)
+        test_sets.setdefault("demo", train)
+        if "heldout" in missing:
+            test_sets["heldout"] = heldout_data(args.cache, size)
+    else:
+        if args.data is None or missing:
+            raise UserError(
+                f"--benchmark {bench.name}: give its train shards (--data) and each test set "
+                f"({', '.join(f'--test-set {n}=SHARDS' for n in bench.test_sets)}); "
+                "dygan-make-phantom builds them"
+            )
+        train = args.data
+    test_sets = {n: test_sets[n] for n in bench.test_sets}
+    manifests = {"train": content_sha256(read_manifest(train))}
+    manifests.update({n: content_sha256(read_manifest(f)) for n, f in test_sets.items()})
+    return {
+        "train": train,
+        "test_sets": test_sets,
+        "benchmark": bench.name,
+        "phantom": bench.phantom,
+        "manifests": manifests,
+    }
+
+
+def check_records_match(records, data):
+    """Refuses, in one line, to add runs of other data to a records folder: another
+    benchmark, or a training or test manifest that differs from the recorded one."""
+    from dygan_tf.experiments import summary
+
+    found = summary.load_records(records)  # (refuses a folder that already mixes)
+    for runs in found.values():
+        for record in runs.values():
+            summary.check_same_data(record, data, records)
 
 
 def heldout_data(cache, image_size):
@@ -324,7 +422,7 @@ def main(argv=None):
 
     todo = plan(args.tables, args.seed_list, args.row_ids)
     if args.summary:
-        summary.write(args.records)
+        summary.write(args.records, args.benchmark)
         return 0
     from dygan_tf.utils.cli import import_tensorflow_quietly
 
@@ -334,6 +432,9 @@ def main(argv=None):
         f"{PROG}: {len(todo)} runs, {len(todo) - len(pending)} already recorded in {args.records}"
     )
     data = default_data(args) if pending else None
+    if data is not None:
+        check_records_match(args.records, data)
+    primary = tables.BENCHMARKS[args.benchmark].primary_test_set
     commit = git_commit_of()
     done_times = {}
     for i, (row, seed) in enumerate(pending):
@@ -348,20 +449,20 @@ def main(argv=None):
         )
         record = run_one(row, seed, args, data, commit)
         done_times.setdefault(row.table, []).append(time.perf_counter() - start)
-        summary.write(args.records)
+        summary.write(args.records, args.benchmark)
         psnr = ", ".join(
-            f"{t} {record['scores']['heldout'][t]['psnr']:.2f}" for t in record["targets"]
+            f"{t} {record['scores'][primary][t]['psnr']:.2f}" for t in record["targets"]
         )
         print(
             f"[{i + 1}/{len(pending)}] {row.id} seed {seed}: done in "
-            f"{time.perf_counter() - start:.0f} s (held-out PSNR {psnr}); "
+            f"{time.perf_counter() - start:.0f} s ({primary} PSNR {psnr}); "
             f"time left: {_fmt(_eta(pending[i + 1 :], done_times))}",
             flush=True,
         )
         if args.commit:
             git_commit_records(args.records, f"results: paper tables, {row.id} seed {seed}")
     if not pending:
-        summary.write(args.records)
+        summary.write(args.records, args.benchmark)
     print(f"{PROG}: results in {os.path.join(args.records, summary.RESULTS_MD)}")
     return 0
 

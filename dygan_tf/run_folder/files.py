@@ -206,16 +206,17 @@ def load_run(run_dir):
     return read_config(run_dir), load_generator(path(run_dir, GENERATOR))
 
 
-def write_baseline(run_dir, config, members):
-    """pix2pix3.json: the DyGAN-equivalent config and {target: member folder name}."""
-    write_json_atomic(
-        path(run_dir, BASELINE),
-        {"kind": "pix2pix3", "members": dict(members), "config": config.to_dict()},
-    )
+def write_baseline(run_dir, config, members, schedule="paper"):
+    """pix2pix3.json: the DyGAN-equivalent config, {target: member folder name} and the
+    members' schedule ("paper" or "compute-matched"; a file written before schedules
+    existed has none: its members are compute-matched, the only kind there was)."""
+    spec = {"kind": "pix2pix3", "members": dict(members), "config": config.to_dict()}
+    write_json_atomic(path(run_dir, BASELINE), {**spec, "schedule": schedule})
 
 
-def read_baseline(run_dir):
-    """(config, {target: member run folder path}) of a pix2pix3 run, or None."""
+def read_baseline(run_dir, with_schedule=False):
+    """(config, {target: member run folder path}) of a pix2pix3 run, or None; with
+    `with_schedule`, (config, members, schedule)."""
     file = path(run_dir, BASELINE)
     if not os.path.exists(file):
         return None
@@ -225,4 +226,7 @@ def read_baseline(run_dir):
         members = {t: path(run_dir, folder) for t, folder in spec["members"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{file}: not a pix2pix3 description ({type(e).__name__}: {e})") from None
-    return config, members
+    schedule = spec.get("schedule", "compute-matched")  # (earlier releases: matched only)
+    if schedule not in ("paper", "compute-matched"):
+        raise UserError(f"{file}: unknown schedule {schedule!r}; expected paper or compute-matched")
+    return (config, members, schedule) if with_schedule else (config, members)

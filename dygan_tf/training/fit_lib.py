@@ -10,7 +10,7 @@ import math
 import os
 import time
 
-from dygan_tf.config.run_config import pix2pix_member_config
+from dygan_tf.config.run_config import PIX2PIX3_SCHEDULES, pix2pix_member_config
 from dygan_tf.run_folder import files as run_folder
 from dygan_tf.utils.errors import UserError
 
@@ -71,30 +71,47 @@ def fit(
             config, data_dir, run_dir, strategy, steps_per_epoch, start_problem
         )
     check_image_size(data_dir, config)
-    if baseline == "pix2pix3":
-        train_pix2pix3(config, data_dir, run_dir, steps_per_epoch, strategy)
+    if baseline in PIX2PIX3_SCHEDULES:
+        train_pix2pix3(
+            config, data_dir, run_dir, steps_per_epoch, strategy, PIX2PIX3_SCHEDULES[baseline]
+        )
     elif baseline is not None:
-        raise ValueError(f"baseline must be None or 'pix2pix3'. Received: baseline={baseline!r}")
+        raise ValueError(
+            f"baseline must be None or one of {', '.join(PIX2PIX3_SCHEDULES)}. "
+            f"Received: baseline={baseline!r}"
+        )
     else:
         training.train(
             config, data_dir, run_dir, steps_per_epoch=steps_per_epoch, strategy=strategy
         )
 
 
-def train_pix2pix3(config, data_dir, run_dir, steps_per_epoch=None, strategy=None):
-    """Three pix2pix runs in run_dir/pix2pix_<target>; together as many train steps as
-    one DyGAN run of `config` (each takes a third of them, with 3x the slices a step)."""
+def train_pix2pix3(
+    config, data_dir, run_dir, steps_per_epoch=None, strategy=None, schedule="paper"
+):
+    """Three pix2pix runs in run_dir/pix2pix_<target> (`pix2pix_member_config`).
+
+    schedule "paper": each member is trained as one DyGAN run of `config` is (its batch,
+    its steps per epoch, `steps_per_epoch` each). "compute-matched": together as many
+    train steps as one DyGAN run (each a third of them, with 3x the slices a step)."""
     os.makedirs(run_dir, exist_ok=True)
+    earlier = run_folder.read_baseline(run_dir, with_schedule=True)
+    if earlier is not None and earlier[2] != schedule:
+        flag = {v: k for k, v in PIX2PIX3_SCHEDULES.items()}[earlier[2]]
+        raise UserError(
+            f"{run_dir}: a {earlier[2]} 3×pix2pix run (--baseline {flag}); resume it with "
+            f"--baseline {flag}, or train this one into a new --out"
+        )
     members = {t: f"pix2pix_{t}" for t in config.train.targets}
-    run_folder.write_baseline(run_dir, config, members)
-    share = None
-    if steps_per_epoch is not None:
+    run_folder.write_baseline(run_dir, config, members, schedule)
+    share = steps_per_epoch
+    if steps_per_epoch is not None and schedule == "compute-matched":
         share = max(1, math.ceil(steps_per_epoch / len(members)))
     from dygan_tf.training import run as training
 
     for target, folder in members.items():
         training.train(
-            pix2pix_member_config(config, target),
+            pix2pix_member_config(config, target, schedule),
             data_dir,
             os.path.join(run_dir, folder),
             steps_per_epoch=share,
