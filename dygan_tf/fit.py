@@ -12,8 +12,8 @@
                  each trained as one DyGAN run is); --baseline pix2pix3-matched (the
                  three together take one DyGAN run's steps); --dyconv none --targets t1
                  (one pix2pix); --label-mode input (MGAN-style); --discriminator patch
-                 --d-dyconv off (a static PatchGAN); the paper's rows:
-                 dygan_tf.experiments.paper_tables
+                 --d-dyconv off (a static PatchGAN); the paper's rows: `python -m
+                 research.paper_tables` from a checkout
       backend:   --backend jax|torch trains on that Keras backend (TensorFlow stays the
                  data library); the run folder is the same, checkpoints included
       testing:   --steps-per-epoch N caps each epoch at N steps
@@ -113,7 +113,7 @@ def resolve_config(args):
 
 
 def _writer_lock(run_dir, strategy=None):
-    """One writer per run folder (`dygan_tf.lock`): a second fit on a folder that a live
+    """One writer per run folder (`dygan_tf.run_folder.lock`): a second fit on a folder that a live
     process trains into is refused. Multi-worker runs (`strategy` given) share the folder
     by design and only the chief writes it, so only the chief holds the lock."""
     from dygan_tf.run_folder import lock as lock_lib

@@ -171,7 +171,7 @@ def one_error_line(result, code=2):
 
 
 def run_row_command(main, run_dir, tfrecord_dir, out):
-    """A per-row analysis (dygan_tf.evaluation.rows.run_row_main) on row t2->flair of a
+    """A per-row analysis (research.rows.run_row_main) on row t2->flair of a
     paper T2 run, its JSON to `out`; asserts it succeeded and returns (CompletedProcess,
     saved JSON)."""
     argv = ("--run", run_dir, "--row", "t2->flair", "--data", tfrecord_dir, "--out", out)
@@ -182,7 +182,7 @@ def run_row_command(main, run_dir, tfrecord_dir, out):
 
 def check_run_row_bad_inputs(main, run_dir, tfrecord_dir, tmp_path):
     """The per-row analyses (`--run RUN --row ROW ...`, through
-    dygan_tf.evaluation.rows.run_row_main) on a paper T2 run: every bad flag gives one
+    research.rows.run_row_main) on a paper T2 run: every bad flag gives one
     `error:` line naming it and writes no file."""
     for argv, needle in [
         (("--row", "t2-flair"), "--row: expected a row like 't2->flair', found 't2-flair'"),

@@ -1,11 +1,11 @@
-"""dygan_tf.evaluation.case_gain: the per-case gain against hand-computed numbers, and the
-command (`python -m dygan_tf.evaluation.case_gain`) on a run folder (result, bad inputs as one
+"""research.case_gain: the per-case gain against hand-computed numbers, and the
+command (`python -m research.case_gain`) on a run folder (result, bad inputs as one
 line with nothing written)."""
 
 import numpy as np
 import pytest
 
-from dygan_tf.evaluation import case_gain as case_gain_lib
+from research import case_gain as case_gain_lib
 from tests.helpers import check_run_row_bad_inputs, run_row_command
 
 

@@ -1,6 +1,6 @@
 """The run-folder lock: one live writer, refusals that name the holder, stale takeover.
 
-The holder and the contender are real processes (`python -m dygan_tf.lock FOLDER`).
+The holder and the contender are real processes (`python -m research.lock FOLDER`).
 """
 
 import json
@@ -19,7 +19,7 @@ from tests.helpers import REPO, one_error_line, run_cli, run_cli_reporting_tenso
 
 def _start_holder(folder):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dygan_tf.lock", str(folder), "60"],
+        [sys.executable, "-m", "research.lock", str(folder), "60"],
         cwd=REPO,
         env=dict(os.environ, PYTHONPATH=REPO),
         stdout=subprocess.PIPE,
@@ -33,14 +33,14 @@ def test_second_process_refused_then_takes_over_after_kill(tmp_path):
     folder = tmp_path / "run"
     holder = _start_holder(folder)
     try:
-        line = one_error_line(run_cli("dygan_tf.lock", folder, "0", timeout=60))
+        line = one_error_line(run_cli("research.lock", folder, "0", timeout=60))
         assert str(folder) in line and f"pid {holder.pid}" in line, line
         assert json.loads((folder / lock_lib.LOCK_FILE).read_text())["pid"] == holder.pid
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # The holder died without releasing: the next process takes over with a note.
-    result = run_cli("dygan_tf.lock", folder, "0", timeout=60)
+    result = run_cli("research.lock", folder, "0", timeout=60)
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(notes) == 1 and notes[0].startswith("note: "), result.stderr

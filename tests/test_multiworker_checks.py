@@ -104,7 +104,7 @@ def test_a_chief_whose_run_folder_is_in_use_stops_both_workers_with_one_line(
     # The lock is the command's own check, taken before the workers' exchange: it must
     # still reach the peer through it, not as a chief that left without a word.
     holder = subprocess.Popen(
-        [sys.executable, "-m", "dygan_tf.lock", str(tmp_path / "run"), "120"],
+        [sys.executable, "-m", "research.lock", str(tmp_path / "run"), "120"],
         cwd=REPO,
         env=dict(os.environ, PYTHONPATH=REPO),
         stdout=subprocess.PIPE,

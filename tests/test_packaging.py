@@ -21,7 +21,7 @@ from tests.helpers import REPO
 pytestmark = pytest.mark.slow
 
 PACKAGES = ("dygan_tf",)
-CHECKOUT_ONLY = ("data_prep", "tuning", "benchmarks", "tests")
+CHECKOUT_ONLY = ("data_prep", "tuning", "benchmarks", "research", "tests")
 SCRIPTS = {  # installed command -> its usage line's program name
     "dygan-fit": "dygan_tf.fit",
     "dygan-evaluate": "dygan_tf.evaluate",
@@ -31,7 +31,6 @@ SCRIPTS = {  # installed command -> its usage line's program name
     "dygan-build-tfrecords": "build_tfrecords",
     "dygan-make-phantom": "make_phantom",
     "dygan-search-lambda": "tuning.search_lambda",
-    "dygan-paper-tables": "dygan_tf.experiments.paper_tables",
 }
 
 
@@ -47,7 +46,7 @@ def installed(tmp_path_factory):
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "requirements.txt", "README.md"):
         shutil.copy(os.path.join(REPO, name), source)
-    for package in (*PACKAGES, "data_prep", "tuning", "benchmarks"):  # in the tree
+    for package in (*PACKAGES, "data_prep", "tuning", "benchmarks", "research"):  # in the tree
         shutil.copytree(
             os.path.join(REPO, package),
             source / package,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from dygan_tf.config.run_config import RunConfig, get_preset
-from dygan_tf.experiments import paired, paper_tables, summary, tables
+from research import paired, paper_tables, summary, tables
 from tests.helpers import REPO, one_error_line, run_in_process
 
-MODULE = "dygan_tf.experiments.paper_tables"
+MODULE = "research.paper_tables"
 
 
 def test_paired_difference_against_a_hand_computation():

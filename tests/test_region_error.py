@@ -1,11 +1,11 @@
-"""dygan_tf.evaluation.region_error: the region split against hand-computed numbers, and the
-command (`python -m dygan_tf.evaluation.region_error`) on a run folder (result, bad inputs as one
+"""research.region_error: the region split against hand-computed numbers, and the
+command (`python -m research.region_error`) on a run folder (result, bad inputs as one
 line with nothing written)."""
 
 import numpy as np
 import pytest
 
-from dygan_tf.evaluation import region_error as region_error_lib
+from research import region_error as region_error_lib
 from tests.helpers import check_run_row_bad_inputs, run_row_command
 
 

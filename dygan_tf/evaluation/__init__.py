@@ -1,3 +1,4 @@
 """Scoring synthesised images: slice metrics and scores, the two baselines, volume
-metrics, the evaluation report, and the research analyses of a row's error.
+metrics, the evaluation report (the per-row error studies live in the checkout's
+research/, not in the installed package).
 """

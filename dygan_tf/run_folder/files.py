@@ -12,7 +12,7 @@ and the λ search read back:
     logs/             TensorBoard
     generator.keras   the trained generator (written at the end)
     pix2pix3.json     only for `--baseline pix2pix3`: the three member run folders
-    lock.json         while a process trains into it (`dygan_tf.lock` owns that file)
+    lock.json         while a process trains into it (`dygan_tf.run_folder.lock` owns that file)
 
 Library errors name the folder or file and what was expected; commands add the flag.
 """

@@ -1,7 +1,7 @@
 """One writer per run folder: a lock file that names its holder, with stale-lock takeover.
 
-The library behind `python -m dygan_tf.lock` (its usage and flags are in that
-command's module and in docs/reference/cli.md).
+Taken by `fit` (and by the checkout's diagnostic `python -m research.lock FOLDER`,
+which holds a folder's lock for the tests).
 """
 
 import json

@@ -1,8 +1,8 @@
 """Reruns the paper's Tables 2-4 over seeds: one resumable command, records as the state.
 
-    python -m dygan_tf.experiments.paper_tables --table all
-    python -m dygan_tf.experiments.paper_tables --table 2 --seeds 0-4 [--commit]
-    python -m dygan_tf.experiments.paper_tables --summary   # results from the records only
+    python -m research.paper_tables --table all
+    python -m research.paper_tables --table 2 --seeds 0-4 [--commit]
+    python -m research.paper_tables --summary   # results from the records only
 
 Each (row, seed) trains with `dygan_tf.fit` in its own run folder (RUNS/<row>/seed<k>,
 a subprocess whose exact command is recorded), then is scored on the benchmark's named
@@ -10,7 +10,7 @@ test sets (`tables.BENCHMARKS`). v1: `demo`, the data's test split (the demo's s
 7 phantom cases), and `heldout` (40 cases of a phantom with another seed, built once
 under --cache). v2: `test_mni` and `test_colin27` of the physics phantom, training on
 its `train` shards (`--data`, `--test-set NAME=SHARDS`). Runs of one seed share that
-seed, so rows compare in pairs (`dygan_tf.experiments.paired`). Each benchmark's
+seed, so rows compare in pairs (`research.paired`). Each benchmark's
 records live in their own folder; a record carries the benchmark, its phantom version
 and the content sha256 of the training and test manifests, and a table refuses
 records of two benchmarks or of rebuilt data.
@@ -32,8 +32,10 @@ import subprocess
 import sys
 import time
 
-from dygan_tf.experiments import tables
-from dygan_tf.experiments.records import (
+from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.errors import UserError, for_flag
+from research import tables
+from research.records import (
     copy_small_records,
     count_parameters,
     git_commit_of,
@@ -43,10 +45,8 @@ from dygan_tf.experiments.records import (
     scores_of,
     slices_per_case,
 )
-from dygan_tf.utils.cli import ArgumentParser, run_main
-from dygan_tf.utils.errors import UserError, for_flag
 
-PROG = "dygan_tf.experiments.paper_tables"
+PROG = "research.paper_tables"
 DEFAULT_RECORDS = os.path.join("docs", "results", "paper-tables")
 DEFAULT_RUNS = os.path.join("runs", "paper-tables")
 RECORD = tables.RECORD
@@ -369,7 +369,7 @@ def default_data(args):
 def check_records_match(records, data):
     """Refuses, in one line, to add runs of other data to a records folder: another
     benchmark, or a training or test manifest that differs from the recorded one."""
-    from dygan_tf.experiments import summary
+    from research import summary
 
     found = summary.load_records(records)  # (refuses a folder that already mixes)
     for runs in found.values():
@@ -418,7 +418,7 @@ def _fmt(seconds):
 
 def main(argv=None):
     args = parse_args(argv)
-    from dygan_tf.experiments import summary
+    from research import summary
 
     todo = plan(args.tables, args.seed_list, args.row_ids)
     if args.summary:
@@ -467,11 +467,6 @@ def main(argv=None):
     return 0
 
 
-def cli():
-    """The installed `dygan-paper-tables` command (pyproject.toml's [project.scripts])."""
+if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
-
-
-if __name__ == "__main__":
-    cli()

@@ -1,6 +1,6 @@
 """Where a row's error lies: squared error per tissue region, for a model and the LUT.
 
-    python -m dygan_tf.evaluation.region_error --run RUN_DIR --row "t1->t1ce" \
+    python -m research.region_error --run RUN_DIR --row "t1->t1ce" \
         [--data DIR] [--split test] [--out FILE.json]
 
 A row's PSNR is one mean over the whole slice. This splits the squared error of the
@@ -18,8 +18,8 @@ import os
 import numpy as np
 
 from dygan_tf.data.layouts import OEDEMA
-from dygan_tf.evaluation.rows import open_run_row, run_as_command, run_row_main
 from dygan_tf.utils.errors import UserError
+from research.rows import open_run_row, run_as_command, run_row_main
 
 # (name, test on (seg, brain, enhancing label)) in report order; they partition every
 # slice: a labelled voxel counts as tumour even where the resampled brain mask misses it,
@@ -138,7 +138,7 @@ def table_text(result):
 
 
 def main(argv=None):
-    prog = "dygan_tf.evaluation.region_error"
+    prog = "research.region_error"
     return run_row_main(argv, prog, __doc__.splitlines()[0], score_run, table_text)
 
 

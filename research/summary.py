@@ -10,10 +10,10 @@ import json
 import math
 import os
 
-from dygan_tf.experiments import paired, tables
-from dygan_tf.experiments.markdown import to_markdown
-from dygan_tf.experiments.tables import BENCHMARKS, RECORD
 from dygan_tf.utils.errors import UserError
+from research import paired, tables
+from research.markdown import to_markdown
+from research.tables import BENCHMARKS, RECORD
 
 RESULTS_JSON, RESULTS_MD, FIGURE = "results.json", "results.md", "psnr.png"
 METRICS = ("psnr", "ssim", "psnr_brain")

@@ -2,8 +2,8 @@
 verdicts, the demo on each backend and the paper's motivation, from `summary.build`'s
 results."""
 
-from dygan_tf.experiments import paired, tables
-from dygan_tf.experiments.tables import BENCHMARKS
+from research import paired, tables
+from research.tables import BENCHMARKS
 
 
 def _md_value(stat, digits=2):
@@ -72,7 +72,7 @@ def _md_header(results):
     return [
         f"**{results['about']}**",
         "",
-        "Written by `python -m dygan_tf.experiments.paper_tables` from the records in "
+        "Written by `python -m research.paper_tables` from the records in "
         "`runs/` beside this file; see [../paper-tables.md](../paper-tables.md) for the "
         "reading of each row.",
         "",

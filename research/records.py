@@ -1,7 +1,7 @@
 """What one paper-tables run leaves as its record: scores, parameters, inference time,
 the machine and commit, its small files; and committing records to git.
 
-Used by `dygan_tf.experiments.paper_tables` after each (row, seed) trains.
+Used by `research.paper_tables` after each (row, seed) trains.
 """
 
 import os

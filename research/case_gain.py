@@ -1,6 +1,6 @@
 """How much of a row's error is one intensity scale per case.
 
-    python -m dygan_tf.evaluation.case_gain --run RUN_DIR --row "t1+t1ce+t2->flair" \
+    python -m research.case_gain --run RUN_DIR --row "t1+t1ce+t2->flair" \
         [--data DIR] [--split test] [--out FILE.json]
 
 Every sequence is scaled by its volume's 99.5th brain percentile, so a synthesised
@@ -17,8 +17,8 @@ import os
 
 import numpy as np
 
-from dygan_tf.evaluation.rows import open_run_row, run_as_command, run_row_main
 from dygan_tf.utils.errors import UserError
+from research.rows import open_run_row, run_as_command, run_row_main
 
 
 def case_gain_scores(truth, fake, case_ids):
@@ -103,7 +103,7 @@ def summary(result):
 
 
 def main(argv=None):
-    prog = "dygan_tf.evaluation.case_gain"
+    prog = "research.case_gain"
     return run_row_main(argv, prog, __doc__.splitlines()[0], score_run, summary)
 
 

@@ -20,11 +20,11 @@ from dygan_tf.run_folder.lock import hold
 
 
 def main(argv=None):
-    """Test helper and diagnostic: `python -m dygan_tf.lock FOLDER [SECONDS]` holds the
+    """Test helper and diagnostic: `python -m research.lock FOLDER [SECONDS]` holds the
     lock for SECONDS (default: until killed) after printing 'locked'."""
     from dygan_tf.utils.cli import ArgumentParser
 
-    parser = ArgumentParser(prog="dygan_tf.lock", description="hold a run folder's lock")
+    parser = ArgumentParser(prog="research.lock", description="hold a run folder's lock")
     parser.add_argument("folder")
     parser.add_argument("seconds", type=float, nargs="?", default=None)
     args = parser.parse_args(argv)
