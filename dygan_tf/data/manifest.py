@@ -81,3 +81,49 @@ def split_cases(tfrecord_dir, split):
             f"{manifest_path(tfrecord_dir)}: no split {split!r}; found {sorted(manifest['splits'])}"
         )
     return manifest["splits"][split]["cases"]
+
+
+def manifest_sha256(tfrecord_dir):
+    """The sha256 of a shard folder's manifest.json (it lists every shard's own)."""
+    from dygan_tf.data.shard_check import sha256_file  # shard_check imports this module
+
+    return sha256_file(manifest_path(tfrecord_dir))
+
+
+def provenance_record(out, options):
+    """The manifest's "provenance" and "baseline_from" fields of a build into `out`:
+    where the volumes came from, and the shard folder (relative to `out`, with its
+    manifest's sha256) whose training split fits the evaluation's baselines."""
+    record = {}
+    if options.provenance:
+        record["provenance"] = dict(options.provenance)
+    if options.baseline_from:
+        source = options.baseline_from
+        read_manifest(source)  # a finished build, or one line naming it
+        record["baseline_from"] = {
+            "path": os.path.relpath(os.path.abspath(source), os.path.abspath(out)),
+            "manifest_sha256": manifest_sha256(source),
+        }
+    return record
+
+
+def baseline_dir(tfrecord_dir, manifest=None):
+    """The shard folder whose training split fits the baselines of an evaluation on
+    `tfrecord_dir`: its manifest's "baseline_from" (checked against the sha256 recorded),
+    else the folder itself."""
+    manifest = manifest or read_manifest(tfrecord_dir)
+    entry = manifest.get("baseline_from")
+    if not entry:
+        return os.fspath(tfrecord_dir)
+    folder = os.path.normpath(os.path.join(os.fspath(tfrecord_dir), entry["path"]))
+    if not has_manifest(folder):
+        raise UserError(
+            f"{manifest_path(tfrecord_dir)}: baseline_from {folder} has no manifest.json; "
+            "build the training set's shards first (or pass --baseline-from)"
+        )
+    if manifest_sha256(folder) != entry["manifest_sha256"]:
+        raise UserError(
+            f"{manifest_path(tfrecord_dir)}: baseline_from {folder} was rebuilt since "
+            "(its manifest's sha256 differs from the one recorded); rebuild this folder"
+        )
+    return folder
