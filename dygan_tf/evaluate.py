@@ -3,9 +3,12 @@
     python -m dygan_tf.evaluate --run RUN_DIR [--data TFRECORD_DIR] --out DIR
     python -m dygan_tf.evaluate --model SAVEDMODEL_DIR --data TFRECORD_DIR --out DIR
         [--split test] [--compare RUN_A RUN_B ...] [--figure-cases 4] [--tta flip]
+        [--baseline-from TRAIN_SHARDS]
 
 Baselines scored beside every model: copy_source (the source slice itself) and
-intensity_lut (per target, source intensity -> mean target intensity on the training split).
+intensity_lut (per target, source intensity -> mean target intensity on the training split
+of --baseline-from, else of the folder the shards' manifest names in baseline_from,
+as the named phantom test sets do, else of --data itself).
 `--tta flip` (ours) scores every model's left-right flip-averaged outputs
 (`dygan_tf.inference.tta`).
 """
@@ -35,6 +38,11 @@ def main(argv=None):
         default="none",
         help="test-time augmentation of the models' outputs (flip: left-right mean)",
     )
+    p.add_argument(
+        "--baseline-from",
+        metavar="SHARDS",
+        help="shard folder whose training split fits the intensity LUT",
+    )
     args = p.parse_args(argv)
     runs = ([args.run] if args.run else []) + list(args.compare)
     if not runs and not args.model:
@@ -60,6 +68,9 @@ def main(argv=None):
     if args.data:
         with for_flag("--data"):
             read_manifest(args.data)
+    if args.baseline_from:
+        with for_flag("--baseline-from"):
+            read_manifest(args.baseline_from)
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
     from dygan_tf.evaluation import report
 
@@ -72,6 +83,7 @@ def main(argv=None):
         figure_cases=args.figure_cases,
         run_flags=flags,
         tta_mode=args.tta,
+        baseline_from=args.baseline_from,
     )
 
 

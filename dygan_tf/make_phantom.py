@@ -1,19 +1,26 @@
-"""A BraTS-2019-shaped phantom built offline from nilearn's MNI152 1 mm templates.
+"""A BraTS-shaped phantom built offline from a brain template.
 
     python -m data_prep.make_phantom --out DIR --cases 10 --seed 0 [--workers 2]
+        [--phantom v1|v2] [--anatomy mni152|colin27] [--template T1.nii.gz]
+        [--layout brats2019|brats2020|brats2023]
 
 Writes DIR/MICCAI_BraTS_2019_Data_Training/{HGG,LGG}/<ID>/<ID>_{t1,t1ce,t2,flair,seg}.nii.gz
-(240 x 240 x 155, int16 images, uint8 seg, 1 mm) and name_mapping.csv. Each case is a
-smoothly deformed template with tissue-contrast models, a random tumour (BraTS labels
-1, 2, 4), a bias field and Rician noise; the same seed gives byte-identical files.
+(240 x 240 x 155, int16 images, uint8 seg, 1 mm) and name_mapping.csv; `--layout
+brats2020` flat case folders, `brats2023` `<ID>/<ID>-{t1n,t1c,t2w,t2f,seg}.nii.gz` with
+the enhancing tumour labelled 3. v1 (default): a smoothly deformed template with
+tissue-contrast lookups, a random tumour, a bias field and Rician noise. v2: simulated
+from MR physics (docs/results/benchmark-v2.md), each case's drawn parameters in
+`<ID>_phantom.json`. The same seed gives byte-identical files.
 """
 
+import contextlib
 import os
 
+from dygan_tf.data.anatomy import ANATOMIES
 from dygan_tf.data.cases import TRAINING_FOLDER
-from dygan_tf.data.phantom import build_phantom, split_grades
+from dygan_tf.data.phantom import LAYOUTS, VERSIONS, PhantomSpec, build_phantom, split_grades
 from dygan_tf.utils.cli import ArgumentParser, run_main
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag
 
 
 def main(argv=None):
@@ -24,7 +31,15 @@ def main(argv=None):
     parser.add_argument("--lgg", type=int, help="number of LGG cases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--phantom", choices=VERSIONS, default="v1", help="phantom version")
+    parser.add_argument("--anatomy", choices=ANATOMIES, default="mni152")
+    parser.add_argument(
+        "--template", help="brain-extracted T1 for --anatomy colin27 (default: mricron-data's)"
+    )
+    parser.add_argument("--layout", choices=LAYOUTS, default="brats2019")
     args = parser.parse_args(argv)
+    if args.template and args.anatomy != "colin27":
+        raise UserError("--template: only with --anatomy colin27")
     if args.cases is not None and (args.hgg is not None or args.lgg is not None):
         raise UserError("make_phantom: pass either --cases or --hgg/--lgg, not both")
     if args.cases is not None:
@@ -42,10 +57,11 @@ def main(argv=None):
         raise UserError(f"--workers: expected at least 1, found {args.workers}")
     if args.seed < 0:  # numpy's generators take non-negative seeds only
         raise UserError(f"--seed: expected >= 0, found {args.seed}")
-    build_phantom(args.out, hgg, lgg, seed=args.seed, workers=args.workers)
-    print(
-        f"Wrote {hgg} HGG + {lgg} LGG phantom cases under {os.path.join(args.out, TRAINING_FOLDER)}"
-    )
+    spec = PhantomSpec(args.phantom, args.anatomy, args.template, args.layout)
+    with for_flag("--template") if args.template else contextlib.nullcontext():
+        build_phantom(args.out, hgg, lgg, seed=args.seed, workers=args.workers, spec=spec)
+    where = os.path.join(args.out, TRAINING_FOLDER) if args.layout == "brats2019" else args.out
+    print(f"Wrote {hgg} HGG + {lgg} LGG phantom {args.phantom} cases under {where}")
 
 
 def cli():

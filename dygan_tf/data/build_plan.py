@@ -45,6 +45,12 @@ class BuildOptions:
     shards_per_split: int | None = None
     slices_per_shard: int | None = None
     compression: str = "gzip"
+    # Where the baselines (intensity LUT) of an evaluation on this folder are fitted: the
+    # training split of another shard folder (None: this folder's own), and what the
+    # volumes are (e.g. {"phantom": "v2", "set": "test_colin27"}), both recorded in the
+    # manifest.
+    baseline_from: str | None = None
+    provenance: dict | None = None
     # The run: worker processes (None: one per CPU), bad cases skipped, progress shown.
     workers: int | None = None
     skip_bad: bool = False

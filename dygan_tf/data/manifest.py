@@ -104,3 +104,48 @@ def content_sha256(manifest):
         kept["split"] = {k: v for k, v in kept["split"].items() if k != "file"}
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def manifest_sha256(tfrecord_dir):
+    """`content_sha256` of a shard folder's manifest.json (it lists every shard's own
+    sha256): what the folder holds, wherever it was built or moved to."""
+    return content_sha256(read_manifest(tfrecord_dir))
+
+
+def provenance_record(out, options):
+    """The manifest's "provenance" and "baseline_from" fields of a build into `out`:
+    where the volumes came from, and the shard folder (relative to `out`, with its
+    manifest's sha256) whose training split fits the evaluation's baselines."""
+    record = {}
+    if options.provenance:
+        record["provenance"] = dict(options.provenance)
+    if options.baseline_from:
+        source = options.baseline_from
+        read_manifest(source)  # a finished build, or one line naming it
+        record["baseline_from"] = {
+            "path": os.path.relpath(os.path.abspath(source), os.path.abspath(out)),
+            "manifest_sha256": manifest_sha256(source),
+        }
+    return record
+
+
+def baseline_dir(tfrecord_dir, manifest=None):
+    """The shard folder whose training split fits the baselines of an evaluation on
+    `tfrecord_dir`: its manifest's "baseline_from" (checked against the sha256 recorded),
+    else the folder itself."""
+    manifest = manifest or read_manifest(tfrecord_dir)
+    entry = manifest.get("baseline_from")
+    if not entry:
+        return os.fspath(tfrecord_dir)
+    folder = os.path.normpath(os.path.join(os.fspath(tfrecord_dir), entry["path"]))
+    if not has_manifest(folder):
+        raise UserError(
+            f"{manifest_path(tfrecord_dir)}: baseline_from {folder} has no manifest.json; "
+            "build the training set's shards first (or pass --baseline-from)"
+        )
+    if manifest_sha256(folder) != entry["manifest_sha256"]:
+        raise UserError(
+            f"{manifest_path(tfrecord_dir)}: baseline_from {folder} was rebuilt since "
+            "(its manifest's sha256 differs from the one recorded); rebuild this folder"
+        )
+    return folder

@@ -1,12 +1,16 @@
-"""A BraTS-2019-shaped phantom built offline from nilearn's MNI152 1 mm templates.
+"""BraTS-shaped phantoms built offline: v1 (below: an MNI152 template moved a little,
+contrasts by lookup) and v2 (`dygan_tf.data.phantom_v2`: simulated from MR physics),
+written in any of the BraTS layouts `build_tfrecords` reads.
 
 The library behind `python -m data_prep.make_phantom` (its usage and flags are in that
 command's module and in docs/reference/cli.md).
 """
 
 import concurrent.futures
+import dataclasses
 import functools
 import gzip
+import json
 import multiprocessing
 import os
 
@@ -14,8 +18,9 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage
 
+from dygan_tf.data import layouts
 from dygan_tf.data.cases import TRAINING_FOLDER
-from dygan_tf.utils.atomic import atomic_path, write_text_atomic
+from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from dygan_tf.utils.errors import UserError
 from dygan_tf.utils.progress import Progress
 
@@ -36,13 +41,47 @@ CONTRAST = {
     "flair": (0.12, 0.55, 0.42, 0.95, 0.35, 0.65),
 }
 GAIN = {"t1": 900.0, "t1ce": 1000.0, "t2": 1400.0, "flair": 700.0}
+VERSIONS = ("v1", "v2")
+LAYOUTS = ("brats2019", "brats2020", "brats2023")
 
 
-@functools.lru_cache(maxsize=1)
-def _templates():
-    """MNI152 T1, GM, WM and brain mask on the last axis, padded by one zero voxel so
-    interpolation needs no bounds checks; plus the mask dilated by 2 voxels, which
-    says where sampling can give brain at all (cached per process)."""
+@dataclasses.dataclass(frozen=True)
+class PhantomSpec:
+    """What phantom to build: `version` (v1 or v2), `anatomy` (`anatomy.ANATOMIES`),
+    `template` (a T1 file replacing Colin27's), and the BraTS `layout` to write."""
+
+    version: str = "v1"
+    anatomy: str = "mni152"
+    template: str | None = None
+    layout: str = "brats2019"
+
+    def __post_init__(self):
+        from dygan_tf.data.anatomy import ANATOMIES
+
+        for name, allowed in (
+            ("version", VERSIONS),
+            ("anatomy", ANATOMIES),
+            ("layout", LAYOUTS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise UserError(
+                    f"{name} {getattr(self, name)!r}: expected one of {', '.join(allowed)}"
+                )
+
+
+@functools.lru_cache(maxsize=2)
+def _templates(anatomy="mni152", template=None):
+    """The anatomy's T1, GM, WM and brain mask on the last axis, padded by one zero
+    voxel so interpolation needs no bounds checks; plus the mask dilated by 2 voxels,
+    which says where sampling can give brain at all (cached per process). MNI152 is
+    read here exactly as v1 always read it (its cases stay byte-identical)."""
+    if anatomy != "mni152":
+        from dygan_tf.data.anatomy import load_anatomy
+
+        a = load_anatomy(anatomy, template)
+        stacked = np.stack([a.t1, a.gm, a.wm, a.mask], axis=-1)
+        near = scipy.ndimage.binary_dilation(a.mask > 0, iterations=2)
+        return np.pad(stacked, [(1, 1)] * 3 + [(0, 0)]), np.pad(near, 1)
     from nilearn import datasets  # slow import: only phantom workers need it
 
     def get(image):
@@ -106,13 +145,13 @@ def _trilinear(padded, coords):
     return out
 
 
-def _deformed_templates(rng):
+def _deformed_templates(rng, anatomy="mni152", template=None):
     """Templates resampled into the BraTS grid through a random smooth deformation.
 
     Returns the brain mask (bool volume), the brain voxels' indices and, at those
     voxels, the template T1 and the CSF, GM and WM probabilities (1-D arrays).
     """
-    padded, near = _templates()
+    padded, near = _templates(anatomy, template)
     # Bounding box of the brain in the output grid, with room for the deformation.
     lo, hi = np.array([36, 17, 0]), np.array([206, 223, 155])
     box = tuple(hi - lo)
@@ -194,10 +233,10 @@ def _bias_field(rng, brain):
     return bias
 
 
-def make_case(seed, index, grade):
-    """The five volumes of one case: {modality: int16 array, 'seg': uint8 array}."""
+def make_case(seed, index, grade, anatomy="mni152", template=None):
+    """The five volumes of one v1 case: {modality: int16 array, 'seg': uint8 array}."""
     rng = np.random.default_rng([seed, index])
-    mask, brain, tissue = _deformed_templates(rng)
+    mask, brain, tissue = _deformed_templates(rng, anatomy, template)
     seg = _tumour(rng, mask, grade)
     labels = seg[brain]
     tumour = [labels == label for label in (2, 1, 4)]
@@ -230,19 +269,55 @@ def nifti_gz_bytes(data, affine=AFFINE):
     return gzip.compress(image.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0)
 
 
-def case_id(index):
+def case_id(index, layout="brats2019"):
+    """Case `index`'s id as the layout's release names its cases."""
+    if layout == "brats2020":
+        return f"BraTS20_Training_{index + 1:03d}"
+    if layout == "brats2023":
+        return f"BraTS-GLI-{index + 1:05d}-000"
     return f"BraTS19_PHANTOM_{index + 1:03d}_1"
 
 
-def write_case(out, seed, index, grade):
-    """Builds case `index` and writes its five files atomically; returns its folder."""
-    folder = os.path.join(out, TRAINING_FOLDER, grade, case_id(index))
+def case_folder(out, index, grade, layout="brats2019"):
+    """Where case `index` goes: HGG/ and LGG/ folders under the BraTS 2019 training
+    folder, or flat case folders (BraTS 2020 and 2023)."""
+    if layout == "brats2019":
+        return os.path.join(out, TRAINING_FOLDER, grade, case_id(index))
+    return os.path.join(out, case_id(index, layout))
+
+
+def simulate(seed, index, grade, spec):
+    """({modality: int16, 'seg': uint8}, parameters dict or None) of one case."""
+    if spec.version == "v2":
+        from dygan_tf.data import phantom_v2
+
+        return phantom_v2.make_case(seed, index, grade, spec.anatomy, spec.template)
+    return make_case(seed, index, grade, spec.anatomy, spec.template), None
+
+
+def write_case(out, seed, index, grade, spec=None):
+    """Builds case `index` and writes its five files (and a v2 case's parameters as
+    `<ID>_phantom.json`) atomically in `spec.layout`; returns its folder."""
+    spec = spec or PhantomSpec()
+    cid = case_id(index, spec.layout)
+    naming = "brats2023" if spec.layout == "brats2023" else "brats2019"
+    folder = case_folder(out, index, grade, spec.layout)
     os.makedirs(folder, exist_ok=True)
-    for name, data in make_case(seed, index, grade).items():
-        path = os.path.join(folder, f"{case_id(index)}_{name}.nii.gz")
+    volumes, params = simulate(seed, index, grade, spec)
+    if naming == "brats2023":  # BraTS 2023 GLI labels the enhancing tumour 3, not 4
+        seg = volumes["seg"]
+        volumes["seg"] = np.where(seg == 4, layouts.ENHANCING[("brats2023", "GLI")], seg).astype(
+            np.uint8
+        )
+    for name, data in volumes.items():
+        path = os.path.join(folder, layouts.file_name(cid, name, naming))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 f.write(nifti_gz_bytes(data))
+    if params is not None:
+        params = dict(params, case_id=cid, layout=spec.layout, template=spec.template)
+        separator = layouts.NAMINGS[naming][0]
+        write_json_atomic(os.path.join(folder, f"{cid}{separator}phantom.json"), params)
     return folder
 
 
@@ -254,26 +329,53 @@ def split_grades(cases):
     return cases - lgg, lgg
 
 
-def build_phantom(out, hgg, lgg, seed=0, workers=1, verbose=True):
+def build_phantom(out, hgg, lgg, seed=0, workers=1, verbose=True, spec=None):
     """Writes the phantom dataset; returns the list of (case_id, grade)."""
+    spec = spec or PhantomSpec()
+    if spec.anatomy == "colin27":  # a missing template: one line before any worker starts
+        from dygan_tf.data.anatomy import colin27_path
+
+        colin27_path(spec.template)
     jobs = [(i, "HGG" if i < hgg else "LGG") for i in range(hgg + lgg)]
     bar = Progress(len(jobs), unit="case", enabled=verbose)
     if workers <= 1:
         for i, grade in jobs:
-            write_case(out, seed, i, grade)
+            write_case(out, seed, i, grade, spec)
             bar.add(1)
     else:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [pool.submit(write_case, out, seed, i, g) for i, g in jobs]
+            futures = [pool.submit(write_case, out, seed, i, g, spec) for i, g in jobs]
             for future in concurrent.futures.as_completed(futures):
                 future.result()
                 bar.add(1)
     bar.close()
+    _write_name_mapping(out, jobs, spec.layout)
+    return [(case_id(i, spec.layout), g) for i, g in jobs]
+
+
+def _write_name_mapping(out, jobs, layout):
+    """name_mapping.csv as the release has it (BraTS 2023 has none)."""
+    if layout == "brats2023":
+        return
+    if layout == "brats2020":
+        header = "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,"
+        header += "BraTS_2019_subject_ID,BraTS_2020_subject_ID\n"
+        rows = "".join(f"{g},NA,NA,NA,NA,{case_id(i, layout)}\n" for i, g in jobs)
+        write_text_atomic(os.path.join(out, "name_mapping.csv"), header + rows)
+        return
     header = (
         "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,"
         "TCGA_TCIA_subject_ID,BraTS_2019_subject_ID\n"
     )
     rows = "".join(f"{g},NA,NA,NA,{case_id(i)}\n" for i, g in jobs)
     write_text_atomic(os.path.join(out, TRAINING_FOLDER, "name_mapping.csv"), header + rows)
-    return [(case_id(i), g) for i, g in jobs]
+
+
+def read_case_parameters(folder):
+    """The v2 parameters JSON of a case folder (None for a v1 case)."""
+    for name in os.listdir(folder):
+        if name.endswith("phantom.json"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                return json.load(f)
+    return None

@@ -76,6 +76,7 @@ def build(brats_root, out, options=None, **fields):
     created, staging = _open_staging(out)
     written = write_shards(plan, problems, staging, out, created, options)
     manifest = build_manifest(brats_root, plan, written, options)
+    manifest.update(manifest_lib.provenance_record(out, options))
     _write_manifest(manifest, staging, out)
     _publish(out, staging, written.shards)
     if options.verbose:

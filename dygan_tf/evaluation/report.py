@@ -169,6 +169,7 @@ def evaluate_report(
     figure_cases=4,
     run_flags=None,
     tta_mode="none",
+    baseline_from=None,
 ):
     """Scores run folders (and/or an exported SavedModel) on a split; writes the report.
 
@@ -183,6 +184,8 @@ def evaluate_report(
         run_flags: the command-line flag of each run (for error messages), if any.
         tta_mode: test-time augmentation of every model's outputs (`dygan_tf.inference.tta`;
             the baselines are never augmented).
+        baseline_from: the shard folder whose training split fits the intensity LUT
+            (default: the one `data_dir`'s manifest names, else `data_dir`).
 
     Returns:
         The report dict written to report.json.
@@ -191,14 +194,16 @@ def evaluate_report(
 
     >>> evaluate_report(["runs/demo"], "runs/demo/eval")  # doctest: +SKIP
     """
+    from dygan_tf.data import manifest as manifest_lib
     from dygan_tf.data.manifest import read_manifest
     from dygan_tf.evaluation import scoring
 
     predictors, config, data_dir = load_predictors(runs, model, data_dir, run_flags, tta_mode)
     rows = rows_of(config)
-    size = read_manifest(data_dir)["image_size"]
+    manifest = read_manifest(data_dir)
+    baseline_dir = baseline_from or manifest_lib.baseline_dir(data_dir, manifest)
     results, slices, figure = scoring.score_rows(
-        predictors, data_dir, split, rows.table, figure_cases
+        predictors, data_dir, split, rows.table, figure_cases, baseline_dir
     )
     per_case = results.pop(scoring.PER_CASE)
     names = [p.name for p in predictors]
@@ -206,10 +211,11 @@ def evaluate_report(
         "model": names[0],
         "split": split,
         "data": os.path.abspath(data_dir),
-        "image_size": size,
+        "image_size": manifest["image_size"],
         "source": rows.source,
         "slices": slices,
     }
+    report.update(data_record(data_dir, manifest, baseline_dir))
     if tta_mode != "none":  # (a default report stays as it was)
         report["tta"] = tta_mode
     results, section, heading, md_table = results_section(results, names, rows)
@@ -222,6 +228,19 @@ def evaluate_report(
     panels = figure_panels(figure, rows.keys, rows.source if rows.paper else None)
     write_report(out, report, md, panels, names[0])
     return report
+
+
+def data_record(data_dir, manifest, baseline_dir):
+    """What the report was scored on: the shards' manifest sha256 and provenance (the
+    phantom version of a named test set), and where the baselines were fitted."""
+    from dygan_tf.data.manifest import manifest_sha256
+
+    record = {"data_manifest_sha256": manifest_sha256(data_dir)}
+    if manifest.get("provenance"):
+        record["provenance"] = manifest["provenance"]
+    record["baseline_data"] = os.path.abspath(baseline_dir)
+    record["baseline_manifest_sha256"] = manifest_sha256(baseline_dir)
+    return record
 
 
 def load_predictors(runs, model, data_dir, run_flags, tta_mode):

@@ -8,7 +8,9 @@ four channels and the 8-bit condition), so runs of different kinds compare on th
 rows they share.
 
 Baselines: copy_source (the source slice itself) and intensity_lut (per source and
-target, source intensity -> mean target intensity on the training split). For a row
+target, source intensity -> mean target intensity on the training split of
+`baseline_dir`: the evaluated folder's own, or the one its manifest names in
+`baseline_from`, so a test set of another anatomy is not fitted in-domain). For a row
 with several available modalities each baseline uses the one that scores best on that
 row: the harder baseline to beat.
 """
@@ -161,8 +163,9 @@ def fit_luts(data_dir, targets):
     return lut.finish()
 
 
-def score_rows(predictors, data_dir, split, table, figure_cases=4):
-    """Scores every predictor and both baselines on the rows of `table`.
+def score_rows(predictors, data_dir, split, table, figure_cases=4, baseline_dir=None):
+    """Scores every predictor and both baselines on the rows of `table`; the LUT is
+    fitted on the training split of `baseline_dir` (default: `data_dir`).
 
     Returns (results {method: {row key: {metric: mean}}}, slices, figure) where
     figure holds, for up to `figure_cases` cases, (case, slice index, keys, image4,
@@ -173,16 +176,17 @@ def score_rows(predictors, data_dir, split, table, figure_cases=4):
     from dygan_tf.data import shard_check
 
     try:
-        return _score_rows(predictors, data_dir, split, table, figure_cases)
+        return _score_rows(predictors, data_dir, split, table, figure_cases, baseline_dir)
     except tf.errors.DataLossError as e:  # after make_dataset's up-front check passed
         raise shard_check.data_loss_error(data_dir, ["train", split], e) from None
 
 
-def _score_rows(predictors, data_dir, split, table, figure_cases):
+def _score_rows(predictors, data_dir, split, table, figure_cases, baseline_dir):
     from dygan_tf.data.pipeline import make_dataset
 
     single_keys = {s.key for r in table for s in _single_rows_of(r)}
-    lut = fit_luts(data_dir, sorted({r.target for r in table}, key=MODALITIES.index))
+    targets = sorted({r.target for r in table}, key=MODALITIES.index)
+    lut = fit_luts(baseline_dir or data_dir, targets)
     acc = {p.name: evaluation.Accumulator(()) for p in predictors}
     acc.update({b: evaluation.Accumulator(()) for b in BASELINES})
     per_case = evaluation.Accumulator(())  # the first predictor's PSNR by (row key, case)

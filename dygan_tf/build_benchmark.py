@@ -1,0 +1,42 @@
+"""Builds the named phantom test sets: train, test_mni and test_colin27.
+
+    python -m dygan_tf.build_benchmark --out DIR [--phantom v2] [--workers 2]
+        [--template T1.nii.gz]
+
+Writes DIR/phantom-<version>/{train,test_mni,test_colin27}/{volumes,shards-64px} and
+DIR/phantom-<version>/benchmark.json (`dygan_tf.data.benchmark`). A set whose shards
+are there already is kept, so a killed build resumes. Use the shards directly:
+`python -m dygan_tf.fit --data DIR/phantom-v2/train/shards-64px --preset demo`, then
+`python -m dygan_tf.evaluate --run RUN --data DIR/phantom-v2/test_colin27/shards-64px`
+(its intensity LUT is fitted on train's shards, as their manifest says).
+"""
+
+import os
+
+from dygan_tf.data.phantom import VERSIONS
+from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.errors import UserError
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="build_benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="cache folder")
+    parser.add_argument("--phantom", choices=VERSIONS, default="v2")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--template", help="brain-extracted T1 replacing Colin27's")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        raise UserError(f"--workers: expected at least 1, found {args.workers}")
+    from dygan_tf.data.benchmark import build_benchmark
+
+    record = build_benchmark(args.out, args.phantom, args.template, args.workers)
+    for name, entry in record["sets"].items():
+        print(f"{name}: {entry['shards']} (manifest sha256 {entry['manifest_sha256'][:12]})")
+
+
+def cli():
+    run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

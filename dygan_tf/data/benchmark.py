@@ -1,0 +1,84 @@
+"""The named phantom test sets every comparison uses: `train`, `test_mni`, `test_colin27`.
+
+`build_benchmark(out, version)` writes, under `out/phantom-<version>/`, each set's
+volumes and its 64 px shards, and `benchmark.json` (the phantom version, each set's
+recipe and its manifest's sha256). `train` is the demo's 27 MNI152 cases (its shards
+split 20 train + 7 test as the demo's are; `fit` draws validation from the training
+split); the two test sets' shards hold every case in their `test` split and name
+`train`'s shards in `baseline_from`, so `evaluate` fits the intensity LUT on `train`.
+"""
+
+import dataclasses
+import os
+
+from dygan_tf.data import manifest as manifest_lib
+from dygan_tf.data import phantom, shards
+from dygan_tf.utils.atomic import write_json_atomic
+
+IMAGE_SIZE = 64
+BENCHMARK_JSON = "benchmark.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSet:
+    """One named set: its anatomy, seed, HGG and LGG counts and, for `train`, how many
+    of each its shards train on (the rest form its in-domain test split)."""
+
+    name: str
+    anatomy: str
+    seed: int
+    hgg: int
+    lgg: int
+    train_hgg: int = 0
+    train_lgg: int = 0
+
+
+SETS = (
+    TestSet("train", "mni152", seed=0, hgg=21, lgg=6, train_hgg=16, train_lgg=4),
+    TestSet("test_mni", "mni152", seed=1, hgg=31, lgg=9),
+    TestSet("test_colin27", "colin27", seed=2, hgg=31, lgg=9),
+)
+
+
+def set_folders(out, version, name):
+    """(volumes folder, shard folder) of set `name` of phantom `version` under `out`."""
+    base = os.path.join(out, f"phantom-{version}", name)
+    return os.path.join(base, "volumes"), os.path.join(base, f"shards-{IMAGE_SIZE}px")
+
+
+def build_benchmark(out, version="v2", template=None, workers=1, sets=SETS, verbose=True):
+    """Builds every set of `sets` (volumes, then shards; a set whose shards exist is
+    kept) and writes benchmark.json; returns its dict."""
+    record = {"phantom": version, "image_size": IMAGE_SIZE, "sets": {}}
+    train_shards = set_folders(out, version, "train")[1]
+    for test_set in sets:
+        volumes, shard_dir = set_folders(out, version, test_set.name)
+        if not manifest_lib.has_manifest(shard_dir):
+            spec = phantom.PhantomSpec(version, test_set.anatomy, template)
+            mapping = os.path.join(volumes, phantom.TRAINING_FOLDER, "name_mapping.csv")
+            if not os.path.exists(mapping):  # (written last: present = the volumes are whole)
+                if verbose:
+                    print(f"{test_set.name}: {test_set.hgg + test_set.lgg} cases into {volumes}")
+                phantom.build_phantom(
+                    volumes, test_set.hgg, test_set.lgg, test_set.seed, workers, verbose, spec
+                )
+            own = test_set.name == "train"
+            shards.build(
+                volumes,
+                shard_dir,
+                image_size=IMAGE_SIZE,
+                train_hgg=test_set.train_hgg,
+                train_lgg=test_set.train_lgg,
+                baseline_from=None if own else train_shards,
+                provenance={"phantom": version, "set": test_set.name, "template": template}
+                | dataclasses.asdict(test_set),
+                workers=workers,
+                verbose=verbose,
+            )
+        record["sets"][test_set.name] = dataclasses.asdict(test_set) | {
+            "volumes": os.path.relpath(volumes, out),
+            "shards": os.path.relpath(shard_dir, out),
+            "manifest_sha256": manifest_lib.manifest_sha256(shard_dir),
+        }
+    write_json_atomic(os.path.join(out, f"phantom-{version}", BENCHMARK_JSON), record)
+    return record
