@@ -55,8 +55,13 @@ def main(argv=None):
     from dygan_tf.inference.synthesis import load_synthesizer
 
     def load_model():
-        with for_flag("--model"):
-            synthesizer = load_synthesizer(args.model, args.tta)
+        from dygan_tf.run_folder.data_record import ChangedData
+
+        try:
+            with for_flag("--model"):
+                synthesizer = load_synthesizer(args.model, args.tta, args.allow_changed_data)
+        except ChangedData as e:
+            raise UserError(f"{e}; --allow-changed-data translates with it anyway") from None
         if not args.quiet:  # what the model was trained on comes first
             print(f"{synthesizer.path}: {data_source_line(synthesizer.model_card)}", flush=True)
         return synthesizer
@@ -133,6 +138,12 @@ def _parser():
         action="store_true",
         help="also write targets the model was not trained for from what the input "
         "holds (refused otherwise), each marked by a .untrained.json record",
+    )
+    parser.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="use a run folder whose shards changed since it trained (refused otherwise: "
+        "its model card would describe other data)",
     )
     parser.add_argument("--quiet", action="store_true")
     return parser

@@ -4,6 +4,7 @@
 `read_manifest`, so only shards of a finished build are ever read.
 """
 
+import hashlib
 import json
 import os
 
@@ -53,6 +54,25 @@ def read_manifest(tfrecord_dir):
             f"{path}: image_size {manifest['image_size']!r}; expected a positive integer"
         )
     return manifest
+
+
+def manifest_sha256(tfrecord_dir):
+    """sha256 (hex) of the folder's manifest.json bytes: what a run records of the
+    shards it trained on (the manifest holds every shard's own sha256)."""
+    path = manifest_path(tfrecord_dir)
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+        raise UserError(f"{path}: unreadable ({e.strerror or e})") from None
+
+
+def split_case_ids(manifest):
+    """{split: sorted case ids} of a manifest."""
+    return {
+        split: sorted(c["case_id"] for c in entry["cases"])
+        for split, entry in manifest["splits"].items()
+    }
 
 
 def shard_files(tfrecord_dir, split, manifest=None):

@@ -31,7 +31,6 @@ from dygan_tf.experiments import tables
 from dygan_tf.experiments.records import (
     copy_small_records,
     count_parameters,
-    git_commit_of,
     git_commit_records,
     inference_time,
     machine,
@@ -40,6 +39,7 @@ from dygan_tf.experiments.records import (
 )
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
+from dygan_tf.utils.git import git_commit_of
 
 PROG = "dygan_tf.experiments.paper_tables"
 DEFAULT_RECORDS = os.path.join("docs", "results", "paper-tables")
