@@ -75,6 +75,17 @@ def split_case_ids(manifest):
     }
 
 
+def shard_record(tfrecord_dir, manifest=None):
+    """What a run folder records of the shards it trains on (run.json's "shards"): the
+    manifest's sha256, each split's case ids and the image size."""
+    manifest = manifest or read_manifest(tfrecord_dir)
+    return {
+        "manifest_sha256": manifest_sha256(tfrecord_dir),
+        "splits": split_case_ids(manifest),
+        "image_size": manifest["image_size"],
+    }
+
+
 def shard_files(tfrecord_dir, split, manifest=None):
     """Paths of the split's shards, in manifest order; UserError if one is missing."""
     manifest = manifest or read_manifest(tfrecord_dir)

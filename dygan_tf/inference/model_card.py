@@ -45,7 +45,7 @@ def _data_source(run_dir):
     if data_dir is None:
         return None
     info = run_folder.read_info(run_dir)
-    recorded = info.get("shards")
+    recorded = info.get(run_folder.SHARDS_RECORD)
     source = {"shards": _name(data_dir)}
     try:
         manifest = read_manifest(data_dir)

@@ -6,26 +6,16 @@ says what changed (which cases moved split), unless the caller allows it."""
 import os
 import sys
 
-from dygan_tf.data.manifest import manifest_sha256, read_manifest, split_case_ids
+from dygan_tf.data.manifest import shard_record
 from dygan_tf.run_folder import files as run_folder
 from dygan_tf.utils.errors import UserError
 
-RECORD = "shards"  # run.json's key
+RECORD = run_folder.SHARDS_RECORD
 _SHOWN = 5  # case ids named per change; the rest are counted
 
 
 class ChangedData(UserError):
     """The shards differ from those the run trained on (the caller may allow it)."""
-
-
-def shard_record(data_dir, manifest=None):
-    """What run.json records of the shards in `data_dir`."""
-    manifest = manifest or read_manifest(data_dir)
-    return {
-        "manifest_sha256": manifest_sha256(data_dir),
-        "splits": split_case_ids(manifest),
-        "image_size": manifest["image_size"],
-    }
 
 
 def _ids(ids):

@@ -37,6 +37,7 @@ CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 BASELINE = "pix2pix3.json"
 EVALUATION = "evaluation.json"
+SHARDS_RECORD = "shards"  # run.json's record of the shards (`data_record`)
 LAST, BEST = "last", "best"
 GENERATOR_INPUTS = ("image", "task")
 
@@ -90,13 +91,13 @@ def write_info(run_dir, data_dir, validation_cases, backend=None):
     """Writes run.json: the shard folder, the validation cases, what the shards held
     (`dygan_tf.run_folder.data_record`: manifest sha256 and each split's cases), the
     Keras backend the run began on and the code's git commit (None: not a checkout)."""
-    from dygan_tf.run_folder.data_record import RECORD, shard_record
+    from dygan_tf.data.manifest import shard_record
     from dygan_tf.utils.git import git_commit_of
 
     info = {"data": os.path.abspath(data_dir), "validation_cases": list(validation_cases)}
     if backend:
         info["backend"] = backend  # the Keras backend the run began on
-    info[RECORD] = shard_record(data_dir)
+    info[SHARDS_RECORD] = shard_record(data_dir)
     info["commit"], info["commit_dirty"] = git_commit_of()
     write_json_atomic(path(run_dir, RUN_INFO), info)
     return info
