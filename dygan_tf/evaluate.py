@@ -10,7 +10,9 @@ intensity_lut (per target, source intensity -> mean target intensity on the trai
 of --baseline-from, else of the folder the shards' manifest names in baseline_from,
 as the named phantom test sets do, else of --data itself).
 `--tta flip` (ours) scores every model's left-right flip-averaged outputs
-(`dygan_tf.inference.tta`).
+(`dygan_tf.inference.tta`). A run is scored only on the shards it trained on (run.json
+records their manifest's sha256): other or rebuilt shards are refused in one line naming
+what changed, unless `--allow-changed-data` (recorded in report.json).
 """
 
 import os
@@ -43,6 +45,12 @@ def main(argv=None):
         metavar="SHARDS",
         help="shard folder whose training split fits the intensity LUT",
     )
+    p.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="score a run on shards other than those it trained on (refused otherwise; "
+        "the report records it)",
+    )
     args = p.parse_args(argv)
     runs = ([args.run] if args.run else []) + list(args.compare)
     if not runs and not args.model:
@@ -73,18 +81,23 @@ def main(argv=None):
             read_manifest(args.baseline_from)
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
     from dygan_tf.evaluation import report
+    from dygan_tf.run_folder.data_record import ChangedData
 
-    report.evaluate_report(
-        runs,
-        args.out,
-        data_dir=args.data,
-        split=args.split,
-        model=args.model,
-        figure_cases=args.figure_cases,
-        run_flags=flags,
-        tta_mode=args.tta,
-        baseline_from=args.baseline_from,
-    )
+    try:
+        report.evaluate_report(
+            runs,
+            args.out,
+            data_dir=args.data,
+            split=args.split,
+            model=args.model,
+            figure_cases=args.figure_cases,
+            run_flags=flags,
+            tta_mode=args.tta,
+            allow_changed_data=args.allow_changed_data,
+            baseline_from=args.baseline_from,
+        )
+    except ChangedData as e:
+        raise UserError(f"{e}; --allow-changed-data scores them anyway") from None
 
 
 def cli():

@@ -58,6 +58,12 @@ def parse_args(argv):
     )
     p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
     p.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="resume although the shards differ from those the run began on (run.json "
+        "records their manifest's sha256; refused otherwise)",
+    )
+    p.add_argument(
         "--strategy",
         default="auto",
         choices=STRATEGIES,
@@ -127,6 +133,22 @@ def _writer_lock(run_dir, strategy=None):
         return lock_lib.hold(run_dir).acquire()
 
 
+def _check_resumed_data(run_dir, data_dir, allow, multiworker):
+    """On a resume, UserError unless `data_dir` holds the shards the run began on
+    (`--allow-changed-data`: one warning line, and run.json records the change)."""
+    from dygan_tf.run_folder import data_record
+    from dygan_tf.run_folder import files as run_folder
+
+    if not os.path.isfile(run_folder.path(run_dir, run_folder.RUN_INFO)):
+        return  # a new run (or pix2pix3's folder, whose members record their data)
+    try:
+        checked = data_record.check(run_dir, data_dir, allow=allow)
+    except data_record.ChangedData as e:
+        raise UserError(f"{e}; --allow-changed-data resumes on them anyway") from None
+    if checked["changes"] and not multiworker:
+        run_folder.add_to_info(run_dir, "changed_data", checked)
+
+
 def main(argv=None):
     from dygan_tf.data.manifest import read_manifest
     from dygan_tf.utils.cli import import_tensorflow_quietly
@@ -181,6 +203,12 @@ def main(argv=None):
         if not multiworker:  # a multi-worker run checks it on every worker, then agrees
             with for_flag("--data"):
                 fit_lib.check_image_size(data_dir, config)
+        try:  # a resume: the shards must be those the run began on
+            _check_resumed_data(run_dir, data_dir, args.allow_changed_data, multiworker)
+        except UserError as e:
+            if not multiworker:
+                raise
+            start_problem = start_problem or str(e)  # every worker reports it
         fit_lib.fit(
             config,
             data_dir,

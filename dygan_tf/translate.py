@@ -18,6 +18,12 @@ A folder of case folders (any BraTS layout) completes every case that misses a
 modality, all outputs into DIR: a case whose outputs exist is skipped (`--overwrite`
 redoes it), a failing case is one `failed:` line and the others go on; a summary table
 ends the run, and the exit status is 1 if any case failed.
+
+A target the model was not trained for from what a case holds (a T2 model and a case
+without T2) is refused: one `refused:` line naming the case, the task and the tasks the
+model knows, nothing written for it, the case's other targets still written, and exit
+status 1. `--allow-untrained` writes it anyway, marked `untrained` in the summary and by
+a `<output>.untrained.json` record beside the output.
 """
 
 import os
@@ -49,8 +55,13 @@ def main(argv=None):
     from dygan_tf.inference.synthesis import load_synthesizer
 
     def load_model():
-        with for_flag("--model"):
-            synthesizer = load_synthesizer(args.model, args.tta)
+        from dygan_tf.run_folder.data_record import ChangedData
+
+        try:
+            with for_flag("--model"):
+                synthesizer = load_synthesizer(args.model, args.tta, args.allow_changed_data)
+        except ChangedData as e:
+            raise UserError(f"{e}; --allow-changed-data translates with it anyway") from None
         if not args.quiet:  # what the model was trained on comes first
             print(f"{synthesizer.path}: {data_source_line(synthesizer.model_card)}", flush=True)
         return synthesizer
@@ -67,14 +78,18 @@ def main(argv=None):
                 args.overwrite,
                 args.batch,
                 verbose=not args.quiet,
+                allow_untrained=args.allow_untrained,
             )
         print(summary_table(rows))
-        return 1 if any(r["status"] == "failed" for r in rows) else 0
+        return 1 if any(r["status"] in ("failed", "refused") for r in rows) else 0
     with for_flag("--input"):
         plan = plan_input(args.input, args.source, targets, args.naming)
     with for_flag("--out-dir"):
         check_outputs(plan.out_paths(args.out_dir).values(), plan.inputs.values(), args.overwrite)
-    run_plan(plan, args.out_dir, load_model, args.batch, verbose=not args.quiet)
+    outcome = run_plan(
+        plan, args.out_dir, load_model, args.batch, not args.quiet, args.allow_untrained
+    )
+    return 1 if outcome.refused else 0
 
 
 def _parser():
@@ -117,6 +132,18 @@ def _parser():
         default="dygan",
         help="output names: dygan (<case>_<target>_synth.nii.gz) or brasyn "
         "(<case>-<t1n|t1c|t2w|t2f>.nii.gz, BraSyn's submission names)",
+    )
+    parser.add_argument(
+        "--allow-untrained",
+        action="store_true",
+        help="also write targets the model was not trained for from what the input "
+        "holds (refused otherwise), each marked by a .untrained.json record",
+    )
+    parser.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="use a run folder whose shards changed since it trained (refused otherwise: "
+        "its model card would describe other data)",
     )
     parser.add_argument("--quiet", action="store_true")
     return parser

@@ -34,11 +34,11 @@ import time
 
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
+from dygan_tf.utils.git import git_commit_of
 from research import tables
 from research.records import (
     copy_small_records,
     count_parameters,
-    git_commit_of,
     git_commit_records,
     inference_time,
     machine,

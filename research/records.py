@@ -86,25 +86,6 @@ def machine():
     }
 
 
-def git_commit_of():
-    """(commit, dirty) of the checkout this package runs from, or (None, None); dirty:
-    tracked files differ from the commit."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(
-            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-    return commit, bool(status)
-
-
 def copy_small_records(run_dir, out):
     """config.json and history.csv (pix2pix3: its description and each member's)."""
     from dygan_tf.run_folder import files as run_folder

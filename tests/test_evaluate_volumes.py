@@ -329,3 +329,90 @@ def test_brasyn_scores_equal_the_challenges_code_with_torchmetrics():
     cropped = float(full[..., 5:-5, 5:-5, 5:-5].mean())
     assert vm.brasyn_ssim(truth, pred, seg, crop=True)[1] == pytest.approx(cropped, abs=1e-4)
     assert abs(cropped - expected[1]) > 1e-3  # the two versions differ
+
+
+def _reference_lut(truth, train_case, source, target, brain_of):
+    """An independent LUT: 256 bins of the training case's unit-scaled source over its
+    brain -> mean unit-scaled target, empty bins interpolated."""
+    case = truth[train_case]
+    brain = brain_of(case)
+    x, y = _unit(case[source], brain)[brain], _unit(case[target], brain)[brain]
+    index = np.clip(np.floor(x * 256).astype(int), 0, 255)
+    centres = (np.arange(256) + 0.5) / 256
+    seen = np.bincount(index, minlength=256) > 0
+    means = np.bincount(index, y, 256)[seen] / np.bincount(index, minlength=256)[seen]
+    table = np.interp(centres, centres[seen], means)
+
+    def predict(volume, brain):
+        unit = _unit(volume, brain)
+        return np.where(brain, table[np.clip(np.floor(unit * 256).astype(int), 0, 255)], 0.0)
+
+    return predict
+
+
+def test_baselines_beside_the_model_lut_fitted_on_training_volumes(data, tmp_path):
+    """Copy-source and intensity-LUT rows beside every target, the LUT fitted on the
+    split's training volumes (Case_1) and never on the scored ones; an all-zero
+    prediction's n/a explained; a test case without a prediction listed; the BraSyn
+    SSIM variant named."""
+    root, truth, _ = data
+
+    def brain_of(case):
+        return np.logical_or.reduce([case[m] != 0 for m in ("flair", "t1", "t1ce", "t2")])
+
+    pred = tmp_path / "pred"
+    t1ce = truth["Case_10"]["t1ce"] * 0.5 + 40.0 * (truth["Case_10"]["t1ce"] > 0)
+    _save(pred / "Case_10_t1ce_synth.nii.gz", t1ce.astype(np.float32))
+    _save(pred / "Case_10_flair_synth.nii.gz", np.zeros(SHAPE, np.float32))
+    manifest = _manifest(tmp_path / "shards", {"train": ["Case_1"], "test": ["Case_10", "Case_2"]})
+    out = tmp_path / "eval"
+    summary = evaluate_volumes(pred, root / "brats", out, split_from=manifest, verbose=False)
+    assert summary["lut"] == {
+        "fitted": True, "cases": 1, "training_cases": 1, "not_in_truth": 0,
+        "scored_so_left_out": 0, "not_read": 0,
+    }  # fmt: skip
+    markdown = (out / "summary.md").read_text()
+    case = truth["Case_10"]
+    brain = brain_of(case)
+    for target in ("flair", "t1ce"):
+        source = summary["baseline_sources"][target]
+        assert source != target
+        for label in ("copy", "intensity LUT"):
+            assert f"| {target}: {label} {source} (baseline) | 1 | " in markdown
+        rows = {
+            method: [r for r in entry["volumes"] if r["target"] == target]
+            for method, entry in summary["baselines"].items()
+        }
+        assert [(r["case_id"], r["source"]) for r in rows["copy_source"]] == [("Case_10", source)]
+        assert [(r["case_id"], r["source"]) for r in rows["intensity_lut"]] == [("Case_10", source)]
+        # copy-source is the case's own source volume, scored as a prediction
+        want, _ = _reference(_unit(case[target], brain), _unit(case[source], brain), brain)
+        assert rows["copy_source"][0]["psnr_brain"] == pytest.approx(want, abs=2e-4)
+        # the LUT is Case_1's (the training case), applied to Case_10's source
+        mapped = _reference_lut(truth, "Case_1", source, target, brain_of)(case[source], brain)
+        want, _ = _reference(_unit(case[target], brain), _unit(mapped, brain), brain)
+        assert rows["intensity_lut"][0]["psnr_brain"] == pytest.approx(want, abs=2e-4)
+        # ...not one fitted on the scored case
+        own = _reference_lut(truth, "Case_10", source, target, brain_of)(case[source], brain)
+        other, _ = _reference(_unit(case[target], brain), _unit(own, brain), brain)
+        assert abs(other - want) > 1e-3
+    assert "- flair brasyn_ssim_tumour, brasyn_ssim_non_tumour (model): the prediction is 0 " in (
+        markdown
+    )
+    assert "1 cases of the truth root asked for with no prediction (not scored): Case_2" in markdown
+    assert "variant full (torchmetrics >= 1.4.2" in markdown
+    crop = evaluate_volumes(
+        pred, root / "brats", tmp_path / "crop", split_from=manifest, verbose=False,
+        brasyn_ssim_mode="crop",
+    )  # fmt: skip
+    assert crop["method"]["brasyn_ssim"] == "crop"
+    cropped = (tmp_path / "crop" / "summary.md").read_text()
+    assert "variant crop (torchmetrics <= 1.4.1" in cropped
+    assert "too small for the crop" in cropped  # 6 slices: nothing left after 5 off each side
+    # Without --split-from there is no training split: copy-source alone, and why.
+    alone = evaluate_volumes(pred, root / "brats", tmp_path / "alone", verbose=False)
+    assert set(alone["baselines"]) == {"copy_source"} and alone["lut"]["fitted"] is False
+    assert (
+        "The intensity LUT baseline is not scored: no --split-from"
+        in (tmp_path / "alone" / "summary.md").read_text()
+    )

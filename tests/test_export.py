@@ -176,32 +176,61 @@ def test_models_config_example_parses():
 
 @pytest.mark.slow
 def test_every_export_carries_a_model_card(fit_runs, tfrecord_dir, phantom_root, tmp_path):
-    """metadata.json's model_card and README.md come from what the run folder knows;
-    translate's first line says what the model was trained on."""
+    """metadata.json's model_card and README.md come from what the run folder knows,
+    the evaluation included wherever `evaluate --out` wrote its report (the run keeps a
+    record of it), with the baselines beside the scores and no absolute path; translate's
+    first line says what the model was trained on, counting the cases as the run used
+    them."""
+    import subprocess
+
     from dygan_tf import evaluate, export, translate
-    from tests.helpers import case_folder, run_in_process
+    from tests.helpers import REPO, case_folder, run_in_process
 
     run = str(tmp_path / "run")  # a copy: the shared run stays as fit left it
     shutil.copytree(fit_runs["ms_both"].path, run)
-    result = run_in_process(evaluate.main, "--run", run, "--out", os.path.join(run, "eval"))
+    elsewhere = tmp_path / "elsewhere"  # not RUN/eval
+    result = run_in_process(evaluate.main, "--run", run, "--out", elsewhere)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "dygan" / "1"
     result = run_in_process(export.main, "--run", run, "--out", out)
     assert result.returncode == 0, result.stderr
     card = json.loads((out / "metadata.json").read_text())["model_card"]
     source = card["data_source"]
-    assert source["shards"] == os.path.abspath(tfrecord_dir) and source["layout"] == "brats2019"
-    assert source["split"]["train_cases"] == 4 and source["split"]["test_cases"] == 2
+    assert source["shards"] == os.path.basename(tfrecord_dir) and source["layout"] == "brats2019"
+    assert source["source_root"] == os.path.basename(phantom_root)
+    # 4 training cases in the shards, 1 of them held out for validation
+    assert source["split"]["train_cases"] == 3 and source["split"]["validation_cases"] == 1
+    assert source["split"]["test_cases"] == 2 and len(source["manifest_sha256"]) == 64
     assert card["training"]["backend"] == "tensorflow" and card["training"]["epochs_finished"] == 2
-    assert set(card["evaluation"]["per_target"]) == {"flair", "t1", "t1ce"}
+    assert card["training"]["inputs"] == "one T2 sequence (source t2)"
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert card["training"]["commit"].split()[0] == (head.stdout.strip() or "not")
+    evaluation = card["evaluation"]
+    assert set(evaluation["per_target"]) == {"flair", "t1", "t1ce"}
+    assert evaluation["report"] == os.path.join("..", "elsewhere", "report.json")
+    assert evaluation["same_shards"] is True and evaluation["training_cases_scored"] == []
+    assert (evaluation["split"], evaluation["cases"], evaluation["tta"]) == ("test", 2, "none")
+    for b in ("copy_source", "intensity_lut"):
+        assert set(evaluation["baselines"][b]) == {"flair", "t1", "t1ce"}
     assert "not for diagnosis" in card["limitations"].lower().replace(";", "")
     readme = (out / "README.md").read_text()
     assert "**Research use only, not for diagnosis.**" in readme and "| flair |" in readme
-    assert str(phantom_root) in readme and "Apache-2.0" in readme
+    assert (
+        f"on the test split of the shards `{os.path.basename(tfrecord_dir)}` (those it trained "
+        f"on): 2 cases, {evaluation['slices']} slices, no test-time augmentation" in readme
+    )
+    header = "| target | PSNR | SSIM | copy source PSNR | SSIM | intensity LUT PSNR | SSIM |"
+    assert header in readme
+    assert "Apache-2.0" in readme and "No evaluation" not in readme
+    for text in (readme, json.dumps(card)):  # names relative to the data, no absolute path
+        assert str(tmp_path) not in text and os.path.dirname(str(tfrecord_dir)) not in text
 
     folder, cid = case_folder(phantom_root, 0)
     argv = ["--model", out, "--input", os.path.join(folder, f"{cid}_t2.nii.gz")]
     result = run_in_process(translate.main, *argv, "--out-dir", tmp_path / "t")
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
-    assert first.startswith(f"{out}: trained on: {phantom_root} (brats2019, 4 training / 2")
+    assert first.startswith(
+        f"{out}: trained on: {os.path.basename(phantom_root)} (brats2019, 3 training, "
+        "1 validation, 2 test cases"
+    )

@@ -207,12 +207,14 @@ def test_any_source_model_translates_a_case_without_t2_silently(
     )
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr and "t1 -> flair, t1ce, t2" in result.stdout
-    # The paper's T2 model still warns that it never learned T1 -> ...
+    # The paper's T2 model never learned T1 -> ...: every target refused, none written.
     result = run_in_process(
         translate_cmd.main, "--model", run_dir, "--input", case, "--out-dir", tmp_path / "p"
     )
-    assert result.returncode == 0, result.stderr
-    assert "warning: the model was not trained for t1 -> flair, t1ce, t2" in result.stderr
+    assert result.returncode == 1, result.stderr
+    for t in ("flair", "t1ce", "t2"):
+        assert f"refused: {cid} {t}: the model was not trained for t1->{t}" in result.stderr
+    assert not (tmp_path / "p").exists()
 
 
 def test_any_source_evaluate_reports_the_12_tasks(any_run, tfrecord_dir, tmp_path):

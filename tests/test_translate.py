@@ -167,12 +167,16 @@ def test_case_folder_fills_exactly_the_missing(
         verbose=False,
         synthesizer=_synthesizer(savedmodel_dir),
     )
-    assert sorted(written) == sorted(expected)
+    # The model was trained on t2 only: from another source every target is refused.
+    trained = chosen in (None, "t2")
+    assert sorted(written) == (sorted(expected) if trained else [])
     assert sorted(os.listdir(copy)) == sorted(
-        before + [f"{cid}_{t}_synth.nii.gz" for t in expected]
+        before + [f"{cid}_{t}_synth.nii.gz" for t in expected if trained]
     )
-    if chosen not in (None, "t2"):  # the model was trained on t2 only
-        assert f"not trained for {chosen}" in capsys.readouterr().err
+    if not trained:
+        err = capsys.readouterr().err
+        for t in expected:
+            assert f"refused: {cid} {t}: the model was not trained for {chosen}->{t}" in err
 
 
 def _t2_file(phantom_root):
@@ -273,3 +277,56 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     line = one_error_line(result)
     assert needle in line, line
     assert _tree(tmp_path) == before
+
+
+@pytest.fixture(scope="module")
+def flair_multi_run(tmp_path_factory):
+    """A multi-source run trained for FLAIR only (config.json + generator.keras, random
+    weights): it knows the 7 rows `<available set>->flair` and no other."""
+    from dygan_tf.config.run_config import get_preset
+    from tests.helpers import save_untrained_run
+
+    config = get_preset("tiny").override(inputs="multi", source="any", targets=("flair",))
+    return save_untrained_run(tmp_path_factory.mktemp("flair_run"), config)
+
+
+def test_an_untrained_task_is_refused_per_case_and_written_only_when_allowed(
+    flair_multi_run, phantom_root, tmp_path
+):
+    """A case missing FLAIR and T2, completed by a FLAIR-only model: FLAIR is written, T2
+    refused (named with the tasks the model knows), exit 1; --allow-untrained writes T2
+    too, marked in the summary and by a JSON record beside it."""
+    import json
+
+    from dygan_tf import translate as translate_cmd
+
+    root = tmp_path / "root"
+    root.mkdir()
+    _, cid = _case_with(phantom_root, root, ("t1", "t1ce"))
+    out = tmp_path / "out"
+    argv = ["--model", flair_multi_run, "--input", root, "--out-dir", out, "--quiet"]
+    result = run_in_process(translate_cmd.main, *argv)
+    assert result.returncode == 1, result.stderr
+    refused = [ln for ln in result.stderr.splitlines() if ln.startswith("refused: ")]
+    assert len(refused) == 1 and refused[0].startswith(
+        f"refused: {cid} t2: the model was not trained for t1+t1ce->t2 (it knows "
+    ), result.stderr
+    assert "t1+t1ce+t2->flair" in refused[0]
+    assert sorted(os.listdir(out)) == [f"{cid}_flair_synth.nii.gz"]
+    row = next(ln for ln in result.stdout.splitlines() if ln.startswith(cid))
+    assert re.search(r"\brefused\b.*flair.*t2: the model was not trained for t1\+t1ce->t2", row)
+    assert "0 failed, 1 refused of 1 cases" in result.stdout
+
+    result = run_in_process(translate_cmd.main, *argv, "--allow-untrained")
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {cid} t2: written though the model was not trained for t1+t1ce->t2" in (
+        result.stderr
+    )
+    assert sorted(os.listdir(out)) == sorted(
+        [f"{cid}_flair_synth.nii.gz", f"{cid}_t2_synth.nii.gz", f"{cid}_t2_synth.untrained.json"]
+    )
+    row = next(ln for ln in result.stdout.splitlines() if ln.startswith(cid))
+    assert "untrained" in row and "t2 untrained" in row, result.stdout
+    record = json.loads((out / f"{cid}_t2_synth.untrained.json").read_text())
+    assert record["untrained"] is True and record["task"] == "t1+t1ce->t2"
+    assert record["output"] == f"{cid}_t2_synth.nii.gz"

@@ -4,6 +4,7 @@
 `read_manifest`, so only shards of a finished build are ever read.
 """
 
+import hashlib
 import json
 import os
 
@@ -55,6 +56,25 @@ def read_manifest(tfrecord_dir):
     return manifest
 
 
+def split_case_ids(manifest):
+    """{split: sorted case ids} of a manifest."""
+    return {
+        split: sorted(c["case_id"] for c in entry["cases"])
+        for split, entry in manifest["splits"].items()
+    }
+
+
+def shard_record(tfrecord_dir, manifest=None):
+    """What a run folder records of the shards it trains on (run.json's "shards"): the
+    manifest's sha256, each split's case ids and the image size."""
+    manifest = manifest or read_manifest(tfrecord_dir)
+    return {
+        "manifest_sha256": manifest_sha256(tfrecord_dir),
+        "splits": split_case_ids(manifest),
+        "image_size": manifest["image_size"],
+    }
+
+
 def shard_files(tfrecord_dir, split, manifest=None):
     """Paths of the split's shards, in manifest order; UserError if one is missing."""
     manifest = manifest or read_manifest(tfrecord_dir)
@@ -97,7 +117,6 @@ def content_sha256(manifest):
     >>> content_sha256(a) == content_sha256(dict(a, source_root="/b"))
     True
     """
-    import hashlib
 
     kept = {k: v for k, v in manifest.items() if k not in LOCATION_FIELDS}
     if isinstance(kept.get("split"), dict):

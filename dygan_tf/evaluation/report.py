@@ -170,6 +170,7 @@ def evaluate_report(
     run_flags=None,
     tta_mode="none",
     baseline_from=None,
+    allow_changed_data=False,
 ):
     """Scores run folders (and/or an exported SavedModel) on a split; writes the report.
 
@@ -186,6 +187,9 @@ def evaluate_report(
             the baselines are never augmented).
         baseline_from: the shard folder whose training split fits the intensity LUT
             (default: the one `data_dir`'s manifest names, else `data_dir`).
+        allow_changed_data: score a run on shards other than those it trained on (their
+            manifest's sha256 differs from run.json's); refused otherwise
+            (`dygan_tf.run_folder.data_record`). The report records the check.
 
     Returns:
         The report dict written to report.json.
@@ -199,8 +203,9 @@ def evaluate_report(
     from dygan_tf.evaluation import scoring
 
     predictors, config, data_dir = load_predictors(runs, model, data_dir, run_flags, tta_mode)
-    rows = rows_of(config)
     manifest = read_manifest(data_dir)
+    data_check = check_data(runs, data_dir, manifest, allow_changed_data)
+    rows = rows_of(config)
     baseline_dir = baseline_from or manifest_lib.baseline_dir(data_dir, manifest)
     results, slices, figure = scoring.score_rows(
         predictors, data_dir, split, rows.table, figure_cases, baseline_dir
@@ -218,6 +223,7 @@ def evaluate_report(
     report.update(data_record(data_dir, manifest, baseline_dir))
     if tta_mode != "none":  # (a default report stays as it was)
         report["tta"] = tta_mode
+    report["data_check"] = data_check
     results, section, heading, md_table = results_section(results, names, rows)
     report.update(section)
     report["baselines"] = {b: results[b] for b in BASELINE_NAMES}
@@ -227,6 +233,13 @@ def evaluate_report(
     md = report_markdown(split, data_dir, slices, heading, rows.paper, tta_mode, md_table)
     panels = figure_panels(figure, rows.keys, rows.source if rows.paper else None)
     write_report(out, report, md, panels, names[0])
+    if runs and not model:  # the first run was scored: it keeps a record of where
+        from dygan_tf.run_folder import files as run_folder
+
+        scores = {n: results[n] if rows.paper else per_target(results[n], rows.keys)
+                  for n in [names[0], *BASELINE_NAMES]}  # fmt: skip
+        record = evaluation_record(runs[0], out, report, scores, manifest, data_check[0])
+        run_folder.write_evaluation(runs[0], record)
     return report
 
 
@@ -241,6 +254,45 @@ def data_record(data_dir, manifest, baseline_dir):
     record["baseline_data"] = os.path.abspath(baseline_dir)
     record["baseline_manifest_sha256"] = manifest_sha256(baseline_dir)
     return record
+
+
+def evaluation_record(run_dir, out, report, scores, manifest, data_check):
+    """What a run keeps of its evaluation (run_folder's evaluation.json, read by the
+    model card): the report (relative to the run folder), the shards by name and hash
+    and whether they are those it trained on, the split, its cases and slices, the TTA,
+    which scored cases were in the run's training split, and per target the model's and
+    the baselines' scores."""
+    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder.data_record import recorded_shards
+
+    split = report["split"]
+    scored = {c["case_id"] for c in manifest["splits"][split]["cases"]}
+    baseline = run_folder.read_baseline(run_dir)
+    recorded = recorded_shards(next(iter(baseline[1].values())) if baseline else run_dir)
+    trained = None if recorded is None else set(recorded["splits"].get("train", ()))
+    keep = ("psnr", "ssim", "psnr_brain")
+
+    def table(per):
+        return {t: {m: (s or {}).get(m) for m in keep} for t, s in per.items() if s}
+
+    first = report["model"]
+    return {
+        "report": os.path.relpath(os.path.join(out, REPORT_JSON), run_dir),
+        "data": data_check["data"],
+        "manifest_sha256": data_check["manifest_sha256"],
+        "same_shards": None
+        if data_check["recorded"] is None
+        else not (data_check.get("other_shards") or data_check["changes"]),
+        "changed_data_allowed": bool(data_check["changes"]),
+        "split": split,
+        "cases": len(scored),
+        "slices": report["slices"],
+        "tta": report.get("tta", "none"),
+        "training_cases_scored": None if trained is None else sorted(scored & trained),
+        "epochs_finished": len(run_folder.read_history(run_dir)),
+        "per_target": table(scores[first]),
+        "baselines": {b: table(scores[b]) for b in BASELINE_NAMES},
+    }
 
 
 def load_predictors(runs, model, data_dir, run_flags, tta_mode):
@@ -266,6 +318,21 @@ def load_predictors(runs, model, data_dir, run_flags, tta_mode):
     if data_dir is None:
         raise UserError(f"{runs[0]}: the run does not record its data folder; pass one")
     return predictors, config, data_dir
+
+
+def check_data(runs, data_dir, manifest, allow=False):
+    """Each run's `data_record.check` of the shards scored (a pix2pix3 run: its first
+    member's, which records the data); `ChangedData` unless they are those it trained
+    on or `allow`."""
+    from dygan_tf.run_folder import data_record
+    from dygan_tf.run_folder import files as run_folder
+
+    checks = []
+    for run in runs:
+        baseline = run_folder.read_baseline(run)
+        info_dir = next(iter(baseline[1].values())) if baseline else run
+        checks.append(data_record.check(info_dir, data_dir, manifest, allow))
+    return checks
 
 
 def rows_of(config):

@@ -116,7 +116,7 @@ def torchmetrics_ssim_3d(pred, target, crop=False):
         )
     if crop:
         ssim = ssim[(slice(BRASYN_PAD, -BRASYN_PAD),) * ssim.ndim]
-    return float(ssim.mean())
+    return float(ssim.mean()) if ssim.size else math.nan  # cropped to nothing: undefined
 
 
 def brasyn_ssim(truth, pred, seg, crop=False):

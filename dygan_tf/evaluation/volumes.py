@@ -15,7 +15,9 @@ import numpy as np
 
 from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import nifti, preprocessing
+from dygan_tf.evaluation import volume_baselines
 from dygan_tf.evaluation.volume_metrics import (
+    BRASYN_PAD,
     brasyn_ssim,
     region_scores,
     scale_to_unit,
@@ -130,12 +132,15 @@ def find_predictions(pred_dir, case_ids, exclude=()):
     return found, unmatched
 
 
-def _split_case_ids(split_from, split):
+def _split_case_ids(split_from, split, missing_ok=False):
+    """The case ids of a manifest's split (`missing_ok`: None if it has no such split)."""
     from dygan_tf.data import manifest as manifest_lib  # reads JSON only (no TensorFlow)
 
     folder = split_from
     if os.path.basename(os.path.normpath(split_from)) == manifest_lib.MANIFEST:
         folder = os.path.dirname(os.path.abspath(split_from))
+    if missing_ok and split not in manifest_lib.read_manifest(folder)["splits"]:
+        return None
     entries = manifest_lib.split_cases(folder, split)
     if not isinstance(entries, list) or not all(
         isinstance(e, dict) and isinstance(e.get("case_id"), str) for e in entries
@@ -176,18 +181,22 @@ def read_scored(path, allow_zero=False):
     return volume.data
 
 
-def evaluate_case(files, predictions, brasyn_crop=False):
-    """Rows (one per target) for one case.
+def evaluate_case(files, predictions, brasyn_crop=False, lut=None):
+    """Rows (one per target) for one case, and the baselines' rows.
 
     Args:
         files: {modality or 'seg': path} of the case's real volumes.
         predictions: {target modality: path of the synthesised volume}.
         brasyn_crop: BraSyn's SSIM as torchmetrics <= 1.4.1 computed it (5 voxels
             cropped off every side), not as >= 1.4.2 does.
+        lut: a fitted `volume_baselines.VolumeLUT` (None: the LUT baseline is not
+            scored).
 
     Returns:
-        A list of dicts with the keys of `COLUMNS` (metrics as floats, NaN if the
-        region is empty).
+        (rows, baseline rows): dicts with the keys of `COLUMNS` (metrics as floats, NaN
+        if the region is empty or the score undefined, `why_na` saying why), the
+        baselines' with `method` ("copy_source", "intensity_lut") and `source`, scored
+        exactly as a prediction of the same target.
     """
     real = {m: read_scored(files[m]) for m in MODALITIES}
     brain = preprocessing.brain_mask(real.values())
@@ -196,24 +205,75 @@ def evaluate_case(files, predictions, brasyn_crop=False):
         seg = read_scored(files["seg"], allow_zero=True)
         tumour = (seg > 0) & brain
     regions = {"brain": brain, "tumour": tumour, "outside": brain & ~tumour}
-    rows = []
+    unit = {m: scale_to_unit(v, brain) for m, v in real.items()}
+    case = _CaseVolumes(real, unit, brain, tumour, seg, regions, brasyn_crop)
+    rows, baselines = [], []
     for target, path in sorted(predictions.items()):
-        pred = read_scored(path, allow_zero=True)
-        truth01, pred01 = scale_to_unit(real[target], brain), scale_to_unit(pred, brain)
+        rows.append(case.score(target, read_scored(path, allow_zero=True), path))
+        source = volume_baselines.source_for(target, real, lut)
+        made = volume_baselines.baseline_volumes(real, unit, brain, target, source, lut)
+        for method, volume in made.items():
+            what = f"copy {source}" if method == "copy_source" else f"LUT {source}->{target}"
+            row = case.score(target, volume, what)
+            baselines.append({**row, "method": method, "source": source})
+    return rows, baselines
+
+
+class _CaseVolumes:
+    """One case's real volumes and regions, scoring any volume offered as a target."""
+
+    def __init__(self, real, unit, brain, tumour, seg, regions, crop):
+        self.real, self.unit, self.brain, self.tumour = real, unit, brain, tumour
+        self.seg, self.regions, self.crop = seg, regions, crop
+
+    def score(self, target, pred, path):
         row = {
             "target": target,
             "prediction": path,
-            "brain_voxels": int(brain.sum()),
-            "tumour_voxels": int(tumour.sum()),
+            "brain_voxels": int(self.brain.sum()),
+            "tumour_voxels": int(self.tumour.sum()),
         }
-        for name, region in regions.items():
-            row[f"psnr_{name}"], row[f"ssim_{name}"] = region_scores(truth01, pred01, region)
+        pred01 = scale_to_unit(pred, self.brain)
+        for name, region in self.regions.items():
+            row[f"psnr_{name}"], row[f"ssim_{name}"] = region_scores(
+                self.unit[target], pred01, region
+            )
         scores = (math.nan, math.nan)
-        if seg is not None:
-            scores = brasyn_ssim(real[target], pred, seg, brasyn_crop)
+        if self.seg is not None:
+            scores = brasyn_ssim(self.real[target], pred, self.seg, self.crop)
         row.update(zip(BRASYN_COLUMNS, scores))
-        rows.append(row)
-    return rows
+        row["why_na"] = self._why_na(row, target, pred)
+        return row
+
+    def _why_na(self, row, target, pred):
+        """{column: why it is NaN} for the row's undefined scores."""
+        why = {}
+        for column in COLUMNS[5:]:
+            if not math.isnan(row[column]):
+                continue
+            if column.startswith("brasyn") and self.crop and min(pred.shape) <= 2 * BRASYN_PAD:
+                why[column] = (
+                    f"the volume ({'x'.join(map(str, pred.shape))}) is too small for the crop "
+                    f"({BRASYN_PAD} voxels off each side)"
+                )
+            elif column.startswith("brasyn") and self.seg is None:
+                why[column] = "no seg file: BraSyn's SSIM needs the tumour mask"
+            elif column.startswith("brasyn") and np.ptp(pred) == 0:
+                why[column] = (
+                    f"the prediction is {float(np.ravel(pred)[0]):g} everywhere: BraSyn's "
+                    "percentile scaling divides by zero"
+                )
+            elif column.startswith("brasyn") and np.ptp(self.real[target]) == 0:
+                why[column] = "the real volume is constant: BraSyn's scaling divides by zero"
+            elif column.startswith("brasyn"):
+                why[column] = "both masked volumes constant (an empty or whole-array mask)"
+            elif column.endswith("_tumour") and self.seg is None:
+                why[column] = "no seg file: no tumour region"
+            elif column.endswith("_tumour"):
+                why[column] = "the seg file marks no tumour inside the brain"
+            else:
+                why[column] = "the tumour covers the whole brain: no region outside it"
+        return why
 
 
 def evaluate_volumes(
@@ -255,13 +315,26 @@ def evaluate_volumes(
     24.1
     """
     start = time.perf_counter()
-    cases, by_case, found, skipped = _matched_predictions(pred_dir, truth_root, split_from, split)
+    matched = _matched_predictions(pred_dir, truth_root, split_from, split)
+    cases, by_case, found, skipped, truth_cases, wanted = matched
     if verbose:
         print(
             f"evaluating {found} volumes of {len(by_case)} cases ({skipped[0]} other "
             f"NIfTI files, {skipped[1]} predictions outside the split ignored)"
         )
-    rows = _score_cases(cases, by_case, brasyn_ssim_mode == "crop", verbose)
+    train = None if split_from is None else _split_case_ids(split_from, "train", missing_ok=True)
+    lut, lut_record = _fit_lut(truth_cases, train, set(by_case), verbose)
+    rows, baseline_rows = _score_cases(cases, by_case, brasyn_ssim_mode == "crop", lut, verbose)
+    sources = {r["target"]: r["source"] for r in baseline_rows}
+    baselines = {
+        b: {"targets": summarize(chosen), "volumes": chosen}
+        for b in volume_baselines.BASELINES
+        if (chosen := [r for r in baseline_rows if r["method"] == b])
+    }
+    missing = {
+        "cases_without_prediction": sorted(set(truth_cases) & wanted - set(by_case)),
+        "split_cases_not_in_truth": sorted(wanted - set(truth_cases)),
+    }
     summary = {
         "pred": os.path.abspath(pred_dir),
         "truth": os.path.abspath(truth_root),
@@ -272,8 +345,12 @@ def evaluate_volumes(
         "cases": len(by_case),
         "targets": summarize(rows),
         "volumes": rows,
+        "baselines": baselines,
+        "baseline_sources": dict(sorted(sources.items())),
+        "lut": lut_record,
+        "missing": missing,
     }
-    markdown = format_markdown(summary["targets"], len(by_case))
+    markdown = format_markdown(summary, rows + baseline_rows)
     paths = [os.path.join(out_dir, n) for n in (CSV_NAME, MARKDOWN_NAME, JSON_NAME)]
     write_text_atomic(paths[0], _format_csv(rows))
     write_text_atomic(paths[1], markdown)
@@ -281,7 +358,8 @@ def evaluate_volumes(
     if verbose:
         seconds = time.perf_counter() - start
         figures = "; ".join(
-            f"{t} PSNR {e['psnr_brain']['mean']:.2f} dB, SSIM {e['ssim_brain']['mean']:.4f}"
+            f"{t} PSNR {_mean(e['psnr_brain'], 2)} dB, SSIM {_mean(e['ssim_brain'], 4)}"
+            + _beside(summary, t)
             for t, e in summary["targets"].items()
         )
         print(f"\n{markdown}")
@@ -292,12 +370,56 @@ def evaluate_volumes(
     return _json_safe(summary)
 
 
+def _mean(stat, digits):
+    return "n/a" if stat["mean"] is None else f"{stat['mean']:.{digits}f}"
+
+
+def _beside(summary, target):
+    """ " (baselines from t2: copy 17.90, LUT 22.99 dB)": the baselines' brain PSNR."""
+    shown = [
+        ("copy " if b == "copy_source" else "LUT ")
+        + _mean(entry["targets"][target]["psnr_brain"], 2)
+        for b, entry in summary["baselines"].items()
+        if target in entry["targets"]
+    ]
+    source = summary["baseline_sources"].get(target)
+    return f" (baselines from {source}: {', '.join(shown)} dB)" if shown else ""
+
+
+def _fit_lut(truth_cases, train_ids, scored_ids, verbose):
+    """(the fitted `VolumeLUT` or None, what summary.json records of it): fitted on
+    whole training volumes of the cases `train_ids` lists, read from the truth root,
+    never on a scored case (`volume_baselines.lut_case_ids`)."""
+    from dygan_tf.data.cases import check_case
+
+    if train_ids is None:
+        return None, {"fitted": False, "why": "no --split-from: no training cases to fit on"}
+    chosen, left = volume_baselines.lut_case_ids(train_ids, truth_cases, scored_ids)
+    if not chosen:
+        why = (
+            f"none of the split's {left['training_cases']} training cases is in the truth "
+            "root (or all are scored)"
+        )
+        return None, {"fitted": False, "why": why, **left}
+    lut = volume_baselines.VolumeLUT()
+    progress = Progress(len(chosen), unit="training case", enabled=verbose)
+    for cid in chosen:
+        files = check_case(truth_cases[cid])
+        real = {m: read_scored(files[m]) for m in MODALITIES}
+        brain = preprocessing.brain_mask(real.values())
+        lut.update({m: scale_to_unit(v, brain) for m, v in real.items()}, brain)
+        progress.add(1)
+    progress.close()
+    return lut.finish(), {"fitted": True, "cases": len(chosen), **left}
+
+
 def _matched_predictions(pred_dir, truth_root, split_from, split):
     """The predictions under `pred_dir` of the split's cases, each checked against its
     real volume's header (bad input is refused here, before any voxel is read).
 
     Returns ({case id: checked case files}, {case id: {target: prediction path}}, the
-    number of predictions, (other NIfTI files, predictions outside the split))."""
+    number of predictions, (other NIfTI files, predictions outside the split), {case id:
+    case} of every case of the truth root, the case ids the split asks for)."""
     from dygan_tf.data.cases import check_case, discover_cases
 
     if not os.path.isdir(truth_root):
@@ -325,15 +447,18 @@ def _matched_predictions(pred_dir, truth_root, split_from, split):
         files[cid] = check_case(cases[cid])
         for target, path in predictions.items():
             _check_same_grid(path, files[cid][target])
-    return files, by_case, len(found), (unmatched, outside_split)
+    return files, by_case, len(found), (unmatched, outside_split), cases, wanted
 
 
-def _score_cases(files, by_case, crop, verbose):
-    """One row per (case, target) of every metric (`evaluate_case`), with progress."""
+def _score_cases(files, by_case, crop, lut, verbose):
+    """One row per (case, target) of every metric (`evaluate_case`), and the baselines'
+    rows, with progress."""
     progress = Progress(len(by_case), unit="case", enabled=verbose)
-    rows = []
+    rows, baselines = [], []
     for cid, predictions in by_case.items():
-        rows += [{"case_id": cid, **row} for row in evaluate_case(files[cid], predictions, crop)]
+        scored, reference = evaluate_case(files[cid], predictions, crop, lut)
+        rows += [{"case_id": cid, **row} for row in scored]
+        baselines += [{"case_id": cid, **row} for row in reference]
         progress.add(1)
     progress.close()
-    return rows
+    return rows, baselines

@@ -42,14 +42,19 @@ def translate_root(
     overwrite=False,
     batch_slices=4,
     verbose=True,
+    allow_untrained=False,
 ):
     """Completes every case of a BraTS root (any layout, `dygan_tf.data.cases`) that
     misses a modality; the outputs of all cases go into `out_dir`.
 
     A case whose outputs all exist is skipped (`overwrite` redoes it), so a rerun retries
     only what failed. A case that fails is one `failed:` line on stderr and the others go
-    on. Returns `[{"case", "source", "written", "status", "why"}]`, one per case, status
-    "written", "skipped" or "failed"; `load_model()` is called once, on first need.
+    on. A target the model was not trained for is refused (`translation.run_plan`):
+    nothing written for it, the case's other targets still written; `allow_untrained`
+    writes it anyway, marked. Returns `[{"case", "source", "written", "status", "why"}]`,
+    one per case, status "written", "skipped", "untrained" (written, some of it by a task
+    the model never learned), "refused" (some target refused) or "failed";
+    `load_model()` is called once, on first need.
     """
     from dygan_tf.data.cases import discover_cases, layout_of
 
@@ -79,8 +84,21 @@ def translate_root(
                 row.update(status="skipped", why="outputs exist")
             else:
                 check_outputs(out_paths.values(), plan.inputs.values(), overwrite=True)
-                written = run_plan(plan, out_dir, load_once, batch_slices, verbose=False)
-                row.update(status="written", written=sorted(written))
+                outcome = run_plan(plan, out_dir, load_once, batch_slices, False, allow_untrained)
+                row.update(status="written", written=sorted(outcome.written))
+                if outcome.untrained:
+                    row.update(
+                        status="untrained",
+                        why="; ".join(
+                            f"{t} untrained (record: {os.path.basename(p)})"
+                            for t, p in outcome.untrained.items()
+                        ),
+                    )
+                if outcome.refused:
+                    row.update(
+                        status="refused",
+                        why="; ".join(f"{t}: {why}" for t, why in outcome.refused.items()),
+                    )
         except _ModelError as e:
             raise UserError(str(e)) from None
         except UserError as e:
@@ -92,13 +110,21 @@ def translate_root(
     return rows
 
 
+# Always counted in the summary's last line; the others where any case has them.
+STATUSES = ("written", "skipped", "failed")
+MARKED = ("refused", "untrained")
+
+
 def summary_table(rows):
-    """The per-case summary of `translate_root`, as plain text."""
+    """The per-case summary of `translate_root`, as plain text: what each case wrote and
+    why anything was refused, failed or written by a task the model never learned."""
     width = max([4] + [len(r["case"]) for r in rows])
-    lines = [f"{'case':{width}}  {'source':6}  {'status':7}  written / why"]
+    lines = [f"{'case':{width}}  {'source':6}  {'status':9}  written / why"]
     for r in rows:
-        detail = ", ".join(r["written"]) if r["status"] == "written" else r["why"]
-        lines.append(f"{r['case']:{width}}  {r['source']:6}  {r['status']:7}  {detail}")
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("written", "skipped", "failed")}
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(rows)} cases")
+        detail = [", ".join(r["written"])] if r["written"] else []
+        detail += [r["why"]] if r["why"] else []
+        lines.append(f"{r['case']:{width}}  {r['source']:6}  {r['status']:9}  {'; '.join(detail)}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES + MARKED}
+    shown = [f"{n} {s}" for s, n in counts.items() if n or s in STATUSES]
+    lines.append(", ".join(shown) + f" of {len(rows)} cases")
     return "\n".join(lines)

@@ -8,7 +8,6 @@ and as README.md beside every SavedModel (MONAI bundles ship the same fields).
 """
 
 import os
-import subprocess
 
 from dygan_tf.utils.errors import UserError
 
@@ -29,69 +28,82 @@ LICENSE = (
 )
 
 
-def _commit():
-    """The git commit of the code that writes the card, or None outside a checkout."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(
-            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
+def _name(path):
+    """A folder's own name: the card names data relative to where it lives, never by an
+    absolute path of the machine that wrote it."""
+    return os.path.basename(os.path.normpath(path)) if path else None
 
 
 def _data_source(run_dir):
-    """The shards the run trained on, from run.json and their manifest (None: unknown)."""
-    from dygan_tf.data.manifest import read_manifest
+    """The shards the run trained on, as run.json records them (the manifest's sha256,
+    each split's cases, the validation cases held out of training) and, where they are
+    still the same, what their manifest adds (None: unknown)."""
+    from dygan_tf.data.manifest import manifest_sha256, read_manifest, split_case_ids
     from dygan_tf.run_folder import files as run_folder
 
     data_dir = run_folder.data_dir_of(run_dir) if run_dir else None
     if data_dir is None:
         return None
-    source = {"shards": data_dir}
+    info = run_folder.read_info(run_dir)
+    recorded = info.get(run_folder.SHARDS_RECORD)
+    source = {"shards": _name(data_dir)}
     try:
         manifest = read_manifest(data_dir)
-    except UserError:  # moved or deleted since training: the path is what is known
+        same = recorded is None or recorded["manifest_sha256"] == manifest_sha256(data_dir)
+    except UserError:  # moved or deleted since training: what run.json holds is known
+        manifest, same = None, False
+    if manifest is not None and same:
+        split = manifest.get("split", {})
+        source.update(
+            source_root=_name(manifest.get("source_root")),
+            layout=manifest.get("layout", "brats2019"),
+            image_size=manifest.get("image_size"),
+            split={
+                "rule": split.get("rule"),
+                **{k: split[k] for k in ("seed", "train_fraction") if k in split},
+            },
+        )
+        if "file" in split:
+            source["split"]["file"] = _name(split["file"])
+    splits = recorded["splits"] if recorded else None
+    if splits is None and manifest is not None and same:  # an earlier release's run.json
+        splits = split_case_ids(manifest)
+    if splits is None:
         return source
-    split = manifest.get("split", {})
-    source.update(
-        source_root=manifest.get("source_root"),
-        layout=manifest.get("layout", "brats2019"),
-        image_size=manifest.get("image_size"),
-        split={
-            "rule": split.get("rule"),
-            **{k: split[k] for k in ("seed", "train_fraction", "file") if k in split},
-            "train_cases": len(manifest["splits"]["train"]["cases"]),
-            "test_cases": len(manifest["splits"]["test"]["cases"]),
-        },
+    validation = [c for c in info.get("validation_cases", []) if c in splits.get("train", ())]
+    source.setdefault("split", {}).update(
+        train_cases=len(splits.get("train", ())) - len(validation),
+        validation_cases=len(validation),
+        test_cases=len(splits.get("test", ())),
     )
+    if recorded:
+        source["manifest_sha256"] = recorded["manifest_sha256"]
+        source.setdefault("image_size", recorded.get("image_size"))
     return source
 
 
 def _evaluation(run_dir):
-    """Test-split scores from the run's own evaluation (run_dir/eval/report.json)."""
-    import json
+    """The run's own record of its latest evaluation (run_folder's evaluation.json,
+    which `evaluate --run` writes wherever its report goes), or None."""
+    from dygan_tf.run_folder import files as run_folder
 
-    if not run_dir:
+    if not run_dir or not os.path.isdir(run_dir):
         return None
-    file = os.path.join(run_dir, "eval", "report.json")
-    try:
-        with open(file, encoding="utf-8") as f:
-            report = json.load(f)
-    except (OSError, ValueError):
-        return None
-    per = report.get("per_target") or {}
-    return {
-        "report": os.path.abspath(file),
-        "split": report.get("split"),
-        "slices": report.get("slices"),
-        "per_target": {
-            t: {m: s.get(m) for m in ("psnr", "ssim", "psnr_brain")}
-            for t, s in per.items()
-            if isinstance(s, dict)
-        },
-    }
+    return run_folder.read_evaluation(run_dir)
+
+
+def _commit(run_dir):
+    """The training code's commit as run.json records it ("not a git checkout" where it
+    ran from none); where run.json predates the record, the exporting code's."""
+    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.utils.git import commit_line, git_commit_of
+
+    if run_dir and os.path.isfile(run_folder.path(run_dir, run_folder.RUN_INFO)):
+        info = run_folder.read_info(run_dir)
+        if "commit" in info:
+            return commit_line(info["commit"], info.get("commit_dirty"))
+    commit, dirty = git_commit_of()
+    return commit_line(commit, dirty) + " (of the export; the run recorded none)"
 
 
 def _backend(run_dir):
@@ -117,6 +129,17 @@ def _backend(run_dir):
     return "tensorflow" if any(map(checkpoints.is_tensorflow, found)) else "jax or torch"
 
 
+def _inputs(config):
+    """What the generator reads, in words."""
+    from dygan_tf.config.conditions import SOURCE_ANY
+
+    if config.model.inputs == "multi":
+        return "every present sequence at once (multi-source)"
+    if config.train.source == SOURCE_ANY:
+        return "one sequence, any of the four (source any)"
+    return f"one {config.train.source.upper()} sequence (source {config.train.source})"
+
+
 def model_card(config, run_dir=None):
     """The card's fields for a model of `config` trained in `run_dir` (None: unknown)."""
     from dygan_tf.run_folder import files as run_folder
@@ -129,13 +152,14 @@ def model_card(config, run_dir=None):
         "orientation, in_plane and inputs in metadata.json)",
         "training": {
             "preset": config.preset,
+            "inputs": _inputs(config),
             "source": config.train.source,
             "targets": list(config.train.targets),
             "epochs": config.train.epochs,
             "epochs_finished": len(history),
             "seed": config.train.seed,
             "backend": _backend(run_dir),
-            "commit": _commit(),
+            "commit": _commit(run_dir),
         },
         "evaluation": _evaluation(run_dir),
         "intended_use": INTENDED_USE,
@@ -144,19 +168,100 @@ def model_card(config, run_dir=None):
     }
 
 
+def _counts(split):
+    """ "3 training, 1 validation, 2 test cases" as the run used them."""
+    validation = split.get("validation_cases")
+    middle = "" if validation is None else f", {validation} validation"
+    return f"{split['train_cases']} training{middle}, {split['test_cases']} test cases"
+
+
 def data_source_line(card):
     """One line: what the model was trained on ("unknown" when the card cannot say)."""
     source = (card or {}).get("data_source")
     if not source:
         return "trained on: unknown data (no model card)"
+    split = source.get("split", {})
     if "layout" not in source:
-        return f"trained on: the shards in {source['shards']}"
-    split = source["split"]
+        counts = f" ({_counts(split)})" if "train_cases" in split else ""
+        return f"trained on: the shards {source['shards']}{counts}"
     return (
-        f"trained on: {source['source_root']} ({source['layout']}, "
-        f"{split['train_cases']} training / {split['test_cases']} test cases, "
+        f"trained on: {source['source_root']} ({source['layout']}, {_counts(split)}, "
         f"{source['image_size']} px); research use only, not for diagnosis"
     )
+
+
+BASELINE_LABELS = {"copy_source": "copy source", "intensity_lut": "intensity LUT"}
+
+
+def _score(scores, metric, digits):
+    value = (scores or {}).get(metric)
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def evaluation_markdown(evaluation, training):
+    """The card's evaluation section: where it was scored (shards, split, cases,
+    slices, TTA, the report), whether any scored case was a training case, and each
+    target's scores beside the two baselines'."""
+    from dygan_tf.inference import tta
+    from dygan_tf.run_folder import files as run_folder
+
+    if not evaluation or not evaluation.get("per_target"):
+        return [
+            f"No evaluation is recorded in the run folder: it holds no {run_folder.EVALUATION} "
+            "(`python -m dygan_tf.evaluate --run RUN` writes it, whatever its `--out`)."
+        ]
+    same = evaluation.get("same_shards")
+    shards = f"the shards `{evaluation['data']}`" + (
+        " (those it trained on)"
+        if same
+        else " (**not those it trained on**: scored with `--allow-changed-data`)"
+        if same is False
+        else " (whether those it trained on is not recorded: a run of an earlier release)"
+    )
+    augmentation = evaluation.get("tta", "none")
+    lines = [
+        f"Scored by `dygan_tf.evaluate` on the {evaluation['split']} split of {shards}: "
+        f"{evaluation['cases']} cases, {evaluation['slices']} slices, "
+        + (
+            "no test-time augmentation"
+            if augmentation == "none"
+            else f"{tta.describe(augmentation)} ({augmentation} TTA)"
+        )
+        + f"; report `{evaluation['report']}` (relative to the run folder)."
+    ]
+    overlap = evaluation.get("training_cases_scored")
+    if overlap:
+        lines += [
+            "",
+            f"**{len(overlap)} of the {evaluation['cases']} scored cases were in this run's "
+            f"training split** ({', '.join(overlap)}): these scores are not held-out scores.",
+        ]
+    elif overlap is None:
+        lines += ["", "Whether any scored case was a training case is not recorded."]
+    finished = evaluation.get("epochs_finished")
+    if finished is not None and finished != training["epochs_finished"]:
+        lines += [
+            "",
+            f"Scored after epoch {finished}; the run has {training['epochs_finished']} "
+            "epochs now: evaluate it again.",
+        ]
+    baselines = evaluation.get("baselines", {})
+    lines += [
+        "",
+        "PSNR dB / SSIM on [0, 1], beside the two baselines (copy source: the source "
+        "slice itself; intensity LUT: source intensity -> mean target intensity on the "
+        "training split):",
+        "",
+        "| target | PSNR | SSIM | copy source PSNR | SSIM | intensity LUT PSNR | SSIM |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for target, scores in evaluation["per_target"].items():
+        cells = [_score(scores, "psnr", 2), _score(scores, "ssim", 4)]
+        for b in BASELINE_LABELS:
+            other = baselines.get(b, {}).get(target)
+            cells += [_score(other, "psnr", 2), _score(other, "ssim", 4)]
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def card_markdown(card, name="DyGAN generator"):
@@ -177,7 +282,8 @@ def card_markdown(card, name="DyGAN generator"):
         "",
         "## Training",
         "",
-        f"- preset `{training['preset']}`, source `{training['source']}`, targets "
+        f"- preset `{training['preset']}`; input: "
+        f"{training.get('inputs') or 'source ' + training['source']}; targets "
         f"{', '.join(training['targets'])}; {training['epochs_finished']} of "
         f"{training['epochs']} epochs; seed {training['seed']}",
         f"- Keras backend: {training['backend'] or 'unknown'}; code commit: "
@@ -190,22 +296,7 @@ def card_markdown(card, name="DyGAN generator"):
         "",
         "## Evaluation",
         "",
+        *evaluation_markdown(evaluation, training),
     ]
-    if evaluation and evaluation["per_target"]:
-        lines += [
-            f"The run's {evaluation['split']} split ({evaluation['slices']} slices), PSNR dB / "
-            "SSIM on [0, 1]:",
-            "",
-            "| target | PSNR | SSIM |",
-            "|---|---|---|",
-        ]
-        for target, scores in evaluation["per_target"].items():
-            psnr, ssim = scores.get("psnr"), scores.get("ssim")
-            lines.append(
-                f"| {target} | {'—' if psnr is None else f'{psnr:.2f}'} | "
-                f"{'—' if ssim is None else f'{ssim:.4f}'} |"
-            )
-    else:
-        lines.append("No evaluation was found in the run folder (`dygan_tf.evaluate`).")
     lines += ["", "## Limitations", "", card["limitations"], "", "## License", "", card["license"]]
     return "\n".join(lines) + "\n"

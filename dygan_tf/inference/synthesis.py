@@ -24,7 +24,7 @@ from dygan_tf.inference.savedmodel import (
     image_size,
 )
 from dygan_tf.run_folder.files import GENERATOR as RUN_GENERATOR
-from dygan_tf.run_folder.files import load_run
+from dygan_tf.run_folder.files import data_dir_of, load_run
 from dygan_tf.utils.errors import UserError
 
 
@@ -93,12 +93,14 @@ def _savedmodel_dir(path):
     return os.path.join(path, str(max(versions))) if versions else None
 
 
-def load_synthesizer(path, tta_mode="none"):
+def load_synthesizer(path, tta_mode="none", allow_changed_data=False):
     """A Synthesizer from a SavedModel folder (or TF Serving base path) or a run folder,
     its outputs test-time augmented as `tta_mode` says (an export made with `--tta
     flip` already is, whatever `tta_mode` says: its metadata.json records it).
 
-    UserError naming the folder if it is neither, or its signature is not the export's."""
+    UserError naming the folder if it is neither, or its signature is not the export's;
+    `data_record.ChangedData` for a run folder whose shards changed since it trained
+    (its model card would describe other data), unless `allow_changed_data`."""
     tta.check_mode(tta_mode)
     if not os.path.isdir(path):
         raise UserError(
@@ -112,14 +114,21 @@ def load_synthesizer(path, tta_mode="none"):
             f"{path}: holds neither saved_model.pb nor "
             f"{RUN_GENERATOR}; expected a SavedModel or a training run folder"
         )
-    return load_run_synthesizer(path, tta_mode)
+    return load_run_synthesizer(path, tta_mode, allow_changed_data)
 
 
-def load_run_synthesizer(path, tta_mode="none"):
-    """The Synthesizer ("keras") of a training run folder's generator."""
+def load_run_synthesizer(path, tta_mode="none", allow_changed_data=False):
+    """The Synthesizer ("keras") of a training run folder's generator; its shards, if
+    still there, checked to be those it trained on (`data_record.check`)."""
     import tensorflow as tf
 
+    from dygan_tf.data.manifest import has_manifest
+    from dygan_tf.run_folder import data_record
+
     config, generator = load_run(path)
+    data_dir = data_dir_of(path)
+    if data_dir and has_manifest(data_dir):  # gone since: the card says what is known
+        data_record.check(path, data_dir, allow=allow_changed_data)
     trained = list(trained_rows(config))
     call = _generator_call(tf, generator)
     size = image_size(generator)

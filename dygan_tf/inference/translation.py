@@ -17,11 +17,12 @@ from dygan_tf.config.conditions import SOURCE_PREFERENCE, row_key
 from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
 from dygan_tf.data import layouts, nifti, preprocessing
 from dygan_tf.inference import tta
-from dygan_tf.utils.atomic import atomic_path
+from dygan_tf.utils.atomic import atomic_path, write_json_atomic
 from dygan_tf.utils.errors import UserError
 from dygan_tf.utils.progress import Progress
 
 OUTPUT_SUFFIX = "_synth.nii.gz"
+UNTRAINED_SUFFIX = ".untrained.json"  # beside an output of a task the model never learned
 NON_FINITE_RULE = "read as background (0); the outputs hold 0 there"
 
 
@@ -194,6 +195,7 @@ def translate(
     synthesizer=None,
     tta_mode="none",
     naming="dygan",
+    allow_untrained=False,
 ):
     """Fills in missing sequences: translates a NIfTI volume or a BraTS case folder.
 
@@ -214,6 +216,9 @@ def translate(
         tta_mode: test-time augmentation ("none" or "flip": `dygan_tf.inference.tta`).
         naming: "dygan" (`<case>_<target>_synth.nii.gz`) or "brasyn" (BraSyn's
             `<case>-<t1n|t1c|t2w|t2f>.nii.gz`).
+        allow_untrained: also write targets the model was not trained for from what
+            the input holds (marked by a JSON record beside each, `run_plan`); without
+            it they are refused, one `refused:` line each, and left out of the result.
 
     Returns:
         `{target: written path}`; each volume has the input's shape, affine and header.
@@ -231,14 +236,43 @@ def translate(
     def load_model():
         return synthesizer if synthesizer is not None else load_synthesizer(model, tta_mode)
 
-    return run_plan(plan, out_dir, load_model, batch_slices, verbose)
+    return run_plan(plan, out_dir, load_model, batch_slices, verbose, allow_untrained).written
 
 
-def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
+@dataclasses.dataclass(frozen=True)
+class CaseOutcome:
+    """What `run_plan` did for one case: `written` {target: path}; `refused` {target:
+    why} (a task the model was not trained for: nothing written for it); `untrained`
+    {target: sidecar path} of outputs written anyway (`allow_untrained`), each marked by
+    a JSON record beside it."""
+
+    written: dict
+    refused: dict
+    untrained: dict
+
+
+def untrained_message(key, trained):
+    """Why a task is refused: the task and the tasks the model knows."""
+    return f"the model was not trained for {key} (it knows {', '.join(trained)})"
+
+
+def untrained_record_path(out_path):
+    """The JSON beside an output written for a task the model was not trained for."""
+    stem = nifti.nifti_stem(os.path.basename(out_path)) or os.path.basename(out_path)
+    return os.path.join(os.path.dirname(out_path), stem + UNTRAINED_SUFFIX)
+
+
+def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untrained=False):
     """Synthesises `plan.targets` and writes them into `out_dir` (all or none); returns
-    {target: written path}. `load_model()` returns the `inference.Synthesizer`; it is
-    called once the source volume has been read (a bad input is reported first). A
-    single-source model reads `plan.source`; a multi-source model every present volume."""
+    a `CaseOutcome`. `load_model()` returns the `inference.Synthesizer`; it is called
+    once the source volume has been read (a bad input is reported first). A
+    single-source model reads `plan.source`; a multi-source model every present volume.
+
+    A target the model was not trained for from the present volumes (its row key is not
+    among `synthesizer.trained_rows`) is refused: nothing is written for it, one
+    `refused:` line says why, and the other targets are still written. With
+    `allow_untrained` it is written anyway, with a `warning:` line and a JSON record
+    beside the output (`untrained_record_path`) saying so."""
     from dygan_tf.inference.synthesis import synthesize_case
 
     if batch_slices < 1:
@@ -247,8 +281,7 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
     if not targets:
         if verbose:
             print(f"{case}: nothing to synthesise (present: {', '.join(sorted(inputs))})")
-        return {}
-    out_paths = plan.out_paths(out_dir)
+        return CaseOutcome({}, {}, {})
     data, affine, header = read_input(inputs[source])
     synthesizer = load_model()
     volumes = {source: data}
@@ -258,17 +291,24 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
                 volumes[m] = read_matching(path, inputs[source], data.shape, affine)
     available = tuple(m for m in MODALITIES if m in volumes)
     keys = {t: row_key(available, t) for t in targets}
-    untrained = [
-        t
-        for t in targets
-        if synthesizer.trained_rows is not None and keys[t] not in synthesizer.trained_rows
-    ]
-    if untrained:
-        print(
-            f"warning: the model was not trained for {'+'.join(available)} -> "
-            f"{', '.join(untrained)} (trained: {', '.join(synthesizer.trained_rows)})",
-            file=sys.stderr,
-        )
+    trained = synthesizer.trained_rows
+    unknown = {t: keys[t] for t in targets if trained is not None and keys[t] not in trained}
+    refused = {}
+    for target, key in unknown.items():
+        why = untrained_message(key, trained)
+        if allow_untrained:
+            print(f"warning: {case} {target}: written though {why}", file=sys.stderr)
+        else:
+            refused[target] = why
+            print(
+                f"refused: {case} {target}: {why}; nothing written for it "
+                "(--allow-untrained writes it anyway)",
+                file=sys.stderr,
+            )
+    targets = [t for t in targets if t not in refused]
+    if not targets:
+        return CaseOutcome({}, refused, {})
+    out_paths = {t: p for t, p in plan.out_paths(out_dir).items() if t in targets}
 
     depth = preprocessing.to_canonical(data, affine)[0].shape[2]
     bar = None
@@ -294,12 +334,26 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True):
     except OSError as e:
         raise UserError(f"{out_dir}: cannot create it ({e.strerror})") from None
     write_outputs(synthesized, out_paths, header)
+    untrained = {}
+    for target in targets:
+        if target in unknown:
+            untrained[target] = untrained_record_path(out_paths[target])
+            record = {
+                "output": os.path.basename(out_paths[target]),
+                "untrained": True,
+                "task": unknown[target],
+                "trained_rows": list(trained),
+                "model": str(synthesizer.path),
+                "why": "written with --allow-untrained: "
+                + untrained_message(unknown[target], trained),
+            }
+            write_json_atomic(untrained[target], record)
     if verbose:
         print(
             f"{case}: {depth} slices x {len(targets)} targets in {seconds:.1f}s "
             f"({depth / seconds:.1f} slices/s); wrote {', '.join(out_paths.values())}"
         )
-    return out_paths
+    return CaseOutcome(out_paths, refused, untrained)
 
 
 def read_input(path):

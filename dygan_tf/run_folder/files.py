@@ -4,7 +4,8 @@ A run folder holds what `fit` leaves behind and what `evaluate`, `export`, `tran
 and the λ search read back:
 
     config.json       the resolved RunConfig (written at the start, checked on resume)
-    run.json          the data folder and the held-out validation cases
+    run.json          the data folder, what its shards held (manifest sha256, each
+                      split's cases), the held-out validation cases, backend, commit
     history.csv       one row per finished epoch (losses, validation PSNR/SSIM)
     checkpoints/last  the two newest epochs' checkpoints (a resume falls back to the older
                       one if the newest is unreadable); checkpoints/best: the best one
@@ -12,6 +13,8 @@ and the λ search read back:
     logs/             TensorBoard
     generator.keras   the trained generator (written at the end)
     pix2pix3.json     only for `--baseline pix2pix3`: the three member run folders
+    evaluation.json   where `evaluate --run` last scored it (its report, wherever `--out`
+                      was; the shards, split, slices, TTA, scores and baselines)
     lock.json         while a process trains into it (`dygan_tf.run_folder.lock` owns that file)
 
 Library errors name the folder or file and what was expected; commands add the flag.
@@ -33,6 +36,8 @@ GENERATOR = "generator.keras"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 BASELINE = "pix2pix3.json"
+EVALUATION = "evaluation.json"
+SHARDS_RECORD = "shards"  # run.json's record of the shards (`data_record`)
 LAST, BEST = "last", "best"
 GENERATOR_INPUTS = ("image", "task")
 
@@ -74,7 +79,8 @@ def write_config(run_dir, config):
 
 
 def read_info(run_dir):
-    """run.json as a dict: {"data": absolute shard folder, "validation_cases": [...]}."""
+    """run.json as a dict: {"data": absolute shard folder, "validation_cases": [...],
+    "shards": {...} (since 0.2: `data_record`), ...}."""
     info = _read_json(path(run_dir, RUN_INFO), "the run's data record")
     if not isinstance(info, dict) or "validation_cases" not in info:
         raise UserError(f"{path(run_dir, RUN_INFO)}: expected an object with validation_cases")
@@ -82,11 +88,26 @@ def read_info(run_dir):
 
 
 def write_info(run_dir, data_dir, validation_cases, backend=None):
+    """Writes run.json: the shard folder, the validation cases, what the shards held
+    (`dygan_tf.run_folder.data_record`: manifest sha256 and each split's cases), the
+    Keras backend the run began on and the code's git commit (None: not a checkout)."""
+    from dygan_tf.data.manifest import shard_record
+    from dygan_tf.utils.git import git_commit_of
+
     info = {"data": os.path.abspath(data_dir), "validation_cases": list(validation_cases)}
     if backend:
         info["backend"] = backend  # the Keras backend the run began on
+    info[SHARDS_RECORD] = shard_record(data_dir)
+    info["commit"], info["commit_dirty"] = git_commit_of()
     write_json_atomic(path(run_dir, RUN_INFO), info)
     return info
+
+
+def add_to_info(run_dir, key, entry):
+    """Appends `entry` to run.json's list `key` (e.g. each use of changed shards)."""
+    info = read_info(run_dir)
+    info.setdefault(key, []).append(entry)
+    write_json_atomic(path(run_dir, RUN_INFO), info)
 
 
 def data_dir_of(run_dir):
@@ -94,6 +115,22 @@ def data_dir_of(run_dir):
     if not os.path.isfile(path(run_dir, RUN_INFO)):
         return None
     return read_info(run_dir).get("data")
+
+
+def write_evaluation(run_dir, record):
+    """evaluation.json: the run's own record of its latest evaluation (the model card
+    reads it)."""
+    write_json_atomic(path(run_dir, EVALUATION), record)
+
+
+def read_evaluation(run_dir):
+    """evaluation.json as a dict, or None where the run was never evaluated."""
+    if not os.path.isfile(path(run_dir, EVALUATION)):
+        return None
+    record = _read_json(path(run_dir, EVALUATION), "the run's evaluation record")
+    if not isinstance(record, dict) or "per_target" not in record:
+        raise UserError(f"{path(run_dir, EVALUATION)}: expected an object with per_target")
+    return record
 
 
 def read_history(run_dir):
