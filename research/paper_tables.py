@@ -9,7 +9,7 @@ a subprocess whose exact command is recorded), then is scored on the benchmark's
 test sets (`tables.BENCHMARKS`). v1: `demo`, the data's test split (the demo's shards,
 7 phantom cases), and `heldout` (40 cases of a phantom with another seed, built once
 under --cache). v2: `test_mni` and `test_colin27` of the physics phantom, training on
-its `train` shards (`--data`, `--test-set NAME=SHARDS`). Runs of one seed share that
+its `train` shards (built once under --cache, or `--data` and `--test-set NAME=SHARDS`). Runs of one seed share that
 seed, so rows compare in pairs (`research.paired`). Each benchmark's
 records live in their own folder; a record carries the benchmark, its phantom version
 and the content sha256 of the training and test manifests, and a table refuses
@@ -347,13 +347,10 @@ def default_data(args):
         if "heldout" in missing:
             test_sets["heldout"] = heldout_data(args.cache, size)
     else:
-        if args.data is None or missing:
-            raise UserError(
-                f"--benchmark {bench.name}: give its train shards (--data) and each test set "
-                f"({', '.join(f'--test-set {n}=SHARDS' for n in bench.test_sets)}); "
-                "dygan-make-phantom builds them"
-            )
-        train = args.data
+        built = benchmark_data(args.cache, bench) if args.data is None or missing else {}
+        train = args.data or built["train"]
+        for name in missing:
+            test_sets[name] = built[name]
     test_sets = {n: test_sets[n] for n in bench.test_sets}
     manifests = {"train": content_sha256(read_manifest(train))}
     manifests.update({n: content_sha256(read_manifest(f)) for n, f in test_sets.items()})
@@ -364,6 +361,20 @@ def default_data(args):
         "phantom": bench.phantom,
         "manifests": manifests,
     }
+
+
+def benchmark_data(cache, bench):
+    """{set name: shard folder} of a named benchmark's sets under `cache` (built once,
+    `dygan_tf.data.benchmark`, where not yet there)."""
+    from dygan_tf.data import benchmark
+    from dygan_tf.data.manifest import has_manifest
+
+    names = ("train", *bench.test_sets)
+    folders = {n: benchmark.set_folders(cache, bench.phantom, n)[1] for n in names}
+    if not all(has_manifest(f) for f in folders.values()):
+        print(f"building benchmark {bench.name}'s sets under {cache}")
+        benchmark.build_benchmark(cache, bench.phantom, workers=os.cpu_count() or 1)
+    return folders
 
 
 def check_records_match(records, data):
