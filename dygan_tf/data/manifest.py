@@ -55,6 +55,16 @@ def read_manifest(tfrecord_dir):
     return manifest
 
 
+def require_image_size(tfrecord_dir, model_size, model, hint, manifest=None):
+    """Refuses shards whose slice size differs from a model's: one line naming the
+    folder, both sizes and `hint` (what to do), instead of Keras's shape traceback."""
+    size = (manifest or read_manifest(tfrecord_dir))["image_size"]
+    if model_size is not None and size != model_size:
+        raise UserError(
+            f"{tfrecord_dir}: shards are {size} px, {model} expects {model_size} px; {hint}"
+        )
+
+
 def shard_files(tfrecord_dir, split, manifest=None):
     """Paths of the split's shards, in manifest order; UserError if one is missing."""
     manifest = manifest or read_manifest(tfrecord_dir)

@@ -196,7 +196,9 @@ def evaluate_report(
 
     predictors, config, data_dir = load_predictors(runs, model, data_dir, run_flags, tta_mode)
     rows = rows_of(config)
-    size = read_manifest(data_dir)["image_size"]
+    manifest = read_manifest(data_dir)
+    scoring.check_image_sizes(predictors, data_dir, manifest)
+    size = manifest["image_size"]
     results, slices, figure = scoring.score_rows(
         predictors, data_dir, split, rows.table, figure_cases
     )

@@ -2,14 +2,14 @@
 
 import os
 
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag
 
 
 def open_run_row(run_dir, row, data_dir=None):
     """(Predictor, config, data_dir, conditions.Row) of a run folder and one of the
     rows it was trained for; UserError naming the flag if either is wrong."""
     from dygan_tf.config import conditions
-    from dygan_tf.evaluation.scoring import load_run_predictor
+    from dygan_tf.evaluation.scoring import check_image_sizes, load_run_predictor
 
     try:
         available, target = conditions.parse_row_key(row)
@@ -28,6 +28,8 @@ def open_run_row(run_dir, row, data_dir=None):
     data_dir = data_dir or run_data
     if data_dir is None:
         raise UserError(f"--data: {run_dir} records no training data; name a shard folder")
+    with for_flag("--data"):
+        check_image_sizes([predictor], data_dir)
     return predictor, config, data_dir, the_row
 
 

@@ -23,14 +23,16 @@ DEMO_REPORT = "eval"  # the demo's test-split report: a folder inside its run fo
 
 def check_image_size(data_dir, config):
     """Refuses shards whose slice size differs from the model's."""
-    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.data.manifest import read_manifest, require_image_size
 
-    size = read_manifest(data_dir)["image_size"]
-    if size != config.model.image_size:
-        raise UserError(
-            f"{data_dir}: shards are {size} px, the model expects "
-            f"{config.model.image_size} px; train at image size {size} or rebuild the shards"
-        )
+    manifest = read_manifest(data_dir)
+    require_image_size(
+        data_dir,
+        config.model.image_size,
+        "the model",
+        f"train at image size {manifest['image_size']} or rebuild the shards",
+        manifest,
+    )
 
 
 def fit(
