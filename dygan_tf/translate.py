@@ -28,6 +28,7 @@ from dygan_tf.inference.batch_translation import is_root, summary_table, transla
 from dygan_tf.inference.model_card import data_source_line
 from dygan_tf.inference.translation import (
     OUTPUT_NAMINGS,
+    check_naming,
     check_outputs,
     parse_targets,
     plan_input,
@@ -41,11 +42,13 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.source is not None:
         with for_flag("--source"):
-            check_modality(args.source, "source modality")
+            args.source = check_modality(args.source, "source modality")
     if args.batch < 1:
         raise UserError(f"--batch: expected a positive number of slices, found {args.batch}")
     with for_flag("--targets"):
         targets = parse_targets(args.targets)
+    with for_flag("--out-dir"):
+        check_naming(args.input, args.out_dir, args.naming)
     from dygan_tf.inference.synthesis import load_synthesizer
 
     def load_model():
@@ -87,8 +90,8 @@ def _parser():
     parser.add_argument("--input", required=True, help="a NIfTI volume or a BraTS case folder")
     parser.add_argument(
         "--source",
-        help="modality of --input (default for a file: from "
-        "its name; for a folder: t2, t1, flair, t1ce, first present)",
+        help="modality of --input: flair, t1, t1ce, t2 or t2f, t1n, t1c, t2w, any case "
+        "(default for a file: from its name; for a folder: t2, t1, flair, t1ce, first present)",
     )
     parser.add_argument(
         "--targets",

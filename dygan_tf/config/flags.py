@@ -7,9 +7,11 @@ Each flag maps onto one `RunConfig` field; the choices come from `dygan_tf.confi
 the two commands cannot drift apart.
 """
 
+import contextlib
+
 from dygan_tf.config import run_config as config_lib
 from dygan_tf.config.conditions import INPUTS, SOURCE_ANY
-from dygan_tf.config.tasks import MODALITIES, targets_for
+from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
 from dygan_tf.utils.errors import UserError
 
 # Switches parsed as a choice, never with type=bool (which reads "false" as True).
@@ -36,7 +38,8 @@ CONFIG_FLAGS = {
         "source",
         str,
         None,
-        "source modality (targets: the other three), or 'any': all 12 tasks in one model",
+        "source modality (flair, t1, t1ce, t2 or BraTS 2023's t2f, t1n, t1c, t2w; targets: "
+        "the other three), or 'any': all 12 tasks in one model",
     ),
     "--inputs": (
         "inputs",
@@ -88,6 +91,8 @@ def parse_target_weights(text, targets):
     for item in (part.strip() for part in text.split(",")):
         name, sep, value = item.partition("=")
         name = name.strip()
+        with contextlib.suppress(ValueError):
+            name = check_modality(name)  # any spelling
         if not sep or name not in targets or name in weights:
             raise UserError(
                 f"--target-weights: expected target=weight for distinct targets among "
@@ -131,15 +136,24 @@ def config_from_flags(args, default_preset, label_blind_ok=False):
     if get("--d-dyconv") is not None:
         changes["d_dyconv"] = ON_OFF[get("--d-dyconv")]
     try:
+        source = get("--source")  # any spelling (t2w, T2), or any
+        if source is not None:
+            if source.lower() == SOURCE_ANY:
+                source = SOURCE_ANY
+            else:
+                source = check_modality(source, "source modality")
+            changes["source"] = source
         if get("--targets") is not None:
-            changes["targets"] = tuple(t.strip() for t in get("--targets").split(",") if t.strip())
-        elif get("--source") == SOURCE_ANY or (
-            get("--inputs") == "multi" and get("--source") is None
-        ):
+            changes["targets"] = tuple(
+                check_modality(t, "target modality")
+                for t in get("--targets").split(",")
+                if t.strip()
+            )
+        elif source == SOURCE_ANY or (get("--inputs") == "multi" and source is None):
             changes["targets"] = MODALITIES
-        elif get("--source") is not None:
-            changes["targets"] = targets_for(get("--source"))
-        if get("--inputs") == "multi" and get("--source") is None:
+        elif source is not None:
+            changes["targets"] = targets_for(source)
+        if get("--inputs") == "multi" and source is None:
             changes["source"] = SOURCE_ANY
         if get("--target-weights") is not None:
             targets = (

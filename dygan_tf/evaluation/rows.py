@@ -16,9 +16,11 @@ def open_run_row(run_dir, row, data_dir=None):
     except ValueError:
         raise UserError(f"--row: expected a row like 't2->flair', found {row!r}") from None
     try:
-        the_row = conditions.Row(row, conditions.check_condition(available, target), target)
+        available = conditions.check_condition(available, target)
     except ValueError as e:
         raise UserError(f"--row: {row}: {e}") from None
+    row = conditions.row_key(available, target)  # in our spelling, as the run keys it
+    the_row = conditions.Row(row, available, target)
     predictor, config, run_data = load_run_predictor(run_dir)
     if predictor.rows and row not in predictor.rows:
         raise UserError(

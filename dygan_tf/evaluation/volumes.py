@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from dygan_tf.config.tasks import MODALITIES
+from dygan_tf.config.tasks import BRATS2023_NAMES, MODALITIES
 from dygan_tf.data import nifti, preprocessing
 from dygan_tf.evaluation.volume_metrics import (
     brasyn_ssim,
@@ -36,12 +36,7 @@ from dygan_tf.utils.progress import Progress
 BRASYN_SSIM = ("full", "crop")  # torchmetrics >= 1.4.2 / <= 1.4.1 (--brasyn-ssim)
 CSV_NAME, MARKDOWN_NAME, JSON_NAME = "per_case.csv", "summary.md", "summary.json"
 # Name tokens that mean a modality: ours, and the BraTS 2023 / BraSyn spellings.
-MODALITY_TOKENS = {m: m for m in MODALITIES} | {
-    "t1n": "t1",
-    "t1c": "t1ce",
-    "t2w": "t2",
-    "t2f": "flair",
-}
+MODALITY_TOKENS = {m: m for m in MODALITIES} | {v: k for k, v in BRATS2023_NAMES.items()}
 METHOD = {
     "brain": "union of the non-zero voxels of the case's four real sequences",
     "tumour": "seg > 0 within the brain (empty when the case has no seg file)",
