@@ -1,11 +1,11 @@
 """BraTS volumes -> sharded TFRecords of normalised axial slices, plus manifest.json.
 
-    python -m data_prep.build_tfrecords --brats-root DIR --out DIR2 [--image-size 256]
+    dygan-build-tfrecords --brats-root DIR --out DIR2 [--image-size 256]
         [--train-hgg 220 --train-lgg 60 | --split-file F | --train-fraction 0.8]
         [--source-slices 75:86] [--per-volume 5]
         [--workers N] [--shards-per-split N | --slices-per-shard N]
         [--compression gzip|none] [--skip-bad] [--seed 0]
-    python -m data_prep.build_tfrecords --verify DIR   # every shard vs manifest.json
+    dygan-build-tfrecords --verify DIR   # every shard vs manifest.json
 
 Worker processes load and preprocess cases (numpy/nibabel/scipy only); the parent
 serialises the slices and writes the shards into a hidden staging folder, moves
@@ -29,12 +29,12 @@ from dygan_tf.utils.errors import UserError, for_flag
 
 
 def main(argv=None):
-    # TensorFlow's C++ start-up chatter would break the one-line-error contract.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
     if args.verify is not None:
         if args.brats_root or args.out:
-            raise UserError("build_tfrecords: --verify DIR checks shards; drop --brats-root/--out")
+            raise UserError(
+                "dygan-build-tfrecords: --verify DIR checks shards; drop --brats-root/--out"
+            )
         with for_flag("--verify"):  # pure Python: no TensorFlow start-up
             verify_or_raise(args.verify)
         print(f"{args.verify}: every shard matches its manifest")
@@ -68,7 +68,7 @@ def main(argv=None):
 
 
 def _parser():
-    parser = ArgumentParser(prog="build_tfrecords", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dygan-build-tfrecords", description=__doc__.splitlines()[0])
     parser.add_argument("--brats-root")
     parser.add_argument("--out")
     parser.add_argument(
@@ -113,7 +113,7 @@ def _check_flags(args):
     missing = [f for f, v in (("--brats-root", args.brats_root), ("--out", args.out)) if not v]
     if missing:
         raise UserError(
-            f"build_tfrecords: the following arguments are required: {', '.join(missing)}"
+            f"dygan-build-tfrecords: the following arguments are required: {', '.join(missing)}"
         )
     for flag in ("image_size", "per_volume", "workers", "shards_per_split", "slices_per_shard"):
         value = getattr(args, flag)

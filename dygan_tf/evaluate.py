@@ -1,7 +1,7 @@
 """Evaluates trained generators on a split: report.json, report.md (Table 2) and figure.png.
 
-    python -m dygan_tf.evaluate --run RUN_DIR [--data TFRECORD_DIR] --out DIR
-    python -m dygan_tf.evaluate --model SAVEDMODEL_DIR --data TFRECORD_DIR --out DIR
+    dygan-evaluate --run RUN_DIR [--data TFRECORD_DIR] --out DIR
+    dygan-evaluate --model SAVEDMODEL_DIR --data TFRECORD_DIR --out DIR
         [--split test] [--compare RUN_A RUN_B ...] [--figure-cases 4] [--tta flip]
 
 Baselines scored beside every model: copy_source (the source slice itself) and
@@ -10,13 +10,11 @@ intensity_lut (per target, source intensity -> mean target intensity on the trai
 (`dygan_tf.inference.tta`).
 """
 
-import os
-
 from dygan_tf.inference.tta import TTA_MODES
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 
-PROG = "dygan_tf.evaluate"
+PROG = "dygan-evaluate"
 
 
 def main(argv=None):
@@ -77,7 +75,6 @@ def main(argv=None):
 
 def cli():
     """The installed `dygan-evaluate` command (pyproject.toml's [project.scripts])."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
 
 

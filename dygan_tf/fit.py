@@ -1,8 +1,8 @@
 """Trains DyGAN (or a paper baseline) into a run folder; `--demo` does everything.
 
-    python -m dygan_tf.fit --demo
-    python -m dygan_tf.fit --data TFRECORD_DIR --out RUN_DIR [--preset paper|demo|tiny]
-    python -m dygan_tf.fit --brats-root DIR [--data-out DIR] --out RUN_DIR ...
+    dygan-fit --demo
+    dygan-fit --data TFRECORD_DIR --out RUN_DIR [--preset paper|demo|tiny]
+    dygan-fit --brats-root DIR [--data-out DIR] --out RUN_DIR ...
       overrides: --epochs --image-size --base-filters --experts --lambda-l1 --lr
                  --lr-decay --ema --source t2|...|any --targets flair,t1,t1ce
                  --inputs single|multi --target-weights flair=2 (multi)
@@ -29,7 +29,7 @@ from dygan_tf.training.fit_lib import DEFAULT_CACHE, DEMO_RUN
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 
-PROG = "dygan_tf.fit"
+PROG = "dygan-fit"
 
 
 def parse_args(argv):
@@ -188,7 +188,6 @@ def main(argv=None):
 
 def cli():
     """The installed `dygan-fit` command (pyproject.toml's [project.scripts])."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
 
 

@@ -1,10 +1,10 @@
 """Translates whole MR volumes into the missing modalities with a trained DyGAN.
 
-    python -m dygan_tf.translate --model SAVEDMODEL_DIR|RUN_DIR --input FILE.nii[.gz]
+    dygan-translate --model SAVEDMODEL_DIR|RUN_DIR --input FILE.nii[.gz]
         --source t2 [--targets flair,t1,t1ce] --out-dir DIR [--batch 4] [--overwrite]
         [--tta flip]
-    python -m dygan_tf.translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
-    python -m dygan_tf.translate --model M --input BRATS_ROOT --out-dir DIR [--naming brasyn]
+    dygan-translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
+    dygan-translate --model M --input BRATS_ROOT --out-dir DIR [--naming brasyn]
 
 Writes DIR/<case>_<target>_synth.nii.gz (`--naming brasyn`: BraSyn's
 DIR/<case>-<t1n|t1c|t2w|t2f>.nii.gz) with the input's shape, affine and header (float32
@@ -19,8 +19,6 @@ modality, all outputs into DIR: a case whose outputs exist is skipped (`--overwr
 redoes it), a failing case is one `failed:` line and the others go on; a summary table
 ends the run, and the exit status is 1 if any case failed.
 """
-
-import os
 
 from dygan_tf.config.tasks import check_modality
 from dygan_tf.inference import tta
@@ -77,11 +75,13 @@ def main(argv=None):
         plan = plan_input(args.input, args.source, targets, args.naming)
     with for_flag("--out-dir"):
         check_outputs(plan.out_paths(args.out_dir).values(), plan.inputs.values(), args.overwrite)
-    run_plan(plan, args.out_dir, load_model, args.batch, verbose=not args.quiet)
+    written = run_plan(plan, args.out_dir, load_model, args.batch, verbose=not args.quiet)
+    if args.quiet and written:  # quiet, but never silent about where the results went
+        print(f"wrote {', '.join(written.values())}")
 
 
 def _parser():
-    parser = ArgumentParser(prog="dygan_tf.translate", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dygan-translate", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model",
         required=True,
@@ -121,13 +121,14 @@ def _parser():
         help="output names: dygan (<case>_<target>_synth.nii.gz) or brasyn "
         "(<case>-<t1n|t1c|t2w|t2f>.nii.gz, BraSyn's submission names)",
     )
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress lines; only where results went"
+    )
     return parser
 
 
 def cli():
     """The installed `dygan-translate` command (pyproject.toml's [project.scripts])."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
 
 

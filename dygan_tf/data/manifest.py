@@ -1,6 +1,6 @@
 """The shard folder's manifest.json: its name, reading and checking it, and its parts.
 
-`data_prep.build_tfrecords` writes it last (atomically); every reader goes through
+`dygan-build-tfrecords` writes it last (atomically); every reader goes through
 `read_manifest`, so only shards of a finished build are ever read.
 """
 

@@ -1,6 +1,6 @@
 """A BraTS-2019-shaped phantom built offline from nilearn's MNI152 1 mm templates.
 
-The library behind `python -m data_prep.make_phantom` (its usage and flags are in that
+The library behind `dygan-make-phantom` (its usage and flags are in that
 command's module and in docs/reference/cli.md).
 """
 

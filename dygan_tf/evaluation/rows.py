@@ -62,5 +62,4 @@ def run_as_command(main):
     chatter off, a bad input one `error:` line and exit 2."""
     from dygan_tf.utils.cli import run_main
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)

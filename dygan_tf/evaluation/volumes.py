@@ -269,7 +269,7 @@ def evaluate_volumes(
         "volumes": rows,
     }
     markdown = format_markdown(summary["targets"], len(by_case))
-    paths = [os.path.join(out_dir, n) for n in (CSV_NAME, MARKDOWN_NAME, JSON_NAME)]
+    paths = output_paths(out_dir)
     write_text_atomic(paths[0], _format_csv(rows))
     write_text_atomic(paths[1], markdown)
     write_json_atomic(paths[2], _json_safe(summary))
@@ -285,6 +285,11 @@ def evaluate_volumes(
             f"{figures}; wrote {', '.join(paths)}"
         )
     return _json_safe(summary)
+
+
+def output_paths(out_dir):
+    """[per_case.csv, summary.md, summary.json] in `out_dir`."""
+    return [os.path.join(out_dir, n) for n in (CSV_NAME, MARKDOWN_NAME, JSON_NAME)]
 
 
 def _matched_predictions(pred_dir, truth_root, split_from, split):

@@ -41,7 +41,7 @@ from dygan_tf.experiments.records import (
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 
-PROG = "dygan_tf.experiments.paper_tables"
+PROG = "dygan-paper-tables"
 DEFAULT_RECORDS = os.path.join("docs", "results", "paper-tables")
 DEFAULT_RUNS = os.path.join("runs", "paper-tables")
 RECORD, TEST_SETS = tables.RECORD, tables.TEST_SETS
@@ -368,7 +368,6 @@ def main(argv=None):
 
 def cli():
     """The installed `dygan-paper-tables` command (pyproject.toml's [project.scripts])."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
 
 

@@ -49,7 +49,7 @@ def fit(
 
     Args:
         config: a `RunConfig`.
-        data_dir: a shard folder (`data_prep.build_tfrecords`).
+        data_dir: a shard folder (`dygan-build-tfrecords`).
         run_dir: the run folder (see `dygan_tf.run_folder.files`).
         strategy: a tf.distribute strategy (default: the current one).
         steps_per_epoch: cap on the steps of an epoch (default one pass).
