@@ -14,14 +14,9 @@ them into place when every case has succeeded, and writes manifest.json last.
 
 import os
 
+from dygan_tf.config.flags import add_split_flags, split_options
 from dygan_tf.data import preprocessing
-from dygan_tf.data.cases import (
-    TRAIN_HGG,
-    TRAIN_LGG,
-    discover_cases,
-    layout_of,
-    read_split_file,
-)
+from dygan_tf.data.cases import discover_cases, layout_of, read_split_file
 from dygan_tf.data.shard_check import verify_or_raise
 from dygan_tf.data.shards import build
 from dygan_tf.utils.cli import ArgumentParser, run_main
@@ -78,17 +73,7 @@ def _parser():
         "names each bad one (exit 2)",
     )
     parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
-    split = parser.add_mutually_exclusive_group()
-    split.add_argument(
-        "--split-file",
-        help="a shared split: one training case id per line (the rest test), or "
-        "'<case id> train|test' lines",
-    )
-    split.add_argument(
-        "--train-fraction", type=float, help="train this fraction of each grade (drawn with --seed)"
-    )
-    parser.add_argument("--train-hgg", type=int)
-    parser.add_argument("--train-lgg", type=int)
+    add_split_flags(parser)
     parser.add_argument(
         "--source-slices", default="75:86", help="half-open range of canonical axial indices"
     )
@@ -119,21 +104,7 @@ def _check_flags(args):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
-    counts = [f for f in ("train_hgg", "train_lgg") if getattr(args, f) is not None]
-    if counts and (args.split_file or args.train_fraction is not None):
-        chosen = "--split-file" if args.split_file else "--train-fraction"
-        raise UserError(f"{chosen}: gives the split; drop --train-hgg/--train-lgg")
-    args.train_hgg = TRAIN_HGG if args.train_hgg is None else args.train_hgg
-    args.train_lgg = TRAIN_LGG if args.train_lgg is None else args.train_lgg
-    for flag in ("train_hgg", "train_lgg"):
-        if getattr(args, flag) < 0:
-            raise UserError(
-                f"--{flag.replace('_', '-')}: expected >= 0, found {getattr(args, flag)}"
-            )
-    if args.train_fraction is not None and not 0 < args.train_fraction < 1:
-        raise UserError(
-            f"--train-fraction: expected a fraction between 0 and 1, found {args.train_fraction}"
-        )
+    vars(args).update(split_options(args))
 
 
 def cli():

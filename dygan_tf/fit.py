@@ -22,9 +22,13 @@ Running the same command again after a kill resumes at the first unfinished epoc
 import contextlib
 import os
 
-from dygan_tf.config.flags import add_config_flags, config_from_flags
+from dygan_tf.config.flags import (
+    add_config_flags,
+    add_split_flags,
+    config_from_flags,
+    split_options,
+)
 from dygan_tf.config.run_config import BASELINES, STRATEGIES
-from dygan_tf.data.cases import TRAIN_HGG, TRAIN_LGG
 from dygan_tf.training.fit_lib import DEFAULT_CACHE, DEMO_RUN
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
@@ -38,15 +42,14 @@ def parse_args(argv):
     data.add_argument("--data", help="folder of TFRecord shards with manifest.json")
     data.add_argument("--brats-root", help="BraTS folder; shards are built first")
     p.add_argument("--data-out", help="where --brats-root shards go (default RUN_DIR/data)")
-    p.add_argument("--train-hgg", type=int, default=TRAIN_HGG)
-    p.add_argument("--train-lgg", type=int, default=TRAIN_LGG)
+    add_split_flags(p)  # of the --brats-root cases
     p.add_argument(
         "--demo",
         action="store_true",
         help="phantom -> shards -> train -> evaluate -> export, in one command",
     )
     p.add_argument("--out", help="run folder (default runs/demo with --demo)")
-    add_config_flags(p)
+    add_config_flags(p, default_preset="paper; demo with --demo")
     p.add_argument("--baseline", choices=BASELINES)
     p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
     p.add_argument(
@@ -88,10 +91,7 @@ def parse_args(argv):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
-    for flag in ("train_hgg", "train_lgg"):
-        value = getattr(args, flag)
-        if value < 0:
-            raise UserError(f"--{flag.replace('_', '-')}: expected >= 0, found {value}")
+    args.split = split_options(args)
     return args
 
 
@@ -162,13 +162,19 @@ def main(argv=None):
                 start_problem = str(e)
         data_dir = args.data
         if args.brats_root:
+            if args.split_file:  # a missing case id is named before any shard is built
+                from dygan_tf.data.cases import discover_cases, read_split_file
+
+                with for_flag("--brats-root"):
+                    cases = discover_cases(args.brats_root)
+                with for_flag("--split-file"):
+                    read_split_file(args.split_file, cases)
             with for_flag("--brats-root"):
                 data_dir = fit_lib.ensure_shards(
                     args.brats_root,
                     args.data_out or os.path.join(args.out, "data"),
                     config.model.image_size,
-                    args.train_hgg,
-                    args.train_lgg,
+                    **args.split,
                 )
         if not multiworker:  # a multi-worker run checks it on every worker, then agrees
             with for_flag("--data"):

@@ -134,3 +134,29 @@ def test_translate_names_the_right_flag_and_keeps_brasyn_names_out_of_the_input(
         )
         assert line.startswith(f"error: --out-dir {out}: inside the input folder"), line
         assert sorted(root.rglob("*")) == before
+
+
+def test_fit_brats_root_takes_the_split_flags_of_build_tfrecords(phantom_root, tmp_path):
+    from dygan_tf import fit
+    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.data.phantom import case_id
+    from dygan_tf.training import fit_lib
+
+    split = tmp_path / "split.txt"
+    split.write_text(f"{case_id(0)}\n{case_id(1)}\n{case_id(4)}\n")
+    argv = ["--brats-root", phantom_root, "--out", tmp_path / "run", "--preset", "tiny"]
+    args = fit.parse_args([*map(str, argv), "--split-file", str(split)])
+    assert args.split["split_file"] == str(split)
+    line = helpers.one_error_line(
+        helpers.run_in_process(fit.main, *argv, "--train-fraction", "0.5", "--train-hgg", "2")
+    )
+    assert line == "error: --train-fraction: gives the split; drop --train-hgg/--train-lgg"
+    split.write_text("BraTS19_NOT_THERE\n")
+    line = helpers.one_error_line(helpers.run_in_process(fit.main, *argv, "--split-file", split))
+    assert line.startswith(f"error: --split-file {split}") and "BraTS19_NOT_THERE" in line, line
+    assert not (tmp_path / "run" / "data").exists()
+    # The split reaches the shards fit builds.
+    split.write_text(f"{case_id(0)}\n{case_id(1)}\n{case_id(4)}\n")
+    out = fit_lib.ensure_shards(str(phantom_root), str(tmp_path / "data"), 64, **args.split)
+    trained = read_manifest(out)["splits"]["train"]["cases"]
+    assert sorted(c["case_id"] for c in trained) == sorted(case_id(i) for i in (0, 1, 4))

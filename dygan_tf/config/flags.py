@@ -74,15 +74,102 @@ def _dest(flag):
     return flag[2:].replace("-", "_")
 
 
-def add_config_flags(parser, exclude=()):
-    """Adds --preset, every override in CONFIG_FLAGS but `exclude`, and --jit-compile."""
-    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS))
-    for flag, (_, kind, choices, help_text) in CONFIG_FLAGS.items():
+def _shown(value):
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def preset_defaults(field):
+    """ "paper 256, demo 64, tiny 64": a config field's value in each preset, for --help."""
+    values = []
+    for name, config in config_lib.PRESETS.items():
+        section = next((c for c in (config.model, config.train) if hasattr(c, field)), None)
+        if section is not None:
+            values.append(f"{name} {_shown(getattr(section, field))}")
+    return ", ".join(values)
+
+
+def _preset_sizes():
+    """Each preset's sizes, for --preset's help."""
+    return "; ".join(
+        f"{name}: {c.model.image_size} px, {c.model.base_filters} filters, depth "
+        f"{c.model.depth}, {c.train.epochs} epochs, batch {c.train.batch_slices}"
+        for name, c in config_lib.PRESETS.items()
+    )
+
+
+def add_config_flags(parser, exclude=(), default_preset="paper"):
+    """Adds --preset, every override in CONFIG_FLAGS but `exclude`, and --jit-compile;
+    each help says the value every preset gives it."""
+    parser.add_argument(
+        "--preset",
+        choices=sorted(config_lib.PRESETS),
+        help=f"the sizes a run starts from (default: {default_preset}) -- {_preset_sizes()}",
+    )
+    for flag, (field, kind, choices, help_text) in CONFIG_FLAGS.items():
         if flag not in exclude:
+            defaults = preset_defaults(field)
+            if defaults:
+                said = f"{help_text} " if help_text else ""
+                help_text = f"{said}(default: the preset's: {defaults})"
             parser.add_argument(flag, type=kind, choices=choices, help=help_text)
     parser.add_argument(
         "--jit-compile", action="store_true", default=None, help="compile the train step with XLA"
     )
+
+
+def add_split_flags(parser):
+    """How a BraTS root's cases split into train and test, as `dygan-build-tfrecords`
+    and `dygan-fit --brats-root` take it: --split-file | --train-fraction |
+    --train-hgg/--train-lgg (checked by `split_options`)."""
+    from dygan_tf.data.cases import TRAIN_HGG, TRAIN_LGG
+
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument(
+        "--split-file",
+        help="a shared split: one training case id per line (the rest test), or "
+        "'<case id> train|test' lines",
+    )
+    split.add_argument(
+        "--train-fraction",
+        type=float,
+        help="train this fraction of each grade (drawn with --seed); for a root without "
+        "HGG/LGG folders (BraTS 2020+) a fraction of all its cases",
+    )
+    parser.add_argument(
+        "--train-hgg", type=int, help=f"HGG training cases (default: {TRAIN_HGG}, the paper's)"
+    )
+    parser.add_argument(
+        "--train-lgg", type=int, help=f"LGG training cases (default: {TRAIN_LGG}, the paper's)"
+    )
+
+
+def split_options(args):
+    """{train_hgg, train_lgg, split_file, train_fraction} of the split flags; one
+    UserError line naming the flag for a bad combination or value."""
+    from dygan_tf.data.cases import TRAIN_HGG, TRAIN_LGG
+
+    counts = [f for f in ("train_hgg", "train_lgg") if getattr(args, f) is not None]
+    if counts and (args.split_file or args.train_fraction is not None):
+        chosen = "--split-file" if args.split_file else "--train-fraction"
+        raise UserError(f"{chosen}: gives the split; drop --train-hgg/--train-lgg")
+    options = {
+        "train_hgg": TRAIN_HGG if args.train_hgg is None else args.train_hgg,
+        "train_lgg": TRAIN_LGG if args.train_lgg is None else args.train_lgg,
+        "split_file": args.split_file,
+        "train_fraction": args.train_fraction,
+    }
+    for flag in ("train_hgg", "train_lgg"):
+        if options[flag] < 0:
+            raise UserError(f"--{flag.replace('_', '-')}: expected >= 0, found {options[flag]}")
+    if args.train_fraction is not None and not 0 < args.train_fraction < 1:
+        raise UserError(
+            f"--train-fraction: expected a fraction between 0 and 1, found {args.train_fraction}"
+        )
+    return options
 
 
 def parse_target_weights(text, targets):

@@ -104,8 +104,10 @@ def train_pix2pix3(config, data_dir, run_dir, steps_per_epoch=None, strategy=Non
         )
 
 
-def ensure_shards(brats_root, out, image_size, train_hgg, train_lgg):
-    """Builds shards once; a folder with a finished manifest of this size is reused."""
+def ensure_shards(brats_root, out, image_size, **split):
+    """Builds shards once; a folder with a finished manifest of this size is reused.
+    `split`: `shards.build`'s split keywords (train_hgg, train_lgg, split_file,
+    train_fraction)."""
     from dygan_tf.data import shards
     from dygan_tf.data.manifest import has_manifest, read_manifest
 
@@ -113,7 +115,7 @@ def ensure_shards(brats_root, out, image_size, train_hgg, train_lgg):
         if read_manifest(out)["image_size"] == image_size:
             print(f"using the shards in {out}")
             return out
-    shards.build(brats_root, out, image_size=image_size, train_hgg=train_hgg, train_lgg=train_lgg)
+    shards.build(brats_root, out, image_size=image_size, **split)
     return out
 
 

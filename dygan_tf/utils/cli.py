@@ -40,7 +40,9 @@ class _HelpFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             action.option_strings
-            and default not in (None, False, argparse.SUPPRESS)
+            and default is not None
+            and default is not False
+            and default != argparse.SUPPRESS
             and "default" not in (action.help or "")
             and action.help != argparse.SUPPRESS
         ):
