@@ -14,8 +14,8 @@ them into place when every case has succeeded, and writes manifest.json last.
 
 import os
 
-from dygan_tf.config.flags import add_split_flags, split_options
 from dygan_tf.data import preprocessing
+from dygan_tf.data.build_plan import add_split_flags, split_options
 from dygan_tf.data.cases import discover_cases, layout_of, read_split_file
 from dygan_tf.data.shard_check import verify_or_raise
 from dygan_tf.data.shards import build

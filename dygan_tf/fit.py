@@ -22,13 +22,9 @@ Running the same command again after a kill resumes at the first unfinished epoc
 import contextlib
 import os
 
-from dygan_tf.config.flags import (
-    add_config_flags,
-    add_split_flags,
-    config_from_flags,
-    split_options,
-)
+from dygan_tf.config.flags import add_config_flags, config_from_flags
 from dygan_tf.config.run_config import BASELINES, STRATEGIES
+from dygan_tf.data.build_plan import add_split_flags, split_options
 from dygan_tf.training.fit_lib import DEFAULT_CACHE, DEMO_RUN
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
