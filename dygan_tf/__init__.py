@@ -30,7 +30,7 @@ def _configure_cpu():
 
 _configure_cpu()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def _register_keras_objects():

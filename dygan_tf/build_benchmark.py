@@ -1,6 +1,6 @@
 """Builds the named phantom test sets: train, test_mni and test_colin27.
 
-    python -m dygan_tf.build_benchmark --out DIR [--phantom v2] [--workers 2]
+    dygan-build-benchmark --out DIR [--phantom v2] [--workers 2]
         [--template T1.nii.gz]
 
 Writes DIR/phantom-<version>/{train,test_mni,test_colin27}/{volumes,shards-64px} and
@@ -19,7 +19,7 @@ from dygan_tf.utils.errors import UserError
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="build_benchmark", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dygan-build-benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="cache folder")
     parser.add_argument("--phantom", choices=VERSIONS, default="v2")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)

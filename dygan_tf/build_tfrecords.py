@@ -1,11 +1,11 @@
 """BraTS volumes -> sharded TFRecords of normalised axial slices, plus manifest.json.
 
-    python -m data_prep.build_tfrecords --brats-root DIR --out DIR2 [--image-size 256]
+    dygan-build-tfrecords --brats-root DIR --out DIR2 [--image-size 256]
         [--train-hgg 220 --train-lgg 60 | --split-file F | --train-fraction 0.8]
         [--source-slices 75:86] [--per-volume 5]
         [--workers N] [--shards-per-split N | --slices-per-shard N]
         [--compression gzip|none] [--skip-bad] [--seed 0]
-    python -m data_prep.build_tfrecords --verify DIR   # every shard vs manifest.json
+    dygan-build-tfrecords --verify DIR   # every shard vs manifest.json
 
 Worker processes load and preprocess cases (numpy/nibabel/scipy only); the parent
 serialises the slices and writes the shards into a hidden staging folder, moves
@@ -15,13 +15,8 @@ them into place when every case has succeeded, and writes manifest.json last.
 import os
 
 from dygan_tf.data import preprocessing
-from dygan_tf.data.cases import (
-    TRAIN_HGG,
-    TRAIN_LGG,
-    discover_cases,
-    layout_of,
-    read_split_file,
-)
+from dygan_tf.data.build_plan import add_split_flags, split_options
+from dygan_tf.data.cases import discover_cases, layout_of, read_split_file
 from dygan_tf.data.shard_check import verify_or_raise
 from dygan_tf.data.shards import build
 from dygan_tf.utils.cli import ArgumentParser, run_main
@@ -29,12 +24,12 @@ from dygan_tf.utils.errors import UserError, for_flag
 
 
 def main(argv=None):
-    # TensorFlow's C++ start-up chatter would break the one-line-error contract.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
     if args.verify is not None:
         if args.brats_root or args.out:
-            raise UserError("build_tfrecords: --verify DIR checks shards; drop --brats-root/--out")
+            raise UserError(
+                "dygan-build-tfrecords: --verify DIR checks shards; drop --brats-root/--out"
+            )
         with for_flag("--verify"):  # pure Python: no TensorFlow start-up
             verify_or_raise(args.verify)
         print(f"{args.verify}: every shard matches its manifest")
@@ -68,7 +63,7 @@ def main(argv=None):
 
 
 def _parser():
-    parser = ArgumentParser(prog="build_tfrecords", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dygan-build-tfrecords", description=__doc__.splitlines()[0])
     parser.add_argument("--brats-root")
     parser.add_argument("--out")
     parser.add_argument(
@@ -78,17 +73,7 @@ def _parser():
         "names each bad one (exit 2)",
     )
     parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
-    split = parser.add_mutually_exclusive_group()
-    split.add_argument(
-        "--split-file",
-        help="a shared split: one training case id per line (the rest test), or "
-        "'<case id> train|test' lines",
-    )
-    split.add_argument(
-        "--train-fraction", type=float, help="train this fraction of each grade (drawn with --seed)"
-    )
-    parser.add_argument("--train-hgg", type=int)
-    parser.add_argument("--train-lgg", type=int)
+    add_split_flags(parser)
     parser.add_argument(
         "--source-slices", default="75:86", help="half-open range of canonical axial indices"
     )
@@ -113,27 +98,13 @@ def _check_flags(args):
     missing = [f for f, v in (("--brats-root", args.brats_root), ("--out", args.out)) if not v]
     if missing:
         raise UserError(
-            f"build_tfrecords: the following arguments are required: {', '.join(missing)}"
+            f"dygan-build-tfrecords: the following arguments are required: {', '.join(missing)}"
         )
     for flag in ("image_size", "per_volume", "workers", "shards_per_split", "slices_per_shard"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
-    counts = [f for f in ("train_hgg", "train_lgg") if getattr(args, f) is not None]
-    if counts and (args.split_file or args.train_fraction is not None):
-        chosen = "--split-file" if args.split_file else "--train-fraction"
-        raise UserError(f"{chosen}: gives the split; drop --train-hgg/--train-lgg")
-    args.train_hgg = TRAIN_HGG if args.train_hgg is None else args.train_hgg
-    args.train_lgg = TRAIN_LGG if args.train_lgg is None else args.train_lgg
-    for flag in ("train_hgg", "train_lgg"):
-        if getattr(args, flag) < 0:
-            raise UserError(
-                f"--{flag.replace('_', '-')}: expected >= 0, found {getattr(args, flag)}"
-            )
-    if args.train_fraction is not None and not 0 < args.train_fraction < 1:
-        raise UserError(
-            f"--train-fraction: expected a fraction between 0 and 1, found {args.train_fraction}"
-        )
+    vars(args).update(split_options(args))
 
 
 def cli():

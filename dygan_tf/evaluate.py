@@ -1,7 +1,7 @@
 """Evaluates trained generators on a split: report.json, report.md (Table 2) and figure.png.
 
-    python -m dygan_tf.evaluate --run RUN_DIR [--data TFRECORD_DIR] --out DIR
-    python -m dygan_tf.evaluate --model SAVEDMODEL_DIR --data TFRECORD_DIR --out DIR
+    dygan-evaluate --run RUN_DIR [--data TFRECORD_DIR] --out DIR
+    dygan-evaluate --model SAVEDMODEL_DIR --data TFRECORD_DIR --out DIR
         [--split test] [--compare RUN_A RUN_B ...] [--figure-cases 4] [--tta flip]
         [--baseline-from TRAIN_SHARDS]
 
@@ -15,13 +15,11 @@ records their manifest's sha256): other or rebuilt shards are refused in one lin
 what changed, unless `--allow-changed-data` (recorded in report.json).
 """
 
-import os
-
 from dygan_tf.inference.tta import TTA_MODES
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 
-PROG = "dygan_tf.evaluate"
+PROG = "dygan-evaluate"
 
 
 def main(argv=None):
@@ -102,7 +100,6 @@ def main(argv=None):
 
 def cli():
     """The installed `dygan-evaluate` command (pyproject.toml's [project.scripts])."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
 
 

@@ -1,6 +1,6 @@
 """Whole-volume evaluation of synthesised MR sequences against the real ones: ours and BraSyn's.
 
-    python -m dygan_tf.evaluate_volumes --pred DIR --truth BRATS_ROOT
+    dygan-evaluate-volumes --pred DIR --truth BRATS_ROOT
         [--split-from SHARD_DIR|SHARD_DIR/manifest.json --split test] --out DIR
         [--brasyn-ssim full|crop]
 
@@ -13,13 +13,13 @@ segmentation-based score is not reproduced). Writes per_case.csv, summary.md and
 summary.json.
 """
 
-from dygan_tf.evaluation.volumes import BRASYN_SSIM, evaluate_volumes
+from dygan_tf.evaluation.volumes import BRASYN_SSIM, evaluate_volumes, output_paths
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="dygan_tf.evaluate_volumes", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dygan-evaluate-volumes", description=__doc__.splitlines()[0])
     parser.add_argument("--pred", required=True, help="folder of synthesised NIfTI volumes")
     parser.add_argument("--truth", required=True, help="BraTS root holding the real volumes")
     parser.add_argument(
@@ -34,13 +34,15 @@ def main(argv=None):
         help="BraSyn's SSIM as torchmetrics >= 1.4.2 computes it (full, the default) or "
         "as <= 1.4.1 did (crop: 5 voxels off every side)",
     )
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress or table; only where results went"
+    )
     args = parser.parse_args(argv)
     if args.split is not None and args.split_from is None:
         raise UserError(
             "--split: needs --split-from, the shard folder whose manifest lists the split"
         )
-    evaluate_volumes(
+    summary = evaluate_volumes(
         args.pred,
         args.truth,
         args.out,
@@ -49,6 +51,8 @@ def main(argv=None):
         verbose=not args.quiet,
         brasyn_ssim_mode=args.brasyn_ssim,
     )
+    if args.quiet:  # quiet, but never silent about where the results went
+        print(f"{summary['cases']} cases; wrote {', '.join(output_paths(args.out))}")
 
 
 def cli():

@@ -1,6 +1,6 @@
 """Exports a trained generator as a TF Serving SavedModel, with metadata.json beside it.
 
-    python -m dygan_tf.export --run RUN_DIR --out saved_models/<name>/<version>
+    dygan-export --run RUN_DIR --out saved_models/<name>/<version>
 
 The SavedModel's `serving_default` signature takes `image` float32 (None, H, W, 1) in
 [-1, 1] and `task` float32 (None, 12) and returns `synthesized` (None, H, W, 1); a
@@ -29,7 +29,7 @@ from dygan_tf.utils.errors import for_flag
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="dygan_tf.export", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dygan-export", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--run", required=True, help="training run folder (config.json, generator.keras)"
     )
@@ -56,7 +56,6 @@ def main(argv=None):
 
 def cli():
     """The installed `dygan-export` command (pyproject.toml's [project.scripts])."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # A SavedModel is a TensorFlow graph: the export runs on TensorFlow whatever
     # KERAS_BACKEND says (a generator.keras trained on JAX or PyTorch loads here too).
     os.environ["KERAS_BACKEND"] = "tensorflow"

@@ -1,8 +1,8 @@
 """Trains DyGAN (or a paper baseline) into a run folder; `--demo` does everything.
 
-    python -m dygan_tf.fit --demo
-    python -m dygan_tf.fit --data TFRECORD_DIR --out RUN_DIR [--preset paper|demo|tiny]
-    python -m dygan_tf.fit --brats-root DIR [--data-out DIR] --out RUN_DIR ...
+    dygan-fit --demo
+    dygan-fit --data TFRECORD_DIR --out RUN_DIR [--preset paper|demo|tiny]
+    dygan-fit --brats-root DIR [--data-out DIR] --out RUN_DIR ...
       overrides: --epochs --image-size --base-filters --experts --lambda-l1 --lr
                  --lr-decay --ema --source t2|...|any --targets flair,t1,t1ce
                  --inputs single|multi --target-weights flair=2 (multi)
@@ -26,12 +26,12 @@ import os
 
 from dygan_tf.config.flags import add_config_flags, config_from_flags
 from dygan_tf.config.run_config import BASELINES, STRATEGIES
-from dygan_tf.data.cases import TRAIN_HGG, TRAIN_LGG
+from dygan_tf.data.build_plan import add_split_flags, split_options
 from dygan_tf.training.fit_lib import DEFAULT_CACHE, DEMO_RUN
 from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 
-PROG = "dygan_tf.fit"
+PROG = "dygan-fit"
 
 
 def parse_args(argv):
@@ -40,15 +40,14 @@ def parse_args(argv):
     data.add_argument("--data", help="folder of TFRecord shards with manifest.json")
     data.add_argument("--brats-root", help="BraTS folder; shards are built first")
     p.add_argument("--data-out", help="where --brats-root shards go (default RUN_DIR/data)")
-    p.add_argument("--train-hgg", type=int, default=TRAIN_HGG)
-    p.add_argument("--train-lgg", type=int, default=TRAIN_LGG)
+    add_split_flags(p)  # of the --brats-root cases
     p.add_argument(
         "--demo",
         action="store_true",
         help="phantom -> shards -> train -> evaluate -> export, in one command",
     )
     p.add_argument("--out", help="run folder (default runs/demo with --demo)")
-    add_config_flags(p)
+    add_config_flags(p, default_preset="paper; demo with --demo")
     p.add_argument(
         "--baseline",
         choices=BASELINES,
@@ -102,10 +101,7 @@ def parse_args(argv):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
-    for flag in ("train_hgg", "train_lgg"):
-        value = getattr(args, flag)
-        if value < 0:
-            raise UserError(f"--{flag.replace('_', '-')}: expected >= 0, found {value}")
+    args.split = split_options(args)
     return args
 
 
@@ -192,13 +188,19 @@ def main(argv=None):
                 start_problem = str(e)
         data_dir = args.data
         if args.brats_root:
+            if args.split_file:  # a missing case id is named before any shard is built
+                from dygan_tf.data.cases import discover_cases, read_split_file
+
+                with for_flag("--brats-root"):
+                    cases = discover_cases(args.brats_root)
+                with for_flag("--split-file"):
+                    read_split_file(args.split_file, cases)
             with for_flag("--brats-root"):
                 data_dir = fit_lib.ensure_shards(
                     args.brats_root,
                     args.data_out or os.path.join(args.out, "data"),
                     config.model.image_size,
-                    args.train_hgg,
-                    args.train_lgg,
+                    **args.split,
                 )
         if not multiworker:  # a multi-worker run checks it on every worker, then agrees
             with for_flag("--data"):
@@ -224,7 +226,6 @@ def main(argv=None):
 
 def cli():
     """The installed `dygan-fit` command (pyproject.toml's [project.scripts])."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
 
 

@@ -1,6 +1,6 @@
 """A BraTS-shaped phantom built offline from a brain template.
 
-    python -m data_prep.make_phantom --out DIR --cases 10 --seed 0 [--workers 2]
+    dygan-make-phantom --out DIR --cases 10 --seed 0 [--workers 2]
         [--phantom v1|v2] [--anatomy mni152|colin27] [--template T1.nii.gz]
         [--layout brats2019|brats2020|brats2023]
 
@@ -24,7 +24,7 @@ from dygan_tf.utils.errors import UserError, for_flag
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="make_phantom", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dygan-make-phantom", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--cases", type=int, help="total cases, split 259:76 HGG:LGG")
     parser.add_argument("--hgg", type=int, help="number of HGG cases")
@@ -41,16 +41,16 @@ def main(argv=None):
     if args.template and args.anatomy != "colin27":
         raise UserError("--template: only with --anatomy colin27")
     if args.cases is not None and (args.hgg is not None or args.lgg is not None):
-        raise UserError("make_phantom: pass either --cases or --hgg/--lgg, not both")
+        raise UserError("dygan-make-phantom: pass either --cases or --hgg/--lgg, not both")
     if args.cases is not None:
         hgg, lgg = split_grades(args.cases)
     elif args.hgg is not None and args.lgg is not None:
         hgg, lgg = args.hgg, args.lgg
     else:
-        raise UserError("make_phantom: expected --cases N or both --hgg N and --lgg M")
+        raise UserError("dygan-make-phantom: expected --cases N or both --hgg N and --lgg M")
     if hgg < 0 or lgg < 0 or hgg + lgg == 0:
         raise UserError(
-            f"make_phantom: expected non-negative counts with at least one "
+            f"dygan-make-phantom: expected non-negative counts with at least one "
             f"case, found --hgg {hgg} --lgg {lgg}"
         )
     if args.workers < 1:

@@ -1,6 +1,6 @@
 """Searches the L1 weight λ of DyGAN with KerasTuner (the paper's Table 3).
 
-    python -m tuning.search_lambda --data TFRECORD_DIR --out DIR
+    dygan-search-lambda --data TFRECORD_DIR --out DIR
         [--values 1,10,20,30,50,100,150,200,250,300] [--oracle grid|bayesian]
         [--max-trials N (bayesian)] [--preset paper|demo|tiny] [--epochs N]
       overrides as in dygan_tf.fit: --image-size --base-filters --experts --lr --source
@@ -111,7 +111,6 @@ def main(argv=None):
 
 def cli():
     """The installed `dygan-search-lambda` command (pyproject.toml's [project.scripts])."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
 
 

@@ -1,10 +1,10 @@
 """Translates whole MR volumes into the missing modalities with a trained DyGAN.
 
-    python -m dygan_tf.translate --model SAVEDMODEL_DIR|RUN_DIR --input FILE.nii[.gz]
+    dygan-translate --model SAVEDMODEL_DIR|RUN_DIR --input FILE.nii[.gz]
         --source t2 [--targets flair,t1,t1ce] --out-dir DIR [--batch 4] [--overwrite]
         [--tta flip]
-    python -m dygan_tf.translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
-    python -m dygan_tf.translate --model M --input BRATS_ROOT --out-dir DIR [--naming brasyn]
+    dygan-translate --model M --input BRATS_CASE_FOLDER --out-dir DIR
+    dygan-translate --model M --input BRATS_ROOT --out-dir DIR [--naming brasyn]
 
 Writes DIR/<case>_<target>_synth.nii.gz (`--naming brasyn`: BraSyn's
 DIR/<case>-<t1n|t1c|t2w|t2f>.nii.gz) with the input's shape, affine and header (float32
@@ -26,14 +26,13 @@ status 1. `--allow-untrained` writes it anyway, marked `untrained` in the summar
 a `<output>.untrained.json` record beside the output.
 """
 
-import os
-
 from dygan_tf.config.tasks import check_modality
 from dygan_tf.inference import tta
 from dygan_tf.inference.batch_translation import is_root, summary_table, translate_root
 from dygan_tf.inference.model_card import data_source_line
 from dygan_tf.inference.translation import (
     OUTPUT_NAMINGS,
+    check_naming,
     check_outputs,
     parse_targets,
     plan_input,
@@ -47,11 +46,13 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.source is not None:
         with for_flag("--source"):
-            check_modality(args.source, "source modality")
+            args.source = check_modality(args.source, "source modality")
     if args.batch < 1:
         raise UserError(f"--batch: expected a positive number of slices, found {args.batch}")
     with for_flag("--targets"):
         targets = parse_targets(args.targets)
+    with for_flag("--out-dir"):
+        check_naming(args.input, args.out_dir, args.naming)
     from dygan_tf.inference.synthesis import load_synthesizer
 
     def load_model():
@@ -89,11 +90,13 @@ def main(argv=None):
     outcome = run_plan(
         plan, args.out_dir, load_model, args.batch, not args.quiet, args.allow_untrained
     )
+    if args.quiet and outcome.written:  # quiet, but never silent about where results went
+        print(f"wrote {', '.join(outcome.written.values())}")
     return 1 if outcome.refused else 0
 
 
 def _parser():
-    parser = ArgumentParser(prog="dygan_tf.translate", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dygan-translate", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model",
         required=True,
@@ -102,8 +105,8 @@ def _parser():
     parser.add_argument("--input", required=True, help="a NIfTI volume or a BraTS case folder")
     parser.add_argument(
         "--source",
-        help="modality of --input (default for a file: from "
-        "its name; for a folder: t2, t1, flair, t1ce, first present)",
+        help="modality of --input: flair, t1, t1ce, t2 or t2f, t1n, t1c, t2w, any case "
+        "(default for a file: from its name; for a folder: t2, t1, flair, t1ce, first present)",
     )
     parser.add_argument(
         "--targets",
@@ -145,13 +148,14 @@ def _parser():
         help="use a run folder whose shards changed since it trained (refused otherwise: "
         "its model card would describe other data)",
     )
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress lines; only where results went"
+    )
     return parser
 
 
 def cli():
     """The installed `dygan-translate` command (pyproject.toml's [project.scripts])."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)
 
 

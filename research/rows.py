@@ -2,23 +2,25 @@
 
 import os
 
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag
 
 
 def open_run_row(run_dir, row, data_dir=None):
     """(Predictor, config, data_dir, conditions.Row) of a run folder and one of the
     rows it was trained for; UserError naming the flag if either is wrong."""
     from dygan_tf.config import conditions
-    from dygan_tf.evaluation.scoring import load_run_predictor
+    from dygan_tf.evaluation.scoring import check_image_sizes, load_run_predictor
 
     try:
         available, target = conditions.parse_row_key(row)
     except ValueError:
         raise UserError(f"--row: expected a row like 't2->flair', found {row!r}") from None
     try:
-        the_row = conditions.Row(row, conditions.check_condition(available, target), target)
+        available = conditions.check_condition(available, target)
     except ValueError as e:
         raise UserError(f"--row: {row}: {e}") from None
+    row = conditions.row_key(available, target)  # in our spelling, as the run keys it
+    the_row = conditions.Row(row, available, target)
     predictor, config, run_data = load_run_predictor(run_dir)
     if predictor.rows and row not in predictor.rows:
         raise UserError(
@@ -28,6 +30,8 @@ def open_run_row(run_dir, row, data_dir=None):
     data_dir = data_dir or run_data
     if data_dir is None:
         raise UserError(f"--data: {run_dir} records no training data; name a shard folder")
+    with for_flag("--data"):
+        check_image_sizes([predictor], data_dir)
     return predictor, config, data_dir, the_row
 
 
@@ -58,5 +62,4 @@ def run_as_command(main):
     chatter off, a bad input one `error:` line and exit 2."""
     from dygan_tf.utils.cli import run_main
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_main(main)

@@ -22,15 +22,19 @@ pytestmark = pytest.mark.slow
 
 PACKAGES = ("dygan_tf",)
 CHECKOUT_ONLY = ("data_prep", "tuning", "benchmarks", "research", "tests")
-SCRIPTS = {  # installed command -> its usage line's program name
-    "dygan-fit": "dygan_tf.fit",
-    "dygan-evaluate": "dygan_tf.evaluate",
-    "dygan-evaluate-volumes": "dygan_tf.evaluate_volumes",
-    "dygan-translate": "dygan_tf.translate",
-    "dygan-export": "dygan_tf.export",
-    "dygan-build-tfrecords": "build_tfrecords",
-    "dygan-make-phantom": "make_phantom",
-    "dygan-search-lambda": "tuning.search_lambda",
+SCRIPTS = {  # installed command -> its usage line's program name: its own name
+    name: name
+    for name in (
+        "dygan-fit",
+        "dygan-evaluate",
+        "dygan-evaluate-volumes",
+        "dygan-translate",
+        "dygan-export",
+        "dygan-build-tfrecords",
+        "dygan-make-phantom",
+        "dygan-build-benchmark",
+        "dygan-search-lambda",
+    )
 }
 
 

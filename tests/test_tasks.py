@@ -23,7 +23,14 @@ def test_targets_for():
     assert tasks.targets_for("flair") == ("t1", "t1ce", "t2")
 
 
-@pytest.mark.parametrize("source,target", [("t2", "t2"), ("pd", "t1"), ("t1", "T2")])
+@pytest.mark.parametrize("source,target", [("t2", "t2"), ("pd", "t1"), ("t1", "T3"), ("t2w", "T2")])
 def test_bad_tasks_name_what_was_received(source, target):
-    with pytest.raises(ValueError, match="t2|pd|T2"):
+    with pytest.raises(ValueError, match="t2|pd|T3"):
         tasks.task_code(source, target)
+
+
+def test_every_spelling_names_the_same_task():
+    # "T2" was refused before BraTS 2023's names (t2w, t2f, t1n, t1c) and any case came in.
+    code = tasks.task_code("t1", "t2")
+    for source, target in [("t1", "T2"), ("T1N", "t2w"), ("t1n", "T2")]:
+        assert np.array_equal(tasks.task_code(source, target), code)

@@ -49,17 +49,18 @@ def parse_row_key(key):
     """(available tuple, target) of a `row_key`; ValueError for anything else."""
     sources, sep, target = str(key).partition("->")
     available = tuple(sources.split("+")) if sources else ()
-    if not sep or target not in MODALITIES or not available:
-        raise ValueError(f"Not a row key like 't2->flair'. Received: key={key!r}")
-    for m in available:
-        if m not in MODALITIES:
-            raise ValueError(f"Not a row key like 't2->flair'. Received: key={key!r}")
-    return available, target
+    try:
+        if not sep or not available:
+            raise ValueError
+        # Any spelling of each modality (t1n+t2w->t2f is t1+t2->flair).
+        return tuple(check_modality(m) for m in available), check_modality(target)
+    except ValueError:
+        raise ValueError(f"Not a row key like 't2->flair'. Received: key={key!r}") from None
 
 
 def check_condition(available, target):
     """The sorted available tuple; UserError for an empty set or a target among them."""
-    check_modality(target, "target modality")
+    target = check_modality(target, "target modality")
     available = tuple(check_modality(m, "available modality") for m in available)
     if not available:
         raise UserError(f"no available modality to synthesise {target} from; expected >= 1")

@@ -7,9 +7,11 @@ Each flag maps onto one `RunConfig` field; the choices come from `dygan_tf.confi
 the two commands cannot drift apart.
 """
 
+import contextlib
+
 from dygan_tf.config import run_config as config_lib
 from dygan_tf.config.conditions import INPUTS, SOURCE_ANY
-from dygan_tf.config.tasks import MODALITIES, targets_for
+from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
 from dygan_tf.utils.errors import UserError
 
 # Switches parsed as a choice, never with type=bool (which reads "false" as True).
@@ -36,7 +38,8 @@ CONFIG_FLAGS = {
         "source",
         str,
         None,
-        "source modality (targets: the other three), or 'any': all 12 tasks in one model",
+        "source modality (flair, t1, t1ce, t2 or BraTS 2023's t2f, t1n, t1c, t2w; targets: "
+        "the other three), or 'any': all 12 tasks in one model",
     ),
     "--inputs": (
         "inputs",
@@ -71,11 +74,47 @@ def _dest(flag):
     return flag[2:].replace("-", "_")
 
 
-def add_config_flags(parser, exclude=()):
-    """Adds --preset, every override in CONFIG_FLAGS but `exclude`, and --jit-compile."""
-    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS))
-    for flag, (_, kind, choices, help_text) in CONFIG_FLAGS.items():
+def _shown(value):
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def preset_defaults(field):
+    """ "paper 256, demo 64, tiny 64": a config field's value in each preset, for --help."""
+    values = []
+    for name, config in config_lib.PRESETS.items():
+        section = next((c for c in (config.model, config.train) if hasattr(c, field)), None)
+        if section is not None:
+            values.append(f"{name} {_shown(getattr(section, field))}")
+    return ", ".join(values)
+
+
+def _preset_sizes():
+    """Each preset's sizes, for --preset's help."""
+    return "; ".join(
+        f"{name}: {c.model.image_size} px, {c.model.base_filters} filters, depth "
+        f"{c.model.depth}, {c.train.epochs} epochs, batch {c.train.batch_slices}"
+        for name, c in config_lib.PRESETS.items()
+    )
+
+
+def add_config_flags(parser, exclude=(), default_preset="paper"):
+    """Adds --preset, every override in CONFIG_FLAGS but `exclude`, and --jit-compile;
+    each help says the value every preset gives it."""
+    parser.add_argument(
+        "--preset",
+        choices=sorted(config_lib.PRESETS),
+        help=f"the sizes a run starts from (default: {default_preset}) -- {_preset_sizes()}",
+    )
+    for flag, (field, kind, choices, help_text) in CONFIG_FLAGS.items():
         if flag not in exclude:
+            defaults = preset_defaults(field)
+            if defaults:
+                said = f"{help_text} " if help_text else ""
+                help_text = f"{said}(default: the preset's: {defaults})"
             parser.add_argument(flag, type=kind, choices=choices, help=help_text)
     parser.add_argument(
         "--jit-compile", action="store_true", default=None, help="compile the train step with XLA"
@@ -88,6 +127,8 @@ def parse_target_weights(text, targets):
     for item in (part.strip() for part in text.split(",")):
         name, sep, value = item.partition("=")
         name = name.strip()
+        with contextlib.suppress(ValueError):
+            name = check_modality(name)  # any spelling
         if not sep or name not in targets or name in weights:
             raise UserError(
                 f"--target-weights: expected target=weight for distinct targets among "
@@ -131,15 +172,24 @@ def config_from_flags(args, default_preset, label_blind_ok=False):
     if get("--d-dyconv") is not None:
         changes["d_dyconv"] = ON_OFF[get("--d-dyconv")]
     try:
+        source = get("--source")  # any spelling (t2w, T2), or any
+        if source is not None:
+            if source.lower() == SOURCE_ANY:
+                source = SOURCE_ANY
+            else:
+                source = check_modality(source, "source modality")
+            changes["source"] = source
         if get("--targets") is not None:
-            changes["targets"] = tuple(t.strip() for t in get("--targets").split(",") if t.strip())
-        elif get("--source") == SOURCE_ANY or (
-            get("--inputs") == "multi" and get("--source") is None
-        ):
+            changes["targets"] = tuple(
+                check_modality(t, "target modality")
+                for t in get("--targets").split(",")
+                if t.strip()
+            )
+        elif source == SOURCE_ANY or (get("--inputs") == "multi" and source is None):
             changes["targets"] = MODALITIES
-        elif get("--source") is not None:
-            changes["targets"] = targets_for(get("--source"))
-        if get("--inputs") == "multi" and get("--source") is None:
+        elif source is not None:
+            changes["targets"] = targets_for(source)
+        if get("--inputs") == "multi" and source is None:
             changes["source"] = SOURCE_ANY
         if get("--target-weights") is not None:
             targets = (

@@ -109,12 +109,14 @@ class TrainConfig:
     target_weights: tuple = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "targets", tuple(self.targets))
+        # Modalities in any spelling (t2w, T2), kept in ours (t2).
+        spell = lambda m: check_modality(m, "target modality") if isinstance(m, str) else m  # noqa: E731
+        object.__setattr__(self, "targets", tuple(spell(t) for t in self.targets))
         object.__setattr__(self, "target_weights", tuple(self.target_weights))
         if self.source == SOURCE_ANY:  # every modality in turn, or several (multi)
             allowed = MODALITIES
         else:
-            check_modality(self.source, "source modality")
+            object.__setattr__(self, "source", check_modality(self.source, "source modality"))
             allowed = targets_for(self.source)
         if not self.targets or any(t not in allowed for t in self.targets):
             raise ValueError(

@@ -9,6 +9,10 @@ import numpy as np
 from dygan_tf.utils.errors import UserError
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
+# BraTS 2023's names of the same four (BraSyn's too): t2f is FLAIR, t1n T1, t1c T1CE,
+# t2w T2. Flags, row keys and file names take either spelling, in any case.
+BRATS2023_NAMES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
+_SPELLINGS = {m: m for m in MODALITIES} | {v: k for k, v in BRATS2023_NAMES.items()}
 NUM_TASKS = 12
 
 # The paper's Table 1, written exactly as printed: leftmost character = element 0.
@@ -29,27 +33,42 @@ TASK_CODES = {
 TASKS = tuple(TASK_CODES)
 
 
+def accepted_names():
+    """ "flair (t2f), t1 (t1n), t1ce (t1c), t2 (t2w)": every spelling, for help and errors."""
+    return ", ".join(f"{m} ({BRATS2023_NAMES[m]})" for m in MODALITIES)
+
+
 def check_modality(name, what="modality"):
-    """Returns `name` if it is one of MODALITIES, else raises UserError (a ValueError):
-    a modality name comes from the user (a flag, a file name, a config)."""
-    if name not in MODALITIES:
-        raise UserError(f"Unknown {what} {name!r}: expected one of {', '.join(MODALITIES)}.")
-    return name
+    """The MODALITIES name of `name` in any spelling (`t2w`, `T2`, `t2`: "t2"), else
+    UserError (a ValueError): a modality name comes from the user (a flag, a file
+    name, a config)."""
+    modality = _SPELLINGS.get(name.strip().lower()) if isinstance(name, str) else None
+    if modality is None:
+        raise UserError(
+            f"Unknown {what} {name!r}: expected one of {accepted_names()}, in any case."
+        )
+    return modality
+
+
+def spelled(modality, naming="brats2019"):
+    """`modality` as the files at hand spell it: BraTS 2023's name under "brats2023"."""
+    return BRATS2023_NAMES[modality] if naming == "brats2023" else modality
 
 
 def _check_task(source, target):
-    check_modality(source, "source modality")
-    check_modality(target, "target modality")
+    source = check_modality(source, "source modality")
+    target = check_modality(target, "target modality")
     if source == target:
         raise UserError(
             f"Source and target are the same modality ({source!r}): DyGAN translates "
             "one modality into a different one."
         )
+    return source, target
 
 
 def task_index(source, target):
     """Position of the 1 in the task's 12-element code."""
-    _check_task(source, target)
+    source, target = _check_task(source, target)
     return TASK_CODES[(source, target)].index("1")
 
 
@@ -69,7 +88,7 @@ def task_code(source, target):
 
 def targets_for(source):
     """The three modalities that can be synthesised from `source`, in MODALITIES order."""
-    check_modality(source, "source modality")
+    source = check_modality(source, "source modality")
     return tuple(m for m in MODALITIES if m != source)
 
 

@@ -145,3 +145,50 @@ def choose_split(cases, train_hgg, train_lgg, seed, split_file=None, train_fract
     record["train_cases"] = [c["case_id"] for c in split["train"]]
     record["test_cases"] = [c["case_id"] for c in split["test"]]
     return split, record
+
+
+def add_split_flags(parser):
+    """How a BraTS root's cases split into train and test, as `dygan-build-tfrecords`
+    and `dygan-fit --brats-root` take it: --split-file | --train-fraction |
+    --train-hgg/--train-lgg (checked by `split_options`)."""
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument(
+        "--split-file",
+        help="a shared split: one training case id per line (the rest test), or "
+        "'<case id> train|test' lines",
+    )
+    split.add_argument(
+        "--train-fraction",
+        type=float,
+        help="train this fraction of each grade (drawn with --seed); for a root without "
+        "HGG/LGG folders (BraTS 2020+) a fraction of all its cases",
+    )
+    parser.add_argument(
+        "--train-hgg", type=int, help=f"HGG training cases (default: {TRAIN_HGG}, the paper's)"
+    )
+    parser.add_argument(
+        "--train-lgg", type=int, help=f"LGG training cases (default: {TRAIN_LGG}, the paper's)"
+    )
+
+
+def split_options(args):
+    """{train_hgg, train_lgg, split_file, train_fraction} of the split flags; one
+    UserError line naming the flag for a bad combination or value."""
+    counts = [f for f in ("train_hgg", "train_lgg") if getattr(args, f) is not None]
+    if counts and (args.split_file or args.train_fraction is not None):
+        chosen = "--split-file" if args.split_file else "--train-fraction"
+        raise UserError(f"{chosen}: gives the split; drop --train-hgg/--train-lgg")
+    options = {
+        "train_hgg": TRAIN_HGG if args.train_hgg is None else args.train_hgg,
+        "train_lgg": TRAIN_LGG if args.train_lgg is None else args.train_lgg,
+        "split_file": args.split_file,
+        "train_fraction": args.train_fraction,
+    }
+    for flag in ("train_hgg", "train_lgg"):
+        if options[flag] < 0:
+            raise UserError(f"--{flag.replace('_', '-')}: expected >= 0, found {options[flag]}")
+    if args.train_fraction is not None and not 0 < args.train_fraction < 1:
+        raise UserError(
+            f"--train-fraction: expected a fraction between 0 and 1, found {args.train_fraction}"
+        )
+    return options

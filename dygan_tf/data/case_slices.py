@@ -1,7 +1,7 @@
 """One BraTS case -> its chosen axial slices, normalised and resized (a build worker).
 
 `prepare_case` runs in the shard builder's worker processes: numpy, nibabel and scipy
-only, never TensorFlow. `data_prep.build_tfrecords` serialises what it returns.
+only, never TensorFlow. `dygan-build-tfrecords` serialises what it returns.
 """
 
 import multiprocessing

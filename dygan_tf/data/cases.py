@@ -100,7 +100,8 @@ def split_cases(cases, train_hgg, train_lgg, seed):
         if len(group) < wanted[grade]:
             raise UserError(
                 f"found {len(group)} {grade} cases, but {flag[grade]} asks for "
-                f"{wanted[grade]} training cases; pass a count <= {len(group)}"
+                f"{wanted[grade]} training cases; pass a count <= {len(group)}, "
+                "--train-fraction or --split-file"
             )
         order = rng.permutation(len(group))
         split["train"] += [group[i] for i in order[: wanted[grade]]]

@@ -11,7 +11,7 @@ case folder's names say which naming it uses, and one root may not mix them.
 
 import os
 
-from dygan_tf.config.tasks import MODALITIES
+from dygan_tf.config.tasks import BRATS2023_NAMES, MODALITIES
 from dygan_tf.data import nifti
 from dygan_tf.utils.errors import UserError
 
@@ -19,7 +19,7 @@ SEG = "seg"
 # naming -> (separator after the case id, {our key: the release's token})
 NAMINGS = {
     "brats2019": ("_", {**{m: m for m in MODALITIES}, SEG: SEG}),
-    "brats2023": ("-", {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w", SEG: SEG}),
+    "brats2023": ("-", {**BRATS2023_NAMES, SEG: SEG}),
 }
 
 
@@ -56,6 +56,17 @@ def case_files(folder, case_id=None):
     if not used:
         return None, {}
     return used[0], found[used[0]]
+
+
+def naming_of(path):
+    """The naming a NIfTI file's name ends in ("brats2023" for `<ID>-t2w.nii.gz`, else
+    "brats2019"): how to spell modalities back to a user who has such files."""
+    name = os.path.basename(path)
+    stem = nifti.nifti_stem(name) or name
+    separator, tokens = NAMINGS["brats2023"]
+    if any(stem.endswith(separator + tokens[m]) for m in MODALITIES):
+        return "brats2023"
+    return "brats2019"
 
 
 def expected_names(case_id):

@@ -1,6 +1,6 @@
 """The shard folder's manifest.json: its name, reading and checking it, and its parts.
 
-`data_prep.build_tfrecords` writes it last (atomically); every reader goes through
+`dygan-build-tfrecords` writes it last (atomically); every reader goes through
 `read_manifest`, so only shards of a finished build are ever read.
 """
 
@@ -73,6 +73,16 @@ def shard_record(tfrecord_dir, manifest=None):
         "splits": split_case_ids(manifest),
         "image_size": manifest["image_size"],
     }
+
+
+def require_image_size(tfrecord_dir, model_size, model, hint, manifest=None):
+    """Refuses shards whose slice size differs from a model's: one line naming the
+    folder, both sizes and `hint` (what to do), instead of Keras's shape traceback."""
+    size = (manifest or read_manifest(tfrecord_dir))["image_size"]
+    if model_size is not None and size != model_size:
+        raise UserError(
+            f"{tfrecord_dir}: shards are {size} px, {model} expects {model_size} px; {hint}"
+        )
 
 
 def shard_files(tfrecord_dir, split, manifest=None):

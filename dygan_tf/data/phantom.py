@@ -2,7 +2,7 @@
 contrasts by lookup) and v2 (`dygan_tf.data.phantom_v2`: simulated from MR physics),
 written in any of the BraTS layouts `build_tfrecords` reads.
 
-The library behind `python -m data_prep.make_phantom` (its usage and flags are in that
+The library behind `dygan-make-phantom` (its usage and flags are in that
 command's module and in docs/reference/cli.md).
 """
 

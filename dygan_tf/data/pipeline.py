@@ -1,4 +1,4 @@
-"""tf.data input pipeline over the slice shards written by data_prep.build_tfrecords.
+"""tf.data input pipeline over the slice shards written by dygan-build-tfrecords.
 
 Each stored slice becomes rows (dygan_tf.config.conditions): in the paper's mode one per
 target modality, the source image repeated, the target image and the task code. Only
@@ -33,7 +33,7 @@ def make_dataset(tfrecord_dir, split, spec=None, **fields):
     manifest are read, each checked against the manifest's sha256 first.
 
     Args:
-        tfrecord_dir: a shard folder written by `data_prep.build_tfrecords`.
+        tfrecord_dir: a shard folder written by `dygan-build-tfrecords`.
         split: a split of its manifest, "train" or "test".
         spec: a `DatasetSpec`: what to read and how (source, targets, batching,
             shuffling, rows, ...).

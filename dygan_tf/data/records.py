@@ -1,6 +1,6 @@
 """The TFRecord feature schema: one `tf.train.Example` per axial slice.
 
-The shard writer (`data_prep.build_tfrecords`) and the reader (`dygan_tf.data.pipeline`) both
+The shard writer (`dygan-build-tfrecords`) and the reader (`dygan_tf.data.pipeline`) both
 import this module, so the feature keys, dtypes and byte layouts live only here.
 """
 

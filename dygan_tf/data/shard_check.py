@@ -3,7 +3,7 @@
 A flipped byte on network storage otherwise surfaces deep inside tf.data as
 `DataLossError: corrupted record at N`, which names no file. `check_shards` (run by
 `dygan_tf.data.pipeline.make_dataset` before reading) names the bad shard instead, and
-`dygan-build-tfrecords --verify DIR` (`python -m data_prep.build_tfrecords` in a
+`dygan-build-tfrecords --verify DIR` (`python -m dygan_tf.build_tfrecords` in a
 checkout) checks every shard of a folder. A shard that goes bad after that check
 (during a run) is named by `data_loss_error`, which training and evaluation raise in
 place of TensorFlow's DataLossError.

@@ -1,6 +1,6 @@
 """BraTS volumes -> sharded TFRecords of normalised axial slices, plus manifest.json.
 
-The library behind `python -m data_prep.build_tfrecords` (its usage and flags are in that
+The library behind `dygan-build-tfrecords` (its usage and flags are in that
 command's module and in docs/reference/cli.md).
 """
 

@@ -206,6 +206,7 @@ def evaluate_report(
     manifest = read_manifest(data_dir)
     data_check = check_data(runs, data_dir, manifest, allow_changed_data)
     rows = rows_of(config)
+    scoring.check_image_sizes(predictors, data_dir, manifest)
     baseline_dir = baseline_from or manifest_lib.baseline_dir(data_dir, manifest)
     results, slices, figure = scoring.score_rows(
         predictors, data_dir, split, rows.table, figure_cases, baseline_dir

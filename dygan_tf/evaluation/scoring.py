@@ -40,13 +40,14 @@ class Predictor(NamedTuple):
 
     `inputs` is "single" or "multi"; `rows` the row keys it answers (None: any row its
     kind can take); `targets` in `predict` are the rows' target names (pix2pix3 picks
-    its member by them).
+    its member by them); `image_size` the slice size it takes (None: unknown).
     """
 
     name: str
     inputs: str
     rows: frozenset
     predict: Callable
+    image_size: int | None = None
 
 
 def method_name(config, pix2pix3=False):
@@ -101,7 +102,13 @@ def load_run_predictor(run_dir, tta_mode="none"):
     label = f"{name} [{os.path.basename(os.path.normpath(run_dir))}]{tta.label(tta_mode)}"
     rows = frozenset(conditions.trained_rows(config))
     return (
-        Predictor(label, config.model.inputs, rows, tta.with_tta(predict, tta_mode)),
+        Predictor(
+            label,
+            config.model.inputs,
+            rows,
+            tta.with_tta(predict, tta_mode),
+            config.model.image_size,
+        ),
         config,
         data_dir,
     )
@@ -120,7 +127,23 @@ def load_savedmodel_predictor(path, tta_mode="none"):
         return synthesizer(image, task)
 
     name = f"SavedModel [{os.path.basename(os.path.normpath(path))}]{tta.label(synthesizer.tta)}"
-    return Predictor(name, synthesizer.inputs, rows, predict), synthesizer.config
+    predictor = Predictor(name, synthesizer.inputs, rows, predict, synthesizer.image_size)
+    return predictor, synthesizer.config
+
+
+def check_image_sizes(predictors, data_dir, manifest=None):
+    """Refuses shards of another slice size than a model's, in one line."""
+    from dygan_tf.data.manifest import require_image_size
+
+    for p in predictors:
+        require_image_size(
+            data_dir,
+            p.image_size,
+            p.name,
+            f"score it on shards built at {p.image_size} px "
+            f"(dygan-build-tfrecords --image-size {p.image_size})",
+            manifest,
+        )
 
 
 def _single_rows(keys, wanted=None):

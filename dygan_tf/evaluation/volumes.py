@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from dygan_tf.config.tasks import MODALITIES
+from dygan_tf.config.tasks import BRATS2023_NAMES, MODALITIES
 from dygan_tf.data import nifti, preprocessing
 from dygan_tf.evaluation import volume_baselines
 from dygan_tf.evaluation.volume_metrics import (
@@ -38,12 +38,7 @@ from dygan_tf.utils.progress import Progress
 BRASYN_SSIM = ("full", "crop")  # torchmetrics >= 1.4.2 / <= 1.4.1 (--brasyn-ssim)
 CSV_NAME, MARKDOWN_NAME, JSON_NAME = "per_case.csv", "summary.md", "summary.json"
 # Name tokens that mean a modality: ours, and the BraTS 2023 / BraSyn spellings.
-MODALITY_TOKENS = {m: m for m in MODALITIES} | {
-    "t1n": "t1",
-    "t1c": "t1ce",
-    "t2w": "t2",
-    "t2f": "flair",
-}
+MODALITY_TOKENS = {m: m for m in MODALITIES} | {v: k for k, v in BRATS2023_NAMES.items()}
 METHOD = {
     "brain": "union of the non-zero voxels of the case's four real sequences",
     "tumour": "seg > 0 within the brain (empty when the case has no seg file)",
@@ -351,7 +346,7 @@ def evaluate_volumes(
         "missing": missing,
     }
     markdown = format_markdown(summary, rows + baseline_rows)
-    paths = [os.path.join(out_dir, n) for n in (CSV_NAME, MARKDOWN_NAME, JSON_NAME)]
+    paths = output_paths(out_dir)
     write_text_atomic(paths[0], _format_csv(rows))
     write_text_atomic(paths[1], markdown)
     write_json_atomic(paths[2], _json_safe(summary))
@@ -411,6 +406,11 @@ def _fit_lut(truth_cases, train_ids, scored_ids, verbose):
         progress.add(1)
     progress.close()
     return lut.finish(), {"fitted": True, "cases": len(chosen), **left}
+
+
+def output_paths(out_dir):
+    """[per_case.csv, summary.md, summary.json] in `out_dir`."""
+    return [os.path.join(out_dir, n) for n in (CSV_NAME, MARKDOWN_NAME, JSON_NAME)]
 
 
 def _matched_predictions(pred_dir, truth_root, split_from, split):

@@ -11,6 +11,7 @@ from dygan_tf.inference.translation import (
     Plan,
     case_modalities,
     check_outputs,
+    is_inside,
     plan_folder,
     run_plan,
 )
@@ -58,7 +59,8 @@ def translate_root(
     """
     from dygan_tf.data.cases import discover_cases, layout_of
 
-    cases = discover_cases(root)
+    # An output folder inside the root (a rerun's) is not a case.
+    cases = [c for c in discover_cases(root) if not is_inside(c["folder"], out_dir)]
     layout_of(cases)  # one release per root
     model = []
 
@@ -76,7 +78,7 @@ def translate_root(
         row = {"case": case["case_id"], "source": "", "written": [], "status": "", "why": ""}
         try:
             plan = Plan(*plan_folder(case["folder"], source, targets), naming=naming)
-            row["source"] = plan.source
+            row["source"] = plan.spell([plan.source])  # as the case's files name it
             out_paths = plan.out_paths(out_dir)
             if not plan.targets:
                 row.update(status="skipped", why="nothing missing")
@@ -85,7 +87,9 @@ def translate_root(
             else:
                 check_outputs(out_paths.values(), plan.inputs.values(), overwrite=True)
                 outcome = run_plan(plan, out_dir, load_once, batch_slices, False, allow_untrained)
-                row.update(status="written", written=sorted(outcome.written))
+                row.update(
+                    status="written", written=[plan.spell([t]) for t in sorted(outcome.written)]
+                )
                 if outcome.untrained:
                     row.update(
                         status="untrained",

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from dygan_tf.config.conditions import SOURCE_PREFERENCE, row_key
-from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
+from dygan_tf.config.tasks import MODALITIES, check_modality, spelled, targets_for
 from dygan_tf.data import layouts, nifti, preprocessing
 from dygan_tf.inference import tta
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic
@@ -66,6 +66,7 @@ def case_modalities(folder):
 def plan_folder(folder, source, targets):
     """(case, source, targets, {modality: path}) for a case folder: missing ones only."""
     cid, found = case_modalities(folder)
+    source = None if source is None else check_modality(source, "source modality")
     if not found:
         raise UserError(
             f"{folder}: no usable modality; expected files named "
@@ -73,7 +74,12 @@ def plan_folder(folder, source, targets):
         )
     if source is None or source not in found:
         if source is not None:
-            print(f"note: {cid}_{source} is not in {folder}; using another source", file=sys.stderr)
+            naming = layouts.naming_of(next(iter(found.values())))
+            print(
+                f"note: {layouts.file_name(cid, source, naming, '')} is not in {folder}; "
+                "using another source",
+                file=sys.stderr,
+            )
         source = next(m for m in SOURCE_PREFERENCE if m in found)
     missing = [m for m in targets_for(source) if m not in found]
     if targets:
@@ -90,6 +96,11 @@ class Plan:
     targets: list  # the modalities to synthesise (empty: nothing is missing)
     inputs: dict  # {modality: path} of the files present
     naming: str = "dygan"  # of the outputs: see OUTPUT_NAMINGS
+
+    def spell(self, modalities, joiner=", "):
+        """`modalities` as the input files spell them (t2f, t1n, ... for BraTS 2023's)."""
+        naming = layouts.naming_of(next(iter(self.inputs.values()))) if self.inputs else None
+        return joiner.join(spelled(m, naming) for m in modalities)
 
     def out_paths(self, out_dir):
         return {
@@ -114,7 +125,7 @@ def output_name(case, target, naming="dygan"):
 def plan_input(input_path, source=None, targets=None, naming="dygan"):
     """The `Plan` for a NIfTI file or a BraTS case folder (see `translate`)."""
     if source is not None:
-        check_modality(source, "source modality")
+        source = check_modality(source, "source modality")
     if os.path.isdir(input_path):
         return Plan(*plan_folder(input_path, source, targets), naming=naming)
     if os.path.isfile(input_path):
@@ -136,6 +147,24 @@ def parse_targets(text):
     if not names:
         raise UserError(f"{text!r}: expected a comma-separated list like flair,t1,t1ce")
     return [check_modality(t, "target modality") for t in names]
+
+
+def is_inside(path, folder):
+    """Whether `path` is `folder` or lies under it (links resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_naming(input_path, out_dir, naming):
+    """Refuses `--naming brasyn` outputs inside the input's folder: named as BraSyn names
+    real scans (`<case>-t2f.nii.gz`), a later run would read them as acquired ones."""
+    folder = input_path if os.path.isdir(input_path) else os.path.dirname(input_path) or "."
+    if naming == "brasyn" and is_inside(out_dir, folder):
+        raise UserError(
+            f"{out_dir}: inside the input folder {folder}; BraSyn names "
+            f"({output_name('<case>', 'flair', naming)}) there would later pass for real "
+            "scans; write them to a folder outside the input"
+        )
 
 
 def _same_file(a, b):
@@ -280,7 +309,7 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untr
     case, source, targets, inputs = plan.case, plan.source, plan.targets, plan.inputs
     if not targets:
         if verbose:
-            print(f"{case}: nothing to synthesise (present: {', '.join(sorted(inputs))})")
+            print(f"{case}: nothing to synthesise (present: {plan.spell(sorted(inputs))})")
         return CaseOutcome({}, {}, {})
     data, affine, header = read_input(inputs[source])
     synthesizer = load_model()
@@ -314,7 +343,7 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untr
     bar = None
     if verbose:
         print(
-            f"{case}: {'+'.join(available)} -> {', '.join(targets)} ({depth} axial slices, "
+            f"{case}: {plan.spell(available, '+')} -> {plan.spell(targets)} ({depth} axial slices, "
             f"{synthesizer.kind} model {synthesizer.path}" + tta.label(synthesizer.tta) + ")"
         )
         bar = Progress(depth, unit="slice")

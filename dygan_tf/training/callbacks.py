@@ -22,11 +22,48 @@ from dygan_tf.run_folder import files as run_folder
 
 LOSSES = LOSS_NAMES  # the train step's logged terms (models/losses.py)
 OBJECTIVE = "val_psnr_mean"
+LOG_EVERY_S = 30.0  # FitProgress's plain lines in a log: one every 30 s within an epoch
 
 
 def losses_finite(logs):
     """Whether every loss in `logs` is a finite number."""
     return all(np.isfinite(float(logs[k])) for k in LOSSES if k in (logs or {}))
+
+
+class FitProgress(keras.callbacks.Callback):
+    """Training's progress as `dygan_tf.utils.progress` shows every loop: a bar per epoch
+    on a terminal; in a log a line every `every_s` seconds (step, losses, time left)
+    and one at each epoch's end (steps, time, losses). It goes first in the list, so an
+    epoch's bar is finished before the other callbacks print."""
+
+    def __init__(self, epochs, steps, enabled=True, every_s=None):
+        super().__init__()
+        self.epochs, self.steps, self.enabled = epochs, steps, enabled
+        self.every_s = LOG_EVERY_S if every_s is None else every_s
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from dygan_tf.utils.progress import Progress
+
+        self.bar = Progress(
+            self.steps,
+            unit="step",
+            enabled=self.enabled,
+            label=f"epoch {epoch + 1}/{self.epochs}",
+            every_s=self.every_s,
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.add(batch + 1 - self.bar.done, _losses(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.close(_losses(logs))
+            self.bar = None
+
+
+def _losses(logs):
+    return {k: float(logs[k]) for k in LOSSES if k in (logs or {})}
 
 
 class StopOnDivergence(keras.callbacks.Callback):

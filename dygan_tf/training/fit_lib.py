@@ -23,14 +23,16 @@ DEMO_REPORT = "eval"  # the demo's test-split report: a folder inside its run fo
 
 def check_image_size(data_dir, config):
     """Refuses shards whose slice size differs from the model's."""
-    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.data.manifest import read_manifest, require_image_size
 
-    size = read_manifest(data_dir)["image_size"]
-    if size != config.model.image_size:
-        raise UserError(
-            f"{data_dir}: shards are {size} px, the model expects "
-            f"{config.model.image_size} px; train at image size {size} or rebuild the shards"
-        )
+    manifest = read_manifest(data_dir)
+    require_image_size(
+        data_dir,
+        config.model.image_size,
+        "the model",
+        f"train at image size {manifest['image_size']} or rebuild the shards",
+        manifest,
+    )
 
 
 def fit(
@@ -47,7 +49,7 @@ def fit(
 
     Args:
         config: a `RunConfig`.
-        data_dir: a shard folder (`data_prep.build_tfrecords`).
+        data_dir: a shard folder (`dygan-build-tfrecords`).
         run_dir: the run folder (see `dygan_tf.run_folder.files`).
         strategy: a tf.distribute strategy (default: the current one).
         steps_per_epoch: cap on the steps of an epoch (default one pass).
@@ -119,8 +121,10 @@ def train_pix2pix3(
         )
 
 
-def ensure_shards(brats_root, out, image_size, train_hgg, train_lgg):
-    """Builds shards once; a folder with a finished manifest of this size is reused."""
+def ensure_shards(brats_root, out, image_size, **split):
+    """Builds shards once; a folder with a finished manifest of this size is reused.
+    `split`: `shards.build`'s split keywords (train_hgg, train_lgg, split_file,
+    train_fraction)."""
     from dygan_tf.data import shards
     from dygan_tf.data.manifest import has_manifest, read_manifest
 
@@ -128,7 +132,7 @@ def ensure_shards(brats_root, out, image_size, train_hgg, train_lgg):
         if read_manifest(out)["image_size"] == image_size:
             print(f"using the shards in {out}")
             return out
-    shards.build(brats_root, out, image_size=image_size, train_hgg=train_hgg, train_lgg=train_lgg)
+    shards.build(brats_root, out, image_size=image_size, **split)
     return out
 
 

@@ -10,7 +10,6 @@ multi-worker loop and the λ search.
 import dataclasses
 import functools
 import math
-import sys
 
 import keras
 import numpy as np
@@ -255,14 +254,14 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
 
     Args:
         config: a `RunConfig` (see `dygan_tf.config.run_config`).
-        data_dir: a shard folder written by `data_prep.build_tfrecords`.
+        data_dir: a shard folder written by `dygan-build-tfrecords`.
         run_dir: the run folder (see `dygan_tf.run_folder.files`); a folder holding a run of
             the same config resumes at its first unfinished epoch.
         steps_per_epoch: default one pass over the training slices.
         strategy: a tf.distribute strategy whose scope builds the model (default: the
             current one); each step takes `batch_slices` slices per replica.
-        verbose: Keras `fit` verbosity (default: a bar on a terminal, a line per epoch
-            otherwise).
+        verbose: 0 shows no progress (default: a bar per epoch on a terminal; in a log,
+            a line every 30 s and one per epoch: `callbacks.FitProgress`).
 
     Returns:
         The trained generator (also saved as `run_dir/generator.keras`).
@@ -327,6 +326,9 @@ def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
     )
     val_ds = validation_dataset(data_dir, config, run.validation)
     writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))
+    if verbose is None:
+        verbose = 1
+    progress = run_callbacks.FitProgress(train_cfg.epochs, run.steps, enabled=bool(verbose))
     callbacks = epoch_callbacks(run, run_dir, val_ds, train_cfg.targets, writer)
     print(
         f"training {run_dir}: {run.n_train} slices x {rows_text(config)}, "
@@ -335,8 +337,6 @@ def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
         f"{run.start + 1}..{train_cfg.epochs}; validation cases {run.validation}",
         flush=True,
     )
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
     choose_dyconv_methods(config, run, strategy)
     try:
         run.gan.fit(
@@ -344,8 +344,8 @@ def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
             epochs=train_cfg.epochs,
             initial_epoch=run.start,
             steps_per_epoch=run.steps,
-            callbacks=callbacks,
-            verbose=verbose,
+            callbacks=[progress, *callbacks],  # the progress first: its line ends first
+            verbose=0,  # FitProgress shows it
             shuffle=False,  # the dataset shuffles itself
         )
     finally:

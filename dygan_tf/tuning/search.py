@@ -1,6 +1,6 @@
 """Searches the L1 weight λ of DyGAN with KerasTuner (the paper's Table 3).
 
-The library behind `python -m tuning.search_lambda` (its usage and flags are in that
+The library behind `dygan-search-lambda` (its usage and flags are in that
 command's module and in docs/reference/cli.md).
 """
 
@@ -16,7 +16,7 @@ from dygan_tf.utils.errors import UserError
 
 PAPER_VALUES = "1,10,20,30,50,100,150,200,250,300"
 SEARCH_FILE = "search.json"
-PROG = "tuning.search_lambda"
+PROG = "dygan-search-lambda"
 
 
 def parse_values(text):

@@ -1,6 +1,9 @@
 """Atomic writes: a killed process or a failed write leaves the old file or the new
 one, never half of one. Write to a temporary name beside the target, then rename.
 
+Finished files get the modes any other tool's would: 0666 less the user's umask
+(`tempfile.mkstemp` makes its file 0600, which the rename would otherwise keep).
+
 A write that fails (a full disk, a file-size limit, no permission) raises `WriteError`:
 one line naming the target, and still an `OSError` for callers that clean up on one.
 """
@@ -22,6 +25,21 @@ class WriteError(UserError, OSError):
 
     def __str__(self):
         return str(self.args[0]) if self.args else ""
+
+
+def current_umask():
+    """The process's umask, read without changing it where Linux shows it (a thread
+    creating a file meanwhile would otherwise get the wrong mode)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_failure(error):
@@ -60,6 +78,7 @@ def atomic_path(path):
             prefix=PARTIAL_PREFIX, suffix=f"-{os.path.basename(path)}", dir=directory
         )
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~current_umask())
         yield tmp
         os.replace(tmp, path)
     except OSError as e:

@@ -16,8 +16,12 @@ class UserError(ValueError):
 
 @contextlib.contextmanager
 def for_flag(flag):
-    """Re-raises a `UserError` from the block with `flag` in front of its message."""
+    """Re-raises a `UserError` from the block with `flag` in front of its message,
+    unless the message already names a flag (`--model ...` raised while `--input` is
+    read keeps `--model`)."""
     try:
         yield
     except UserError as e:
+        if str(e).startswith("--"):
+            raise
         raise type(e)(f"{flag} {e}") from None
