@@ -9,9 +9,9 @@ a subprocess whose exact command is recorded), then is scored on the benchmark's
 test sets (`tables.BENCHMARKS`). v1: `demo`, the data's test split (the demo's shards,
 7 phantom cases), and `heldout` (40 cases of a phantom with another seed, built once
 under --cache). v2: `test_mni` and `test_colin27` of the physics phantom, training on
-its `train` shards (built once under --cache, or `--data` and `--test-set NAME=SHARDS`). Runs of one seed share that
-seed, so rows compare in pairs (`research.paired`). Each benchmark's
-records live in their own folder; a record carries the benchmark, its phantom version
+its `train` shards (built once under --cache, or `--data` and `--test-set NAME=SHARDS`).
+Runs of one seed share that seed, so rows compare in pairs (`research.paired`). Each
+benchmark's records live in their own folder; a record carries the benchmark, its phantom version
 and the content sha256 of the training and test manifests, and a table refuses
 records of two benchmarks or of rebuilt data.
 
