@@ -377,6 +377,19 @@ def benchmark_data(cache, bench):
     return folders
 
 
+def update_readme(records):
+    """Rewrites README.md's generated results (`research.readme_results`) when `records`
+    is one of the checkout's own records folders; returns the files it rewrote."""
+    from research import readme_results
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ours = {os.path.join(root, os.path.dirname(p)) for p in readme_results.PAPER_TABLES.values()}
+    if os.path.abspath(records) not in ours:
+        return ()
+    readme_results.main(["--root", root])
+    return (os.path.join(root, readme_results.README),)
+
+
 def check_records_match(records, data):
     """Refuses, in one line, to add runs of other data to a records folder: another
     benchmark, or a training or test manifest that differs from the recorded one."""
@@ -461,6 +474,7 @@ def main(argv=None):
         record = run_one(row, seed, args, data, commit)
         done_times.setdefault(row.table, []).append(time.perf_counter() - start)
         summary.write(args.records, args.benchmark)
+        readme = update_readme(args.records)
         psnr = ", ".join(
             f"{t} {record['scores'][primary][t]['psnr']:.2f}" for t in record["targets"]
         )
@@ -471,7 +485,9 @@ def main(argv=None):
             flush=True,
         )
         if args.commit:
-            git_commit_records(args.records, f"results: paper tables, {row.id} seed {seed}")
+            git_commit_records(
+                args.records, f"results: paper tables, {row.id} seed {seed}", also=readme
+            )
     if not pending:
         summary.write(args.records, args.benchmark)
     print(f"{PROG}: results in {os.path.join(args.records, summary.RESULTS_MD)}")

@@ -107,14 +107,16 @@ def copy_small_records(run_dir, out):
             shutil.copy(run_folder.path(run_dir, name), out)
 
 
-def git_commit_records(records, message):
-    """Commits `records` (only) in its git repository; retries a busy index."""
+def git_commit_records(records, message, also=()):
+    """Commits `records` (and the files `also`, absolute paths in the same repository)
+    only, in its git repository; retries a busy index."""
+    paths = [".", *(os.path.relpath(p, records) for p in also)]
     for attempt in range(10):
         add = subprocess.run(
-            ["git", "-C", records, "add", "--", "."], capture_output=True, text=True
+            ["git", "-C", records, "add", "--", *paths], capture_output=True, text=True
         )
         commit = subprocess.run(
-            ["git", "-C", records, "commit", "-q", "-m", message, "--", "."],
+            ["git", "-C", records, "commit", "-q", "-m", message, "--", *paths],
             capture_output=True,
             text=True,
         )
