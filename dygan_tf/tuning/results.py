@@ -5,6 +5,7 @@ of the paper's Table 3: rows = λ, columns = target PSNR / SSIM) and lambda_plot
 import math
 import os
 
+from dygan_tf.config.tasks import PAPER_TABLE3, PAPER_TARGETS
 from dygan_tf.tuning.hypermodel import HP_NAME, OBJECTIVE
 from dygan_tf.utils import backend
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
@@ -12,15 +13,6 @@ from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_ato
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PLOT = "lambda_plot.png"
-# The paper's Table 3 (T2 source, BraTS19 test split): PSNR (dB) FLAIR / T1 / T1CE.
-PAPER_TABLE3 = {
-    1: (21.17, 21.91, 23.47),
-    10: (22.71, 22.53, 23.98),
-    50: (22.43, 22.44, 24.60),
-    100: (22.95, 22.83, 24.70),
-    300: (22.72, 22.74, 24.69),
-}
-PAPER_TARGETS = ("flair", "t1", "t1ce")
 
 
 def _last(trial, name):
