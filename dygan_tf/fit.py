@@ -27,7 +27,8 @@ import os
 from dygan_tf.config.flags import add_config_flags, config_from_flags
 from dygan_tf.config.run_config import BASELINES, STRATEGIES
 from dygan_tf.data.build_plan import add_split_flags, split_options
-from dygan_tf.training.fit_lib import DEFAULT_CACHE, DEMO_RUN
+from dygan_tf.training.fit_lib import DEMO_RUN
+from dygan_tf.utils.cache import cache_root
 from dygan_tf.utils.cli import (
     ArgumentParser,
     add_backend_flag,
@@ -83,7 +84,7 @@ def parse_args(argv):
     add_backend_flag(p)
     p.add_argument(
         "--cache",
-        default=os.environ.get("DYGAN_CACHE", DEFAULT_CACHE),
+        default=cache_root(),
         help="where --demo keeps the phantom and its shards",
     )
     args = p.parse_args(argv)

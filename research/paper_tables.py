@@ -32,7 +32,8 @@ import subprocess
 import sys
 import time
 
-from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.cache import cache_root
+from dygan_tf.utils.cli import ArgumentParser, check_positive, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 from dygan_tf.utils.git import git_commit_of
 from research import tables
@@ -119,9 +120,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--cache",
-        default=os.environ.get(
-            "DYGAN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dygan_tf")
-        ),
+        default=cache_root(),
         help="where the default data sets are built once",
     )
     p.add_argument("--runs", default=DEFAULT_RUNS, help="parent of the run folders")
@@ -151,10 +150,7 @@ def parse_args(argv):
 
     if args.preset not in PRESETS:
         raise UserError(f"--preset: expected one of {', '.join(PRESETS)}, found {args.preset!r}")
-    for flag in ("epochs", "steps_per_epoch"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    check_positive(args, ("--epochs", "--steps-per-epoch"))
     bench = tables.BENCHMARKS[args.benchmark]
     args.records = args.records or bench.records
     args.test_sets = parse_test_sets(args.test_set, bench)
