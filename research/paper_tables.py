@@ -269,7 +269,7 @@ def run_one(row, seed, args, data, commit):
     {"train": shards, "test_sets": {name: shards}, "benchmark", "phantom", "manifests"}."""
     from dygan_tf.evaluation import report as report_lib
     from dygan_tf.evaluation.scoring import PER_CASE
-    from dygan_tf.utils.atomic import write_json_atomic
+    from dygan_tf.utils.atomic import publish_folder, write_json_atomic
 
     run_dir = os.path.join(args.runs, row.id, f"seed{seed}")
     command = fit_command(row, seed, args, data["train"], run_dir)
@@ -321,8 +321,7 @@ def run_one(row, seed, args, data, commit):
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json_atomic(os.path.join(staging, RECORD), record)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)  # the record appears whole, or not at all
+    publish_folder(staging, out, replace=True)  # the record appears whole, or not at all
     return record
 
 
