@@ -8,12 +8,24 @@ Importing the package registers its Keras objects (`DyConv2D` and the other laye
 
 The registration happens as soon as Keras is imported (at once if it already is), so
 the commands still parse their flags and report bad ones before TensorFlow starts.
+
+The public API, each name imported on first use:
+
+    from dygan_tf import DyConv2D, DyGAN, build_dygan, make_dataset, get_preset, task_code
+
+Importing the package sets two environment variables, each only where the user has not:
+KERAS_BACKEND=tensorflow (TensorFlow is the default backend and the data library) and
+TF_ENABLE_ONEDNN_OPTS by CPU kind (measured per kind: docs/results/performance.md), both
+of which must be set before Keras or TensorFlow starts (with _DYGAN_ONEDNN_SOURCE beside
+the second, saying who chose it).
 """
 
 import importlib.abc
 import importlib.util
 import os
 import sys
+
+from dygan_tf.utils.lazy import lazy_exports
 
 # TensorFlow is the default backend and the data library (tf.data, tf.distribute,
 # SavedModel export); the model and its train step also run on JAX and PyTorch
@@ -31,6 +43,24 @@ def _configure_cpu():
 _configure_cpu()
 
 __version__ = "0.2.0"
+
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DyConv2D": "dygan_tf.layers.dyconv",
+        "InstanceNormalization": "dygan_tf.layers.instance_norm",
+        "DyGAN": "dygan_tf.models.dygan",
+        "build_dygan": "dygan_tf.models.builders",
+        "build_generator": "dygan_tf.models.generator",
+        "build_discriminator": "dygan_tf.models.discriminator",
+        "make_dataset": "dygan_tf.data.pipeline",
+        "DatasetSpec": "dygan_tf.data.dataset_spec",
+        "get_preset": "dygan_tf.config.run_config",
+        "task_code": "dygan_tf.config.tasks",
+        "Predictor": "dygan_tf.evaluation.scoring",
+        "load_run": "dygan_tf.run_folder.files",
+    },
+)
 
 
 def _register_keras_objects():

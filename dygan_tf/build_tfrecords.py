@@ -19,7 +19,7 @@ from dygan_tf.data.build_plan import add_split_flags, split_options
 from dygan_tf.data.cases import discover_cases, layout_of, read_split_file
 from dygan_tf.data.shard_check import verify_or_raise
 from dygan_tf.data.shards import build
-from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.cli import ArgumentParser, check_positive, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 
 
@@ -100,10 +100,10 @@ def _check_flags(args):
         raise UserError(
             f"dygan-build-tfrecords: the following arguments are required: {', '.join(missing)}"
         )
-    for flag in ("image_size", "per_volume", "workers", "shards_per_split", "slices_per_shard"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    check_positive(
+        args,
+        ("--image-size", "--per-volume", "--workers", "--shards-per-split", "--slices-per-shard"),
+    )
     vars(args).update(split_options(args))
 
 

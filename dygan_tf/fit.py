@@ -27,8 +27,15 @@ import os
 from dygan_tf.config.flags import add_config_flags, config_from_flags
 from dygan_tf.config.run_config import BASELINES, STRATEGIES
 from dygan_tf.data.build_plan import add_split_flags, split_options
-from dygan_tf.training.fit_lib import DEFAULT_CACHE, DEMO_RUN
-from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.training.fit_lib import DEMO_RUN
+from dygan_tf.utils.cache import cache_root
+from dygan_tf.utils.cli import (
+    ArgumentParser,
+    add_backend_flag,
+    add_steps_per_epoch_flag,
+    check_positive,
+    run_main,
+)
 from dygan_tf.utils.errors import UserError, for_flag
 
 PROG = "dygan-fit"
@@ -55,7 +62,7 @@ def parse_args(argv):
         "(its batch and steps per epoch); pix2pix3-matched: the three together take one "
         "DyGAN run's steps (compute-matched)",
     )
-    p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
+    add_steps_per_epoch_flag(p)
     p.add_argument(
         "--allow-changed-data",
         action="store_true",
@@ -74,13 +81,10 @@ def parse_args(argv):
         default=1,
         help="split the CPU into N logical devices (multi-replica without GPUs)",
     )
-    p.add_argument(
-        "--backend",
-        help="Keras backend that trains: tensorflow (default, or KERAS_BACKEND), jax or torch",
-    )
+    add_backend_flag(p)
     p.add_argument(
         "--cache",
-        default=os.environ.get("DYGAN_CACHE", DEFAULT_CACHE),
+        default=cache_root(),
         help="where --demo keeps the phantom and its shards",
     )
     args = p.parse_args(argv)
@@ -97,10 +101,7 @@ def parse_args(argv):
         )
     if args.demo and (args.strategy not in ("auto", "default") or args.cpu_replicas != 1):
         raise UserError("--demo: trains on one device; drop --strategy/--cpu-replicas")
-    for flag in ("steps_per_epoch", "cpu_replicas"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    check_positive(args, ("--steps-per-epoch", "--cpu-replicas"))
     args.split = split_options(args)
     return args
 

@@ -21,7 +21,13 @@ import os
 from dygan_tf.config.flags import add_config_flags, config_from_flags
 from dygan_tf.run_folder import files as run_folder
 from dygan_tf.tuning.search import PAPER_VALUES, PROG, parse_values, search
-from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.cli import (
+    ArgumentParser,
+    add_backend_flag,
+    add_steps_per_epoch_flag,
+    check_positive,
+    run_main,
+)
 from dygan_tf.utils.errors import UserError, for_flag
 
 
@@ -34,18 +40,12 @@ def parse_args(argv):
     p.add_argument("--values", default=PAPER_VALUES, help="comma-separated λ values")
     p.add_argument("--oracle", choices=("grid", "bayesian"), default="grid")
     p.add_argument("--max-trials", type=int, help="trials of --oracle bayesian")
-    p.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
-    p.add_argument(
-        "--backend",
-        help="Keras backend that trains: tensorflow (default, or KERAS_BACKEND), jax or torch",
-    )
+    add_steps_per_epoch_flag(p)
+    add_backend_flag(p)
     add_config_flags(p, exclude=("--lambda-l1",))
     args = p.parse_args(argv)
     args.values = parse_values(args.values)
-    for flag in ("steps_per_epoch", "max_trials"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    check_positive(args, ("--steps-per-epoch", "--max-trials"))
     if args.oracle == "grid" and args.max_trials is not None:
         raise UserError("--max-trials: only with --oracle bayesian (grid tries every value)")
     if args.oracle == "bayesian":

@@ -32,7 +32,8 @@ import subprocess
 import sys
 import time
 
-from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.cache import cache_root
+from dygan_tf.utils.cli import ArgumentParser, check_positive, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 from dygan_tf.utils.git import git_commit_of
 from research import tables
@@ -119,9 +120,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--cache",
-        default=os.environ.get(
-            "DYGAN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dygan_tf")
-        ),
+        default=cache_root(),
         help="where the default data sets are built once",
     )
     p.add_argument("--runs", default=DEFAULT_RUNS, help="parent of the run folders")
@@ -151,10 +150,7 @@ def parse_args(argv):
 
     if args.preset not in PRESETS:
         raise UserError(f"--preset: expected one of {', '.join(PRESETS)}, found {args.preset!r}")
-    for flag in ("epochs", "steps_per_epoch"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')}: expected >= 1, found {value}")
+    check_positive(args, ("--epochs", "--steps-per-epoch"))
     bench = tables.BENCHMARKS[args.benchmark]
     args.records = args.records or bench.records
     args.test_sets = parse_test_sets(args.test_set, bench)
@@ -273,7 +269,7 @@ def run_one(row, seed, args, data, commit):
     {"train": shards, "test_sets": {name: shards}, "benchmark", "phantom", "manifests"}."""
     from dygan_tf.evaluation import report as report_lib
     from dygan_tf.evaluation.scoring import PER_CASE
-    from dygan_tf.utils.atomic import write_json_atomic
+    from dygan_tf.utils.atomic import publish_folder, write_json_atomic
 
     run_dir = os.path.join(args.runs, row.id, f"seed{seed}")
     command = fit_command(row, seed, args, data["train"], run_dir)
@@ -325,8 +321,7 @@ def run_one(row, seed, args, data, commit):
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json_atomic(os.path.join(staging, RECORD), record)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)  # the record appears whole, or not at all
+    publish_folder(staging, out, replace=True)  # the record appears whole, or not at all
     return record
 
 

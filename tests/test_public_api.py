@@ -36,12 +36,39 @@ def test_every_public_name_is_exported_and_listed():
         dygan_tf.layers.DyConv  # noqa: B018
 
 
+TOP_LEVEL = (
+    "DatasetSpec",
+    "DyConv2D",
+    "DyGAN",
+    "InstanceNormalization",
+    "Predictor",
+    "build_discriminator",
+    "build_dygan",
+    "build_generator",
+    "get_preset",
+    "load_run",
+    "make_dataset",
+    "task_code",
+)
+
+
+def test_the_package_exports_the_flat_api_lazily():
+    assert tuple(dygan_tf.__all__) == TOP_LEVEL
+    for name in TOP_LEVEL:
+        assert getattr(dygan_tf, name).__name__ == name and name in dir(dygan_tf)
+    assert dygan_tf.DyConv2D is dygan_tf.layers.DyConv2D
+    with pytest.raises(AttributeError, match="has no attribute 'DyConv'"):
+        dygan_tf.DyConv  # noqa: B018
+
+
 def test_importing_the_packages_starts_neither_keras_nor_tensorflow():
     code = (
         "import sys\n"
         "import dygan_tf.config, dygan_tf.data, dygan_tf.layers, dygan_tf.models\n"
         "from dygan_tf.config import get_preset, task_code\n"
         "from dygan_tf.data import DatasetSpec\n"
+        "get_preset('tiny'); task_code('t2', 't1'); DatasetSpec(source='any')\n"
+        "from dygan_tf import DatasetSpec, get_preset, task_code\n"  # the flat API too
         "get_preset('tiny'); task_code('t2', 't1'); DatasetSpec(source='any')\n"
         "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n"
     )

@@ -12,6 +12,7 @@ import contextlib
 from dygan_tf.config import run_config as config_lib
 from dygan_tf.config.conditions import INPUTS, SOURCE_ANY
 from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
+from dygan_tf.utils.cli import check_positive
 from dygan_tf.utils.errors import UserError
 
 # Switches parsed as a choice, never with type=bool (which reads "false" as True).
@@ -156,10 +157,7 @@ def config_from_flags(args, default_preset, label_blind_ok=False):
     see the task: `check_sees_task`, skipped with `label_blind_ok` when the config only
     seeds a baseline that builds its own networks).
     """
-    for flag in POSITIVE:
-        value = getattr(args, _dest(flag), None)
-        if value is not None and value < 1:
-            raise UserError(f"{flag}: expected >= 1, found {value}")
+    check_positive(args, POSITIVE)
     get = lambda flag: getattr(args, _dest(flag), None)  # noqa: E731
     changes = {
         field: get(flag)

@@ -9,7 +9,7 @@ import dataclasses
 import json
 
 from dygan_tf.config.conditions import INPUTS, SOURCE_ANY
-from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
+from dygan_tf.config.tasks import MODALITIES, PAPER_TARGETS, check_modality, targets_for
 
 DYCONV_PLACEMENTS = ("none", "down", "up", "both")  # the paper's Table 4
 LABEL_MODES = ("kernel", "input")
@@ -97,7 +97,7 @@ class TrainConfig:
     lr_decay: float = 0.98  # per epoch, both optimizers
     beta_1: float = 0.5
     source: str = "t2"
-    targets: tuple = ("flair", "t1", "t1ce")
+    targets: tuple = PAPER_TARGETS
     seed: int = 0
     jit_compile: bool = False
     mixed_precision: str = "none"  # none | float16 | bfloat16

@@ -7,7 +7,7 @@ when made (pure Python: no TensorFlow until a dataset is built).
 import dataclasses
 
 from dygan_tf.config import conditions
-from dygan_tf.config.tasks import check_modality
+from dygan_tf.config.tasks import PAPER_TARGETS, check_modality
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class DatasetSpec:
     """
 
     source: str = "t2"
-    targets: tuple = ("flair", "t1", "t1ce")
+    targets: tuple = PAPER_TARGETS
     batch_slices: int = 1
     shuffle: bool | int = False
     repeat: bool = False

@@ -8,6 +8,8 @@ Every number the v2 phantom draws is in `TISSUES`, `TUMOUR`, `GADOLINIUM` or
 
 import numpy as np
 
+from dygan_tf.utils import markdown
+
 # Healthy tissue, (PD, T1, T2) per field strength.
 # 1.5 T: BrainWeb's simulator tissue parameters (Kwan, Evans & Pike, IEEE TMI 18(11),
 # 1999; Collins et al., IEEE TMI 17(3), 1998; Cocosco et al., NeuroImage 5(4), 1997).
@@ -202,6 +204,4 @@ def table_rows():
 
 def table_markdown():
     """The table of `table_rows` as markdown."""
-    lines = ["| parameter | value | per case | source |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in table_rows()]
-    return "\n".join(lines) + "\n"
+    return markdown.table(("parameter", "value", "per case", "source"), table_rows())

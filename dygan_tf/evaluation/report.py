@@ -16,6 +16,7 @@ import numpy as np
 from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES, targets_for
 from dygan_tf.inference import tta
+from dygan_tf.utils import markdown
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from dygan_tf.utils.errors import UserError, for_flag
 
@@ -28,42 +29,33 @@ BASELINE_NAMES = {
 
 def table(results, model_names, targets):
     """Markdown in the layout of the paper's Table 2: PSNR (dB) / SSIM per target."""
-    lines = [
-        "| method | " + " | ".join(t.upper() for t in targets) + " |",
-        "|---|" + "---|" * len(targets),
+    rows = [
+        [BASELINE_NAMES.get(name, name)] + [_cell(results[name].get(t)) for t in targets]
+        for name in list(model_names) + list(BASELINE_NAMES)
     ]
-    for name in list(model_names) + list(BASELINE_NAMES):
-        label = BASELINE_NAMES.get(name, name)
-        cells = [_cell(results[name].get(t)) for t in targets]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown.table(["method"] + [t.upper() for t in targets], rows)
 
 
 def row_table_md(results, model_names, keys):
     """Markdown: one line per row (task, or target x available set), a column per
     method with PSNR (dB) / SSIM; "—" where a method does not do that row."""
     methods = list(model_names) + list(BASELINE_NAMES)
-    lines = [
-        "| target | from | " + " | ".join(BASELINE_NAMES.get(m, m) for m in methods) + " |",
-        "|---|---|" + "---|" * len(methods),
-    ]
+    rows = []
     for key in keys:
         sources, target = key.split("->")
         cells = [_cell(results[m].get(key)) for m in methods]
-        lines.append(f"| {target.upper()} | {sources.upper()} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([target.upper(), sources.upper(), *cells])
+    header = ["target", "from"] + [BASELINE_NAMES.get(m, m) for m in methods]
+    return markdown.table(header, rows)
 
 
 def task_grid_md(scores):
     """Markdown 4x4 grid (rows: source, columns: target) of one method's 12 tasks."""
-    lines = [
-        "| source \\ target | " + " | ".join(t.upper() for t in MODALITIES) + " |",
-        "|---|" + "---|" * len(MODALITIES),
+    rows = [
+        [s.upper()] + ["—" if s == t else _cell(scores.get(f"{s}->{t}")) for t in MODALITIES]
+        for s in MODALITIES
     ]
-    for s in MODALITIES:
-        cells = ["—" if s == t else _cell(scores.get(f"{s}->{t}")) for t in MODALITIES]
-        lines.append(f"| {s.upper()} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown.table(["source \\ target"] + [t.upper() for t in MODALITIES], rows)
 
 
 def _cell(metrics):

@@ -9,14 +9,10 @@ import scipy.ndimage
 
 from dygan_tf.data import preprocessing
 
+# SSIM's constants (Wang et al. 2004) and PSNR's floor, shared with the slice metrics.
+from dygan_tf.utils.image_metrics import MIN_MSE, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
+
 PERCENTILES = (0.5, 99.5)  # BraSyn: each volume clipped to its own percentiles
-# The SSIM constants of dygan_tf.utils.image_metrics (Wang et al. 2004), which
-# imports TensorFlow.
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
-MIN_MSE = 1e-10  # caps PSNR at 100 dB for identical volumes, as dygan_tf.utils.image_metrics
 
 
 def scale_to_unit(volume, brain):

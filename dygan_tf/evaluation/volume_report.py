@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from dygan_tf.config.tasks import MODALITIES
+from dygan_tf.utils import markdown
 
 REGIONS = ("brain", "tumour", "outside")
 BRASYN_COLUMNS = ("brasyn_ssim_tumour", "brasyn_ssim_non_tumour")
@@ -51,12 +52,12 @@ SSIM_VARIANTS = {
 }
 
 
-def _lines(summary, columns, digits):
-    """Table lines: per target the model's row, then each baseline's."""
-    lines = []
+def _rows(summary, columns, digits):
+    """Table rows: per target the model's row, then each baseline's."""
+    rows = []
     for target, entry in summary["targets"].items():
         cells = [_cell(entry[c], d) for c, d in zip(columns, digits)]
-        lines.append(f"| {target} | {entry['volumes']} | " + " | ".join(cells) + " |")
+        rows.append([target, entry["volumes"], *cells])
         source = summary["baseline_sources"].get(target)
         for method, baseline in summary["baselines"].items():
             if target not in baseline["targets"]:
@@ -64,8 +65,8 @@ def _lines(summary, columns, digits):
             other = baseline["targets"][target]
             label = BASELINE_LABELS[method].format(source=source) + " (baseline)"
             cells = [_cell(other[c], d) for c, d in zip(columns, digits)]
-            lines.append(f"| {target}: {label} | {other['volumes']} | " + " | ".join(cells) + " |")
-    return lines
+            rows.append([f"{target}: {label}", other["volumes"], *cells])
+    return rows
 
 
 def _lut_line(record):
@@ -113,18 +114,16 @@ def format_markdown(summary, rows=()):
     """summary.md: the model's scores beside the baselines', what n/a means, the cases
     left without a prediction, and which BraSyn SSIM variant was computed."""
     ours = [f"{m}_{r}" for m in ("psnr", "ssim") for r in REGIONS]
-    header = "| target | volumes | " + " | ".join(
+    header = ["target", "volumes"] + [
         f"{metric} {region}" for metric in ("PSNR (dB)", "SSIM") for region in REGIONS
-    )
+    ]
     variant = summary["method"]["brasyn_ssim"]
     lines = [
         f"Whole-volume evaluation, {summary['cases']} cases (mean ± std over volumes); "
         "each target's baselines below it, from the source named (the one whose training "
         "LUT fits best; without a LUT the first present of t2, t1, flair, t1ce)",
         "",
-        header + " |",
-        "|---" * (2 + 2 * len(REGIONS)) + "|",
-        *_lines(summary, ours, [2] * 3 + [4] * 3),
+        *markdown.table_lines(header, _rows(summary, ours, [2] * 3 + [4] * 3)),
         "",
         "Ours: each volume scaled by its own brain percentiles; regions inside the brain. "
         + _lut_line(summary["lut"]),
@@ -134,9 +133,10 @@ def format_markdown(summary, rows=()):
         f"the whole array); variant {SSIM_VARIANTS[variant]}; BraSyn's segmentation-based "
         "score is not computed:",
         "",
-        "| target | volumes | BraSyn SSIM tumour | BraSyn SSIM non-tumour |",
-        "|---|---|---|---|",
-        *_lines(summary, BRASYN_COLUMNS, [4, 4]),
+        *markdown.table_lines(
+            ("target", "volumes", "BraSyn SSIM tumour", "BraSyn SSIM non-tumour"),
+            _rows(summary, BRASYN_COLUMNS, [4, 4]),
+        ),
     ]
     not_scored = not_scored_lines(rows)
     if not_scored:

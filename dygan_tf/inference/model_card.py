@@ -9,6 +9,7 @@ and as README.md beside every SavedModel (MONAI bundles ship the same fields).
 
 import os
 
+from dygan_tf.utils import markdown
 from dygan_tf.utils.errors import UserError
 
 INTENDED_USE = (
@@ -252,16 +253,16 @@ def evaluation_markdown(evaluation, training):
         "slice itself; intensity LUT: source intensity -> mean target intensity on the "
         "training split):",
         "",
-        "| target | PSNR | SSIM | copy source PSNR | SSIM | intensity LUT PSNR | SSIM |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for target, scores in evaluation["per_target"].items():
-        cells = [_score(scores, "psnr", 2), _score(scores, "ssim", 4)]
+        cells = [target, _score(scores, "psnr", 2), _score(scores, "ssim", 4)]
         for b in BASELINE_LABELS:
             other = baselines.get(b, {}).get(target)
             cells += [_score(other, "psnr", 2), _score(other, "ssim", 4)]
-        lines.append(f"| {target} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    header = ("target", "PSNR", "SSIM", "copy source PSNR", "SSIM", "intensity LUT PSNR", "SSIM")
+    return lines + markdown.table_lines(header, rows)
 
 
 def card_markdown(card, name="DyGAN generator"):

@@ -21,7 +21,12 @@ from dygan_tf.data import preprocessing
 from dygan_tf.inference import tta
 from dygan_tf.inference.model_card import card_markdown, model_card
 from dygan_tf.utils import backend
-from dygan_tf.utils.atomic import write_error, write_json_atomic, write_text_atomic
+from dygan_tf.utils.atomic import (
+    publish_folder,
+    write_error,
+    write_json_atomic,
+    write_text_atomic,
+)
 from dygan_tf.utils.errors import UserError
 
 SIGNATURE = "serving_default"
@@ -296,9 +301,7 @@ def _write_and_publish(archive, out_dir, generator, metadata, tta_mode):
             ) from None
         check_target(out_dir)  # still free after the (slow) write?
         try:
-            if os.path.isdir(out_dir):
-                os.rmdir(out_dir)
-            os.rename(os.path.join(staging, "model"), out_dir)
+            publish_folder(os.path.join(staging, "model"), out_dir)
         except OSError as e:
             raise UserError(
                 f"{out_dir}: cannot publish the export ({e.strerror or e}); nothing was exported"

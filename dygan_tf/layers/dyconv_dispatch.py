@@ -15,7 +15,8 @@ with a fallback):
    of an older dispatch are measured again). It runs by default where no table was
    measured for the machine (JAX, PyTorch, GPUs); on a TensorFlow CPU the table stands
    unless DYGAN_MEASURE_METHODS=1 (measuring there gained 1-4 %, within the spread of
-   the timings: docs/results/performance.md).
+   the timings). It stays because it earns 20 % of a JAX CPU step over the loop
+   (docs/results/performance.md, "Method choice measured in the step").
 """
 
 import math

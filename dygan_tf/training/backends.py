@@ -14,9 +14,9 @@ import os
 import sys
 
 from dygan_tf.utils import backend as keras_backend
+from dygan_tf.utils.backend import BACKENDS
 from dygan_tf.utils.errors import UserError
 
-BACKENDS = ("tensorflow", "jax", "torch")
 _LIBRARY = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 

@@ -12,11 +12,12 @@ import time
 
 from dygan_tf.config.run_config import PIX2PIX3_SCHEDULES, pix2pix_member_config
 from dygan_tf.run_folder import files as run_folder
+from dygan_tf.utils.cache import cache_root
 from dygan_tf.utils.errors import UserError
 
 DEMO_CASES = dict(hgg=21, lgg=6)  # phantom cases of the demo: 20 train + 7 test
 DEMO_TRAIN = dict(train_hgg=16, train_lgg=4)
-DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "dygan_tf")
+DEFAULT_CACHE = cache_root()
 DEMO_RUN = os.path.join("runs", "demo")
 DEMO_REPORT = "eval"  # the demo's test-split report: a folder inside its run folder
 

@@ -5,22 +5,15 @@ of the paper's Table 3: rows = λ, columns = target PSNR / SSIM) and lambda_plot
 import math
 import os
 
+from dygan_tf.config.tasks import PAPER_TABLE3, PAPER_TARGETS
 from dygan_tf.tuning.hypermodel import HP_NAME, OBJECTIVE
 from dygan_tf.utils import backend
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from dygan_tf.utils.markdown import table as markdown_table
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PLOT = "lambda_plot.png"
-# The paper's Table 3 (T2 source, BraTS19 test split): PSNR (dB) FLAIR / T1 / T1CE.
-PAPER_TABLE3 = {
-    1: (21.17, 21.91, 23.47),
-    10: (22.71, 22.53, 23.98),
-    50: (22.43, 22.44, 24.60),
-    100: (22.95, 22.83, 24.70),
-    300: (22.72, 22.74, 24.69),
-}
-PAPER_TARGETS = ("flair", "t1", "t1ce")
 
 
 def _last(trial, name):
@@ -63,10 +56,7 @@ def best_lambda(trials):
 
 def table(trials, targets, best):
     """Markdown rows = λ, columns = PSNR (dB) / SSIM per target and the mean PSNR."""
-    lines = [
-        "| λ | " + " | ".join(t.upper() for t in targets) + " | mean PSNR |",
-        "|---|" + "---|" * (len(targets) + 1),
-    ]
+    rows = []
     for t in trials:
         mark = t["lambda"] == best
         label = f"**{t['lambda']:g}** (best)" if mark else f"{t['lambda']:g}"
@@ -79,22 +69,19 @@ def table(trials, targets, best):
             ] + [f"{t['mean_psnr']:.2f}"]
             if mark:
                 cells = [f"**{c}**" for c in cells]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([label, *cells])
+    return markdown_table(["λ", *(t.upper() for t in targets), "mean PSNR"], rows)
 
 
 def paper_table():
-    lines = [
-        "| λ | " + " | ".join(t.upper() for t in PAPER_TARGETS) + " |",
-        "|---|" + "---|" * len(PAPER_TARGETS),
-    ]
+    rows = []
     for lam, row in PAPER_TABLE3.items():
         cells = [f"{v:.2f}" for v in row]
         if lam == 100:
-            lines.append(f"| **{lam}** (best) | " + " | ".join(f"**{c}**" for c in cells) + " |")
+            rows.append([f"**{lam}** (best)", *(f"**{c}**" for c in cells)])
         else:
-            lines.append(f"| {lam} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            rows.append([lam, *cells])
+    return markdown_table(["λ", *(t.upper() for t in PAPER_TARGETS)], rows)
 
 
 def markdown(results):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 
 from dygan_tf.utils.errors import UserError
@@ -101,3 +102,14 @@ def write_text_atomic(path, text):
 
 def write_json_atomic(path, obj):
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def publish_folder(staging, out, replace=False):
+    """Renames the finished folder `staging` onto `out`, the folder counterpart of
+    `atomic_path`: `out` appears whole or not at all. An existing `out` must be empty,
+    unless `replace` (then it and all it holds are removed first)."""
+    if replace:
+        shutil.rmtree(out, ignore_errors=True)
+    elif os.path.isdir(out):
+        os.rmdir(out)
+    os.replace(staging, out)

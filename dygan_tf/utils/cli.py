@@ -77,6 +77,28 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+def add_backend_flag(parser):
+    """--backend, the Keras backend that trains (fit and the λ search alike)."""
+    parser.add_argument(
+        "--backend",
+        help="Keras backend that trains: tensorflow (default, or KERAS_BACKEND), jax or torch",
+    )
+
+
+def add_steps_per_epoch_flag(parser):
+    """--steps-per-epoch, a cap for tests (fit and the λ search alike)."""
+    parser.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
+
+
+def check_positive(args, flags):
+    """One UserError line for the first of `flags` (e.g. "--epochs") given below 1;
+    flags not given (None) or not declared pass."""
+    for flag in flags:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None and value < 1:
+            raise UserError(f"{flag}: expected >= 1, found {value}")
+
+
 def run_main(main, argv=None):
     """Runs `main(argv)` with a quiet console (unless `--verbose`) and every message on
     a line of its own; a UserError becomes one line on stderr and exit code 2."""

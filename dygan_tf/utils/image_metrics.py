@@ -3,16 +3,28 @@
 SSIM follows Wang et al. 2004: Gaussian window 11, sigma 1.5, k1 = 0.01, k2 = 0.03,
 "valid" windows only (as tf.image.ssim). A mask restricts the average to its pixels;
 an image whose mask is empty gets NaN. Every function returns one value per image.
-Written in `keras.ops`: the same numbers on every Keras backend.
+Written in `keras.ops`: the same numbers on every Keras backend. The one home of the
+constants: the numpy volume scores (`evaluation.volume_metrics`) import them, so importing
+this module imports Keras only on the first metric computed.
 """
 
-from keras import ops
+import importlib
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
-_MIN_MSE = 1e-10  # caps PSNR at 100 dB for identical images
+MIN_MSE = 1e-10  # caps PSNR at 100 dB for identical images and volumes
+
+
+class _KerasOps:
+    """`keras.ops`, imported when first used."""
+
+    def __getattr__(self, name):
+        return getattr(importlib.import_module("keras.ops"), name)
+
+
+ops = _KerasOps()
 
 
 def to_unit_range(x):
@@ -52,7 +64,7 @@ def mae(y_true, y_pred, mask=None):
 def psnr(y_true, y_pred, mask=None):
     """10 * log10(1 / MSE) on [0, 1] images, per image (dB)."""
     error = mse(y_true, y_pred, mask)
-    return 10.0 * ops.log(1.0 / ops.maximum(error, _MIN_MSE)) / ops.log(10.0)
+    return 10.0 * ops.log(1.0 / ops.maximum(error, MIN_MSE)) / ops.log(10.0)
 
 
 def _gaussian_window():

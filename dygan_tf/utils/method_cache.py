@@ -18,7 +18,9 @@ import time
 import numpy as np
 
 from dygan_tf.utils import backend as backend_of_keras
+from dygan_tf.utils import cache
 from dygan_tf.utils.atomic import write_json_atomic
+from dygan_tf.utils.cache import cache_root
 from dygan_tf.utils.cpu import cpu_flags, cpu_kind, describe_onednn
 
 try:  # POSIX; elsewhere writers go unlocked (each write is still atomic)
@@ -27,7 +29,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 FORMAT = 1
-CACHE_VARIABLE = "DYGAN_CACHE_DIR"
+CACHE_VARIABLE = cache.VARIABLE
 MEASURE_VARIABLE = "DYGAN_MEASURE_METHODS"
 BUDGET_VARIABLE = "DYGAN_MEASURE_BUDGET_S"
 # Seconds one process may spend measuring: 10 % of the first demo run on a 2-core CPU
@@ -93,11 +95,8 @@ def reset_spent():
 
 
 def cache_dir():
-    """$DYGAN_CACHE_DIR, else $XDG_CACHE_HOME/dygan_tf, else ~/.cache/dygan_tf."""
-    if os.environ.get(CACHE_VARIABLE):
-        return os.environ[CACHE_VARIABLE]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "dygan_tf")
+    """The package's one cache folder (`dygan_tf.utils.cache.cache_root`)."""
+    return cache_root()
 
 
 def machine_key(device="cpu"):
