@@ -138,7 +138,7 @@ def test_a_command_runs_from_another_folder_with_the_installed_copy(installed, t
     assert sorted(files) == sorted(PACKAGES)
     for name, path in files.items():
         assert path == os.path.join(str(target), name, "__init__.py"), (name, path)
-    assert rest.startswith("usage: dygan_tf.fit") and "--data" in rest and "--preset" in rest
+    assert rest.startswith("usage: dygan-fit") and "--data" in rest and "--preset" in rest
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))

@@ -20,11 +20,11 @@ import scipy.ndimage
 
 from dygan_tf.data import layouts
 from dygan_tf.data.cases import TRAINING_FOLDER
+from dygan_tf.data.volume_sampling import SHAPE, smooth_field, trilinear
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from dygan_tf.utils.errors import UserError
 from dygan_tf.utils.progress import Progress
 
-SHAPE = (240, 240, 155)
 # BraTS files store voxel axes as diag(-1, -1, 1) (LPS-style). We keep that diagonal and
 # choose offsets so world coordinates are MNI millimetres: voxel (i, j, k) -> MNI
 # (120 - i, 102 - j, k - 70); template voxels then land on whole grid voxels.
@@ -101,50 +101,6 @@ def _templates(anatomy="mni152", template=None):
     return np.pad(stacked, [(1, 1)] * 3 + [(0, 0)]), np.pad(near, 1)
 
 
-def _interp_matrix(coarse, fine):
-    """(fine, coarse) weights of linear, pixel-area aligned upsampling along one axis."""
-    x = np.clip((np.arange(fine) + 0.5) * coarse / fine - 0.5, 0, coarse - 1)
-    lo = np.minimum(np.floor(x).astype(int), coarse - 2) if coarse > 1 else np.zeros(fine, int)
-    w = np.zeros((fine, coarse), dtype=np.float32)
-    w[np.arange(fine), lo] = 1 - (x - lo)
-    if coarse > 1:
-        w[np.arange(fine), lo + 1] = x - lo
-    return w
-
-
-def _smooth_field(rng, coarse_shape, shape):
-    """A smooth random field of `shape`: coarse normal noise upsampled linearly (as
-    three small matrix products, far cheaper than a 3-D zoom)."""
-    field = rng.standard_normal(coarse_shape).astype(np.float32)
-    for axis, (c, n) in enumerate(zip(coarse_shape, shape)):
-        field = np.moveaxis(np.tensordot(_interp_matrix(c, n), field, axes=(1, axis)), 0, axis)
-    return np.ascontiguousarray(field)
-
-
-def _trilinear(padded, coords):
-    """Samples `padded` (X, Y, Z, C), zero-padded by one voxel, at float voxel `coords`
-    (3, N) of the unpadded volume -> (N, C); zero outside. All channels share one set
-    of corner indices and weights."""
-    shape = padded.shape[:3]
-    flat = padded.reshape(-1, padded.shape[3])
-    strides = (shape[1] * shape[2], shape[2], 1)
-    index = np.zeros(coords.shape[1], dtype=np.int64)
-    weights = []
-    for axis in range(3):
-        c = np.clip(coords[axis] + 1, 0, shape[axis] - 1.001)
-        base = c.astype(np.int32)  # floor, as c >= 0
-        frac = c - base
-        index += base * strides[axis]
-        weights.append((1 - frac, frac))
-    out = np.zeros((coords.shape[1], padded.shape[3]), dtype=np.float32)
-    for corner in range(8):
-        offs = [(corner >> axis) & 1 for axis in range(3)]
-        weight = weights[0][offs[0]] * weights[1][offs[1]] * weights[2][offs[2]]
-        offset = sum(o * s for o, s in zip(offs, strides))
-        out += np.take(flat, index + offset, axis=0) * weight[:, None]
-    return out
-
-
 def _deformed_templates(rng, anatomy="mni152", template=None):
     """Templates resampled into the BraTS grid through a random smooth deformation.
 
@@ -173,14 +129,14 @@ def _deformed_templates(rng, anatomy="mni152", template=None):
             + rot[axis, 2] * k[None, None, :]
             + (centre[axis] + shift[axis])
         )
-        moved += 2.0 * _smooth_field(rng, (5, 5, 4), box)
+        moved += 2.0 * smooth_field(rng, (5, 5, 4), box)
         coords[axis] = flip * moved + offset
     # Interpolate only where the nearest template voxel is near the brain.
     nearest = [
         np.clip(np.rint(c).astype(np.int32) + 1, 0, n - 1) for c, n in zip(coords, near.shape)
     ]
     candidates = np.nonzero(near[tuple(nearest)])
-    sampled = _trilinear(padded, coords[(slice(None),) + candidates])
+    sampled = trilinear(padded, coords[(slice(None),) + candidates])
     inside = sampled[:, 3] > 0.5
     brain = tuple(c[inside] + o for c, o in zip(candidates, lo))
     t1, gm, wm, _ = sampled[inside].T
@@ -210,7 +166,7 @@ def _tumour(rng, mask, grade):
     dist = np.sqrt(
         axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
     )
-    dist = dist * (1.0 + 0.15 * _smooth_field(rng, (4, 4, 4), box))  # irregular border
+    dist = dist * (1.0 + 0.15 * smooth_field(rng, (4, 4, 4), box))  # irregular border
     core = rng.uniform(0.45, 0.65) if hgg else rng.uniform(0.3, 0.5)
     rim = rng.uniform(0.12, 0.2) if hgg else (rng.uniform(0.05, 0.1) if rng.random() < 0.3 else 0.0)
     labels = np.zeros(box, dtype=np.uint8)

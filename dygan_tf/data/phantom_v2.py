@@ -15,7 +15,7 @@ import scipy.ndimage
 
 from dygan_tf.data import mr_physics
 from dygan_tf.data.anatomy import load_anatomy
-from dygan_tf.data.phantom import SHAPE, _smooth_field, _trilinear
+from dygan_tf.data.volume_sampling import SHAPE, smooth_field, trilinear
 
 VERSION = "v2"
 MODALITIES = ("t1", "t1ce", "t2", "flair")
@@ -157,8 +157,8 @@ def _output_to_anatomy(rng, deformation, tumour):
     for a, (flip, offset) in enumerate(TO_GRID):
         moved = sum(rot[a, b] * centred[b] for b in range(3)) + CENTRE[a]
         moved += deformation["shift_mm"][a]
-        moved += coarse * _smooth_field(rng, (5, 5, 4), box)
-        moved += fine * _smooth_field(rng, (10, 11, 8), box)
+        moved += coarse * smooth_field(rng, (5, 5, 4), box)
+        moved += fine * smooth_field(rng, (10, 11, 8), box)
         coords[a] = flip * moved + offset
     return coords
 
@@ -169,7 +169,7 @@ def _sample_anatomy(coords, padded, near):
         np.clip(np.rint(c).astype(np.int32) + 1, 0, n - 1) for c, n in zip(coords, near.shape)
     ]
     candidates = np.nonzero(near[tuple(nearest)])
-    sampled = _trilinear(padded, coords[(slice(None),) + candidates])
+    sampled = trilinear(padded, coords[(slice(None),) + candidates])
     out = {}
     for c, name in enumerate(CHANNELS):
         volume = np.zeros(coords.shape[1:], dtype=np.float32)
@@ -192,8 +192,8 @@ def _vessels(rng, csf, mask):
     """Vessel and choroid-plexus fraction: thin tubes where two smooth random fields
     both cross zero, kept where CSF is (sulci, cisterns, ventricles)."""
     box = csf.shape
-    f1 = _smooth_field(rng, (20, 24, 16), box)
-    f2 = _smooth_field(rng, (20, 24, 16), box)
+    f1 = smooth_field(rng, (20, 24, 16), box)
+    f2 = smooth_field(rng, (20, 24, 16), box)
     tubes = np.exp(-(f1 * f1 + f2 * f2) / (2 * 0.06**2))
     return np.where(mask, tubes * np.clip(2.0 * csf, 0, 1), 0).astype(np.float32)
 
@@ -216,7 +216,7 @@ def _tumour(rng, tumour, wm, mask):
         axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
     )
     coarse = tuple(max(3, s // 8) for s in sub)
-    d = dist / radius * (1.0 + 0.2 * _smooth_field(rng, coarse, sub))  # irregular border
+    d = dist / radius * (1.0 + 0.2 * smooth_field(rng, coarse, sub))  # irregular border
     inside = mask[region]
     core = (d < 1.0) & inside
     frac = {}
@@ -232,7 +232,7 @@ def _tumour(rng, tumour, wm, mask):
     wm_local = scipy.ndimage.gaussian_filter(wm[region], 2.0)
     beyond = np.maximum(d - 1.0, 0.0) * radius  # ~ mm outside the core
     score = beyond / (reach * (0.25 + 0.75 * wm_local))
-    score *= 1.0 + 0.25 * _smooth_field(rng, coarse, sub)
+    score *= 1.0 + 0.25 * smooth_field(rng, coarse, sub)
     oedema = np.clip((1.0 - score) / 0.15, 0.0, 1.0) * inside * ~core
     frac["oedema"] = oedema.astype(np.float32)
     seg = np.zeros(sub, dtype=np.uint8)
@@ -252,7 +252,7 @@ def _textures(rng, sub, compartments):
     coarse = tuple(max(3, s // 4) for s in sub)
     out = {
         name: tuple(
-            np.exp(mr_physics.TEXTURE_SD * _smooth_field(rng, coarse, sub)) for _ in range(3)
+            np.exp(mr_physics.TEXTURE_SD * smooth_field(rng, coarse, sub)) for _ in range(3)
         )
         for name in compartments
     }
@@ -310,7 +310,7 @@ def _acquire(rng, signal, acquisition, wm_level, mask):
     """One contrast as scanned: gain and bias field, thick slices, Rician noise (SD =
     WM signal / SNR), a rigid misregistration; zero outside the (T1CE's) brain."""
     box = signal.shape
-    bias = np.exp(acquisition["bias_sd"] * _smooth_field(rng, (3, 3, 3), box))
+    bias = np.exp(acquisition["bias_sd"] * smooth_field(rng, (3, 3, 3), box))
     image = signal * bias * acquisition["gain"]
     thickness = acquisition["slice_mm"]
     image = _thick_slices(image, thickness, int(rng.integers(0, thickness)))
