@@ -110,9 +110,16 @@ def resolve_config(args):
     """The preset with every given flag applied; one UserError line if invalid."""
     with for_flag(f"{PROG}:"):
         # --baseline pix2pix3 builds its own (one-target) members from the config.
-        return config_from_flags(
+        config = config_from_flags(
             args, "demo" if args.demo else "paper", label_blind_ok=args.baseline is not None
         )
+    if args.demo:  # the demo's recipe, where the flags do not set it
+        from dygan_tf.training.fit_lib import DEMO_RECIPE
+
+        config = config.override(
+            **{k: v for k, v in DEMO_RECIPE.items() if getattr(args, k, None) is None}
+        )
+    return config
 
 
 def _writer_lock(run_dir, strategy=None):

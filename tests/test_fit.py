@@ -327,3 +327,17 @@ def test_evaluate_refuses_a_run_without_a_model(tfrecord_dir, tmp_path):
     )
     assert result.returncode == 2 and "generator.keras" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_demo_recipe_adds_ema_where_the_flags_do_not_set_it():
+    # fit --demo trains the demo preset with the demo's recipe (fit_lib.DEMO_RECIPE:
+    # EMA 0.99); --ema overrides it, and --preset demo alone stays EMA-free (the paper
+    # tables train the preset as the paper does).
+    from dygan_tf.training.fit_lib import DEMO_RECIPE
+
+    def ema(*argv):
+        return fit.resolve_config(fit.parse_args(list(argv))).train.ema
+
+    assert ema("--demo") == DEMO_RECIPE["ema"] == 0.99
+    assert ema("--demo", "--ema", "0") == 0.0
+    assert ema("--data", "d", "--out", "o", "--preset", "demo") == 0.0
