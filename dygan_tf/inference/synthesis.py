@@ -22,6 +22,7 @@ from dygan_tf.inference.savedmodel import (
     OUTPUT_KEY,
     SIGNATURE,
     image_size,
+    latest_version,
 )
 from dygan_tf.run_folder.files import GENERATOR as RUN_GENERATOR
 from dygan_tf.run_folder.files import data_dir_of, load_run
@@ -85,12 +86,8 @@ def _savedmodel_dir(path):
     """`path` itself, or the highest integer version inside a TF Serving base path."""
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
-    versions = [
-        int(v)
-        for v in os.listdir(path)
-        if v.isdigit() and os.path.isfile(os.path.join(path, v, "saved_model.pb"))
-    ]
-    return os.path.join(path, str(max(versions))) if versions else None
+    latest = latest_version(path)  # (number, folder) or None
+    return latest[1] if latest else None
 
 
 def load_synthesizer(path, tta_mode="none", allow_changed_data=False):
