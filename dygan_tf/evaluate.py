@@ -57,26 +57,28 @@ def main(argv=None):
         raise UserError(f"{PROG}: --model needs --data TFRECORD_DIR")
     if args.figure_cases < 1:
         raise UserError(f"--figure-cases: expected >= 1, found {args.figure_cases}")
-    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.data.shard_folder import ShardFolder
     from dygan_tf.inference.synthesis import check_savedmodel
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder.folder import RunFolder
     from dygan_tf.utils.cli import import_tensorflow_quietly
 
     # Pure Python: missing run folders, a folder without a SavedModel and bad shards are
     # refused before TensorFlow starts.
     flags = (["--run"] if args.run else []) + ["--compare"] * len(args.compare)
+    runs = [RunFolder(run) for run in runs]  # each opened once here, handed down
     for flag, run in zip(flags, runs):
         with for_flag(flag):
-            run_folder.require_folder(run)
+            run.require()
     if args.model:
         with for_flag("--model"):
             check_savedmodel(args.model)
+    shards = baseline = None  # each opened once here, handed down
     if args.data:
         with for_flag("--data"):
-            read_manifest(args.data)
+            shards = ShardFolder.open(args.data)
     if args.baseline_from:
         with for_flag("--baseline-from"):
-            read_manifest(args.baseline_from)
+            baseline = ShardFolder.open(args.baseline_from)
     import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
     from dygan_tf.evaluation import report
     from dygan_tf.run_folder.data_record import ChangedData
@@ -85,14 +87,14 @@ def main(argv=None):
         report.evaluate_report(
             runs,
             args.out,
-            data_dir=args.data,
+            data_dir=shards,
             split=args.split,
             model=args.model,
             figure_cases=args.figure_cases,
             run_flags=flags,
             tta_mode=args.tta,
             allow_changed_data=args.allow_changed_data,
-            baseline_from=args.baseline_from,
+            baseline_from=baseline,
         )
     except ChangedData as e:
         raise UserError(f"{e}; --allow-changed-data scores them anyway") from None

@@ -22,7 +22,6 @@ Running the same command again after a kill resumes at the first unfinished epoc
 """
 
 import contextlib
-import os
 
 from dygan_tf.config.flags import add_config_flags, config_from_flags
 from dygan_tf.config.run_config import BASELINES, STRATEGIES
@@ -122,39 +121,38 @@ def resolve_config(args):
     return config
 
 
-def _writer_lock(run_dir, strategy=None):
+def _writer_lock(run, strategy=None):
     """One writer per run folder (`dygan_tf.run_folder.lock`): a second fit on a folder that a live
     process trains into is refused. Multi-worker runs (`strategy` given) share the folder
     by design and only the chief writes it, so only the chief holds the lock."""
-    from dygan_tf.run_folder import lock as lock_lib
-
     if strategy is not None:
         from dygan_tf.training.multiworker import is_chief
 
         if not is_chief(strategy):
             return contextlib.nullcontext()
     with for_flag("--out"):
-        return lock_lib.hold(run_dir).acquire()
+        return run.lock().acquire()
 
 
-def _check_resumed_data(run_dir, data_dir, allow, multiworker):
-    """On a resume, UserError unless `data_dir` holds the shards the run began on
+def _check_resumed_data(run, shards, allow, multiworker):
+    """On a resume, UserError unless `shards` holds the shards the run began on
     (`--allow-changed-data`: one warning line, and run.json records the change)."""
     from dygan_tf.run_folder import data_record
     from dygan_tf.run_folder import files as run_folder
 
-    if not os.path.isfile(run_folder.path(run_dir, run_folder.RUN_INFO)):
+    if not run.has(run_folder.RUN_INFO):
         return  # a new run (or pix2pix3's folder, whose members record their data)
     try:
-        checked = data_record.check(run_dir, data_dir, allow=allow)
+        checked = data_record.check(run, shards, allow=allow)
     except data_record.ChangedData as e:
         raise UserError(f"{e}; --allow-changed-data resumes on them anyway") from None
     if checked["changes"] and not multiworker:
-        run_folder.add_to_info(run_dir, "changed_data", checked)
+        run.add_to_info("changed_data", checked)
 
 
 def main(argv=None):
-    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.data.shard_folder import ShardFolder
+    from dygan_tf.run_folder.folder import RunFolder
     from dygan_tf.utils.cli import import_tensorflow_quietly
 
     args = parse_args(argv)
@@ -163,17 +161,18 @@ def main(argv=None):
     with for_flag("--backend"):
         backend = select_backend(args.backend)  # before Keras is imported
     config = resolve_config(args)  # pure Python: flag errors come before TensorFlow
+    shards = None  # opened once here, handed down
     if args.data:
         with for_flag("--data"):
-            read_manifest(args.data)  # a bad --data too
+            shards = ShardFolder.open(args.data)  # a bad --data too
     multiworker = args.strategy == "multiworker"
-    run_dir = args.out or DEMO_RUN
+    run = RunFolder(args.out or DEMO_RUN)  # opened once here, handed down
     with contextlib.ExitStack() as held:
         # The lock comes first (shards built from --brats-root go into the run folder);
         # a folder in use is refused before TensorFlow starts. Multi-worker runs lock
         # once the strategy knows which worker is the chief.
         if not multiworker:
-            held.enter_context(_writer_lock(run_dir))
+            held.enter_context(_writer_lock(run))
         import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
         from dygan_tf.training import fit_lib
         from dygan_tf.training.distribute import make_strategy
@@ -186,15 +185,14 @@ def main(argv=None):
             else:  # JAX's devices (DataParallel) or PyTorch's one device
                 strategy = make_devices(backend, args.strategy, args.cpu_replicas)
         if args.demo:
-            fit_lib.run_demo(config, run_dir, args.cache, args.steps_per_epoch)
+            fit_lib.run_demo(config, run, args.cache, args.steps_per_epoch)
             return
         start_problem = None
         if multiworker:
             try:
-                held.enter_context(_writer_lock(run_dir, strategy))
+                held.enter_context(_writer_lock(run, strategy))
             except UserError as e:  # said by every worker after the start-up exchange
                 start_problem = str(e)
-        data_dir = args.data
         if args.brats_root:
             if args.split_file:  # a missing case id is named before any shard is built
                 from dygan_tf.data.cases import discover_cases, read_split_file
@@ -204,25 +202,27 @@ def main(argv=None):
                 with for_flag("--split-file"):
                     read_split_file(args.split_file, cases)
             with for_flag("--brats-root"):
-                data_dir = fit_lib.ensure_shards(
-                    args.brats_root,
-                    args.data_out or os.path.join(args.out, "data"),
-                    config.model.image_size,
-                    **args.split,
+                shards = ShardFolder.open(
+                    fit_lib.ensure_shards(
+                        args.brats_root,
+                        args.data_out or run.file("data"),
+                        config.model.image_size,
+                        **args.split,
+                    )
                 )
         if not multiworker:  # a multi-worker run checks it on every worker, then agrees
             with for_flag("--data"):
-                fit_lib.check_image_size(data_dir, config)
+                fit_lib.check_image_size(shards, config)
         try:  # a resume: the shards must be those the run began on
-            _check_resumed_data(run_dir, data_dir, args.allow_changed_data, multiworker)
+            _check_resumed_data(run, shards, args.allow_changed_data, multiworker)
         except UserError as e:
             if not multiworker:
                 raise
             start_problem = start_problem or str(e)  # every worker reports it
         fit_lib.fit(
             config,
-            data_dir,
-            args.out,
+            shards,
+            run,
             strategy,
             args.steps_per_epoch,
             baseline=args.baseline,

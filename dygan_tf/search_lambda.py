@@ -68,7 +68,7 @@ def main(argv=None):
 
     with for_flag("--backend"):
         select_backend(args.backend)  # before Keras is imported
-    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.data.shard_folder import ShardFolder
     from dygan_tf.run_folder import lock
     from dygan_tf.training.fit_lib import check_image_size
     from dygan_tf.utils.cli import import_tensorflow_quietly
@@ -76,15 +76,15 @@ def main(argv=None):
     config = args.config
     # Pure Python: bad shards and a folder in use are refused before TensorFlow starts.
     with for_flag("--data"):
-        read_manifest(args.data)
-        check_image_size(args.data, config)
+        shards = ShardFolder.open(args.data)  # read once, handed down
+        check_image_size(shards, config)
     with for_flag("--out"):
         held = lock.hold(args.out).acquire()  # one search (or fit) per folder at a time
     with held:  # errors below name their paths (the search folder, the shards)
         import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
         results = search(
             config,
-            args.data,
+            shards,
             args.out,
             args.values,
             args.oracle,

@@ -158,23 +158,39 @@ def provenance_record(out, options):
     return record
 
 
-def baseline_dir(tfrecord_dir, manifest=None):
-    """The shard folder whose training split fits the baselines of an evaluation on
-    `tfrecord_dir`: its manifest's "baseline_from" (checked against the sha256 recorded),
-    else the folder itself."""
-    manifest = manifest or read_manifest(tfrecord_dir)
+def baseline_from(tfrecord_dir, manifest):
+    """(folder, recorded sha256) of the manifest's "baseline_from": the shard folder whose
+    training split fits an evaluation's baselines; None where it names none. UserError
+    if that folder holds no finished build."""
     entry = manifest.get("baseline_from")
     if not entry:
-        return os.fspath(tfrecord_dir)
+        return None
     folder = os.path.normpath(os.path.join(os.fspath(tfrecord_dir), entry["path"]))
     if not has_manifest(folder):
         raise UserError(
             f"{manifest_path(tfrecord_dir)}: baseline_from {folder} has no manifest.json; "
             "build the training set's shards first (or pass --baseline-from)"
         )
-    if manifest_sha256(folder) != entry["manifest_sha256"]:
+    return folder, entry["manifest_sha256"]
+
+
+def check_baseline(tfrecord_dir, folder, recorded, baseline_manifest):
+    """UserError unless the baseline folder's manifest is the one `tfrecord_dir`'s
+    manifest recorded (its `content_sha256`)."""
+    if content_sha256(baseline_manifest) != recorded:
         raise UserError(
             f"{manifest_path(tfrecord_dir)}: baseline_from {folder} was rebuilt since "
             "(its manifest's sha256 differs from the one recorded); rebuild this folder"
         )
+
+
+def baseline_dir(tfrecord_dir, manifest=None):
+    """The shard folder whose training split fits the baselines of an evaluation on
+    `tfrecord_dir`: its manifest's "baseline_from" (checked against the sha256 recorded),
+    else the folder itself."""
+    found = baseline_from(tfrecord_dir, manifest or read_manifest(tfrecord_dir))
+    if found is None:
+        return os.fspath(tfrecord_dir)
+    folder, recorded = found
+    check_baseline(tfrecord_dir, folder, recorded, read_manifest(folder))
     return folder

@@ -14,8 +14,8 @@ from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import records
 from dygan_tf.data.dataset_spec import DatasetSpec
-from dygan_tf.data.manifest import read_manifest, shard_files
 from dygan_tf.data.shard_check import check_shards
+from dygan_tf.data.shard_folder import open_shards
 from dygan_tf.utils.errors import UserError
 from dygan_tf.utils.options import options_of
 
@@ -24,7 +24,7 @@ READ_BUFFER_BYTES = 4 << 20
 META_KEYS = ("case_id", "grade", "slice_index", "seg", "brain_mask")
 
 
-def make_dataset(tfrecord_dir, split, spec=None, **fields):
+def make_dataset(shards, split, spec=None, **fields):
     """A tf.data.Dataset of `(image, condition, ...)` batches: `(image, target, task)`
     (plus `meta` if asked).
 
@@ -33,7 +33,8 @@ def make_dataset(tfrecord_dir, split, spec=None, **fields):
     manifest are read, each checked against the manifest's sha256 first.
 
     Args:
-        tfrecord_dir: a shard folder written by `dygan-build-tfrecords`.
+        shards: a `ShardFolder` (`dygan_tf.data.shard_folder`), or the path of a shard
+            folder written by `dygan-build-tfrecords` (its manifest is read once).
         split: a split of its manifest, "train" or "test".
         spec: a `DatasetSpec`: what to read and how (source, targets, batching,
             shuffling, rows, ...).
@@ -55,25 +56,25 @@ def make_dataset(tfrecord_dir, split, spec=None, **fields):
     >>> ds = make_dataset("data/brats19", "test", spec)  # doctest: +SKIP
     """
     spec = options_of(DatasetSpec, spec, fields, "make_dataset", "spec")
-    files, manifest = select_shards(tfrecord_dir, split, spec)
-    ds = read_slices(files, manifest, spec)
+    shards = open_shards(shards)
+    files = select_shards(shards, split, spec)
+    ds = read_slices(files, shards.manifest, spec)
     if spec.case_ids is not None:
         ds = filter_cases(ds, spec.case_ids, spec.keep_cases)
     return batch_rows(ds, spec)
 
 
-def select_shards(tfrecord_dir, split, spec):
-    """(this worker's shard files of `split`, the manifest): only shards the manifest
+def select_shards(shards, split, spec):
+    """This worker's shard files of `split` of a `ShardFolder`: only shards the manifest
     lists, each checked against its sha256 once per file and process."""
-    manifest = read_manifest(tfrecord_dir)
-    files = shard_files(tfrecord_dir, split, manifest)[spec.worker_index :: spec.num_workers]
-    check_shards(tfrecord_dir, split, manifest)  # once per file and process (cached)
+    files = shards.files(split)[spec.worker_index :: spec.num_workers]
+    check_shards(shards.path, split, shards.manifest)  # once per file and process (cached)
     if not files:
         raise UserError(
-            f"split {split!r} of {tfrecord_dir} has fewer shards than "
+            f"split {split!r} of {shards.path} has fewer shards than "
             f"num_workers={spec.num_workers}; rebuild with more shards"
         )
-    return files, manifest
+    return files
 
 
 def read_slices(files, manifest, spec):

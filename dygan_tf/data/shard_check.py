@@ -150,11 +150,15 @@ def verify_or_raise(tfrecord_dir, report=print):
         )
 
 
-def data_loss_error(tfrecord_dir, splits, error):
+def data_loss_error(shards, splits, error):
     """The one-line UserError for a `tf.errors.DataLossError` met while reading `splits`
-    of `tfrecord_dir`: it names the shards that fail verification now (hashed afresh,
-    records counted), or the folder if every shard checks out."""
-    manifest = read_manifest(tfrecord_dir)
+    of `shards` (a `ShardFolder`, or its path): it names the shards that fail
+    verification now (hashed afresh, records counted), or the folder if every shard
+    checks out."""
+    from dygan_tf.data.shard_folder import open_shards
+
+    shards = open_shards(shards)
+    tfrecord_dir, manifest = shards.path, shards.manifest
     bad = []
     for split in dict.fromkeys(splits):
         for entry in manifest["splits"].get(split, {}).get("shards", []):

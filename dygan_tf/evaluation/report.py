@@ -170,15 +170,18 @@ def evaluate_report(
         runs: run folders; the first one's config gives the source and targets, and its
             run.json the data folder when `data_dir` is None.
         out: folder for report.json, report.md and figure.png.
-        data_dir: a shard folder (default: the first run's training data).
+        data_dir: a `ShardFolder` (`dygan_tf.data.shard_folder`: the command opens it)
+            or the path of a shard folder (default: the first run's training data);
+            its manifest is read once.
         split: the manifest split to score ("test").
         model: an exported SavedModel folder, scored first (needs `data_dir`).
         figure_cases: test cases drawn in figure.png.
         run_flags: the command-line flag of each run (for error messages), if any.
         tta_mode: test-time augmentation of every model's outputs (`dygan_tf.inference.tta`;
             the baselines are never augmented).
-        baseline_from: the shard folder whose training split fits the intensity LUT
-            (default: the one `data_dir`'s manifest names, else `data_dir`).
+        baseline_from: the shard folder (a `ShardFolder` or its path) whose training
+            split fits the intensity LUT (default: the one `data_dir`'s manifest names,
+            else `data_dir`).
         allow_changed_data: score a run on shards other than those it trained on (their
             manifest's sha256 differs from run.json's); refused otherwise
             (`dygan_tf.run_folder.data_record`). The report records the check.
@@ -190,30 +193,32 @@ def evaluate_report(
 
     >>> evaluate_report(["runs/demo"], "runs/demo/eval")  # doctest: +SKIP
     """
-    from dygan_tf.data import manifest as manifest_lib
-    from dygan_tf.data.manifest import read_manifest
+    from dygan_tf.data.shard_folder import open_shards
     from dygan_tf.evaluation import scoring
+    from dygan_tf.run_folder.folder import open_run_folder
 
+    runs = [open_run_folder(r) for r in runs]  # the commands hand down RunFolders
     predictors, config, data_dir = load_predictors(runs, model, data_dir, run_flags, tta_mode)
-    manifest = read_manifest(data_dir)
-    data_check = check_data(runs, data_dir, manifest, allow_changed_data)
+    shards = open_shards(data_dir)  # manifest.json read once, handed down
+    manifest = shards.manifest
+    data_check = check_data(runs, shards, allow_changed_data)
     rows = rows_of(config)
-    scoring.check_image_sizes(predictors, data_dir, manifest)
-    baseline_dir = baseline_from or manifest_lib.baseline_dir(data_dir, manifest)
+    scoring.check_image_sizes(predictors, shards)
+    baseline = open_shards(baseline_from) if baseline_from else shards.baseline()
     results, slices, figure = scoring.score_rows(
-        predictors, data_dir, split, rows.table, figure_cases, baseline_dir
+        predictors, shards, split, rows.table, figure_cases, baseline
     )
     per_case = results.pop(scoring.PER_CASE)
     names = [p.name for p in predictors]
     report = {
         "model": names[0],
         "split": split,
-        "data": os.path.abspath(data_dir),
-        "image_size": manifest["image_size"],
+        "data": os.path.abspath(shards.path),
+        "image_size": shards.image_size,
         "source": rows.source,
         "slices": slices,
     }
-    report.update(data_record(data_dir, manifest, baseline_dir))
+    report.update(data_record(shards, baseline))
     if tta_mode != "none":  # (a default report stays as it was)
         report["tta"] = tta_mode
     report["data_check"] = data_check
@@ -223,45 +228,40 @@ def evaluate_report(
     report[scoring.PER_CASE] = per_case
     if len(names) > 1:
         report["compare"] = {n: results[n] for n in names}
-    md = report_markdown(split, data_dir, slices, heading, rows.paper, tta_mode, md_table)
+    md = report_markdown(split, shards.path, slices, heading, rows.paper, tta_mode, md_table)
     panels = figure_panels(figure, rows.keys, rows.source if rows.paper else None)
     write_report(out, report, md, panels, names[0])
     if runs and not model:  # the first run was scored: it keeps a record of where
-        from dygan_tf.run_folder import files as run_folder
-
         scores = {n: results[n] if rows.paper else per_target(results[n], rows.keys)
                   for n in [names[0], *BASELINE_NAMES]}  # fmt: skip
         record = evaluation_record(runs[0], out, report, scores, manifest, data_check[0])
-        run_folder.write_evaluation(runs[0], record)
+        runs[0].write_evaluation(record)
     return report
 
 
-def data_record(data_dir, manifest, baseline_dir):
-    """What the report was scored on: the shards' manifest sha256 and provenance (the
-    phantom version of a named test set), and where the baselines were fitted."""
-    from dygan_tf.data.manifest import manifest_sha256
-
-    record = {"data_manifest_sha256": manifest_sha256(data_dir)}
-    if manifest.get("provenance"):
-        record["provenance"] = manifest["provenance"]
-    record["baseline_data"] = os.path.abspath(baseline_dir)
-    record["baseline_manifest_sha256"] = manifest_sha256(baseline_dir)
+def data_record(shards, baseline):
+    """What the report was scored on (two `ShardFolder`s): the shards' manifest sha256
+    and provenance (the phantom version of a named test set), and where the baselines
+    were fitted."""
+    record = {"data_manifest_sha256": shards.sha256}
+    if shards.manifest.get("provenance"):
+        record["provenance"] = shards.manifest["provenance"]
+    record["baseline_data"] = os.path.abspath(baseline.path)
+    record["baseline_manifest_sha256"] = baseline.sha256
     return record
 
 
-def evaluation_record(run_dir, out, report, scores, manifest, data_check):
+def evaluation_record(run, out, report, scores, manifest, data_check):
     """What a run keeps of its evaluation (run_folder's evaluation.json, read by the
     model card): the report (relative to the run folder), the shards by name and hash
     and whether they are those it trained on, the split, its cases and slices, the TTA,
     which scored cases were in the run's training split, and per target the model's and
     the baselines' scores."""
-    from dygan_tf.run_folder import files as run_folder
     from dygan_tf.run_folder.data_record import recorded_shards
 
     split = report["split"]
     scored = {c["case_id"] for c in manifest["splits"][split]["cases"]}
-    baseline = run_folder.read_baseline(run_dir)
-    recorded = recorded_shards(next(iter(baseline[1].values())) if baseline else run_dir)
+    recorded = recorded_shards(run.record_holder())
     trained = None if recorded is None else set(recorded["splits"].get("train", ()))
     keep = ("psnr", "ssim", "psnr_brain")
 
@@ -270,7 +270,7 @@ def evaluation_record(run_dir, out, report, scores, manifest, data_check):
 
     first = report["model"]
     return {
-        "report": os.path.relpath(os.path.join(out, REPORT_JSON), run_dir),
+        "report": os.path.relpath(os.path.join(out, REPORT_JSON), run.path),
         "data": data_check["data"],
         "manifest_sha256": data_check["manifest_sha256"],
         "same_shards": None
@@ -282,7 +282,7 @@ def evaluation_record(run_dir, out, report, scores, manifest, data_check):
         "slices": report["slices"],
         "tta": report.get("tta", "none"),
         "training_cases_scored": None if trained is None else sorted(scored & trained),
-        "epochs_finished": len(run_folder.read_history(run_dir)),
+        "epochs_finished": len(run.read_history()),
         "per_target": table(scores[first]),
         "baselines": {b: table(scores[b]) for b in BASELINE_NAMES},
     }
@@ -313,19 +313,13 @@ def load_predictors(runs, model, data_dir, run_flags, tta_mode):
     return predictors, config, data_dir
 
 
-def check_data(runs, data_dir, manifest, allow=False):
+def check_data(runs, shards, allow=False):
     """Each run's `data_record.check` of the shards scored (a pix2pix3 run: its first
     member's, which records the data); `ChangedData` unless they are those it trained
     on or `allow`."""
     from dygan_tf.run_folder import data_record
-    from dygan_tf.run_folder import files as run_folder
 
-    checks = []
-    for run in runs:
-        baseline = run_folder.read_baseline(run)
-        info_dir = next(iter(baseline[1].values())) if baseline else run
-        checks.append(data_record.check(info_dir, data_dir, manifest, allow))
-    return checks
+    return [data_record.check(run.record_holder(), shards, allow) for run in runs]
 
 
 def rows_of(config):

@@ -9,7 +9,7 @@ rows they share.
 
 Baselines: copy_source (the source slice itself) and intensity_lut (per source and
 target, source intensity -> mean target intensity on the training split of
-`baseline_dir`: the evaluated folder's own, or the one its manifest names in
+`baseline`: the evaluated folder's own, or the one its manifest names in
 `baseline_from`, so a test set of another anatomy is not fitted in-domain). For a row
 with several available modalities each baseline uses the one that scores best on that
 row: the harder baseline to beat.
@@ -26,7 +26,7 @@ from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES, task_code
 from dygan_tf.evaluation import slice_scores as evaluation
 from dygan_tf.inference import tta
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder.folder import open_run_folder
 
 BASELINES = ("copy_source", "intensity_lut")
 # In `score_rows`' results: {row key: {case id: mean slice PSNR}} of the first predictor
@@ -69,15 +69,17 @@ def method_name(config, pix2pix3=False):
     return f"{prefix} ({d}{extra})"
 
 
-def load_run_predictor(run_dir, tta_mode="none"):
-    """(Predictor, config, data_dir) of a run folder (one model or pix2pix3), its
-    outputs test-time augmented as `tta_mode` says (`dygan_tf.inference.tta`)."""
-    run_folder.require_folder(run_dir)
-    baseline = run_folder.read_baseline(run_dir)
+def load_run_predictor(run, tta_mode="none"):
+    """(Predictor, config, data_dir) of a run folder (a `RunFolder` or its path; one
+    model or pix2pix3), its outputs test-time augmented as `tta_mode` says
+    (`dygan_tf.inference.tta`)."""
+    run = open_run_folder(run)
+    run.require()
+    baseline = run.read_baseline()
     if baseline is not None:
         config, member_dirs = baseline
-        members = {t: run_folder.load_run(folder)[1] for t, folder in member_dirs.items()}
-        info_dir = next(iter(member_dirs.values()))
+        members = {t: folder.load()[1] for t, folder in member_dirs.items()}
+        holder = next(iter(member_dirs.values()))  # its run.json records the data
         name = method_name(config, pix2pix3=True)
 
         def predict(image, task, names):
@@ -90,16 +92,16 @@ def load_run_predictor(run_dir, tta_mode="none"):
                     )
             return out
     else:
-        config, generator = run_folder.load_run(run_dir)
-        info_dir, name = run_dir, method_name(config)
+        config, generator = run.load()
+        holder, name = run, method_name(config)
 
         def predict(image, task, names):
             return keras.ops.convert_to_numpy(
                 generator({"image": image, "task": task}, training=False)
             )
 
-    data_dir = run_folder.data_dir_of(info_dir)
-    label = f"{name} [{os.path.basename(os.path.normpath(run_dir))}]{tta.label(tta_mode)}"
+    data_dir = holder.data_dir()
+    label = f"{name} [{run.name}]{tta.label(tta_mode)}"
     rows = frozenset(conditions.trained_rows(config))
     return (
         Predictor(
@@ -131,18 +133,18 @@ def load_savedmodel_predictor(path, tta_mode="none"):
     return predictor, synthesizer.config
 
 
-def check_image_sizes(predictors, data_dir, manifest=None):
-    """Refuses shards of another slice size than a model's, in one line."""
-    from dygan_tf.data.manifest import require_image_size
+def check_image_sizes(predictors, shards):
+    """Refuses shards (a `ShardFolder`, or its path) of another slice size than a
+    model's, in one line."""
+    from dygan_tf.data.shard_folder import open_shards
 
+    shards = open_shards(shards)
     for p in predictors:
-        require_image_size(
-            data_dir,
+        shards.require_image_size(
             p.image_size,
             p.name,
             f"score it on shards built at {p.image_size} px "
             f"(dygan-build-tfrecords --image-size {p.image_size})",
-            manifest,
         )
 
 
@@ -166,13 +168,13 @@ def as_single(image4, keys, index):
     return image, codes.astype(np.float32), [t for _, t in pairs]
 
 
-def fit_luts(data_dir, targets):
-    """IntensityLUTs for every source -> target of `targets`, on the training split,
-    keyed by row key ("t2->flair")."""
+def fit_luts(shards, targets):
+    """IntensityLUTs for every source -> target of `targets`, on the training split of
+    `shards` (a `ShardFolder`, or its path), keyed by row key ("t2->flair")."""
     from dygan_tf.data.pipeline import make_dataset
 
     ds = make_dataset(
-        data_dir,
+        shards,
         "train",
         source=conditions.SOURCE_ANY,
         targets=targets,
@@ -186,9 +188,10 @@ def fit_luts(data_dir, targets):
     return lut.finish()
 
 
-def score_rows(predictors, data_dir, split, table, figure_cases=4, baseline_dir=None):
-    """Scores every predictor and both baselines on the rows of `table`; the LUT is
-    fitted on the training split of `baseline_dir` (default: `data_dir`).
+def score_rows(predictors, shards, split, table, figure_cases=4, baseline=None):
+    """Scores every predictor and both baselines on the rows of `table` of `shards`'
+    `split` (a `ShardFolder`, or its path); the LUT is fitted on the training split of
+    `baseline` (a `ShardFolder` or a path; default: `shards`).
 
     Returns (results {method: {row key: {metric: mean}}}, slices, figure) where
     figure holds, for up to `figure_cases` cases, (case, slice index, keys, image4,
@@ -197,24 +200,27 @@ def score_rows(predictors, data_dir, split, table, figure_cases=4, baseline_dir=
     import tensorflow as tf
 
     from dygan_tf.data import shard_check
+    from dygan_tf.data.shard_folder import open_shards
 
+    shards = open_shards(shards)
+    baseline = shards if baseline is None else open_shards(baseline)
     try:
-        return _score_rows(predictors, data_dir, split, table, figure_cases, baseline_dir)
+        return _score_rows(predictors, shards, split, table, figure_cases, baseline)
     except tf.errors.DataLossError as e:  # after make_dataset's up-front check passed
-        raise shard_check.data_loss_error(data_dir, ["train", split], e) from None
+        raise shard_check.data_loss_error(shards, ["train", split], e) from None
 
 
-def _score_rows(predictors, data_dir, split, table, figure_cases, baseline_dir):
+def _score_rows(predictors, shards, split, table, figure_cases, baseline):
     from dygan_tf.data.pipeline import make_dataset
 
     single_keys = {s.key for r in table for s in _single_rows_of(r)}
     targets = sorted({r.target for r in table}, key=MODALITIES.index)
-    lut = fit_luts(baseline_dir or data_dir, targets)
+    lut = fit_luts(baseline, targets)
     acc = {p.name: evaluation.Accumulator(()) for p in predictors}
     acc.update({b: evaluation.Accumulator(()) for b in BASELINES})
     per_case = evaluation.Accumulator(())  # the first predictor's PSNR by (row key, case)
     figure, seen, slices = [], set(), 0
-    ds = make_dataset(data_dir, split, inputs="multi", rows=_with_singles(table), return_meta=True)
+    ds = make_dataset(shards, split, inputs="multi", rows=_with_singles(table), return_meta=True)
     for image4, target, cond, meta in ds:
         image4, target, cond = image4.numpy(), target.numpy(), cond.numpy()
         keys = evaluation.row_names(meta)

@@ -39,7 +39,8 @@ def _data_source(run_dir):
     """The shards the run trained on, as run.json records them (the manifest's sha256,
     each split's cases, the validation cases held out of training) and, where they are
     still the same, what their manifest adds (None: unknown)."""
-    from dygan_tf.data.manifest import manifest_sha256, read_manifest, split_case_ids
+    from dygan_tf.data.manifest import split_case_ids
+    from dygan_tf.data.shard_folder import ShardFolder
     from dygan_tf.run_folder import files as run_folder
 
     data_dir = run_folder.data_dir_of(run_dir) if run_dir else None
@@ -49,8 +50,9 @@ def _data_source(run_dir):
     recorded = info.get(run_folder.SHARDS_RECORD)
     source = {"shards": _name(data_dir)}
     try:
-        manifest = read_manifest(data_dir)
-        same = recorded is None or recorded["manifest_sha256"] == manifest_sha256(data_dir)
+        shards = ShardFolder.open(data_dir)  # its manifest read once
+        manifest = shards.manifest
+        same = recorded is None or recorded["manifest_sha256"] == shards.sha256
     except UserError:  # moved or deleted since training: what run.json holds is known
         manifest, same = None, False
     if manifest is not None and same:

@@ -22,9 +22,10 @@ from dygan_tf.inference.savedmodel import (
     OUTPUT_KEY,
     SIGNATURE,
     image_size,
+    latest_version,
 )
 from dygan_tf.run_folder.files import GENERATOR as RUN_GENERATOR
-from dygan_tf.run_folder.files import data_dir_of, load_run
+from dygan_tf.run_folder.folder import RunFolder
 from dygan_tf.utils.errors import UserError
 
 
@@ -85,12 +86,8 @@ def _savedmodel_dir(path):
     """`path` itself, or the highest integer version inside a TF Serving base path."""
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
-    versions = [
-        int(v)
-        for v in os.listdir(path)
-        if v.isdigit() and os.path.isfile(os.path.join(path, v, "saved_model.pb"))
-    ]
-    return os.path.join(path, str(max(versions))) if versions else None
+    latest = latest_version(path)  # (number, folder) or None
+    return latest[1] if latest else None
 
 
 def load_synthesizer(path, tta_mode="none", allow_changed_data=False):
@@ -125,10 +122,11 @@ def load_run_synthesizer(path, tta_mode="none", allow_changed_data=False):
     from dygan_tf.data.manifest import has_manifest
     from dygan_tf.run_folder import data_record
 
-    config, generator = load_run(path)
-    data_dir = data_dir_of(path)
+    run = RunFolder(path)
+    config, generator = run.load()
+    data_dir = run.data_dir()
     if data_dir and has_manifest(data_dir):  # gone since: the card says what is known
-        data_record.check(path, data_dir, allow=allow_changed_data)
+        data_record.check(run, data_dir, allow=allow_changed_data)
     trained = list(trained_rows(config))
     call = _generator_call(tf, generator)
     size = image_size(generator)

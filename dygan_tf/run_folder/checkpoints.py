@@ -27,7 +27,8 @@ import zipfile
 
 import numpy as np
 
-from dygan_tf.run_folder.files import HISTORY, checkpoint_dir, path
+from dygan_tf.run_folder.files import HISTORY
+from dygan_tf.run_folder.folder import open_run_folder
 from dygan_tf.utils.atomic import atomic_path, write_error
 from dygan_tf.utils.errors import UserError
 
@@ -266,9 +267,10 @@ def _restored_or_why(checkpoint, prefix):
     return None
 
 
-def restore_last(checkpoint, run_dir, history):
-    """Restores the newest readable checkpoint of `run_dir`/checkpoints/last into
-    `checkpoint`; returns its prefix, or None for a fresh start.
+def restore_last(checkpoint, folder, history):
+    """Restores the newest readable checkpoint of `folder`/checkpoints/last (a
+    `RunFolder`, or its path) into `checkpoint`; returns its prefix, or None for a fresh
+    start.
 
     A newer unreadable checkpoint is passed over with one `note:` line on stderr (the
     caller drops the history rows past the restored epoch). With nothing restorable a
@@ -277,7 +279,8 @@ def restore_last(checkpoint, run_dir, history):
     files either; otherwise one UserError names the folder: a run never silently
     restarts on top of its history.
     """
-    directory = checkpoint_dir(run_dir)
+    folder = open_run_folder(folder)
+    directory = folder.checkpoint_dir()
     found = checkpoints_in(directory)
     bad = []
     for number in sorted(found, reverse=True):
@@ -297,7 +300,7 @@ def restore_last(checkpoint, run_dir, history):
     if finished > 1 or (bad and finished == 0):
         why = "; ".join(f"{os.path.basename(p)}: {w}" for p, w in bad) or "none found"
         recorded = (
-            f"{path(run_dir, HISTORY)} records {finished} finished epoch(s)"
+            f"{folder.file(HISTORY)} records {finished} finished epoch(s)"
             if finished
             else "its checkpoint files are all unreadable"
         )
@@ -307,7 +310,7 @@ def restore_last(checkpoint, run_dir, history):
         )
     if bad or finished:
         print(
-            f"note: {run_dir}: epoch 1 has no restorable checkpoint; starting over",
+            f"note: {folder}: epoch 1 has no restorable checkpoint; starting over",
             file=sys.stderr,
             flush=True,
         )

@@ -6,8 +6,9 @@ says what changed (which cases moved split), unless the caller allows it."""
 import os
 import sys
 
-from dygan_tf.data.manifest import shard_record
+from dygan_tf.data.shard_folder import open_shards
 from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder.folder import open_run_folder
 from dygan_tf.utils.errors import UserError
 
 RECORD = run_folder.SHARDS_RECORD
@@ -57,7 +58,7 @@ def changes(recorded, now):
 def _same_folder(run_dir, data_dir):
     """Whether `data_dir` is the shard folder the run recorded training on (by path:
     a rebuild happens in place)."""
-    trained_on = run_folder.data_dir_of(run_dir)
+    trained_on = open_run_folder(run_dir).data_dir()
     if not trained_on:
         return True
     return os.path.realpath(trained_on) == os.path.realpath(data_dir)
@@ -65,13 +66,15 @@ def _same_folder(run_dir, data_dir):
 
 def recorded_shards(run_dir):
     """run.json's shard record, or None (no run.json, or a run of an earlier release)."""
-    if not os.path.isfile(run_folder.path(run_dir, run_folder.RUN_INFO)):
+    run = open_run_folder(run_dir)
+    if not run.has(run_folder.RUN_INFO):
         return None
-    return run_folder.read_info(run_dir).get(RECORD)
+    return run.read_info().get(RECORD)
 
 
-def check(run_dir, data_dir, manifest=None, allow=False):
-    """Whether `data_dir` holds the shards `run_dir` trained on.
+def check(run_dir, shards, allow=False):
+    """Whether `shards` (a `ShardFolder`, or its path) holds the shards `run_dir`
+    trained on.
 
     Returns what a report records: {"run", "data", "manifest_sha256", "recorded" (the
     run's sha256, None if it records none), "changes" (phrases), "allowed"}. Raises
@@ -79,14 +82,16 @@ def check(run_dir, data_dir, manifest=None, allow=False):
     and `allow` is false; prints one `warning:` line for a run folder of an earlier
     release, which records no hash, and for changed shards that `allow` lets through.
     """
+    shards, run_dir = open_shards(shards), open_run_folder(run_dir)
+    data_dir = shards.path
     recorded = recorded_shards(run_dir)
-    now = shard_record(data_dir, manifest)
+    now = shards.record()
     if recorded is not None and not _same_folder(run_dir, data_dir):
         # Another shard folder (a held-out test set): its own data, not a rebuild of the
         # run's; the report says whose shards were scored.
         recorded = dict(recorded, other_folder=True)
     result = {
-        "run": os.path.basename(os.path.normpath(run_dir)),
+        "run": run_dir.name,
         "data": os.path.basename(os.path.normpath(data_dir)),
         "manifest_sha256": now["manifest_sha256"],
         "recorded": None if recorded is None else recorded.get("manifest_sha256"),
@@ -95,7 +100,7 @@ def check(run_dir, data_dir, manifest=None, allow=False):
     }
     if recorded is None:
         print(
-            f"warning: {run_folder.path(run_dir, run_folder.RUN_INFO)} records no manifest "
+            f"warning: {run_dir.file(run_folder.RUN_INFO)} records no manifest "
             f"hash (a run folder of an earlier release): whether the shards in {data_dir} "
             "are those it trained on cannot be checked",
             file=sys.stderr,

@@ -18,6 +18,8 @@ and the λ search read back:
     lock.json         while a process trains into it (`dygan_tf.run_folder.lock` owns that file)
 
 Library errors name the folder or file and what was expected; commands add the flag.
+Commands open a run folder once as a `dygan_tf.run_folder.folder.RunFolder`, whose
+methods are the way in; the functions here are its helpers.
 """
 
 import csv
@@ -87,17 +89,19 @@ def read_info(run_dir):
     return info
 
 
-def write_info(run_dir, data_dir, validation_cases, backend=None):
-    """Writes run.json: the shard folder, the validation cases, what the shards held
-    (`dygan_tf.run_folder.data_record`: manifest sha256 and each split's cases), the
-    Keras backend the run began on and the code's git commit (None: not a checkout)."""
-    from dygan_tf.data.manifest import shard_record
+def write_info(run_dir, shards, validation_cases, backend=None):
+    """Writes run.json: the shard folder (a `ShardFolder`, or its path), the validation
+    cases, what the shards held (`dygan_tf.run_folder.data_record`: manifest sha256 and
+    each split's cases), the Keras backend the run began on and the code's git commit
+    (None: not a checkout)."""
+    from dygan_tf.data.shard_folder import open_shards
     from dygan_tf.utils.git import git_commit_of
 
-    info = {"data": os.path.abspath(data_dir), "validation_cases": list(validation_cases)}
+    shards = open_shards(shards)
+    info = {"data": os.path.abspath(shards.path), "validation_cases": list(validation_cases)}
     if backend:
         info["backend"] = backend  # the Keras backend the run began on
-    info[SHARDS_RECORD] = shard_record(data_dir)
+    info[SHARDS_RECORD] = shards.record()
     info["commit"], info["commit_dirty"] = git_commit_of()
     write_json_atomic(path(run_dir, RUN_INFO), info)
     return info
@@ -163,7 +167,7 @@ def same_run(saved, config):
     return a == b
 
 
-def prepare(run_dir, config, data_dir, choose_validation, backend=None):
+def prepare(run_dir, config, shards, choose_validation, backend=None):
     """Creates a run folder (config.json, run.json) or checks an existing one on resume.
 
     `choose_validation()` returns the validation case ids of a new run; run.json
@@ -180,7 +184,7 @@ def prepare(run_dir, config, data_dir, choose_validation, backend=None):
             )
         validation = info["validation_cases"]
     else:
-        info = write_info(run_dir, data_dir, choose_validation(), backend)
+        info = write_info(run_dir, shards, choose_validation(), backend)
         validation = info["validation_cases"]
     write_config(run_dir, config)  # epochs may have grown
     return validation

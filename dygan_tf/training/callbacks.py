@@ -18,7 +18,7 @@ import tensorflow as tf
 from dygan_tf.config import conditions
 from dygan_tf.evaluation import slice_scores as evaluation
 from dygan_tf.models.losses import LOSS_NAMES
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder.folder import open_run_folder
 
 LOSSES = LOSS_NAMES  # the train step's logged terms (models/losses.py)
 OBJECTIVE = "val_psnr_mean"
@@ -132,16 +132,16 @@ class HistoryWriter(keras.callbacks.Callback):
     source | real | generated image of the first validation batch.
 
     Args:
-        run_dir: the folder whose history.csv is written.
+        folder: the `RunFolder` (or its path) whose history.csv is written.
         history: the rows already there (they are kept; a resume passes the rows up
             to the restored epoch).
         writer: a `tf.summary` file writer (the run's logs/ folder).
         grid_batch: `(image, target, task, ...)` drawn in TensorBoard each epoch.
     """
 
-    def __init__(self, run_dir, history, writer, grid_batch=None):
+    def __init__(self, folder, history, writer, grid_batch=None):
         super().__init__()
-        self.run_dir, self.history, self.writer = run_dir, history, writer
+        self.folder, self.history, self.writer = open_run_folder(folder), history, writer
         self.grid_batch = grid_batch
 
     def on_epoch_end(self, epoch, logs=None):
@@ -170,7 +170,7 @@ class HistoryWriter(keras.callbacks.Callback):
                 tf.summary.image("val/source_real_generated", grid)
         self.writer.flush()
         self.history.append(row)
-        run_folder.write_history(self.run_dir, self.history)
+        self.folder.write_history(self.history)
 
 
 class EpochCheckpoints(keras.callbacks.Callback):

@@ -1,9 +1,9 @@
 """What `python -m dygan_tf.fit` does, as library functions: train one run (on one
 device, mirrored or across workers), the pix2pix3 baseline, and the one-command demo.
 
-    fit(config, data_dir, run_dir, strategy)           # a DyGAN (or pix2pix) run
-    train_pix2pix3(config, data_dir, run_dir)          # the paper's 3 x pix2pix
-    run_demo(config, run_dir, cache)                   # phantom -> ... -> export
+    fit(config, shards, run, strategy)                 # a DyGAN (or pix2pix) run
+    train_pix2pix3(config, shards, run)                # the paper's 3 x pix2pix
+    run_demo(config, run, cache)                       # phantom -> ... -> export
 """
 
 import math
@@ -12,6 +12,7 @@ import time
 
 from dygan_tf.config.run_config import PIX2PIX3_SCHEDULES, pix2pix_member_config
 from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder.folder import open_run_folder
 from dygan_tf.utils.cache import cache_root
 from dygan_tf.utils.errors import UserError
 
@@ -28,36 +29,37 @@ DEMO_RECIPE = {"ema": 0.99}
 DEMO_REPORT = "eval"  # the demo's test-split report: a folder inside its run folder
 
 
-def check_image_size(data_dir, config):
-    """Refuses shards whose slice size differs from the model's."""
-    from dygan_tf.data.manifest import read_manifest, require_image_size
+def check_image_size(shards, config):
+    """Refuses shards (a `ShardFolder`, or its path) whose slice size differs from the
+    model's."""
+    from dygan_tf.data.shard_folder import open_shards
 
-    manifest = read_manifest(data_dir)
-    require_image_size(
-        data_dir,
+    shards = open_shards(shards)
+    shards.require_image_size(
         config.model.image_size,
         "the model",
-        f"train at image size {manifest['image_size']} or rebuild the shards",
-        manifest,
+        f"train at image size {shards.image_size} or rebuild the shards",
     )
 
 
 def fit(
     config,
-    data_dir,
-    run_dir,
+    shards,
+    run,
     strategy=None,
     steps_per_epoch=None,
     baseline=None,
     multiworker=False,
     start_problem=None,
 ):
-    """Trains (or resumes) one run of `config` on `data_dir` into `run_dir`.
+    """Trains (or resumes) one run of `config` on `shards` into `run`.
 
     Args:
         config: a `RunConfig`.
-        data_dir: a shard folder (`dygan-build-tfrecords`).
-        run_dir: the run folder (see `dygan_tf.run_folder.files`).
+        shards: a `ShardFolder` (`dygan_tf.data.shard_folder`: the command opens it),
+            or the path of a shard folder (`dygan-build-tfrecords`), opened once here.
+        run: a `RunFolder` (`dygan_tf.run_folder.folder`: the command opens it), or the
+            path of the run folder.
         strategy: a tf.distribute strategy (default: the current one).
         steps_per_epoch: cap on the steps of an epoch (default one pass).
         baseline: None (the configured model) or "pix2pix3".
@@ -66,63 +68,61 @@ def fit(
         start_problem: with `multiworker`, this worker's error line from the command's
             own checks, which every worker then reports (multiworker.check_workers).
     """
+    from dygan_tf.data.shard_folder import open_shards
     from dygan_tf.training import run as training
 
+    shards, run = open_shards(shards), open_run_folder(run)
     if multiworker:
         # No worker stops before the exchange of start-up checks: its peers would wait.
         try:
-            check_image_size(data_dir, config)
+            check_image_size(shards, config)
         except UserError as e:
             start_problem = start_problem or str(e)
         from dygan_tf.training.multiworker import train_multiworker
 
-        return train_multiworker(
-            config, data_dir, run_dir, strategy, steps_per_epoch, start_problem
-        )
-    check_image_size(data_dir, config)
+        return train_multiworker(config, shards, run, strategy, steps_per_epoch, start_problem)
+    check_image_size(shards, config)
     if baseline in PIX2PIX3_SCHEDULES:
-        train_pix2pix3(
-            config, data_dir, run_dir, steps_per_epoch, strategy, PIX2PIX3_SCHEDULES[baseline]
-        )
+        train_pix2pix3(config, shards, run, steps_per_epoch, strategy, PIX2PIX3_SCHEDULES[baseline])
     elif baseline is not None:
         raise ValueError(
             f"baseline must be None or one of {', '.join(PIX2PIX3_SCHEDULES)}. "
             f"Received: baseline={baseline!r}"
         )
     else:
-        training.train(
-            config, data_dir, run_dir, steps_per_epoch=steps_per_epoch, strategy=strategy
-        )
+        training.train(config, shards, run, steps_per_epoch=steps_per_epoch, strategy=strategy)
 
 
-def train_pix2pix3(
-    config, data_dir, run_dir, steps_per_epoch=None, strategy=None, schedule="paper"
-):
-    """Three pix2pix runs in run_dir/pix2pix_<target> (`pix2pix_member_config`).
+def train_pix2pix3(config, shards, run, steps_per_epoch=None, strategy=None, schedule="paper"):
+    """Three pix2pix runs in `run`/pix2pix_<target> (`pix2pix_member_config`); `run` is a
+    `RunFolder` (or its path).
 
     schedule "paper": each member is trained as one DyGAN run of `config` is (its batch,
     its steps per epoch, `steps_per_epoch` each). "compute-matched": together as many
     train steps as one DyGAN run (each a third of them, with 3x the slices a step)."""
-    os.makedirs(run_dir, exist_ok=True)
-    earlier = run_folder.read_baseline(run_dir, with_schedule=True)
+    run = open_run_folder(run)
+    os.makedirs(run.path, exist_ok=True)
+    earlier = run.read_baseline(with_schedule=True)
     if earlier is not None and earlier[2] != schedule:
         flag = {v: k for k, v in PIX2PIX3_SCHEDULES.items()}[earlier[2]]
         raise UserError(
-            f"{run_dir}: a {earlier[2]} 3×pix2pix run (--baseline {flag}); resume it with "
+            f"{run}: a {earlier[2]} 3×pix2pix run (--baseline {flag}); resume it with "
             f"--baseline {flag}, or train this one into a new --out"
         )
     members = {t: f"pix2pix_{t}" for t in config.train.targets}
-    run_folder.write_baseline(run_dir, config, members, schedule)
+    run.write_baseline(config, members, schedule)
     share = steps_per_epoch
     if steps_per_epoch is not None and schedule == "compute-matched":
         share = max(1, math.ceil(steps_per_epoch / len(members)))
+    from dygan_tf.data.shard_folder import open_shards
     from dygan_tf.training import run as training
 
+    shards = open_shards(shards)
     for target, folder in members.items():
         training.train(
             pix2pix_member_config(config, target, schedule),
-            data_dir,
-            os.path.join(run_dir, folder),
+            shards,
+            run.member(folder),
             steps_per_epoch=share,
             strategy=strategy,
         )
@@ -160,25 +160,28 @@ def demo_data(cache, image_size):
     )
 
 
-def run_demo(config, run_dir=DEMO_RUN, cache=DEFAULT_CACHE, steps_per_epoch=None):
+def run_demo(config, run=DEMO_RUN, cache=DEFAULT_CACHE, steps_per_epoch=None):
     """The one-command demo: the phantom and its shards (built once under `cache`),
-    training `config` into `run_dir`, the test-split report in `run_dir`/eval and an
+    training `config` into `run` (a `RunFolder` or its path), the test-split report in
+    `run`/eval and an
     export to saved_models/dygan_demo/<next version> (a rerun of a finished demo keeps
     the latest version, which serves the same weights). Returns the export folder."""
+    from dygan_tf.data.shard_folder import ShardFolder
     from dygan_tf.evaluation import report
     from dygan_tf.training import run as training
 
     start = time.perf_counter()
-    data_dir = demo_data(cache, config.model.image_size)
-    training.train(config, data_dir, run_dir, steps_per_epoch=steps_per_epoch)
-    report_dir = os.path.join(run_dir, DEMO_REPORT)
-    report.evaluate_report([run_dir], report_dir, data_dir=data_dir, split="test")
-    export_dir = export_demo(run_dir)
+    run = open_run_folder(run)
+    shards = ShardFolder.open(demo_data(cache, config.model.image_size))
+    training.train(config, shards, run, steps_per_epoch=steps_per_epoch)
+    report_dir = run.file(DEMO_REPORT)
+    report.evaluate_report([run], report_dir, data_dir=shards, split="test")
+    export_dir = export_demo(run)
     print(
         f"\ndemo finished in {time.perf_counter() - start:.0f} s\n"
-        f"  data:        {data_dir}\n  run:         {run_dir} ({run_folder.HISTORY}, "
+        f"  data:        {shards}\n  run:         {run} ({run_folder.HISTORY}, "
         f"{run_folder.CHECKPOINTS}/, {run_folder.GENERATOR})\n"
-        f"  tensorboard: tensorboard --logdir {run_folder.path(run_dir, run_folder.LOGS)}\n"
+        f"  tensorboard: tensorboard --logdir {run.logs}\n"
         f"  evaluation:  {os.path.join(report_dir, report.REPORT_MD)}, {report.REPORT_JSON}, "
         f"{report.FIGURE}\n"
         f"  export:      {export_dir}"
@@ -186,16 +189,17 @@ def run_demo(config, run_dir=DEMO_RUN, cache=DEFAULT_CACHE, steps_per_epoch=None
     return export_dir
 
 
-def export_demo(run_dir, name="dygan_demo", saved_models="saved_models"):
+def export_demo(run, name="dygan_demo", saved_models="saved_models"):
     """Exports the generator as saved_models/<name>/<next version>, unless the latest
     version already serves these weights (a rerun of a finished demo): then it says
     which version is current and writes nothing. Returns the version folder."""
     from dygan_tf.inference import savedmodel
 
+    run = open_run_folder(run)
     parent = os.path.join(saved_models, name)
-    config, generator = run_folder.load_run(run_dir)
+    config, generator = run.load()
     out, exported = savedmodel.export_new_version(
-        generator, parent, savedmodel.build_metadata(config, run_dir, generator), run_dir=run_dir
+        generator, parent, savedmodel.build_metadata(config, run.path, generator), run_dir=run.path
     )
     if not exported:
         print(f"{out} already serves these weights: it stays the current version")

@@ -22,8 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from dygan_tf.data import shard_check
-from dygan_tf.data.manifest import read_manifest, shard_files
+from dygan_tf.data.shard_folder import open_shards
 from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder.folder import open_run_folder
 from dygan_tf.training import run as training
 from dygan_tf.utils.errors import UserError
 
@@ -64,7 +65,9 @@ def train_multiworker(
         if chief
         else tempfile.mkdtemp(prefix=f"dygan-worker{strategy.cluster_resolver.task_id}-")
     )
-    write_dir = run_dir if chief else scratch
+    run_dir = open_run_folder(run_dir)
+    write_dir = run_dir if chief else open_run_folder(scratch)
+    data_dir = open_shards(data_dir)  # a ShardFolder: the manifest read once
     try:
         check_workers(config, data_dir, run_dir, strategy, steps_per_epoch, start_problem)
         run = training.open_run(config, data_dir, run_dir, strategy, steps_per_epoch, chief)
@@ -76,7 +79,7 @@ def train_multiworker(
                 raise shard_check.data_loss_error(data_dir, ["train"], e) from None
         gan.finish_training()  # the weights' average, with --ema
         if chief:
-            run_folder.save_generator(gan.generator, run_dir)
+            run_dir.save_generator(gan.generator)
         return gan.generator
     finally:
         if scratch:
@@ -110,7 +113,7 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
         }
 
     val_ds = training.validation_dataset(data_dir, config, run.validation)
-    writer = tf.summary.create_file_writer(run_folder.path(write_dir, run_folder.LOGS))
+    writer = tf.summary.create_file_writer(write_dir.logs)
     # The same per-epoch callbacks as fit; the chief's history lives in run_dir, a
     # non-chief keeps a throwaway copy in its scratch folder.
     callbacks = training.epoch_callbacks(run, write_dir, val_ds, train_cfg.targets, writer)
@@ -154,18 +157,18 @@ def worker_problem(config, data_dir, run_dir, chief, num_workers):
     every worker must reach the exchange in `check_workers`, or the others would wait
     in it for a worker that has gone."""
     try:
-        manifest = read_manifest(data_dir)
-        files = shard_files(data_dir, "train", manifest)
+        shards = open_shards(data_dir)
+        files = shards.files("train")
         if len(files) < num_workers:
             raise UserError(
                 f"{data_dir}: split 'train' has {len(files)} shard(s) for {num_workers} "
                 "workers; expected at least one per worker: rebuild the shards with "
                 f"--shards-per-split {num_workers} or more"
             )
-        shard_check.check_shards(data_dir, "train", manifest)  # sha256 once, cached
-        training.choose_validation_cases(data_dir, config.train.seed)
+        shard_check.check_shards(shards.path, "train", shards.manifest)  # once, cached
+        training.choose_validation_cases(shards, config.train.seed)
         if chief:
-            _check_run_folder(config, run_dir)
+            _check_run_folder(config, open_run_folder(run_dir))
     except UserError as e:
         return str(e)
     return None
@@ -182,11 +185,9 @@ def _check_run_folder(config, run_dir):
             f"{run_dir}: the chief cannot write the run folder ({e.strerror or e}); it "
             "writes the checkpoints and history there"
         ) from None
-    config_path = run_folder.path(run_dir, run_folder.CONFIG)
-    if os.path.exists(config_path) and os.path.exists(
-        run_folder.path(run_dir, run_folder.RUN_INFO)
-    ):
-        if not run_folder.same_run(run_folder.read_config(run_dir), config):
+    config_path = run_dir.file(run_folder.CONFIG)
+    if run_dir.has(run_folder.CONFIG) and run_dir.has(run_folder.RUN_INFO):
+        if not run_folder.same_run(run_dir.read_config(), config):
             raise UserError(
                 f"{run_dir}: holds a run with another configuration (see {config_path}); "
                 "use a new run folder or the same settings"
@@ -202,11 +203,11 @@ def worker_digests(config, data_dir, run_dir, steps_per_epoch):
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).digest()
 
     try:
-        manifest = read_manifest(data_dir)
+        manifest = open_shards(data_dir).manifest
         shards = {k: manifest.get(k) for k in ("image_size", "compression", "splits")}
     except UserError:
         shards = None  # the worker's own error line says why
-    last = run_folder.checkpoint_dir(run_dir)
+    last = open_run_folder(run_dir).checkpoint_dir()
     try:  # the checkpoint files' names and sizes
         checkpoints = sorted((n, os.path.getsize(os.path.join(last, n))) for n in os.listdir(last))
     except OSError:

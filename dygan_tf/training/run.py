@@ -1,6 +1,6 @@
 """Trains one DyGAN run into a run folder, resumable after a kill at any moment.
 
-`train(config, data_dir, run_dir)` is what `python -m dygan_tf.fit` calls; the run
+`train(config, shards, run)` is what `python -m dygan_tf.fit` calls; the run
 folder's layout lives in `dygan_tf.run_folder.files`, the per-epoch work (validation,
 history and TensorBoard, checkpoints) in `dygan_tf.training.callbacks`. `open_run` and
 the datasets (`training_dataset`, `validation_dataset`) are shared with the
@@ -18,11 +18,12 @@ import tensorflow as tf
 from dygan_tf.config import conditions
 from dygan_tf.config.conditions import SOURCE_ANY
 from dygan_tf.data import shard_check
-from dygan_tf.data.manifest import split_cases
 from dygan_tf.data.pipeline import make_dataset
+from dygan_tf.data.shard_folder import open_shards
 from dygan_tf.models.builders import build_dygan
 from dygan_tf.run_folder import checkpoints
 from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder.folder import RunFolder, open_run_folder
 from dygan_tf.training import callbacks as run_callbacks
 from dygan_tf.utils import backend
 from dygan_tf.utils.errors import UserError
@@ -35,13 +36,15 @@ class TrainingDiverged(UserError):
     """A loss became NaN or infinite: the run stops, the last good checkpoint stays."""
 
 
-def choose_validation_cases(data_dir, seed):
-    """Case ids held out of the training split for validation (the test split is
-    kept for evaluate). Needs at least two training cases."""
-    cases = sorted(c["case_id"] for c in split_cases(data_dir, "train"))
+def choose_validation_cases(shards, seed):
+    """Case ids held out of the training split of `shards` (a `ShardFolder` or its
+    path) for validation (the test split is kept for evaluate). Needs at least two
+    training cases."""
+    shards = open_shards(shards)
+    cases = sorted(c["case_id"] for c in shards.split_cases("train"))
     if len(cases) < 2:
         raise UserError(
-            f"{data_dir}: the training split has {len(cases)} case(s); "
+            f"{shards.path}: the training split has {len(cases)} case(s); "
             "expected at least 2, one to hold out for validation"
         )
     count = max(1, round(len(cases) * VALIDATION_FRACTION))
@@ -49,8 +52,9 @@ def choose_validation_cases(data_dir, seed):
     return sorted(cases[i] for i in picked)
 
 
-def count_slices(data_dir, case_ids, keep):
-    cases = split_cases(data_dir, "train")
+def count_slices(shards, case_ids, keep):
+    """Training slices of `case_ids` (`keep`) or of every other case."""
+    cases = open_shards(shards).split_cases("train")
     return sum(len(c["slices"]) for c in cases if (c["case_id"] in case_ids) == keep)
 
 
@@ -68,23 +72,24 @@ class RunState:
     validation: list  # held-out case ids
     n_train: int  # training slices
     global_slices: int  # slices per step over all replicas
-    run_dir: str
+    folder: RunFolder
 
 
-def open_run(config, data_dir, run_dir, strategy, steps_per_epoch=None, chief=True):
-    """Builds the model under `strategy` and restores the last checkpoint of `run_dir`,
-    if any.
+def open_run(config, shards, folder, strategy, steps_per_epoch=None, chief=True):
+    """Builds the model under `strategy` and restores the last checkpoint of `folder`
+    (a `RunFolder`, or its path), if any; `shards` is a `ShardFolder` (or its path).
 
     Every replica step consumes batch_slices slices per replica, so one pass over the
     training slices takes ceil(slices / (batch_slices * replicas)) steps. Only the
     `chief` writes the run folder (config.json, run.json, checkpoints); another
     worker of a multi-worker run resumes from the chief's checkpoints and writes none.
     """
-    validation = _held_out_cases(config, data_dir, run_dir, chief)
-    n_train = count_slices(data_dir, validation, keep=False)
+    shards, folder = open_shards(shards), open_run_folder(folder)
+    validation = _held_out_cases(config, shards, folder, chief)
+    n_train = count_slices(shards, validation, keep=False)
     if n_train == 0:
         raise UserError(
-            f"{data_dir}: no training slices left after holding out {validation} for validation"
+            f"{shards.path}: no training slices left after holding out {validation} for validation"
         )
     global_slices = config.train.batch_slices * strategy.num_replicas_in_sync
     steps = steps_per_epoch or math.ceil(n_train / global_slices)
@@ -95,14 +100,14 @@ def open_run(config, data_dir, run_dir, strategy, steps_per_epoch=None, chief=Tr
         g_optimizer=gan.g_optimizer,
         d_optimizer=gan.d_optimizer,
     )
-    start, history = _resume(checkpoint, run_dir, config.train.epochs)
+    start, history = _resume(checkpoint, folder, config.train.epochs)
     last = best = None
     if chief:
         last, best = (
             checkpoints.CheckpointManager(checkpoint, directory, keep)
             for directory, keep in (
-                (run_folder.checkpoint_dir(run_dir), checkpoints.KEEP_LAST),
-                (run_folder.checkpoint_dir(run_dir, run_folder.BEST), 1),
+                (folder.checkpoint_dir(), checkpoints.KEEP_LAST),
+                (folder.checkpoint_dir(run_folder.BEST), 1),
             )
         )
     return RunState(
@@ -116,20 +121,20 @@ def open_run(config, data_dir, run_dir, strategy, steps_per_epoch=None, chief=Tr
         validation=validation,
         n_train=n_train,
         global_slices=global_slices,
-        run_dir=run_dir,
+        folder=folder,
     )
 
 
-def _held_out_cases(config, data_dir, run_dir, chief):
+def _held_out_cases(config, shards, folder, chief):
     """The validation cases: recorded in a new run folder (the chief's) or checked
     against the one it resumes; deterministic from the seed, so every worker agrees."""
 
     def choose():
-        return choose_validation_cases(data_dir, config.train.seed)
+        return choose_validation_cases(shards, config.train.seed)
 
     if not chief:
         return choose()
-    return run_folder.prepare(run_dir, config, data_dir, choose, backend=backend.name())
+    return folder.prepare(config, shards, choose, backend=backend.name())
 
 
 def _build(config, strategy, steps):
@@ -139,11 +144,11 @@ def _build(config, strategy, steps):
         return build_dygan(config, steps_per_epoch=steps)
 
 
-def _resume(checkpoint, run_dir, epochs):
-    """Restores `run_dir`'s last checkpoint into `checkpoint`; returns (epochs already
+def _resume(checkpoint, folder, epochs):
+    """Restores the run folder's last checkpoint into `checkpoint`; returns (epochs already
     finished, the history rows up to there): (0, []) for a fresh start."""
-    history = run_folder.read_history(run_dir)
-    latest = checkpoints.restore_last(checkpoint, run_dir, history)
+    history = folder.read_history()
+    latest = checkpoints.restore_last(checkpoint, folder, history)
     if not latest:
         return 0, []
     start = int(checkpoint.epoch.numpy())
@@ -162,18 +167,18 @@ def diverged_error(stop, run):
     return TrainingDiverged(
         f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} {where} "
         f"epoch {int(run.checkpoint.epoch.numpy()) + 1}; the last good checkpoint is in "
-        f"{run_folder.checkpoint_dir(run.run_dir)}; try a lower learning rate"
+        f"{run.folder.checkpoint_dir()}; try a lower learning rate"
     )
 
 
-def epoch_callbacks(run, run_dir, val_ds, targets, writer, verbose=True):
+def epoch_callbacks(run, folder, val_ds, targets, writer, verbose=True):
     """[stop on divergence, validation scores, history + TensorBoard, checkpoints]:
     the per-epoch work of a run, in the order it must happen."""
     scores = [float(r["val_psnr_mean"]) for r in run.history if r.get("val_psnr_mean")]
     return [
         run_callbacks.StopOnDivergence(),
         run_callbacks.ValidationScores(val_ds, targets),
-        run_callbacks.HistoryWriter(run_dir, run.history, writer, next(iter(val_ds))),
+        run_callbacks.HistoryWriter(folder, run.history, writer, next(iter(val_ds))),
         run_callbacks.EpochCheckpoints(
             run.checkpoint, run.last, run.best, max(scores, default=-math.inf), verbose
         ),
@@ -181,7 +186,7 @@ def epoch_callbacks(run, run_dir, val_ds, targets, writer, verbose=True):
 
 
 def training_dataset(
-    data_dir,
+    shards,
     config,
     validation,
     batch_slices,
@@ -207,9 +212,10 @@ def training_dataset(
     cycle = conditions.training_cycle(
         config.model.inputs, train_cfg.source, train_cfg.targets, train_cfg.target_weights
     )
+    shards = open_shards(shards)
     epochs = [
         make_dataset(
-            data_dir,
+            shards,
             "train",
             source=train_cfg.source,
             targets=train_cfg.targets,
@@ -234,11 +240,11 @@ def training_dataset(
     return functools.reduce(lambda a, b: a.concatenate(b), epochs).prefetch(tf.data.AUTOTUNE)
 
 
-def validation_dataset(data_dir, config, validation):
+def validation_dataset(shards, config, validation):
     """The held-out cases' slices, one slice (every row of the run's table) per batch,
     with meta."""
     return make_dataset(
-        data_dir,
+        shards,
         "train",
         source=config.train.source,
         targets=config.train.targets,
@@ -249,13 +255,15 @@ def validation_dataset(data_dir, config, validation):
     )
 
 
-def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbose=None):
-    """Trains (or resumes) `config` on `data_dir` into `run_dir`; returns the generator.
+def train(config, shards, folder, steps_per_epoch=None, strategy=None, verbose=None):
+    """Trains (or resumes) `config` on `shards` into `folder`; returns the generator.
 
     Args:
         config: a `RunConfig` (see `dygan_tf.config.run_config`).
-        data_dir: a shard folder written by `dygan-build-tfrecords`.
-        run_dir: the run folder (see `dygan_tf.run_folder.files`); a folder holding a run of
+        shards: a `ShardFolder` (`dygan_tf.data.shard_folder`), or the path of a shard
+            folder written by `dygan-build-tfrecords` (its manifest is read once).
+        folder: a `RunFolder` (`dygan_tf.run_folder.folder`), or the path of the run
+            folder (see `dygan_tf.run_folder.files`); a folder holding a run of
             the same config resumes at its first unfinished epoch.
         steps_per_epoch: default one pass over the training slices.
         strategy: a tf.distribute strategy whose scope builds the model (default: the
@@ -264,7 +272,7 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
             a line every 30 s and one per epoch: `callbacks.FitProgress`).
 
     Returns:
-        The trained generator (also saved as `run_dir/generator.keras`).
+        The trained generator (also saved as `folder`/generator.keras).
     """
     train_cfg = config.train
     if strategy is None:
@@ -274,14 +282,15 @@ def train(config, data_dir, run_dir, steps_per_epoch=None, strategy=None, verbos
             from dygan_tf.training.backends import Devices
 
             strategy = Devices()
-    run = open_run(config, data_dir, run_dir, strategy, steps_per_epoch)
+    shards, folder = open_shards(shards), open_run_folder(folder)
+    run = open_run(config, shards, folder, strategy, steps_per_epoch)
     if run.start < train_cfg.epochs:
         try:
-            _fit_epochs(config, data_dir, run_dir, strategy, run, verbose)
+            _fit_epochs(config, shards, folder, strategy, run, verbose)
         except tf.errors.DataLossError as e:  # a shard went bad after make_dataset's check
-            raise shard_check.data_loss_error(data_dir, ["train"], e) from None
+            raise shard_check.data_loss_error(shards, ["train"], e) from None
     run.gan.finish_training()  # the weights' average, with --ema
-    run_folder.save_generator(run.gan.generator, run_dir)
+    folder.save_generator(run.gan.generator)
     return run.gan.generator
 
 
@@ -318,20 +327,20 @@ def choose_dyconv_methods(config, run, strategy):
     return dyconv_dispatch.measure(run.gan.dyconv_input_shapes(rows))
 
 
-def _fit_epochs(config, data_dir, run_dir, strategy, run, verbose):
+def _fit_epochs(config, shards, folder, strategy, run, verbose):
     """Keras `fit` over the unfinished epochs of `run`, with the per-epoch callbacks."""
     train_cfg = config.train
     train_ds = training_dataset(
-        data_dir, config, run.validation, run.global_slices, run.steps, run.start
+        shards, config, run.validation, run.global_slices, run.steps, run.start
     )
-    val_ds = validation_dataset(data_dir, config, run.validation)
-    writer = tf.summary.create_file_writer(run_folder.path(run_dir, run_folder.LOGS))
+    val_ds = validation_dataset(shards, config, run.validation)
+    writer = tf.summary.create_file_writer(folder.logs)
     if verbose is None:
         verbose = 1
     progress = run_callbacks.FitProgress(train_cfg.epochs, run.steps, enabled=bool(verbose))
-    callbacks = epoch_callbacks(run, run_dir, val_ds, train_cfg.targets, writer)
+    callbacks = epoch_callbacks(run, folder, val_ds, train_cfg.targets, writer)
     print(
-        f"training {run_dir}: {run.n_train} slices x {rows_text(config)}, "
+        f"training {folder}: {run.n_train} slices x {rows_text(config)}, "
         f"{run.steps} steps per epoch of {run.global_slices} slice(s) on "
         f"{strategy.num_replicas_in_sync} replica(s), epochs "
         f"{run.start + 1}..{train_cfg.epochs}; validation cases {run.validation}",

@@ -116,11 +116,15 @@ def search(
     steps_per_epoch=None,
     verbose=None,
 ):
-    """Runs (or resumes) the search into `out`; returns the results dict."""
+    """Runs (or resumes) the search on `data_dir` (a `ShardFolder`, or its path) into
+    `out`; returns the results dict."""
     import keras
 
+    from dygan_tf.data.shard_folder import open_shards
     from dygan_tf.tuning import results as report
     from dygan_tf.tuning.hypermodel import LambdaHyperModel
+
+    data_dir = open_shards(data_dir)
 
     settings = {
         "data": os.path.abspath(data_dir),
