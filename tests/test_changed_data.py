@@ -80,8 +80,11 @@ def test_rebuilt_shards_are_refused_and_allowed_with_the_flag(tfrecord_dir, phan
 
 
 def test_a_release_0_1_0_run_is_used_with_one_warning(tmp_path):
+    # A copy: `evaluate --run` writes the run's evaluation record into its folder, and
+    # the release's files stay as 0.1.0 wrote them.
     out = tmp_path / "eval"
-    run = os.path.join(RELEASE, "run_tiny")
+    run = str(tmp_path / "run_tiny")
+    shutil.copytree(os.path.join(RELEASE, "run_tiny"), run)
     shards = os.path.join(RELEASE, "shards")
     result = run_in_process(evaluate.main, "--run", run, "--data", shards, "--out", out)
     assert result.returncode == 0, result.stderr

@@ -39,7 +39,7 @@ def test_evaluate_size_mismatch_is_one_line(
 
 
 def test_row_analysis_size_mismatch_is_one_line(run_dir, shards_of_another_size, tmp_path):
-    from dygan_tf.evaluation import case_gain
+    from research import case_gain
 
     result = helpers.run_in_process(
         case_gain.main, "--run", run_dir, "--row", "t2->flair", "--data", shards_of_another_size

@@ -99,6 +99,8 @@ def check(run_dir, shards, allow=False):
         "allowed": bool(allow),
     }
     if recorded is None:
+        if not run_dir.has(run_folder.RUN_INFO):  # no training record at all (a folder
+            return result  # assembled by hand): nothing to compare, nothing claimed
         print(
             f"warning: {run_dir.file(run_folder.RUN_INFO)} records no manifest "
             f"hash (a run folder of an earlier release): whether the shards in {data_dir} "
