@@ -101,7 +101,9 @@ def translate_root(
                 if outcome.refused:
                     row.update(
                         status="refused",
-                        why="; ".join(f"{t}: {why}" for t, why in outcome.refused.items()),
+                        why="; ".join(
+                            f"{plan.spell([t])}: {why}" for t, why in outcome.refused.items()
+                        ),
                     )
         except _ModelError as e:
             raise UserError(str(e)) from None

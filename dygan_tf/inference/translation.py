@@ -280,8 +280,12 @@ class CaseOutcome:
     untrained: dict
 
 
-def untrained_message(key, trained):
-    """Why a task is refused: the task and the tasks the model knows."""
+def untrained_message(key, trained, spell=None):
+    """Why a task is refused: the task (its modalities spelled by `spell`, as the case's
+    files name them) and the tasks the model knows."""
+    if spell is not None:
+        sources, target = key.split("->")
+        key = f"{spell(sources.split('+'), '+')}->{spell([target])}"
     return f"the model was not trained for {key} (it knows {', '.join(trained)})"
 
 
@@ -324,13 +328,14 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untr
     unknown = {t: keys[t] for t in targets if trained is not None and keys[t] not in trained}
     refused = {}
     for target, key in unknown.items():
-        why = untrained_message(key, trained)
+        why = untrained_message(key, trained, plan.spell)
+        named = plan.spell([target])
         if allow_untrained:
-            print(f"warning: {case} {target}: written though {why}", file=sys.stderr)
+            print(f"warning: {case} {named}: written though {why}", file=sys.stderr)
         else:
             refused[target] = why
             print(
-                f"refused: {case} {target}: {why}; nothing written for it "
+                f"refused: {case} {named}: {why}; nothing written for it "
                 "(--allow-untrained writes it anyway)",
                 file=sys.stderr,
             )
