@@ -95,7 +95,7 @@ def demo_table(report):
     targets = list(report["per_target"])
     head = "| method | " + " | ".join(TARGET_NAMES.get(t, t) for t in targets) + " |"
     lines = [head, "|---|" + "---|" * len(targets)]
-    rows = [("Ms_DyGAN (demo preset)", report["per_target"])]
+    rows = [("Ms_DyGAN (`fit --demo`)", report["per_target"])]
     rows += [
         ("copy source (baseline)", report["baselines"]["copy_source"]),
         ("intensity LUT (baseline)", report["baselines"]["intensity_lut"]),
