@@ -442,6 +442,7 @@ def main(argv=None):
     todo = plan(args.tables, args.seed_list, args.row_ids)
     if args.summary:
         summary.write(args.records, args.benchmark)
+        update_readme(args.records)
         return 0
     from dygan_tf.utils.cli import import_tensorflow_quietly
 
