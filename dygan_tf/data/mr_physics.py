@@ -43,7 +43,7 @@ CASE_SD = float(np.hypot(CASE_COMMON_SD, CASE_TISSUE_SD))
 # not reveal it). Relative values keep the field's scale. Drawn in this order.
 TUMOUR = {
     "oedema": ("wm", (1.15, 1.25), (1.6, 2.2), (1.9, 2.6)),
-    "enhancing": ("oedema", (0.97, 1.03), (0.8, 1.05), (0.9, 1.0)),
+    "enhancing": ("oedema", (0.97, 1.03), (0.8, 1.05), (0.89, 0.95)),
     "non_enhancing": ("oedema", (0.95, 1.05), (0.9, 1.1), (0.85, 1.15)),
     "necrosis": ("csf", (0.90, 0.98), (0.5, 0.8), (0.4, 0.8)),
 }
