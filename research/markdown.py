@@ -64,7 +64,7 @@ def _claim_verdict(entries, test_set):
 def to_markdown(results):
     """results.md: the header, each table's rows, the claims' verdicts, the demo on each
     backend and the paper's motivation, in that order."""
-    sections = (_md_header, _md_tables, _md_claims, _md_backends, _md_motivation)
+    sections = (_md_header, _md_tables, _md_claims, _md_anatomy_gap, _md_backends, _md_motivation)
     return "\n".join(line for section in sections for line in section(results))
 
 
@@ -170,6 +170,24 @@ def _md_claims(results):
         "",
     ]
     return lines
+
+
+def _md_anatomy_gap(results):
+    """Each row's PSNR on the new anatomy minus on the trained one, paired by seed."""
+    gaps = results.get("anatomy_gap") or []
+    if not gaps:
+        return []
+    same, new = results["anatomy_shift"]
+    lines = [
+        f"## The anatomy gap: `{new}` − `{same}`, PSNR dB (same seed), 95 % t interval",
+        "",
+        "| row | target | seeds | gap |",
+        "|---|---|---|---|",
+    ]
+    for g in gaps:
+        label = tables.ROW_BY_ID[g["row"]].label
+        lines.append(f"| {label} | {g['target'].upper()} | {g['n']} | {_md_diff(g)} |")
+    return lines + [""]
 
 
 def _md_backends(results):

@@ -199,6 +199,25 @@ def seed_spread(rows, test_sets):
     return out
 
 
+def anatomy_gap(records, bench):
+    """[{row, target, n, mean, sd, ci, ...}]: each row's PSNR on the new anatomy minus on
+    the trained one (`bench.anatomy_shift`), paired by seed; [] for a benchmark whose
+    test sets share one anatomy."""
+    if bench.anatomy_shift is None:
+        return []
+    same, new = bench.anatomy_shift
+    out = []
+    for row in tables.ROWS:
+        if row.table not in tables.TABLES or row.same_as or not has_runs(records, row):
+            continue
+        for target in row.targets:
+            gap = paired.paired_difference(
+                values(records, row, new, target), values(records, row, same, target)
+            )
+            out.append({"row": row.id, "target": target, **gap})
+    return out
+
+
 def _mean(items):
     items = list(items)
     return sum(items) / len(items)
@@ -294,6 +313,8 @@ def build(records, benchmark="v1"):
         "claims": claim_summary(found, test_sets),
         "backends": backend_summary(found, test_sets),
         "seed_sd": seed_spread(rows, test_sets),
+        "anatomy_shift": list(bench.anatomy_shift or ()),
+        "anatomy_gap": anatomy_gap(found, bench),
         "motivation": motivation(found),
         "records": {
             row: {str(seed): rec for seed, rec in sorted(runs.items())}

@@ -367,6 +367,32 @@ def test_the_summary_reads_the_papers_3x_pix2pix_from_its_members(tmp_path):
     assert "1 (compute-matched)" in text and "p (Holm)" in text
 
 
+def test_v2_summary_reads_each_rows_anatomy_gap_paired_by_seed(tmp_path):
+    records = []
+    for seed, (mni, colin) in enumerate([(30.0, 27.0), (31.0, 27.5), (29.0, 26.5)]):
+        record = _fake_record("t2_dygan", seed, 0.0, "v2")
+        record["scores"] = {
+            "test_mni": {t: {"psnr": mni} for t in record["targets"]},
+            "test_colin27": {t: {"psnr": colin} for t in record["targets"]},
+        }
+        records.append(record)
+    _write_records(tmp_path, records)
+    results = summary.write(str(tmp_path))
+    assert results["anatomy_shift"] == ["test_mni", "test_colin27"]
+    gaps = [g for g in results["anatomy_gap"] if g["row"] == "t2_dygan"]
+    assert [g["target"] for g in gaps] == ["flair", "t1", "t1ce"]
+    # colin27 - mni per seed: -3.0, -3.5, -2.5: mean -3.0, SD 0.5, t(2) 4.3027 x 0.5 / sqrt 3
+    assert gaps[0]["n"] == 3 and gaps[0]["mean"] == pytest.approx(-3.0)
+    assert gaps[0]["half_width"] == pytest.approx(4.302653 * 0.5 / np.sqrt(3), rel=1e-5)
+    text = (tmp_path / summary.RESULTS_MD).read_text()
+    label = tables.ROW_BY_ID["t2_dygan"].label
+    half = gaps[0]["half_width"]
+    line = f"| {label} | FLAIR | 3 | -3.00 [{-3 - half:+.2f}, {-3 + half:+.2f}] |"
+    assert "`test_colin27` − `test_mni`" in text and line in text
+    # v1's test sets share one anatomy: no gap table
+    assert summary.anatomy_gap({}, tables.BENCHMARKS["v1"]) == []
+
+
 def _discriminator_dyconvs(config):
     from dygan_tf.layers.dyconv import DyConv2D
     from dygan_tf.models.builders import build_networks
