@@ -2,7 +2,7 @@
 
     dygan-build-tfrecords --brats-root DIR --out DIR2 [--image-size 256]
         [--train-hgg 220 --train-lgg 60 | --split-file F | --train-fraction 0.8]
-        [--source-slices 75:86] [--per-volume 5]
+        [--source-slices 75:86 [--per-volume 5] | --source-slices all]
         [--workers N] [--shards-per-split N | --slices-per-shard N]
         [--compression gzip|none] [--skip-bad] [--seed 0]
     dygan-build-tfrecords --verify DIR   # every shard vs manifest.json
@@ -36,7 +36,12 @@ def main(argv=None):
         return
     _check_flags(args)
     with for_flag("--source-slices"):
-        source_slices = preprocessing.parse_slice_range(args.source_slices)
+        source_slices = preprocessing.parse_source_slices(args.source_slices)
+    if source_slices == preprocessing.ALL_SLICES and args.per_volume is not None:
+        raise UserError(
+            "--per-volume: counts the slices kept of a --source-slices range; "
+            "--source-slices all keeps every brain slice: drop --per-volume"
+        )
     with for_flag("--brats-root"):
         cases = discover_cases(args.brats_root)  # the same listing build() makes, flag named
         layout_of(cases)
@@ -50,7 +55,7 @@ def main(argv=None):
         train_hgg=args.train_hgg,
         train_lgg=args.train_lgg,
         source_slices=source_slices,
-        per_volume=args.per_volume,
+        per_volume=args.per_volume or preprocessing.DEFAULT_SLICES_PER_VOLUME,
         workers=args.workers,
         shards_per_split=args.shards_per_split,
         slices_per_shard=args.slices_per_shard,
@@ -75,9 +80,19 @@ def _parser():
     parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
     add_split_flags(parser)
     parser.add_argument(
-        "--source-slices", default="75:86", help="half-open range of canonical axial indices"
+        "--source-slices",
+        default="75:86",
+        help="half-open range of canonical axial indices to choose from (default 75:86, "
+        "the paper's); 'all': every axial slice that holds brain (at least one voxel "
+        "non-zero in any modality), and each training epoch then draws the same number of "
+        "slices from every case",
     )
-    parser.add_argument("--per-volume", type=int, default=preprocessing.DEFAULT_SLICES_PER_VOLUME)
+    parser.add_argument(
+        "--per-volume",
+        type=int,
+        help=f"slices kept per case: those of --source-slices with the most brain (default "
+        f"{preprocessing.DEFAULT_SLICES_PER_VOLUME}); not with --source-slices all",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--shards-per-split", type=int)

@@ -23,6 +23,10 @@ from dygan_tf.utils.errors import UserError
 
 SPLITS = ("train", "test")
 DEFAULT_SLICES_PER_SHARD = 128
+# Shards are sized before any voxel is read, so a case of `--source-slices all` counts
+# as this many slices there: an estimate (BraTS volumes have 155 axial slices, the brain
+# most of them), which only sets how many shards a split gets.
+ALL_SLICES_ESTIMATE = 140
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +35,9 @@ class BuildOptions:
     decide. The split: `split_file` (`cases.read_split_file`), else `train_fraction` of
     each grade, else `train_hgg` + `train_lgg` cases (the paper's 220 + 60 of BraTS 2019)."""
 
-    # The slices: their size, the axial range they come from and how many per volume.
+    # The slices: their size, the axial range they come from and how many per volume
+    # (the most brain); or, `source_slices` `preprocessing.ALL_SLICES` ("all"), every
+    # slice that holds brain (`preprocessing.brain_slices`; `per_volume` unused).
     image_size: int = preprocessing.DEFAULT_IMAGE_SIZE
     source_slices: tuple = preprocessing.DEFAULT_SLICE_RANGE
     per_volume: int = preprocessing.DEFAULT_SLICES_PER_VOLUME
@@ -80,10 +86,13 @@ def plan_build(brats_root, options):
         options.split_file,
         options.train_fraction,
     )
+    per_case = (
+        ALL_SLICES_ESTIMATE
+        if options.source_slices == preprocessing.ALL_SLICES
+        else options.per_volume
+    )
     plans = {
-        s: shard_plan(
-            len(split[s]), options.per_volume, options.shards_per_split, options.slices_per_shard
-        )
+        s: shard_plan(len(split[s]), per_case, options.shards_per_split, options.slices_per_shard)
         for s in SPLITS
     }
     jobs = [(s, pos, c) for s in SPLITS for pos, c in enumerate(split[s])]

@@ -15,7 +15,9 @@ from dygan_tf.utils.errors import UserError
 
 
 def prepare_case(case, image_size, slice_range, per_volume):
-    """Loads, checks and preprocesses one case into its chosen slices.
+    """Loads, checks and preprocesses one case into its chosen slices: the `per_volume`
+    of `slice_range` (start, stop) with the most brain, or, for `slice_range`
+    `preprocessing.ALL_SLICES`, every slice that holds brain.
 
     Runs in a worker: numpy/nibabel/scipy only. Raises UserError naming the case and file.
     """
@@ -35,14 +37,7 @@ def prepare_case(case, image_size, slice_range, per_volume):
     mask, canonical_affine, _ = preprocessing.to_canonical(raw_mask, affine)
     # 1 mm voxels (check_case refuses others), so this only pads non-square slices.
     grid = preprocessing.axial_grid(canonical_affine, mask.shape)
-    try:
-        indices = preprocessing.select_slices(mask, slice_range, per_volume)
-    except ValueError:
-        raise UserError(
-            f"case {cid}: {files[MODALITIES[0]]}: {mask.shape[2]} axial slices (canonical "
-            f"RAS); expected --source-slices {slice_range[0]}:{slice_range[1]} within "
-            f"them and at least --per-volume {per_volume}"
-        ) from None
+    indices = _chosen_slices(mask, slice_range, per_volume, f"case {cid}: {files[MODALITIES[0]]}")
 
     def planes(volume, order, dtype):  # label maps: nearest, rounded (float seg files)
         return np.stack(
@@ -84,6 +79,22 @@ def prepare_case(case, image_size, slice_range, per_volume):
         "brain_mask": planes(mask, 0, np.uint8),
         "volume_shape": list(mask.shape),
     }
+
+
+def _chosen_slices(mask, slice_range, per_volume, where):
+    """The axial indices a case keeps: every brain slice (`slice_range` "all",
+    `per_volume` unused), or the `per_volume` of the range with the most brain."""
+    if slice_range == preprocessing.ALL_SLICES:
+        # load_nifti refuses all-zero volumes, so a case always holds some brain.
+        return preprocessing.brain_slices(mask)
+    try:
+        return preprocessing.select_slices(mask, slice_range, per_volume)
+    except ValueError:
+        raise UserError(
+            f"{where}: {mask.shape[2]} axial slices (canonical RAS); expected "
+            f"--source-slices {slice_range[0]}:{slice_range[1]} within them and at least "
+            f"--per-volume {per_volume}"
+        ) from None
 
 
 def worker_context():

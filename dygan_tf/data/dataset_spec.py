@@ -40,9 +40,12 @@ class DatasetSpec:
         rows: an explicit row table (`conditions.Row`s) instead of the one of
             `inputs`, `source` and `targets` (evaluation scores several kinds of model
             on the rows of one).
+        per_case: read only this many slices of each case (all of a case that holds
+            fewer), drawn with `seed` (`dygan_tf.data.epoch_draw.draw`): training's
+            epoch on shards of every brain slice. None: every slice.
 
     `targets`, `case_ids` and `rows` are kept as tuples. ValueError for a modality,
-    `inputs`, row, `batch_slices` or `worker_index` that cannot be read.
+    `inputs`, row, `batch_slices`, `per_case` or `worker_index` that cannot be read.
 
     Example:
 
@@ -70,6 +73,7 @@ class DatasetSpec:
     case_ids: tuple | None = None
     keep_cases: bool = True
     rows: tuple | None = None
+    per_case: int | None = None
 
     def __post_init__(self):
         for name in ("targets", "case_ids", "rows"):
@@ -94,6 +98,11 @@ class DatasetSpec:
         if self.batch_slices < 1:
             raise ValueError(
                 f"batch_slices must be >= 1. Received: batch_slices={self.batch_slices}"
+            )
+        if self.per_case is not None and (self.per_case < 1 or self.seed is None):
+            raise ValueError(
+                f"per_case must be >= 1 and drawn with a seed. Received: "
+                f"per_case={self.per_case}, seed={self.seed}"
             )
         if not 0 <= self.worker_index < self.num_workers:
             raise ValueError(

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 
-from dygan_tf.data import records
+from dygan_tf.data import epoch_draw, records
 from dygan_tf.utils.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -52,6 +52,12 @@ def read_manifest(tfrecord_dir):
     if not isinstance(manifest["image_size"], int) or manifest["image_size"] < 1:
         raise UserError(
             f"{path}: image_size {manifest['image_size']!r}; expected a positive integer"
+        )
+    draw = manifest.get(epoch_draw.FIELD, {})
+    if not isinstance(draw, dict) or draw.get("kind") not in (None, *epoch_draw.RULES):
+        raise UserError(
+            f"{path}: {epoch_draw.FIELD} {draw!r}; expected a kind among "
+            f"{sorted(epoch_draw.RULES)} (shards of a newer dygan_tf?)"
         )
     return manifest
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES
-from dygan_tf.data import records
+from dygan_tf.data import epoch_draw, records
 from dygan_tf.data.dataset_spec import DatasetSpec
 from dygan_tf.data.shard_check import check_shards
 from dygan_tf.data.shard_folder import open_shards
@@ -58,7 +58,10 @@ def make_dataset(shards, split, spec=None, **fields):
     spec = options_of(DatasetSpec, spec, fields, "make_dataset", "spec")
     shards = open_shards(shards)
     files = select_shards(shards, split, spec)
-    ds = read_slices(files, shards.manifest, spec)
+    drawn = None
+    if spec.per_case is not None:
+        drawn = epoch_draw.draw(shards.split_cases(split), spec.per_case, spec.seed)
+    ds = read_slices(files, shards.manifest, spec, drawn)
     if spec.case_ids is not None:
         ds = filter_cases(ds, spec.case_ids, spec.keep_cases)
     return batch_rows(ds, spec)
@@ -77,9 +80,10 @@ def select_shards(shards, split, spec):
     return files
 
 
-def read_slices(files, manifest, spec):
+def read_slices(files, manifest, spec, drawn=None):
     """The parsed slices of `files` (`records.parse_example`), in a seeded order:
-    shards and slices shuffled if `spec.shuffle`, repeated if `spec.repeat`."""
+    only those of `drawn` ({case id: slice indices}) if given, shards and slices
+    shuffled if `spec.shuffle`, repeated if `spec.repeat`."""
     image_size = manifest["image_size"]
     compression = "GZIP" if manifest["compression"] == "gzip" else ""
     buffer = DEFAULT_SHUFFLE_BUFFER if spec.shuffle is True else int(spec.shuffle or 0)
@@ -99,11 +103,33 @@ def read_slices(files, manifest, spec):
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,  # a seeded run reads the same order every time
     )
+    if drawn is not None:
+        ds = ds.filter(drawn_slices(drawn))  # before the shuffle: its buffer holds drawn ones
     if buffer:
         ds = ds.shuffle(buffer, seed=spec.seed, reshuffle_each_iteration=True)
     if spec.repeat:
         ds = ds.repeat()
     return ds
+
+
+def drawn_slices(drawn):
+    """A `Dataset.filter` predicate: whether a parsed slice is one of `drawn`
+    ({case id: slice indices}), looked up as "<case id>/<slice index>"."""
+    keys = [f"{cid}/{k}" for cid, indices in sorted(drawn.items()) for k in indices]
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keys or [""], tf.string), tf.constant([1] * len(keys) or [0], tf.int32)
+        ),
+        default_value=0,
+    )
+
+    def wanted(example):
+        key = tf.strings.join(
+            [example["case_id"], tf.strings.as_string(example["slice_index"])], "/"
+        )
+        return table.lookup(key) > 0
+
+    return wanted
 
 
 def filter_cases(ds, case_ids, keep):

@@ -14,6 +14,11 @@ from dygan_tf.utils.errors import UserError
 ROBUST_PERCENTILE = 99.5
 DEFAULT_SLICE_RANGE = (75, 86)  # axial indices 75..85 inclusive, in canonical RAS
 DEFAULT_SLICES_PER_VOLUME = 5
+# `--source-slices all`: every axial slice that holds brain, i.e. at least
+# MIN_BRAIN_VOXELS voxels of `brain_mask` (one: any non-zero voxel in any modality; the
+# volumes are skull-stripped, so the background outside the brain is exactly zero).
+ALL_SLICES = "all"
+MIN_BRAIN_VOXELS = 1
 DEFAULT_IMAGE_SIZE = 256
 _RAS = nib.orientations.axcodes2ornt("RAS")
 
@@ -88,6 +93,25 @@ def parse_slice_range(text):
     if start < 0 or stop <= start:
         raise UserError(f"{text!r}: expected 0 <= START < STOP")
     return start, stop
+
+
+def parse_source_slices(text):
+    """`--source-slices`: "all" -> ALL_SLICES (every brain slice), else
+    `parse_slice_range`'s (start, stop)."""
+    if str(text).strip().lower() == ALL_SLICES:
+        return ALL_SLICES
+    if str(text).count(":") != 1:
+        raise UserError(f"{text!r}: expected START:STOP like 75:86, or {ALL_SLICES}")
+    return parse_slice_range(text)
+
+
+def brain_slices(mask, min_voxels=MIN_BRAIN_VOXELS):
+    """The sorted axial indices of a canonical (RAS) mask whose slice holds at least
+    `min_voxels` brain voxels: every slice that holds brain, and no empty one."""
+    if min_voxels < 1:
+        raise ValueError(f"min_voxels must be >= 1. Received: min_voxels={min_voxels}")
+    areas = np.asarray(mask).sum(axis=(0, 1))
+    return [int(i) for i in np.flatnonzero(areas >= min_voxels)]
 
 
 def select_slices(mask, slice_range=DEFAULT_SLICE_RANGE, count=DEFAULT_SLICES_PER_VOLUME):

@@ -15,8 +15,8 @@ import sys
 import tempfile
 
 from dygan_tf.config.tasks import MODALITIES
+from dygan_tf.data import epoch_draw, preprocessing, records
 from dygan_tf.data import manifest as manifest_lib
-from dygan_tf.data import preprocessing, records
 from dygan_tf.data.build_plan import SPLITS, BuildOptions, header_problems, plan_build
 from dygan_tf.data.case_slices import prepare_job, worker_context
 from dygan_tf.data.cases import case_files
@@ -133,7 +133,7 @@ def _write_cases(pool, plan, problems, writer, options, bar):
     a bad case raises its error line unless `options.skip_bad`."""
     slice_options = {
         "image_size": options.image_size,
-        "slice_range": tuple(options.source_slices),
+        "slice_range": _slice_range(options.source_slices),
         "per_volume": options.per_volume,
     }
     results = pool.map(
@@ -148,6 +148,13 @@ def _write_cases(pool, plan, problems, writer, options, bar):
             raise UserError(result)
         writer.add_case(split, pos, case, status, result)
         bar.add(1)
+
+
+def _slice_range(source_slices):
+    """`BuildOptions.source_slices` as `prepare_case` takes it: "all", or (start, stop)."""
+    if source_slices == preprocessing.ALL_SLICES:
+        return preprocessing.ALL_SLICES
+    return tuple(source_slices)
 
 
 class _ShardWriter:
@@ -223,8 +230,7 @@ def build_manifest(brats_root, plan, written, options):
         "layout": plan.layout,
         "image_size": options.image_size,
         "compression": options.compression,
-        "source_slices": list(options.source_slices),
-        "per_volume": options.per_volume,
+        **slice_choice(options.source_slices, options.per_volume),
         "split": plan.split_record,
         "orientation": preprocessing.ORIENTATION,
         "normalization": dict(preprocessing.NORMALIZATION),
@@ -238,6 +244,26 @@ def build_manifest(brats_root, plan, written, options):
             for s in SPLITS
         },
         "skipped": written.skipped,
+    }
+
+
+def slice_choice(source_slices, per_volume):
+    """The manifest's record of which slices a build keeps: "source_slices" and
+    "per_volume" (the range's `per_volume` with the most brain); for "all" also the rule
+    of a brain slice ("brain_slices") and how an epoch draws from such shards
+    ("epoch_draw", `dygan_tf.data.epoch_draw`). Shards of a range record only the first
+    two, as they always have."""
+    if source_slices != preprocessing.ALL_SLICES:
+        return {"source_slices": list(source_slices), "per_volume": per_volume}
+    return {
+        "source_slices": preprocessing.ALL_SLICES,
+        "per_volume": None,
+        "brain_slices": {
+            "min_voxels": preprocessing.MIN_BRAIN_VOXELS,
+            "rule": f"every axial slice with at least {preprocessing.MIN_BRAIN_VOXELS} "
+            "brain voxel(s): non-zero in any modality, counted on the volume's own grid",
+        },
+        epoch_draw.FIELD: epoch_draw.record(epoch_draw.PER_CASE),
     }
 
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from dygan_tf.config import conditions
 from dygan_tf.config.conditions import SOURCE_ANY
-from dygan_tf.data import shard_check
+from dygan_tf.data import epoch_draw, shard_check
 from dygan_tf.data.pipeline import make_dataset
 from dygan_tf.data.shard_folder import open_shards
 from dygan_tf.models.builders import build_dygan
@@ -53,9 +53,16 @@ def choose_validation_cases(shards, seed):
 
 
 def count_slices(shards, case_ids, keep):
-    """Training slices of `case_ids` (`keep`) or of every other case."""
-    cases = open_shards(shards).split_cases("train")
-    return sum(len(c["slices"]) for c in cases if (c["case_id"] in case_ids) == keep)
+    """Training slices one epoch draws from `case_ids` (`keep`) or from every other
+    case: all of theirs, or from shards of every brain slice the same number from each
+    (`dygan_tf.data.epoch_draw`)."""
+    shards = open_shards(shards)
+    return epoch_draw.epoch_slices(shards.manifest, _cases(shards, case_ids, keep))
+
+
+def _cases(shards, case_ids, keep):
+    """The training split's case entries of `case_ids` (`keep`) or of every other case."""
+    return [c for c in shards.split_cases("train") if (c["case_id"] in case_ids) == keep]
 
 
 @dataclasses.dataclass
@@ -206,6 +213,8 @@ def training_dataset(
     (`dygan_tf.config.conditions.training_cycle`).
     Epoch e's batches depend only on the seed and e (its own shuffle of the shards and
     slices), so a run resumed at epoch e sees exactly what an uninterrupted run would.
+    From shards of every brain slice, epoch e reads the same number of slices from each
+    case, drawn with that epoch's seed (`dygan_tf.data.epoch_draw`).
     """
     train_cfg = config.train
     every_row = config.model.inputs == "single" and train_cfg.source != SOURCE_ANY
@@ -213,6 +222,7 @@ def training_dataset(
         config.model.inputs, train_cfg.source, train_cfg.targets, train_cfg.target_weights
     )
     shards = open_shards(shards)
+    per_case = epoch_draw.per_case(shards.manifest, _cases(shards, validation, keep=False))
     epochs = [
         make_dataset(
             shards,
@@ -231,6 +241,7 @@ def training_dataset(
             every_row=every_row,
             slice_offset=e * steps_per_epoch * batch_slices,
             rows=cycle,
+            per_case=per_case,
             # The stream repeats, so no batch is short: a static batch size lets the
             # train step unroll the per-example DyConv loop instead of a tf.map_fn.
             drop_remainder=True,
