@@ -11,7 +11,7 @@ import pytest
 
 from dygan_tf import build_tfrecords
 from dygan_tf.config.run_config import get_preset
-from dygan_tf.data import epoch_draw, preprocessing
+from dygan_tf.data import DatasetSpec, epoch_draw, preprocessing
 from dygan_tf.data import pipeline as data
 from dygan_tf.data.manifest import read_manifest
 from dygan_tf.data.shard_check import verify_or_raise
@@ -118,6 +118,9 @@ def test_a_draw_takes_the_same_number_from_every_case():
     assert epoch_draw.draw(cases, 4, seed=3) == drawn
     assert epoch_draw.draw(cases, 9, seed=3)["c1"] == cases[1]["slices"]  # holds fewer
     assert any(epoch_draw.draw(cases, 4, seed=s) != drawn for s in range(4, 8))
+    for bad in (dict(per_case=2), dict(per_case=0, seed=1)):  # no seed; none drawn
+        with pytest.raises(ValueError, match="per_case must be >= 1 and drawn with a seed"):
+            DatasetSpec(**bad)
 
 
 # ------------------------------------------------------------------------ building
