@@ -12,14 +12,13 @@ serialises the slices and writes the shards into a hidden staging folder, moves
 them into place when every case has succeeded, and writes manifest.json last.
 """
 
-import os
-
+from dygan_tf.config.flags import add_workers_flag, positive_int
 from dygan_tf.data import preprocessing
 from dygan_tf.data.build_plan import add_split_flags, split_options
 from dygan_tf.data.cases import discover_cases, layout_of, read_split_file
 from dygan_tf.data.shard_check import verify_or_raise
 from dygan_tf.data.shards import build
-from dygan_tf.utils.cli import ArgumentParser, check_positive, run_main
+from dygan_tf.utils.cli import ArgumentParser, command
 from dygan_tf.utils.errors import UserError, for_flag
 
 
@@ -72,16 +71,18 @@ def _parser():
         help="check every shard of DIR (sha256, record count) against its manifest; "
         "names each bad one (exit 2)",
     )
-    parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
+    parser.add_argument("--image-size", type=positive_int, default=preprocessing.DEFAULT_IMAGE_SIZE)
     add_split_flags(parser)
     parser.add_argument(
         "--source-slices", default="75:86", help="half-open range of canonical axial indices"
     )
-    parser.add_argument("--per-volume", type=int, default=preprocessing.DEFAULT_SLICES_PER_VOLUME)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--per-volume", type=positive_int, default=preprocessing.DEFAULT_SLICES_PER_VOLUME
+    )
+    add_workers_flag(parser)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--shards-per-split", type=int)
-    group.add_argument("--slices-per-shard", type=int)
+    group.add_argument("--shards-per-split", type=positive_int)
+    group.add_argument("--slices-per-shard", type=positive_int)
     parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
     parser.add_argument(
         "--skip-bad",
@@ -100,16 +101,10 @@ def _check_flags(args):
         raise UserError(
             f"dygan-build-tfrecords: the following arguments are required: {', '.join(missing)}"
         )
-    check_positive(
-        args,
-        ("--image-size", "--per-volume", "--workers", "--shards-per-split", "--slices-per-shard"),
-    )
     vars(args).update(split_options(args))
 
 
-def cli():
-    """The installed `dygan-build-tfrecords` command (pyproject.toml's [project.scripts])."""
-    run_main(main)
+cli = command(main)
 
 
 if __name__ == "__main__":

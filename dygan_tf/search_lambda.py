@@ -18,16 +18,10 @@ an interrupted one is trained again from its start.
 
 import os
 
-from dygan_tf.config.flags import add_config_flags, config_from_flags
+from dygan_tf.config.flags import add_config_flags, add_run_flags, config_from_flags, positive_int
 from dygan_tf.run_folder import files as run_folder
 from dygan_tf.tuning.search import PAPER_VALUES, PROG, parse_values, search
-from dygan_tf.utils.cli import (
-    ArgumentParser,
-    add_backend_flag,
-    add_steps_per_epoch_flag,
-    check_positive,
-    run_main,
-)
+from dygan_tf.utils.cli import ArgumentParser, command
 from dygan_tf.utils.errors import UserError, for_flag
 
 
@@ -39,13 +33,11 @@ def parse_args(argv):
     p.add_argument("--out", required=True, help="search folder (KerasTuner project)")
     p.add_argument("--values", default=PAPER_VALUES, help="comma-separated λ values")
     p.add_argument("--oracle", choices=("grid", "bayesian"), default="grid")
-    p.add_argument("--max-trials", type=int, help="trials of --oracle bayesian")
-    add_steps_per_epoch_flag(p)
-    add_backend_flag(p)
+    p.add_argument("--max-trials", type=positive_int, help="trials of --oracle bayesian")
+    add_run_flags(p, ("--steps-per-epoch", "--backend"))
     add_config_flags(p, exclude=("--lambda-l1",))
     args = p.parse_args(argv)
     args.values = parse_values(args.values)
-    check_positive(args, ("--steps-per-epoch", "--max-trials"))
     if args.oracle == "grid" and args.max_trials is not None:
         raise UserError("--max-trials: only with --oracle bayesian (grid tries every value)")
     if args.oracle == "bayesian":
@@ -109,9 +101,7 @@ def main(argv=None):
     return 0 if results["best_lambda"] is not None else 1
 
 
-def cli():
-    """The installed `dygan-search-lambda` command (pyproject.toml's [project.scripts])."""
-    run_main(main)
+cli = command(main)
 
 
 if __name__ == "__main__":
