@@ -14,11 +14,15 @@ them into place when every case has succeeded, and writes manifest.json last.
 
 from dygan_tf.config.flags import add_workers_flag, positive_int
 from dygan_tf.data import preprocessing
-from dygan_tf.data.build_plan import add_split_flags, split_options
-from dygan_tf.data.cases import discover_cases, layout_of, read_split_file
+from dygan_tf.data.build_plan import (
+    BuildOptions,
+    add_split_flags,
+    check_root_and_split,
+    split_options,
+)
 from dygan_tf.data.shard_check import verify_or_raise
 from dygan_tf.data.shards import build
-from dygan_tf.utils.cli import ArgumentParser, command
+from dygan_tf.utils.cli import ArgumentParser, command, keywords_of
 from dygan_tf.utils.errors import UserError, for_flag
 
 
@@ -35,30 +39,9 @@ def main(argv=None):
         return
     _check_flags(args)
     with for_flag("--source-slices"):
-        source_slices = preprocessing.parse_slice_range(args.source_slices)
-    with for_flag("--brats-root"):
-        cases = discover_cases(args.brats_root)  # the same listing build() makes, flag named
-        layout_of(cases)
-    if args.split_file:
-        with for_flag("--split-file"):
-            read_split_file(args.split_file, cases)  # a missing id before any work
-    build(
-        args.brats_root,
-        args.out,
-        image_size=args.image_size,
-        train_hgg=args.train_hgg,
-        train_lgg=args.train_lgg,
-        source_slices=source_slices,
-        per_volume=args.per_volume,
-        workers=args.workers,
-        shards_per_split=args.shards_per_split,
-        slices_per_shard=args.slices_per_shard,
-        compression=args.compression,
-        skip_bad=args.skip_bad,
-        seed=args.seed,
-        split_file=args.split_file,
-        train_fraction=args.train_fraction,
-    )
+        args.source_slices = preprocessing.parse_slice_range(args.source_slices)
+    check_root_and_split(args.brats_root, args.split_file)
+    build(args.brats_root, args.out, BuildOptions(**keywords_of(BuildOptions, args)))
 
 
 def _parser():

@@ -156,15 +156,11 @@ def _check_resumed_data(run, shards, allow, multiworker):
 def _shards_from_brats(brats_root, out, config, split):
     """The shards of `brats_root` in `out` (`ensure_shards`), opened; a case id of
     `split`'s split file missing from the root is named before any shard is built."""
-    from dygan_tf.data.cases import discover_cases, read_split_file
+    from dygan_tf.data.build_plan import check_root_and_split
     from dygan_tf.data.shard_folder import ShardFolder
 
     split = split or {}
-    if split.get("split_file"):
-        with for_flag("--brats-root"):
-            cases = discover_cases(brats_root)
-        with for_flag("--split-file"):
-            read_split_file(split["split_file"], cases)
+    check_root_and_split(brats_root, split.get("split_file"))
     with for_flag("--brats-root"):
         return ShardFolder.open(ensure_shards(brats_root, out, config.model.image_size, **split))
 

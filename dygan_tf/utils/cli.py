@@ -82,9 +82,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def keywords_of(function, args):
-    """The parsed flags (`args`) that `function` takes, by parameter name: a command's
-    library call whose parameters are named after the command's flags."""
-    names = inspect.signature(function).parameters
+    """The parsed flags (`args`) that `function` (or a dataclass) takes, by parameter
+    name: a command's library call whose parameters are named after the command's flags.
+    The runner's own `--verbose` (TensorFlow's log lines) is never handed down."""
+    names = set(inspect.signature(function).parameters) - {"verbose"}
     return {name: value for name, value in vars(args).items() if name in names}
 
 
