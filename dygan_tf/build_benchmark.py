@@ -11,22 +11,18 @@ are there already is kept, so a killed build resumes. Use the shards directly:
 (its intensity LUT is fitted on train's shards, as their manifest says).
 """
 
-import os
-
+from dygan_tf.config.flags import add_workers_flag
 from dygan_tf.data.phantom import VERSIONS
-from dygan_tf.utils.cli import ArgumentParser, run_main
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.cli import ArgumentParser, command
 
 
 def main(argv=None):
     parser = ArgumentParser(prog="dygan-build-benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="cache folder")
     parser.add_argument("--phantom", choices=VERSIONS, default="v2")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    add_workers_flag(parser)
     parser.add_argument("--template", help="brain-extracted T1 replacing Colin27's")
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        raise UserError(f"--workers: expected at least 1, found {args.workers}")
     from dygan_tf.data.benchmark import build_benchmark
 
     record = build_benchmark(args.out, args.phantom, args.template, args.workers)
@@ -34,8 +30,7 @@ def main(argv=None):
         print(f"{name}: {entry['shards']} (manifest sha256 {entry['manifest_sha256'][:12]})")
 
 
-def cli():
-    run_main(main)
+cli = command(main)
 
 
 if __name__ == "__main__":

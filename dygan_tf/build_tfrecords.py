@@ -12,14 +12,17 @@ serialises the slices and writes the shards into a hidden staging folder, moves
 them into place when every case has succeeded, and writes manifest.json last.
 """
 
-import os
-
+from dygan_tf.config.flags import add_workers_flag, positive_int
 from dygan_tf.data import preprocessing
-from dygan_tf.data.build_plan import add_split_flags, split_options
-from dygan_tf.data.cases import discover_cases, layout_of, read_split_file
+from dygan_tf.data.build_plan import (
+    BuildOptions,
+    add_split_flags,
+    check_root_and_split,
+    split_options,
+)
 from dygan_tf.data.shard_check import verify_or_raise
 from dygan_tf.data.shards import build
-from dygan_tf.utils.cli import ArgumentParser, check_positive, run_main
+from dygan_tf.utils.cli import ArgumentParser, command, keywords_of
 from dygan_tf.utils.errors import UserError, for_flag
 
 
@@ -36,35 +39,15 @@ def main(argv=None):
         return
     _check_flags(args)
     with for_flag("--source-slices"):
-        source_slices = preprocessing.parse_source_slices(args.source_slices)
-    if source_slices == preprocessing.ALL_SLICES and args.per_volume is not None:
+        args.source_slices = preprocessing.parse_source_slices(args.source_slices)
+    if args.source_slices == preprocessing.ALL_SLICES and args.per_volume is not None:
         raise UserError(
             "--per-volume: counts the slices kept of a --source-slices range; "
             "--source-slices all keeps every brain slice: drop --per-volume"
         )
-    with for_flag("--brats-root"):
-        cases = discover_cases(args.brats_root)  # the same listing build() makes, flag named
-        layout_of(cases)
-    if args.split_file:
-        with for_flag("--split-file"):
-            read_split_file(args.split_file, cases)  # a missing id before any work
-    build(
-        args.brats_root,
-        args.out,
-        image_size=args.image_size,
-        train_hgg=args.train_hgg,
-        train_lgg=args.train_lgg,
-        source_slices=source_slices,
-        per_volume=args.per_volume or preprocessing.DEFAULT_SLICES_PER_VOLUME,
-        workers=args.workers,
-        shards_per_split=args.shards_per_split,
-        slices_per_shard=args.slices_per_shard,
-        compression=args.compression,
-        skip_bad=args.skip_bad,
-        seed=args.seed,
-        split_file=args.split_file,
-        train_fraction=args.train_fraction,
-    )
+    args.per_volume = args.per_volume or preprocessing.DEFAULT_SLICES_PER_VOLUME
+    check_root_and_split(args.brats_root, args.split_file)
+    build(args.brats_root, args.out, BuildOptions(**keywords_of(BuildOptions, args)))
 
 
 def _parser():
@@ -77,7 +60,7 @@ def _parser():
         help="check every shard of DIR (sha256, record count) against its manifest; "
         "names each bad one (exit 2)",
     )
-    parser.add_argument("--image-size", type=int, default=preprocessing.DEFAULT_IMAGE_SIZE)
+    parser.add_argument("--image-size", type=positive_int, default=preprocessing.DEFAULT_IMAGE_SIZE)
     add_split_flags(parser)
     parser.add_argument(
         "--source-slices",
@@ -89,14 +72,14 @@ def _parser():
     )
     parser.add_argument(
         "--per-volume",
-        type=int,
+        type=positive_int,
         help=f"slices kept per case: those of --source-slices with the most brain (default "
         f"{preprocessing.DEFAULT_SLICES_PER_VOLUME}); not with --source-slices all",
     )
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    add_workers_flag(parser)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--shards-per-split", type=int)
-    group.add_argument("--slices-per-shard", type=int)
+    group.add_argument("--shards-per-split", type=positive_int)
+    group.add_argument("--slices-per-shard", type=positive_int)
     parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
     parser.add_argument(
         "--skip-bad",
@@ -115,16 +98,10 @@ def _check_flags(args):
         raise UserError(
             f"dygan-build-tfrecords: the following arguments are required: {', '.join(missing)}"
         )
-    check_positive(
-        args,
-        ("--image-size", "--per-volume", "--workers", "--shards-per-split", "--slices-per-shard"),
-    )
     vars(args).update(split_options(args))
 
 
-def cli():
-    """The installed `dygan-build-tfrecords` command (pyproject.toml's [project.scripts])."""
-    run_main(main)
+cli = command(main)
 
 
 if __name__ == "__main__":

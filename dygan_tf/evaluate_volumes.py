@@ -14,7 +14,7 @@ summary.json.
 """
 
 from dygan_tf.evaluation.volumes import BRASYN_SSIM, evaluate_volumes, output_paths
-from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.cli import ArgumentParser, command
 from dygan_tf.utils.errors import UserError
 
 
@@ -55,9 +55,7 @@ def main(argv=None):
         print(f"{summary['cases']} cases; wrote {', '.join(output_paths(args.out))}")
 
 
-def cli():
-    """The installed `dygan-evaluate-volumes` command (pyproject.toml's [project.scripts])."""
-    run_main(main)
+cli = command(main)
 
 
 if __name__ == "__main__":

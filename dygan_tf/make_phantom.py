@@ -16,10 +16,11 @@ from MR physics (docs/results/benchmark-v2.md), each case's drawn parameters in
 import contextlib
 import os
 
+from dygan_tf.config.flags import add_workers_flag, non_negative_int
 from dygan_tf.data.anatomy import ANATOMIES
 from dygan_tf.data.cases import TRAINING_FOLDER
 from dygan_tf.data.phantom import LAYOUTS, VERSIONS, PhantomSpec, build_phantom, split_grades
-from dygan_tf.utils.cli import ArgumentParser, run_main
+from dygan_tf.utils.cli import ArgumentParser, command
 from dygan_tf.utils.errors import UserError, for_flag
 
 
@@ -29,8 +30,8 @@ def main(argv=None):
     parser.add_argument("--cases", type=int, help="total cases, split 259:76 HGG:LGG")
     parser.add_argument("--hgg", type=int, help="number of HGG cases")
     parser.add_argument("--lgg", type=int, help="number of LGG cases")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=non_negative_int, default=0)  # numpy's seeds are >= 0
+    add_workers_flag(parser)
     parser.add_argument("--phantom", choices=VERSIONS, default="v1", help="phantom version")
     parser.add_argument("--anatomy", choices=ANATOMIES, default="mni152")
     parser.add_argument(
@@ -53,10 +54,6 @@ def main(argv=None):
             f"dygan-make-phantom: expected non-negative counts with at least one "
             f"case, found --hgg {hgg} --lgg {lgg}"
         )
-    if args.workers < 1:
-        raise UserError(f"--workers: expected at least 1, found {args.workers}")
-    if args.seed < 0:  # numpy's generators take non-negative seeds only
-        raise UserError(f"--seed: expected >= 0, found {args.seed}")
     spec = PhantomSpec(args.phantom, args.anatomy, args.template, args.layout)
     with for_flag("--template") if args.template else contextlib.nullcontext():
         build_phantom(args.out, hgg, lgg, seed=args.seed, workers=args.workers, spec=spec)
@@ -64,9 +61,7 @@ def main(argv=None):
     print(f"Wrote {hgg} HGG + {lgg} LGG phantom {args.phantom} cases under {where}")
 
 
-def cli():
-    """The installed `dygan-make-phantom` command (pyproject.toml's [project.scripts])."""
-    run_main(main)
+cli = command(main)
 
 
 if __name__ == "__main__":

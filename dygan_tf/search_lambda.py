@@ -3,10 +3,7 @@
     dygan-search-lambda --data TFRECORD_DIR --out DIR
         [--values 1,10,20,30,50,100,150,200,250,300] [--oracle grid|bayesian]
         [--max-trials N (bayesian)] [--preset paper|demo|tiny] [--epochs N]
-      overrides as in dygan_tf.fit: --image-size --base-filters --experts --lr --source
-        --targets --discriminator --dyconv --label-mode --seed
-      backend: --backend jax|torch trains each trial on that Keras backend, as fit does
-      testing: --steps-per-epoch N caps each epoch at N steps
+        [fit's overrides but --lambda-l1] [--backend jax|torch] [--steps-per-epoch N]
 
 Each trial trains DyGAN on the training split minus a few held-out validation cases
 (recorded in DIR/search.json; the test split is never read) and scores the mean
@@ -16,18 +13,9 @@ lambda_plot.png. Running the same command again resumes: finished trials are reu
 an interrupted one is trained again from its start.
 """
 
-import os
-
-from dygan_tf.config.flags import add_config_flags, config_from_flags
-from dygan_tf.run_folder import files as run_folder
-from dygan_tf.tuning.search import PAPER_VALUES, PROG, parse_values, search
-from dygan_tf.utils.cli import (
-    ArgumentParser,
-    add_backend_flag,
-    add_steps_per_epoch_flag,
-    check_positive,
-    run_main,
-)
+from dygan_tf.config.flags import add_config_flags, add_run_flags, config_from_flags, positive_int
+from dygan_tf.tuning.search import PAPER_VALUES, PROG, parse_values, run_search
+from dygan_tf.utils.cli import ArgumentParser, command, keywords_of
 from dygan_tf.utils.errors import UserError, for_flag
 
 
@@ -39,13 +27,11 @@ def parse_args(argv):
     p.add_argument("--out", required=True, help="search folder (KerasTuner project)")
     p.add_argument("--values", default=PAPER_VALUES, help="comma-separated λ values")
     p.add_argument("--oracle", choices=("grid", "bayesian"), default="grid")
-    p.add_argument("--max-trials", type=int, help="trials of --oracle bayesian")
-    add_steps_per_epoch_flag(p)
-    add_backend_flag(p)
+    p.add_argument("--max-trials", type=positive_int, help="trials of --oracle bayesian")
+    add_run_flags(p, ("--steps-per-epoch", "--backend"))
     add_config_flags(p, exclude=("--lambda-l1",))
     args = p.parse_args(argv)
     args.values = parse_values(args.values)
-    check_positive(args, ("--steps-per-epoch", "--max-trials"))
     if args.oracle == "grid" and args.max_trials is not None:
         raise UserError("--max-trials: only with --oracle bayesian (grid tries every value)")
     if args.oracle == "bayesian":
@@ -57,61 +43,15 @@ def parse_args(argv):
             )
     with for_flag(f"{PROG}:"):
         args.config = config_from_flags(args, "paper")
-    if not os.path.isdir(args.data):
-        raise UserError(f"--data {args.data}: not a folder")
     return args
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    from dygan_tf.training.backends import select_backend
-
-    with for_flag("--backend"):
-        select_backend(args.backend)  # before Keras is imported
-    from dygan_tf.data.shard_folder import ShardFolder
-    from dygan_tf.run_folder import lock
-    from dygan_tf.training.fit_lib import check_image_size
-    from dygan_tf.utils.cli import import_tensorflow_quietly
-
-    config = args.config
-    # Pure Python: bad shards and a folder in use are refused before TensorFlow starts.
-    with for_flag("--data"):
-        shards = ShardFolder.open(args.data)  # read once, handed down
-        check_image_size(shards, config)
-    with for_flag("--out"):
-        held = lock.hold(args.out).acquire()  # one search (or fit) per folder at a time
-    with held:  # errors below name their paths (the search folder, the shards)
-        import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-        results = search(
-            config,
-            shards,
-            args.out,
-            args.values,
-            args.oracle,
-            args.max_trials,
-            args.steps_per_epoch,
-        )
-    from dygan_tf.tuning import results as report
-
-    with open(os.path.join(args.out, report.RESULTS_MD), encoding="utf-8") as f:
-        print("\n" + f.read())
-    failed = [t for t in results["trials"] if t["per_target"] is None]
-    if failed:
-        print(
-            f"{len(failed)} trial(s) did not finish: "
-            + ", ".join(f"λ={t['lambda']:g} ({t['status']})" for t in failed),
-            flush=True,
-        )
-    print(
-        f"wrote {args.out}/results.json, results.md, {report.PLOT}; "
-        f"tensorboard --logdir {run_folder.path(args.out, run_folder.LOGS)}"
-    )
+    results = run_search(**keywords_of(run_search, parse_args(argv)))
     return 0 if results["best_lambda"] is not None else 1
 
 
-def cli():
-    """The installed `dygan-search-lambda` command (pyproject.toml's [project.scripts])."""
-    run_main(main)
+cli = command(main)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ import subprocess
 import sys
 import time
 
+from dygan_tf.config.flags import positive_int
 from dygan_tf.utils.cache import cache_root
-from dygan_tf.utils.cli import ArgumentParser, check_positive, run_main
+from dygan_tf.utils.cli import ArgumentParser, run_main
 from dygan_tf.utils.errors import UserError, for_flag
 from dygan_tf.utils.git import git_commit_of
 from research import tables
@@ -128,8 +129,10 @@ def parse_args(argv):
         "--records",
         help=f"where the records go (default: the benchmark's folder, {DEFAULT_RECORDS} for v1)",
     )
-    p.add_argument("--epochs", type=int, help="fit --epochs (default: the preset's)")
-    p.add_argument("--steps-per-epoch", type=int, help="fit --steps-per-epoch (quick looks)")
+    p.add_argument("--epochs", type=positive_int, help="fit --epochs (default: the preset's)")
+    p.add_argument(
+        "--steps-per-epoch", type=positive_int, help="fit --steps-per-epoch (quick looks)"
+    )
     p.add_argument("--commit", action="store_true", help="git-commit each run's records")
     p.add_argument(
         "--summary", action="store_true", help="only rewrite the results from the records"
@@ -150,7 +153,6 @@ def parse_args(argv):
 
     if args.preset not in PRESETS:
         raise UserError(f"--preset: expected one of {', '.join(PRESETS)}, found {args.preset!r}")
-    check_positive(args, ("--epochs", "--steps-per-epoch"))
     bench = tables.BENCHMARKS[args.benchmark]
     args.records = args.records or bench.records
     args.test_sets = parse_test_sets(args.test_set, bench)

@@ -1,19 +1,116 @@
-"""The configuration flags that `fit` and the λ search share: a preset plus overrides.
+"""The commands' flag types (`positive_int`, modality names) and the flags several
+commands share: the configuration flags of `fit` and the λ search (a preset plus
+overrides), `--backend`, `--steps-per-epoch` and `--workers`.
 
     add_config_flags(parser)                  # --preset --epochs ... --jit-compile
     config = config_from_flags(args, "paper") # the preset with every given flag applied
 
 Each flag maps onto one `RunConfig` field; the choices come from `dygan_tf.config.run_config`, so
-the two commands cannot drift apart.
+the two commands cannot drift apart. The config checks its own values: a `ValueError`
+it raises is reported naming the flag of the field it received.
 """
 
+import argparse
 import contextlib
+import os
+import re
 
 from dygan_tf.config import run_config as config_lib
 from dygan_tf.config.conditions import INPUTS, SOURCE_ANY
 from dygan_tf.config.tasks import MODALITIES, check_modality, targets_for
-from dygan_tf.utils.cli import check_positive
 from dygan_tf.utils.errors import UserError
+
+
+def _int_at_least(low, text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected >= {low}, found {value}")
+    return value
+
+
+def positive_int(text):
+    """argparse `type=` of a count: "0" is one line naming the flag ("argument
+    --workers: expected >= 1, found 0")."""
+    return _int_at_least(1, text)
+
+
+def non_negative_int(text):
+    """argparse `type=` of a seed: "-1" is one line naming the flag."""
+    return _int_at_least(0, text)
+
+
+def _argument_type(parse):
+    """An argparse `type=` of `parse`, whose `UserError` becomes argparse's one line
+    naming the flag (argparse would replace its message by "invalid value")."""
+
+    def parsed(text):
+        try:
+            return parse(text)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parsed.__name__ = parse.__name__
+    return parsed
+
+
+@_argument_type
+def source_modality(text):
+    """`--source`: a modality in any spelling (t2w, T2: "t2"), or "any"."""
+    if text.lower() == SOURCE_ANY:
+        return SOURCE_ANY
+    return check_modality(text, "source modality")
+
+
+@_argument_type
+def target_modalities(text):
+    """`--targets flair,T1n`: the modalities in any spelling, ("flair", "t1")."""
+    return tuple(check_modality(t, "target modality") for t in text.split(",") if t.strip())
+
+
+# How a training run goes, beyond its config: flag -> add_argument's keywords. `fit` takes
+# them all, the λ search the first two.
+RUN_FLAGS = {
+    "--backend": dict(
+        help="Keras backend that trains: tensorflow (default, or KERAS_BACKEND), jax or torch"
+    ),
+    "--steps-per-epoch": dict(type=positive_int, help="cap steps per epoch (tests)"),
+    "--baseline": dict(
+        choices=config_lib.BASELINES,
+        help="pix2pix3: the paper's 3×pix2pix, each member trained as one DyGAN run "
+        "(its batch and steps per epoch); pix2pix3-matched: the three together take one "
+        "DyGAN run's steps (compute-matched)",
+    ),
+    "--allow-changed-data": dict(
+        action="store_true",
+        help="resume although the shards differ from those the run began on (run.json "
+        "records their manifest's sha256; refused otherwise)",
+    ),
+    "--strategy": dict(
+        default="auto",
+        choices=config_lib.STRATEGIES,
+        help="auto: mirrored over all GPUs when there are several",
+    ),
+    "--cpu-replicas": dict(
+        type=positive_int,
+        default=1,
+        help="split the CPU into N logical devices (multi-replica without GPUs)",
+    ),
+}
+
+
+def add_run_flags(parser, flags=tuple(RUN_FLAGS)):
+    """The `RUN_FLAGS` named in `flags` (default: all of them, as `fit` takes them)."""
+    for flag in flags:
+        parser.add_argument(flag, **RUN_FLAGS[flag])
+
+
+def add_workers_flag(parser):
+    """--workers, the processes that build data (default: one per CPU)."""
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
+
 
 # Switches parsed as a choice, never with type=bool (which reads "false" as True).
 ON_OFF = {"on": True, "off": False}
@@ -37,7 +134,7 @@ CONFIG_FLAGS = {
     ),
     "--source": (
         "source",
-        str,
+        source_modality,
         None,
         "source modality (flair, t1, t1ce, t2 or BraTS 2023's t2f, t1n, t1c, t2w; targets: "
         "the other three), or 'any': all 12 tasks in one model",
@@ -48,7 +145,7 @@ CONFIG_FLAGS = {
         INPUTS,
         "single: one source (the paper's); multi: all available modalities at once",
     ),
-    "--targets": ("targets", str, None, "comma-separated, e.g. flair,t1,t1ce"),
+    "--targets": ("targets", target_modalities, None, "comma-separated, e.g. flair,t1,t1ce"),
     "--target-weights": (
         "target_weights",
         str,
@@ -68,7 +165,7 @@ CONFIG_FLAGS = {
     "--seed": ("seed", int, None, None),
     "--mixed-precision": ("mixed_precision", str, config_lib.PRECISIONS, None),
 }
-POSITIVE = ("--epochs", "--image-size", "--base-filters", "--experts")
+FLAG_OF_FIELD = {field: flag for flag, (field, *_) in CONFIG_FLAGS.items()}
 
 
 def _dest(flag):
@@ -157,53 +254,48 @@ def config_from_flags(args, default_preset, label_blind_ok=False):
     see the task: `check_sees_task`, skipped with `label_blind_ok` when the config only
     seeds a baseline that builds its own networks).
     """
-    check_positive(args, POSITIVE)
     get = lambda flag: getattr(args, _dest(flag), None)  # noqa: E731
     changes = {
         field: get(flag)
         for flag, (field, *_) in CONFIG_FLAGS.items()
-        if flag not in ("--targets", "--target-weights") and hasattr(args, _dest(flag))
+        if flag != "--target-weights" and hasattr(args, _dest(flag))
     }
     changes["jit_compile"] = getattr(args, "jit_compile", None)
     if get("--base-filters") is not None:
         changes["d_base_filters"] = get("--base-filters")
     if get("--d-dyconv") is not None:
         changes["d_dyconv"] = ON_OFF[get("--d-dyconv")]
-    try:
-        source = get("--source")  # any spelling (t2w, T2), or any
-        if source is not None:
-            if source.lower() == SOURCE_ANY:
-                source = SOURCE_ANY
-            else:
-                source = check_modality(source, "source modality")
-            changes["source"] = source
-        if get("--targets") is not None:
-            changes["targets"] = tuple(
-                check_modality(t, "target modality")
-                for t in get("--targets").split(",")
-                if t.strip()
-            )
-        elif source == SOURCE_ANY or (get("--inputs") == "multi" and source is None):
+    source = get("--source")
+    if get("--targets") is None:
+        if source == SOURCE_ANY or (get("--inputs") == "multi" and source is None):
             changes["targets"] = MODALITIES
         elif source is not None:
             changes["targets"] = targets_for(source)
-        if get("--inputs") == "multi" and source is None:
-            changes["source"] = SOURCE_ANY
-        if get("--target-weights") is not None:
-            targets = (
-                changes.get("targets")
-                or config_lib.get_preset(args.preset or default_preset).train.targets
-            )
-            changes["target_weights"] = parse_target_weights(get("--target-weights"), targets)
-        if get("--label-mode") == "input" and get("--dyconv") is None:
-            changes["dyconv"] = "none"  # MGAN-style: static kernels, label at the input
-        # ModelConfig and TrainConfig validate themselves.
+    if get("--inputs") == "multi" and source is None:
+        changes["source"] = SOURCE_ANY
+    if get("--target-weights") is not None:
+        targets = (
+            changes.get("targets")
+            or config_lib.get_preset(args.preset or default_preset).train.targets
+        )
+        changes["target_weights"] = parse_target_weights(get("--target-weights"), targets)
+    if get("--label-mode") == "input" and get("--dyconv") is None:
+        changes["dyconv"] = "none"  # MGAN-style: static kernels, label at the input
+    try:  # ModelConfig and TrainConfig check their values
         config = config_lib.get_preset(args.preset or default_preset).override(**changes)
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise _naming_the_flag(e) from None
     if not label_blind_ok:
         check_sees_task(config)
     return config
+
+
+def _naming_the_flag(error):
+    """A config's `ValueError` ("... Received: lr=0.0") as a `UserError` that starts with
+    the flag of the field it received ("--lr: ...")."""
+    received = re.search(r"Received: (\w+)=", str(error))
+    flag = FLAG_OF_FIELD.get(received.group(1)) if received else None
+    return UserError(f"{flag}: {error}" if flag else str(error))
 
 
 def check_sees_task(config):

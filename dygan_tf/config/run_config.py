@@ -29,23 +29,48 @@ BASELINES = ("pix2pix3", "pix2pix3-matched")
 PIX2PIX3_SCHEDULES = {"pix2pix3": "paper", "pix2pix3-matched": "compute-matched"}
 
 
-def check_label_mode(label_mode, dyconv):
-    """The MGAN-style baseline (label planes at the input) has static kernels only."""
-    if label_mode not in LABEL_MODES:
-        raise ValueError(
-            f"label_mode must be one of {LABEL_MODES}. Received: label_mode={label_mode!r}"
-        )
+def check_choice(name, value, allowed):
+    """ValueError unless `value` is one of `allowed`."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}. Received: {name}={value!r}")
+
+
+def check_positive(**values):
+    """ValueError unless every value (by name) is an int >= 1."""
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+
+
+def check_generator(image_size, base_filters, depth, dyconv, label_mode):
+    """`build_generator`'s arguments (a `ModelConfig` checks its own here too): the U-Net
+    halves `image_size` `depth` times; the MGAN-style baseline (label planes at the
+    input) has static kernels only."""
+    check_positive(image_size=image_size, base_filters=base_filters, depth=depth)
+    check_choice("dyconv", dyconv, DYCONV_PLACEMENTS)
+    check_choice("label_mode", label_mode, LABEL_MODES)
     if label_mode == "input" and dyconv != "none":
         raise ValueError(
             "label_mode='input' (MGAN baseline) uses static kernels: it needs "
             f"dyconv='none'. Received: dyconv={dyconv!r}"
         )
+    if image_size % 2**depth:
+        raise ValueError(
+            f"image_size must be divisible by 2**depth={2**depth}. "
+            f"Received: image_size={image_size}"
+        )
 
 
-def min_image_size(discriminator, depth):
-    """Smallest image side a model fits: the U-Net halves `depth` times; the multiscale
-    D's coarsest branch works at 1/32 and needs 2x2 left for instance norm."""
-    return max(2**depth, 64 if discriminator == "multiscale" else 8)
+def check_discriminator(image_size, kind):
+    """`build_discriminator`'s arguments (a `ModelConfig` checks its own here too): the
+    multiscale D's coarsest branch works at 1/32 and needs 2x2 left for instance norm."""
+    check_choice("kind", kind, DISCRIMINATOR_KINDS)
+    size = 64 if kind == "multiscale" else 8
+    if image_size % size:
+        raise ValueError(
+            f"A {kind} discriminator needs image_size divisible by {size}. "
+            f"Received: image_size={image_size}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,29 +88,14 @@ class ModelConfig:
     inputs: str = "single"  # single (the paper's 12-bit tasks) | multi (see conditions)
 
     def __post_init__(self):
-        for name, allowed in (
-            ("inputs", INPUTS),
-            ("dyconv", DYCONV_PLACEMENTS),
-            ("label_mode", LABEL_MODES),
-            ("discriminator", DISCRIMINATOR_KINDS),
-            ("norm", NORMS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"{name} must be one of {allowed}. Received: {name}={getattr(self, name)!r}"
-                )
-        for name in ("image_size", "base_filters", "depth", "num_experts", "d_base_filters"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(
-                    f"{name} must be a positive int. Received: {name}={getattr(self, name)!r}"
-                )
-        size = min_image_size(self.discriminator, self.depth)
-        if self.image_size % size:
-            raise ValueError(
-                f"image_size must be a multiple of {size} (depth {self.depth}, "
-                f"{self.discriminator} discriminator). Received: image_size={self.image_size}"
-            )
-        check_label_mode(self.label_mode, self.dyconv)
+        check_choice("inputs", self.inputs, INPUTS)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("discriminator", self.discriminator, DISCRIMINATOR_KINDS)
+        check_positive(num_experts=self.num_experts, d_base_filters=self.d_base_filters)
+        check_generator(
+            self.image_size, self.base_filters, self.depth, self.dyconv, self.label_mode
+        )
+        check_discriminator(self.image_size, self.discriminator)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,19 +148,19 @@ class TrainConfig:
                 f"mixed_precision must be one of {PRECISIONS}. Received: "
                 f"mixed_precision={self.mixed_precision!r}"
             )
-        if (
-            self.lambda_l1 < 0
-            or self.lr <= 0
-            or not 0 < self.lr_decay <= 1
-            or not 0 <= self.ema < 1
-            or self.epochs < 1
-            or self.batch_slices < 1
-        ):
+        out_of_range = {
+            "lambda_l1": self.lambda_l1 < 0,
+            "lr": self.lr <= 0,
+            "lr_decay": not 0 < self.lr_decay <= 1,
+            "ema": not 0 <= self.ema < 1,
+            "epochs": self.epochs < 1,
+            "batch_slices": self.batch_slices < 1,
+        }
+        received = [f"{name}={getattr(self, name)}" for name, out in out_of_range.items() if out]
+        if received:  # only the values out of range: the command names their flags
             raise ValueError(
                 "lambda_l1 must be >= 0, lr > 0, 0 < lr_decay <= 1, 0 <= ema < 1, epochs >= 1 "
-                f"and batch_slices >= 1. Received: lambda_l1={self.lambda_l1}, lr={self.lr}, "
-                f"lr_decay={self.lr_decay}, ema={self.ema}, epochs={self.epochs}, "
-                f"batch_slices={self.batch_slices}"
+                f"and batch_slices >= 1. Received: {', '.join(received)}"
             )
 
 

@@ -19,7 +19,7 @@ from dygan_tf.data.cases import (
     split_fraction,
 )
 from dygan_tf.data.shard_check import sha256_file
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag
 
 SPLITS = ("train", "test")
 DEFAULT_SLICES_PER_SHARD = 128
@@ -201,3 +201,15 @@ def split_options(args):
             f"--train-fraction: expected a fraction between 0 and 1, found {args.train_fraction}"
         )
     return options
+
+
+def check_root_and_split(brats_root, split_file=None):
+    """Before any shard is built (`dygan-build-tfrecords`, `dygan-fit --brats-root`): the
+    root's cases and their layout, and every case id of the split file among them; one
+    UserError naming --brats-root or --split-file."""
+    with for_flag("--brats-root"):
+        cases = discover_cases(brats_root)  # the same listing the build makes
+        layout_of(cases)
+    if split_file:
+        with for_flag("--split-file"):
+            read_split_file(split_file, cases)

@@ -2,6 +2,7 @@
 
 from keras import layers
 
+from dygan_tf.config.run_config import NORMS, check_choice
 from dygan_tf.layers.dyconv import DyConv2D
 from dygan_tf.layers.instance_norm import InstanceNormalization
 
@@ -10,13 +11,12 @@ def normalization(norm, name):
     """Instance norm by default: a batch mixes tasks, so batch statistics would mix them.
     It is Keras's `GroupNormalization(groups=-1)` with a shorter gradient graph
     (`dygan_tf.layers.instance_norm`)."""
+    check_choice("norm", norm, NORMS)
     if norm == "instance":
         return InstanceNormalization(epsilon=1e-5, name=name)
     if norm == "batch":
         return layers.BatchNormalization(name=name)
-    if norm == "none":
-        return None
-    raise ValueError(f"`norm` must be 'instance', 'batch' or 'none'. Received: norm={norm}")
+    return None
 
 
 def conv(

@@ -9,7 +9,7 @@ import contextlib
 import keras
 from keras import layers
 
-from dygan_tf.config.run_config import DISCRIMINATOR_KINDS, min_image_size
+from dygan_tf.config.run_config import check_discriminator
 from dygan_tf.config.tasks import NUM_TASKS
 from dygan_tf.models.blocks import conv, conv_block
 from dygan_tf.models.precision import dtype_policy
@@ -58,14 +58,7 @@ def build_discriminator(
     >>> tuple(d({"image": x, "target": x, "task": np.eye(12)[:2]}).shape)
     (2, 8, 8, 1)
     """
-    if kind not in DISCRIMINATOR_KINDS:
-        raise ValueError(f"`kind` must be one of {DISCRIMINATOR_KINDS}. Received: kind={kind}")
-    min_size = min_image_size(kind, depth=0)
-    if image_size % min_size:
-        raise ValueError(
-            f"A {kind} discriminator needs `image_size` divisible by {min_size}. "
-            f"Received: image_size={image_size}"
-        )
+    check_discriminator(image_size, kind)
     with dtype_policy(dtype) if dtype is not None else contextlib.nullcontext():
         image = keras.Input((image_size, image_size, image_channels), name="image")
         target = keras.Input((image_size, image_size, 1), name="target")

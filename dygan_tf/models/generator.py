@@ -10,7 +10,7 @@ import contextlib
 import keras
 from keras import layers
 
-from dygan_tf.config.run_config import DYCONV_PLACEMENTS, check_label_mode
+from dygan_tf.config.run_config import check_generator
 from dygan_tf.config.tasks import NUM_TASKS
 from dygan_tf.models.blocks import conv, conv_block
 from dygan_tf.models.precision import dtype_policy
@@ -63,7 +63,7 @@ def build_generator(
     >>> tuple(g({"image": np.zeros((2, 64, 64, 1)), "task": np.eye(12)[:2]}).shape)
     (2, 64, 64, 1)
     """
-    _check_arguments(image_size, base_filters, depth, dyconv, label_mode)
+    check_generator(image_size, base_filters, depth, dyconv, label_mode)
     with dtype_policy(dtype) if dtype is not None else contextlib.nullcontext():
         image = keras.Input((image_size, image_size, image_channels), name="image")
         task = keras.Input((condition_size,), name="task")
@@ -78,22 +78,6 @@ def build_generator(
         # float32 output under mixed precision: losses and metrics need full precision.
         output = layers.Activation("tanh", dtype="float32", name="output")(x)
         return keras.Model({"image": image, "task": task}, output, name=name)
-
-
-def _check_arguments(image_size, base_filters, depth, dyconv, label_mode):
-    if dyconv not in DYCONV_PLACEMENTS:
-        raise ValueError(f"`dyconv` must be one of {DYCONV_PLACEMENTS}. Received: dyconv={dyconv}")
-    check_label_mode(label_mode, dyconv)
-    if image_size % (2**depth):
-        raise ValueError(
-            f"`image_size` must be divisible by 2**depth={2**depth}. "
-            f"Received: image_size={image_size}"
-        )
-    if base_filters <= 0 or depth <= 0:
-        raise ValueError(
-            "`base_filters` and `depth` must be positive. "
-            f"Received: base_filters={base_filters}, depth={depth}"
-        )
 
 
 def _encoder(x, task, base_filters, depth, dynamic, block):

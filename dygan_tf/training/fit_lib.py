@@ -1,11 +1,13 @@
 """What `python -m dygan_tf.fit` does, as library functions: train one run (on one
 device, mirrored or across workers), the pix2pix3 baseline, and the one-command demo.
 
+    run_fit(config, out, data=...)                     # the command's one call
     fit(config, shards, run, strategy)                 # a DyGAN (or pix2pix) run
     train_pix2pix3(config, shards, run)                # the paper's 3 x pix2pix
     run_demo(config, run, cache)                       # phantom -> ... -> export
 """
 
+import contextlib
 import math
 import os
 import time
@@ -14,7 +16,7 @@ from dygan_tf.config.run_config import PIX2PIX3_SCHEDULES, pix2pix_member_config
 from dygan_tf.run_folder import files as run_folder
 from dygan_tf.run_folder.folder import open_run_folder
 from dygan_tf.utils.cache import cache_root
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag
 
 DEMO_CASES = dict(hgg=21, lgg=6)  # phantom cases of the demo: 20 train + 7 test
 DEMO_TRAIN = dict(train_hgg=16, train_lgg=4)
@@ -27,6 +29,140 @@ DEMO_RUN = os.path.join("runs", "demo")
 # preset itself stays EMA-free: the paper's tables train it as the paper does.
 DEMO_RECIPE = {"ema": 0.99}
 DEMO_REPORT = "eval"  # the demo's test-split report: a folder inside its run folder
+
+
+def run_fit(
+    config,
+    out=None,
+    data=None,
+    brats_root=None,
+    data_out=None,
+    split=None,
+    demo=False,
+    cache=DEFAULT_CACHE,
+    baseline=None,
+    steps_per_epoch=None,
+    strategy="auto",
+    cpu_replicas=1,
+    backend=None,
+    allow_changed_data=False,
+):
+    """`dygan-fit`: trains (or resumes) `config` into the run folder `out`, on the shards
+    in `data`, on shards built from `brats_root` (into `data_out`, default `out`/data,
+    split by `split`: `shards.build`'s split keywords) or, with `demo`, on the demo's
+    (`run_demo`). Each argument is the `dygan-fit` flag of its name; a `UserError`
+    names that flag.
+
+    Bad paths, a bad manifest and a folder in use are refused before TensorFlow starts;
+    the lock comes first (shards built from `brats_root` go into the run folder).
+    """
+    if not demo and not out:
+        raise UserError("dygan-fit: expected --out RUN_DIR")
+    if strategy == "multiworker" and (demo or baseline or brats_root):
+        raise UserError(
+            "--strategy multiworker: trains one DyGAN run from built shards; "
+            "drop --demo/--baseline/--brats-root (build with dygan-build-tfrecords)"
+        )
+    if demo and (strategy not in ("auto", "default") or cpu_replicas != 1):
+        raise UserError("--demo: trains on one device; drop --strategy/--cpu-replicas")
+    from dygan_tf.data.shard_folder import ShardFolder
+    from dygan_tf.run_folder.folder import RunFolder
+    from dygan_tf.training.backends import make_devices, select_backend
+    from dygan_tf.utils.cli import import_tensorflow_quietly
+
+    with for_flag("--backend"):
+        backend = select_backend(backend)  # before Keras is imported
+    shards = None  # each opened once here, handed down
+    if data:
+        with for_flag("--data"):
+            shards = ShardFolder.open(data)
+    multiworker = strategy == "multiworker"
+    run = RunFolder(out or DEMO_RUN)
+    with contextlib.ExitStack() as held:
+        # Multi-worker runs lock once the strategy knows which worker is the chief.
+        if not multiworker:
+            held.enter_context(_writer_lock(run))
+        import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
+        from dygan_tf.training.distribute import make_strategy
+
+        # Before any TensorFlow op: the multi-worker strategy and the CPU split both
+        # configure devices, which is only possible before they start.
+        with for_flag("--strategy"):
+            if backend == "tensorflow":
+                strategy = make_strategy(strategy, cpu_replicas)
+            else:  # JAX's devices (DataParallel) or PyTorch's one device
+                strategy = make_devices(backend, strategy, cpu_replicas)
+        if demo:
+            return run_demo(config, run, cache, steps_per_epoch)
+        start_problem = None  # a multi-worker run's: every worker reports it
+        if multiworker:
+            try:
+                held.enter_context(_writer_lock(run, strategy))
+            except UserError as e:  # said by every worker after the start-up exchange
+                start_problem = str(e)
+        if brats_root:
+            shards = _shards_from_brats(brats_root, data_out or run.file("data"), config, split)
+        if not multiworker:  # a multi-worker run checks it on every worker, then agrees
+            with for_flag("--data"):
+                check_image_size(shards, config)
+        try:  # a resume: the shards must be those the run began on
+            _check_resumed_data(run, shards, allow_changed_data, multiworker)
+        except UserError as e:
+            if not multiworker:
+                raise
+            start_problem = start_problem or str(e)
+        fit(
+            config,
+            shards,
+            run,
+            strategy,
+            steps_per_epoch,
+            baseline=baseline,
+            multiworker=multiworker,
+            start_problem=start_problem,
+        )
+    print(f"done: {out}")
+
+
+def _writer_lock(run, strategy=None):
+    """One writer per run folder (`dygan_tf.run_folder.lock`): a second fit on a folder
+    that a live process trains into is refused. Multi-worker runs (`strategy` given)
+    share the folder by design and only the chief writes it, so only the chief holds
+    the lock."""
+    if strategy is not None:
+        from dygan_tf.training.multiworker import is_chief
+
+        if not is_chief(strategy):
+            return contextlib.nullcontext()
+    with for_flag("--out"):
+        return run.lock().acquire()
+
+
+def _check_resumed_data(run, shards, allow, multiworker):
+    """On a resume, UserError unless `shards` holds the shards the run began on
+    (`--allow-changed-data`: one warning line, and run.json records the change)."""
+    from dygan_tf.run_folder import data_record
+
+    if not run.has(run_folder.RUN_INFO):
+        return  # a new run (or pix2pix3's folder, whose members record their data)
+    try:
+        checked = data_record.check(run, shards, allow=allow)
+    except data_record.ChangedData as e:
+        raise UserError(f"{e}; --allow-changed-data resumes on them anyway") from None
+    if checked["changes"] and not multiworker:
+        run.add_to_info("changed_data", checked)
+
+
+def _shards_from_brats(brats_root, out, config, split):
+    """The shards of `brats_root` in `out` (`ensure_shards`), opened; a case id of
+    `split`'s split file missing from the root is named before any shard is built."""
+    from dygan_tf.data.build_plan import check_root_and_split
+    from dygan_tf.data.shard_folder import ShardFolder
+
+    split = split or {}
+    check_root_and_split(brats_root, split.get("split_file"))
+    with for_flag("--brats-root"):
+        return ShardFolder.open(ensure_shards(brats_root, out, config.model.image_size, **split))
 
 
 def check_image_size(shards, config):

@@ -1,7 +1,7 @@
 """Searches the L1 weight λ of DyGAN with KerasTuner (the paper's Table 3).
 
-The library behind `dygan-search-lambda` (its usage and flags are in that
-command's module and in docs/reference/cli.md).
+The library behind `dygan-search-lambda` (`run_search`; its usage and flags are in
+that command's module and in docs/reference/cli.md).
 """
 
 import contextlib
@@ -12,7 +12,7 @@ import sys
 
 from dygan_tf.run_folder import files as run_folder
 from dygan_tf.utils.atomic import write_json_atomic, write_text_atomic
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag
 
 PAPER_VALUES = "1,10,20,30,50,100,150,200,250,300"
 SEARCH_FILE = "search.json"
@@ -165,5 +165,49 @@ def search(
             "validation_cases": validation,
             **settings,
         },
+    )
+    return results
+
+
+def run_search(
+    config, data, out, values, oracle="grid", max_trials=None, steps_per_epoch=None, backend=None
+):
+    """`dygan-search-lambda`: the search of `config` on the shards in `data` into `out`
+    on the Keras `backend`, then its results table and where its files went; returns the
+    results dict. Each argument is the flag of its name; a `UserError` names that flag.
+
+    Bad shards and a folder in use are refused before TensorFlow starts."""
+    from dygan_tf.data.shard_folder import ShardFolder
+    from dygan_tf.run_folder import lock
+    from dygan_tf.training.backends import select_backend
+    from dygan_tf.training.fit_lib import check_image_size
+    from dygan_tf.utils.cli import import_tensorflow_quietly
+
+    if not os.path.isdir(data):
+        raise UserError(f"--data {data}: not a folder")
+    with for_flag("--backend"):
+        select_backend(backend)  # before Keras is imported
+    with for_flag("--data"):
+        shards = ShardFolder.open(data)  # read once, handed down
+        check_image_size(shards, config)
+    with for_flag("--out"):
+        held = lock.hold(out).acquire()  # one search (or fit) per folder at a time
+    with held:  # errors below name their paths (the search folder, the shards)
+        import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
+        results = search(config, shards, out, values, oracle, max_trials, steps_per_epoch)
+    from dygan_tf.tuning import results as report
+
+    with open(os.path.join(out, report.RESULTS_MD), encoding="utf-8") as f:
+        print("\n" + f.read())
+    failed = [t for t in results["trials"] if t["per_target"] is None]
+    if failed:
+        print(
+            f"{len(failed)} trial(s) did not finish: "
+            + ", ".join(f"λ={t['lambda']:g} ({t['status']})" for t in failed),
+            flush=True,
+        )
+    print(
+        f"wrote {out}/results.json, results.md, {report.PLOT}; "
+        f"tensorboard --logdir {run_folder.path(out, run_folder.LOGS)}"
     )
     return results

@@ -1,6 +1,8 @@
 """What every command shares: argument parsing whose errors are one line and whose
-`--help` shows each flag's default, `run_main` (a `UserError` becomes one `error:` line
-and exit code 2; anything else is a bug and still raises) and a quiet console.
+`--help` shows each flag's default, the runner (`run_main`, and `command` for the
+installed commands: a `UserError` becomes one `error:` line and exit code 2; anything
+else is a bug and still raises) and a quiet console. The flag types and the flags
+several commands share are in `dygan_tf.config.flags`.
 
 A quiet console: TensorFlow's native start-up lines (absl, oneDNN, cudart, written while
 `tensorflow` is imported, whatever TF_CPP_MIN_LOG_LEVEL says) are swallowed, and on a
@@ -11,9 +13,11 @@ TF_CPP_MIN_LOG_LEVEL wins; every command's `--verbose` shows everything.
 
 import argparse
 import contextlib
+import functools
 import glob
 import importlib.abc
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -77,26 +81,18 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def add_backend_flag(parser):
-    """--backend, the Keras backend that trains (fit and the λ search alike)."""
-    parser.add_argument(
-        "--backend",
-        help="Keras backend that trains: tensorflow (default, or KERAS_BACKEND), jax or torch",
-    )
+def keywords_of(function, args):
+    """The parsed flags (`args`) that `function` (or a dataclass) takes, by parameter
+    name: a command's library call whose parameters are named after the command's flags.
+    The runner's own `--verbose` (TensorFlow's log lines) is never handed down."""
+    names = set(inspect.signature(function).parameters) - {"verbose"}
+    return {name: value for name, value in vars(args).items() if name in names}
 
 
-def add_steps_per_epoch_flag(parser):
-    """--steps-per-epoch, a cap for tests (fit and the λ search alike)."""
-    parser.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (tests)")
-
-
-def check_positive(args, flags):
-    """One UserError line for the first of `flags` (e.g. "--epochs") given below 1;
-    flags not given (None) or not declared pass."""
-    for flag in flags:
-        value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value is not None and value < 1:
-            raise UserError(f"{flag}: expected >= 1, found {value}")
+def command(main):
+    """The installed command of `main(argv)` (pyproject.toml's [project.scripts] and
+    `python -m`): `main` run by `run_main`."""
+    return functools.partial(run_main, main)
 
 
 def run_main(main, argv=None):
