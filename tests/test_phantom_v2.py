@@ -8,6 +8,7 @@ Colin27 stand-in (`--template`), so CI needs no apt package.
 """
 
 import hashlib
+import json
 import os
 
 import nibabel as nib
@@ -222,3 +223,28 @@ def test_a_test_set_fits_its_lut_on_train(v2_root, colin_root, tmp_path):
     )
     assert slices > 0 and results["intensity_lut"]["t2->t1"]["psnr"] > 0
     assert benchmark.set_folders("C", "v2", "test_colin27")[1].endswith("shards-64px")
+
+
+def test_benchmark_json_keeps_the_sets_built_before(tmp_path, monkeypatch):
+    built = []
+
+    def fake_build_set(
+        out, version, test_set, template=None, workers=1, verbose=True, image_size=64
+    ):
+        folder = benchmark.set_folders(out, version, test_set.name, image_size)[1]
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "manifest.json"), "w") as f:
+            json.dump({"set": test_set.name}, f)
+        built.append((test_set.name, image_size))
+        return folder
+
+    monkeypatch.setattr(benchmark, "build_set", fake_build_set)
+    monkeypatch.setattr(manifest_lib, "manifest_sha256", lambda folder: os.path.basename(folder))
+    out = str(tmp_path)
+    first = benchmark.build_benchmark(out, sets=benchmark.SETS[:1], verbose=False)
+    assert list(first["sets"]) == ["train"]
+    record = benchmark.build_benchmark(out, sets=benchmark.SETS[1:], verbose=False)
+    assert list(record["sets"]) == ["train", "test_mni", "test_colin27"]
+    assert built == [(s.name, 64) for s in benchmark.SETS]
+    with open(os.path.join(out, "phantom-v2", benchmark.BENCHMARK_JSON)) as f:
+        assert json.load(f) == record

@@ -9,6 +9,7 @@ split); the two test sets' shards hold every case in their `test` split and name
 """
 
 import dataclasses
+import json
 import os
 
 from dygan_tf.data import manifest as manifest_lib
@@ -40,45 +41,59 @@ SETS = (
 )
 
 
-def set_folders(out, version, name):
+def set_folders(out, version, name, image_size=IMAGE_SIZE):
     """(volumes folder, shard folder) of set `name` of phantom `version` under `out`."""
     base = os.path.join(out, f"phantom-{version}", name)
-    return os.path.join(base, "volumes"), os.path.join(base, f"shards-{IMAGE_SIZE}px")
+    return os.path.join(base, "volumes"), os.path.join(base, f"shards-{image_size}px")
+
+
+def build_set(
+    out, version, test_set, template=None, workers=1, verbose=True, image_size=IMAGE_SIZE
+):
+    """Builds one set's volumes and shards under `out` (each kept where it is whole);
+    returns its shard folder."""
+    volumes, shard_dir = set_folders(out, version, test_set.name, image_size)
+    if manifest_lib.has_manifest(shard_dir):
+        return shard_dir
+    spec = phantom.PhantomSpec(version, test_set.anatomy, template)
+    mapping = os.path.join(volumes, phantom.TRAINING_FOLDER, "name_mapping.csv")
+    if not os.path.exists(mapping):  # (written last: present = the volumes are whole)
+        if verbose:
+            print(f"{test_set.name}: {test_set.hgg + test_set.lgg} cases into {volumes}")
+        phantom.build_phantom(
+            volumes, test_set.hgg, test_set.lgg, test_set.seed, workers, verbose, spec
+        )
+    own = test_set.name == "train"
+    shards.build(
+        volumes,
+        shard_dir,
+        image_size=image_size,
+        train_hgg=test_set.train_hgg,
+        train_lgg=test_set.train_lgg,
+        baseline_from=None if own else set_folders(out, version, "train", image_size)[1],
+        provenance={"phantom": version, "set": test_set.name, "template": template}
+        | dataclasses.asdict(test_set),
+        workers=workers,
+        verbose=verbose,
+    )
+    return shard_dir
 
 
 def build_benchmark(out, version="v2", template=None, workers=1, sets=SETS, verbose=True):
     """Builds every set of `sets` (volumes, then shards; a set whose shards exist is
-    kept) and writes benchmark.json; returns its dict."""
+    kept) and writes benchmark.json (keeping the entries of sets built before); returns
+    its dict."""
+    file = os.path.join(out, f"phantom-{version}", BENCHMARK_JSON)
     record = {"phantom": version, "image_size": IMAGE_SIZE, "sets": {}}
-    train_shards = set_folders(out, version, "train")[1]
+    if os.path.exists(file):
+        with open(file, encoding="utf-8") as f:
+            record["sets"] = json.load(f).get("sets", {})
     for test_set in sets:
-        volumes, shard_dir = set_folders(out, version, test_set.name)
-        if not manifest_lib.has_manifest(shard_dir):
-            spec = phantom.PhantomSpec(version, test_set.anatomy, template)
-            mapping = os.path.join(volumes, phantom.TRAINING_FOLDER, "name_mapping.csv")
-            if not os.path.exists(mapping):  # (written last: present = the volumes are whole)
-                if verbose:
-                    print(f"{test_set.name}: {test_set.hgg + test_set.lgg} cases into {volumes}")
-                phantom.build_phantom(
-                    volumes, test_set.hgg, test_set.lgg, test_set.seed, workers, verbose, spec
-                )
-            own = test_set.name == "train"
-            shards.build(
-                volumes,
-                shard_dir,
-                image_size=IMAGE_SIZE,
-                train_hgg=test_set.train_hgg,
-                train_lgg=test_set.train_lgg,
-                baseline_from=None if own else train_shards,
-                provenance={"phantom": version, "set": test_set.name, "template": template}
-                | dataclasses.asdict(test_set),
-                workers=workers,
-                verbose=verbose,
-            )
+        shard_dir = build_set(out, version, test_set, template, workers, verbose)
         record["sets"][test_set.name] = dataclasses.asdict(test_set) | {
-            "volumes": os.path.relpath(volumes, out),
+            "volumes": os.path.relpath(set_folders(out, version, test_set.name)[0], out),
             "shards": os.path.relpath(shard_dir, out),
             "manifest_sha256": manifest_lib.manifest_sha256(shard_dir),
         }
-    write_json_atomic(os.path.join(out, f"phantom-{version}", BENCHMARK_JSON), record)
+    write_json_atomic(file, record)
     return record
