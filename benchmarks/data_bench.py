@@ -50,8 +50,7 @@ def run(
     work_dir=None,
 ):
     """Runs both benchmarks; returns a dict of the measured numbers."""
-    from dygan_tf.data import phantom, shards
-    from dygan_tf.data import pipeline as data
+    from dygan_tf.data import phantom, pipeline, shards
     from dygan_tf.data.cases import discover_cases
 
     workers = workers or os.cpu_count() or 1
@@ -76,7 +75,7 @@ def run(
         )
         build_seconds = time.perf_counter() - start
 
-        ds = data.make_dataset(out, "train", repeat=True, shuffle=64, seed=0)
+        ds = pipeline.make_dataset(out, "train", repeat=True, shuffle=64, seed=0)
         iterator = iter(ds)
         next(iterator)  # graph building and the first file open are not throughput
         start = time.perf_counter()

@@ -52,14 +52,14 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
     from dygan_tf.inference import savedmodel
     from dygan_tf.inference.synthesis import load_synthesizer, synthesize_volume
     from dygan_tf.models.builders import build_networks
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
     if run_dir is None:
         keras.utils.set_random_seed(0)
         config = get_preset(preset)
         generator, _ = build_networks(config.model)
     else:
-        config, generator = run_folder.load_run(run_dir)
+        config, generator = run_files.load_run(run_dir)
     size = savedmodel.image_size(generator)
     targets = ("flair", "t1", "t1ce")
     volume = phantom_volume(shape)

@@ -22,13 +22,13 @@ def count_parameters(run_dir):
     """{"generator", "discriminator"} parameter counts (summed over pix2pix3's members),
     from the networks built from the recorded configs."""
     from dygan_tf.models.builders import build_networks
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
-    baseline = run_folder.read_baseline(run_dir)
+    baseline = run_files.read_baseline(run_dir)
     folders = list(baseline[1].values()) if baseline else [run_dir]
     total = {"generator": 0, "discriminator": 0}
     for folder in folders:
-        generator, discriminator = build_networks(run_folder.read_config(folder).model)
+        generator, discriminator = build_networks(run_files.read_config(folder).model)
         total["generator"] += generator.count_params()
         total["discriminator"] += discriminator.count_params()
     return total
@@ -88,23 +88,23 @@ def machine():
 
 def copy_small_records(run_dir, out):
     """config.json and history.csv (pix2pix3: its description and each member's)."""
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
-    baseline = run_folder.read_baseline(run_dir)
+    baseline = run_files.read_baseline(run_dir)
     if baseline:
-        shutil.copy(run_folder.path(run_dir, run_folder.BASELINE), out)
+        shutil.copy(run_files.path(run_dir, run_files.BASELINE), out)
         for target, folder in baseline[1].items():
             shutil.copy(
-                run_folder.path(folder, run_folder.CONFIG),
+                run_files.path(folder, run_files.CONFIG),
                 os.path.join(out, f"config_{target}.json"),
             )
             shutil.copy(
-                run_folder.path(folder, run_folder.HISTORY),
+                run_files.path(folder, run_files.HISTORY),
                 os.path.join(out, f"history_{target}.csv"),
             )
     else:
-        for name in (run_folder.CONFIG, run_folder.HISTORY):
-            shutil.copy(run_folder.path(run_dir, name), out)
+        for name in (run_files.CONFIG, run_files.HISTORY):
+            shutil.copy(run_files.path(run_dir, name), out)
 
 
 def git_commit_records(records, message, also=()):

@@ -82,8 +82,7 @@ def score_run(run_dir, row, data_dir=None, split="test"):
     from dygan_tf.data import layouts
     from dygan_tf.data.manifest import read_manifest, split_cases
     from dygan_tf.data.pipeline import make_dataset
-    from dygan_tf.evaluation import scoring
-    from dygan_tf.evaluation import slice_scores as evaluation
+    from dygan_tf.evaluation import scoring, slice_scores
 
     predictor, _, data_dir, the_row = open_run_row(run_dir, row, data_dir)
     available, target = the_row.available, the_row.target
@@ -101,7 +100,7 @@ def score_run(run_dir, row, data_dir=None, split="test"):
     slices = 0
     for image4, real, cond, meta in dataset:
         image4, real, cond = image4.numpy(), real.numpy(), cond.numpy()
-        keys = evaluation.row_names(meta)
+        keys = slice_scores.row_names(meta)
         seg, brain = meta["seg"].numpy(), meta["brain_mask"].numpy()
         slices += 1
         i = keys.index(row)

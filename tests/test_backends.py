@@ -155,7 +155,7 @@ def test_jax_fit_resumes_bit_for_bit_and_exports_the_same_savedmodel(tfrecord_di
 
     from dygan_tf import export
     from dygan_tf.run_folder import checkpoints
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
     from tests.helpers import run_in_process, serve_alone, t2_task_batch
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -165,11 +165,11 @@ def test_jax_fit_resumes_bit_for_bit_and_exports_the_same_savedmodel(tfrecord_di
     # The run folder's checkpoints are .npz, as on every backend, and the resumed run
     # is the straight one, bit for bit: history and every array.
     assert (straight / "history.csv").read_text() == (resumed / "history.csv").read_text()
-    last = run_folder.checkpoint_dir(straight)
+    last = run_files.checkpoint_dir(straight)
     assert sorted(checkpoints.checkpoints_in(last)) == [1, 2]
     with (
         np.load(f"{last}/ckpt-2.npz") as a,
-        np.load(f"{run_folder.checkpoint_dir(resumed)}/ckpt-2.npz") as b,
+        np.load(f"{run_files.checkpoint_dir(resumed)}/ckpt-2.npz") as b,
     ):
         assert a.files == b.files and len(a.files) > 10
         for key in a.files:
@@ -187,7 +187,7 @@ def test_jax_fit_resumes_bit_for_bit_and_exports_the_same_savedmodel(tfrecord_di
     )
     on_jax = np.load(tmp_path / "jax.npy")
     on_tf = keras.ops.convert_to_numpy(
-        run_folder.load_generator(straight / "generator.keras")({"image": image, "task": task})
+        run_files.load_generator(straight / "generator.keras")({"image": image, "task": task})
     )
     _assert_same_outputs(on_tf, on_jax)
     result = run_in_process(export.main, "--run", straight, "--out", tmp_path / "sm" / "1")
@@ -218,7 +218,7 @@ def test_torch_fit_trains_and_resumes_bit_for_bit(tfrecord_dir, tmp_path):
 
 def test_a_truncated_npz_checkpoint_is_passed_over_with_a_note(tmp_path, capsys):
     from dygan_tf.run_folder import checkpoints
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
     class Holder:
         def __init__(self, *values):
@@ -228,7 +228,7 @@ def test_a_truncated_npz_checkpoint_is_passed_over_with_a_note(tmp_path, capsys)
 
     net = Holder([1.0, 2.0], [[3.0]])
     checkpoint = checkpoints.Checkpoint(net=net)
-    manager = checkpoints.CheckpointManager(checkpoint, run_folder.checkpoint_dir(tmp_path), 2)
+    manager = checkpoints.CheckpointManager(checkpoint, run_files.checkpoint_dir(tmp_path), 2)
     for epoch in (1, 2, 3):
         checkpoint.epoch.assign(epoch)
         net.variables[0].assign([float(epoch), 0.0])

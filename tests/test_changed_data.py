@@ -13,7 +13,7 @@ import pytest
 from dygan_tf import evaluate, fit, translate
 from dygan_tf.config.run_config import get_preset
 from dygan_tf.data.manifest import manifest_path
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from tests.helpers import REPO, case_folder, one_error_line, run_in_process, save_untrained_run
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def test_rebuilt_shards_are_refused_and_allowed_with_the_flag(tfrecord_dir, phan
     shards = shutil.copytree(tfrecord_dir, tmp_path / "shards")
     (tmp_path / "run").mkdir()
     run = save_untrained_run(tmp_path / "run", get_preset("tiny"))
-    info = run_folder.write_info(run, shards, ["BraTS19_PHANTOM_001_1"])
+    info = run_files.write_info(run, shards, ["BraTS19_PHANTOM_001_1"])
     assert len(info["shards"]["manifest_sha256"]) == 64
     assert info["shards"]["splits"]["test"] == ["BraTS19_PHANTOM_004_1", "BraTS19_PHANTOM_005_1"]
     moved = _swap_splits(shards)  # the 4 training cases are now the test split
@@ -74,7 +74,7 @@ def test_rebuilt_shards_are_refused_and_allowed_with_the_flag(tfrecord_dir, phan
     # The model card says so: other shards, and every scored case a training case.
     from dygan_tf.inference.model_card import card_markdown, model_card
 
-    text = card_markdown(model_card(run_folder.read_config(run), str(run)))
+    text = card_markdown(model_card(run_files.read_config(run), str(run)))
     assert "(**not those it trained on**: scored with `--allow-changed-data`): 4 cases" in text
     assert "**4 of the 4 scored cases were in this run's training split**" in text
 

@@ -220,11 +220,11 @@ def test_multi_training_draws_every_target_and_set_equally(tfrecord_dir):
 def test_any_source_training_trains_the_12_tasks_equally(tfrecord_dir):
     """Each slice takes one source and its three targets; over 4k slices every task
     comes exactly k times, and the cycle runs on across epochs (training_dataset)."""
-    from dygan_tf.training import run as training
+    from dygan_tf.training import run as training_run
 
     config = get_preset("tiny").override(source="any", targets=MODALITIES, epochs=4)
-    validation = training.choose_validation_cases(str(tfrecord_dir), 0)
-    ds = training.training_dataset(str(tfrecord_dir), config, validation, 1, steps_per_epoch=3)
+    validation = training_run.choose_validation_cases(str(tfrecord_dir), 0)
+    ds = training_run.training_dataset(str(tfrecord_dir), config, validation, 1, steps_per_epoch=3)
     tasks = {tuple(task_code(s, t)): (s, t) for s in MODALITIES for t in MODALITIES if s != t}
     counts = collections.Counter()
     batches = 0
@@ -310,13 +310,13 @@ def test_weighted_multi_training_draws_flair_twice_as_often(tfrecord_dir):
     """training_dataset of a flair x2 run: over 35 slices (5 epochs of 7 steps, i.e.
     3 whole cycles of 35 rows) every FLAIR row comes twice as often as every other row,
     so the cycle runs on across epochs."""
-    from dygan_tf.training import run as training
+    from dygan_tf.training import run as training_run
 
     config = get_preset("tiny").override(
         inputs="multi", source="any", targets=MODALITIES, target_weights=(2, 1, 1, 1), epochs=5
     )
-    validation = training.choose_validation_cases(str(tfrecord_dir), 0)
-    ds = training.training_dataset(str(tfrecord_dir), config, validation, 1, steps_per_epoch=7)
+    validation = training_run.choose_validation_cases(str(tfrecord_dir), 0)
+    ds = training_run.training_dataset(str(tfrecord_dir), config, validation, 1, steps_per_epoch=7)
     counts = collections.Counter()
     for image, _, task in ds:  # 5 epochs x 7 steps = 35 slices = 105 rows = 3 cycles
         assert image.shape[0] == 3 and image.shape[-1] == 4

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from data_prep import build_tfrecords, make_phantom
-from dygan_tf.data import pipeline as data
-from dygan_tf.data import shards
+from dygan_tf.data import pipeline, shards
 from dygan_tf.data.manifest import read_manifest
 from dygan_tf.utils.errors import UserError
 from tests.helpers import BUILD_ARGS, REPO, case_folder, run_cli, run_in_process
@@ -237,7 +236,7 @@ def test_kill_9_leaves_no_finished_looking_shard(phantom_root, tmp_path):
     assert glob.glob(str(out / ".partial-build-*")), "build ended before the kill"
     assert not glob.glob(str(out / "*.tfrecord*")) and not (out / "manifest.json").exists()
     with pytest.raises(UserError, match="manifest.json: not found"):
-        data.make_dataset(out, "train")
+        pipeline.make_dataset(out, "train")
     shards.build(str(phantom_root), str(out), **BUILD_ARGS)  # cleans up
     assert not glob.glob(str(out / ".partial-*"))
     assert read_manifest(out)["splits"]["train"]["records"] == 20

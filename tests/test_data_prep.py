@@ -12,9 +12,7 @@ import pytest
 import tensorflow as tf
 
 from dygan_tf.config import tasks
-from dygan_tf.data import case_slices as prepare
-from dygan_tf.data import nifti, preprocessing, records, shards
-from dygan_tf.data import pipeline as data
+from dygan_tf.data import case_slices, nifti, pipeline, preprocessing, records, shards
 from dygan_tf.data.manifest import read_manifest
 from dygan_tf.utils.errors import UserError
 from tests.helpers import (
@@ -208,8 +206,10 @@ def test_flipped_affine_gives_same_slices(phantom_root, tmp_path):
             str(flipped / f"{cid}_{key}.nii"),
         )
     options = dict(image_size=IMAGE_SIZE, slice_range=(75, 86), per_volume=5)
-    a = prepare.prepare_case({"case_id": cid, "grade": "HGG", "folder": folder}, **options)
-    b = prepare.prepare_case({"case_id": cid, "grade": "HGG", "folder": str(flipped)}, **options)
+    a = case_slices.prepare_case({"case_id": cid, "grade": "HGG", "folder": folder}, **options)
+    b = case_slices.prepare_case(
+        {"case_id": cid, "grade": "HGG", "folder": str(flipped)}, **options
+    )
     assert a["slices"] == b["slices"] and a["robust_max"] == b["robust_max"]
     for m in tasks.MODALITIES:
         np.testing.assert_array_equal(a["images"][m], b["images"][m])
@@ -220,7 +220,7 @@ def test_flipped_affine_gives_same_slices(phantom_root, tmp_path):
 def test_schema_is_shared_by_writer_and_reader(tfrecord_dir):
     manifest = read_manifest(tfrecord_dir)
     assert manifest["schema"] == records.schema_description()
-    assert shards.records is records and data.records is records
+    assert shards.records is records and pipeline.records is records
     images = {m: np.full((4, 4), i / 4, np.float32) for i, m in enumerate(tasks.MODALITIES)}
     seg = np.arange(16, dtype=np.uint8).reshape(4, 4)
     serialized = records.serialize_example(
@@ -242,7 +242,7 @@ def test_round_trip_shapes_ranges_counts_and_tasks(tfrecord_dir, phantom_root):
     assert train["records"] == 5 * len(train["cases"])
     targets = ("flair", "t1", "t1ce")
     codes = np.stack([tasks.task_code("t2", t) for t in targets])
-    ds = data.make_dataset(tfrecord_dir, "train", batch_slices=2, return_meta=True)
+    ds = pipeline.make_dataset(tfrecord_dir, "train", batch_slices=2, return_meta=True)
     rows = 0
     by_case = {}
     for image, target, task, meta in ds:
@@ -263,7 +263,7 @@ def test_round_trip_shapes_ranges_counts_and_tasks(tfrecord_dir, phantom_root):
     # Reference computation: the same case prepared directly, without TFRecords.
     case = train["cases"][0]
     folder, _ = case_folder(phantom_root, int(case["case_id"].split("_")[2]) - 1, case["grade"])
-    ref = prepare.prepare_case(
+    ref = case_slices.prepare_case(
         {"case_id": case["case_id"], "grade": case["grade"], "folder": folder},
         image_size=IMAGE_SIZE,
         slice_range=(75, 86),
@@ -281,10 +281,10 @@ def test_worker_sharding_splits_files(tfrecord_dir):
     def ids(ds):
         return {(m["case_id"][0].numpy(), int(m["slice_index"][0])) for *_, m in ds}
 
-    whole = ids(data.make_dataset(tfrecord_dir, "train", return_meta=True))
+    whole = ids(pipeline.make_dataset(tfrecord_dir, "train", return_meta=True))
     parts = [
         ids(
-            data.make_dataset(
+            pipeline.make_dataset(
                 tfrecord_dir, "train", return_meta=True, num_workers=2, worker_index=i
             )
         )
@@ -292,14 +292,14 @@ def test_worker_sharding_splits_files(tfrecord_dir):
     ]
     assert parts[0] and parts[1] and not parts[0] & parts[1]
     assert parts[0] | parts[1] == whole
-    shuffled = data.make_dataset(tfrecord_dir, "train", shuffle=8, seed=1, repeat=True)
+    shuffled = pipeline.make_dataset(tfrecord_dir, "train", shuffle=8, seed=1, repeat=True)
     image, target, task = next(iter(shuffled))
     assert image.shape == (3, IMAGE_SIZE, IMAGE_SIZE, 1)
 
 
 def test_reader_rejects_missing_or_malformed_manifest(tmp_path, tfrecord_dir):
     with pytest.raises(UserError, match="manifest.json: not found"):
-        data.make_dataset(tmp_path, "train")
+        pipeline.make_dataset(tmp_path, "train")
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(UserError, match="manifest.json: unreadable"):
         read_manifest(tmp_path)

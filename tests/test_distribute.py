@@ -24,7 +24,7 @@ from dygan_tf import fit
 from dygan_tf.config.run_config import get_preset
 from dygan_tf.models.builders import build_dygan
 from dygan_tf.run_folder import checkpoints
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from dygan_tf.training.distribute import make_strategy
 from dygan_tf.training.run import open_run
 from tests.helpers import FIT_RUNS, FIT_STEPS, PATCH_D, REPO, run_in_process, t2_task_batch
@@ -125,11 +125,11 @@ def test_a_mirrored_runs_checkpoint_restores_into_every_replica(fit_runs, tfreco
     # The checkpoint a 2-replica mirrored run wrote (once, from the replicas' common
     # values) restores under MirroredStrategy into each replica's copy of every variable.
     run = shutil.copytree(fit_runs["patch_down"].path, tmp_path / "run")
-    stored = checkpoints.read(checkpoints.latest(run_folder.checkpoint_dir(run)))
+    stored = checkpoints.read(checkpoints.latest(run_files.checkpoint_dir(run)))
     strategy = make_strategy("mirrored", cpu_replicas=2)
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         state = open_run(
-            run_folder.read_config(str(run)), str(tfrecord_dir), str(run), strategy, FIT_STEPS
+            run_files.read_config(str(run)), str(tfrecord_dir), str(run), strategy, FIT_STEPS
         )
     assert state.start == 1 and "resuming at epoch 2" in printed.getvalue()
     assert stored["epoch"] == 1 and state.last and state.best
@@ -147,7 +147,7 @@ def test_two_workers_on_localhost_train_identically_and_resume_after_a_kill(tfre
     # finish; every epoch's all-reduced losses are the same on both workers.
     out = tmp_path / "run"
     procs = _start_workers(_free_ports(2), tfrecord_dir, out, EPOCHS, tmp_path, "killed")
-    last = run_folder.checkpoint_dir(out)
+    last = run_files.checkpoint_dir(out)
     deadline = time.time() + 300
     while time.time() < deadline and not checkpoints.latest(last):
         if any(proc.poll() is not None for proc, _ in procs):

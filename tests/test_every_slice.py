@@ -11,11 +11,10 @@ import pytest
 
 from dygan_tf import build_tfrecords
 from dygan_tf.config.run_config import get_preset
-from dygan_tf.data import DatasetSpec, epoch_draw, preprocessing
-from dygan_tf.data import pipeline as data
+from dygan_tf.data import DatasetSpec, epoch_draw, pipeline, preprocessing
 from dygan_tf.data.manifest import read_manifest
 from dygan_tf.data.shard_check import verify_or_raise
-from dygan_tf.training import run as training
+from dygan_tf.training import run as training_run
 from dygan_tf.utils.errors import UserError
 from tests.helpers import one_error_line, run_in_process
 
@@ -75,7 +74,7 @@ def every_slice_dir(tiny_root, tmp_path_factory):
 def _slices_read(folder, split, **fields):
     """[(case id, slice index)] of every slice `make_dataset` yields, with its brain mask."""
     found = []
-    for *_, meta in data.make_dataset(folder, split, return_meta=True, **fields):
+    for *_, meta in pipeline.make_dataset(folder, split, return_meta=True, **fields):
         for r in range(0, meta["case_id"].shape[0], 3):  # 3 rows a slice
             found.append(
                 (
@@ -157,7 +156,7 @@ def test_the_default_stays_the_papers_5_and_its_manifest_as_it_was(tiny_root, tm
             assert len(case["slices"]) == 5
             assert set(case["slices"]) <= set(range(75, 86)) - {80}  # the most brain
     assert epoch_draw.kind_of(manifest) == epoch_draw.EVERY_SLICE
-    assert training.count_slices(out, [], keep=False) == 15  # one pass, as before
+    assert training_run.count_slices(out, [], keep=False) == 15  # one pass, as before
 
 
 @pytest.mark.parametrize(
@@ -192,11 +191,11 @@ def test_each_epoch_draws_the_same_number_of_slices_from_every_case(every_slice_
     epoch draws others."""
     manifest = read_manifest(every_slice_dir)
     cases = manifest["splits"]["train"]["cases"]
-    validation = training.choose_validation_cases(every_slice_dir, 0)
+    validation = training_run.choose_validation_cases(every_slice_dir, 0)
     kept = [c for c in cases if c["case_id"] not in validation]
     per_case = min(len(c["slices"]) for c in kept)
     assert len(kept) == 2 and len({len(c["slices"]) for c in kept}) == 2  # uneven cases
-    steps = training.count_slices(every_slice_dir, validation, keep=False)
+    steps = training_run.count_slices(every_slice_dir, validation, keep=False)
     assert steps == per_case * len(kept)
     # Each source slice identified by its pixels (random voxels: no two alike).
     source = {
@@ -204,11 +203,13 @@ def test_each_epoch_draws_the_same_number_of_slices_from_every_case(every_slice_
             meta["case_id"][0].numpy().decode(),
             int(meta["slice_index"][0]),
         )
-        for image, _, _, meta in data.make_dataset(every_slice_dir, "train", return_meta=True)
+        for image, _, _, meta in pipeline.make_dataset(every_slice_dir, "train", return_meta=True)
     }
     assert len(source) == sum(len(c["slices"]) for c in cases)
     config = get_preset("tiny").override(epochs=2)
-    ds = training.training_dataset(every_slice_dir, config, validation, 1, steps_per_epoch=steps)
+    ds = training_run.training_dataset(
+        every_slice_dir, config, validation, 1, steps_per_epoch=steps
+    )
     drawn = [source[image[0, ..., 0].numpy().tobytes()] for image, _, _ in ds]
     epochs = drawn[:steps], drawn[steps:]
     for epoch in epochs:

@@ -47,14 +47,14 @@ def test_outputs_of_the_commands_are_0644(umask_022, tiny_generator, phantom_roo
     from dygan_tf.data import shards
     from dygan_tf.data.manifest import manifest_path
     from dygan_tf.inference import translation
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
     config, generator = tiny_generator
     run = tmp_path / "run"
     run.mkdir()
-    run_folder.write_config(run, config)
-    run_folder.save_generator(generator, run)
-    for name in (run_folder.CONFIG, run_folder.GENERATOR):
+    run_files.write_config(run, config)
+    run_files.save_generator(generator, run)
+    for name in (run_files.CONFIG, run_files.GENERATOR):
         assert mode(run / name) == 0o644, name
 
     folder, cid = helpers.case_folder(phantom_root)

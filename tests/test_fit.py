@@ -23,7 +23,7 @@ from dygan_tf import evaluate, fit
 from dygan_tf.config.run_config import RunConfig
 from dygan_tf.models.builders import build_dygan
 from dygan_tf.run_folder import checkpoints
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from tests.helpers import (
     FIT_RUNS,
     FIT_STEPS,
@@ -85,7 +85,7 @@ def test_configurations_are_applied(runs):
 
 def _pix2pix3_members(run_dir):
     """{target: (member config, train steps taken)} and the schedule of a pix2pix3 run."""
-    with open(os.path.join(run_dir, run_folder.BASELINE)) as f:
+    with open(os.path.join(run_dir, run_files.BASELINE)) as f:
         spec = json.load(f)
     out = {}
     for target, folder in spec["members"].items():
@@ -161,7 +161,7 @@ def test_ema_run_saves_the_average_and_checkpoints_both(runs):
     networks = ("generator", "discriminator", "g_optimizer", "d_optimizer")
     checkpoint = checkpoints.Checkpoint(**{name: getattr(gan, name) for name in networks})
     checkpoint.restore(checkpoints.latest(os.path.join(runs["patch_down"], "checkpoints", "last")))
-    saved = run_folder.load_generator(os.path.join(runs["patch_down"], "generator.keras"))
+    saved = run_files.load_generator(os.path.join(runs["patch_down"], "generator.keras"))
     raw = [w.numpy() for w in gan.generator.trainable_weights]
     assert any(not np.allclose(r, s.numpy()) for r, s in zip(raw, saved.trainable_weights))
     with gan.averaged_generator() as generator:

@@ -449,14 +449,14 @@ def test_a_generator_that_cannot_see_the_task_is_refused_in_one_line(tfrecord_di
 @pytest.mark.slow
 def test_one_target_without_dyconv_still_trains_as_pix2pix(tfrecord_dir, tmp_path):
     from dygan_tf import fit
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
     out = tmp_path / "pix2pix_t1"
     argv = ["--data", tfrecord_dir, "--out", out, "--preset", "tiny", "--dyconv", "none"]
     argv += ["--targets", "t1", "--discriminator", "patch", "--d-dyconv", "off"]
     result = run_in_process(fit.main, *argv, "--epochs", "1", "--steps-per-epoch", "1")
     assert result.returncode == 0, result.stderr
-    config = run_folder.read_config(out)
+    config = run_files.read_config(out)
     assert config.train.targets == ("t1",) and config.model.dyconv == "none"
     assert (out / "generator.keras").is_file()
 

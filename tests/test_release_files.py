@@ -15,7 +15,7 @@ import dygan_tf  # noqa: F401 (registers the Keras objects, as a user's import d
 from dygan_tf import evaluate, export, fit
 from dygan_tf.inference.synthesis import load_synthesizer
 from dygan_tf.run_folder import checkpoints
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from dygan_tf.training.run import open_run
 from dygan_tf.utils.errors import UserError
 from tests.helpers import REPO, run_in_process
@@ -50,7 +50,7 @@ def test_generator_keras_loads_and_gives_the_release_outputs(reference):
     generator = keras.saving.load_model(os.path.join(RELEASE, "run_tiny", "generator.keras"))
     out = np.asarray(generator(_inputs(reference)))
     np.testing.assert_allclose(out, reference["generator"], rtol=0, atol=ACROSS_CPUS)
-    config, loaded = run_folder.load_run(os.path.join(RELEASE, "run_tiny"))
+    config, loaded = run_files.load_run(os.path.join(RELEASE, "run_tiny"))
     assert config.model.image_size == 32 and config.model.discriminator == "patch"
     np.testing.assert_allclose(np.asarray(loaded(_inputs(reference))), out, rtol=0, atol=0)
 
@@ -68,7 +68,7 @@ def test_savedmodel_serves_and_loads_as_a_synthesizer(reference):
 def test_checkpoints_restore_the_release_weights(run_copy):
     """The last checkpoint (epoch 2, also the best, so generator.keras) restores into the
     networks built by today's code, variable for variable."""
-    config = run_folder.read_config(str(run_copy))
+    config = run_files.read_config(str(run_copy))
     state = open_run(config, SHARDS, str(run_copy), tf.distribute.OneDeviceStrategy("/cpu:0"))
     assert state.start == 2 and len(state.history) == 2
     saved = keras.saving.load_model(os.path.join(run_copy, "generator.keras"))
@@ -86,9 +86,9 @@ def test_a_release_checkpoint_on_another_backend_is_one_line(run_copy, monkeypat
     monkeypatch.setattr(backend, "is_tensorflow", lambda: False)
     holder = keras.Variable(np.zeros(2, "float32"))
     checkpoint = checkpoints.Checkpoint(net=type("Net", (), {"variables": [holder]})())
-    prefix = checkpoints.latest(run_folder.checkpoint_dir(run_copy))
+    prefix = checkpoints.latest(run_files.checkpoint_dir(run_copy))
     with pytest.raises(UserError) as caught:
-        checkpoints.restore_last(checkpoint, str(run_copy), run_folder.read_history(run_copy))
+        checkpoints.restore_last(checkpoint, str(run_copy), run_files.read_history(run_copy))
     assert str(caught.value).startswith(f"{prefix}: a TensorFlow checkpoint of an earlier ")
     assert "KERAS_BACKEND=tensorflow" in str(caught.value)
     assert int(checkpoint.epoch.numpy()) == 0 and not np.asarray(holder).any()
@@ -109,13 +109,13 @@ def test_the_run_resumes_evaluates_and_exports(run_copy, tmp_path, reference):
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[:2] == before
     # The next checkpoint is in the one format; the release's ckpt-2 stays to fall back
     # on, its ckpt-1 goes (two kept).
-    last = run_folder.checkpoint_dir(run_copy)
+    last = run_files.checkpoint_dir(run_copy)
     assert sorted(checkpoints.checkpoints_in(last)) == [2, 3]
     assert os.path.isfile(os.path.join(last, "ckpt-3.npz"))
     assert checkpoints.is_tensorflow(os.path.join(last, "ckpt-2"))
     assert not [n for n in os.listdir(last) if n.startswith("ckpt-1")]
     # Opened again, it resumes from the new file.
-    config = run_folder.read_config(str(run_copy))
+    config = run_files.read_config(str(run_copy))
     state = open_run(config, SHARDS, str(run_copy), tf.distribute.OneDeviceStrategy("/cpu:0"))
     assert state.start == 3 and int(state.gan.g_optimizer.iterations.numpy()) == 6
 

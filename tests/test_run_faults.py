@@ -31,7 +31,7 @@ import tensorflow as tf
 from dygan_tf import fit
 from dygan_tf.data.manifest import read_manifest
 from dygan_tf.run_folder import checkpoints
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from dygan_tf.utils.atomic import PARTIAL_PREFIX
 from dygan_tf.utils.errors import UserError
 from tests.helpers import PATCH_D, checkpoint_counts, one_error_line, run_limited
@@ -93,7 +93,7 @@ def run_command(main, *args, max_bytes=None):
 
 
 def _epochs(run):
-    return [int(r["epoch"]) for r in run_folder.read_history(run)]
+    return [int(r["epoch"]) for r in run_files.read_history(run)]
 
 
 def _iterations(prefix):
@@ -165,12 +165,12 @@ def test_resumed_run_equals_an_undisturbed_one(faulted_run, tfrecord_dir, tmp_pa
     done = run_command(fit.main, *_flags(tfrecord_dir, undisturbed))
     assert done.returncode == 0, done.stderr
     losses = ("d_loss", "g_gan_loss", "g_l1_loss", "g_loss", "val_psnr_mean")
-    resumed = run_folder.read_history(faulted_run["run"])
+    resumed = run_files.read_history(faulted_run["run"])
     assert [[r[k] for k in losses] for r in resumed] == [
-        [r[k] for k in losses] for r in run_folder.read_history(undisturbed)
+        [r[k] for k in losses] for r in run_files.read_history(undisturbed)
     ]
-    a = run_folder.load_generator(str(faulted_run["run"] / "generator.keras"))
-    b = run_folder.load_generator(str(undisturbed / "generator.keras"))
+    a = run_files.load_generator(str(faulted_run["run"] / "generator.keras"))
+    b = run_files.load_generator(str(undisturbed / "generator.keras"))
     for x, y in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(x, y)
 
@@ -191,26 +191,26 @@ def test_full_disk_while_saving_generator_keras_keeps_the_old_one(
 
     redone = run_command(fit.main, *_flags(tfrecord_dir, run))
     assert redone.returncode == 0, redone.stderr
-    old = run_folder.load_generator(str(faulted_run["run"] / "generator.keras"))
-    new = run_folder.load_generator(str(model))
+    old = run_files.load_generator(str(faulted_run["run"] / "generator.keras"))
+    new = run_files.load_generator(str(model))
     for a, b in zip(old.get_weights(), new.get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
 def test_full_disk_while_writing_history_keeps_the_old_one(tmp_path):
     rows = [{"epoch": i, "d_loss": 0.123456789 * i, "note": "x" * 200} for i in range(1, 11)]
-    run_folder.write_history(tmp_path, rows[:2])
+    run_files.write_history(tmp_path, rows[:2])
     before = _digests(tmp_path)
     with file_size_limit(1_000), pytest.raises(UserError) as caught:
-        run_folder.write_history(tmp_path, rows)
+        run_files.write_history(tmp_path, rows)
     history = tmp_path / "history.csv"
     assert (
         str(caught.value) == f"{history}: cannot write (File too large); the previous file is kept"
     )
     assert isinstance(caught.value, OSError)  # callers that clean up on OSError still do
     assert _digests(tmp_path) == before and not _partials(tmp_path)
-    run_folder.write_history(tmp_path, rows)
-    assert [int(r["epoch"]) for r in run_folder.read_history(tmp_path)] == list(range(1, 11))
+    run_files.write_history(tmp_path, rows)
+    assert [int(r["epoch"]) for r in run_files.read_history(tmp_path)] == list(range(1, 11))
 
 
 def test_full_disk_while_exporting_keeps_the_previous_version(run_dir, savedmodel_dir, tmp_path):
@@ -251,14 +251,14 @@ def _break(prefix, how):
 
 
 def _open(run, tfrecord_dir):
-    """`training.open_run` of the tiny 3-epoch config on `run`, printing captured."""
+    """`training_run.open_run` of the tiny 3-epoch config on `run`, printing captured."""
     from dygan_tf.fit import parse_args, resolve_config
-    from dygan_tf.training import run as training
+    from dygan_tf.training import run as training_run
 
     config = resolve_config(parse_args([str(a) for a in _flags(tfrecord_dir, run)]))
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        state = training.open_run(
+        state = training_run.open_run(
             config, str(tfrecord_dir), str(run), tf.distribute.get_strategy(), STEPS
         )
     return state, err.getvalue()

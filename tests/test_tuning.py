@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from dygan_tf.config.run_config import get_preset
 from dygan_tf.models import builders
-from dygan_tf.run_folder import files as run_folder
-from dygan_tf.training import run as training
-from dygan_tf.tuning import results as report
+from dygan_tf.run_folder import files as run_files
+from dygan_tf.training import run as training_run
+from dygan_tf.tuning import results as tuning_results
 from dygan_tf.tuning import search
 from dygan_tf.tuning.hypermodel import LambdaHyperModel
 from tests.helpers import PATCH_D, run_cli, run_in_process
@@ -54,7 +54,7 @@ def search_dir(tfrecord_dir, tmp_path_factory):
 
 
 def _results(out):
-    with open(os.path.join(out, report.RESULTS_JSON)) as f:
+    with open(os.path.join(out, tuning_results.RESULTS_JSON)) as f:
         return json.load(f)
 
 
@@ -69,7 +69,7 @@ def test_results_json_md_and_plot(search_dir):
     assert results["validation_cases"] == recorded and recorded
     with open(os.path.join(search_dir, "config.json")) as f:
         seed = json.load(f)["train"]["seed"]
-    assert recorded == training.choose_validation_cases(results["data"], seed)
+    assert recorded == training_run.choose_validation_cases(results["data"], seed)
     for trial in results["trials"]:
         assert trial["status"] == "COMPLETED"
         assert sorted(trial["per_target"]) == TARGETS
@@ -79,18 +79,18 @@ def test_results_json_md_and_plot(search_dir):
         assert trial["mean_psnr"] == pytest.approx(sum(psnr) / 3)
     rows = [
         line
-        for line in open(os.path.join(search_dir, report.RESULTS_MD))
+        for line in open(os.path.join(search_dir, tuning_results.RESULTS_MD))
         if line.startswith("| ") and "---" not in line
     ]
     assert rows[0].startswith("| λ | FLAIR | T1 | T1CE | mean PSNR")
     assert sum("(best)" in r for r in rows[1:3]) == 1  # ours; the paper's table follows
-    with open(os.path.join(search_dir, report.PLOT), "rb") as f:
+    with open(os.path.join(search_dir, tuning_results.PLOT), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert not glob.glob(os.path.join(search_dir, ".partial-*"))
 
 
 def test_tensorboard_logs_per_trial(search_dir):
-    trials = sorted(os.listdir(os.path.join(search_dir, run_folder.LOGS)))
+    trials = sorted(os.listdir(os.path.join(search_dir, run_files.LOGS)))
     assert len(trials) == 2
     for trial in trials:
         tags = set()
@@ -138,7 +138,7 @@ def test_hypermodel_builds_through_the_fit_builder(tfrecord_dir, monkeypatch):
     args, kwargs, _ = made[0]
     assert args == (config, 3) and kwargs == {"lambda_l1": 300.0}
     assert model.lambda_l1 == 300.0
-    assert training.build_dygan is original  # fit trains through the same builder
+    assert training_run.build_dygan is original  # fit trains through the same builder
 
 
 @pytest.mark.parametrize(

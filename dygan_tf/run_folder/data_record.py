@@ -7,11 +7,11 @@ import os
 import sys
 
 from dygan_tf.data.shard_folder import open_shards
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from dygan_tf.run_folder.folder import open_run_folder
 from dygan_tf.utils.errors import UserError
 
-RECORD = run_folder.SHARDS_RECORD
+RECORD = run_files.SHARDS_RECORD
 _SHOWN = 5  # case ids named per change; the rest are counted
 
 
@@ -67,7 +67,7 @@ def _same_folder(run_dir, data_dir):
 def recorded_shards(run_dir):
     """run.json's shard record, or None (no run.json, or a run of an earlier release)."""
     run = open_run_folder(run_dir)
-    if not run.has(run_folder.RUN_INFO):
+    if not run.has(run_files.RUN_INFO):
         return None
     return run.read_info().get(RECORD)
 
@@ -99,10 +99,10 @@ def check(run_dir, shards, allow=False):
         "allowed": bool(allow),
     }
     if recorded is None:
-        if not run_dir.has(run_folder.RUN_INFO):  # no training record at all (a folder
+        if not run_dir.has(run_files.RUN_INFO):  # no training record at all (a folder
             return result  # assembled by hand): nothing to compare, nothing claimed
         print(
-            f"warning: {run_dir.file(run_folder.RUN_INFO)} records no manifest "
+            f"warning: {run_dir.file(run_files.RUN_INFO)} records no manifest "
             f"hash (a run folder of an earlier release): whether the shards in {data_dir} "
             "are those it trained on cannot be checked",
             file=sys.stderr,

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from dygan_tf.config import conditions
-from dygan_tf.evaluation import slice_scores as evaluation
+from dygan_tf.evaluation import slice_scores
 from dygan_tf.models.losses import LOSS_NAMES
 from dygan_tf.run_folder.folder import open_run_folder
 
@@ -100,7 +100,7 @@ class ValidationScores(keras.callbacks.Callback):
 
     def scores(self, generator):
         """The validation row of `generator`: {val_psnr_<t>, val_ssim_<t>, ..._mean}."""
-        scores = evaluation.score_generator(
+        scores = slice_scores.score_generator(
             generator, self.val_ds, self.targets, metrics=("psnr", "ssim")
         )
         row = {}

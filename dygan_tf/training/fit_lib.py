@@ -13,7 +13,7 @@ import os
 import time
 
 from dygan_tf.config.run_config import PIX2PIX3_SCHEDULES, pix2pix_member_config
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from dygan_tf.run_folder.folder import open_run_folder
 from dygan_tf.utils.cache import cache_root
 from dygan_tf.utils.errors import UserError, for_flag
@@ -143,7 +143,7 @@ def _check_resumed_data(run, shards, allow, multiworker):
     (`--allow-changed-data`: one warning line, and run.json records the change)."""
     from dygan_tf.run_folder import data_record
 
-    if not run.has(run_folder.RUN_INFO):
+    if not run.has(run_files.RUN_INFO):
         return  # a new run (or pix2pix3's folder, whose members record their data)
     try:
         checked = data_record.check(run, shards, allow=allow)
@@ -205,7 +205,7 @@ def fit(
             own checks, which every worker then reports (multiworker.check_workers).
     """
     from dygan_tf.data.shard_folder import open_shards
-    from dygan_tf.training import run as training
+    from dygan_tf.training import run as training_run
 
     shards, run = open_shards(shards), open_run_folder(run)
     if multiworker:
@@ -226,7 +226,7 @@ def fit(
             f"Received: baseline={baseline!r}"
         )
     else:
-        training.train(config, shards, run, steps_per_epoch=steps_per_epoch, strategy=strategy)
+        training_run.train(config, shards, run, steps_per_epoch=steps_per_epoch, strategy=strategy)
 
 
 def train_pix2pix3(config, shards, run, steps_per_epoch=None, strategy=None, schedule="paper"):
@@ -251,11 +251,11 @@ def train_pix2pix3(config, shards, run, steps_per_epoch=None, strategy=None, sch
     if steps_per_epoch is not None and schedule == "compute-matched":
         share = max(1, math.ceil(steps_per_epoch / len(members)))
     from dygan_tf.data.shard_folder import open_shards
-    from dygan_tf.training import run as training
+    from dygan_tf.training import run as training_run
 
     shards = open_shards(shards)
     for target, folder in members.items():
-        training.train(
+        training_run.train(
             pix2pix_member_config(config, target, schedule),
             shards,
             run.member(folder),
@@ -304,19 +304,19 @@ def run_demo(config, run=DEMO_RUN, cache=DEFAULT_CACHE, steps_per_epoch=None):
     the latest version, which serves the same weights). Returns the export folder."""
     from dygan_tf.data.shard_folder import ShardFolder
     from dygan_tf.evaluation import report
-    from dygan_tf.training import run as training
+    from dygan_tf.training import run as training_run
 
     start = time.perf_counter()
     run = open_run_folder(run)
     shards = ShardFolder.open(demo_data(cache, config.model.image_size))
-    training.train(config, shards, run, steps_per_epoch=steps_per_epoch)
+    training_run.train(config, shards, run, steps_per_epoch=steps_per_epoch)
     report_dir = run.file(DEMO_REPORT)
     report.evaluate_report([run], report_dir, data_dir=shards, split="test")
     export_dir = export_demo(run)
     print(
         f"\ndemo finished in {time.perf_counter() - start:.0f} s\n"
-        f"  data:        {shards}\n  run:         {run} ({run_folder.HISTORY}, "
-        f"{run_folder.CHECKPOINTS}/, {run_folder.GENERATOR})\n"
+        f"  data:        {shards}\n  run:         {run} ({run_files.HISTORY}, "
+        f"{run_files.CHECKPOINTS}/, {run_files.GENERATOR})\n"
         f"  tensorboard: tensorboard --logdir {run.logs}\n"
         f"  evaluation:  {os.path.join(report_dir, report.REPORT_MD)}, {report.REPORT_JSON}, "
         f"{report.FIGURE}\n"

@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from dygan_tf.data import shard_check
 from dygan_tf.data.shard_folder import open_shards
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from dygan_tf.run_folder.folder import open_run_folder
-from dygan_tf.training import run as training
+from dygan_tf.training import run as training_run
 from dygan_tf.utils.errors import UserError
 
 MESSAGE_BYTES = 1024  # of a worker's error line in the start-up exchange
@@ -70,7 +70,7 @@ def train_multiworker(
     data_dir = open_shards(data_dir)  # a ShardFolder: the manifest read once
     try:
         check_workers(config, data_dir, run_dir, strategy, steps_per_epoch, start_problem)
-        run = training.open_run(config, data_dir, run_dir, strategy, steps_per_epoch, chief)
+        run = training_run.open_run(config, data_dir, run_dir, strategy, steps_per_epoch, chief)
         gan = run.gan
         if run.start < train_cfg.epochs:
             try:
@@ -92,7 +92,7 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
 
     def dataset_fn(context):
         # Shard files are split across workers; each replica gets batch_slices slices.
-        return training.training_dataset(
+        return training_run.training_dataset(
             data_dir,
             config,
             run.validation,
@@ -112,11 +112,11 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
             k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in logs.items()
         }
 
-    val_ds = training.validation_dataset(data_dir, config, run.validation)
+    val_ds = training_run.validation_dataset(data_dir, config, run.validation)
     writer = tf.summary.create_file_writer(write_dir.logs)
     # The same per-epoch callbacks as fit; the chief's history lives in run_dir, a
     # non-chief keeps a throwaway copy in its scratch folder.
-    callbacks = training.epoch_callbacks(run, write_dir, val_ds, train_cfg.targets, writer)
+    callbacks = training_run.epoch_callbacks(run, write_dir, val_ds, train_cfg.targets, writer)
     stop = callbacks[0]
     epoch_end = keras.callbacks.CallbackList(callbacks, model=gan)
     print(
@@ -139,7 +139,7 @@ def _loop(config, data_dir, run_dir, write_dir, strategy, run):
             if not all(np.isfinite(list(logs.values()))):
                 # The loop sees the epoch's mean losses only, not the first bad step.
                 stop.diverged = (None, {k: v for k, v in logs.items() if not np.isfinite(v)})
-                raise training.diverged_error(stop, run)
+                raise training_run.diverged_error(stop, run)
             epoch_end.on_epoch_end(epoch, logs)
     except PEER_LOST as e:  # another worker stopped: its own line says why
         names, index = _task_names(strategy)
@@ -166,7 +166,7 @@ def worker_problem(config, data_dir, run_dir, chief, num_workers):
                 f"--shards-per-split {num_workers} or more"
             )
         shard_check.check_shards(shards.path, "train", shards.manifest)  # once, cached
-        training.choose_validation_cases(shards, config.train.seed)
+        training_run.choose_validation_cases(shards, config.train.seed)
         if chief:
             _check_run_folder(config, open_run_folder(run_dir))
     except UserError as e:
@@ -185,9 +185,9 @@ def _check_run_folder(config, run_dir):
             f"{run_dir}: the chief cannot write the run folder ({e.strerror or e}); it "
             "writes the checkpoints and history there"
         ) from None
-    config_path = run_dir.file(run_folder.CONFIG)
-    if run_dir.has(run_folder.CONFIG) and run_dir.has(run_folder.RUN_INFO):
-        if not run_folder.same_run(run_dir.read_config(), config):
+    config_path = run_dir.file(run_files.CONFIG)
+    if run_dir.has(run_files.CONFIG) and run_dir.has(run_files.RUN_INFO):
+        if not run_files.same_run(run_dir.read_config(), config):
             raise UserError(
                 f"{run_dir}: holds a run with another configuration (see {config_path}); "
                 "use a new run folder or the same settings"

@@ -22,7 +22,7 @@ from dygan_tf.data.pipeline import make_dataset
 from dygan_tf.data.shard_folder import open_shards
 from dygan_tf.models.builders import build_dygan
 from dygan_tf.run_folder import checkpoints
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from dygan_tf.run_folder.folder import RunFolder, open_run_folder
 from dygan_tf.training import callbacks as run_callbacks
 from dygan_tf.utils import backend
@@ -114,7 +114,7 @@ def open_run(config, shards, folder, strategy, steps_per_epoch=None, chief=True)
             checkpoints.CheckpointManager(checkpoint, directory, keep)
             for directory, keep in (
                 (folder.checkpoint_dir(), checkpoints.KEEP_LAST),
-                (folder.checkpoint_dir(run_folder.BEST), 1),
+                (folder.checkpoint_dir(run_files.BEST), 1),
             )
         )
     return RunState(

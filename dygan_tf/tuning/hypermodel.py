@@ -11,7 +11,7 @@ import keras
 import keras_tuner as kt
 
 from dygan_tf.models import builders
-from dygan_tf.training import run as training
+from dygan_tf.training import run as training_run
 from dygan_tf.training.callbacks import OBJECTIVE, StopOnDivergence, ValidationScores
 from dygan_tf.utils.errors import UserError
 
@@ -37,7 +37,7 @@ class LambdaHyperModel(kt.HyperModel):
         self.data_dir = data_dir
         self.values = [float(v) for v in values]
         self.validation_cases = sorted(validation_cases)
-        n_train = training.count_slices(data_dir, self.validation_cases, keep=False)
+        n_train = training_run.count_slices(data_dir, self.validation_cases, keep=False)
         if n_train == 0:
             raise UserError(
                 f"{data_dir}: no training slices left after holding "
@@ -53,14 +53,14 @@ class LambdaHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, callbacks=None, verbose=2, **kwargs):
         train = self.config.train
-        train_ds = training.training_dataset(
+        train_ds = training_run.training_dataset(
             self.data_dir,
             self.config,
             self.validation_cases,
             train.batch_slices,
             self.steps_per_epoch,
         )
-        val_ds = training.validation_dataset(self.data_dir, self.config, self.validation_cases)
+        val_ds = training_run.validation_dataset(self.data_dir, self.config, self.validation_cases)
         stop = StopOnDivergence()
         scores = ValidationScores(val_ds, train.targets)
         # First in the list: the tuner's callbacks (TensorBoard, best-epoch weights)

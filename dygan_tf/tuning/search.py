@@ -10,7 +10,7 @@ import math
 import os
 import sys
 
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.run_folder import files as run_files
 from dygan_tf.utils.atomic import write_json_atomic, write_text_atomic
 from dygan_tf.utils.errors import UserError, for_flag
 
@@ -67,7 +67,7 @@ def prepare_search_dir(config, data_dir, out, settings):
     os.makedirs(out, exist_ok=True)
     search_path = os.path.join(out, SEARCH_FILE)
     if os.path.exists(search_path):
-        saved_config = run_folder.read_config(out)  # the search folder keeps one too
+        saved_config = run_files.read_config(out)  # the search folder keeps one too
         try:
             with open(search_path, encoding="utf-8") as f:
                 saved = json.load(f)
@@ -83,7 +83,7 @@ def prepare_search_dir(config, data_dir, out, settings):
             )
         return validation
     validation = choose_validation_cases(data_dir, config.train.seed)
-    run_folder.write_config(out, config)
+    run_files.write_config(out, config)
     write_json_atomic(search_path, {**settings, "validation_cases": validation})
     return validation
 
@@ -121,7 +121,7 @@ def search(
     import keras
 
     from dygan_tf.data.shard_folder import open_shards
-    from dygan_tf.tuning import results as report
+    from dygan_tf.tuning import results as tuning_results
     from dygan_tf.tuning.hypermodel import LambdaHyperModel
 
     data_dir = open_shards(data_dir)
@@ -151,10 +151,10 @@ def search(
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         tensorboard = keras.callbacks.TensorBoard(
-            run_folder.path(out, run_folder.LOGS), write_graph=False
+            run_files.path(out, run_files.LOGS), write_graph=False
         )
         tuner.search(callbacks=[tensorboard], verbose=verbose)
-    results = report.write_results(
+    results = tuning_results.write_results(
         out,
         tuner.oracle,
         {
@@ -195,9 +195,9 @@ def run_search(
     with held:  # errors below name their paths (the search folder, the shards)
         import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
         results = search(config, shards, out, values, oracle, max_trials, steps_per_epoch)
-    from dygan_tf.tuning import results as report
+    from dygan_tf.tuning import results as tuning_results
 
-    with open(os.path.join(out, report.RESULTS_MD), encoding="utf-8") as f:
+    with open(os.path.join(out, tuning_results.RESULTS_MD), encoding="utf-8") as f:
         print("\n" + f.read())
     failed = [t for t in results["trials"] if t["per_target"] is None]
     if failed:
@@ -207,7 +207,7 @@ def run_search(
             flush=True,
         )
     print(
-        f"wrote {out}/results.json, results.md, {report.PLOT}; "
-        f"tensorboard --logdir {run_folder.path(out, run_folder.LOGS)}"
+        f"wrote {out}/results.json, results.md, {tuning_results.PLOT}; "
+        f"tensorboard --logdir {run_files.path(out, run_files.LOGS)}"
     )
     return results

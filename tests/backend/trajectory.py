@@ -22,7 +22,7 @@ def main(argv):
 
     from dygan_tf.config.flags import add_config_flags, config_from_flags
     from dygan_tf.models import builders
-    from dygan_tf.training import run as training
+    from dygan_tf.training import run as training_run
 
     data, run_dir, weights_file, out = argv[:4]
     parser = argparse.ArgumentParser()
@@ -52,9 +52,9 @@ def main(argv):
         def on_train_batch_end(self, batch, logs=None):
             steps.append((batch, [float(logs[k]) for k in ("g_loss", "d_loss", "g_l1_loss")]))
 
-    callbacks = training.epoch_callbacks
-    training.build_dygan = build_from_weights
-    training.epoch_callbacks = lambda *a, **k: callbacks(*a, **k) + [Losses()]
+    callbacks = training_run.epoch_callbacks
+    training_run.build_dygan = build_from_weights
+    training_run.epoch_callbacks = lambda *a, **k: callbacks(*a, **k) + [Losses()]
     strategy = None
     if args.cpu_replicas > 1:  # as fit --cpu-replicas: mirrored CPUs or JAX DataParallel
         if keras.backend.backend() == "tensorflow":
@@ -65,7 +65,7 @@ def main(argv):
             from dygan_tf.training.backends import make_devices
 
             strategy = make_devices(keras.backend.backend(), "auto", args.cpu_replicas)
-    training.train(config, data, run_dir, args.steps_per_epoch, strategy=strategy, verbose=0)
+    training_run.train(config, data, run_dir, args.steps_per_epoch, strategy=strategy, verbose=0)
     per_step, previous = [], None
     for batch, means in steps:  # Keras logs each epoch's running mean: undo it
         means = np.array(means)
