@@ -109,7 +109,7 @@ def score_run(run_dir, row, data_dir=None, split="test"):
             image, task = image4[[i]], cond[[i]]
         else:
             image, task, _ = scoring.as_single(image4, keys, [i])
-        fake = np.asarray(predictor.predict(image, task, [target]), np.float32)
+        fake = predictor(image, task)
         model.add(real[[i]], fake, seg[[i]], brain[[i]])
         for key in singles:
             j = keys.index(key)

@@ -15,122 +15,17 @@ with several available modalities each baseline uses the one that scores best on
 row: the harder baseline to beat.
 """
 
-import os
-from collections.abc import Callable
-from typing import NamedTuple
-
-import keras
 import numpy as np
 
 from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES, task_code
 from dygan_tf.evaluation import slice_scores as evaluation
-from dygan_tf.inference import tta
-from dygan_tf.run_folder.folder import open_run_folder
 
 BASELINES = ("copy_source", "intensity_lut")
 # In `score_rows`' results: {row key: {case id: mean slice PSNR}} of the first predictor
 # (for statistics that resample test cases).
 PER_CASE = "per_case_psnr"
 _INDEX = {m: i for i, m in enumerate(MODALITIES)}
-
-
-class Predictor(NamedTuple):
-    """A model to score: `predict(image, task, targets)` on its own kind of input.
-
-    `inputs` is "single" or "multi"; `rows` the row keys it answers (None: any row its
-    kind can take); `targets` in `predict` are the rows' target names (pix2pix3 picks
-    its member by them); `image_size` the slice size it takes (None: unknown).
-    """
-
-    name: str
-    inputs: str
-    rows: frozenset
-    predict: Callable
-    image_size: int | None = None
-
-
-def method_name(config, pix2pix3=False):
-    """The paper's Table 2 name of a run's method."""
-    m = config.model
-    if pix2pix3:
-        return "3×pix2pix"
-    if m.label_mode == "input":
-        return "MGAN-style (label at input)"
-    if m.dyconv == "none":
-        return f"pix2pix generator ({m.discriminator} D)"
-    d = "multi-scale D" if m.discriminator == "multiscale" else "PatchGAN D"
-    prefix = "Ms_DyGAN" if m.discriminator == "multiscale" else "DyGAN"
-    extra = "" if m.dyconv == "up" else f", DyConv {m.dyconv}"
-    if m.inputs == "multi":
-        extra += ", multi-source"
-    elif config.train.source == conditions.SOURCE_ANY:
-        extra += ", any source"
-    return f"{prefix} ({d}{extra})"
-
-
-def load_run_predictor(run, tta_mode="none"):
-    """(Predictor, config, data_dir) of a run folder (a `RunFolder` or its path; one
-    model or pix2pix3), its outputs test-time augmented as `tta_mode` says
-    (`dygan_tf.inference.tta`)."""
-    run = open_run_folder(run)
-    run.require()
-    baseline = run.read_baseline()
-    if baseline is not None:
-        config, member_dirs = baseline
-        members = {t: folder.load()[1] for t, folder in member_dirs.items()}
-        holder = next(iter(member_dirs.values()))  # its run.json records the data
-        name = method_name(config, pix2pix3=True)
-
-        def predict(image, task, names):
-            out = np.zeros(np.shape(image), np.float32)
-            for t, generator in members.items():
-                rows = [i for i, n in enumerate(names) if n == t]
-                if rows:
-                    out[rows] = keras.ops.convert_to_numpy(
-                        generator({"image": image[rows], "task": task[rows]}, training=False)
-                    )
-            return out
-    else:
-        config, generator = run.load()
-        holder, name = run, method_name(config)
-
-        def predict(image, task, names):
-            return keras.ops.convert_to_numpy(
-                generator({"image": image, "task": task}, training=False)
-            )
-
-    data_dir = holder.data_dir()
-    label = f"{name} [{run.name}]{tta.label(tta_mode)}"
-    rows = frozenset(conditions.trained_rows(config))
-    return (
-        Predictor(
-            label,
-            config.model.inputs,
-            rows,
-            tta.with_tta(predict, tta_mode),
-            config.model.image_size,
-        ),
-        config,
-        data_dir,
-    )
-
-
-def load_savedmodel_predictor(path, tta_mode="none"):
-    """(Predictor, config or None) of an exported SavedModel (either signature), its
-    outputs test-time augmented as `tta_mode` says unless the export already is."""
-    from dygan_tf.inference.synthesis import check_savedmodel, load_synthesizer
-
-    check_savedmodel(path)
-    synthesizer = load_synthesizer(path, tta_mode)
-    rows = None if synthesizer.trained_rows is None else frozenset(synthesizer.trained_rows)
-
-    def predict(image, task, names):
-        return synthesizer(image, task)
-
-    name = f"SavedModel [{os.path.basename(os.path.normpath(path))}]{tta.label(synthesizer.tta)}"
-    predictor = Predictor(name, synthesizer.inputs, rows, predict, synthesizer.image_size)
-    return predictor, synthesizer.config
 
 
 def check_image_sizes(predictors, shards):
@@ -197,17 +92,13 @@ def score_rows(predictors, shards, split, table, figure_cases=4, baseline=None):
     figure holds, for up to `figure_cases` cases, (case, slice index, keys, image4,
     real, fake of the first predictor) of one slice.
     """
-    import tensorflow as tf
-
-    from dygan_tf.data import shard_check
+    from dygan_tf.data.pipeline import data_loss_named
     from dygan_tf.data.shard_folder import open_shards
 
     shards = open_shards(shards)
     baseline = shards if baseline is None else open_shards(baseline)
-    try:
+    with data_loss_named(shards, ["train", split]):
         return _score_rows(predictors, shards, split, table, figure_cases, baseline)
-    except tf.errors.DataLossError as e:  # after make_dataset's up-front check passed
-        raise shard_check.data_loss_error(shards, ["train", split], e) from None
 
 
 def _score_rows(predictors, shards, split, table, figure_cases, baseline):
@@ -235,15 +126,16 @@ def _score_rows(predictors, shards, split, table, figure_cases, baseline):
             _add_scores(acc["intensity_lut"], batch, singles, lut_fake)
         primary_fake = None
         for p in predictors:
+            rows = p.trained_rows
             if p.inputs == "multi":
-                index = [i for i, k in enumerate(keys) if p.rows is None or k in p.rows]
-                image, task, tnames = image4[index], cond[index], _targets(keys, index)
+                index = [i for i, k in enumerate(keys) if rows is None or k in rows]
+                image, task = image4[index], cond[index]
             else:
-                index = _single_rows(keys, p.rows)
-                image, task, tnames = as_single(image4, keys, index)
+                index = _single_rows(keys, rows)
+                image, task, _ = as_single(image4, keys, index)
             if not index:
                 continue
-            fake = np.asarray(p.predict(image, task, tnames), np.float32)
+            fake = p(image, task)
             _add_scores(acc[p.name], batch, index, fake)
             if p is predictors[0]:
                 primary_fake = dict(zip(index, fake))
@@ -270,10 +162,6 @@ def _add_scores(accumulator, batch, index, fake):
     keys, target, masks = batch
     sub = {k: v[index] for k, v in masks.items()}
     accumulator.add([keys[i] for i in index], evaluation.row_scores(target[index], fake, sub))
-
-
-def _targets(keys, index):
-    return [keys[i].split("->")[1] for i in index]
 
 
 def _single_rows_of(row):
