@@ -13,7 +13,7 @@ from dygan_tf.data import nifti, preprocessing
 from dygan_tf.inference.predictor import load_predictor
 from dygan_tf.inference.translation import translate
 from dygan_tf.translate import main as translate_main
-from tests.helpers import case_folder, one_error_line, run_cli, run_in_process
+from tests.helpers import case_folder, one_error_line, run_cli, run_in_process, t2_task_batch
 
 pytestmark = pytest.mark.slow
 TARGETS = ("flair", "t1", "t1ce")
@@ -24,6 +24,17 @@ def _predictor(path):
     if path not in _LOADED:
         _LOADED[path] = load_predictor(str(path))
     return _LOADED[path]
+
+
+def test_a_generator_keras_file_loads_as_its_run_folder_does(run_dir):
+    """A bare .keras file gives the run's numbers; what only the run folder knows (the
+    tasks it was trained for, its model card) is unknown, not made up."""
+    from_run, from_file = _predictor(run_dir), load_predictor(run_dir / "generator.keras")
+    image, _, task = t2_task_batch(2, 64)
+    np.testing.assert_array_equal(from_file(image, task), from_run(image, task))
+    assert (from_file.kind, from_file.inputs, from_file.image_size) == ("keras", "single", 64)
+    assert from_file.trained_rows is None and from_file.model_card is None
+    assert from_run.trained_rows == ("t2->flair", "t2->t1", "t2->t1ce")
 
 
 def _tree(root):

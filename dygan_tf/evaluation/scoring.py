@@ -53,14 +53,14 @@ def _single_rows(keys, wanted=None):
 
 
 def as_single(image4, keys, index):
-    """(1-channel images, 12-bit codes, targets) of single-source rows `index`."""
+    """(1-channel images, 12-bit codes) of single-source rows `index`."""
     pairs = [conditions.parse_row_key(keys[i]) for i in index]
     channels = [_INDEX[available[0]] for available, _ in pairs]
     image = image4[index, ..., :1].copy()
     for row, c in enumerate(channels):
         image[row, ..., 0] = image4[index[row], ..., c]
     codes = np.stack([task_code(a[0], t) for a, t in pairs]) if pairs else np.zeros((0, 12))
-    return image, codes.astype(np.float32), [t for _, t in pairs]
+    return image, codes.astype(np.float32)
 
 
 def fit_luts(shards, targets):
@@ -132,7 +132,7 @@ def _score_rows(predictors, shards, split, table, figure_cases, baseline):
                 image, task = image4[index], cond[index]
             else:
                 index = _single_rows(keys, rows)
-                image, task, _ = as_single(image4, keys, index)
+                image, task = as_single(image4, keys, index)
             if not index:
                 continue
             fake = p(image, task)

@@ -117,7 +117,8 @@ def load_predictor(model, tta_mode="none", allow_changed_data=False, check_shard
         return Predictor(call, name, "keras", path, size, inputs, tta_mode=tta_mode)
     if not os.path.isdir(path):
         raise UserError(
-            f"{path}: not a folder; expected a SavedModel folder or a training run folder"
+            f"{path}: not a folder; expected a SavedModel folder, a training run folder or "
+            "a generator .keras file"
         )
     saved = path if savedmodel.is_savedmodel(path) else savedmodel.latest_version(path)
     if saved is not None:
