@@ -50,7 +50,8 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
     from dygan_tf.config.run_config import get_preset
     from dygan_tf.config.tasks import task_code
     from dygan_tf.inference import savedmodel
-    from dygan_tf.inference.synthesis import load_synthesizer, synthesize_volume
+    from dygan_tf.inference.predictor import load_predictor
+    from dygan_tf.inference.translation import synthesize_case
     from dygan_tf.models.builders import build_networks
     from dygan_tf.run_folder import files as run_files
 
@@ -75,9 +76,9 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
     brain = int(sum((volume[:, :, k] != 0).any() for k in range(shape[2])))
 
     def volume_speed(served):
-        synthesize_volume(volume[:, :, :8], affine, "t2", targets, served, batch_slices)
+        synthesize_case({"t2": volume[:, :, :8]}, affine, targets, served, "t2", batch_slices)
         start = time.perf_counter()
-        synthesize_volume(volume, affine, "t2", targets, served, batch_slices)
+        synthesize_case({"t2": volume}, affine, targets, served, "t2", batch_slices)
         seconds = time.perf_counter() - start
         return {
             "seconds": seconds,
@@ -93,8 +94,8 @@ def run(preset="demo", run_dir=None, shape=VOLUME_SHAPE, batch_slices=4, repeats
         flipped = savedmodel.export_generator(
             generator, os.path.join(tmp, "tta", "1"), None, "flip"
         )
-        result["volume"] = volume_speed(load_synthesizer(os.path.dirname(saved)))
-        result["volume_tta_flip"] = volume_speed(load_synthesizer(os.path.dirname(flipped)))
+        result["volume"] = volume_speed(load_predictor(os.path.dirname(saved)))
+        result["volume_tta_flip"] = volume_speed(load_predictor(os.path.dirname(flipped)))
         result["volume_tta_flip"]["ratio_seconds_vs_plain"] = (
             result["volume_tta_flip"]["seconds"] / result["volume"]["seconds"]
         )

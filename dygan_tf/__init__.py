@@ -57,7 +57,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "DatasetSpec": "dygan_tf.data.dataset_spec",
         "get_preset": "dygan_tf.config.run_config",
         "task_code": "dygan_tf.config.tasks",
-        "Predictor": "dygan_tf.evaluation.scoring",
+        "Predictor": "dygan_tf.inference.predictor",
         "load_run": "dygan_tf.run_folder.files",
     },
 )

@@ -1,25 +1,21 @@
 """Evaluates trained generators on a split: report.json, report.md (Table 2) and figure.png.
 
-    dygan-evaluate --run RUN_DIR [--data TFRECORD_DIR] --out DIR
-    dygan-evaluate --model SAVEDMODEL_DIR --data TFRECORD_DIR --out DIR
-        [--split test] [--compare RUN_A RUN_B ...] [--figure-cases 4] [--tta flip]
-        [--baseline-from TRAIN_SHARDS]
-
-Baselines scored beside every model: copy_source (the source slice itself) and
-intensity_lut (per target, source intensity -> mean target intensity on the training split
-of --baseline-from, else of the folder the shards' manifest names in baseline_from,
-as the named phantom test sets do, else of --data itself).
-`--tta flip` (ours) scores every model's left-right flip-averaged outputs
-(`dygan_tf.inference.tta`). A run is scored only on the shards it trained on (run.json
-records their manifest's sha256): other or rebuilt shards are refused in one line naming
-what changed, unless `--allow-changed-data` (recorded in report.json).
-"""
+Usage, the baselines scored beside every model and every flag: docs/reference/cli.md."""
 
 from dygan_tf.inference.tta import TTA_MODES
 from dygan_tf.utils.cli import ArgumentParser, run_main
-from dygan_tf.utils.errors import UserError, for_flag
+from dygan_tf.utils.errors import UserError
 
 PROG = "dygan-evaluate"
+# The flag of each of `evaluate_report`'s parameters, for its errors.
+FLAGS = dict(model="--model", data="--data", baseline_from="--baseline-from")
+FLAGS |= dict(allow_changed_data="--allow-changed-data")
+HELP = {
+    "--tta": "test-time augmentation of the models' outputs (flip: left-right mean)",
+    "--baseline-from": "shard folder whose training split fits the intensity LUT",
+    "--allow-changed-data": "score a run on shards other than those it trained on (refused "
+    "otherwise; the report records it)",
+}
 
 
 def main(argv=None):
@@ -32,23 +28,9 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--compare", nargs="+", default=[], metavar="RUN")
     p.add_argument("--figure-cases", type=int, default=4)
-    p.add_argument(
-        "--tta",
-        choices=TTA_MODES,
-        default="none",
-        help="test-time augmentation of the models' outputs (flip: left-right mean)",
-    )
-    p.add_argument(
-        "--baseline-from",
-        metavar="SHARDS",
-        help="shard folder whose training split fits the intensity LUT",
-    )
-    p.add_argument(
-        "--allow-changed-data",
-        action="store_true",
-        help="score a run on shards other than those it trained on (refused otherwise; "
-        "the report records it)",
-    )
+    p.add_argument("--tta", choices=TTA_MODES, default="none", help=HELP["--tta"])
+    p.add_argument("--baseline-from", metavar="SHARDS", help=HELP["--baseline-from"])
+    p.add_argument("--allow-changed-data", action="store_true", help=HELP["--allow-changed-data"])
     args = p.parse_args(argv)
     runs = ([args.run] if args.run else []) + list(args.compare)
     if not runs and not args.model:
@@ -57,47 +39,11 @@ def main(argv=None):
         raise UserError(f"{PROG}: --model needs --data TFRECORD_DIR")
     if args.figure_cases < 1:
         raise UserError(f"--figure-cases: expected >= 1, found {args.figure_cases}")
-    from dygan_tf.data.shard_folder import ShardFolder
-    from dygan_tf.inference.synthesis import check_savedmodel
-    from dygan_tf.run_folder.folder import RunFolder
-    from dygan_tf.utils.cli import import_tensorflow_quietly
+    from dygan_tf.evaluation.report import evaluate_report
 
-    # Pure Python: missing run folders, a folder without a SavedModel and bad shards are
-    # refused before TensorFlow starts.
-    flags = (["--run"] if args.run else []) + ["--compare"] * len(args.compare)
-    runs = [RunFolder(run) for run in runs]  # each opened once here, handed down
-    for flag, run in zip(flags, runs):
-        with for_flag(flag):
-            run.require()
-    if args.model:
-        with for_flag("--model"):
-            check_savedmodel(args.model)
-    shards = baseline = None  # each opened once here, handed down
-    if args.data:
-        with for_flag("--data"):
-            shards = ShardFolder.open(args.data)
-    if args.baseline_from:
-        with for_flag("--baseline-from"):
-            baseline = ShardFolder.open(args.baseline_from)
-    import_tensorflow_quietly()  # its C++ start-up lines would break one-line errors
-    from dygan_tf.evaluation import report
-    from dygan_tf.run_folder.data_record import ChangedData
-
-    try:
-        report.evaluate_report(
-            runs,
-            args.out,
-            data_dir=shards,
-            split=args.split,
-            model=args.model,
-            figure_cases=args.figure_cases,
-            run_flags=flags,
-            tta_mode=args.tta,
-            allow_changed_data=args.allow_changed_data,
-            baseline_from=baseline,
-        )
-    except ChangedData as e:
-        raise UserError(f"{e}; --allow-changed-data scores them anyway") from None
+    run_flags = (["--run"] if args.run else []) + ["--compare"] * len(args.compare)
+    evaluate_report(runs, args.out, args.data, args.split, args.model, args.figure_cases,
+        run_flags, args.tta, args.baseline_from, args.allow_changed_data, FLAGS)  # fmt: skip
 
 
 def cli():

@@ -14,18 +14,8 @@ twice the work per request), recorded as "tta" in metadata.json.
 import os
 
 from dygan_tf.inference import tta
-from dygan_tf.inference.savedmodel import (
-    INPUT_KEYS,
-    OUTPUT_KEY,
-    SIGNATURE,
-    build_metadata,
-    check_target,
-    export_generator,
-    image_size,
-)
-from dygan_tf.run_folder import files as run_folder
+from dygan_tf.inference.savedmodel import export_run
 from dygan_tf.utils.cli import ArgumentParser, run_main
-from dygan_tf.utils.errors import for_flag
 
 
 def main(argv=None):
@@ -41,17 +31,7 @@ def main(argv=None):
         help="flip: the signature returns the mean with the left-right mirrored slice's output",
     )
     args = parser.parse_args(argv)
-    with for_flag("--out"):
-        out_dir = check_target(args.out)  # before the slow model load
-    with for_flag("--run"):
-        config, generator = run_folder.load_run(args.run)
-    metadata = build_metadata(config, args.run, generator, args.tta)
-    export_generator(generator, out_dir, metadata, args.tta)
-    keys = ", ".join(INPUT_KEYS[config.model.inputs])
-    print(
-        f"exported {args.run} -> {out_dir} (signature {SIGNATURE}: {keys} -> "
-        f"{OUTPUT_KEY}; image size {image_size(generator)}" + tta.label(args.tta, "; ") + ")"
-    )
+    export_run(args.run, args.out, args.tta, {"run_dir": "--run", "out_dir": "--out"})
 
 
 def cli():

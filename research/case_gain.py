@@ -68,7 +68,6 @@ def score_run(run_dir, row, data_dir=None, split="test"):
     from dygan_tf.data.pipeline import make_dataset
 
     predictor, config, data_dir, the_row = open_run_row(run_dir, row, data_dir)
-    target = the_row.target
     table = [the_row]
     dataset = make_dataset(
         data_dir,
@@ -82,7 +81,7 @@ def score_run(run_dir, row, data_dir=None, split="test"):
     )
     truth, fake, cases = [], [], []
     for image, real, task, meta in dataset:
-        fake.append(predictor.predict(image.numpy(), task.numpy(), [target] * len(image)))
+        fake.append(predictor(image.numpy(), task.numpy()))
         truth.append(real.numpy())
         cases += [c.decode() for c in meta["case_id"].numpy()]
     if not cases:

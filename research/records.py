@@ -40,19 +40,21 @@ def inference_time(run_dir, slices):
     import numpy as np
 
     from dygan_tf.config.tasks import task_code
-    from dygan_tf.evaluation.scoring import load_run_predictor
+    from dygan_tf.inference.predictor import load_predictor
+    from dygan_tf.run_folder.folder import RunFolder
 
-    predictor, config, _ = load_run_predictor(run_dir)
+    predictor = load_predictor(RunFolder(run_dir), check_shards=False)
+    config = predictor.config
     size, source = config.model.image_size, config.train.source
     names = [t for t in config.train.targets for _ in range(slices)]
     image = np.random.default_rng(0).uniform(-1, 1, (len(names), size, size, 1))
     image = image.astype("float32")
     task = np.stack([task_code(source, t) for t in names])
-    predictor.predict(image, task, names)  # warm-up (traces)
+    predictor(image, task)  # warm-up (traces)
     times = []
     for _ in range(INFERENCE_REPEATS):
         start = time.perf_counter()
-        predictor.predict(image, task, names)
+        predictor(image, task)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 

@@ -107,8 +107,8 @@ def score_run(run_dir, row, data_dir=None, split="test"):
         if predictor.inputs == "multi":
             image, task = image4[[i]], cond[[i]]
         else:
-            image, task, _ = scoring.as_single(image4, keys, [i])
-        fake = np.asarray(predictor.predict(image, task, [target]), np.float32)
+            image, task = scoring.as_single(image4, keys, [i])
+        fake = predictor(image, task)
         model.add(real[[i]], fake, seg[[i]], brain[[i]])
         for key in singles:
             j = keys.index(key)

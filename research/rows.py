@@ -9,7 +9,9 @@ def open_run_row(run_dir, row, data_dir=None):
     """(Predictor, config, data_dir, conditions.Row) of a run folder and one of the
     rows it was trained for; UserError naming the flag if either is wrong."""
     from dygan_tf.config import conditions
-    from dygan_tf.evaluation.scoring import check_image_sizes, load_run_predictor
+    from dygan_tf.evaluation.scoring import check_image_sizes
+    from dygan_tf.inference.predictor import load_predictor
+    from dygan_tf.run_folder.folder import RunFolder
 
     try:
         available, target = conditions.parse_row_key(row)
@@ -21,18 +23,18 @@ def open_run_row(run_dir, row, data_dir=None):
         raise UserError(f"--row: {row}: {e}") from None
     row = conditions.row_key(available, target)  # in our spelling, as the run keys it
     the_row = conditions.Row(row, available, target)
-    predictor, config, run_data = load_run_predictor(run_dir)
-    if predictor.rows and row not in predictor.rows:
+    predictor = load_predictor(RunFolder(run_dir), check_shards=False)
+    if predictor.trained_rows and row not in predictor.trained_rows:
         raise UserError(
             f"--row: {run_dir} was not trained for {row}; it answers "
-            f"{', '.join(sorted(predictor.rows))}"
+            f"{', '.join(sorted(predictor.trained_rows))}"
         )
-    data_dir = data_dir or run_data
+    data_dir = data_dir or predictor.data_dir
     if data_dir is None:
         raise UserError(f"--data: {run_dir} records no training data; name a shard folder")
     with for_flag("--data"):
         check_image_sizes([predictor], data_dir)
-    return predictor, config, data_dir, the_row
+    return predictor, predictor.config, data_dir, the_row
 
 
 def run_row_main(argv, prog, description, score_run, summary):

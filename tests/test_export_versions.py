@@ -12,7 +12,7 @@ import pytest
 
 from dygan_tf.config.run_config import get_preset
 from dygan_tf.inference import savedmodel
-from dygan_tf.inference.synthesis import load_synthesizer
+from dygan_tf.inference.predictor import load_predictor
 from dygan_tf.run_folder.files import load_run
 from dygan_tf.training.fit_lib import export_demo
 from tests.helpers import REPO, save_untrained_run
@@ -66,5 +66,5 @@ def test_a_release_0_1_0_version_without_digest_counts_as_different(tmp_path):
     assert out == str(saved / "dygan_demo" / "2") and _versions(saved) == ["1", "2"]
     assert "already serves these weights" in printed
     # Both load; TF Serving's base path serves the latest.
-    assert load_synthesizer(str(saved / "dygan_demo" / "1")).image_size == 32
-    assert load_synthesizer(str(saved / "dygan_demo")).path == str(saved / "dygan_demo" / "2")
+    assert load_predictor(str(saved / "dygan_demo" / "1")).image_size == 32
+    assert load_predictor(str(saved / "dygan_demo")).path == str(saved / "dygan_demo" / "2")

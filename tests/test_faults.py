@@ -218,7 +218,7 @@ def test_keras_file_with_code_is_refused_in_safe_mode(run_dir, tmp_path, monkeyp
     """A generator.keras holding a Lambda layer (arbitrary Python) is never run."""
     import keras
 
-    from dygan_tf.inference.synthesis import load_synthesizer
+    from dygan_tf.inference.predictor import load_predictor
 
     marker = tmp_path / "code_ran"
     image = keras.Input((64, 64, 1), name="image")
@@ -234,7 +234,7 @@ def test_keras_file_with_code_is_refused_in_safe_mode(run_dir, tmp_path, monkeyp
     model.save(folder / "generator.keras")
     marker.unlink()  # building the model above ran the lambda once
     with pytest.raises(UserError, match=r"generator.keras: cannot load the generator \(.*Lambda"):
-        load_synthesizer(str(folder))
+        load_predictor(str(folder))
     assert not marker.exists()
     # Through the command: one line, exit 2, nothing written.
     source = tmp_path / "scan_t2.nii.gz"

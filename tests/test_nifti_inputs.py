@@ -15,16 +15,16 @@ import pytest
 
 from dygan_tf.data import case_slices as prepare
 from dygan_tf.data import preprocessing
-from dygan_tf.inference.synthesis import Synthesizer
+from dygan_tf.inference.predictor import Predictor
 from dygan_tf.inference.translation import translate
 from tests.helpers import IMAGE_SIZE, case_folder, one_error_line, run_cli
 
 HEADER_KEYS = ("pixdim", "qform_code", "sform_code", "srow_x", "srow_y", "srow_z", "dim")
 
 
-class RecordingIdentity(Synthesizer):
+class RecordingIdentity(Predictor):
     def __init__(self, size=IMAGE_SIZE):
-        super().__init__(None, size, "keras", "identity")
+        super().__init__(None, "identity", "keras", "identity", size)
         self.seen = []
 
     def __call__(self, images, tasks):
@@ -107,10 +107,9 @@ def test_other_scanners_keep_geometry_and_aspect(name, tmp_path):
     )
     model = RecordingIdentity()
     outputs = translate(
-        "identity",
+        model,
         str(path),
         str(tmp_path / "out"),
-        synthesizer=model,
         targets=["flair"],
         verbose=False,
     )

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import dygan_tf  # noqa: F401 (registers the Keras objects, as a user's import does)
 from dygan_tf import evaluate, export, fit
-from dygan_tf.inference.synthesis import load_synthesizer
+from dygan_tf.inference.predictor import load_predictor
 from dygan_tf.run_folder import checkpoints
 from dygan_tf.run_folder import files as run_files
 from dygan_tf.training.run import open_run
@@ -55,14 +55,14 @@ def test_generator_keras_loads_and_gives_the_release_outputs(reference):
     np.testing.assert_allclose(np.asarray(loaded(_inputs(reference))), out, rtol=0, atol=0)
 
 
-def test_savedmodel_serves_and_loads_as_a_synthesizer(reference):
+def test_savedmodel_serves_and_loads_as_a_predictor(reference):
     saved = tf.saved_model.load(os.path.join(RELEASE, "savedmodel"))
     served = saved.signatures["serving_default"](
         image=tf.constant(reference["image"]), task=tf.constant(reference["task"])
     )["synthesized"].numpy()
     np.testing.assert_allclose(served, reference["savedmodel"], rtol=0, atol=ACROSS_CPUS)
-    synthesizer = load_synthesizer(os.path.join(RELEASE, "savedmodel"))
-    assert synthesizer.image_size == 32
+    predictor = load_predictor(os.path.join(RELEASE, "savedmodel"))
+    assert predictor.image_size == 32
 
 
 def test_checkpoints_restore_the_release_weights(run_copy):

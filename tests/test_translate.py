@@ -10,20 +10,31 @@ import numpy as np
 import pytest
 
 from dygan_tf.data import nifti, preprocessing
-from dygan_tf.inference.synthesis import load_synthesizer
+from dygan_tf.inference.predictor import load_predictor
 from dygan_tf.inference.translation import translate
 from dygan_tf.translate import main as translate_main
-from tests.helpers import case_folder, one_error_line, run_cli, run_in_process
+from tests.helpers import case_folder, one_error_line, run_cli, run_in_process, t2_task_batch
 
 pytestmark = pytest.mark.slow
 TARGETS = ("flair", "t1", "t1ce")
-_SYNTH = {}
+_LOADED = {}
 
 
-def _synthesizer(path):
-    if path not in _SYNTH:
-        _SYNTH[path] = load_synthesizer(str(path))
-    return _SYNTH[path]
+def _predictor(path):
+    if path not in _LOADED:
+        _LOADED[path] = load_predictor(str(path))
+    return _LOADED[path]
+
+
+def test_a_generator_keras_file_loads_as_its_run_folder_does(run_dir):
+    """A bare .keras file gives the run's numbers; what only the run folder knows (the
+    tasks it was trained for, its model card) is unknown, not made up."""
+    from_run, from_file = _predictor(run_dir), load_predictor(run_dir / "generator.keras")
+    image, _, task = t2_task_batch(2, 64)
+    np.testing.assert_array_equal(from_file(image, task), from_run(image, task))
+    assert (from_file.kind, from_file.inputs, from_file.image_size) == ("keras", "single", 64)
+    assert from_file.trained_rows is None and from_file.model_card is None
+    assert from_run.trained_rows == ("t2->flair", "t2->t1", "t2->t1ce")
 
 
 def _tree(root):
@@ -101,15 +112,14 @@ def test_flipped_affine_translates_to_the_same_physical_images(
     for name, image in (("plain", plain), ("flipped", flipped)):
         (tmp_path / name).mkdir()
         nib.save(image, tmp_path / name / f"{cid}_t2.nii.gz")
-    synth = _synthesizer(run_dir)
+    loaded = _predictor(run_dir)
     outputs = {}
     for name in ("plain", "flipped"):
         paths = translate(
-            str(run_dir),
+            loaded,
             str(tmp_path / name / f"{cid}_t2.nii.gz"),
             str(tmp_path / f"{name}_out"),
             verbose=False,
-            synthesizer=synth,
         )
         outputs[name] = {t: nib.load(p) for t, p in paths.items()}
     for target in TARGETS:
@@ -123,12 +133,11 @@ def test_flipped_affine_translates_to_the_same_physical_images(
 
     # The served SavedModel and the run's Keras generator give the same volume.
     served = translate(
-        savedmodel_dir,
+        _predictor(savedmodel_dir),
         str(tmp_path / "plain" / f"{cid}_t2.nii.gz"),
         str(tmp_path / "served_out"),
         targets=["t1"],
         verbose=False,
-        synthesizer=_synthesizer(savedmodel_dir),
     )
     keras_t1 = outputs["plain"]["t1"].get_fdata()
     scale = preprocessing.robust_max(data, data != 0)
@@ -160,12 +169,11 @@ def test_case_folder_fills_exactly_the_missing(
     copy, cid = _case_with(phantom_root, tmp_path, present)
     before = sorted(os.listdir(copy))
     written = translate(
-        savedmodel_dir,
+        _predictor(savedmodel_dir),
         str(copy),
         str(copy),
         source=source,
         verbose=False,
-        synthesizer=_synthesizer(savedmodel_dir),
     )
     # The model was trained on t2 only: from another source every target is refused.
     trained = chosen in (None, "t2")

@@ -78,7 +78,7 @@ def test_each_half_of_the_doubled_batch_gets_its_own_answer(tiny_generator):
 def test_export_with_tta_serves_the_average_with_tensorflow_alone(
     run_dir, tiny_generator, tmp_path
 ):
-    from dygan_tf.inference.synthesis import load_synthesizer
+    from dygan_tf.inference.predictor import load_predictor
 
     out = tmp_path / "dygan" / "1"
     result = run_in_process(export_cmd.main, "--run", run_dir, "--out", out, "--tta", "flip")
@@ -95,11 +95,11 @@ def test_export_with_tta_serves_the_average_with_tensorflow_alone(
     np.testing.assert_allclose(served, expected, atol=1e-5)
     # Loaded with or without --tta flip, the export averages once (its signature does).
     for mode in ("none", "flip"):
-        synthesizer = load_synthesizer(str(out), mode)
-        assert synthesizer.tta == "flip" and not synthesizer.applies_tta
-        np.testing.assert_allclose(synthesizer(image, task), served, atol=1e-5)
-    # The run folder with --tta flip: the same numbers, averaged by the Synthesizer.
-    from_run = load_synthesizer(str(run_dir), "flip")
+        predictor = load_predictor(str(out), mode)
+        assert predictor.tta == "flip" and not predictor.applies_tta
+        np.testing.assert_allclose(predictor(image, task), served, atol=1e-5)
+    # The run folder with --tta flip: the same numbers, averaged by the Predictor.
+    from_run = load_predictor(str(run_dir), "flip")
     assert from_run.applies_tta
     np.testing.assert_allclose(from_run(image, task), served, atol=1e-5)
     # A metadata.json with an unknown mode is refused, naming the file.
@@ -107,7 +107,7 @@ def test_export_with_tta_serves_the_average_with_tensorflow_alone(
     shutil.copytree(out, copy)
     (copy / "metadata.json").write_text(json.dumps(dict(metadata, tta="mirror")))
     with pytest.raises(UserError, match=r"metadata.json: tta 'mirror' is not one of"):
-        load_synthesizer(str(copy))
+        load_predictor(str(copy))
 
 
 def test_evaluate_tta_scores_the_models_not_the_baselines(run_dir, tfrecord_dir, tmp_path):

@@ -91,7 +91,7 @@ def test_modality_names_in_every_spelling():
 
 def test_translate_takes_and_prints_the_files_spelling(savedmodel_dir, phantom_root, tmp_path):
     from dygan_tf.inference.batch_translation import summary_table, translate_root
-    from dygan_tf.inference.synthesis import load_synthesizer
+    from dygan_tf.inference.predictor import load_predictor
     from dygan_tf.inference.translation import plan_input
 
     root = tmp_path / "root"
@@ -99,14 +99,14 @@ def test_translate_takes_and_prints_the_files_spelling(savedmodel_dir, phantom_r
     plan = plan_input(str(case), "T2W")
     assert (plan.source, plan.targets) == ("t2", ["flair", "t1ce"])
     assert plan.spell(plan.targets) == "t2f, t1c"
-    synthesizer = load_synthesizer(savedmodel_dir)
+    predictor = load_predictor(savedmodel_dir)
     out = root / "out"  # inside the root: a rerun must not take it for a case
     for status in ("written", "skipped"):
-        rows = translate_root(str(root), str(out), lambda: synthesizer, "t2w", verbose=False)
+        rows = translate_root(str(root), str(out), lambda: predictor, "t2w", verbose=False)
         assert [(r["case"], r["source"], r["status"]) for r in rows] == [(cid, "t2w", status)]
     table = summary_table(rows)
     assert "t2w" in table and "flair" not in table, table
-    rows = translate_root(str(root), str(out), lambda: synthesizer, overwrite=True, verbose=False)
+    rows = translate_root(str(root), str(out), lambda: predictor, overwrite=True, verbose=False)
     assert rows[0]["written"] == ["t2f", "t1c"]
 
 

@@ -7,6 +7,8 @@ data, and only after their sha256 matches the manifest's, so a corrupted shard i
 instead of failing deep inside tf.data.
 """
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -14,7 +16,7 @@ from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import epoch_draw, records
 from dygan_tf.data.dataset_spec import DatasetSpec
-from dygan_tf.data.shard_check import check_shards
+from dygan_tf.data.shard_check import check_shards, data_loss_error
 from dygan_tf.data.shard_folder import open_shards
 from dygan_tf.utils.errors import UserError
 from dygan_tf.utils.options import options_of
@@ -22,6 +24,16 @@ from dygan_tf.utils.options import options_of
 DEFAULT_SHUFFLE_BUFFER = 256
 READ_BUFFER_BYTES = 4 << 20
 META_KEYS = ("case_id", "grade", "slice_index", "seg", "brain_mask")
+
+
+@contextlib.contextmanager
+def data_loss_named(shards, splits):
+    """Re-raises TensorFlow's DataLossError, met while reading `splits` of `shards` after
+    `make_dataset`'s up-front check passed, as `shard_check.data_loss_error`'s one line."""
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        raise data_loss_error(shards, splits, e) from None
 
 
 def make_dataset(shards, split, spec=None, **fields):

@@ -7,7 +7,6 @@ gets the paper's table (a column per target); a `--source any` run one line per 
 and a 4x4 source x target grid; a multi-source run one line per target x available set.
 """
 
-import contextlib
 import dataclasses
 import os
 
@@ -18,7 +17,7 @@ from dygan_tf.config.tasks import MODALITIES, targets_for
 from dygan_tf.inference import tta
 from dygan_tf.utils import markdown
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
-from dygan_tf.utils.errors import UserError, for_flag
+from dygan_tf.utils.errors import UserError, for_flag, for_flag_of
 
 REPORT_JSON, REPORT_MD, FIGURE = "report.json", "report.md", "figure.png"
 BASELINE_NAMES = {
@@ -163,8 +162,12 @@ def evaluate_report(
     tta_mode="none",
     baseline_from=None,
     allow_changed_data=False,
+    flags=None,
 ):
     """Scores run folders (and/or an exported SavedModel) on a split; writes the report.
+
+    Every folder is opened and checked first, in pure Python: a missing run, a folder
+    without a SavedModel and bad shards are refused before TensorFlow starts.
 
     Args:
         runs: run folders; the first one's config gives the source and targets, and its
@@ -185,6 +188,7 @@ def evaluate_report(
         allow_changed_data: score a run on shards other than those it trained on (their
             manifest's sha256 differs from run.json's); refused otherwise
             (`dygan_tf.run_folder.data_record`). The report records the check.
+        flags: the command's flag of each other parameter (`for_flag_of`), if any.
 
     Returns:
         The report dict written to report.json.
@@ -195,16 +199,35 @@ def evaluate_report(
     """
     from dygan_tf.data.shard_folder import open_shards
     from dygan_tf.evaluation import scoring
+    from dygan_tf.inference.savedmodel import check_savedmodel
+    from dygan_tf.run_folder.data_record import ChangedData
     from dygan_tf.run_folder.folder import open_run_folder
 
-    runs = [open_run_folder(r) for r in runs]  # the commands hand down RunFolders
+    runs = [open_run_folder(r) for r in runs]  # each opened once here, handed down
+    run_flags = list(run_flags or [None] * len(runs))
+    for flag, run in zip(run_flags, runs):
+        with for_flag(flag):
+            run.require()
+    if model:
+        with for_flag_of(flags, "model"):
+            check_savedmodel(model)
+    if data_dir:
+        with for_flag_of(flags, "data"):
+            data_dir = open_shards(data_dir)
+    if baseline_from:
+        with for_flag_of(flags, "baseline_from"):
+            baseline_from = open_shards(baseline_from)
     predictors, config, data_dir = load_predictors(runs, model, data_dir, run_flags, tta_mode)
     shards = open_shards(data_dir)  # manifest.json read once, handed down
     manifest = shards.manifest
-    data_check = check_data(runs, shards, allow_changed_data)
+    try:
+        data_check = check_data(runs, shards, allow_changed_data)
+    except ChangedData as e:
+        allow = (flags or {}).get("allow_changed_data", "allow_changed_data")
+        raise type(e)(f"{e}; {allow} scores them anyway") from None
     rows = rows_of(config)
     scoring.check_image_sizes(predictors, shards)
-    baseline = open_shards(baseline_from) if baseline_from else shards.baseline()
+    baseline = baseline_from or shards.baseline()
     results, slices, figure = scoring.score_rows(
         predictors, shards, split, rows.table, figure_cases, baseline
     )
@@ -291,26 +314,20 @@ def evaluation_record(run, out, report, scores, manifest, data_check):
 def load_predictors(runs, model, data_dir, run_flags, tta_mode):
     """(predictors, the first config or None, the shard folder): the SavedModel's first,
     then each run's; the shard folder `data_dir`, else the first run's."""
-    from dygan_tf.evaluation import scoring
+    from dygan_tf.inference.predictor import load_predictor
 
     if not runs and not model:
         raise ValueError("evaluate_report needs run folders or a SavedModel. Received none")
-    run_flags = list(run_flags or [None] * len(runs))
-    predictors, config = [], None
-    if model:
-        if not data_dir:
-            raise UserError(f"{model}: a SavedModel needs a shard folder to score on")
-        predictor, config = scoring.load_savedmodel_predictor(model, tta_mode)
-        predictors.append(predictor)
+    if model and not data_dir:
+        raise UserError(f"{model}: a SavedModel needs a shard folder to score on")
+    predictors = [load_predictor(model, tta_mode)] if model else []
     for run, flag in zip(runs, run_flags):
-        with for_flag(flag) if flag else contextlib.nullcontext():
-            predictor, run_config, run_data = scoring.load_run_predictor(run, tta_mode)
-        predictors.append(predictor)
-        config = config or run_config
-        data_dir = data_dir or run_data
+        with for_flag(flag):
+            predictors.append(load_predictor(run, tta_mode, check_shards=False))
+    data_dir = data_dir or next((p.data_dir for p in predictors if p.data_dir), None)
     if data_dir is None:
         raise UserError(f"{runs[0]}: the run does not record its data folder; pass one")
-    return predictors, config, data_dir
+    return predictors, next((p.config for p in predictors if p.config), None), data_dir
 
 
 def check_data(runs, shards, allow=False):

@@ -15,122 +15,17 @@ with several available modalities each baseline uses the one that scores best on
 row: the harder baseline to beat.
 """
 
-import os
-from collections.abc import Callable
-from typing import NamedTuple
-
-import keras
 import numpy as np
 
 from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES, task_code
-from dygan_tf.evaluation import slice_scores as evaluation
-from dygan_tf.inference import tta
-from dygan_tf.run_folder.folder import open_run_folder
+from dygan_tf.evaluation import slice_scores
 
 BASELINES = ("copy_source", "intensity_lut")
 # In `score_rows`' results: {row key: {case id: mean slice PSNR}} of the first predictor
 # (for statistics that resample test cases).
 PER_CASE = "per_case_psnr"
 _INDEX = {m: i for i, m in enumerate(MODALITIES)}
-
-
-class Predictor(NamedTuple):
-    """A model to score: `predict(image, task, targets)` on its own kind of input.
-
-    `inputs` is "single" or "multi"; `rows` the row keys it answers (None: any row its
-    kind can take); `targets` in `predict` are the rows' target names (pix2pix3 picks
-    its member by them); `image_size` the slice size it takes (None: unknown).
-    """
-
-    name: str
-    inputs: str
-    rows: frozenset
-    predict: Callable
-    image_size: int | None = None
-
-
-def method_name(config, pix2pix3=False):
-    """The paper's Table 2 name of a run's method."""
-    m = config.model
-    if pix2pix3:
-        return "3×pix2pix"
-    if m.label_mode == "input":
-        return "MGAN-style (label at input)"
-    if m.dyconv == "none":
-        return f"pix2pix generator ({m.discriminator} D)"
-    d = "multi-scale D" if m.discriminator == "multiscale" else "PatchGAN D"
-    prefix = "Ms_DyGAN" if m.discriminator == "multiscale" else "DyGAN"
-    extra = "" if m.dyconv == "up" else f", DyConv {m.dyconv}"
-    if m.inputs == "multi":
-        extra += ", multi-source"
-    elif config.train.source == conditions.SOURCE_ANY:
-        extra += ", any source"
-    return f"{prefix} ({d}{extra})"
-
-
-def load_run_predictor(run, tta_mode="none"):
-    """(Predictor, config, data_dir) of a run folder (a `RunFolder` or its path; one
-    model or pix2pix3), its outputs test-time augmented as `tta_mode` says
-    (`dygan_tf.inference.tta`)."""
-    run = open_run_folder(run)
-    run.require()
-    baseline = run.read_baseline()
-    if baseline is not None:
-        config, member_dirs = baseline
-        members = {t: folder.load()[1] for t, folder in member_dirs.items()}
-        holder = next(iter(member_dirs.values()))  # its run.json records the data
-        name = method_name(config, pix2pix3=True)
-
-        def predict(image, task, names):
-            out = np.zeros(np.shape(image), np.float32)
-            for t, generator in members.items():
-                rows = [i for i, n in enumerate(names) if n == t]
-                if rows:
-                    out[rows] = keras.ops.convert_to_numpy(
-                        generator({"image": image[rows], "task": task[rows]}, training=False)
-                    )
-            return out
-    else:
-        config, generator = run.load()
-        holder, name = run, method_name(config)
-
-        def predict(image, task, names):
-            return keras.ops.convert_to_numpy(
-                generator({"image": image, "task": task}, training=False)
-            )
-
-    data_dir = holder.data_dir()
-    label = f"{name} [{run.name}]{tta.label(tta_mode)}"
-    rows = frozenset(conditions.trained_rows(config))
-    return (
-        Predictor(
-            label,
-            config.model.inputs,
-            rows,
-            tta.with_tta(predict, tta_mode),
-            config.model.image_size,
-        ),
-        config,
-        data_dir,
-    )
-
-
-def load_savedmodel_predictor(path, tta_mode="none"):
-    """(Predictor, config or None) of an exported SavedModel (either signature), its
-    outputs test-time augmented as `tta_mode` says unless the export already is."""
-    from dygan_tf.inference.synthesis import check_savedmodel, load_synthesizer
-
-    check_savedmodel(path)
-    synthesizer = load_synthesizer(path, tta_mode)
-    rows = None if synthesizer.trained_rows is None else frozenset(synthesizer.trained_rows)
-
-    def predict(image, task, names):
-        return synthesizer(image, task)
-
-    name = f"SavedModel [{os.path.basename(os.path.normpath(path))}]{tta.label(synthesizer.tta)}"
-    predictor = Predictor(name, synthesizer.inputs, rows, predict, synthesizer.image_size)
-    return predictor, synthesizer.config
 
 
 def check_image_sizes(predictors, shards):
@@ -158,14 +53,14 @@ def _single_rows(keys, wanted=None):
 
 
 def as_single(image4, keys, index):
-    """(1-channel images, 12-bit codes, targets) of single-source rows `index`."""
+    """(1-channel images, 12-bit codes) of single-source rows `index`."""
     pairs = [conditions.parse_row_key(keys[i]) for i in index]
     channels = [_INDEX[available[0]] for available, _ in pairs]
     image = image4[index, ..., :1].copy()
     for row, c in enumerate(channels):
         image[row, ..., 0] = image4[index[row], ..., c]
     codes = np.stack([task_code(a[0], t) for a, t in pairs]) if pairs else np.zeros((0, 12))
-    return image, codes.astype(np.float32), [t for _, t in pairs]
+    return image, codes.astype(np.float32)
 
 
 def fit_luts(shards, targets):
@@ -182,9 +77,9 @@ def fit_luts(shards, targets):
         return_meta=True,
     )
     keys = [r.key for r in conditions.row_table("single", conditions.SOURCE_ANY, targets)]
-    lut = evaluation.IntensityLUT(keys)
+    lut = slice_scores.IntensityLUT(keys)
     for image, target, _, meta in ds:
-        lut.update(image.numpy(), target.numpy(), evaluation.row_names(meta))
+        lut.update(image.numpy(), target.numpy(), slice_scores.row_names(meta))
     return lut.finish()
 
 
@@ -197,17 +92,13 @@ def score_rows(predictors, shards, split, table, figure_cases=4, baseline=None):
     figure holds, for up to `figure_cases` cases, (case, slice index, keys, image4,
     real, fake of the first predictor) of one slice.
     """
-    import tensorflow as tf
-
-    from dygan_tf.data import shard_check
+    from dygan_tf.data.pipeline import data_loss_named
     from dygan_tf.data.shard_folder import open_shards
 
     shards = open_shards(shards)
     baseline = shards if baseline is None else open_shards(baseline)
-    try:
+    with data_loss_named(shards, ["train", split]):
         return _score_rows(predictors, shards, split, table, figure_cases, baseline)
-    except tf.errors.DataLossError as e:  # after make_dataset's up-front check passed
-        raise shard_check.data_loss_error(shards, ["train", split], e) from None
 
 
 def _score_rows(predictors, shards, split, table, figure_cases, baseline):
@@ -216,14 +107,14 @@ def _score_rows(predictors, shards, split, table, figure_cases, baseline):
     single_keys = {s.key for r in table for s in _single_rows_of(r)}
     targets = sorted({r.target for r in table}, key=MODALITIES.index)
     lut = fit_luts(baseline, targets)
-    acc = {p.name: evaluation.Accumulator(()) for p in predictors}
-    acc.update({b: evaluation.Accumulator(()) for b in BASELINES})
-    per_case = evaluation.Accumulator(())  # the first predictor's PSNR by (row key, case)
+    acc = {p.name: slice_scores.Accumulator(()) for p in predictors}
+    acc.update({b: slice_scores.Accumulator(()) for b in BASELINES})
+    per_case = slice_scores.Accumulator(())  # the first predictor's PSNR by (row key, case)
     figure, seen, slices = [], set(), 0
     ds = make_dataset(shards, split, inputs="multi", rows=_with_singles(table), return_meta=True)
     for image4, target, cond, meta in ds:
         image4, target, cond = image4.numpy(), target.numpy(), cond.numpy()
-        keys = evaluation.row_names(meta)
+        keys = slice_scores.row_names(meta)
         masks = {k: v.numpy() for k, v in meta.items() if k in ("brain_mask", "seg")}
         slices += 1
         batch = (keys, target, masks)
@@ -235,20 +126,21 @@ def _score_rows(predictors, shards, split, table, figure_cases, baseline):
             _add_scores(acc["intensity_lut"], batch, singles, lut_fake)
         primary_fake = None
         for p in predictors:
+            rows = p.trained_rows
             if p.inputs == "multi":
-                index = [i for i, k in enumerate(keys) if p.rows is None or k in p.rows]
-                image, task, tnames = image4[index], cond[index], _targets(keys, index)
+                index = [i for i, k in enumerate(keys) if rows is None or k in rows]
+                image, task = image4[index], cond[index]
             else:
-                index = _single_rows(keys, p.rows)
-                image, task, tnames = as_single(image4, keys, index)
+                index = _single_rows(keys, rows)
+                image, task = as_single(image4, keys, index)
             if not index:
                 continue
-            fake = np.asarray(p.predict(image, task, tnames), np.float32)
+            fake = p(image, task)
             _add_scores(acc[p.name], batch, index, fake)
             if p is predictors[0]:
                 primary_fake = dict(zip(index, fake))
                 cases = [c.decode() for c in meta["case_id"].numpy()[index]]
-                psnr = evaluation.row_scores(target[index], fake, metrics=("psnr",))
+                psnr = slice_scores.row_scores(target[index], fake, metrics=("psnr",))
                 per_case.add([f"{keys[i]}@{c}" for i, c in zip(index, cases)], psnr)
         case = meta["case_id"].numpy()[0].decode()
         if case not in seen and len(figure) < figure_cases and primary_fake:
@@ -269,11 +161,7 @@ def _add_scores(accumulator, batch, index, fake):
     """Scores of `fake` against rows `index` of `batch` = (keys, target, masks)."""
     keys, target, masks = batch
     sub = {k: v[index] for k, v in masks.items()}
-    accumulator.add([keys[i] for i in index], evaluation.row_scores(target[index], fake, sub))
-
-
-def _targets(keys, index):
-    return [keys[i].split("->")[1] for i in index]
+    accumulator.add([keys[i] for i in index], slice_scores.row_scores(target[index], fake, sub))
 
 
 def _single_rows_of(row):

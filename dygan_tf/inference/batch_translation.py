@@ -1,22 +1,95 @@
-"""A whole BraTS root translated at once: every case that misses a modality, one
-progress bar, a per-case summary; a failing case is one line and the others go on.
-
-The folder mode of `python -m dygan_tf.translate`; one case is `translation.run_plan`.
+"""What `python -m dygan_tf.translate` does (`translate_input`): one file or case folder
+(`translation.run_plan`), or a whole BraTS root at once: every case that misses a
+modality, one progress bar, a per-case summary; a failing case is one line and the
+others go on.
 """
 
 import os
 import sys
 
+from dygan_tf.config.tasks import check_modality
+from dygan_tf.inference.model_card import data_source_line
 from dygan_tf.inference.translation import (
     Plan,
     case_modalities,
+    check_naming,
     check_outputs,
     is_inside,
+    parse_targets,
     plan_folder,
+    plan_input,
     run_plan,
 )
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag_of
 from dygan_tf.utils.progress import Progress
+
+
+def translate_input(
+    model,
+    input_path,
+    out_dir,
+    source=None,
+    targets=None,
+    naming="dygan",
+    overwrite=False,
+    batch_slices=4,
+    verbose=True,
+    allow_untrained=False,
+    tta_mode="none",
+    allow_changed_data=False,
+    flags=None,
+):
+    """Translates a NIfTI file, a case folder or a root of case folders (`is_root`) with
+    the model at `model` (loaded on first need by `load_predictor`, after the input is
+    checked; its training data printed first unless not `verbose`). A root ends with
+    `summary_table`; a quiet single input still prints where its outputs went.
+
+    `targets` is a list or comma-separated text ("flair,t1"). `flags` names the
+    command's flag of each parameter (`for_flag_of`) for its errors. Returns False if a
+    case failed or a target was refused, else True.
+    """
+    from dygan_tf.inference.predictor import load_predictor
+    from dygan_tf.run_folder.data_record import ChangedData
+
+    if source is not None:
+        with for_flag_of(flags, "source"):
+            source = check_modality(source, "source modality")
+    if batch_slices < 1:
+        with for_flag_of(flags, "batch_slices"):
+            raise UserError(f"expected a positive number of slices, found {batch_slices}")
+    if isinstance(targets, str):
+        with for_flag_of(flags, "targets"):
+            targets = parse_targets(targets)
+    with for_flag_of(flags, "out_dir"):
+        check_naming(input_path, out_dir, naming)
+
+    def load_model():
+        try:
+            with for_flag_of(flags, "model"):
+                predictor = load_predictor(model, tta_mode, allow_changed_data)
+        except ChangedData as e:
+            allow = (flags or {}).get("allow_changed_data", "allow_changed_data")
+            raise type(e)(f"{e}; {allow} translates with it anyway") from None
+        if verbose:  # what the model was trained on comes first
+            print(f"{predictor.path}: {data_source_line(predictor.model_card)}", flush=True)
+        return predictor
+
+    if is_root(input_path):  # a folder of cases: every case that misses a modality
+        with for_flag_of(flags, "input_path"):
+            rows = translate_root(
+                input_path, out_dir, load_model, source, targets, naming, overwrite,
+                batch_slices, verbose, allow_untrained,
+            )  # fmt: skip
+        print(summary_table(rows))
+        return not any(r["status"] in ("failed", "refused") for r in rows)
+    with for_flag_of(flags, "input_path"):
+        plan = plan_input(input_path, source, targets, naming)
+    with for_flag_of(flags, "out_dir"):
+        check_outputs(plan.out_paths(out_dir).values(), plan.inputs.values(), overwrite)
+    outcome = run_plan(plan, out_dir, load_model, batch_slices, verbose, allow_untrained)
+    if not verbose and outcome.written:  # quiet, but never silent about where results went
+        print(f"wrote {', '.join(outcome.written.values())}")
+    return not outcome.refused
 
 
 def is_root(path):

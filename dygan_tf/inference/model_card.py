@@ -41,13 +41,13 @@ def _data_source(run_dir):
     still the same, what their manifest adds (None: unknown)."""
     from dygan_tf.data.manifest import split_case_ids
     from dygan_tf.data.shard_folder import ShardFolder
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
-    data_dir = run_folder.data_dir_of(run_dir) if run_dir else None
+    data_dir = run_files.data_dir_of(run_dir) if run_dir else None
     if data_dir is None:
         return None
-    info = run_folder.read_info(run_dir)
-    recorded = info.get(run_folder.SHARDS_RECORD)
+    info = run_files.read_info(run_dir)
+    recorded = info.get(run_files.SHARDS_RECORD)
     source = {"shards": _name(data_dir)}
     try:
         shards = ShardFolder.open(data_dir)  # its manifest read once
@@ -88,21 +88,21 @@ def _data_source(run_dir):
 def _evaluation(run_dir):
     """The run's own record of its latest evaluation (run_folder's evaluation.json,
     which `evaluate --run` writes wherever its report goes), or None."""
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
     if not run_dir or not os.path.isdir(run_dir):
         return None
-    return run_folder.read_evaluation(run_dir)
+    return run_files.read_evaluation(run_dir)
 
 
 def _commit(run_dir):
     """The training code's commit as run.json records it ("not a git checkout" where it
     ran from none); where run.json predates the record, the exporting code's."""
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
     from dygan_tf.utils.git import commit_line, git_commit_of
 
-    if run_dir and os.path.isfile(run_folder.path(run_dir, run_folder.RUN_INFO)):
-        info = run_folder.read_info(run_dir)
+    if run_dir and os.path.isfile(run_files.path(run_dir, run_files.RUN_INFO)):
+        info = run_files.read_info(run_dir)
         if "commit" in info:
             return commit_line(info["commit"], info.get("commit_dirty"))
     commit, dirty = git_commit_of()
@@ -114,18 +114,18 @@ def _backend(run_dir):
     earlier release, TensorFlow checkpoints tell a TensorFlow run and .npz ones a JAX
     or PyTorch run (the only ones that wrote them then)."""
     from dygan_tf.run_folder import checkpoints
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
     if not run_dir or not os.path.isdir(run_dir):
         return None
-    if os.path.isfile(run_folder.path(run_dir, run_folder.RUN_INFO)):
-        recorded = run_folder.read_info(run_dir).get("backend")
+    if os.path.isfile(run_files.path(run_dir, run_files.RUN_INFO)):
+        recorded = run_files.read_info(run_dir).get("backend")
         if recorded:
             return recorded
     found = [
         p
-        for kind in (run_folder.LAST, run_folder.BEST)
-        for p in checkpoints.checkpoints_in(run_folder.checkpoint_dir(run_dir, kind)).values()
+        for kind in (run_files.LAST, run_files.BEST)
+        for p in checkpoints.checkpoints_in(run_files.checkpoint_dir(run_dir, kind)).values()
     ]
     if not found:
         return None
@@ -145,9 +145,9 @@ def _inputs(config):
 
 def model_card(config, run_dir=None):
     """The card's fields for a model of `config` trained in `run_dir` (None: unknown)."""
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
-    history = run_folder.read_history(run_dir) if run_dir and os.path.isdir(run_dir) else []
+    history = run_files.read_history(run_dir) if run_dir and os.path.isdir(run_dir) else []
     return {
         "data_source": _data_source(run_dir),
         "input_contract": "one axial slice per row, RAS orientation, 1 mm grid, each volume "
@@ -206,11 +206,11 @@ def evaluation_markdown(evaluation, training):
     slices, TTA, the report), whether any scored case was a training case, and each
     target's scores beside the two baselines'."""
     from dygan_tf.inference import tta
-    from dygan_tf.run_folder import files as run_folder
+    from dygan_tf.run_folder import files as run_files
 
     if not evaluation or not evaluation.get("per_target"):
         return [
-            f"No evaluation is recorded in the run folder: it holds no {run_folder.EVALUATION} "
+            f"No evaluation is recorded in the run folder: it holds no {run_files.EVALUATION} "
             "(`python -m dygan_tf.evaluate --run RUN` writes it, whatever its `--out`)."
         ]
     same = evaluation.get("same_shards")

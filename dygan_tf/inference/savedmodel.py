@@ -27,7 +27,7 @@ from dygan_tf.utils.atomic import (
     write_json_atomic,
     write_text_atomic,
 )
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag_of
 
 SIGNATURE = "serving_default"
 # The signature's inputs for each kind of model (ModelConfig.inputs).
@@ -147,30 +147,86 @@ def weights_digest(generator, tta_mode="none"):
     return digest.hexdigest()
 
 
+def is_savedmodel(folder):
+    """Whether `folder` holds a SavedModel (pure Python)."""
+    return os.path.isfile(os.path.join(folder, "saved_model.pb"))
+
+
+def check_savedmodel(path):
+    """UserError unless `path` holds an exported SavedModel (pure Python: `evaluate
+    --model` checks it before TensorFlow starts)."""
+    if not is_savedmodel(path):
+        raise UserError(f"{path}: no saved_model.pb; expected an exported SavedModel")
+
+
 def latest_version(parent):
-    """(number, folder) of the highest integer version in a TF Serving base path that
-    holds a saved_model.pb, or None."""
+    """The folder of the highest integer version in a TF Serving base path that holds a
+    SavedModel (the one TF Serving serves), or None."""
     if not os.path.isdir(parent):
         return None
     versions = [
-        int(v)
-        for v in os.listdir(parent)
-        if v.isdigit() and os.path.isfile(os.path.join(parent, v, "saved_model.pb"))
+        v for v in os.listdir(parent) if v.isdigit() and is_savedmodel(os.path.join(parent, v))
     ]
-    if not versions:
-        return None
-    return max(versions), os.path.join(parent, str(max(versions)))
+    return os.path.join(parent, max(versions, key=int)) if versions else None
+
+
+def read_metadata(saved):
+    """metadata.json beside a SavedModel as a dict ({} if absent)."""
+    path = os.path.join(saved, METADATA)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+        if not isinstance(metadata, dict):
+            raise ValueError("not a JSON object")
+        return metadata
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
 def exported_digest(version_dir):
     """The `weights_sha256` a version folder's metadata.json records, or None (no
     metadata, unreadable, or written before exports recorded it: release 0.1.0)."""
     try:
-        with open(os.path.join(version_dir, METADATA), encoding="utf-8") as f:
-            metadata = json.load(f)
-    except (OSError, ValueError):
+        return read_metadata(version_dir).get(WEIGHTS_DIGEST)
+    except UserError:
         return None
-    return metadata.get(WEIGHTS_DIGEST) if isinstance(metadata, dict) else None
+
+
+def load_signature(saved):
+    """`(call, inputs, image size)` of the SavedModel folder `saved`: `call(image,
+    condition)` runs its serving signature (a multi-source one takes the 8-value
+    condition split into `available` and `target`), `inputs` is "single" or "multi".
+    UserError unless the signature is one `export_generator` writes."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(saved)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{saved}: cannot load the SavedModel ({type(e).__name__})") from None
+    signature = loaded.signatures.get(SIGNATURE)
+    inputs = {} if signature is None else signature.structured_input_signature[1]
+    outputs = {} if signature is None else signature.structured_outputs
+    kind = {frozenset(keys): kind for kind, keys in INPUT_KEYS.items()}.get(frozenset(inputs))
+    if kind is None or OUTPUT_KEY not in outputs:
+        expected = " or ".join(str(keys) for keys in INPUT_KEYS.values())
+        raise UserError(
+            f"{saved}: no {SIGNATURE!r} signature taking {expected} and returning "
+            f"{OUTPUT_KEY!r}; found signatures {sorted(loaded.signatures)}; export with "
+            "python -m dygan_tf.export"
+        )
+    half = len(MODALITIES)
+
+    def call(image, condition):
+        image, condition = tf.constant(image, tf.float32), tf.constant(condition, tf.float32)
+        if kind == "single":
+            return signature(image=image, task=condition)[OUTPUT_KEY].numpy()
+        available, target = condition[:, :half], condition[:, half:]
+        return signature(image=image, available=available, target=target)[OUTPUT_KEY].numpy()
+
+    call.keepalive = loaded  # the signature's variables live as long as `loaded`
+    return call, kind, int(inputs["image"].shape[1])
 
 
 def export_new_version(generator, parent, metadata=None, tta_mode="none", run_dir=None):
@@ -185,8 +241,8 @@ def export_new_version(generator, parent, metadata=None, tta_mode="none", run_di
 
     digest = weights_digest(generator, tta_mode)
     latest = latest_version(parent)
-    if latest is not None and exported_digest(latest[1]) == digest:
-        return os.path.abspath(latest[1]), False
+    if latest is not None and exported_digest(latest) == digest:
+        return os.path.abspath(latest), False
     numbers = [int(v) for v in os.listdir(parent) if v.isdigit()] if os.path.isdir(parent) else []
     out_dir = os.path.join(parent, str(max(numbers, default=0) + 1))
     if not backend.is_tensorflow():
@@ -216,6 +272,27 @@ def export_in_tensorflow(run_dir, out_dir, tta_mode="none"):
         reason = lines[-1].removeprefix("error: ") if lines else f"exit {result.returncode}"
         raise UserError(f"{out_dir}: the TensorFlow export failed ({reason})")
     return os.path.abspath(out_dir)
+
+
+def export_run(run_dir, out_dir, tta_mode="none", flags=None):
+    """What `dygan-export` does: `run_dir`'s generator exported to the version folder
+    `out_dir` with its metadata.json and model card, and one line saying so. The target
+    is checked before the slow model load; `flags` names the command's flag of each
+    parameter (`for_flag_of`) for its errors. Returns the absolute `out_dir`."""
+    from dygan_tf.run_folder.files import load_run
+
+    with for_flag_of(flags, "out_dir"):
+        out_dir = check_target(out_dir)
+    with for_flag_of(flags, "run_dir"):
+        config, generator = load_run(run_dir)
+    metadata = build_metadata(config, run_dir, generator, tta_mode)
+    export_generator(generator, out_dir, metadata, tta_mode)
+    keys = ", ".join(INPUT_KEYS[config.model.inputs])
+    print(
+        f"exported {run_dir} -> {out_dir} (signature {SIGNATURE}: {keys} -> "
+        f"{OUTPUT_KEY}; image size {image_size(generator)}" + tta.label(tta_mode, "; ") + ")"
+    )
+    return out_dir
 
 
 def export_generator(generator, out_dir, metadata=None, tta_mode="none"):

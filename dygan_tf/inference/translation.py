@@ -1,7 +1,9 @@
-"""Translates whole MR volumes into the missing modalities with a trained DyGAN.
+"""Translates whole MR volumes into the missing modalities with a trained DyGAN:
+planning what a file or case folder lacks, the checks, whole-volume synthesis
+(`synthesize_case`, written with the shard builder's own preprocessing) and writing.
 
-The library behind `python -m dygan_tf.translate` (its usage and flags are in that
-command's module and in docs/reference/cli.md).
+The library behind `python -m dygan_tf.translate` (its usage and flags are in
+docs/reference/cli.md); a root of many cases is `batch_translation`'s.
 """
 
 import contextlib
@@ -13,8 +15,8 @@ import time
 
 import numpy as np
 
-from dygan_tf.config.conditions import SOURCE_PREFERENCE, row_key
-from dygan_tf.config.tasks import MODALITIES, check_modality, spelled, targets_for
+from dygan_tf.config.conditions import FILL_VALUE, SOURCE_PREFERENCE, condition_code, row_key
+from dygan_tf.config.tasks import MODALITIES, check_modality, spelled, targets_for, task_code
 from dygan_tf.data import layouts, nifti, preprocessing
 from dygan_tf.inference import tta
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic
@@ -221,7 +223,6 @@ def translate(
     batch_slices=4,
     overwrite=False,
     verbose=True,
-    synthesizer=None,
     tta_mode="none",
     naming="dygan",
     allow_untrained=False,
@@ -229,7 +230,8 @@ def translate(
     """Fills in missing sequences: translates a NIfTI volume or a BraTS case folder.
 
     Args:
-        model: a SavedModel folder (or TF Serving base path) or a training run folder.
+        model: a loaded `Predictor` or what `load_predictor` opens (a SavedModel folder
+            or TF Serving base path, a training run folder, a `.keras` file).
         input_path: a NIfTI file (modality from its name `<case>_<modality>.nii.gz`
             unless `source` is given) or a BraTS case folder (only the missing
             modalities are written; the source is `source` if present, else the
@@ -240,9 +242,8 @@ def translate(
         batch_slices: axial slices per model call (>= 1).
         overwrite: replace existing outputs (an input file never).
         verbose: print progress and a summary line.
-        synthesizer: an already loaded `inference.Synthesizer` (then `model` and
-            `tta_mode` are unused).
-        tta_mode: test-time augmentation ("none" or "flip": `dygan_tf.inference.tta`).
+        tta_mode: test-time augmentation ("none" or "flip": `dygan_tf.inference.tta`) of
+            a model loaded here.
         naming: "dygan" (`<case>_<target>_synth.nii.gz`) or "brasyn" (BraSyn's
             `<case>-<t1n|t1c|t2w|t2f>.nii.gz`).
         allow_untrained: also write targets the model was not trained for from what
@@ -257,13 +258,13 @@ def translate(
     >>> translate("saved_models/dygan", "BraTS19_X/", "BraTS19_X/")  # doctest: +SKIP
     {'t1ce': 'BraTS19_X/BraTS19_X_t1ce_synth.nii.gz'}
     """
-    from dygan_tf.inference.synthesis import load_synthesizer
+    from dygan_tf.inference.predictor import Predictor, load_predictor
 
     plan = plan_input(input_path, source, targets, naming)
     check_outputs(plan.out_paths(out_dir).values(), plan.inputs.values(), overwrite)
 
     def load_model():
-        return synthesizer if synthesizer is not None else load_synthesizer(model, tta_mode)
+        return model if isinstance(model, Predictor) else load_predictor(model, tta_mode)
 
     return run_plan(plan, out_dir, load_model, batch_slices, verbose, allow_untrained).written
 
@@ -297,17 +298,15 @@ def untrained_record_path(out_path):
 
 def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untrained=False):
     """Synthesises `plan.targets` and writes them into `out_dir` (all or none); returns
-    a `CaseOutcome`. `load_model()` returns the `inference.Synthesizer`; it is called
+    a `CaseOutcome`. `load_model()` returns the `Predictor`; it is called
     once the source volume has been read (a bad input is reported first). A
     single-source model reads `plan.source`; a multi-source model every present volume.
 
     A target the model was not trained for from the present volumes (its row key is not
-    among `synthesizer.trained_rows`) is refused: nothing is written for it, one
+    among `predictor.trained_rows`) is refused: nothing is written for it, one
     `refused:` line says why, and the other targets are still written. With
     `allow_untrained` it is written anyway, with a `warning:` line and a JSON record
     beside the output (`untrained_record_path`) saying so."""
-    from dygan_tf.inference.synthesis import synthesize_case
-
     if batch_slices < 1:
         raise ValueError(f"batch_slices must be >= 1. Received: batch_slices={batch_slices}")
     case, source, targets, inputs = plan.case, plan.source, plan.targets, plan.inputs
@@ -316,15 +315,15 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untr
             print(f"{case}: nothing to synthesise (present: {plan.spell(sorted(inputs))})")
         return CaseOutcome({}, {}, {})
     data, affine, header = read_input(inputs[source])
-    synthesizer = load_model()
+    predictor = load_model()
     volumes = {source: data}
-    if synthesizer.inputs == "multi":
+    if predictor.inputs == "multi":
         for m, path in inputs.items():
             if m != source:
                 volumes[m] = read_matching(path, inputs[source], data.shape, affine)
     available = tuple(m for m in MODALITIES if m in volumes)
     keys = {t: row_key(available, t) for t in targets}
-    trained = synthesizer.trained_rows
+    trained = predictor.trained_rows
     unknown = {t: keys[t] for t in targets if trained is not None and keys[t] not in trained}
     refused = {}
     for target, key in unknown.items():
@@ -349,7 +348,7 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untr
     if verbose:
         print(
             f"{case}: {plan.spell(available, '+')} -> {plan.spell(targets)} ({depth} axial slices, "
-            f"{synthesizer.kind} model {synthesizer.path}" + tta.label(synthesizer.tta) + ")"
+            f"{predictor.kind} model {predictor.path}" + tta.label(predictor.tta) + ")"
         )
         bar = Progress(depth, unit="slice")
     start = time.perf_counter()
@@ -357,7 +356,7 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untr
         volumes,
         affine,
         targets,
-        synthesizer,
+        predictor,
         source,
         batch_slices,
         progress=None if bar is None else (lambda n: bar.add(n)),
@@ -377,7 +376,7 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untr
                 "untrained": True,
                 "task": unknown[target],
                 "trained_rows": list(trained),
-                "model": str(synthesizer.path),
+                "model": str(predictor.path),
                 "why": "written with --allow-untrained: "
                 + untrained_message(unknown[target], trained),
             }
@@ -414,3 +413,78 @@ def read_matching(path, reference, shape, affine):
             "co-registered on one grid"
         )
     return data
+
+
+def synthesize_case(
+    volumes, affine, targets, predictor, source=None, batch_slices=4, progress=None
+):
+    """Synthesises `targets` from a case's present volumes, in their voxel order and shape.
+
+    A single-source model reads `volumes[source]` alone; a multi-source model reads
+    every volume (all of one shape and affine), the missing modalities filled as in
+    training (`dygan_tf.config.conditions`). Each volume read is reoriented to canonical RAS,
+    normalised as the shards are (robust max of its brain voxels, the brain being the
+    non-zero voxels of the volumes read), cut into axial slices exactly as the shards
+    are, brought onto the model's grid and back (`preprocessing.SliceGrid`: resampled
+    to the training's 1 mm in-plane spacing, padded to a square, resized). The output
+    is denormalised with the robust max of the source (multi-source: of the first
+    present in `conditions.SOURCE_PREFERENCE`) and set to 0 outside the brain. Slices
+    with no brain are not run through the model. `batch_slices` slices share one model
+    call (x len(targets) rows). `progress(n)` is called after each batch with the
+    slices done.
+    Returns `({target: float32 volume}, robust_max)`.
+    """
+    targets = list(targets)
+    multi = predictor.inputs == "multi"
+    if not multi:
+        volumes = {source: volumes[source]}
+        codes = np.stack([task_code(source, t) for t in targets])
+    else:
+        codes = np.stack([condition_code(tuple(volumes), t) for t in targets])
+        source = next(m for m in SOURCE_PREFERENCE if m in volumes)
+    shape = volumes[source].shape
+    canonical, ornt = {}, None
+    for m, data in volumes.items():
+        canonical[m], canonical_affine, ornt = preprocessing.to_canonical(data, affine)
+    grid = preprocessing.axial_grid(canonical_affine, canonical[source].shape)
+    mask = np.logical_or.reduce([v != 0 for v in canonical.values()])
+    scales = {m: preprocessing.robust_max(v, mask) for m, v in canonical.items()}
+    normalized = {m: preprocessing.normalize(v, scales[m]) for m, v in canonical.items()}
+    depth = mask.shape[2]
+    out = {t: np.zeros(mask.shape, np.float32) for t in targets}
+    brain_slices = [k for k in range(depth) if mask[:, :, k].any()]
+    if progress is not None and len(brain_slices) < depth:
+        progress(depth - len(brain_slices))  # empty slices are done already
+    size = predictor.image_size
+    channels = MODALITIES if multi else (source,)
+    for start in range(0, len(brain_slices), batch_slices):
+        chunk = brain_slices[start : start + batch_slices]
+        images = np.stack(
+            [
+                np.stack(
+                    [
+                        grid.to_model(preprocessing.axial_slice(normalized[m], k), size, 1)
+                        if m in normalized
+                        else np.full((size, size), FILL_VALUE, np.float32)
+                        for m in channels
+                    ],
+                    axis=-1,
+                )
+                for k in chunk
+            ]
+        )
+        # Rows are slice-major: slice 0's targets, then slice 1's, ...
+        rows = np.repeat(images, len(targets), axis=0)
+        fake = predictor(rows, np.tile(codes, (len(chunk), 1)))[..., 0]
+        for i, k in enumerate(chunk):
+            for j, target in enumerate(targets):
+                image = grid.from_model(fake[i * len(targets) + j], 1)
+                out[target][:, :, k] = preprocessing.axial_plane(image)
+        if progress is not None:
+            progress(len(chunk))
+    result = {}
+    for target in targets:
+        volume = preprocessing.denormalize(out[target], scales[source])
+        volume[~mask] = 0.0
+        result[target] = preprocessing.from_canonical(volume, ornt).reshape(shape)
+    return result, scales[source]

@@ -66,17 +66,17 @@ def flip_averaged(call):
 
 
 def flip_averaged_graph(call):
-    """The same mean inside a TensorFlow graph (the export's serving function):
+    """The same mean in `keras.ops`, inside a graph (the export's serving function):
     `call(image, condition)` on tensors with a dynamic batch."""
-    import tensorflow as tf
+    from keras import ops
 
     def averaged(image, condition):
-        n = tf.shape(image)[0]
         both = call(
-            tf.concat([image, tf.reverse(image, [WIDTH_AXIS])], 0),
-            tf.concat([condition, condition], 0),
+            ops.concatenate([image, ops.flip(image, WIDTH_AXIS)], 0),
+            ops.concatenate([condition, condition], 0),
         )
-        return (both[:n] + tf.reverse(both[n:], [WIDTH_AXIS])) / 2
+        plain, mirrored = ops.split(both, 2, axis=0)
+        return (plain + ops.flip(mirrored, WIDTH_AXIS)) / 2
 
     return averaged
 

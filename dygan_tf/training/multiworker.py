@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from dygan_tf.data import shard_check
+from dygan_tf.data.pipeline import data_loss_named
 from dygan_tf.data.shard_folder import open_shards
 from dygan_tf.run_folder import files as run_files
 from dygan_tf.run_folder.folder import open_run_folder
@@ -73,10 +74,8 @@ def train_multiworker(
         run = training_run.open_run(config, data_dir, run_dir, strategy, steps_per_epoch, chief)
         gan = run.gan
         if run.start < train_cfg.epochs:
-            try:
+            with data_loss_named(data_dir, ["train"]):
                 _loop(config, data_dir, run_dir, write_dir, strategy, run)
-            except tf.errors.DataLossError as e:  # a shard went bad after the up-front check
-                raise shard_check.data_loss_error(data_dir, ["train"], e) from None
         gan.finish_training()  # the weights' average, with --ema
         if chief:
             run_dir.save_generator(gan.generator)

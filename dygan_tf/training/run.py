@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from dygan_tf.config import conditions
 from dygan_tf.config.conditions import SOURCE_ANY
-from dygan_tf.data import epoch_draw, shard_check
-from dygan_tf.data.pipeline import make_dataset
+from dygan_tf.data import epoch_draw
+from dygan_tf.data.pipeline import data_loss_named, make_dataset
 from dygan_tf.data.shard_folder import open_shards
 from dygan_tf.models.builders import build_dygan
 from dygan_tf.run_folder import checkpoints
@@ -296,10 +296,8 @@ def train(config, shards, folder, steps_per_epoch=None, strategy=None, verbose=N
     shards, folder = open_shards(shards), open_run_folder(folder)
     run = open_run(config, shards, folder, strategy, steps_per_epoch)
     if run.start < train_cfg.epochs:
-        try:
+        with data_loss_named(shards, ["train"]):
             _fit_epochs(config, shards, folder, strategy, run, verbose)
-        except tf.errors.DataLossError as e:  # a shard went bad after make_dataset's check
-            raise shard_check.data_loss_error(shards, ["train"], e) from None
     run.gan.finish_training()  # the weights' average, with --ema
     folder.save_generator(run.gan.generator)
     return run.gan.generator

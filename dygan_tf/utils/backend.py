@@ -6,6 +6,7 @@ neither Keras nor a backend library: each function reads what is already loaded,
 command can still check its flags before TensorFlow starts.
 """
 
+import functools
 import os
 import sys
 import weakref
@@ -118,43 +119,55 @@ def gradient_runner(loss, arrays):
 _INFERENCE = weakref.WeakKeyDictionary()  # one compiled inference function per generator
 
 
+def _generator_output(generator, image, task):
+    return generator({"image": image, "task": task}, training=False)
+
+
 def inference_function(generator):
-    """`generator`'s inference call as `(image, task) -> array`, compiled once per
-    generator as the backend compiles (tf.function; jax.jit with the weights passed in;
-    PyTorch eager): validation runs it every epoch."""
+    """`generator`'s inference call as `(image, task) -> float32 numpy array`, compiled
+    once per generator as the backend compiles (tf.function over any batch; jax.jit with
+    the weights passed in, once per batch shape; PyTorch eager): the one way the package
+    runs a Keras generator for inference (validation, evaluation, translation)."""
     if generator in _INFERENCE:
         return _INFERENCE[generator]
+    import numpy as np
+
     backend = name()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        function = tf.function(
-            lambda image, task: generator({"image": image, "task": task}, training=False)
-        )
-    elif backend == "jax":  # compiled once per batch shape
+        spec = [
+            tf.TensorSpec((None, *generator.input[key].shape[1:]), tf.float32)
+            for key in ("image", "task")
+        ]
+        # A partial, not a closure: TensorFlow counts traces per code object, and one
+        # trace per loaded generator would read as retracing once a process loads a few.
+        call = tf.function(functools.partial(_generator_output, generator), input_signature=spec)
+    elif backend == "jax":
         import jax
-        import numpy as np
 
-        call = jax.jit(
+        stateless = jax.jit(
             lambda weights, image, task: generator.stateless_call(
                 *weights, {"image": image, "task": task}, training=False
             )[0]
         )
 
-        def function(image, task):
+        def call(image, task):
             weights = (
                 [v.value for v in generator.trainable_variables],
                 [v.value for v in generator.non_trainable_variables],
             )
-            return np.asarray(call(weights, np.asarray(image), np.asarray(task)))
+            return stateless(weights, np.asarray(image), np.asarray(task))
 
     else:
         import keras
-        import numpy as np
 
-        def function(image, task):
-            inputs = {"image": np.asarray(image), "task": np.asarray(task)}
-            return keras.ops.convert_to_numpy(generator(inputs, training=False))
+        def call(image, task):
+            output = _generator_output(generator, np.asarray(image), np.asarray(task))
+            return keras.ops.convert_to_numpy(output)
+
+    def function(image, task):
+        return np.asarray(call(image, task), np.float32)
 
     _INFERENCE[generator] = function
     return function

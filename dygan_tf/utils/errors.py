@@ -18,10 +18,17 @@ class UserError(ValueError):
 def for_flag(flag):
     """Re-raises a `UserError` from the block with `flag` in front of its message,
     unless the message already names a flag (`--model ...` raised while `--input` is
-    read keeps `--model`)."""
+    read keeps `--model`) or `flag` is None (a Python caller)."""
     try:
         yield
     except UserError as e:
-        if str(e).startswith("--"):
+        if flag is None or str(e).startswith("--"):
             raise
         raise type(e)(f"{flag} {e}") from None
+
+
+def for_flag_of(flags, name):
+    """`for_flag` of the flag a command named for the library parameter `name` in
+    `flags` ({"out_dir": "--out-dir", ...}), else nothing (a Python caller): how library
+    code that opens several of a command's inputs names each one's flag."""
+    return for_flag((flags or {}).get(name))
