@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dygan_tf.training import multiworker
+from dygan_tf.training import distribute
 from tests.helpers import PATCH_D, REPO
 
 RELEASE_SHARDS = os.path.join(REPO, "tests", "data", "release_0_1_0", "shards")  # 1 per split
@@ -121,12 +121,12 @@ def test_a_chief_whose_run_folder_is_in_use_stops_both_workers_with_one_line(
 
 
 def _report(problem=None, **digests):
-    base = {key: bytes(32) for key in multiworker.DIGESTS}
+    base = {key: bytes(32) for key in distribute.DIGESTS}
     return problem, {**base, **{k: v.encode().ljust(32, b"\0") for k, v in digests.items()}}
 
 
 def test_the_error_line_depends_on_the_exchanged_reports_alone():
-    agreed = multiworker.agreed_error
+    agreed = distribute.agreed_error
     assert agreed({"worker 0": _report(), "worker 1": _report()}) is None
     same = "data: split 'train' has 1 shard(s) for 2 workers"
     assert agreed({"worker 0": _report(same), "worker 1": _report(same)}) == same
@@ -142,12 +142,12 @@ def test_the_error_line_depends_on_the_exchanged_reports_alone():
 
 
 def test_a_report_survives_the_int32_encoding():
-    digests = {key: bytes(range(i, i + 32)) for i, key in enumerate(multiworker.DIGESTS)}
+    digests = {key: bytes(range(i, i + 32)) for i, key in enumerate(distribute.DIGESTS)}
     text = "données/x: split 'train' has 1 shard(s)"
-    row = multiworker._encode(3, text, digests)
+    row = distribute._encode(3, text, digests)
     assert row.dtype.name == "int32" and row.ndim == 1
-    assert multiworker._decode(row) == (3, text, digests)
-    assert multiworker._decode(multiworker._encode(0, None, digests))[1] == ""
+    assert distribute._decode(row) == (3, text, digests)
+    assert distribute._decode(distribute._encode(0, None, digests))[1] == ""
 
 
 @pytest.mark.slow
@@ -172,7 +172,7 @@ def test_each_workers_own_checks_return_a_line_instead_of_raising(tmp_path):
     from dygan_tf.config.run_config import get_preset
 
     config = get_preset("tiny")  # the checks read the shards, not their image size
-    problem = multiworker.worker_problem
+    problem = distribute.worker_problem
     assert problem(config, RELEASE_SHARDS, str(tmp_path / "run"), True, 1) is None
     line = problem(config, RELEASE_SHARDS, str(tmp_path / "run"), False, 3)
     assert line.startswith(f"{RELEASE_SHARDS}: split 'train' has 1 shard(s) for 3 workers")

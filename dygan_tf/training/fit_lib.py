@@ -130,7 +130,7 @@ def _writer_lock(run, strategy=None):
     share the folder by design and only the chief writes it, so only the chief holds
     the lock."""
     if strategy is not None:
-        from dygan_tf.training.multiworker import is_chief
+        from dygan_tf.training.distribute import is_chief
 
         if not is_chief(strategy):
             return contextlib.nullcontext()
@@ -214,7 +214,7 @@ def fit(
             check_image_size(shards, config)
         except UserError as e:
             start_problem = start_problem or str(e)
-        from dygan_tf.training.multiworker import train_multiworker
+        from dygan_tf.training.distribute import train_multiworker
 
         return train_multiworker(config, shards, run, strategy, steps_per_epoch, start_problem)
     check_image_size(shards, config)
