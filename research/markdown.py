@@ -94,7 +94,7 @@ def _md_tables(results):
     lines, rows = [], results["rows"]
     for table in tables.TABLES:
         table_rows = [r for r in tables.rows_of((table,)) if r.id in rows]
-        if not table_rows:
+        if all(r.same_as for r in table_rows):  # (none, or only another table's runs)
             continue
         targets = [t for t in tables.TARGETS if any(t in r.targets for r in table_rows)]
         lines += [f"## Table {table}: PSNR (dB), mean ± SD over seeds; the paper's in brackets", ""]

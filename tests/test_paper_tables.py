@@ -370,12 +370,13 @@ def test_the_summary_reads_the_papers_3x_pix2pix_from_its_members(tmp_path):
 def test_v2_summary_reads_each_rows_anatomy_gap_paired_by_seed(tmp_path):
     records = []
     for seed, (mni, colin) in enumerate([(30.0, 27.0), (31.0, 27.5), (29.0, 26.5)]):
-        record = _fake_record("t2_dygan", seed, 0.0, "v2")
-        record["scores"] = {
-            "test_mni": {t: {"psnr": mni} for t in record["targets"]},
-            "test_colin27": {t: {"psnr": colin} for t in record["targets"]},
-        }
-        records.append(record)
+        for row in ("t2_dygan", "t2_ms_dygan"):
+            record = _fake_record(row, seed, 0.0, "v2")
+            record["scores"] = {
+                "test_mni": {t: {"psnr": mni} for t in record["targets"]},
+                "test_colin27": {t: {"psnr": colin} for t in record["targets"]},
+            }
+            records.append(record)
     _write_records(tmp_path, records)
     results = summary.write(str(tmp_path))
     assert results["anatomy_shift"] == ["test_mni", "test_colin27"]
@@ -389,6 +390,8 @@ def test_v2_summary_reads_each_rows_anatomy_gap_paired_by_seed(tmp_path):
     half = gaps[0]["half_width"]
     line = f"| {label} | FLAIR | 3 | -3.00 [{-3 - half:+.2f}, {-3 + half:+.2f}] |"
     assert "`test_colin27` − `test_mni`" in text and line in text
+    # Table 3 was not run on v2: its λ = 100 row (Ms_DyGAN's runs) alone is no table
+    assert "## Table 2" in text and "## Table 3" not in text
     # v1's test sets share one anatomy: no gap table
     assert summary.anatomy_gap({}, tables.BENCHMARKS["v1"]) == []
 
