@@ -1,23 +1,34 @@
 """Neighbouring slices as context (2.5-D, `--context K`) on a tiny BraTS root whose
 brain reaches both ends of the volume: shards store each slice's 2K + 1 planes per
 modality (0.0 beyond the ends) as record schema version 2, `make_dataset` feeds them
-as channels in every input mode, and a K = 0 read of them gives the slices alone."""
+as channels in every input mode, and a K = 0 read of them gives the slices alone;
+`fit --context 1` trains on them (and refuses shards of a smaller K in one line), its
+run folder, .keras file and SavedModel translate alike, feeding each slice's
+neighbours; a K = 0 model of release 0.1.0 still translates."""
 
+import dataclasses
 import json
+import os
 
 import nibabel as nib
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from dygan_tf import build_tfrecords
+from dygan_tf import build_tfrecords, evaluate, export, fit
 from dygan_tf.config import conditions
+from dygan_tf.config.run_config import get_preset
 from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import pipeline, preprocessing, records
 from dygan_tf.data.manifest import read_manifest
 from dygan_tf.data.shard_folder import ShardFolder
+from dygan_tf.inference import savedmodel, translation
+from dygan_tf.inference.predictor import Predictor, load_predictor
+from dygan_tf.models.builders import build_networks
+from dygan_tf.run_folder import files as run_files
+from dygan_tf.translate import main as translate_main
 from dygan_tf.utils.errors import UserError
-from tests.helpers import one_error_line, run_in_process
+from tests.helpers import REPO, one_error_line, run_in_process, write_tiny_root
 
 SHAPE = (12, 12, 6)  # 6 axial slices, brain in every one: the ends are brain slices
 SIZE = 32
@@ -26,25 +37,12 @@ BUILD = ["--image-size", SIZE, "--train-hgg", 3, "--train-lgg", 0, "--workers", 
 BUILD += ["--source-slices", "all", "--shards-per-split", 1]
 
 
-def _write_root(root):
-    rng = np.random.default_rng(0)
-    mask = np.zeros(SHAPE, bool)
-    mask[2:10, 3:9, :] = True
-    for cid in CASES:
-        folder = root / "HGG" / cid
-        folder.mkdir(parents=True)
-        for key in ("t1", "t1ce", "t2", "flair", "seg"):
-            if key == "seg":
-                volume = (mask & (rng.random(SHAPE) < 0.2)).astype(np.uint8) * 2
-            else:
-                volume = np.where(mask, rng.integers(1, 1000, SHAPE), 0).astype(np.int16)
-            nib.save(nib.Nifti1Image(volume, np.eye(4)), str(folder / f"{cid}_{key}.nii.gz"))
-
-
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("context_root")
-    _write_root(root)
+    mask = np.zeros(SHAPE, bool)
+    mask[2:10, 3:9, :] = True
+    write_tiny_root(root, dict.fromkeys(CASES, mask))
     return root
 
 
@@ -117,20 +115,12 @@ def test_an_unknown_schema_is_refused_naming_the_manifest(shards, tmp_path):
         read_manifest(tmp_path)
 
 
-@pytest.mark.parametrize(
-    "args, needle",
-    [
-        (["--context", "-1"], "--context: expected >= 0, found -1"),
-        (["--context", "x"], "--context: invalid int value: 'x'"),
-    ],
-)
-def test_a_bad_context_is_one_line_and_writes_nothing(tiny_root, tmp_path, args, needle):
+def test_a_bad_context_is_one_line_and_writes_nothing(tiny_root, tmp_path):
     out = tmp_path / "out"
-    result = run_in_process(
-        build_tfrecords.main, "--brats-root", tiny_root, "--out", out, *BUILD, *args
-    )
-    assert needle in one_error_line(result)
-    assert not out.exists()
+    for value, needle in [("-1", "expected >= 0, found -1"), ("x", "invalid int value: 'x'")]:
+        argv = ["--brats-root", tiny_root, "--out", out, *BUILD, "--context", value]
+        assert f"--context: {needle}" in one_error_line(run_in_process(build_tfrecords.main, *argv))
+        assert not out.exists()
 
 
 # ----------------------------------------------------------------------- reading
@@ -175,3 +165,154 @@ def test_a_dataset_of_more_context_than_the_shards_is_refused(shards):
         pipeline.make_dataset(shards[0], "test", context=1)
     with pytest.raises(ValueError, match="context must be an int >= 0"):
         pipeline.make_dataset(shards[0], "test", context=-1)
+
+
+# ---------------------------------------------------------------- fit and inference
+RELEASE_RUN = os.path.join(REPO, "tests", "data", "release_0_1_0", "run_tiny")
+FIT = ["--preset", "tiny", "--image-size", SIZE, "--discriminator", "patch"]
+FIT += ["--epochs", 1, "--steps-per-epoch", 2]
+
+
+@pytest.fixture(scope="module")
+def context_run(shards, tmp_path_factory):
+    """A tiny run trained with --context 1 (one source, t2)."""
+    out = tmp_path_factory.mktemp("context_run") / "run"
+    result = run_in_process(fit.main, "--data", shards[1], "--out", out, *FIT, "--context", 1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_fit_feeds_the_planes_and_records_k(context_run):
+    config, generator = run_files.load_run(str(context_run))
+    assert config.model.context == 1
+    assert tuple(generator.input["image"].shape) == (None, SIZE, SIZE, 3)
+    assert savedmodel.input_kind(generator) == ("single", 1)
+    history = run_files.read_history(str(context_run))
+    assert np.isfinite(float(history[-1]["val_psnr_mean"]))  # validation read K from the run
+
+
+def test_fit_context_on_shards_of_a_smaller_k_is_one_line(shards, tmp_path):
+    out = tmp_path / "run"
+    result = run_in_process(fit.main, "--data", shards[0], "--out", out, *FIT, "--context", 1)
+    line = one_error_line(result)
+    assert line.startswith(f"error: --data {shards[0]}: shards were built with --context 0")
+    assert "dygan-build-tfrecords --context 1" in line
+    assert not out.exists()
+
+
+def test_fit_export_translate_round_trip(context_run, shards, tiny_root, tmp_path):
+    saved = tmp_path / "saved" / "1"
+    result = run_in_process(export.main, "--run", context_run, "--out", saved)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = json.loads((saved / "metadata.json").read_text())
+    assert metadata["context"] == 1 and metadata["inputs"]["image"]["shape"] == [
+        None,
+        SIZE,
+        SIZE,
+        3,
+    ]
+    signature = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    assert signature.structured_input_signature[1]["image"].shape.as_list() == [None, SIZE, SIZE, 3]
+    source = tiny_root / "HGG" / "Tiny_3" / "Tiny_3_t2.nii.gz"
+    written = {}
+    for name, model in [
+        ("run", context_run),
+        ("keras", context_run / "generator.keras"),
+        ("savedmodel", saved),
+    ]:
+        assert load_predictor(str(model)).context == 1
+        out = tmp_path / name
+        result = run_in_process(
+            translate_main, "--model", model, "--input", source, "--out-dir", out, "--quiet"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        written[name] = {
+            t: np.asanyarray(nib.load(out / f"Tiny_3_{t}_synth.nii.gz").dataobj)
+            for t in ("flair", "t1", "t1ce")
+        }
+    for name in ("keras", "savedmodel"):
+        for t, volume in written["run"].items():
+            assert volume.shape == SHAPE and np.isfinite(volume).all()
+            np.testing.assert_allclose(written[name][t], volume, rtol=1e-4, atol=1e-3)
+    # evaluate reads K from the model: it scores context shards, refuses plain ones.
+    report = tmp_path / "eval"
+    result = run_in_process(
+        evaluate.main, "--run", context_run, "--data", shards[1], "--out", report
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (report / "report.json").is_file()
+    result = run_in_process(
+        evaluate.main, "--run", context_run, "--data", shards[0], "--out", tmp_path / "eval0"
+    )
+    assert "shards were built with --context 0" in one_error_line(result)
+    assert not (tmp_path / "eval0").exists()
+
+
+def _answering_with(channel, inputs="single", seen=None):
+    """A stand-in model of context 1 that answers with one channel of its input."""
+
+    def call(image, task):
+        if seen is not None:
+            seen.append(image)
+        return image[..., channel : channel + 1]
+
+    return Predictor(call, f"channel {channel}", "keras", "-", SIZE, inputs, context=1)
+
+
+def test_translation_feeds_each_slices_neighbours_zeros_beyond_the_ends(tiny_root):
+    """Stand-in models of context 1: one answering with its input's plane k - 1 writes
+    slice k - 1 of the source into output slice k, and 0.0 (denormalised) into slice
+    0; one answering with plane k + 1 writes 0.0 into the last slice."""
+    volume, affine, _ = translation.read_input(tiny_root / "HGG" / "Tiny_0" / "Tiny_0_t2.nii.gz")
+    seen = []
+
+    def synthesized(model, volumes=None):
+        out, scale = translation.synthesize_case(
+            volumes or {"t2": volume}, affine, ["flair"], model, "t2", batch_slices=2
+        )
+        return out["flair"], scale
+
+    before, scale = synthesized(_answering_with(0, seen=seen))
+    assert {image.shape[1:] for image in seen} == {(SIZE, SIZE, 3)}
+    itself, _ = synthesized(_answering_with(1))
+    after, _ = synthesized(_answering_with(2))
+    brain, beyond = volume != 0, preprocessing.denormalize(conditions.BEYOND_VOLUME, scale)
+    inner = brain[..., 1:-1]
+    np.testing.assert_allclose(before[..., 1:-1][inner], itself[..., :-2][inner], atol=1e-3)
+    np.testing.assert_allclose(after[..., 1:-1][inner], itself[..., 2:][inner], atol=1e-3)
+    np.testing.assert_allclose(before[..., 0][brain[..., 0]], beyond, rtol=1e-5)
+    np.testing.assert_allclose(after[..., -1][brain[..., -1]], beyond, rtol=1e-5)
+    # Several sources: every modality's 3 planes, modality-major, a missing one filled.
+    seen.clear()
+    t2_itself = conditions.context_channels([MODALITIES.index("t2")], 0, 1)[0]
+    multi, _ = synthesized(
+        _answering_with(t2_itself, "multi", seen),
+        {"t1": np.where(brain, volume // 2 + 1, 0), "t2": volume},
+    )
+    np.testing.assert_allclose(multi, itself, rtol=1e-5)
+    image = np.concatenate(seen)
+    assert image.shape[-1] == 12
+    for m in ("flair", "t1ce"):
+        planes = conditions.context_channels([MODALITIES.index(m)], 1)
+        np.testing.assert_array_equal(image[..., planes], conditions.FILL_VALUE)
+
+
+def test_the_networks_take_2k_plus_1_planes_per_modality():
+    for inputs, channels in (("single", 3), ("multi", 12)):
+        model = get_preset("tiny").model
+        model = dataclasses.replace(model, inputs=inputs, context=1)
+        generator, discriminator = build_networks(model)
+        assert generator.input["image"].shape[-1] == channels
+        assert discriminator.input["image"].shape[-1] == channels
+
+
+def test_a_k0_model_of_release_0_1_0_still_translates(tiny_root, tmp_path):
+    predictor = load_predictor(RELEASE_RUN)
+    assert predictor.context == 0 and predictor.config.model.context == 0
+    source = tiny_root / "HGG" / "Tiny_3" / "Tiny_3_t2.nii.gz"
+    result = run_in_process(
+        translate_main, "--model", RELEASE_RUN, "--input", source, "--out-dir", tmp_path, "--quiet"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    volume = np.asanyarray(nib.load(tmp_path / "Tiny_3_flair_synth.nii.gz").dataobj)
+    assert volume.shape == SHAPE and np.isfinite(volume).all() and volume.std() > 0
