@@ -183,7 +183,7 @@ class RowPlan:
     """Expands a batch of parsed slices into rows of `table` (see `make_dataset`)."""
 
     def __init__(self, table, inputs, source, every_row, slice_offset, context=0, stored=0):
-        self.inputs, self.context, self.stored = inputs, context, stored
+        self.inputs, self.context = inputs, context
         self.size = len(table)
         self.per_slice = (
             self.size if every_row else conditions.rows_per_slice(inputs, source, self.size)
