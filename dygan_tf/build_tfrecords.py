@@ -2,7 +2,7 @@
 
     dygan-build-tfrecords --brats-root DIR --out DIR2 [--image-size 256]
         [--train-hgg 220 --train-lgg 60 | --split-file F | --train-fraction 0.8]
-        [--source-slices 75:86 [--per-volume 5] | --source-slices all]
+        [--source-slices 75:86 [--per-volume 5] | --source-slices all] [--context K]
         [--workers N] [--shards-per-split N | --slices-per-shard N]
         [--compression gzip|none] [--skip-bad] [--seed 0]
     dygan-build-tfrecords --verify DIR   # every shard vs manifest.json
@@ -12,7 +12,7 @@ serialises the slices and writes the shards into a hidden staging folder, moves
 them into place when every case has succeeded, and writes manifest.json last.
 """
 
-from dygan_tf.config.flags import add_workers_flag, positive_int
+from dygan_tf.config.flags import add_workers_flag, non_negative_int, positive_int
 from dygan_tf.data import preprocessing
 from dygan_tf.data.build_plan import (
     BuildOptions,
@@ -75,6 +75,14 @@ def _parser():
         type=positive_int,
         help=f"slices kept per case: those of --source-slices with the most brain (default "
         f"{preprocessing.DEFAULT_SLICES_PER_VOLUME}); not with --source-slices all",
+    )
+    parser.add_argument(
+        "--context",
+        type=non_negative_int,
+        default=0,
+        help="store each kept slice with its K axial neighbours on each side (2K + 1 planes "
+        "per modality, 0.0 beyond the volume's ends; record schema version 2) for "
+        "dygan-fit --context K or less (default 0: the slice alone, schema version 1)",
     )
     add_workers_flag(parser)
     group = parser.add_mutually_exclusive_group()

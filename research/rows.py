@@ -9,7 +9,7 @@ def open_run_row(run_dir, row, data_dir=None):
     """(Predictor, config, data_dir, conditions.Row) of a run folder and one of the
     rows it was trained for; UserError naming the flag if either is wrong."""
     from dygan_tf.config import conditions
-    from dygan_tf.evaluation.scoring import check_image_sizes
+    from dygan_tf.evaluation.scoring import check_shards_fit
     from dygan_tf.inference.predictor import load_predictor
     from dygan_tf.run_folder.folder import RunFolder
 
@@ -33,7 +33,7 @@ def open_run_row(run_dir, row, data_dir=None):
     if data_dir is None:
         raise UserError(f"--data: {run_dir} records no training data; name a shard folder")
     with for_flag("--data"):
-        check_image_sizes([predictor], data_dir)
+        check_shards_fit([predictor], data_dir)
     return predictor, predictor.config, data_dir, the_row
 
 

@@ -69,6 +69,24 @@ class FitRun(NamedTuple):
 _NATIVE_LOG_PREFIXES = ("WARNING: All log messages before absl", "I0000", "W0000", "E0000")
 
 
+def write_tiny_root(root, masks, seed=0):
+    """A BraTS 2019-layout root (a `pathlib.Path`) of HGG cases {case id: boolean brain
+    mask}: random intensities inside each mask, zero outside, a sparse label-2 seg, an
+    identity affine (1 mm voxels)."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    for cid, mask in masks.items():
+        folder = root / "HGG" / cid
+        folder.mkdir(parents=True)
+        for key in ("t1", "t1ce", "t2", "flair", "seg"):
+            if key == "seg":
+                volume = (mask & (rng.random(mask.shape) < 0.2)).astype(np.uint8) * 2
+            else:
+                volume = np.where(mask, rng.integers(1, 1000, mask.shape), 0).astype(np.int16)
+            nib.save(nib.Nifti1Image(volume, np.eye(4)), str(folder / f"{cid}_{key}.nii.gz"))
+
+
 def case_folder(root, index=0, grade="HGG"):
     """(folder, case id) of phantom case `index` under a BraTS-layout root."""
     cid = phantom.case_id(index)

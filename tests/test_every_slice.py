@@ -5,7 +5,6 @@ draws the same number of slices from every case."""
 import collections
 import json
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -16,7 +15,7 @@ from dygan_tf.data.manifest import read_manifest
 from dygan_tf.data.shard_check import verify_or_raise
 from dygan_tf.training import run as training_run
 from dygan_tf.utils.errors import UserError
-from tests.helpers import one_error_line, run_in_process
+from tests.helpers import one_error_line, run_in_process, write_tiny_root
 
 SHAPE = (12, 12, 96)  # the default range 75:86 fits in the depth
 SIZE = 32
@@ -37,20 +36,13 @@ def _expected_slices(cid):
 
 
 def _write_root(root):
-    rng = np.random.default_rng(0)
+    masks = {}
     for cid, (runs, single) in BRAIN.items():
-        mask = np.zeros(SHAPE, bool)
+        masks[cid] = np.zeros(SHAPE, bool)
         for lo, hi in runs:
-            mask[2:10, 3:9, lo:hi] = True
-        mask[5, 5, single] = True
-        folder = root / "HGG" / cid
-        folder.mkdir(parents=True)
-        for key in ("t1", "t1ce", "t2", "flair", "seg"):
-            if key == "seg":
-                volume = (mask & (rng.random(SHAPE) < 0.2)).astype(np.uint8) * 2
-            else:
-                volume = np.where(mask, rng.integers(1, 1000, SHAPE), 0).astype(np.int16)
-            nib.save(nib.Nifti1Image(volume, np.eye(4)), str(folder / f"{cid}_{key}.nii.gz"))
+            masks[cid][2:10, 3:9, lo:hi] = True
+        masks[cid][5, 5, single] = True
+    write_tiny_root(root, masks)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,11 @@ Two kinds of input (`ModelConfig.inputs`):
   availability mask followed by the 4-bit target one-hot (8 values). The target is
   never available: its own image cannot reach the generator.
 
+With `--context K` (2.5-D) each modality brings 2K + 1 channels instead of one: the
+axial planes k - K .. k + K around slice k, in that order (BEYOND_VOLUME past the
+volume's ends). Channels are modality-major: modality i's plane k + o is channel
+i * (2K + 1) + K + o (`context_channels`), so K = 0 is the layout above.
+
 A *row* is one (available set, target) pair; `row_table` lists a run's rows in a
 fixed order and `row_key` names them ("t2->flair", "t1+t1ce+t2->flair").
 """
@@ -25,6 +30,10 @@ from dygan_tf.utils.errors import UserError
 INPUTS = ("single", "multi")
 SOURCE_ANY = "any"  # --source any: every modality in turn
 FILL_VALUE = 0.0  # a missing channel (mid-grey in [-1, 1]); its mask bit says it is missing
+# `--context K` (2.5-D): a slice k comes with its axial neighbours k-K..k+K. A plane
+# beyond the volume's ends holds this value, as a missing modality does: not background
+# (-1), which would claim the scan saw empty space there.
+BEYOND_VOLUME = 0.0
 CONDITION_SIZE = 2 * len(MODALITIES)  # availability mask + target one-hot
 ROWS_PER_SLICE = 3  # the paper's: one slice, three targets
 # A single-source model given a case picks its source in this order: T2 first because
@@ -98,8 +107,45 @@ def condition_size(inputs):
     return NUM_TASKS if inputs == "single" else CONDITION_SIZE
 
 
-def image_channels(inputs):
-    return 1 if inputs == "single" else len(MODALITIES)
+def image_channels(inputs, context=0):
+    """The image channels of a model of `inputs` reading `context` neighbours a side."""
+    return (1 if inputs == "single" else len(MODALITIES)) * (2 * context + 1)
+
+
+def inputs_of(condition_size):
+    """The kind of model ("single" or "multi") whose condition has this many values."""
+    return "single" if condition_size == NUM_TASKS else "multi"
+
+
+def context_of(inputs, channels):
+    """The context K of a model of `inputs` whose image has `channels` channels (its
+    input shape carries it); ValueError for a count that no K gives.
+
+    >>> context_of("single", 3), context_of("multi", 4)
+    (1, 0)
+    """
+    per = image_channels(inputs)
+    if channels < per or channels % per or (channels // per) % 2 == 0:
+        raise ValueError(
+            f"A {inputs}-source image has {per} x (2K + 1) channels. Received: channels={channels}"
+        )
+    return (channels // per - 1) // 2
+
+
+def context_channels(modalities, context, stored=None):
+    """Channel indices, into a modality-major image of `stored` context (default:
+    `context`), of the 2 * context + 1 planes around the slice of each of `modalities`
+    (indices into MODALITIES): how a model of smaller context reads a larger one's
+    image, and one modality's planes are cut out of the four's.
+
+    >>> context_channels([0, 3], 0, 1)  # the slices themselves of flair and t2
+    [1, 10]
+    """
+    stored = context if stored is None else stored
+    if not 0 <= context <= stored:
+        raise ValueError(f"context must be in [0, {stored}]. Received: context={context}")
+    per = 2 * stored + 1
+    return [m * per + stored + o for m in modalities for o in range(-context, context + 1)]
 
 
 def row_code(row, inputs):
@@ -182,10 +228,13 @@ def rows_per_slice(inputs, source, table_size):
 
 
 def source_preview(image, task):
-    """One channel of `image` (B, H, W, C) to draw as "the source": itself for single
-    inputs, else each row's first available channel (read from the condition)."""
-    image = np.asarray(image)
-    if image.shape[-1] == 1:
-        return image
-    first = np.argmax(np.asarray(task)[:, : len(MODALITIES)] > 0, axis=1)
-    return np.stack([image[i, ..., c : c + 1] for i, c in enumerate(first)])
+    """One channel of `image` (B, H, W, C) to draw as "the source": the slice itself
+    (not its neighbours) of the source for single inputs, else of each row's first
+    available modality (read from the condition)."""
+    image, task = np.asarray(image), np.asarray(task)
+    inputs = inputs_of(task.shape[-1])
+    context = context_of(inputs, image.shape[-1])
+    if inputs == "single":
+        return image[..., context_channels([0], 0, context)]
+    first = np.argmax(task[:, : len(MODALITIES)] > 0, axis=1)
+    return np.stack([image[i][..., context_channels([c], 0, context)] for i, c in enumerate(first)])

@@ -145,6 +145,13 @@ CONFIG_FLAGS = {
         INPUTS,
         "single: one source (the paper's); multi: all available modalities at once",
     ),
+    "--context": (
+        "context",
+        non_negative_int,
+        None,
+        "axial neighbours K a side fed with each slice as input channels (2.5-D: 2K + 1 "
+        "planes per modality); the shards must be built with --context K or more",
+    ),
     "--targets": ("targets", target_modalities, None, "comma-separated, e.g. flair,t1,t1ce"),
     "--target-weights": (
         "target_weights",

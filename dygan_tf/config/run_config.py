@@ -86,9 +86,14 @@ class ModelConfig:
     d_base_filters: int = 64
     d_dyconv: bool = True
     inputs: str = "single"  # single (the paper's 12-bit tasks) | multi (see conditions)
+    # Axial neighbours K a side fed with each slice (2.5-D): 2K + 1 planes per modality
+    # (`conditions.image_channels`); 0 = the slice alone, as every earlier run.
+    context: int = 0
 
     def __post_init__(self):
         check_choice("inputs", self.inputs, INPUTS)
+        if type(self.context) is not int or self.context < 0:
+            raise ValueError(f"context must be an int >= 0. Received: context={self.context!r}")
         check_choice("norm", self.norm, NORMS)
         check_choice("discriminator", self.discriminator, DISCRIMINATOR_KINDS)
         check_positive(num_experts=self.num_experts, d_base_filters=self.d_base_filters)

@@ -41,6 +41,9 @@ class BuildOptions:
     image_size: int = preprocessing.DEFAULT_IMAGE_SIZE
     source_slices: tuple = preprocessing.DEFAULT_SLICE_RANGE
     per_volume: int = preprocessing.DEFAULT_SLICES_PER_VOLUME
+    # Each slice's axial neighbours stored with it, K on each side (2.5-D; 0: none, the
+    # records of schema version 1).
+    context: int = 0
     # The train/test split.
     train_hgg: int = TRAIN_HGG
     train_lgg: int = TRAIN_LGG
@@ -61,6 +64,10 @@ class BuildOptions:
     workers: int | None = None
     skip_bad: bool = False
     verbose: bool = True
+
+    def __post_init__(self):
+        if type(self.context) is not int or self.context < 0:
+            raise ValueError(f"context must be an int >= 0. Received: context={self.context!r}")
 
 
 @dataclasses.dataclass(frozen=True)

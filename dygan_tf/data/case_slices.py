@@ -14,10 +14,12 @@ from dygan_tf.data.cases import check_case
 from dygan_tf.utils.errors import UserError
 
 
-def prepare_case(case, image_size, slice_range, per_volume):
+def prepare_case(case, image_size, slice_range, per_volume, context=0):
     """Loads, checks and preprocesses one case into its chosen slices: the `per_volume`
     of `slice_range` (start, stop) with the most brain, or, for `slice_range`
-    `preprocessing.ALL_SLICES`, every slice that holds brain.
+    `preprocessing.ALL_SLICES`, every slice that holds brain. With `context` K > 0 each
+    modality's images are (slices, 2K + 1, H, W): every chosen slice with its K axial
+    neighbours on each side (`preprocessing.context_planes`).
 
     Runs in a worker: numpy/nibabel/scipy only. Raises UserError naming the case and file.
     """
@@ -56,13 +58,20 @@ def prepare_case(case, image_size, slice_range, per_volume):
 
     images = {}
     for m in MODALITIES:
-        normalized = [
-            preprocessing.normalize(preprocessing.axial_slice(volumes[m], i), scales[m])
-            for i in indices
-        ]
-        images[m] = np.stack([grid.to_model(s, image_size, 1) for s in normalized]).astype(
-            np.float32
-        )
+
+        def plane_at(i, m=m):  # axial slice i of modality m, normalised, on the model's grid
+            slice_i = preprocessing.normalize(preprocessing.axial_slice(volumes[m], i), scales[m])
+            return grid.to_model(slice_i, image_size, 1)
+
+        if context:  # (slices, 2K + 1, H, W): each slice with its neighbours
+            images[m] = np.stack(
+                [
+                    preprocessing.context_planes(plane_at, i, context, mask.shape[2], image_size)
+                    for i in indices
+                ]
+            )
+        else:
+            images[m] = np.stack([plane_at(i) for i in indices]).astype(np.float32)
     seg = volumes.get("seg")
     return {
         "case_id": cid,

@@ -43,6 +43,9 @@ class DatasetSpec:
         per_case: read only this many slices of each case (all of a case that holds
             fewer), drawn with `seed` (`dygan_tf.data.epoch_draw.draw`): training's
             epoch on shards of every brain slice. None: every slice.
+        context: K axial neighbours a side fed with each slice (2.5-D): each
+            modality gives 2K + 1 channels (`dygan_tf.config.conditions`); the
+            shards must have been built with at least K (`--context`).
 
     `targets`, `case_ids` and `rows` are kept as tuples. ValueError for a modality,
     `inputs`, row, `batch_slices`, `per_case` or `worker_index` that cannot be read.
@@ -74,6 +77,7 @@ class DatasetSpec:
     keep_cases: bool = True
     rows: tuple | None = None
     per_case: int | None = None
+    context: int = 0
 
     def __post_init__(self):
         for name in ("targets", "case_ids", "rows"):
@@ -104,6 +108,8 @@ class DatasetSpec:
                 f"per_case must be >= 1 and drawn with a seed. Received: "
                 f"per_case={self.per_case}, seed={self.seed}"
             )
+        if type(self.context) is not int or self.context < 0:
+            raise ValueError(f"context must be an int >= 0. Received: context={self.context!r}")
         if not 0 <= self.worker_index < self.num_workers:
             raise ValueError(
                 f"worker_index must be in [0, num_workers). Received: "

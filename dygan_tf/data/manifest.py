@@ -42,12 +42,12 @@ def read_manifest(tfrecord_dir):
     missing = [k for k in ("schema", "image_size", "compression", "splits") if k not in manifest]
     if missing:
         raise UserError(f"{path}: missing fields {missing}")
-    if manifest["schema"] != records.schema_description():
+    if records.schema_context(manifest["schema"]) is None:
         raise UserError(
             f"{path}: record schema version "
             f"{manifest['schema'].get('version') if isinstance(manifest['schema'], dict) else '?'}"
-            f" differs from this reader's (version {records.SCHEMA_VERSION}); "
-            "rebuild the shards"
+            f" differs from this reader's (version {records.SCHEMA_VERSION}, or "
+            f"{records.CONTEXT_SCHEMA_VERSION} with --context); rebuild the shards"
         )
     if not isinstance(manifest["image_size"], int) or manifest["image_size"] < 1:
         raise UserError(
@@ -79,6 +79,11 @@ def shard_record(tfrecord_dir, manifest=None):
         "splits": split_case_ids(manifest),
         "image_size": manifest["image_size"],
     }
+
+
+def context_of(manifest):
+    """The context K its shards were built with (`--context`; 0: one plane a slice)."""
+    return records.schema_context(manifest["schema"])
 
 
 def require_image_size(tfrecord_dir, model_size, model, hint, manifest=None):

@@ -15,6 +15,7 @@ import tensorflow as tf
 from dygan_tf.config import conditions
 from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import epoch_draw, records
+from dygan_tf.data import manifest as manifest_lib
 from dygan_tf.data.dataset_spec import DatasetSpec
 from dygan_tf.data.shard_check import check_shards, data_loss_error
 from dygan_tf.data.shard_folder import open_shards
@@ -55,8 +56,8 @@ def make_dataset(shards, split, spec=None, **fields):
 
     Returns:
         A dataset of batches, rows slice-major: `image` (B, H, W, C) float32 in
-        [-1, 1] (C = 1 or 4), `target` (B, H, W, 1) float32, `task` (B, 12 or 8)
-        float32.
+        [-1, 1] (C = 1 or 4, times 2K + 1 with `context` K), `target` (B, H, W, 1)
+        float32, `task` (B, 12 or 8) float32.
 
     Example:
 
@@ -69,6 +70,8 @@ def make_dataset(shards, split, spec=None, **fields):
     """
     spec = options_of(DatasetSpec, spec, fields, "make_dataset", "spec")
     shards = open_shards(shards)
+    hint = f"rebuild them with dygan-build-tfrecords --context {spec.context}"
+    shards.require_context(spec.context, "the dataset", hint)
     files = select_shards(shards, split, spec)
     drawn = None
     if spec.per_case is not None:
@@ -76,7 +79,7 @@ def make_dataset(shards, split, spec=None, **fields):
     ds = read_slices(files, shards.manifest, spec, drawn)
     if spec.case_ids is not None:
         ds = filter_cases(ds, spec.case_ids, spec.keep_cases)
-    return batch_rows(ds, spec)
+    return batch_rows(ds, spec, shards.context)
 
 
 def select_shards(shards, split, spec):
@@ -96,7 +99,7 @@ def read_slices(files, manifest, spec, drawn=None):
     """The parsed slices of `files` (`records.parse_example`), in a seeded order:
     only those of `drawn` ({case id: slice indices}) if given, shards and slices
     shuffled if `spec.shuffle`, repeated if `spec.repeat`."""
-    image_size = manifest["image_size"]
+    image_size, stored = manifest["image_size"], manifest_lib.context_of(manifest)
     compression = "GZIP" if manifest["compression"] == "gzip" else ""
     buffer = DEFAULT_SHUFFLE_BUFFER if spec.shuffle is True else int(spec.shuffle or 0)
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -111,7 +114,7 @@ def read_slices(files, manifest, spec, drawn=None):
         deterministic=True,  # a seeded run reads the same order every time
     )
     ds = ds.map(
-        lambda x: records.parse_example(x, image_size),
+        lambda x: records.parse_example(x, image_size, stored),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,  # a seeded run reads the same order every time
     )
@@ -155,10 +158,18 @@ def filter_cases(ds, case_ids, keep):
     return ds.filter(wanted)
 
 
-def batch_rows(ds, spec):
-    """Batches of `spec.batch_slices` slices, each slice expanded into its rows
-    (`RowPlan`), prefetched."""
-    plan = RowPlan(spec.table, spec.inputs, spec.source, spec.every_row, spec.slice_offset)
+def batch_rows(ds, spec, stored_context=0):
+    """Batches of `spec.batch_slices` slices (of shards built with `stored_context`),
+    each slice expanded into its rows (`RowPlan`), prefetched."""
+    plan = RowPlan(
+        spec.table,
+        spec.inputs,
+        spec.source,
+        spec.every_row,
+        spec.slice_offset,
+        spec.context,
+        stored_context,
+    )
     ds = ds.enumerate().map(lambda n, example: {**example, "position": n})
     ds = ds.batch(spec.batch_slices, drop_remainder=spec.drop_remainder)
     ds = ds.map(
@@ -171,8 +182,8 @@ def batch_rows(ds, spec):
 class RowPlan:
     """Expands a batch of parsed slices into rows of `table` (see `make_dataset`)."""
 
-    def __init__(self, table, inputs, source, every_row, slice_offset):
-        self.inputs = inputs
+    def __init__(self, table, inputs, source, every_row, slice_offset, context=0, stored=0):
+        self.inputs, self.context = inputs, context
         self.size = len(table)
         self.per_slice = (
             self.size if every_row else conditions.rows_per_slice(inputs, source, self.size)
@@ -183,7 +194,13 @@ class RowPlan:
             np.stack([conditions.availability_mask(r.available) for r in table])
         )
         self.codes = tf.constant(np.stack([conditions.row_code(r, inputs) for r in table]))
-        self.sources = tf.constant([index[r.available[0]] for r in table], tf.int32)
+        # Per row, the channels of its source's planes (single inputs).
+        self.sources = tf.constant(
+            [conditions.context_channels([index[r.available[0]]], context) for r in table],
+            tf.int32,
+        )
+        # Where each modality's fed planes are among the stored ones.
+        self.planes = conditions.context_channels(range(len(MODALITIES)), context, stored)
         self.targets = tf.constant([index[r.target] for r in table], tf.int32)
         self.keys = tf.constant([r.key for r in table])
         self.names = tf.constant([r.target for r in table])
@@ -201,12 +218,17 @@ class RowPlan:
         index = self.row_indices(example["position"])
         stacked = tf.stack([example[m] for m in MODALITIES], axis=-1)  # (b, H, W, 4)
         stacked = tf.repeat(stacked, self.per_slice, axis=0)  # slice-major rows
+        # (rows, H, W, 4 * (2K + 1)): every modality's planes (K = 0: the slices)
+        planes = stacked
+        if self.context:
+            planes = tf.gather(example[records.PLANES_KEY], self.planes, axis=3)
+            planes = tf.repeat(planes, self.per_slice, axis=0)
         mask = tf.gather(self.masks, index)
         if self.inputs == "multi":
-            image = tf.where(mask[:, None, None, :] > 0, stacked, conditions.FILL_VALUE)
+            fed = tf.repeat(mask, 2 * self.context + 1, axis=1)  # each modality's planes
+            image = tf.where(fed[:, None, None, :] > 0, planes, conditions.FILL_VALUE)
         else:
-            image = tf.gather(stacked, tf.gather(self.sources, index), axis=3, batch_dims=1)
-            image = image[..., None]
+            image = tf.gather(planes, tf.gather(self.sources, index), axis=3, batch_dims=1)
         target = tf.gather(stacked, tf.gather(self.targets, index), axis=3, batch_dims=1)
         target = target[..., None]
         task = tf.gather(self.codes, index)

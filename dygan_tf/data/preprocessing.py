@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage
 
+from dygan_tf.config.conditions import BEYOND_VOLUME
 from dygan_tf.utils.errors import UserError
 
 ROBUST_PERCENTILE = 99.5
@@ -137,6 +138,25 @@ def axial_slice(volume, index):
     """Axial slice `index` of a canonical volume as an image: anterior at the top,
     the patient's right on the image's left (radiological view)."""
     return np.rot90(volume[:, :, index])
+
+
+def context_planes(plane_at, index, context, depth, size):
+    """float32 (2 * context + 1, size, size): the axial planes index - context ..
+    index + context, in that order (slice `index` in the middle), each as `plane_at(i)`
+    gives it on the model's grid; a plane beyond the volume's `depth` slices holds
+    BEYOND_VOLUME. The shard builder and `translate` both cut neighbours here.
+
+    >>> context_planes(lambda i: np.full((1, 1), i), 0, 1, 3, 1)[:, 0, 0].tolist()
+    [0.0, 0.0, 1.0]
+    """
+    return np.stack(
+        [
+            np.asarray(plane_at(i), np.float32)
+            if 0 <= i < depth
+            else np.full((size, size), BEYOND_VOLUME, np.float32)
+            for i in range(index - context, index + context + 1)
+        ]
+    )
 
 
 def axial_plane(image):

@@ -53,6 +53,11 @@ class ShardFolder:
         return self.manifest["compression"]
 
     @property
+    def context(self):
+        """The axial neighbours K each slice was stored with (`--context`; 0: none)."""
+        return manifest_lib.context_of(self.manifest)
+
+    @property
     def splits(self):
         return self.manifest["splits"]
 
@@ -89,6 +94,15 @@ class ShardFolder:
         """Refuses these shards if their slice size differs from a model's
         (`manifest.require_image_size`)."""
         manifest_lib.require_image_size(self.path, model_size, model, hint, self.manifest)
+
+    def require_context(self, model_context, model, hint):
+        """Refuses these shards if they hold fewer axial neighbours than a model of
+        `model_context` reads: one line naming the folder, both contexts and `hint`."""
+        if model_context > self.context:
+            raise UserError(
+                f"{self.path}: shards were built with --context {self.context}, {model} "
+                f"reads --context {model_context}; {hint}"
+            )
 
     def baseline(self):
         """The `ShardFolder` whose training split fits an evaluation's baselines: the one

@@ -36,7 +36,7 @@ def shard_name(split, index, count, compression):
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compression == "gzip" else "")
 
 
-def _case_examples(result):
+def _case_examples(result, context=0):
     for n, index in enumerate(result["slices"]):
         yield records.serialize_example(
             result["case_id"],
@@ -45,6 +45,7 @@ def _case_examples(result):
             {m: result["images"][m][n] for m in MODALITIES},
             seg=result["seg"][n],
             brain_mask=result["brain_mask"][n],
+            context=context,
         )
 
 
@@ -108,7 +109,7 @@ def write_shards(plan, problems, staging, out, created, options):
     pool = concurrent.futures.ProcessPoolExecutor(
         options.workers or os.cpu_count() or 1, mp_context=worker_context()
     )
-    writer = _ShardWriter(staging, plan.plans, options.compression)
+    writer = _ShardWriter(staging, plan.plans, options.compression, options.context)
     try:
         _write_cases(pool, plan, problems, writer, options, bar)
         rate = bar.close()
@@ -135,6 +136,7 @@ def _write_cases(pool, plan, problems, writer, options, bar):
         "image_size": options.image_size,
         "slice_range": _slice_range(options.source_slices),
         "per_volume": options.per_volume,
+        "context": options.context,
     }
     results = pool.map(
         prepare_job, [(c, slice_options) for _, _, c in plan.jobs if c["case_id"] not in problems]
@@ -161,8 +163,9 @@ class _ShardWriter:
     """Writes the cases into the shards of a build's plan: each shard opened at the
     first case of its range, closed (its sha256 recorded in `shards`) at the last."""
 
-    def __init__(self, staging, plans, compression):
+    def __init__(self, staging, plans, compression, context=0):
         self.staging, self.plans, self.compression = staging, plans, compression
+        self.context = context
         self.tf, self.options = None, None  # TensorFlow, once the first case is ready
         self.kept = {s: [] for s in SPLITS}
         self.shards = {s: [] for s in SPLITS}
@@ -179,7 +182,7 @@ class _ShardWriter:
                 {"case_id": case["case_id"], "grade": case["grade"], "reason": result}
             )
         else:
-            for record in _case_examples(result):
+            for record in _case_examples(result, self.context):
                 self.writer.write(record)
                 self.counts["records"] += 1
             self.kept[split].append(_case_record(case, result))
@@ -225,7 +228,7 @@ def build_manifest(brats_root, plan, written, options):
     """The manifest dict of a finished build."""
     return {
         "format": manifest_lib.FORMAT,
-        "schema": records.schema_description(),
+        "schema": records.schema_description(options.context),
         "source_root": os.path.abspath(brats_root),
         "layout": plan.layout,
         "image_size": options.image_size,

@@ -226,7 +226,7 @@ def evaluate_report(
         allow = (flags or {}).get("allow_changed_data", "allow_changed_data")
         raise type(e)(f"{e}; {allow} scores them anyway") from None
     rows = rows_of(config)
-    scoring.check_image_sizes(predictors, shards)
+    scoring.check_shards_fit(predictors, shards)
     baseline = baseline_from or shards.baseline()
     results, slices, figure = scoring.score_rows(
         predictors, shards, split, rows.table, figure_cases, baseline

@@ -28,9 +28,9 @@ PER_CASE = "per_case_psnr"
 _INDEX = {m: i for i, m in enumerate(MODALITIES)}
 
 
-def check_image_sizes(predictors, shards):
+def check_shards_fit(predictors, shards):
     """Refuses shards (a `ShardFolder`, or its path) of another slice size than a
-    model's, in one line."""
+    model's, or with fewer axial neighbours than it reads (`--context`), in one line."""
     from dygan_tf.data.shard_folder import open_shards
 
     shards = open_shards(shards)
@@ -40,6 +40,11 @@ def check_image_sizes(predictors, shards):
             p.name,
             f"score it on shards built at {p.image_size} px "
             f"(dygan-build-tfrecords --image-size {p.image_size})",
+        )
+        shards.require_context(
+            p.context,
+            p.name,
+            f"score it on shards built with dygan-build-tfrecords --context {p.context}",
         )
 
 
@@ -52,13 +57,14 @@ def _single_rows(keys, wanted=None):
     ]
 
 
-def as_single(image4, keys, index):
-    """(1-channel images, 12-bit codes) of single-source rows `index`."""
+def as_single(image4, keys, index, context=0):
+    """(1-channel images, 12-bit codes) of single-source rows `index` of a four-
+    modality image; with `context` K, (2K + 1)-channel images: the source's planes."""
     pairs = [conditions.parse_row_key(keys[i]) for i in index]
-    channels = [_INDEX[available[0]] for available, _ in pairs]
-    image = image4[index, ..., :1].copy()
-    for row, c in enumerate(channels):
-        image[row, ..., 0] = image4[index[row], ..., c]
+    image = image4[index, ..., : 2 * context + 1].copy()
+    for row, (available, _) in enumerate(pairs):
+        channels = conditions.context_channels([_INDEX[available[0]]], context)
+        image[row] = image4[index[row]][..., channels]
     codes = np.stack([task_code(a[0], t) for a, t in pairs]) if pairs else np.zeros((0, 12))
     return image, codes.astype(np.float32)
 
@@ -111,9 +117,15 @@ def _score_rows(predictors, shards, split, table, figure_cases, baseline):
     acc.update({b: slice_scores.Accumulator(()) for b in BASELINES})
     per_case = slice_scores.Accumulator(())  # the first predictor's PSNR by (row key, case)
     figure, seen, slices = [], set(), 0
-    ds = make_dataset(shards, split, inputs="multi", rows=_with_singles(table), return_meta=True)
-    for image4, target, cond, meta in ds:
-        image4, target, cond = image4.numpy(), target.numpy(), cond.numpy()
+    # The most axial neighbours any model reads; each is fed its own (`context_channels`).
+    context = max((p.context for p in predictors), default=0)
+    ds = make_dataset(
+        shards, split, inputs="multi", rows=_with_singles(table), return_meta=True, context=context
+    )
+    modalities = range(len(MODALITIES))
+    for planes, target, cond, meta in ds:
+        planes, target, cond = planes.numpy(), target.numpy(), cond.numpy()
+        image4 = planes[..., conditions.context_channels(modalities, 0, context)]  # the slices
         keys = slice_scores.row_names(meta)
         masks = {k: v.numpy() for k, v in meta.items() if k in ("brain_mask", "seg")}
         slices += 1
@@ -127,12 +139,13 @@ def _score_rows(predictors, shards, split, table, figure_cases, baseline):
         primary_fake = None
         for p in predictors:
             rows = p.trained_rows
+            fed = planes[..., conditions.context_channels(modalities, p.context, context)]
             if p.inputs == "multi":
                 index = [i for i, k in enumerate(keys) if rows is None or k in rows]
-                image, task = image4[index], cond[index]
+                image, task = fed[index], cond[index]
             else:
                 index = _single_rows(keys, rows)
-                image, task = as_single(image4, keys, index)
+                image, task = as_single(fed, keys, index, p.context)
             if not index:
                 continue
             fake = p(image, task)

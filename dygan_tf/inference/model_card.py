@@ -136,11 +136,13 @@ def _inputs(config):
     """What the generator reads, in words."""
     from dygan_tf.config.conditions import SOURCE_ANY
 
+    k = config.model.context
+    planes = f", each slice with its {k} axial neighbour(s) a side (context {k})" if k else ""
     if config.model.inputs == "multi":
-        return "every present sequence at once (multi-source)"
+        return "every present sequence at once (multi-source)" + planes
     if config.train.source == SOURCE_ANY:
-        return "one sequence, any of the four (source any)"
-    return f"one {config.train.source.upper()} sequence (source {config.train.source})"
+        return "one sequence, any of the four (source any)" + planes
+    return f"one {config.train.source.upper()} sequence (source {config.train.source})" + planes
 
 
 def model_card(config, run_dir=None):

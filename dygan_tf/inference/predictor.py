@@ -10,7 +10,7 @@ import numpy as np
 
 from dygan_tf.config import conditions
 from dygan_tf.config.run_config import RunConfig
-from dygan_tf.config.tasks import NUM_TASKS, task_from_index
+from dygan_tf.config.tasks import task_from_index
 from dygan_tf.inference import savedmodel, tta
 from dygan_tf.inference.model_card import model_card
 from dygan_tf.run_folder.files import GENERATOR, load_generator
@@ -39,6 +39,8 @@ class Predictor:
         apply_tta: whether this object adds it (not when an exported signature already
             averages).
         data_dir: the shard folder it trained on, where a run folder records it.
+        context: the axial neighbours K a side it reads with each slice (`--context`:
+            2K + 1 planes per modality, `dygan_tf.config.conditions`); 0: the slice.
     """
 
     def __init__(
@@ -55,10 +57,12 @@ class Predictor:
         tta_mode="none",
         apply_tta=True,
         data_dir=None,
+        context=0,
     ):
         self.tta = tta.check_mode(tta_mode)
         self.name = name + tta.label(tta_mode)
         self.kind, self.path, self.image_size, self.inputs = kind, path, image_size, inputs
+        self.context = context
         self.trained_rows = None if trained_rows is None else tuple(trained_rows)
         self.config, self.data_dir, self._card = config, data_dir, model_card
         self.applies_tta = apply_tta and tta_mode != "none"
@@ -111,10 +115,12 @@ def load_predictor(model, tta_mode="none", allow_changed_data=False, check_shard
     path = os.fspath(model)
     if path.endswith(".keras") and os.path.isfile(path):
         generator = load_generator(path)
-        inputs = "single" if generator.input["task"].shape[-1] == NUM_TASKS else "multi"
+        inputs, context = savedmodel.input_kind(generator)
         call, size = backend.inference_function(generator), savedmodel.image_size(generator)
         name = f"generator [{os.path.basename(path)}]"
-        return Predictor(call, name, "keras", path, size, inputs, tta_mode=tta_mode)
+        return Predictor(
+            call, name, "keras", path, size, inputs, tta_mode=tta_mode, context=context
+        )
     if not os.path.isdir(path):
         raise UserError(
             f"{path}: not a folder; expected a SavedModel folder, a training run folder or "
@@ -155,7 +161,7 @@ def _from_run(run, tta_mode, allow_changed_data, check_shards):
     return Predictor(
         call, f"{name} [{run.name}]", "keras", run.path, config.model.image_size,
         config.model.inputs, rows, config, lambda: model_card(config, run.path), tta_mode,
-        data_dir=data_dir,
+        data_dir=data_dir, context=config.model.context,
     )  # fmt: skip
 
 
@@ -164,7 +170,7 @@ def _by_target(calls):
 
     def call(image, task):
         targets = [task_from_index(int(i))[1] for i in np.argmax(task, axis=-1)]
-        out = np.zeros(np.shape(image), np.float32)
+        out = np.zeros((*np.shape(image)[:-1], 1), np.float32)  # one target plane a row
         for target, member in calls.items():
             rows = [i for i, t in enumerate(targets) if t == target]
             if rows:
@@ -177,7 +183,7 @@ def _by_target(calls):
 def _from_savedmodel(saved, tta_mode):
     """The Predictor ("savedmodel") of a SavedModel folder, with what its metadata.json
     records (trained rows, config, model card, TTA)."""
-    call, inputs, size = savedmodel.load_signature(saved)
+    call, inputs, size, context = savedmodel.load_signature(saved)
     metadata = savedmodel.read_metadata(saved)
     where = os.path.join(saved, savedmodel.METADATA)
     exported = metadata.get("tta", "none")
@@ -200,4 +206,5 @@ def _from_savedmodel(saved, tta_mode):
         metadata.get("model_card"),  # None: exported before cards
         tta_mode if apply else exported,
         apply,
+        context=context,
     )

@@ -44,6 +44,13 @@ def image_size(generator):
     return int(generator.input["image"].shape[1])
 
 
+def input_kind(generator):
+    """(inputs, context) of a generator, read from its input shapes: "single" or
+    "multi" by its condition's size, the context K by its image channels."""
+    inputs = conditions.inputs_of(int(generator.input["task"].shape[-1]))
+    return inputs, conditions.context_of(inputs, int(generator.input["image"].shape[-1]))
+
+
 def check_target(out_dir):
     """Refuses a version folder that TF Serving would not load or that holds files."""
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -68,10 +75,18 @@ def build_metadata(config, source_run=None, generator=None, tta_mode="none"):
     import dygan_tf
 
     size = config.model.image_size if generator is None else image_size(generator)
+    context = config.model.context
     image = {"dtype": "float32", "range": [-1.0, 1.0]}
+    if context:
+        image["planes"] = (
+            f"each modality's axial planes k-{context}..k+{context} around slice k, in "
+            f"that order (channel i * {2 * context + 1} + {context} + o: plane k + o of "
+            f"modality i); {conditions.BEYOND_VOLUME} beyond the volume's ends"
+        )
+    channels = conditions.image_channels(config.model.inputs, context)
     if config.model.inputs == "single":
         inputs = {
-            "image": {**image, "shape": [None, size, size, 1]},
+            "image": {**image, "shape": [None, size, size, channels]},
             "task": {
                 "dtype": "float32",
                 "shape": [None, NUM_TASKS],
@@ -83,7 +98,7 @@ def build_metadata(config, source_run=None, generator=None, tta_mode="none"):
         inputs = {
             "image": {
                 **image,
-                "shape": [None, size, size, n],
+                "shape": [None, size, size, channels],
                 "channels": list(MODALITIES),
                 "missing_fill": conditions.FILL_VALUE,
             },
@@ -104,6 +119,7 @@ def build_metadata(config, source_run=None, generator=None, tta_mode="none"):
             OUTPUT_KEY: {"dtype": "float32", "shape": [None, size, size, 1], "range": [-1.0, 1.0]}
         },
         "image_size": size,
+        "context": context,
         "modalities": list(MODALITIES),
         "tasks": {
             f"{s}->{t}": {"code": code, "index": code.index("1")}
@@ -195,10 +211,11 @@ def exported_digest(version_dir):
 
 
 def load_signature(saved):
-    """`(call, inputs, image size)` of the SavedModel folder `saved`: `call(image,
-    condition)` runs its serving signature (a multi-source one takes the 8-value
-    condition split into `available` and `target`), `inputs` is "single" or "multi".
-    UserError unless the signature is one `export_generator` writes."""
+    """`(call, inputs, image size, context)` of the SavedModel folder `saved`:
+    `call(image, condition)` runs its serving signature (a multi-source one takes the
+    8-value condition split into `available` and `target`), `inputs` is "single" or
+    "multi", `context` the axial neighbours K a side its image channels hold. UserError
+    unless the signature is one `export_generator` writes."""
     import tensorflow as tf
 
     try:
@@ -226,7 +243,15 @@ def load_signature(saved):
         return signature(image=image, available=available, target=target)[OUTPUT_KEY].numpy()
 
     call.keepalive = loaded  # the signature's variables live as long as `loaded`
-    return call, kind, int(inputs["image"].shape[1])
+    try:
+        context = conditions.context_of(kind, int(inputs["image"].shape[-1]))
+    except ValueError:
+        raise UserError(
+            f"{saved}: its {SIGNATURE!r} image has {inputs['image'].shape[-1]} channels; "
+            f"expected {conditions.image_channels(kind)} x (2K + 1); export with "
+            "python -m dygan_tf.export"
+        ) from None
+    return call, kind, int(inputs["image"].shape[1]), context
 
 
 def export_new_version(generator, parent, metadata=None, tta_mode="none", run_dir=None):

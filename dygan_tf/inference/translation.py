@@ -426,7 +426,9 @@ def synthesize_case(
     normalised as the shards are (robust max of its brain voxels, the brain being the
     non-zero voxels of the volumes read), cut into axial slices exactly as the shards
     are, brought onto the model's grid and back (`preprocessing.SliceGrid`: resampled
-    to the training's 1 mm in-plane spacing, padded to a square, resized). The output
+    to the training's 1 mm in-plane spacing, padded to a square, resized). A model of
+    context K (`predictor.context`) reads each slice with its K axial neighbours a side,
+    BEYOND_VOLUME past the volume's ends, as its shards stored them. The output
     is denormalised with the robust max of the source (multi-source: of the first
     present in `conditions.SOURCE_PREFERENCE`) and set to 0 outside the brain. Slices
     with no brain are not run through the model. `batch_slices` slices share one model
@@ -455,23 +457,27 @@ def synthesize_case(
     brain_slices = [k for k in range(depth) if mask[:, :, k].any()]
     if progress is not None and len(brain_slices) < depth:
         progress(depth - len(brain_slices))  # empty slices are done already
-    size = predictor.image_size
+    size, context = predictor.image_size, predictor.context
     channels = MODALITIES if multi else (source,)
+
+    def planes(m, k):
+        """(2K + 1, size, size): slice k of modality m with its K neighbours a side, on
+        the model's grid, as the shards store them; a missing modality filled."""
+        if m not in normalized:
+            return np.full((2 * context + 1, size, size), FILL_VALUE, np.float32)
+        return preprocessing.context_planes(
+            lambda i: grid.to_model(preprocessing.axial_slice(normalized[m], i), size, 1),
+            k,
+            context,
+            depth,
+            size,
+        )
+
     for start in range(0, len(brain_slices), batch_slices):
         chunk = brain_slices[start : start + batch_slices]
+        # (slices, size, size, channels), modality-major (`conditions.context_channels`)
         images = np.stack(
-            [
-                np.stack(
-                    [
-                        grid.to_model(preprocessing.axial_slice(normalized[m], k), size, 1)
-                        if m in normalized
-                        else np.full((size, size), FILL_VALUE, np.float32)
-                        for m in channels
-                    ],
-                    axis=-1,
-                )
-                for k in chunk
-            ]
+            [np.concatenate([planes(m, k) for m in channels]).transpose(1, 2, 0) for k in chunk]
         )
         # Rows are slice-major: slice 0's targets, then slice 1's, ...
         rows = np.repeat(images, len(targets), axis=0)

@@ -22,7 +22,7 @@ def build_networks(model):
         dyconv=model.dyconv,
         label_mode=model.label_mode,
         norm=model.norm,
-        image_channels=image_channels(model.inputs),
+        image_channels=image_channels(model.inputs, model.context),
         condition_size=condition_size(model.inputs),
     )
     discriminator = build_discriminator(
@@ -32,7 +32,7 @@ def build_networks(model):
         num_experts=model.num_experts,
         dyconv=model.d_dyconv,
         norm=model.norm,
-        image_channels=image_channels(model.inputs),
+        image_channels=image_channels(model.inputs, model.context),
         condition_size=condition_size(model.inputs),
     )
     return generator, discriminator

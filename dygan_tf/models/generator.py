@@ -42,7 +42,8 @@ def build_generator(
             (12 constant planes beside the image; static kernels, MGAN-style).
         norm: "instance", "batch" or "none".
         image_channels: 1 (one source slice, the paper's) or 4 (multi-source: every
-            modality a channel, missing ones filled; see `dygan_tf.config.conditions`).
+            modality a channel, missing ones filled; see `dygan_tf.config.conditions`),
+            times 2K + 1 with K axial neighbours a side (`--context`).
         condition_size: length of the condition: 12 (task code) or 8 (availability
             mask + target one-hot, multi-source).
         name: the model's name.

@@ -76,6 +76,8 @@ def run_fit(
     if data:
         with for_flag("--data"):
             shards = ShardFolder.open(data)
+            if strategy != "multiworker":  # (its workers check, then agree)
+                check_shards_match(shards, config)  # before TensorFlow starts
     multiworker = strategy == "multiworker"
     run = RunFolder(out or DEMO_RUN)
     with contextlib.ExitStack() as held:
@@ -104,7 +106,7 @@ def run_fit(
             shards = _shards_from_brats(brats_root, data_out or run.file("data"), config, split)
         if not multiworker:  # a multi-worker run checks it on every worker, then agrees
             with for_flag("--data"):
-                check_image_size(shards, config)
+                check_shards_match(shards, config)
         try:  # a resume: the shards must be those the run began on
             _check_resumed_data(run, shards, allow_changed_data, multiworker)
         except UserError as e:
@@ -162,12 +164,16 @@ def _shards_from_brats(brats_root, out, config, split):
     split = split or {}
     check_root_and_split(brats_root, split.get("split_file"))
     with for_flag("--brats-root"):
-        return ShardFolder.open(ensure_shards(brats_root, out, config.model.image_size, **split))
+        return ShardFolder.open(
+            ensure_shards(
+                brats_root, out, config.model.image_size, context=config.model.context, **split
+            )
+        )
 
 
-def check_image_size(shards, config):
+def check_shards_match(shards, config):
     """Refuses shards (a `ShardFolder`, or its path) whose slice size differs from the
-    model's."""
+    model's, or that hold fewer axial neighbours than it reads (`--context`)."""
     from dygan_tf.data.shard_folder import open_shards
 
     shards = open_shards(shards)
@@ -175,6 +181,12 @@ def check_image_size(shards, config):
         config.model.image_size,
         "the model",
         f"train at image size {shards.image_size} or rebuild the shards",
+    )
+    shards.require_context(
+        config.model.context,
+        "the model",
+        f"train with at most --context {shards.context}, or rebuild them with "
+        f"dygan-build-tfrecords --context {config.model.context}",
     )
 
 
@@ -211,13 +223,13 @@ def fit(
     if multiworker:
         # No worker stops before the exchange of start-up checks: its peers would wait.
         try:
-            check_image_size(shards, config)
+            check_shards_match(shards, config)
         except UserError as e:
             start_problem = start_problem or str(e)
         from dygan_tf.training.distribute import train_multiworker
 
         return train_multiworker(config, shards, run, strategy, steps_per_epoch, start_problem)
-    check_image_size(shards, config)
+    check_shards_match(shards, config)
     if baseline in PIX2PIX3_SCHEDULES:
         train_pix2pix3(config, shards, run, steps_per_epoch, strategy, PIX2PIX3_SCHEDULES[baseline])
     elif baseline is not None:
@@ -264,18 +276,19 @@ def train_pix2pix3(config, shards, run, steps_per_epoch=None, strategy=None, sch
         )
 
 
-def ensure_shards(brats_root, out, image_size, **split):
-    """Builds shards once; a folder with a finished manifest of this size is reused.
-    `split`: `shards.build`'s split keywords (train_hgg, train_lgg, split_file,
-    train_fraction)."""
+def ensure_shards(brats_root, out, image_size, context=0, **split):
+    """Builds shards once; a folder with a finished manifest of this size and context
+    is reused. `split`: `shards.build`'s split keywords (train_hgg, train_lgg,
+    split_file, train_fraction)."""
     from dygan_tf.data import shards
-    from dygan_tf.data.manifest import has_manifest, read_manifest
+    from dygan_tf.data.manifest import context_of, has_manifest, read_manifest
 
     if has_manifest(out):
-        if read_manifest(out)["image_size"] == image_size:
+        manifest = read_manifest(out)
+        if manifest["image_size"] == image_size and context_of(manifest) == context:
             print(f"using the shards in {out}")
             return out
-    shards.build(brats_root, out, image_size=image_size, **split)
+    shards.build(brats_root, out, image_size=image_size, context=context, **split)
     return out
 
 

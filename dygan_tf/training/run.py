@@ -242,6 +242,7 @@ def training_dataset(
             slice_offset=e * steps_per_epoch * batch_slices,
             rows=cycle,
             per_case=per_case,
+            context=config.model.context,
             # The stream repeats, so no batch is short: a static batch size lets the
             # train step unroll the per-example DyConv loop instead of a tf.map_fn.
             drop_remainder=True,
@@ -263,6 +264,7 @@ def validation_dataset(shards, config, validation):
         keep_cases=True,
         return_meta=True,
         inputs=config.model.inputs,
+        context=config.model.context,
     )
 
 

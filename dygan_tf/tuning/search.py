@@ -180,7 +180,7 @@ def run_search(
     from dygan_tf.data.shard_folder import ShardFolder
     from dygan_tf.run_folder import lock
     from dygan_tf.training.backends import select_backend
-    from dygan_tf.training.fit_lib import check_image_size
+    from dygan_tf.training.fit_lib import check_shards_match
     from dygan_tf.utils.cli import import_tensorflow_quietly
 
     if not os.path.isdir(data):
@@ -189,7 +189,7 @@ def run_search(
         select_backend(backend)  # before Keras is imported
     with for_flag("--data"):
         shards = ShardFolder.open(data)  # read once, handed down
-        check_image_size(shards, config)
+        check_shards_match(shards, config)
     with for_flag("--out"):
         held = lock.hold(out).acquire()  # one search (or fit) per folder at a time
     with held:  # errors below name their paths (the search folder, the shards)
