@@ -14,26 +14,25 @@ from dygan_tf.models.precision import dtype_policy, precision_policy
 
 def build_networks(model):
     """(generator, discriminator) for a ModelConfig."""
-    generator = build_generator(
+    shared = dict(
         image_size=model.image_size,
-        base_filters=model.base_filters,
-        depth=model.depth,
         num_experts=model.num_experts,
-        dyconv=model.dyconv,
-        label_mode=model.label_mode,
         norm=model.norm,
         image_channels=image_channels(model.inputs, model.context),
         condition_size=condition_size(model.inputs),
     )
+    generator = build_generator(
+        base_filters=model.base_filters,
+        depth=model.depth,
+        dyconv=model.dyconv,
+        label_mode=model.label_mode,
+        **shared,
+    )
     discriminator = build_discriminator(
-        image_size=model.image_size,
         kind=model.discriminator,
         base_filters=model.d_base_filters,
-        num_experts=model.num_experts,
         dyconv=model.d_dyconv,
-        norm=model.norm,
-        image_channels=image_channels(model.inputs, model.context),
-        condition_size=condition_size(model.inputs),
+        **shared,
     )
     return generator, discriminator
 
