@@ -6,7 +6,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dygan_tf.inference.batch_choice import CANDIDATES, BatchChoice, parse_batch_slices
+from dygan_tf.inference.batch_choice import (
+    CANDIDATES,
+    ROUNDS,
+    BatchChoice,
+    parse_batch_slices,
+)
 from dygan_tf.utils.errors import UserError
 from tests.helpers import one_error_line, run_in_process
 
@@ -57,9 +62,9 @@ def test_auto_keeps_the_fastest_candidate_and_prints_it(per_row, best, capsys):
     images, conditions = _rows(32)
     np.testing.assert_array_equal(wrapped(images, conditions), 2 * images)
     assert choice.size == best and list(choice.slices_per_s) == list(CANDIDATES)
-    # Each candidate: one warm-up call of its size, then the 32 slices in calls of it.
-    timed = [[c * 3] + [c * 3] * (32 // c) for c in CANDIDATES]
-    assert model.calls == [n for calls in timed for n in calls]
+    # A warm-up call of each size, then rounds of the 32 slices in calls of each size.
+    timed = [[c * 3] * (32 // c) for c in CANDIDATES]
+    assert model.calls == [c * 3 for c in CANDIDATES] + ROUNDS * [n for t in timed for n in t]
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"batch auto: {best} slices per model call"), line
     assert "case_A's first 32 slices" in line and all(f"{c} -> " in line for c in CANDIDATES)

@@ -12,6 +12,10 @@ from dygan_tf.utils.errors import UserError
 
 AUTO = "auto"
 CANDIDATES = (4, 8, 16, 32)  # slices per call that `auto` times
+# Rounds over the candidates, each candidate's best kept: on a shared machine one pass
+# can be slowed by another process (measured: one pass put 8 slices per call last, at
+# under half the rate it had in the other runs).
+ROUNDS = 2
 
 
 def parse_batch_slices(value):
@@ -32,10 +36,11 @@ class BatchChoice:
     fixed number is handed on as it is. Before `auto` has chosen, it hands on the
     largest candidate and a predictor whose first call (the case's first slices) runs
     each candidate that fits there: one warm-up call of that size (tracing, first-call
-    allocation), then the same slices in calls of that size, timed. It keeps the
-    fastest, prints one line with every rate (`verbose`), returns the fastest's outputs
-    and splits every later call into calls of that size; the next cases get that number
-    as a fixed one. The timing costs about one case of extra model calls, once.
+    allocation), then `ROUNDS` rounds of the same slices in calls of each size, timed.
+    It keeps the candidate of the best rate, prints one line with every rate
+    (`verbose`), returns its outputs and splits every later call into calls of that
+    size; the next cases get that number as a fixed one. The timing costs about two
+    cases of extra model calls (BraTS's ~140 brain slices), once.
 
     Args:
         batch_slices: a positive int or "auto" (`parse_batch_slices`).
@@ -71,13 +76,19 @@ class BatchChoice:
         if not fitting:  # a case too small to time: the next call or case tries
             return predictor(images, conditions)
         timed = fitting[-1] * rows_per_slice  # a multiple of every fitting candidate
-        outputs = {}
         for size in fitting:
             rows = size * rows_per_slice
             predictor(images[:rows], conditions[:rows])  # warm-up: not timed
-            start = self.clock()
-            outputs[size] = _calls(predictor, images[:timed], conditions[:timed], rows)
-            self.slices_per_s[size] = fitting[-1] / max(self.clock() - start, 1e-9)
+        outputs, seconds = {}, {size: [] for size in fitting}
+        for _ in range(ROUNDS):
+            for size in fitting:
+                start = self.clock()
+                outputs[size] = _calls(
+                    predictor, images[:timed], conditions[:timed], size * rows_per_slice
+                )
+                seconds[size].append(self.clock() - start)
+        for size in fitting:
+            self.slices_per_s[size] = fitting[-1] / max(min(seconds[size]), 1e-9)
         self.size = max(self.slices_per_s, key=self.slices_per_s.get)
         if self.verbose:
             rates = ", ".join(f"{c} -> {r:.1f}" for c, r in self.slices_per_s.items())
