@@ -75,8 +75,8 @@ def run(preset="tiny", cases=6, slices=64, rounds=2, work_dir=None, settings=SET
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         keras.utils.set_random_seed(0)
         generator, _ = build_networks(get_preset(preset).model)
-        generator.save(os.path.join(tmp, "generator.keras"))
-        predictor = load_predictor(os.path.join(tmp, "generator.keras"))
+        generator.save(os.path.join(tmp, f"{preset}.keras"))
+        predictor = load_predictor(os.path.join(tmp, f"{preset}.keras"))
         root = os.path.join(tmp, "root")
         write_cases(root, cases, slices)
         out = os.path.join(tmp, "out")

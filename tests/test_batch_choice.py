@@ -96,7 +96,7 @@ def test_batch_values():
     assert [parse_batch_slices(v) for v in ("auto", " AUTO", "16", 16, 1)] == [
         "auto", "auto", 16, 16, 1,
     ]  # fmt: skip
-    for bad in ("0", 0, "-4", "1.5", "", "fast", None):
+    for bad in ("0", 0, "-4", -4, "1.5", "", "fast", "²", None, True):
         with pytest.raises(UserError, match="expected a positive number of slices or auto"):
             parse_batch_slices(bad)
     with pytest.raises(ValueError, match="Received: batch_slices=0"):

@@ -23,9 +23,8 @@ def parse_batch_slices(value):
     text = str(value).strip().lower()
     if text == AUTO:
         return AUTO
-    if isinstance(value, int) or text.isdigit():
-        if int(text) >= 1:
-            return int(text)
+    if text.isdecimal() and int(text) >= 1:
+        return int(text)
     raise UserError(f"expected a positive number of slices or {AUTO}, found {value!r}")
 
 

@@ -241,7 +241,10 @@ class ReadAhead:
     begins reading them (`translation.load_input`), `read(path)` is `read_input(path)`
     from what was read ahead. Nothing is printed in the thread: a volume's `note:` line
     and its error come out of `read`, in the caller's order, as if it read the file then.
-    A file changed since it was read ahead (size, time, inode) is read again. Not
+    A file changed since it was read ahead (size, time, inode) is read again. (The
+    read silences nibabel's warnings with Python's process-wide `catch_warnings`, so
+    a warning of the main thread during a read may be silenced too: never a line
+    more.) Not
     `enabled`: `start` does nothing and `read` reads the file then. A context manager:
     leaving it drops what was not read and ends the thread."""
 
