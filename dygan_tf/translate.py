@@ -2,6 +2,7 @@
 
 Usage, what it writes, refuses and prints, and every flag: docs/reference/cli.md."""
 
+from dygan_tf.inference.batch_choice import CANDIDATES
 from dygan_tf.inference.batch_translation import translate_input
 from dygan_tf.inference.translation import OUTPUT_NAMINGS
 from dygan_tf.inference.tta import TTA_MODES
@@ -18,7 +19,9 @@ HELP = {
     "(default for a file: from its name; for a folder: t2, t1, flair, t1ce, first present)",
     "--targets": "comma-separated target modalities (default: the other three; in a folder: "
     "the missing ones)",
-    "--batch": "axial slices per model call (each expands into one row per target)",
+    "--batch": "axial slices per model call (each expands into one row per target), or auto: "
+    f"the fastest of {', '.join(map(str, CANDIDATES))}, timed on the first case (one line "
+    "says which)",
     "--overwrite": "replace existing outputs (never an input file)",
     "--tta": "test-time augmentation (flip: mean with the left-right mirrored slice's output)",
     "--naming": "output names: dygan (<case>_<target>_synth.nii.gz) or brasyn "
@@ -38,7 +41,7 @@ def main(argv=None):
     p.add_argument("--source", help=HELP["--source"])
     p.add_argument("--targets", help=HELP["--targets"])
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--batch", type=int, default=4, help=HELP["--batch"])
+    p.add_argument("--batch", default=4, help=HELP["--batch"])  # checked by translate_input
     p.add_argument("--overwrite", action="store_true", help=HELP["--overwrite"])
     p.add_argument("--tta", choices=TTA_MODES, default="none", help=HELP["--tta"])
     p.add_argument("--naming", choices=OUTPUT_NAMINGS, default="dygan", help=HELP["--naming"])

@@ -1,13 +1,16 @@
 """What `python -m dygan_tf.translate` does (`translate_input`): one file or case folder
 (`translation.run_plan`), or a whole BraTS root at once: every case that misses a
 modality, one progress bar, a per-case summary; a failing case is one line and the
-others go on.
+others go on. While a case is synthesised, the next one's volumes are read in a
+background thread (`ReadAhead`).
 """
 
+import concurrent.futures
 import os
 import sys
 
 from dygan_tf.config.tasks import check_modality
+from dygan_tf.inference.batch_choice import BatchChoice, parse_batch_slices
 from dygan_tf.inference.model_card import data_source_line
 from dygan_tf.inference.translation import (
     Plan,
@@ -15,9 +18,11 @@ from dygan_tf.inference.translation import (
     check_naming,
     check_outputs,
     is_inside,
+    load_input,
     parse_targets,
     plan_folder,
     plan_input,
+    read_input,
     run_plan,
 )
 from dygan_tf.utils.errors import UserError, for_flag_of
@@ -44,9 +49,11 @@ def translate_input(
     checked; its training data printed first unless not `verbose`). A root ends with
     `summary_table`; a quiet single input still prints where its outputs went.
 
-    `targets` is a list or comma-separated text ("flair,t1"). `flags` names the
-    command's flag of each parameter (`for_flag_of`) for its errors. Returns False if a
-    case failed or a target was refused, else True.
+    `targets` is a list or comma-separated text ("flair,t1"); `batch_slices` a positive
+    number or "auto" (`batch_choice.BatchChoice`: timed on the first case, one line
+    says what it chose). `flags` names the command's flag of each parameter
+    (`for_flag_of`) for its errors. Returns False if a case failed or a target was
+    refused, else True.
     """
     from dygan_tf.inference.predictor import load_predictor
     from dygan_tf.run_folder.data_record import ChangedData
@@ -54,9 +61,8 @@ def translate_input(
     if source is not None:
         with for_flag_of(flags, "source"):
             source = check_modality(source, "source modality")
-    if batch_slices < 1:
-        with for_flag_of(flags, "batch_slices"):
-            raise UserError(f"expected a positive number of slices, found {batch_slices}")
+    with for_flag_of(flags, "batch_slices"):
+        batch_slices = BatchChoice(parse_batch_slices(batch_slices), verbose)
     if isinstance(targets, str):
         with for_flag_of(flags, "targets"):
             targets = parse_targets(targets)
@@ -117,6 +123,7 @@ def translate_root(
     batch_slices=4,
     verbose=True,
     allow_untrained=False,
+    read_ahead=True,
 ):
     """Completes every case of a BraTS root (any layout, `dygan_tf.data.cases`) that
     misses a modality; the outputs of all cases go into `out_dir`.
@@ -128,7 +135,10 @@ def translate_root(
     writes it anyway, marked. Returns `[{"case", "source", "written", "status", "why"}]`,
     one per case, status "written", "skipped", "untrained" (written, some of it by a task
     the model never learned), "refused" (some target refused) or "failed";
-    `load_model()` is called once, on first need.
+    `load_model()` is called once, on first need. `batch_slices`: an int, "auto" or a
+    `BatchChoice` (auto chooses on the first case synthesised). With `read_ahead`, the
+    next case's volumes are read while a case is synthesised (`ReadAhead`); what is
+    printed, and in what order, is the same either way.
     """
     from dygan_tf.data.cases import discover_cases, layout_of
 
@@ -145,21 +155,43 @@ def translate_root(
                 raise _ModelError(str(e)) from None
         return model[0]
 
-    rows = []
-    bar = Progress(len(cases), unit="case", enabled=verbose)
-    for case in cases:
+    if not isinstance(batch_slices, BatchChoice):
+        batch_slices = BatchChoice(batch_slices, verbose)
+
+    def plan_of(case, quiet=False):
+        return Plan(*plan_folder(case["folder"], source, targets, quiet), naming=naming)
+
+    def to_read(case):
+        """The files the case's `run_plan` will read (none if it is skipped or fails to
+        plan: then it says so itself, in its turn)."""
+        if case is None:
+            return []
+        try:
+            plan = plan_of(case, quiet=True)
+        except UserError:
+            return []
+        if skip_reason(plan, out_dir, overwrite):
+            return []
+        multi = model and model[0].inputs == "multi"  # unknown before the first case
+        return list(plan.inputs.values()) if multi else [plan.inputs[plan.source]]
+
+    def one_case(case, following):
+        """The case's summary row; while it is synthesised, `following`'s volumes are
+        read ahead."""
         row = {"case": case["case_id"], "source": "", "written": [], "status": "", "why": ""}
         try:
-            plan = Plan(*plan_folder(case["folder"], source, targets), naming=naming)
+            plan = plan_of(case)
             row["source"] = plan.spell([plan.source])  # as the case's files name it
             out_paths = plan.out_paths(out_dir)
-            if not plan.targets:
-                row.update(status="skipped", why="nothing missing")
-            elif not overwrite and all(os.path.exists(p) for p in out_paths.values()):
-                row.update(status="skipped", why="outputs exist")
+            skipped = skip_reason(plan, out_dir, overwrite)
+            if skipped:
+                row.update(status="skipped", why=skipped)
             else:
                 check_outputs(out_paths.values(), plan.inputs.values(), overwrite=True)
-                outcome = run_plan(plan, out_dir, load_once, batch_slices, False, allow_untrained)
+                ahead.start(to_read(following), keep=plan.inputs.values())
+                outcome = run_plan(
+                    plan, out_dir, load_once, batch_slices, False, allow_untrained, ahead.read
+                )
                 row.update(
                     status="written", written=[plan.spell([t]) for t in sorted(outcome.written)]
                 )
@@ -183,10 +215,87 @@ def translate_root(
         except UserError as e:
             row.update(status="failed", why=str(e))
             print(f"failed: {case['case_id']}: {e}", file=sys.stderr, flush=True)
-        rows.append(row)
-        bar.add(1)
+        return row
+
+    rows = []
+    bar = Progress(len(cases), unit="case", enabled=verbose)
+    with ReadAhead(enabled=read_ahead) as ahead:
+        for index, case in enumerate(cases):
+            rows.append(one_case(case, cases[index + 1] if index + 1 < len(cases) else None))
+            bar.add(1)
     bar.close()
     return rows
+
+
+def skip_reason(plan, out_dir, overwrite):
+    """Why a root's case is skipped ("nothing missing", "outputs exist"), or None."""
+    if not plan.targets:
+        return "nothing missing"
+    if not overwrite and all(os.path.exists(p) for p in plan.out_paths(out_dir).values()):
+        return "outputs exist"
+    return None
+
+
+class ReadAhead:
+    """Reads input volumes in one background thread while the caller works: `start(paths)`
+    begins reading them (`translation.load_input`), `read(path)` is `read_input(path)`
+    from what was read ahead. Nothing is printed in the thread: a volume's `note:` line
+    and its error come out of `read`, in the caller's order, as if it read the file then.
+    A file changed since it was read ahead (size, time, inode) is read again. (The
+    read silences nibabel's warnings with Python's process-wide `catch_warnings`, so
+    a warning of the main thread during a read may be silenced too: never a line
+    more.) Not
+    `enabled`: `start` does nothing and `read` reads the file then. A context manager:
+    leaving it drops what was not read and ends the thread."""
+
+    def __init__(self, enabled=True):
+        self._pool = None
+        if enabled:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, "read-ahead")
+        self._pending = {}  # path -> (stamp, future)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def start(self, paths, keep=()):
+        """Reads `paths` ahead; what was read ahead for any path not in `paths` or `keep`
+        (a case skipped or failed before its read) is dropped."""
+        if self._pool is None:
+            return
+        wanted = set(paths) | set(keep)
+        for path in [p for p in self._pending if p not in wanted]:
+            self._pending.pop(path)[1].cancel()
+        for path in paths:
+            if path not in self._pending:
+                self._pending[path] = (_stamp(path), self._pool.submit(load_input, path))
+
+    def read(self, path):
+        return read_input(path, self._load)
+
+    def _load(self, path):
+        stamp, future = self._pending.pop(path, (None, None))
+        if future is None or stamp is None or stamp != _stamp(path):
+            return load_input(path)
+        return future.result()  # its UserError, raised here as a read now would raise it
+
+    def close(self):
+        """Drops what was not read and waits for the thread to end."""
+        for _, future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _stamp(path):
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns, info.st_ino
 
 
 # Always counted in the summary's last line; the others where any case has them.

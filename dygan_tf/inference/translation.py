@@ -19,6 +19,7 @@ from dygan_tf.config.conditions import FILL_VALUE, SOURCE_PREFERENCE, condition_
 from dygan_tf.config.tasks import MODALITIES, check_modality, spelled, targets_for, task_code
 from dygan_tf.data import layouts, nifti, preprocessing
 from dygan_tf.inference import tta
+from dygan_tf.inference.batch_choice import BatchChoice
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic
 from dygan_tf.utils.errors import UserError
 from dygan_tf.utils.progress import Progress
@@ -65,8 +66,9 @@ def case_modalities(folder):
     return cid, {m: files[m] for m in MODALITIES if m in files}
 
 
-def plan_folder(folder, source, targets):
-    """(case, source, targets, {modality: path}) for a case folder: missing ones only."""
+def plan_folder(folder, source, targets, quiet=False):
+    """(case, source, targets, {modality: path}) for a case folder: missing ones only.
+    A `source` the folder lacks is one `note:` line (none if `quiet`)."""
     cid, found = case_modalities(folder)
     source = None if source is None else check_modality(source, "source modality")
     if not found:
@@ -75,7 +77,7 @@ def plan_folder(folder, source, targets):
             f"{layouts.expected_names(cid)} with modality one of {', '.join(MODALITIES)}"
         )
     if source is None or source not in found:
-        if source is not None:
+        if source is not None and not quiet:
             naming = layouts.naming_of(next(iter(found.values())))
             print(
                 f"note: {layouts.file_name(cid, source, naming, '')} is not in {folder}; "
@@ -239,7 +241,8 @@ def translate(
         out_dir: folder for `<case>_<target>_synth.nii.gz`.
         source: the source modality, or None (see `input_path`).
         targets: target modalities, or None (all others / the missing ones).
-        batch_slices: axial slices per model call (>= 1).
+        batch_slices: axial slices per model call (>= 1), or "auto" (the fastest of
+            `batch_choice.CANDIDATES`, timed on the case: `batch_choice.BatchChoice`).
         overwrite: replace existing outputs (an input file never).
         verbose: print progress and a summary line.
         tta_mode: test-time augmentation ("none" or "flip": `dygan_tf.inference.tta`) of
@@ -296,31 +299,42 @@ def untrained_record_path(out_path):
     return os.path.join(os.path.dirname(out_path), stem + UNTRAINED_SUFFIX)
 
 
-def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untrained=False):
+def run_plan(
+    plan,
+    out_dir,
+    load_model,
+    batch_slices=4,
+    verbose=True,
+    allow_untrained=False,
+    read=None,
+):
     """Synthesises `plan.targets` and writes them into `out_dir` (all or none); returns
     a `CaseOutcome`. `load_model()` returns the `Predictor`; it is called
     once the source volume has been read (a bad input is reported first). A
-    single-source model reads `plan.source`; a multi-source model every present volume.
+    single-source model reads `plan.source`; a multi-source model every present volume,
+    each through `read` (`read_input`'s results: a root's loop reads ahead).
+    `batch_slices` is an int, "auto" or a `BatchChoice` shared by a run's cases.
 
     A target the model was not trained for from the present volumes (its row key is not
     among `predictor.trained_rows`) is refused: nothing is written for it, one
     `refused:` line says why, and the other targets are still written. With
     `allow_untrained` it is written anyway, with a `warning:` line and a JSON record
     beside the output (`untrained_record_path`) saying so."""
-    if batch_slices < 1:
-        raise ValueError(f"batch_slices must be >= 1. Received: batch_slices={batch_slices}")
+    if not isinstance(batch_slices, BatchChoice):
+        batch_slices = BatchChoice(batch_slices, verbose)
+    read = read or read_input
     case, source, targets, inputs = plan.case, plan.source, plan.targets, plan.inputs
     if not targets:
         if verbose:
             print(f"{case}: nothing to synthesise (present: {plan.spell(sorted(inputs))})")
         return CaseOutcome({}, {}, {})
-    data, affine, header = read_input(inputs[source])
+    data, affine, header = read(inputs[source])
     predictor = load_model()
     volumes = {source: data}
     if predictor.inputs == "multi":
         for m, path in inputs.items():
             if m != source:
-                volumes[m] = read_matching(path, inputs[source], data.shape, affine)
+                volumes[m] = read_matching(path, inputs[source], data.shape, affine, read)
     available = tuple(m for m in MODALITIES if m in volumes)
     keys = {t: row_key(available, t) for t in targets}
     trained = predictor.trained_rows
@@ -352,13 +366,14 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untr
         )
         bar = Progress(depth, unit="slice")
     start = time.perf_counter()
+    model, per_call = batch_slices.for_case(predictor, len(targets), case)
     synthesized, _ = synthesize_case(
         volumes,
         affine,
         targets,
-        predictor,
+        model,
         source,
-        batch_slices,
+        per_call,
         progress=None if bar is None else (lambda n: bar.add(n)),
     )
     seconds = time.perf_counter() - start
@@ -389,21 +404,29 @@ def run_plan(plan, out_dir, load_model, batch_slices=4, verbose=True, allow_untr
     return CaseOutcome(out_paths, refused, untrained)
 
 
-def read_input(path):
-    """`(data, affine, header)` of an input volume. NaN/inf voxels (outside the field of
-    view of a resampled volume) are read as background (0), with one `note:` line: the
-    brain mask leaves them out, so the outputs hold 0 there."""
+def load_input(path):
+    """`(data, affine, header, note)` of an input volume, printing nothing: `read_input`
+    without its line (a thread reading ahead keeps the line for its turn)."""
     volume = nifti.read_volume(path, non_finite="background")
     note = nifti.non_finite_note(volume, path, NON_FINITE_RULE)
+    return volume.data, volume.affine, volume.header, note
+
+
+def read_input(path, load=load_input):
+    """`(data, affine, header)` of an input volume (`load(path)`'s). NaN/inf voxels
+    (outside the field of view of a resampled volume) are read as background (0), with
+    one `note:` line: the brain mask leaves them out, so the outputs hold 0 there."""
+    data, affine, header, note = load(path)
     if note:
         print(note, file=sys.stderr)
-    return volume.data, volume.affine, volume.header
+    return data, affine, header
 
 
-def read_matching(path, reference, shape, affine):
-    """The data of NIfTI `path`; UserError naming both files unless its shape and affine
-    are those of `reference` (a multi-source model reads the volumes voxel by voxel)."""
-    data, other_affine, _ = read_input(path)
+def read_matching(path, reference, shape, affine, read=read_input):
+    """The data of NIfTI `path` (`read(path)`'s); UserError naming both files unless its
+    shape and affine are those of `reference` (a multi-source model reads the volumes
+    voxel by voxel)."""
+    data, other_affine, _ = read(path)
     if data.shape != shape or not np.allclose(other_affine, affine, atol=1e-4):
         what = "shape" if data.shape != shape else "affine"
         raise UserError(
