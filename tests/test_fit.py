@@ -24,6 +24,7 @@ from dygan_tf.config.run_config import RunConfig
 from dygan_tf.models.builders import build_dygan
 from dygan_tf.run_folder import checkpoints
 from dygan_tf.run_folder import files as run_files
+from dygan_tf.utils.errors import UserError
 from tests.helpers import (
     FIT_RUNS,
     FIT_STEPS,
@@ -238,7 +239,7 @@ def test_evaluate_writes_report_table_and_figure(runs, tfrecord_dir, tmp_path):
 
 
 def test_rerun_with_other_flags_is_refused(runs, tfrecord_dir):
-    with pytest.raises(fit.UserError, match="another configuration"):
+    with pytest.raises(UserError, match="another configuration"):
         fit.main(
             [
                 "--data",
