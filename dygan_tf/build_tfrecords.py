@@ -14,40 +14,13 @@ them into place when every case has succeeded, and writes manifest.json last.
 
 from dygan_tf.config.flags import add_workers_flag, non_negative_int, positive_int
 from dygan_tf.data import preprocessing
-from dygan_tf.data.build_plan import (
-    BuildOptions,
-    add_split_flags,
-    check_root_and_split,
-    split_options,
-)
-from dygan_tf.data.shard_check import verify_or_raise
-from dygan_tf.data.shards import build
-from dygan_tf.utils.cli import ArgumentParser, command, keywords_of
-from dygan_tf.utils.errors import UserError, for_flag
+from dygan_tf.data.build_plan import add_split_flags
+from dygan_tf.data.shards import build_or_verify
+from dygan_tf.utils.cli import ArgumentParser, command
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
-    if args.verify is not None:
-        if args.brats_root or args.out:
-            raise UserError(
-                "dygan-build-tfrecords: --verify DIR checks shards; drop --brats-root/--out"
-            )
-        with for_flag("--verify"):  # pure Python: no TensorFlow start-up
-            verify_or_raise(args.verify)
-        print(f"{args.verify}: every shard matches its manifest")
-        return
-    _check_flags(args)
-    with for_flag("--source-slices"):
-        args.source_slices = preprocessing.parse_source_slices(args.source_slices)
-    if args.source_slices == preprocessing.ALL_SLICES and args.per_volume is not None:
-        raise UserError(
-            "--per-volume: counts the slices kept of a --source-slices range; "
-            "--source-slices all keeps every brain slice: drop --per-volume"
-        )
-    args.per_volume = args.per_volume or preprocessing.DEFAULT_SLICES_PER_VOLUME
-    check_root_and_split(args.brats_root, args.split_file)
-    build(args.brats_root, args.out, BuildOptions(**keywords_of(BuildOptions, args)))
+    build_or_verify(_parser().parse_args(argv))
 
 
 def _parser():
@@ -96,17 +69,6 @@ def _parser():
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     return parser
-
-
-def _check_flags(args):
-    """One UserError line for a missing or out-of-range flag; fills the default split
-    counts (before any file is read)."""
-    missing = [f for f, v in (("--brats-root", args.brats_root), ("--out", args.out)) if not v]
-    if missing:
-        raise UserError(
-            f"dygan-build-tfrecords: the following arguments are required: {', '.join(missing)}"
-        )
-    vars(args).update(split_options(args))
 
 
 cli = command(main)

@@ -17,13 +17,20 @@ import tempfile
 from dygan_tf.config.tasks import MODALITIES
 from dygan_tf.data import epoch_draw, preprocessing, records
 from dygan_tf.data import manifest as manifest_lib
-from dygan_tf.data.build_plan import SPLITS, BuildOptions, header_problems, plan_build
+from dygan_tf.data.build_plan import (
+    SPLITS,
+    BuildOptions,
+    check_root_and_split,
+    header_problems,
+    plan_build,
+    split_options,
+)
 from dygan_tf.data.case_slices import prepare_job, worker_context
 from dygan_tf.data.cases import case_files
-from dygan_tf.data.shard_check import sha256_file
+from dygan_tf.data.shard_check import sha256_file, verify_or_raise
 from dygan_tf.utils.atomic import write_json_atomic
-from dygan_tf.utils.cli import import_tensorflow_quietly
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.cli import import_tensorflow_quietly, keywords_of
+from dygan_tf.utils.errors import UserError, for_flag
 from dygan_tf.utils.options import options_of
 from dygan_tf.utils.progress import Progress
 
@@ -305,3 +312,35 @@ def _publish(out, staging, shards):
         os.replace(os.path.join(staging, name), os.path.join(out, name))
     os.replace(manifest_lib.manifest_path(staging), old)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_or_verify(args):
+    """`dygan-build-tfrecords`' parsed flags: `--verify DIR` checks a shard folder (pure
+    Python: no TensorFlow start-up), else the shards of `--brats-root` are built in
+    `--out`. One UserError line naming the flag for a missing or bad one, before any
+    file is read."""
+    if args.verify is not None:
+        if args.brats_root or args.out:
+            raise UserError(
+                "dygan-build-tfrecords: --verify DIR checks shards; drop --brats-root/--out"
+            )
+        with for_flag("--verify"):
+            verify_or_raise(args.verify)
+        print(f"{args.verify}: every shard matches its manifest")
+        return
+    missing = [f for f, v in (("--brats-root", args.brats_root), ("--out", args.out)) if not v]
+    if missing:
+        raise UserError(
+            f"dygan-build-tfrecords: the following arguments are required: {', '.join(missing)}"
+        )
+    vars(args).update(split_options(args))
+    with for_flag("--source-slices"):
+        args.source_slices = preprocessing.parse_source_slices(args.source_slices)
+    if args.source_slices == preprocessing.ALL_SLICES and args.per_volume is not None:
+        raise UserError(
+            "--per-volume: counts the slices kept of a --source-slices range; "
+            "--source-slices all keeps every brain slice: drop --per-volume"
+        )
+    args.per_volume = args.per_volume or preprocessing.DEFAULT_SLICES_PER_VOLUME
+    check_root_and_split(args.brats_root, args.split_file)
+    build(args.brats_root, args.out, BuildOptions(**keywords_of(BuildOptions, args)))
