@@ -69,11 +69,11 @@ def claim_cell(claim, test_set):
             unresolved += 1
     if not seeds:
         return "no runs yet"
-    n = "/".join(str(s) for s in sorted(seeds))
+    n = "/".join(str(s) for s in sorted(seeds)) + (" seed" if seeds == {1} else " seeds")
     if not resolved:
-        return f"not resolved ({unresolved} comparisons, {n} seeds)"
+        return f"not resolved ({unresolved} comparisons, {n})"
     rest = f"; {unresolved} more not resolved" if unresolved else ""
-    return f"{'; '.join(resolved)}{rest} ({n} seeds)"
+    return f"{'; '.join(resolved)}{rest} ({n})"
 
 
 def claim_rows(results):
