@@ -169,6 +169,10 @@ class TrainConfig:
             )
 
 
+# (part, field) -> the default at which config.json leaves the field out.
+OMITTED_AT_DEFAULT = {("model", "context"): 0}
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     preset: str = "paper"
@@ -188,7 +192,14 @@ class RunConfig:
             )
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """The config as config.json holds it. Fields added after 0.1.0 are left out at
+        their default (`OMITTED_AT_DEFAULT`), so a K = 0 run's config.json is what 0.1.0
+        wrote and 0.1.0 reads it."""
+        out = dataclasses.asdict(self)
+        for (part, name), default in OMITTED_AT_DEFAULT.items():
+            if out[part].get(name) == default:
+                del out[part][name]
+        return out
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=2) + "\n"
