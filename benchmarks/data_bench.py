@@ -1,5 +1,7 @@
-"""Data pipeline throughput: building shards vs just loading the NIfTI files, and
-tf.data slices/s from make_dataset.
+"""Data pipeline throughput: building shards, and tf.data slices/s from make_dataset.
+
+Building shards is set against just loading the NIfTI files; tf.data's rate is
+make_dataset's slices/s.
 
     python -m benchmarks.data_bench --out FILE.json [--brats-root DIR | --cases 8]
 """

@@ -1,4 +1,6 @@
-"""Inference speed: one 240x240x155 volume into three targets (slices/s), and the served
+"""Inference speed: a whole volume into three targets, and the served SavedModel's latency.
+
+One 240x240x155 volume into three targets (slices/s), and the served
 SavedModel's latency against the in-process Keras generator at batch 3; both again for
 an export with `--tta flip` (the mirrored mean, `dygan_tf.inference.tta`: about twice the work).
 

@@ -1,6 +1,8 @@
-"""Cases per minute of `dygan-translate` over a root of cases: before (`--batch 4`, each
-case read in its turn) against after (`--batch auto`, the next case read while one is
-synthesised), plus each change alone, alternating in one process on one model.
+"""Cases per minute of `dygan-translate` over a root of cases, before and after `--batch auto`.
+
+Before: `--batch 4`, each case read in its turn; after: `--batch auto`, the next case
+read while one is synthesised; plus each change alone, alternating in one process on
+one model.
 
     python -m benchmarks.translate_bench --out FILE.json [--cases 6] [--slices 64]
         [--preset tiny] [--rounds 2] [--note "busy: ..."]
