@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pytest
 
@@ -22,6 +23,10 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.delenv(method_cache.MEASURE_VARIABLE, raising=False)
     monkeypatch.setenv(method_cache.BUDGET_VARIABLE, "60")
     monkeypatch.setattr(method_cache, "REPEATS", 3)
+    # The candidates below take their seconds on a clock of the test's own, so a busy
+    # machine (a sleep that overruns) cannot reorder them.
+    CLOCK.now = 0.0
+    monkeypatch.setattr(method_cache, "time", types.SimpleNamespace(perf_counter=lambda: CLOCK.now))
     method_cache.set_measuring(None)
     method_cache.reset_spent()
     monkeypatch.setattr(method_cache, "_state", dict(method_cache._state, noted=set()))
@@ -29,14 +34,18 @@ def cache(tmp_path, monkeypatch):
     method_cache.set_measuring(None)
 
 
+CLOCK = types.SimpleNamespace(now=0.0)  # method_cache's perf_counter in these tests
+
+
 def counted(seconds):
-    """{name: candidate sleeping that long} and the {name: calls} they count into."""
+    """{name: candidate taking that long on the test's clock} and the {name: calls} they
+    count into."""
     calls = {name: 0 for name in seconds}
 
     def candidate(name):
         def run():
             calls[name] += 1
-            time.sleep(seconds[name])
+            CLOCK.now += seconds[name]
 
         return run
 
