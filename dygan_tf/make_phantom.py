@@ -13,15 +13,10 @@ from MR physics (docs/results/benchmark-v2.md), each case's drawn parameters in
 `<ID>_phantom.json`. The same seed gives byte-identical files.
 """
 
-import contextlib
-import os
-
 from dygan_tf.config.flags import add_workers_flag, non_negative_int
 from dygan_tf.data.anatomy import ANATOMIES
-from dygan_tf.data.cases import TRAINING_FOLDER
-from dygan_tf.data.phantom import LAYOUTS, VERSIONS, PhantomSpec, build_phantom, split_grades
-from dygan_tf.utils.cli import ArgumentParser, command
-from dygan_tf.utils.errors import UserError, for_flag
+from dygan_tf.data.phantom import LAYOUTS, VERSIONS, make_phantom
+from dygan_tf.utils.cli import ArgumentParser, command, keywords_of
 
 
 def main(argv=None):
@@ -39,25 +34,7 @@ def main(argv=None):
     )
     parser.add_argument("--layout", choices=LAYOUTS, default="brats2019")
     args = parser.parse_args(argv)
-    if args.template and args.anatomy != "colin27":
-        raise UserError("--template: only with --anatomy colin27")
-    if args.cases is not None and (args.hgg is not None or args.lgg is not None):
-        raise UserError("dygan-make-phantom: pass either --cases or --hgg/--lgg, not both")
-    if args.cases is not None:
-        hgg, lgg = split_grades(args.cases)
-    elif args.hgg is not None and args.lgg is not None:
-        hgg, lgg = args.hgg, args.lgg
-    else:
-        raise UserError("dygan-make-phantom: expected --cases N or both --hgg N and --lgg M")
-    if hgg < 0 or lgg < 0 or hgg + lgg == 0:
-        raise UserError(
-            f"dygan-make-phantom: expected non-negative counts with at least one "
-            f"case, found --hgg {hgg} --lgg {lgg}"
-        )
-    spec = PhantomSpec(args.phantom, args.anatomy, args.template, args.layout)
-    with for_flag("--template") if args.template else contextlib.nullcontext():
-        build_phantom(args.out, hgg, lgg, seed=args.seed, workers=args.workers, spec=spec)
-    where = os.path.join(args.out, TRAINING_FOLDER) if args.layout == "brats2019" else args.out
+    hgg, lgg, where = make_phantom(**keywords_of(make_phantom, args))
     print(f"Wrote {hgg} HGG + {lgg} LGG phantom {args.phantom} cases under {where}")
 
 

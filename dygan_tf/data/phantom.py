@@ -7,6 +7,7 @@ command's module and in docs/reference/cli.md).
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -22,7 +23,7 @@ from dygan_tf.data import layouts
 from dygan_tf.data.cases import TRAINING_FOLDER
 from dygan_tf.data.volume_sampling import SHAPE, smooth_field, trilinear
 from dygan_tf.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
-from dygan_tf.utils.errors import UserError
+from dygan_tf.utils.errors import UserError, for_flag
 from dygan_tf.utils.progress import Progress
 
 # BraTS files store voxel axes as diag(-1, -1, 1) (LPS-style). We keep that diagonal and
@@ -308,6 +309,40 @@ def build_phantom(out, hgg, lgg, seed=0, workers=1, verbose=True, spec=None):
     bar.close()
     _write_name_mapping(out, jobs, spec.layout)
     return [(case_id(i, spec.layout), g) for i, g in jobs]
+
+
+def make_phantom(
+    out,
+    cases=None,
+    hgg=None,
+    lgg=None,
+    seed=0,
+    workers=1,
+    phantom="v1",
+    anatomy="mni152",
+    template=None,
+    layout="brats2019",
+):
+    """`dygan-make-phantom`: checks the counts and the template (one UserError line
+    naming the flag), builds the phantom; returns (HGG count, LGG count, the folder
+    holding the cases)."""
+    if template and anatomy != "colin27":
+        raise UserError("--template: only with --anatomy colin27")
+    if cases is not None and (hgg is not None or lgg is not None):
+        raise UserError("dygan-make-phantom: pass either --cases or --hgg/--lgg, not both")
+    if cases is not None:
+        hgg, lgg = split_grades(cases)
+    elif hgg is None or lgg is None:
+        raise UserError("dygan-make-phantom: expected --cases N or both --hgg N and --lgg M")
+    if hgg < 0 or lgg < 0 or hgg + lgg == 0:
+        raise UserError(
+            f"dygan-make-phantom: expected non-negative counts with at least one "
+            f"case, found --hgg {hgg} --lgg {lgg}"
+        )
+    spec = PhantomSpec(phantom, anatomy, template, layout)
+    with for_flag("--template") if template else contextlib.nullcontext():
+        build_phantom(out, hgg, lgg, seed=seed, workers=workers, spec=spec)
+    return hgg, lgg, os.path.join(out, TRAINING_FOLDER) if layout == "brats2019" else out
 
 
 def _write_name_mapping(out, jobs, layout):
