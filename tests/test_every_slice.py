@@ -209,3 +209,38 @@ def test_each_epoch_draws_the_same_number_of_slices_from_every_case(every_slice_
         counts = collections.Counter(cid for cid, _ in epoch)
         assert counts == {c["case_id"]: per_case for c in kept}
     assert set(epochs[0]) != set(epochs[1])
+
+
+def test_validation_reads_a_fixed_draw_of_each_held_out_case(
+    every_slice_dir, tiny_root, tmp_path, monkeypatch
+):
+    """Every-slice shards: validation scores `VALIDATION_SLICES` of each held-out case
+    (every slice of one that holds fewer), the same slices in every call; the paper's
+    shards are validated on every slice of the held-out cases, as before."""
+    monkeypatch.setattr(training_run, "VALIDATION_SLICES", 4)  # the tiny cases hold 16-31
+    cases = {c["case_id"]: c for c in read_manifest(every_slice_dir)["splits"]["train"]["cases"]}
+    validation = training_run.choose_validation_cases(every_slice_dir, 0)
+    config = get_preset("tiny")
+
+    def read(shards, held_out):
+        ds = training_run.validation_dataset(shards, config, held_out)
+        return sorted(
+            {(m["case_id"][0].numpy().decode(), int(m["slice_index"][0])) for *_, m in ds}
+        )
+
+    seen = read(every_slice_dir, validation)
+    assert seen == read(every_slice_dir, validation)
+    counts = collections.Counter(cid for cid, _ in seen)
+    limit = training_run.VALIDATION_SLICES
+    assert counts == {cid: min(limit, len(cases[cid]["slices"])) for cid in validation}
+    assert any(len(cases[cid]["slices"]) > limit for cid in validation)  # a real draw
+    assert {k for _, k in seen} <= {k for cid in validation for k in cases[cid]["slices"]}
+
+    paper = tmp_path / "paper"
+    result = run_in_process(build_tfrecords.main, "--brats-root", tiny_root, "--out", paper, *BUILD)
+    assert result.returncode == 0, result.stderr
+    paper_cases = read_manifest(paper)["splits"]["train"]["cases"]
+    held_out = training_run.choose_validation_cases(paper, 0)
+    assert read(paper, held_out) == sorted(
+        (c["case_id"], k) for c in paper_cases if c["case_id"] in held_out for k in c["slices"]
+    )

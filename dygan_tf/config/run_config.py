@@ -2,7 +2,7 @@
 
 One `RunConfig` flows from the command line to the builders and is saved as
 `config.json` beside every run. Presets: `paper` (docs/method.md's numbers), `demo` (trains on
-a 2-core CPU in minutes), `tiny` (tests).
+a 2-core CPU in minutes), `whole_case` (the whole-case recipe), `tiny` (tests).
 """
 
 import dataclasses
@@ -273,6 +273,25 @@ PRESETS = {
         model=ModelConfig(image_size=64, base_filters=16, depth=3, d_base_filters=16),
         train=TrainConfig(epochs=15, lr=1e-3),
     ),
+    # The whole-case recipe (docs/how-to/translate.md): BraSyn's setting, every sequence
+    # completed from whatever else a case holds (`--inputs multi`, four targets), trained
+    # on shards of every brain slice (`dygan-build-tfrecords --source-slices all`), so
+    # `translate` sees at test time the slices it trained on. 96 px is 2.25x the demo's
+    # pixels and fits 2 CPU cores: 128 px would cost about 1.8x a step. The multi-scale
+    # D needs a multiple of 64, so D is the paper's single-scale patch D (DyGAN). Two
+    # epochs: each draws the same number of slices of every case, ~2,500 steps for 20.
+    "whole_case": RunConfig(
+        preset="whole_case",
+        model=ModelConfig(
+            image_size=96,
+            base_filters=16,
+            depth=3,
+            d_base_filters=16,
+            discriminator="patch",
+            inputs="multi",
+        ),
+        train=TrainConfig(epochs=2, lr=1e-3, ema=0.99, source=SOURCE_ANY, targets=MODALITIES),
+    ),
     # The tests' preset: the paper's networks, small. Depth 2 (a 16x16 bottleneck):
     # each train step traces in ~10 % less time than at depth 3.
     "tiny": RunConfig(
@@ -285,7 +304,8 @@ PRESETS = {
 
 def get_preset(name):
     """The `RunConfig` of a preset: "paper" (the paper's sizes), "demo" (64 px, minutes
-    on a CPU) or "tiny" (the tests'); `override` changes any field.
+    on a CPU), "whole_case" (the whole-case recipe: 96 px, four targets from any others)
+    or "tiny" (the tests'); `override` changes any field.
 
     Example:
 
