@@ -2,7 +2,7 @@
 
     dygan-evaluate-volumes --pred DIR --truth BRATS_ROOT
         [--split-from SHARD_DIR|SHARD_DIR/manifest.json --split test] --out DIR
-        [--brasyn-ssim full|crop]
+        [--lut-from TRAIN_SHARD_DIR] [--brasyn-ssim full|crop]
 
 Every NIfTI file under --pred whose name holds a case id of --truth and one modality
 token is scored against that case's real volume. Ours: PSNR and 3-D SSIM over the
@@ -28,6 +28,12 @@ def main(argv=None):
     parser.add_argument("--split", help="split of --split-from to evaluate (default: test)")
     parser.add_argument("--out", required=True, help="folder for the CSV, Markdown and JSON")
     parser.add_argument(
+        "--lut-from",
+        help="training shard folder (or its manifest.json): the intensity-LUT baseline is "
+        "fitted on its train split, read from the BraTS root its manifest names (default: "
+        "--split-from's train split, read from --truth)",
+    )
+    parser.add_argument(
         "--brasyn-ssim",
         choices=BRASYN_SSIM,
         default="full",
@@ -50,6 +56,7 @@ def main(argv=None):
         split=args.split or "test",
         verbose=not args.quiet,
         brasyn_ssim_mode=args.brasyn_ssim,
+        lut_from=args.lut_from,
     )
     if args.quiet:  # quiet, but never silent about where the results went
         print(f"{summary['cases']} cases; wrote {', '.join(output_paths(args.out))}")

@@ -416,3 +416,114 @@ def test_baselines_beside_the_model_lut_fitted_on_training_volumes(data, tmp_pat
         "The intensity LUT baseline is not scored: no --split-from"
         in (tmp_path / "alone" / "summary.md").read_text()
     )
+
+
+def test_lut_from_another_root_fits_on_its_training_cases(data, tmp_path, capsys):
+    """--lut-from: the LUT is fitted on the train split of another shard folder, read from
+    the root its manifest names (case ids there may repeat the scored ones': another
+    root, other cases, none left out); a root that is gone is one line, nothing written."""
+    root, truth, _ = data
+    train_truth = _truth(tmp_path / "train_brats", seed=5)
+    manifest = _manifest(tmp_path / "train_shards", {"train": ["Case_1", "Case_2"]})
+    with open(manifest) as f:
+        fields = json.load(f)
+    fields["source_root"] = str(tmp_path / "train_brats")
+    with open(manifest, "w") as f:
+        json.dump(fields, f)
+    pred = tmp_path / "pred"
+    _save(pred / "Case_1_t1_synth.nii.gz", truth["Case_1"]["t1"].astype(np.float32))
+    summary = evaluate_volumes(pred, root / "brats", tmp_path / "eval", lut_from=manifest,
+                               verbose=False)  # fmt: skip
+    assert summary["lut"] == {
+        "fitted": True, "cases": 2, "training_cases": 2, "not_in_truth": 0,
+        "scored_so_left_out": 0, "not_read": 0, "from": os.path.abspath(manifest),
+    }  # fmt: skip
+
+    def brain_of(case):
+        return np.logical_or.reduce([case[m] != 0 for m in ("flair", "t1", "t1ce", "t2")])
+
+    source = summary["baseline_sources"]["t1"]
+    case = truth["Case_1"]
+    brain = brain_of(case)
+    # The LUT of both training cases: pooled bins, as VolumeLUT pools them.
+    both = {"Case_1": train_truth["Case_1"], "Case_2": train_truth["Case_2"]}
+    sums, counts = np.zeros(256), np.zeros(256)
+    for other in both.values():
+        b = brain_of(other)
+        x, y = _unit(other[source], b)[b], _unit(other["t1"], b)[b]
+        index = np.clip(np.floor(x * 256).astype(int), 0, 255)
+        sums += np.bincount(index, y, 256)
+        counts += np.bincount(index, minlength=256)
+    centres = (np.arange(256) + 0.5) / 256
+    seen = counts > 0
+    table = np.interp(centres, centres[seen], sums[seen] / counts[seen])
+    unit = _unit(case[source], brain)
+    mapped = np.where(brain, table[np.clip(np.floor(unit * 256).astype(int), 0, 255)], 0.0)
+    want, _ = _reference(_unit(case["t1"], brain), _unit(mapped, brain), brain)
+    (row,) = summary["baselines"]["intensity_lut"]["volumes"]
+    assert row["psnr_brain"] == pytest.approx(want, abs=2e-4)
+
+    fields["source_root"] = str(tmp_path / "gone")
+    with open(manifest, "w") as f:
+        json.dump(fields, f)
+    out = tmp_path / "refused"
+    args = ["--pred", pred, "--truth", root / "brats", "--lut-from", manifest, "--out", out]
+    line = one_error_line(_run_in_process(capsys, args))
+    assert line.startswith(f"error: --lut-from {manifest}: its manifest's source_root "), line
+    assert not out.exists()
+
+
+def _step_reference(volume, brain, axis):
+    """Mean |v[k+1] - v[k]| along `axis` over pairs with both voxels in the brain, by loop."""
+    v, b = np.moveaxis(volume, axis, 0), np.moveaxis(brain, axis, 0)
+    total, count = 0.0, 0
+    for k in range(v.shape[0] - 1):
+        both = b[k] & b[k + 1]
+        total += np.abs(v[k + 1] - v[k])[both].sum()
+        count += both.sum()
+    return total / count
+
+
+def test_through_plane_excess_across_the_axial_axis(data, tmp_path):
+    """The prediction's mean slice-to-slice change inside the brain minus the truth's,
+    across the axis that runs along world z: 0 for the truth itself, below 0 for a
+    prediction that repeats one slice (the truth's voxels are independent noise), equal
+    to an independent loop; found from the affine when the axial axis is not the last."""
+    root, truth, _ = data
+    case = truth["Case_1"]
+    brain = np.logical_or.reduce([case[m] != 0 for m in ("flair", "t1", "t1ce", "t2")])
+    t1 = case["t1"].astype(np.float32)
+    flip = np.array([False, True] * 3)[None, None, :]  # every other slice's contrast inverted
+    jumpy = np.where(flip & (t1 > 0), 1100.0 - t1, t1)
+    pred = tmp_path / "pred"
+    _save(pred / "Case_1_t1_synth.nii.gz", jumpy)
+    _save(pred / "Case_1_t2_synth.nii.gz", case["t2"].astype(np.float32))
+    flat = np.where(brain, case["flair"][:, :, 2:3], 0).astype(np.float32)  # one slice, repeated
+    _save(pred / "Case_1_flair_synth.nii.gz", flat)
+    summary = evaluate_volumes(pred, root / "brats", tmp_path / "eval", verbose=False)
+    rows = {r["target"]: r for r in summary["volumes"]}
+    assert rows["t2"]["through_plane_excess"] == pytest.approx(0.0, abs=1e-7)
+    smooth = _step_reference(_unit(flat, brain), brain, 2) - _step_reference(
+        _unit(case["flair"], brain), brain, 2
+    )
+    assert smooth < -0.1
+    assert rows["flair"]["through_plane_excess"] == pytest.approx(smooth, abs=1e-5)
+    want = _step_reference(_unit(jumpy, brain), brain, 2) - _step_reference(
+        _unit(case["t1"], brain), brain, 2
+    )
+    assert abs(want) > 1e-3
+    assert rows["t1"]["through_plane_excess"] == pytest.approx(want, abs=1e-5)
+    assert "through-plane excess" in (tmp_path / "eval" / "summary.md").read_text()
+    # z along the first array axis: the same volumes transposed, the same score.
+    from dygan_tf.evaluation.volume_metrics import axial_axis
+
+    turned = np.array([[0, 0, -1, 0], [0, -1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]])
+    assert axial_axis(turned) == 0 and axial_axis(AFFINE) == 2
+    truth2 = tmp_path / "turned" / "HGG" / "Case_1"
+    for key in ("flair", "t1", "t1ce", "t2", "seg"):
+        _save(truth2 / f"Case_1_{key}.nii.gz", np.transpose(case[key], (2, 1, 0)), turned)
+    _save(tmp_path / "pred2" / "Case_1_t1_synth.nii.gz", np.transpose(jumpy, (2, 1, 0)), turned)
+    again = evaluate_volumes(tmp_path / "pred2", tmp_path / "turned", tmp_path / "e2",
+                             verbose=False)  # fmt: skip
+    (row,) = again["volumes"]
+    assert row["through_plane_excess"] == pytest.approx(want, abs=1e-5)

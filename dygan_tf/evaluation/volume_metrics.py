@@ -28,6 +28,24 @@ def scale_to_unit(volume, brain):
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+def axial_axis(affine):
+    """The array axis of a volume with this affine that runs along world z (inferior to
+    superior): the axis its axial slices are taken across."""
+    return int(np.argmax(np.abs(np.asarray(affine, np.float64)[2, :3])))
+
+
+def through_plane_step(volume, brain, axis):
+    """Mean |difference between consecutive slices along `axis`| over the voxel pairs
+    whose two voxels are both in `brain`; NaN when no such pair exists. Of a [0, 1]
+    volume: how much it changes from one axial slice to the next."""
+    volume = np.moveaxis(np.asarray(volume, np.float32), axis, -1)
+    brain = np.moveaxis(np.asarray(brain, bool), axis, -1)
+    both = brain[..., 1:] & brain[..., :-1]
+    if not both.any():
+        return math.nan
+    return float(np.abs(np.diff(volume, axis=-1))[both].mean(dtype=np.float64))
+
+
 def _gaussian_weights():
     coords = np.arange(SSIM_WINDOW) - (SSIM_WINDOW - 1) / 2.0
     weights = np.exp(-(coords**2) / (2.0 * SSIM_SIGMA**2))

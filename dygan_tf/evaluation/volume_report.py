@@ -12,10 +12,14 @@ from dygan_tf.utils import markdown
 
 REGIONS = ("brain", "tumour", "outside")
 BRASYN_COLUMNS = ("brasyn_ssim_tumour", "brasyn_ssim_non_tumour")
+# Through-plane consistency: the prediction's mean |difference between consecutive axial
+# slices| inside the brain minus the truth's (both in the scorer's [0, 1] scaling).
+THROUGH_PLANE = "through_plane_excess"
 COLUMNS = (
     ("case_id", "target", "prediction", "brain_voxels", "tumour_voxels")
     + tuple(f"{metric}_{region}" for metric in ("psnr", "ssim") for region in REGIONS)
     + BRASYN_COLUMNS
+    + (THROUGH_PLANE,)
 )
 
 
@@ -136,6 +140,17 @@ def format_markdown(summary, rows=()):
         *markdown.table_lines(
             ("target", "volumes", "BraSyn SSIM tumour", "BraSyn SSIM non-tumour"),
             _rows(summary, BRASYN_COLUMNS, [4, 4]),
+        ),
+    ]
+    lines += [
+        "",
+        "Through-plane consistency (mean |difference between consecutive axial slices| "
+        "inside the brain, prediction minus truth, on the [0, 1] scale of ours; 0: as "
+        "smooth from slice to slice as the truth, above 0: jumpier, below 0: smoother):",
+        "",
+        *markdown.table_lines(
+            ("target", "volumes", "through-plane excess"),
+            _rows(summary, (THROUGH_PLANE,), [4]),
         ),
     ]
     not_scored = not_scored_lines(rows)

@@ -18,14 +18,17 @@ from dygan_tf.data import nifti, preprocessing
 from dygan_tf.evaluation import volume_baselines
 from dygan_tf.evaluation.volume_metrics import (
     BRASYN_PAD,
+    axial_axis,
     brasyn_ssim,
     region_scores,
     scale_to_unit,
+    through_plane_step,
 )
 from dygan_tf.evaluation.volume_report import (  # noqa: F401 (REGIONS, COLUMNS: this module's API)
     BRASYN_COLUMNS,
     COLUMNS,
     REGIONS,
+    THROUGH_PLANE,
     _format_csv,
     _json_safe,
     format_markdown,
@@ -48,6 +51,9 @@ METHOD = {
     "psnr": "10 log10(1 / MSE) over the region's voxels, capped at 100 dB",
     "ssim": "3-D SSIM (Gaussian window 11, sigma 1.5, k1 0.01, k2 0.03, mirrored edges) of "
     "both volumes set to 0 outside the region, averaged over the region's voxels",
+    "through_plane_excess": "mean |difference between consecutive axial slices| of the "
+    "prediction minus that of the truth, both scaled as ours, over the voxel pairs of "
+    "consecutive slices both inside the brain (0: as smooth across slices as the truth)",
     "std": "population standard deviation (ddof 0) over volumes",
     "brasyn": "BraSyn's own scores (hongweilibran/BraSyn ssim.py, 2024-07-03), not ours: "
     "each volume clipped to its 0.5/99.5 percentiles over the whole array (the lower "
@@ -201,7 +207,8 @@ def evaluate_case(files, predictions, brasyn_crop=False, lut=None):
         tumour = (seg > 0) & brain
     regions = {"brain": brain, "tumour": tumour, "outside": brain & ~tumour}
     unit = {m: scale_to_unit(v, brain) for m, v in real.items()}
-    case = _CaseVolumes(real, unit, brain, tumour, seg, regions, brasyn_crop)
+    axis = axial_axis(nifti.read_header(files[MODALITIES[0]])[0].affine)
+    case = _CaseVolumes(real, unit, brain, tumour, seg, regions, brasyn_crop, axis)
     rows, baselines = [], []
     for target, path in sorted(predictions.items()):
         rows.append(case.score(target, read_scored(path, allow_zero=True), path))
@@ -217,9 +224,11 @@ def evaluate_case(files, predictions, brasyn_crop=False, lut=None):
 class _CaseVolumes:
     """One case's real volumes and regions, scoring any volume offered as a target."""
 
-    def __init__(self, real, unit, brain, tumour, seg, regions, crop):
+    def __init__(self, real, unit, brain, tumour, seg, regions, crop, axis):
         self.real, self.unit, self.brain, self.tumour = real, unit, brain, tumour
         self.seg, self.regions, self.crop = seg, regions, crop
+        self.axis = axis  # the axial axis, for the through-plane consistency
+        self.truth_step = {}
 
     def score(self, target, pred, path):
         row = {
@@ -237,6 +246,10 @@ class _CaseVolumes:
         if self.seg is not None:
             scores = brasyn_ssim(self.real[target], pred, self.seg, self.crop)
         row.update(zip(BRASYN_COLUMNS, scores))
+        if target not in self.truth_step:
+            self.truth_step[target] = through_plane_step(self.unit[target], self.brain, self.axis)
+        step = through_plane_step(pred01, self.brain, self.axis)
+        row[THROUGH_PLANE] = step - self.truth_step[target]
         row["why_na"] = self._why_na(row, target, pred)
         return row
 
@@ -246,7 +259,9 @@ class _CaseVolumes:
         for column in COLUMNS[5:]:
             if not math.isnan(row[column]):
                 continue
-            if column.startswith("brasyn") and self.crop and min(pred.shape) <= 2 * BRASYN_PAD:
+            if column == THROUGH_PLANE:
+                why[column] = "no two consecutive axial slices hold brain at one voxel"
+            elif column.startswith("brasyn") and self.crop and min(pred.shape) <= 2 * BRASYN_PAD:
                 why[column] = (
                     f"the volume ({'x'.join(map(str, pred.shape))}) is too small for the crop "
                     f"({BRASYN_PAD} voxels off each side)"
@@ -279,6 +294,7 @@ def evaluate_volumes(
     split="test",
     verbose=True,
     brasyn_ssim_mode="full",
+    lut_from=None,
 ):
     """Scores every synthesised volume under `pred_dir` against the real one.
 
@@ -298,6 +314,10 @@ def evaluate_volumes(
         verbose: progress and the summary table on stdout.
         brasyn_ssim_mode: "full" (torchmetrics >= 1.4.2, the default) or "crop"
             (torchmetrics <= 1.4.1 cropped 5 voxels off every side) for BraSyn's SSIM.
+        lut_from: shard folder (or its manifest.json) of the training data: the LUT
+            baseline is fitted on its train split's cases, read from the BraTS root its
+            manifest names (a test set in its own root, e.g. the benchmark's); None: on
+            `split_from`'s train split, read from `truth_root`.
 
     Returns:
         The summary as written to summary.json: the method, the per-target
@@ -317,8 +337,16 @@ def evaluate_volumes(
             f"evaluating {found} volumes of {len(by_case)} cases ({skipped[0]} other "
             f"NIfTI files, {skipped[1]} predictions outside the split ignored)"
         )
-    train = None if split_from is None else _split_case_ids(split_from, "train", missing_ok=True)
-    lut, lut_record = _fit_lut(truth_cases, train, set(by_case), verbose)
+    lut_cases, train, scored = truth_cases, None, set(by_case)
+    if lut_from is not None:
+        lut_cases, train = _training_cases(lut_from)
+        if os.path.realpath(_manifest_root(lut_from)) != os.path.realpath(truth_root):
+            scored = set()  # another root: a case id there is another case
+    elif split_from is not None:
+        train = _split_case_ids(split_from, "train", missing_ok=True)
+    lut, lut_record = _fit_lut(lut_cases, train, scored, verbose)
+    if lut_from is not None:
+        lut_record["from"] = os.path.abspath(lut_from)
     rows, baseline_rows = _score_cases(cases, by_case, brasyn_ssim_mode == "crop", lut, verbose)
     sources = {r["target"]: r["source"] for r in baseline_rows}
     baselines = {
@@ -406,6 +434,31 @@ def _fit_lut(truth_cases, train_ids, scored_ids, verbose):
         progress.add(1)
     progress.close()
     return lut.finish(), {"fitted": True, "cases": len(chosen), **left}
+
+
+def _manifest_root(shards):
+    """The BraTS root a shard folder's (or manifest.json's) manifest was built from."""
+    from dygan_tf.data import manifest as manifest_lib
+
+    folder = shards
+    if os.path.basename(os.path.normpath(shards)) == manifest_lib.MANIFEST:
+        folder = os.path.dirname(os.path.abspath(shards))
+    return manifest_lib.read_manifest(folder)["source_root"]
+
+
+def _training_cases(lut_from):
+    """({case id: case} of the BraTS root `lut_from`'s manifest names, the ids of its
+    train split): the cases the LUT is fitted on; refuses a root that is gone."""
+    from dygan_tf.data.cases import discover_cases
+
+    root = _manifest_root(lut_from)
+    if not os.path.isdir(root):
+        raise UserError(
+            f"--lut-from {lut_from}: its manifest's source_root {root} is not a folder; "
+            "expected the BraTS root its shards were built from"
+        )
+    cases = {c["case_id"]: c for c in discover_cases(root)}
+    return cases, _split_case_ids(lut_from, "train")
 
 
 def output_paths(out_dir):
