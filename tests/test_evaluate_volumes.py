@@ -331,6 +331,44 @@ def test_brasyn_scores_equal_the_challenges_code_with_torchmetrics():
     assert abs(cropped - expected[1]) > 1e-3  # the two versions differ
 
 
+def test_brasyn_ssim_filters_only_the_box_around_the_non_zero_voxels():
+    """A head well inside its array and a small tumour: the boxed computation equals
+    torchmetrics' SSIM of the whole arrays (full and cropped maps), where the unboxed
+    map is 1 wherever a window sees only zeros."""
+    torch = pytest.importorskip("torch")
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from dygan_tf.evaluation import volume_metrics as vm
+
+    rng = np.random.default_rng(3)
+    truth = np.zeros((44, 40, 34), np.float32)
+    truth[9:33, 8:30, 10:26] = rng.integers(50, 900, (24, 22, 16))
+    pred = np.where(truth > 0, truth + rng.normal(0, 90, truth.shape), 0).astype(np.float32)
+    pred[20, 3, 17] = 300.0  # a stray voxel outside the head, as a model may paint
+    seg = np.zeros(truth.shape, np.uint8)
+    seg[18:22, 15:19, 16:19] = 2
+    t, p = vm.brasyn_percentile_clip(truth), vm.brasyn_percentile_clip(pred)
+    mask = (seg > 0).astype(np.int64)
+    for crop in (False, True):
+        expected = []
+        for m in (mask, 1 - mask):
+            _, full = structural_similarity_index_measure(
+                torch.from_numpy((p * m)[None, None]),
+                torch.from_numpy((t * m)[None, None]),
+                return_full_image=True,
+            )
+            full = full[..., 5:-5, 5:-5, 5:-5] if crop else full
+            expected.append(float(full.mean()))
+        got = vm.brasyn_ssim(truth, pred, seg, crop=crop)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        for m in (mask, 1 - mask):  # and to rounding, against the map of the whole arrays
+            a, b = p * m, t * m
+            whole = vm._ssim_map(a, b, max(np.ptp(a), np.ptp(b)))
+            whole = whole[5:-5, 5:-5, 5:-5] if crop else whole
+            want = whole.mean(dtype=np.float64)
+            assert vm.torchmetrics_ssim_3d(a, b, crop) == pytest.approx(want, abs=1e-12)
+
+
 def _reference_lut(truth, train_case, source, target, brain_of):
     """An independent LUT: 256 bins of the training case's unit-scaled source over its
     brain -> mean unit-scaled target, empty bins interpolated."""
@@ -462,6 +500,12 @@ def test_lut_from_another_root_fits_on_its_training_cases(data, tmp_path, capsys
     want, _ = _reference(_unit(case["t1"], brain), _unit(mapped, brain), brain)
     (row,) = summary["baselines"]["intensity_lut"]["volumes"]
     assert row["psnr_brain"] == pytest.approx(want, abs=2e-4)
+
+    # baselines=False: the model's rows alone (another model on the same cases).
+    alone = evaluate_volumes(pred, root / "brats", tmp_path / "alone", lut_from=manifest,
+                             verbose=False, baselines=False)  # fmt: skip
+    assert alone["baselines"] == {} and alone["lut"]["fitted"] is False
+    assert alone["volumes"] == summary["volumes"]
 
     fields["source_root"] = str(tmp_path / "gone")
     with open(manifest, "w") as f:

@@ -53,7 +53,11 @@ def _gaussian_weights():
 
 
 def _blur(volume):
-    weights = _gaussian_weights()
+    """The Gaussian window's mean around every voxel, filtered in float32: 3x faster than
+    float64 on a 240 x 240 x 155 volume, and SSIM's terms on [0, 1] volumes lose
+    nothing the scores show (the tests hold them to 1e-4 of float64 references)."""
+    volume = np.asarray(volume, np.float32)
+    weights = _gaussian_weights().astype(np.float32)
     for axis in range(volume.ndim):
         volume = scipy.ndimage.correlate1d(volume, weights, axis=axis, mode="mirror")
     return volume
@@ -65,7 +69,7 @@ def ssim_map_3d(x, y):
     Separable Gaussian window (11 voxels, sigma 1.5) with mirrored edges, as the
     BraSyn evaluation's torchmetrics SSIM on a 5-D volume with its full image.
     """
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     c1, c2 = SSIM_K1**2, SSIM_K2**2
     mu_x, mu_y = _blur(x), _blur(y)
     var_x = _blur(x * x) - mu_x**2
@@ -92,7 +96,7 @@ def region_scores(truth, pred, region):
     )
     inside = region[box]
     values = ssim_map_3d(truth[box] * inside, pred[box] * inside)
-    return psnr, float(values[inside].mean())
+    return psnr, float(values[inside].mean(dtype=np.float64))
 
 
 # BraSyn's own scores: hongweilibran/BraSyn ssim.py (last changed 2024-07-03), copied
@@ -116,21 +120,61 @@ def brasyn_percentile_clip(volume):
 
 
 def torchmetrics_ssim_3d(pred, target, crop=False):
-    """torchmetrics' default 3-D SSIM of two volumes (its `data_range=None`)."""
+    """torchmetrics' default 3-D SSIM of two volumes (its `data_range=None`).
+
+    Where both volumes are 0 in a whole window the map is exactly 1 ((c1 c2) / (c1 c2)).
+    So the map is computed only on the box around their non-zero voxels widened by the
+    window's radius (filtered inside that box widened once more, whose mirrored edges
+    then only ever reflect zeros), and every voxel outside counts 1: the same mean as
+    filtering the whole array.
+    """
     pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
     data_range = max(pred.max() - pred.min(), target.max() - target.min())
+    shape = pred.shape
+    nonzero = np.nonzero((pred != 0) | (target != 0))
+    if data_range > 0 and nonzero[0].size:
+
+        def widened(by):
+            return tuple(
+                (max(int(i.min()) - by, 0), min(int(i.max()) + by + 1, n))
+                for i, n in zip(nonzero, shape)
+            )
+
+        outer, inner = widened(2 * BRASYN_PAD), widened(BRASYN_PAD)
+        kept = [(BRASYN_PAD, n - BRASYN_PAD) if crop else (0, n) for n in shape]
+        size = math.prod(max(stop - start, 0) for start, stop in kept)
+        if not size:
+            return math.nan  # cropped to nothing: undefined
+        ssim = _ssim_map(pred[_box(outer)], target[_box(outer)], data_range)
+        part = ssim[
+            tuple(
+                slice(max(i0, k0) - o0, max(min(i1, k1), max(i0, k0)) - o0)
+                for (o0, _), (i0, i1), (k0, k1) in zip(outer, inner, kept)
+            )
+        ]
+        return float((part.sum(dtype=np.float64) + (size - part.size)) / size)
+    ssim = _ssim_map(pred, target, data_range)  # constant volumes: 1 or NaN everywhere
+    if crop:
+        ssim = ssim[(slice(BRASYN_PAD, -BRASYN_PAD),) * ssim.ndim]
+    return float(ssim.mean(dtype=np.float64)) if ssim.size else math.nan  # cropped to nothing
+
+
+def _box(bounds):
+    return tuple(slice(start, stop) for start, stop in bounds)
+
+
+def _ssim_map(pred, target, data_range):
+    """torchmetrics' SSIM map of two volumes with this data range (float32)."""
+    pred, target = np.asarray(pred, np.float32), np.asarray(target, np.float32)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     mu_p, mu_t = _blur(pred), _blur(target)
     var_p = np.maximum(_blur(pred * pred) - mu_p**2, 0.0)
     var_t = np.maximum(_blur(target * target) - mu_t**2, 0.0)
     cov = _blur(pred * target) - mu_p * mu_t
     with np.errstate(divide="ignore", invalid="ignore"):  # two constant volumes: NaN
-        ssim = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / (
+        return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / (
             (mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2)
         )
-    if crop:
-        ssim = ssim[(slice(BRASYN_PAD, -BRASYN_PAD),) * ssim.ndim]
-    return float(ssim.mean()) if ssim.size else math.nan  # cropped to nothing: undefined
 
 
 def brasyn_ssim(truth, pred, seg, crop=False):

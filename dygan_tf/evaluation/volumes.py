@@ -182,7 +182,7 @@ def read_scored(path, allow_zero=False):
     return volume.data
 
 
-def evaluate_case(files, predictions, brasyn_crop=False, lut=None):
+def evaluate_case(files, predictions, brasyn_crop=False, lut=None, with_baselines=True):
     """Rows (one per target) for one case, and the baselines' rows.
 
     Args:
@@ -192,6 +192,8 @@ def evaluate_case(files, predictions, brasyn_crop=False, lut=None):
             cropped off every side), not as >= 1.4.2 does.
         lut: a fitted `volume_baselines.VolumeLUT` (None: the LUT baseline is not
             scored).
+        with_baselines: False: no baseline is scored (their rows are the same for
+            every model scored on these cases).
 
     Returns:
         (rows, baseline rows): dicts with the keys of `COLUMNS` (metrics as floats, NaN
@@ -212,6 +214,8 @@ def evaluate_case(files, predictions, brasyn_crop=False, lut=None):
     rows, baselines = [], []
     for target, path in sorted(predictions.items()):
         rows.append(case.score(target, read_scored(path, allow_zero=True), path))
+        if not with_baselines:
+            continue
         source = volume_baselines.source_for(target, real, lut)
         made = volume_baselines.baseline_volumes(real, unit, brain, target, source, lut)
         for method, volume in made.items():
@@ -295,6 +299,7 @@ def evaluate_volumes(
     verbose=True,
     brasyn_ssim_mode="full",
     lut_from=None,
+    baselines=True,
 ):
     """Scores every synthesised volume under `pred_dir` against the real one.
 
@@ -318,6 +323,8 @@ def evaluate_volumes(
             baseline is fitted on its train split's cases, read from the BraTS root its
             manifest names (a test set in its own root, e.g. the benchmark's); None: on
             `split_from`'s train split, read from `truth_root`.
+        baselines: False: neither baseline is scored (nor the LUT fitted), e.g. for the
+            second of several models scored on the same cases.
 
     Returns:
         The summary as written to summary.json: the method, the per-target
@@ -344,12 +351,17 @@ def evaluate_volumes(
             scored = set()  # another root: a case id there is another case
     elif split_from is not None:
         train = _split_case_ids(split_from, "train", missing_ok=True)
-    lut, lut_record = _fit_lut(lut_cases, train, scored, verbose)
+    if baselines:
+        lut, lut_record = _fit_lut(lut_cases, train, scored, verbose)
+    else:
+        lut, lut_record = None, {"fitted": False, "why": "no baselines asked for"}
     if lut_from is not None:
         lut_record["from"] = os.path.abspath(lut_from)
-    rows, baseline_rows = _score_cases(cases, by_case, brasyn_ssim_mode == "crop", lut, verbose)
+    rows, baseline_rows = _score_cases(
+        cases, by_case, brasyn_ssim_mode == "crop", lut, verbose, baselines
+    )
     sources = {r["target"]: r["source"] for r in baseline_rows}
-    baselines = {
+    reference = {
         b: {"targets": summarize(chosen), "volumes": chosen}
         for b in volume_baselines.BASELINES
         if (chosen := [r for r in baseline_rows if r["method"] == b])
@@ -368,7 +380,7 @@ def evaluate_volumes(
         "cases": len(by_case),
         "targets": summarize(rows),
         "volumes": rows,
-        "baselines": baselines,
+        "baselines": reference,
         "baseline_sources": dict(sorted(sources.items())),
         "lut": lut_record,
         "missing": missing,
@@ -503,13 +515,13 @@ def _matched_predictions(pred_dir, truth_root, split_from, split):
     return files, by_case, len(found), (unmatched, outside_split), cases, wanted
 
 
-def _score_cases(files, by_case, crop, lut, verbose):
+def _score_cases(files, by_case, crop, lut, verbose, with_baselines=True):
     """One row per (case, target) of every metric (`evaluate_case`), and the baselines'
-    rows, with progress."""
+    rows (none without `with_baselines`), with progress."""
     progress = Progress(len(by_case), unit="case", enabled=verbose)
     rows, baselines = [], []
     for cid, predictions in by_case.items():
-        scored, reference = evaluate_case(files[cid], predictions, crop, lut)
+        scored, reference = evaluate_case(files[cid], predictions, crop, lut, with_baselines)
         rows += [{"case_id": cid, **row} for row in scored]
         baselines += [{"case_id": cid, **row} for row in reference]
         progress.add(1)
