@@ -1,0 +1,57 @@
+"""research.whole_volume on the tests' phantom: each modality of a case removed in turn,
+completed by a multi-source model (every one) and by the paper's T2 model (all but T2),
+scored beside the baselines, with times; a model and set already recorded is skipped."""
+
+import json
+import os
+
+from dygan_tf.config.run_config import get_preset
+from dygan_tf.data.cases import discover_cases
+from tests.helpers import save_untrained_run
+
+
+def test_each_modality_removed_in_turn_completed_and_scored(
+    phantom_root, tfrecord_dir, run_dir, tmp_path, capsys
+):
+    from research import whole_volume
+
+    multi = get_preset("tiny").override(
+        inputs="multi", source="any", targets=("flair", "t1", "t1ce", "t2")
+    )
+    (tmp_path / "multi").mkdir()
+    multi_dir = save_untrained_run(tmp_path / "multi", multi)
+    out, work = tmp_path / "records", tmp_path / "work"
+    argv = [
+        "--model", f"multi={multi_dir}", "--model", f"paper={run_dir}",
+        "--test-set", f"tiny={phantom_root}", "--cases", "1", "--baselines", "multi",
+        "--lut-from", str(tfrecord_dir), "--work", str(work), "--out", str(out),
+    ]  # fmt: skip
+    whole_volume.main(argv)
+    first = min(c["case_id"] for c in discover_cases(str(phantom_root)))
+    for label, targets in (
+        ("multi", ["flair", "t1", "t1ce", "t2"]),
+        ("paper", ["flair", "t1", "t1ce"]),
+    ):
+        folder = out / label / "tiny"
+        summary = json.loads((folder / "summary.json").read_text())
+        timing = json.loads((folder / "timing.json").read_text())
+        assert sorted(summary["targets"]) == targets
+        assert [(r["case_id"], r["target"]) for r in summary["volumes"]] == [
+            (timing["cases"][0], t) for t in targets
+        ]
+        assert timing["cases"] == [first]
+        for m in targets:
+            assert timing["passes"][m]["cases"] == 1 and timing["passes"][m]["seconds"] > 0
+        assert "through_plane_excess" in summary["volumes"][0]
+        # The baselines once, with the model that completes every modality.
+        assert bool(summary["baselines"]) is (label == "multi")
+    assert timing["passes"]["t2"] == {"skipped": "paper was not trained to synthesise t2"}
+    lut = json.loads((out / "multi" / "tiny" / "summary.json").read_text())["lut"]
+    assert lut["fitted"] and lut["scored_so_left_out"] == 1  # the same root: never fitted on it
+    # Inputs are links to the real files, the scored modality left out.
+    case = timing["cases"][0]
+    links = sorted(os.listdir(work / "inputs" / "tiny" / "without_t1" / case))
+    assert links == sorted(f for f in links if "_t1." not in f) and len(links) == 3
+    capsys.readouterr()
+    whole_volume.main(argv)
+    assert capsys.readouterr().out.count("skipped") == 2
