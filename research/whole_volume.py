@@ -4,6 +4,7 @@ a model, scored on the whole volume beside copy-source and the intensity LUT.
     python -m research.whole_volume --model LABEL=RUN_DIR [--model ...] \
         [--test-set NAME=BRATS_ROOT ...] [--cases 10] [--lut-from TRAIN_SHARDS] \
         [--baselines LABEL] [--work DIR] [--out docs/results/whole-volume/records]
+    python -m research.whole_volume --table [--out docs/results/whole-volume/records]
 
 For each test set the first `--cases` case ids (sorted) are fixed. For every modality m
 a root of those cases without m is made (links to the other three files), and each model
@@ -15,11 +16,18 @@ through-plane consistency; copy-source and the LUT fitted on `--lut-from`'s trai
 volumes). Per model and test set it writes `<out>/<label>/<set>/`: per_case.csv,
 summary.json (every volume's row) and timing.json (seconds per pass of every case, the
 model's loading apart, and the machine). A model and set already recorded is skipped.
+
+`--table` reads those records (labels `<row>_seed<N>`) into table.json and table.md
+beside the records folder: per test set, target and row, the mean over seeds of each
+seed's mean over the cases (± the SD over seeds), the baselines, each seed's margin over
+the LUT, and the paired difference of the context rows (K = 1 minus K = 0) by seed.
 """
 
+import glob
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -127,9 +135,171 @@ def complete(label, run_dir, roots, pred_dir):
     }
 
 
+METRICS = (  # (summary column, shown as, digits)
+    ("psnr_brain", "brain PSNR (dB)", 2),
+    ("psnr_tumour", "tumour PSNR (dB)", 2),
+    ("ssim_brain", "brain SSIM", 4),
+    ("brasyn_ssim_tumour", "BraSyn SSIM tumour", 4),
+    ("brasyn_ssim_non_tumour", "BraSyn SSIM non-tumour", 4),
+    ("through_plane_excess", "through-plane excess", 4),
+)
+PAIRS = (("recipe_k1", "recipe_k0"),)  # (a, b): a − b paired by seed
+
+
+def read_records(out):
+    """{(row, seed): {test set: (summary, timing)}} of the records under `out`."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(out, "*", "*", "timing.json"))):
+        folder = os.path.dirname(path)
+        label, test_set = os.path.basename(os.path.dirname(folder)), os.path.basename(folder)
+        match = re.fullmatch(r"(.+)_seed(\d+)", label)
+        if match is None:
+            continue
+        with open(path, encoding="utf-8") as f:
+            timing = json.load(f)
+        with open(os.path.join(folder, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+        found.setdefault((match[1], int(match[2])), {})[test_set] = (summary, timing)
+    return found
+
+
+def _stat(values):
+    from research.paired import mean_sd
+
+    mean, sd, n = mean_sd(values)
+    return {"mean": mean, "sd": sd, "n": n, "values": list(values)}
+
+
+def build_table(records):
+    """The table's dict: rows and baselines per test set and target, margins, pairs."""
+    from research.paired import paired_difference
+
+    sets = sorted({name for by_set in records.values() for name in by_set})
+    table = {}
+    for name in sets:
+        entry = {"rows": {}, "baselines": {}, "margin_over_lut": {}, "pairs": {}}
+        per_seed = {}  # row -> target -> column -> {seed: value}
+        for (row, seed), by_set in sorted(records.items()):
+            if name not in by_set:
+                continue
+            summary, timing = by_set[name]
+            for target, stats in summary["targets"].items():
+                for column, *_ in METRICS:
+                    value = stats[column]["mean"]
+                    if value is not None:
+                        cells = per_seed.setdefault(row, {}).setdefault(target, {})
+                        cells.setdefault(column, {})[seed] = value
+            seconds = sum(p["per_case"] for p in timing["passes"].values() if "per_case" in p)
+            per_seed[row].setdefault("_time", {}).setdefault("per_case_s", {})[seed] = seconds
+            for method, reference in summary["baselines"].items():
+                for target, stats in reference["targets"].items():
+                    entry["baselines"].setdefault(target, {})[method] = {
+                        column: stats[column]["mean"] for column, *_ in METRICS
+                    } | {"source": summary["baseline_sources"][target]}
+        for row, targets in per_seed.items():
+            entry["rows"][row] = {
+                target: {column: _stat(list(v.values())) | {"seeds": sorted(v)}
+                         for column, v in columns.items()}
+                for target, columns in targets.items()
+            }  # fmt: skip
+            for target, columns in targets.items():
+                lut = entry["baselines"].get(target, {}).get("intensity_lut")
+                if lut and target != "_time":
+                    margin = {s: v - lut["psnr_brain"] for s, v in columns["psnr_brain"].items()}
+                    entry["margin_over_lut"].setdefault(row, {})[target] = margin
+        for a, b in PAIRS:
+            for target in per_seed.get(a, {}):
+                if target != "_time" and target in per_seed.get(b, {}):
+                    entry["pairs"].setdefault(f"{a} - {b}", {})[target] = {
+                        column: paired_difference(per_seed[a][target][column],
+                                                  per_seed[b][target][column])
+                        for column in ("psnr_brain", "psnr_tumour", "through_plane_excess")
+                    }  # fmt: skip
+        table[name] = entry
+    return table
+
+
+def _cell(stat, digits):
+    if stat is None or stat["mean"] is None:
+        return "—"
+    if stat["sd"] is None:
+        return f"{stat['mean']:.{digits}f} (1 seed)"
+    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+
+
+def table_markdown(table):
+    """table.md: per test set, the rows beside the baselines, margins and pairs."""
+    from dygan_tf.utils.markdown import table_lines
+
+    lines = []
+    header = ["target", "row", "seeds", *(shown for _, shown, _ in METRICS), "s / case"]
+    for name, entry in table.items():
+        lines += [f"## {name}", ""]
+        body = []
+        for target in MODALITIES:
+            for row, targets in entry["rows"].items():
+                if target not in targets:
+                    continue
+                cells = targets[target]
+                seeds = ",".join(map(str, cells["psnr_brain"]["seeds"]))
+                time_cell = _cell(targets["_time"]["per_case_s"], 1)
+                body.append([target, row, seeds] + [_cell(cells.get(c), d) for c, _, d in METRICS]
+                            + [time_cell])  # fmt: skip
+            for method, values in entry["baselines"].get(target, {}).items():
+                shown = ["—" if values[c] is None else f"{values[c]:.{d}f}" for c, _, d in METRICS]
+                label = f"{method} ({values['source']} → {target})"
+                body.append([target, label, "—", *shown, "—"])
+        lines += table_lines(header, body) + [""]
+        margins = [
+            [row, target, ", ".join(f"{m:+.2f}" for _, m in sorted(by_seed.items()))]
+            for row, targets in entry["margin_over_lut"].items()
+            for target, by_seed in targets.items()
+        ]
+        if margins:
+            lines += ["Brain PSNR minus the LUT's, each seed (dB):", ""]
+            lines += table_lines(["row", "target", "seeds 0, 1, 2, ..."], margins) + [""]
+        for pair, targets in entry["pairs"].items():
+            body = []
+            for target, columns in targets.items():
+                cells = []
+                for column in ("psnr_brain", "psnr_tumour", "through_plane_excess"):
+                    d = columns[column]
+                    digits = 4 if column == "through_plane_excess" else 2
+                    if d["ci"] is None:
+                        cells.append(
+                            "—" if d["mean"] is None else f"{d['mean']:+.{digits}f} (1 seed)"
+                        )
+                    else:
+                        low, high = d["ci"]
+                        cells.append(
+                            f"{d['mean']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+                        )
+                body.append([target, *cells, str(d["n"])])
+            lines += [f"Paired by seed, {pair} (mean, 95 % t interval):", ""]
+            lines += table_lines(
+                ["target", "brain PSNR", "tumour PSNR", "through-plane", "seeds"], body
+            )
+            lines += [""]
+    return "\n".join(lines)
+
+
+def write_table(out):
+    from dygan_tf.utils.atomic import write_text_atomic
+
+    records = read_records(out)
+    if not records:
+        raise UserError(f"{out}: no records (<label>_seed<N>/<set>/timing.json) to tabulate")
+    table = build_table(records)
+    parent = os.path.dirname(os.path.abspath(out))
+    write_json_atomic(os.path.join(parent, "table.json"), table)
+    write_text_atomic(os.path.join(parent, "table.md"), table_markdown(table))
+    print(f"{len(records)} model records; wrote {parent}/table.json, table.md")
+
+
 def main(argv=None):
     parser = ArgumentParser(prog="research.whole_volume", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True, help="LABEL=RUN_DIR")
+    parser.add_argument("--model", action="append", default=[], help="LABEL=RUN_DIR")
+    parser.add_argument("--table", action="store_true", help="tabulate the records under --out")
     parser.add_argument("--test-set", action="append", default=[], help="NAME=BRATS_ROOT")
     parser.add_argument("--cases", type=int, default=CASES)
     parser.add_argument(
@@ -141,6 +311,10 @@ def main(argv=None):
     parser.add_argument("--work", default=os.path.join(cache_root(), "whole-volume"))
     parser.add_argument("--out", default="docs/results/whole-volume/records")
     args = parser.parse_args(argv)
+    if args.table:
+        return write_table(args.out)
+    if not args.model:
+        raise UserError("--model: at least one LABEL=RUN_DIR (or --table)")
     bench = os.path.join(cache_root(), BENCHMARK)
     sets = _pairs(args.test_set, "--test-set") or {
         name: os.path.join(bench, name, "volumes") for name in TEST_SETS
