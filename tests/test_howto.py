@@ -40,6 +40,7 @@ NEEDS = {
     ("train.md", 3): "BraTS shards",
     ("train.md", 4): "BraTS shards and a trained run",
     ("train.md", 5): "BraTS shards (Python: the paper's 100 epochs)",
+    ("translate.md", 2): "BraTS volumes and 20-25 minutes of training (the whole-case recipe)",
     ("your-data.md", 0): "BraTS 2019-2023 roots",
     ("your-data.md", 1): "a model trained on BraTS 2023 and its cases",
     ("your-data.md", 2): "BraSyn's validation data",
