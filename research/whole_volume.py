@@ -189,7 +189,7 @@ def build_table(records):
                     if value is not None:
                         cells = per_seed.setdefault(row, {}).setdefault(target, {})
                         cells.setdefault(column, {})[seed] = value
-            seconds = sum(p["per_case"] for p in timing["passes"].values() if "per_case" in p)
+            seconds = sum(p["per_case_s"] for p in timing["passes"].values() if "per_case_s" in p)
             per_seed[row].setdefault("_time", {}).setdefault("per_case_s", {})[seed] = seconds
             for method, reference in summary["baselines"].items():
                 for target, stats in reference["targets"].items():
