@@ -344,19 +344,9 @@ def evaluate_volumes(
             f"evaluating {found} volumes of {len(by_case)} cases ({skipped[0]} other "
             f"NIfTI files, {skipped[1]} predictions outside the split ignored)"
         )
-    lut_cases, train, scored = truth_cases, None, set(by_case)
-    if lut_from is not None:
-        lut_cases, train = _training_cases(lut_from)
-        if os.path.realpath(_manifest_root(lut_from)) != os.path.realpath(truth_root):
-            scored = set()  # another root: a case id there is another case
-    elif split_from is not None:
-        train = _split_case_ids(split_from, "train", missing_ok=True)
+    lut, lut_record = (None, {"fitted": False, "why": "no baselines asked for"})
     if baselines:
-        lut, lut_record = _fit_lut(lut_cases, train, scored, verbose)
-    else:
-        lut, lut_record = None, {"fitted": False, "why": "no baselines asked for"}
-    if lut_from is not None:
-        lut_record["from"] = os.path.abspath(lut_from)
+        lut, lut_record = _lut_of(truth_cases, truth_root, split_from, lut_from, by_case, verbose)
     rows, baseline_rows = _score_cases(
         cases, by_case, brasyn_ssim_mode == "crop", lut, verbose, baselines
     )
@@ -391,18 +381,22 @@ def evaluate_volumes(
     write_text_atomic(paths[1], markdown)
     write_json_atomic(paths[2], _json_safe(summary))
     if verbose:
-        seconds = time.perf_counter() - start
-        figures = "; ".join(
-            f"{t} PSNR {_mean(e['psnr_brain'], 2)} dB, SSIM {_mean(e['ssim_brain'], 4)}"
-            + _beside(summary, t)
-            for t, e in summary["targets"].items()
-        )
         print(f"\n{markdown}")
-        print(
-            f"{len(rows)} volumes of {len(by_case)} cases in {seconds:.1f}s, over the brain: "
-            f"{figures}; wrote {', '.join(paths)}"
-        )
+        print(_last_line(summary, time.perf_counter() - start, paths))
     return _json_safe(summary)
+
+
+def _last_line(summary, seconds, paths):
+    """What was scored, how fast, each target's brain scores beside the baselines'."""
+    figures = "; ".join(
+        f"{t} PSNR {_mean(e['psnr_brain'], 2)} dB, SSIM {_mean(e['ssim_brain'], 4)}"
+        + _beside(summary, t)
+        for t, e in summary["targets"].items()
+    )
+    return (
+        f"{len(summary['volumes'])} volumes of {summary['cases']} cases in {seconds:.1f}s, "
+        f"over the brain: {figures}; wrote {', '.join(paths)}"
+    )
 
 
 def _mean(stat, digits):
@@ -419,6 +413,23 @@ def _beside(summary, target):
     ]
     source = summary["baseline_sources"].get(target)
     return f" (baselines from {source}: {', '.join(shown)} dB)" if shown else ""
+
+
+def _lut_of(truth_cases, truth_root, split_from, lut_from, by_case, verbose):
+    """`_fit_lut` on `lut_from`'s training cases (from the root its manifest names: a
+    case id there is another case unless that root is `truth_root`), else on
+    `split_from`'s train split read from the truth root."""
+    lut_cases, train, scored = truth_cases, None, set(by_case)
+    if lut_from is not None:
+        lut_cases, train = _training_cases(lut_from)
+        if os.path.realpath(_manifest_root(lut_from)) != os.path.realpath(truth_root):
+            scored = set()
+    elif split_from is not None:
+        train = _split_case_ids(split_from, "train", missing_ok=True)
+    lut, record = _fit_lut(lut_cases, train, scored, verbose)
+    if lut_from is not None:
+        record["from"] = os.path.abspath(lut_from)
+    return lut, record
 
 
 def _fit_lut(truth_cases, train_ids, scored_ids, verbose):
