@@ -192,24 +192,7 @@ def translate_root(
                 outcome = run_plan(
                     plan, out_dir, load_once, batch_slices, False, allow_untrained, ahead.read
                 )
-                row.update(
-                    status="written", written=[plan.spell([t]) for t in sorted(outcome.written)]
-                )
-                if outcome.untrained:
-                    row.update(
-                        status="untrained",
-                        why="; ".join(
-                            f"{t} untrained (record: {os.path.basename(p)})"
-                            for t, p in outcome.untrained.items()
-                        ),
-                    )
-                if outcome.refused:
-                    row.update(
-                        status="refused",
-                        why="; ".join(
-                            f"{plan.spell([t])}: {why}" for t, why in outcome.refused.items()
-                        ),
-                    )
+                row.update(_outcome_fields(plan, outcome))
         except _ModelError as e:
             raise UserError(str(e)) from None
         except UserError as e:
@@ -225,6 +208,21 @@ def translate_root(
             bar.add(1)
     bar.close()
     return rows
+
+
+def _outcome_fields(plan, outcome):
+    """A written case's status, outputs and why: "written", "untrained" (some target
+    written by a task the model never learned) or "refused" (some target refused)."""
+    fields = {"status": "written", "written": [plan.spell([t]) for t in sorted(outcome.written)]}
+    if outcome.untrained:
+        fields["status"] = "untrained"
+        fields["why"] = "; ".join(
+            f"{t} untrained (record: {os.path.basename(p)})" for t, p in outcome.untrained.items()
+        )
+    if outcome.refused:
+        fields["status"] = "refused"
+        fields["why"] = "; ".join(f"{plan.spell([t])}: {why}" for t, why in outcome.refused.items())
+    return fields
 
 
 def skip_reason(plan, out_dir, overwrite):
