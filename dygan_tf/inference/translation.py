@@ -339,19 +339,7 @@ def run_plan(
     keys = {t: row_key(available, t) for t in targets}
     trained = predictor.trained_rows
     unknown = {t: keys[t] for t in targets if trained is not None and keys[t] not in trained}
-    refused = {}
-    for target, key in unknown.items():
-        why = untrained_message(key, trained, plan.spell)
-        named = plan.spell([target])
-        if allow_untrained:
-            print(f"warning: {case} {named}: written though {why}", file=sys.stderr)
-        else:
-            refused[target] = why
-            print(
-                f"refused: {case} {named}: {why}; nothing written for it "
-                "(--allow-untrained writes it anyway)",
-                file=sys.stderr,
-            )
+    refused = _refused(plan, unknown, trained, allow_untrained)
     targets = [t for t in targets if t not in refused]
     if not targets:
         return CaseOutcome({}, refused, {})
@@ -382,26 +370,53 @@ def run_plan(
     except OSError as e:
         raise UserError(f"{out_dir}: cannot create it ({e.strerror})") from None
     write_outputs(synthesized, out_paths, header)
-    untrained = {}
-    for target in targets:
-        if target in unknown:
-            untrained[target] = untrained_record_path(out_paths[target])
-            record = {
-                "output": os.path.basename(out_paths[target]),
-                "untrained": True,
-                "task": unknown[target],
-                "trained_rows": list(trained),
-                "model": str(predictor.path),
-                "why": "written with --allow-untrained: "
-                + untrained_message(unknown[target], trained),
-            }
-            write_json_atomic(untrained[target], record)
+    untrained = {
+        t: _untrained_record(out_paths[t], unknown[t], trained, predictor)
+        for t in targets
+        if t in unknown
+    }
     if verbose:
         print(
             f"{case}: {depth} slices x {len(targets)} targets in {seconds:.1f}s "
             f"({depth / seconds:.1f} slices/s); wrote {', '.join(out_paths.values())}"
         )
     return CaseOutcome(out_paths, refused, untrained)
+
+
+def _refused(plan, unknown, trained, allow_untrained):
+    """{target: why} of the targets `unknown` ({target: row key} the model never
+    learned) refused, each with a `refused:` line; with `allow_untrained` none, each
+    with a `warning:` line instead."""
+    refused = {}
+    for target, key in unknown.items():
+        why = untrained_message(key, trained, plan.spell)
+        named = plan.spell([target])
+        if allow_untrained:
+            print(f"warning: {plan.case} {named}: written though {why}", file=sys.stderr)
+        else:
+            refused[target] = why
+            print(
+                f"refused: {plan.case} {named}: {why}; nothing written for it "
+                "(--allow-untrained writes it anyway)",
+                file=sys.stderr,
+            )
+    return refused
+
+
+def _untrained_record(out_path, key, trained, predictor):
+    """Writes the JSON record beside an output written by a task the model never
+    learned (`untrained_record_path`); returns its path."""
+    path = untrained_record_path(out_path)
+    record = {
+        "output": os.path.basename(out_path),
+        "untrained": True,
+        "task": key,
+        "trained_rows": list(trained),
+        "model": str(predictor.path),
+        "why": "written with --allow-untrained: " + untrained_message(key, trained),
+    }
+    write_json_atomic(path, record)
+    return path
 
 
 def load_input(path):
