@@ -277,9 +277,10 @@ PRESETS = {
     # completed from whatever else a case holds (`--inputs multi`, four targets), trained
     # on shards of every brain slice (`dygan-build-tfrecords --source-slices all`), so
     # `translate` sees at test time the slices it trained on. 96 px is 2.25x the demo's
-    # pixels and fits 2 CPU cores: 128 px would cost about 1.8x a step. The multi-scale
-    # D needs a multiple of 64, so D is the paper's single-scale patch D (DyGAN). Two
-    # epochs: each draws the same number of slices of every case, ~2,500 steps for 20.
+    # pixels and trains in 19-25 min on 2 busy CPU cores (128 px has 1.8x its pixels).
+    # The multi-scale D needs a multiple of 64, so D is the paper's single-scale patch D
+    # (DyGAN). Two epochs, each the same number of slices of every case: ~2,500 steps
+    # an epoch for 20 training cases (docs/results/whole-volume.md).
     "whole_case": RunConfig(
         preset="whole_case",
         model=ModelConfig(

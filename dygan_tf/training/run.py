@@ -31,8 +31,8 @@ from dygan_tf.utils.errors import UserError
 VALIDATION_FRACTION = 0.1  # of the training split's cases, at least one
 _EPOCH_SEEDS = 1_000_003  # epoch e of seed s shuffles with s * _EPOCH_SEEDS + e
 # From shards of every brain slice, validation reads this many slices of each held-out
-# case, one fixed draw (seed 0): every slice of two cases at 28 rows a slice took longer
-# than the epoch it scored (about 2 min at 96 px on 2 CPU cores, for 6 s of training).
+# case, one fixed draw (seed 0): every slice of two cases at 28 rows a slice took about
+# 2 min an epoch at 96 px on 2 busy CPU cores, against 6 s for a 40-step epoch.
 VALIDATION_SLICES = 16
 
 
