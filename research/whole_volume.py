@@ -335,8 +335,8 @@ def main(argv=None):
             pred_dir = os.path.join(args.work, "predictions", label, name)
             shutil.rmtree(pred_dir, ignore_errors=True)
             timing = complete(label, run_dir, roots, pred_dir)
-            # The baselines are the same for every model: scored with the first that
-            # completes every modality (a multi-source model), or else with each.
+            # The baselines are the same for every model on these cases: scored with the
+            # model --baselines names (one that completes every modality), else with each.
             first = args.baselines == label or (args.baselines is None)
             summary = evaluate_volumes(
                 pred_dir, root, out, lut_from=lut_from, verbose=False, baselines=first
