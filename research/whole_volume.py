@@ -26,10 +26,8 @@ the LUT, and the paired difference of the context rows (K = 1 minus K = 0) by se
 import glob
 import json
 import os
-import platform
 import re
 import shutil
-import subprocess
 import time
 
 from dygan_tf.config.tasks import MODALITIES
@@ -81,22 +79,9 @@ def dropped_roots(cases, work):
     return roots
 
 
-def _machine():
-    flags, name = [], platform.processor()
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in text.splitlines():
-            if line.startswith("Flags:"):
-                flags = [f for f in line.split()[1:] if f.startswith(("avx", "amx", "fma"))]
-            if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"cpu": name, "cpu_flags": flags, "cores": os.cpu_count()}
-
-
 def complete(label, run_dir, roots, pred_dir):
     """Completes every dropped root a model can; returns the timing record."""
+    from benchmarks.common import machine
     from dygan_tf.inference.batch_translation import translate_root
     from dygan_tf.inference.predictor import load_predictor
 
@@ -130,7 +115,7 @@ def complete(label, run_dir, roots, pred_dir):
         "image_size": predictor.image_size,
         "loading_s": loading,
         "passes": passes,
-        "machine": _machine(),
+        "machine": machine(),
         "load_average_1min": os.getloadavg()[0],
     }
 
