@@ -23,11 +23,11 @@ def main(argv=None):
     add_workers_flag(parser)
     parser.add_argument("--template", help="brain-extracted T1 replacing Colin27's")
     args = parser.parse_args(argv)
-    from dygan_tf.data.benchmark import build_benchmark
+    from dygan_tf.data.benchmark import build_benchmark, describe_set
 
     record = build_benchmark(args.out, args.phantom, args.template, args.workers)
     for name, entry in record["sets"].items():
-        print(f"{name}: {entry['shards']} (manifest sha256 {entry['manifest_sha256'][:12]})")
+        print(describe_set(args.phantom, name, entry, args.template))
 
 
 cli = command(main)

@@ -22,6 +22,8 @@ from dygan_tf.data.phantom import PhantomSpec
 from dygan_tf.data.phantom_difficulty import enhancing_auc, lut_carry_r2, normalised
 from tests.helpers import case_folder, one_error_line, run_in_process
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # sha256 of v1 case 0 (seed 0, HGG)'s five .nii.gz files concatenated (t1, t1ce, t2,
 # flair, seg), taken from the code before phantom v2 was added (commit ea9c0e5).
 V1_CASE0_SHA256 = "c18e7511035162c199d6b6821729db0955798f196df6cf5cba2329da1e3c0a5f"
@@ -248,3 +250,24 @@ def test_benchmark_json_keeps_the_sets_built_before(tmp_path, monkeypatch):
     assert built == [(s.name, 64) for s in benchmark.SETS]
     with open(os.path.join(out, "phantom-v2", benchmark.BENCHMARK_JSON)) as f:
         assert json.load(f) == record
+
+
+def test_build_lines_say_whether_a_set_is_the_reference_build():
+    with open(os.path.join(ROOT, "docs/results/benchmark-v2/difficulty.json")) as f:
+        recorded = json.load(f)["versions"]
+    for version, entry in recorded.items():
+        for name, built in entry["benchmark"]["sets"].items():
+            assert benchmark.REFERENCE_SHA256[(version, name)] == built["manifest_sha256"]
+    reference = benchmark.REFERENCE_SHA256[("v2", "train")]
+    entry = {"shards": "phantom-v2/train/shards-64px", "manifest_sha256": reference}
+    line = benchmark.describe_set("v2", "train", entry)
+    assert (
+        line
+        == f"train: {entry['shards']} (manifest sha256 {reference[:12]}: the reference build's)"
+    )
+    other = dict(entry, manifest_sha256="1709d94f3d99" + "0" * 52)
+    line = benchmark.describe_set("v2", "train", other)
+    assert f"1709d94f3d99; the reference build's is {reference[:12]}" in line
+    assert "do not share a table" in line and "\n" not in line
+    # A build from another template has no reference: only its hash is said.
+    assert benchmark.describe_set("v2", "train", other, "T1.nii.gz").endswith("1709d94f3d99)")

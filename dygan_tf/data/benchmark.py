@@ -18,6 +18,19 @@ from dygan_tf.utils.atomic import write_json_atomic
 
 IMAGE_SIZE = 64
 BENCHMARK_JSON = "benchmark.json"
+# The manifests' sha256 of the build every result page's records were made on
+# (docs/results/benchmark-v2/difficulty.json). The phantom's geometry goes through
+# numpy's BLAS and vectorised math, whose rounding depends on the CPU: OpenBLAS's
+# Haswell kernels instead of its SkylakeX ones move 40 of 1.2e9 voxels of v2's `train`
+# by one unit, and the build's hash with them (docs/results/benchmark-v2.md).
+REFERENCE_SHA256 = {
+    ("v1", "train"): "11f9d85a76934f2b52c9e7443713d01d87f8a6542d3dbadc1cf746551e4490c1",
+    ("v1", "test_mni"): "d350e1c2722b587badf842f0a33bab891abf332a7c566662c44485bc15ad51ff",
+    ("v1", "test_colin27"): "6f2b5e842f81ed45b9f9a125c75516daec930927d1b103864746092a7afc7842",
+    ("v2", "train"): "bd10e2cd8b2a53bc537d2b6bbff7545b65df82a189277fd69160b91823e70f41",
+    ("v2", "test_mni"): "7701c16f183275e409b0b6122060edaa3c25153cdf92cce0b18b92659a879480",
+    ("v2", "test_colin27"): "3cbb13658991a9f5f41c1f01673dd8552911e71bced5bf031c821de25a3b3177",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,3 +110,20 @@ def build_benchmark(out, version="v2", template=None, workers=1, sets=SETS, verb
         }
     write_json_atomic(file, record)
     return record
+
+
+def describe_set(version, name, entry, template=None):
+    """One line on a built set: its shards, their manifest's sha256 and whether that is
+    the reference build's (`REFERENCE_SHA256`; a build from another template has none)."""
+    sha = entry["manifest_sha256"]
+    line = f"{name}: {entry['shards']} (manifest sha256 {sha[:12]}"
+    reference = None if template else REFERENCE_SHA256.get((version, name))
+    if reference is None:
+        return line + ")"
+    if sha == reference:
+        return line + ": the reference build's)"
+    return (
+        line + f"; the reference build's is {reference[:12]}: this CPU rounded some voxels "
+        "otherwise, so runs on it do not share a table with docs/results' records; "
+        "docs/results/benchmark-v2.md says how to rebuild the reference)"
+    )
