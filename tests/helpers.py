@@ -228,9 +228,11 @@ def t2_task_batch(slices, size, seed=0):
     return image, target, task
 
 
-# Runs in a folder where `dygan_tf` is not importable: TensorFlow alone serves the export.
+# Runs in a folder where `dygan_tf` is not importable (and blocked, for a checkout
+# installed with `pip install -e .`): TensorFlow alone serves the export.
 _SERVE_ALONE = """
 import sys
+sys.modules["dygan_tf"] = None
 import numpy as np
 import tensorflow as tf
 try:

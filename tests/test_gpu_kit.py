@@ -33,7 +33,10 @@ import ast, importlib, importlib.metadata as md, json, pkgutil, re, sys
 preloaded = set(sys.modules)  # the interpreter's start (site's .pth files): not ours
 allowed, skip = set(json.loads(sys.argv[1])), set(json.loads(sys.argv[2]))
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
-owners = md.packages_distributions()
+# The checkout's own packages travel with the working tree, never as a wheel (a checkout
+# installed with `pip install -e .` lists them as a distribution too).
+owners = {name: owner for name, owner in md.packages_distributions().items()
+          if name not in ("dygan_tf", "benchmarks", "research", "tests")}
 refused = {}
 for module in pkgutil.iter_modules():
     name = module.name
