@@ -277,7 +277,7 @@ PRESETS = {
     # completed from whatever else a case holds (`--inputs multi`, four targets), trained
     # on shards of every brain slice (`dygan-build-tfrecords --source-slices all`), so
     # `translate` sees at test time the slices it trained on. 96 px is 2.25x the demo's
-    # pixels and trains in 19-25 min on 2 busy CPU cores (128 px has 1.8x its pixels).
+    # pixels and trains in 9-25 min on 2 busy CPU cores, by CPU (128 px: 1.8x the pixels).
     # The multi-scale D needs a multiple of 64, so D is the paper's single-scale patch D
     # (DyGAN). Two epochs, each the same number of slices of every case: ~2,500 steps
     # an epoch for 20 training cases (docs/results/whole-volume.md).
